@@ -1,0 +1,1 @@
+//! objfs-fs (being written).

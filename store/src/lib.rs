@@ -1,0 +1,20 @@
+//! objfs-store: the versioned object store under objfs.
+//!
+//! * [`ObjectStore`] — the one async, object-safe API (S3 semantics) that the filesystem uses.
+//! * [`memory::MemoryStore`] — an in-memory backend, obviously right: the test double and the
+//!   reference model of the property tests.
+//! * [`local::LocalStore`] — the embedded store: sled metadata, data appended into volume files
+//!   with per-block BLAKE3 checksums, crash-safe commits.
+//!
+//! Pure rules (keys, ranges) live in [`key`] and [`types`], free of I/O.
+
+pub mod error;
+pub mod key;
+pub mod local;
+pub mod memory;
+pub mod store;
+pub mod types;
+
+pub use error::{ErrorKind, Result, StoreError};
+pub use store::ObjectStore;
+pub use types::*;

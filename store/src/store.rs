@@ -1,0 +1,120 @@
+//! The [`ObjectStore`] trait: one versioned, S3-shaped API that every backend implements and
+//! one conformance suite checks (`tests/`), so the filesystem never knows which backend it runs on.
+
+use async_trait::async_trait;
+
+use crate::error::Result;
+use crate::types::*;
+
+/// A versioned object store with S3 semantics.
+///
+/// Semantics every backend must follow (checked by the conformance suite):
+///
+/// * **Keys** follow [`crate::key::check_key`]; a bad key is [`StoreError::InvalidKey`]
+///   (`crate::StoreError`) before anything else is looked at.
+/// * **Versions.** Every put, copy and completed multipart upload makes a new immutable version
+///   with a fresh [`VersionId`] greater than every id the store made before. `delete` adds a
+///   delete marker (a version without data) when the key has a live version, and does nothing
+///   otherwise. `delete_version` removes one version (data or marker) for good; removing the
+///   newest version makes the next newest one current again (so removing a delete marker
+///   undeletes).
+/// * **Current version.** `head`/`get` without a version see the newest version of the key;
+///   when that is a delete marker (or there is none) they fail with `NotFound`. With a version,
+///   they see that version, or fail with `NoSuchVersion` when it does not exist or is a delete
+///   marker.
+/// * **Listing** (`list`) shows keys whose newest version is not a delete marker, in byte order,
+///   with S3's prefix/delimiter roll-up. Strongly consistent: a completed write is visible to the
+///   next list. A page holds at most `max_keys` entries (objects + common prefixes); `next_token`
+///   is `Some` exactly when more entries follow. A continuation token is opaque and only valid
+///   for the same prefix and delimiter. Listing one level costs O(entries in the page), however
+///   many keys lie below it.
+/// * **Version listing** (`list_versions`) shows every version and delete marker: keys in byte
+///   order, versions of a key newest first, `is_latest` on the newest of each key.
+/// * **Multipart**: parts are numbered 1..=10000, may be uploaded in any order and concurrently,
+///   re-uploading a number replaces that part; complete takes a list of (number, etag) in strictly
+///   increasing order that must match uploaded parts, and concatenates them. Parts that were
+///   uploaded but not listed are discarded. An upload id is valid only with its key.
+/// * **Durability**: a write with `durable: true`, or any write followed by a successful `sync`,
+///   survives a crash. Any write is atomic: after a crash it is wholly present or wholly absent.
+#[async_trait]
+pub trait ObjectStore: Send + Sync + 'static {
+    /// A short name of the backend and its location, for logs.
+    fn describe(&self) -> String;
+
+    /// What this backend can do.
+    fn features(&self) -> StoreFeatures;
+
+    /// Writes a new version of `key` with the whole body.
+    async fn put(&self, key: &str, body: Body, opts: PutOptions) -> Result<ObjectInfo>;
+
+    /// Reads the current (or a given) version, whole or a byte range.
+    async fn get(&self, key: &str, opts: GetOptions) -> Result<GetResult>;
+
+    /// Describes the current (or a given) version without reading data.
+    async fn head(&self, key: &str, version: Option<VersionId>) -> Result<ObjectInfo>;
+
+    /// Adds a delete marker when `key` has a live version; returns the marker's id, or `None`
+    /// when there was nothing to delete.
+    async fn delete(&self, key: &str) -> Result<Option<VersionId>>;
+
+    /// Removes one version (or delete marker) of `key` for good.
+    async fn delete_version(&self, key: &str, version: VersionId) -> Result<()>;
+
+    /// Copies a version of `src` to a new version of `dst` without sending data through the
+    /// caller (the local store shares extents: no bytes are copied).
+    async fn copy(&self, src: &str, dst: &str, opts: CopyOptions) -> Result<ObjectInfo>;
+
+    /// Lists live objects.
+    async fn list(&self, req: &ListRequest) -> Result<ListPage>;
+
+    /// Lists versions and delete markers.
+    async fn list_versions(&self, req: &ListVersionsRequest) -> Result<VersionsPage>;
+
+    /// Starts a multipart upload; the metadata and durability of `opts` apply to the version
+    /// that `complete_multipart` makes (its condition is checked at completion).
+    async fn create_multipart(&self, key: &str, opts: PutOptions) -> Result<String>;
+
+    /// Uploads (or replaces) one part.
+    async fn upload_part(
+        &self,
+        key: &str,
+        upload_id: &str,
+        part_number: u32,
+        body: Body,
+    ) -> Result<PartInfo>;
+
+    /// Makes one part out of a byte range of an existing version (S3's UploadPartCopy).
+    /// `range` of `None` copies the whole source.
+    async fn upload_part_copy(
+        &self,
+        key: &str,
+        upload_id: &str,
+        part_number: u32,
+        src: &str,
+        src_version: Option<VersionId>,
+        range: Option<std::ops::Range<u64>>,
+    ) -> Result<PartInfo>;
+
+    /// Lists the parts uploaded so far, by part number.
+    async fn list_parts(&self, key: &str, upload_id: &str) -> Result<Vec<PartInfo>>;
+
+    /// Completes the upload: the listed parts, concatenated, become a new version of `key`.
+    async fn complete_multipart(
+        &self,
+        key: &str,
+        upload_id: &str,
+        parts: &[CompletedPart],
+    ) -> Result<ObjectInfo>;
+
+    /// Abandons the upload and its parts.
+    async fn abort_multipart(&self, key: &str, upload_id: &str) -> Result<()>;
+
+    /// Uploads in progress whose key starts with `prefix`, by key then initiation time.
+    async fn list_multipart_uploads(&self, prefix: &str) -> Result<Vec<UploadInfo>>;
+
+    /// Makes every write completed so far durable.
+    async fn sync(&self) -> Result<()>;
+
+    /// Capacity and usage.
+    async fn capacity(&self) -> Result<Capacity>;
+}
