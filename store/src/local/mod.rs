@@ -1,1 +1,896 @@
-//! Local backend (being written).
+//! The embedded local store: no server, one directory.
+//!
+//! * Metadata in sled ([`meta`]): the current version of each key (for listing), every version
+//!   (for history), blobs with reference counts, volumes, multipart state.
+//! * Data in volume files ([`volume`]): an object's bytes are cut into blobs of at most
+//!   `blob_size`, appended to the active volume with a BLAKE3 checksum per block, and verified
+//!   on every read. Objects are manifests of extents over blobs, so copies, renames and
+//!   multipart part-copies share bytes instead of copying them.
+//! * Crash safety: data is written before the metadata that points at it is committed (one
+//!   atomic sled batch); durability is group-committed ([`group_sync`]): volumes are fsynced,
+//!   then sled is flushed, and one such sync serves every writer waiting for it. A background
+//!   flusher does the same every `flush_interval` for non-durable writes.
+//!
+//! The store's blocking I/O runs on tokio's blocking pool; the async [`ObjectStore`] methods
+//! only hand work to it.
+
+pub mod config;
+pub mod group_sync;
+pub mod listing;
+pub mod meta;
+pub mod records;
+pub mod volume;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use futures::stream::{FuturesOrdered, StreamExt};
+
+pub use config::LocalConfig;
+use config::{Marker, StoreLock};
+use group_sync::GroupSync;
+use meta::Meta;
+use records::{slice_extents, BlobRecord, Extent, PartRecord, VersionRecord, VolumeState};
+use volume::{BlobLocation, VolumeSet};
+
+use crate::error::{Result, StoreError};
+use crate::key::{validate, validate_prefix};
+use crate::store::ObjectStore;
+use crate::types::*;
+
+/// Reads larger than this are returned as a stream of chunks of about this size.
+const READ_CHUNK: u64 = 8 << 20;
+/// Blob writes of one request in flight at once.
+const WRITE_PIPELINE: usize = 2;
+
+/// Counts and sizes reported by `objfs status`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreStatus {
+    pub path: PathBuf,
+    /// Keys with a live current version.
+    pub objects: u64,
+    /// Versions, delete markers included.
+    pub versions: u64,
+    pub delete_markers: u64,
+    /// Sum of the sizes of live current versions.
+    pub logical_bytes: u64,
+    pub volumes: u64,
+    /// Bytes of volume files on disk.
+    pub volume_bytes: u64,
+    pub disks: Vec<DiskStatus>,
+    /// Whether the previous process closed the store cleanly.
+    pub last_shutdown_clean: bool,
+}
+
+/// One data directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiskStatus {
+    pub path: PathBuf,
+    pub total_bytes: u64,
+    pub free_bytes: u64,
+}
+
+/// The shared state behind a [`LocalStore`]. Field order is drop order: the lock goes last.
+struct Inner {
+    root: PathBuf,
+    cfg: LocalConfig,
+    disks: Vec<PathBuf>,
+    meta: Meta,
+    volumes: VolumeSet,
+    group: GroupSync,
+    /// Bumped by every metadata mutation; the flusher syncs when it moved.
+    generation: AtomicU64,
+    last_shutdown_clean: bool,
+    _lock: StoreLock,
+}
+
+/// The embedded store. Dropping it (or [`LocalStore::close`]) syncs and closes it cleanly.
+pub struct LocalStore {
+    inner: Arc<Inner>,
+    flusher: Option<(mpsc::Sender<()>, JoinHandle<()>)>,
+    closed: bool,
+}
+
+/// A blob just written, not yet committed.
+struct WrittenBlob {
+    id: u64,
+    record: BlobRecord,
+    sums: Vec<[u8; 32]>,
+}
+
+/// The data of one write: blobs to commit, and what they add up to.
+struct Written {
+    blobs: Vec<(u64, BlobRecord)>,
+    extents: Vec<Extent>,
+    size: u64,
+    etag: String,
+}
+
+impl Written {
+    fn assemble(parts: Vec<WrittenBlob>) -> Written {
+        let mut h = blake3::Hasher::new();
+        let mut extents = Vec::with_capacity(parts.len());
+        let mut blobs = Vec::with_capacity(parts.len());
+        let mut size = 0;
+        for p in parts {
+            for s in &p.sums {
+                h.update(s);
+            }
+            size += p.record.len;
+            extents.push(Extent {
+                blob: p.id,
+                offset: 0,
+                len: p.record.len,
+            });
+            blobs.push((p.id, p.record));
+        }
+        Written {
+            blobs,
+            extents,
+            size,
+            etag: h.finalize().to_hex()[..32].to_string(),
+        }
+    }
+}
+
+impl Inner {
+    fn write_blob(&self, data: &[u8]) -> Result<WrittenBlob> {
+        let bs = self.cfg.block_size;
+        let id = self.meta.db.generate_id()?;
+        let n = volume::blob_disk_len(data.len() as u64, bs);
+        let (vol, file, offset) = self.volumes.reserve(&self.meta, n)?;
+        let sums = volume::write_blob(&file, offset, id, data, bs)
+            .map_err(|e| StoreError::io(format!("writing volume {vol:016x}"), e))?;
+        Ok(WrittenBlob {
+            id,
+            record: BlobRecord {
+                volume: vol,
+                offset,
+                len: data.len() as u64,
+                block_size: bs,
+                refs: 1,
+                freed_at: 0,
+            },
+            sums,
+        })
+    }
+
+    /// Reads the bytes of `extents`, in order, into `out` (exactly their total length).
+    fn read_extents(
+        &self,
+        extents: &[Extent],
+        out: &mut [u8],
+        what: &dyn Fn() -> String,
+    ) -> Result<()> {
+        let mut pos = 0usize;
+        for e in extents {
+            let b = self.meta.blob(e.blob)?;
+            let loc = BlobLocation {
+                blob: e.blob,
+                volume: b.volume,
+                offset: b.offset,
+                len: b.len,
+                block_size: b.block_size,
+            };
+            let file = self.volumes.file(b.volume)?;
+            let len = e.len as usize;
+            let dst = out
+                .get_mut(pos..pos + len)
+                .ok_or_else(|| StoreError::Corrupt {
+                    what: format!("{}: extents add up to more than the object size", what()),
+                })?;
+            volume::read_blob_range(&file, &loc, e.offset..e.offset + e.len, dst, what)?;
+            pos += len;
+        }
+        Ok(())
+    }
+
+    fn read_bytes(&self, extents: &[Extent], len: u64, what: &dyn Fn() -> String) -> Result<Bytes> {
+        let mut out = vec![0u8; len as usize];
+        self.read_extents(extents, &mut out, what)?;
+        Ok(Bytes::from(out))
+    }
+
+    /// Makes every completed write durable: fsync volumes, then flush the metadata.
+    fn sync_all(&self) -> Result<()> {
+        self.group.sync(|| {
+            self.volumes.sync_dirty()?;
+            self.meta.flush()
+        })
+    }
+
+    fn bump(&self) {
+        self.generation.fetch_add(1, Ordering::Release);
+    }
+
+    fn status(&self) -> Result<StoreStatus> {
+        let stats = self.meta.stats();
+        let vols = self.meta.volumes()?;
+        let mut volume_bytes = 0;
+        for v in &vols {
+            let path = volume::volume_path(&self.disks[0], v.id);
+            volume_bytes += std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        }
+        let disks = self
+            .disks
+            .iter()
+            .map(|d| {
+                let (total_bytes, free_bytes) = disk_space(d).unwrap_or((0, 0));
+                DiskStatus {
+                    path: d.clone(),
+                    total_bytes,
+                    free_bytes,
+                }
+            })
+            .collect();
+        Ok(StoreStatus {
+            path: self.root.clone(),
+            objects: stats.objects,
+            versions: stats.versions,
+            delete_markers: stats.delete_markers,
+            logical_bytes: stats.live_bytes,
+            volumes: vols.len() as u64,
+            volume_bytes,
+            disks,
+            last_shutdown_clean: self.last_shutdown_clean,
+        })
+    }
+}
+
+/// (total, free) bytes of the filesystem holding `path`.
+fn disk_space(path: &Path) -> Result<(u64, u64)> {
+    let s = nix::sys::statvfs::statvfs(path).map_err(|e| {
+        StoreError::io(
+            format!("statvfs {}", path.display()),
+            std::io::Error::from(e),
+        )
+    })?;
+    let frag = s.fragment_size() as u64;
+    Ok((s.blocks() as u64 * frag, s.blocks_available() as u64 * frag))
+}
+
+fn is_empty_dir(path: &Path) -> Result<bool> {
+    let mut it = std::fs::read_dir(path)
+        .map_err(|e| StoreError::io(format!("reading {}", path.display()), e))?;
+    Ok(it.next().is_none())
+}
+
+impl LocalStore {
+    /// Makes a new store in `path`, which must be missing or an empty directory.
+    pub fn init(path: &Path, cfg: LocalConfig) -> Result<LocalStore> {
+        cfg.validate()?;
+        if path.exists() {
+            if !path.is_dir() {
+                return Err(StoreError::NotAStore {
+                    path: path.into(),
+                    reason: "it is not a directory".into(),
+                });
+            }
+            if path.join(config::MARKER).exists() {
+                return Err(StoreError::InvalidArgument(format!(
+                    "{} is already an objfs store",
+                    path.display()
+                )));
+            }
+            if !is_empty_dir(path)? {
+                return Err(StoreError::NotAStore {
+                    path: path.into(),
+                    reason: format!(
+                        "the directory is not empty and has no {} (refusing to init over it)",
+                        config::MARKER
+                    ),
+                });
+            }
+        }
+        std::fs::create_dir_all(path)
+            .map_err(|e| StoreError::io(format!("creating {}", path.display()), e))?;
+        let lock = StoreLock::acquire(path)?;
+        let marker = Marker::new(&cfg);
+        for d in marker.disk_paths(path) {
+            std::fs::create_dir_all(&d)
+                .map_err(|e| StoreError::io(format!("creating {}", d.display()), e))?;
+        }
+        // The marker is written last: a store without one is an interrupted init, which a
+        // later init may overwrite.
+        drop(Meta::open(&path.join("meta"))?);
+        marker.write(path)?;
+        Self::open_locked(path, marker, lock, cfg.flush_interval)
+    }
+
+    /// Opens an existing store.
+    pub fn open(path: &Path) -> Result<LocalStore> {
+        Self::open_with(path, LocalConfig::default().flush_interval)
+    }
+
+    /// Opens an existing store with a given background flush interval.
+    pub fn open_with(path: &Path, flush_interval: std::time::Duration) -> Result<LocalStore> {
+        let marker = Marker::read(path)?;
+        let lock = StoreLock::acquire(path)?;
+        Self::open_locked(path, marker, lock, flush_interval)
+    }
+
+    /// Opens the store in `path`, or makes one there when `path` is missing or an empty
+    /// directory. Returns whether it was made.
+    pub fn open_or_init(path: &Path, cfg: LocalConfig) -> Result<(LocalStore, bool)> {
+        if path.join(config::MARKER).exists() {
+            return Ok((Self::open_with(path, cfg.flush_interval)?, false));
+        }
+        if !path.exists() || (path.is_dir() && is_empty_dir(path)?) {
+            return Ok((Self::init(path, cfg)?, true));
+        }
+        // Not a store and not empty: let open() explain why.
+        Self::open(path).map(|s| (s, false))
+    }
+
+    fn open_locked(
+        path: &Path,
+        marker: Marker,
+        lock: StoreLock,
+        flush_interval: std::time::Duration,
+    ) -> Result<LocalStore> {
+        let cfg = marker.config(flush_interval);
+        cfg.validate()?;
+        let disks = marker.disk_paths(path);
+        for d in &disks {
+            if !d.is_dir() {
+                return Err(StoreError::NotAStore {
+                    path: path.into(),
+                    reason: format!("its data directory {} is missing", d.display()),
+                });
+            }
+        }
+        let meta = Meta::open(&path.join("meta"))?;
+        let last_shutdown_clean = meta.mark_open()?;
+        if !last_shutdown_clean {
+            tracing::warn!(store = %path.display(), "store was not closed cleanly; recovering");
+        }
+        // Never append after a tail a crash may have torn: seal what was open.
+        for v in meta.volumes()? {
+            if v.state == VolumeState::Open {
+                let p = volume::volume_path(&disks[v.disk as usize % disks.len()], v.id);
+                let len = std::fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
+                volume::VolumeCatalog::volume_sealed(&meta, v.id, len)?;
+            }
+        }
+        let volumes = VolumeSet::new(disks[0].clone(), 0, cfg.volume_size);
+        let inner = Arc::new(Inner {
+            root: path.to_path_buf(),
+            cfg,
+            disks,
+            meta,
+            volumes,
+            group: GroupSync::default(),
+            generation: AtomicU64::new(0),
+            last_shutdown_clean,
+            _lock: lock,
+        });
+        let flusher = spawn_flusher(&inner);
+        Ok(LocalStore {
+            inner,
+            flusher: Some(flusher),
+            closed: false,
+        })
+    }
+
+    /// Syncs everything, records a clean shutdown and releases the store.
+    pub fn close(mut self) -> Result<()> {
+        self.shutdown()
+    }
+
+    fn shutdown(&mut self) -> Result<()> {
+        if self.closed {
+            return Ok(());
+        }
+        self.closed = true;
+        if let Some((tx, handle)) = self.flusher.take() {
+            drop(tx);
+            let _ = handle.join();
+        }
+        self.inner.volumes.seal_active(&self.inner.meta)?;
+        self.inner.sync_all()?;
+        self.inner.meta.mark_clean()
+    }
+
+    /// Counts, sizes and disks.
+    pub fn status(&self) -> Result<StoreStatus> {
+        self.inner.status()
+    }
+
+    /// The store's directory.
+    pub fn path(&self) -> &Path {
+        &self.inner.root
+    }
+
+    /// The settings in force.
+    pub fn config(&self) -> &LocalConfig {
+        &self.inner.cfg
+    }
+
+    async fn blocking<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Inner) -> Result<T> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || f(&inner))
+            .await
+            .map_err(|e| StoreError::Metadata(format!("a store task failed: {e}")))?
+    }
+
+    /// Writes a body as blobs (in parallel, in order), without committing them.
+    async fn write_body(&self, body: Body) -> Result<Written> {
+        let blob_size = self.inner.cfg.blob_size;
+        let mut pipe = Pipeline {
+            inner: self.inner.clone(),
+            inflight: FuturesOrdered::new(),
+            done: Vec::new(),
+        };
+        match body {
+            Body::Bytes(b) => {
+                if b.len() <= blob_size {
+                    // One blob: write it on this task's blocking hop, no pipeline.
+                    if b.is_empty() {
+                        return Ok(Written::assemble(Vec::new()));
+                    }
+                    let blob = self.blocking(move |i| i.write_blob(&b)).await?;
+                    return Ok(Written::assemble(vec![blob]));
+                }
+                let mut off = 0;
+                while off < b.len() {
+                    let end = (off + blob_size).min(b.len());
+                    pipe.push(b.slice(off..end)).await?;
+                    off = end;
+                }
+            }
+            Body::Stream(mut s) => {
+                let mut buf = BytesMut::new();
+                while let Some(chunk) = s.next().await {
+                    let chunk = chunk?;
+                    if buf.is_empty() && chunk.len() == blob_size {
+                        pipe.push(chunk).await?;
+                        continue;
+                    }
+                    buf.extend_from_slice(&chunk);
+                    while buf.len() >= blob_size {
+                        let full = buf.split_to(blob_size).freeze();
+                        pipe.push(full).await?;
+                    }
+                }
+                if !buf.is_empty() {
+                    pipe.push(buf.freeze()).await?;
+                }
+            }
+        }
+        pipe.finish().await.map(Written::assemble)
+    }
+
+    fn info(key: &str, vid: VersionId, rec: &VersionRecord) -> ObjectInfo {
+        ObjectInfo {
+            key: key.to_string(),
+            version: vid,
+            size: rec.size,
+            modified: vid.time(),
+            etag: rec.etag.clone(),
+            metadata: rec.metadata.clone(),
+        }
+    }
+
+    async fn sync_if(&self, durable: bool) -> Result<()> {
+        if durable {
+            self.blocking(|i| i.sync_all()).await
+        } else {
+            Ok(())
+        }
+    }
+}
+
+impl Drop for LocalStore {
+    fn drop(&mut self) {
+        if let Err(e) = self.shutdown() {
+            tracing::warn!(error = %e, "closing the store failed");
+        }
+    }
+}
+
+/// Keeps up to [`WRITE_PIPELINE`] blob writes of one request running while the next chunk is
+/// gathered, and collects the results in order.
+struct Pipeline {
+    inner: Arc<Inner>,
+    inflight: FuturesOrdered<tokio::task::JoinHandle<Result<WrittenBlob>>>,
+    done: Vec<WrittenBlob>,
+}
+
+impl Pipeline {
+    async fn push(&mut self, data: Bytes) -> Result<()> {
+        while self.inflight.len() >= WRITE_PIPELINE {
+            self.take_one().await?;
+        }
+        let inner = self.inner.clone();
+        self.inflight
+            .push_back(tokio::task::spawn_blocking(move || inner.write_blob(&data)));
+        Ok(())
+    }
+
+    async fn take_one(&mut self) -> Result<()> {
+        if let Some(r) = self.inflight.next().await {
+            let blob =
+                r.map_err(|e| StoreError::Metadata(format!("a write task failed: {e}")))??;
+            self.done.push(blob);
+        }
+        Ok(())
+    }
+
+    async fn finish(mut self) -> Result<Vec<WrittenBlob>> {
+        while !self.inflight.is_empty() {
+            self.take_one().await?;
+        }
+        Ok(self.done)
+    }
+}
+
+fn spawn_flusher(inner: &Arc<Inner>) -> (mpsc::Sender<()>, JoinHandle<()>) {
+    let (tx, rx) = mpsc::channel::<()>();
+    let weak = Arc::downgrade(inner);
+    let interval = inner.cfg.flush_interval;
+    let handle = std::thread::Builder::new()
+        .name("objfs-flusher".into())
+        .spawn(move || {
+            let mut flushed = 0u64;
+            loop {
+                match rx.recv_timeout(interval) {
+                    Err(mpsc::RecvTimeoutError::Timeout) => {}
+                    _ => return,
+                }
+                let Some(inner) = weak.upgrade() else { return };
+                let generation = inner.generation.load(Ordering::Acquire);
+                if generation != flushed || inner.volumes.has_dirty() {
+                    match inner.sync_all() {
+                        Ok(()) => flushed = generation,
+                        Err(e) => tracing::error!(error = %e, "background flush failed"),
+                    }
+                }
+            }
+        });
+    match handle {
+        Ok(h) => (tx, h),
+        Err(e) => {
+            tracing::error!(error = %e, "could not start the flusher thread; writes are made durable only by sync");
+            let (tx2, _) = mpsc::channel();
+            (tx2, std::thread::spawn(|| {}))
+        }
+    }
+}
+
+fn check_part_number(n: u32) -> Result<()> {
+    if n == 0 || n > MAX_PART_NUMBER {
+        return Err(StoreError::InvalidPart(format!(
+            "part number {n} is outside 1..={MAX_PART_NUMBER}"
+        )));
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl ObjectStore for LocalStore {
+    fn describe(&self) -> String {
+        format!("local:{}", self.inner.root.display())
+    }
+
+    fn features(&self) -> StoreFeatures {
+        StoreFeatures {
+            list_returns_metadata: true,
+            zero_copy: true,
+            min_part_size: 0,
+        }
+    }
+
+    async fn put(&self, key: &str, body: Body, opts: PutOptions) -> Result<ObjectInfo> {
+        validate(key)?;
+        let key = key.to_string();
+        // Small bodies: write and commit in one hop to the blocking pool.
+        if let Body::Bytes(b) = &body {
+            if b.len() <= self.inner.cfg.blob_size {
+                let b = b.clone();
+                return self
+                    .blocking(move |i| {
+                        let parts = if b.is_empty() {
+                            Vec::new()
+                        } else {
+                            vec![i.write_blob(&b)?]
+                        };
+                        let w = Written::assemble(parts);
+                        let rec = VersionRecord {
+                            delete_marker: false,
+                            size: w.size,
+                            etag: w.etag,
+                            metadata: opts.metadata,
+                            extents: w.extents,
+                        };
+                        let vid = i.meta.commit_put(&key, w.blobs, &rec, opts.condition)?;
+                        i.bump();
+                        if opts.durable {
+                            i.sync_all()?;
+                        }
+                        Ok(Self::info(&key, vid, &rec))
+                    })
+                    .await;
+            }
+        }
+        let w = self.write_body(body).await?;
+        let durable = opts.durable;
+        let info = self
+            .blocking(move |i| {
+                let rec = VersionRecord {
+                    delete_marker: false,
+                    size: w.size,
+                    etag: w.etag,
+                    metadata: opts.metadata,
+                    extents: w.extents,
+                };
+                let vid = i.meta.commit_put(&key, w.blobs, &rec, opts.condition)?;
+                i.bump();
+                Ok(Self::info(&key, vid, &rec))
+            })
+            .await?;
+        self.sync_if(durable).await?;
+        Ok(info)
+    }
+
+    async fn get(&self, key: &str, opts: GetOptions) -> Result<GetResult> {
+        validate(key)?;
+        let k = key.to_string();
+        let (vid, rec) = self
+            .blocking(move |i| i.meta.resolve(&k, opts.version))
+            .await?;
+        let range = resolve_range(opts.range.as_ref(), rec.size)?;
+        let info = Self::info(key, vid, &rec);
+        let extents = slice_extents(&rec.extents, range.clone());
+        let len = range.end - range.start;
+        let name = format!("{key} (version {vid})");
+        if len <= READ_CHUNK {
+            let body = self
+                .blocking(move |i| i.read_bytes(&extents, len, &|| name.clone()))
+                .await?;
+            return Ok(GetResult {
+                info,
+                range,
+                body: Body::Bytes(body),
+            });
+        }
+        // Large reads stream in chunks, two read ahead (one per core).
+        let mut chunks = Vec::new();
+        let mut at = range.start;
+        while at < range.end {
+            let end = (at + READ_CHUNK).min(range.end);
+            chunks.push(slice_extents(&rec.extents, at..end));
+            at = end;
+        }
+        let inner = self.inner.clone();
+        let stream = futures::stream::iter(chunks)
+            .map(move |ex| {
+                let inner = inner.clone();
+                let name = name.clone();
+                async move {
+                    let len = ex.iter().map(|e| e.len).sum();
+                    tokio::task::spawn_blocking(move || {
+                        inner.read_bytes(&ex, len, &|| name.clone())
+                    })
+                    .await
+                    .map_err(|e| StoreError::Metadata(format!("a read task failed: {e}")))?
+                }
+            })
+            .buffered(2);
+        Ok(GetResult {
+            info,
+            range,
+            body: Body::from_stream(stream),
+        })
+    }
+
+    async fn head(&self, key: &str, version: Option<VersionId>) -> Result<ObjectInfo> {
+        validate(key)?;
+        let k = key.to_string();
+        self.blocking(move |i| {
+            let (vid, rec) = i.meta.resolve(&k, version)?;
+            Ok(Self::info(&k, vid, &rec))
+        })
+        .await
+    }
+
+    async fn delete(&self, key: &str) -> Result<Option<VersionId>> {
+        validate(key)?;
+        let k = key.to_string();
+        self.blocking(move |i| {
+            let r = i.meta.commit_delete(&k)?;
+            i.bump();
+            Ok(r)
+        })
+        .await
+    }
+
+    async fn delete_version(&self, key: &str, version: VersionId) -> Result<()> {
+        validate(key)?;
+        let k = key.to_string();
+        self.blocking(move |i| {
+            i.meta.commit_delete_version(&k, version)?;
+            i.bump();
+            Ok(())
+        })
+        .await
+    }
+
+    async fn copy(&self, src: &str, dst: &str, opts: CopyOptions) -> Result<ObjectInfo> {
+        validate(src)?;
+        validate(dst)?;
+        let (s, d) = (src.to_string(), dst.to_string());
+        let durable = opts.durable;
+        let info = self
+            .blocking(move |i| {
+                let (vid, rec) = i.meta.commit_copy(&s, &d, &opts)?;
+                i.bump();
+                Ok(Self::info(&d, vid, &rec))
+            })
+            .await?;
+        self.sync_if(durable).await?;
+        Ok(info)
+    }
+
+    async fn list(&self, req: &ListRequest) -> Result<ListPage> {
+        let req = req.clone();
+        self.blocking(move |i| listing::list(&i.meta, &req)).await
+    }
+
+    async fn list_versions(&self, req: &ListVersionsRequest) -> Result<VersionsPage> {
+        let req = req.clone();
+        self.blocking(move |i| listing::list_versions(&i.meta, &req))
+            .await
+    }
+
+    async fn create_multipart(&self, key: &str, opts: PutOptions) -> Result<String> {
+        validate(key)?;
+        let k = key.to_string();
+        self.blocking(move |i| i.meta.create_upload(&k, &opts))
+            .await
+    }
+
+    async fn upload_part(
+        &self,
+        key: &str,
+        upload_id: &str,
+        part_number: u32,
+        body: Body,
+    ) -> Result<PartInfo> {
+        validate(key)?;
+        check_part_number(part_number)?;
+        let (k, id) = (key.to_string(), upload_id.to_string());
+        // Refuse early, before writing any data, when the upload does not exist.
+        {
+            let (k, id) = (k.clone(), id.clone());
+            self.blocking(move |i| i.meta.upload(&k, &id).map(|_| ()))
+                .await?;
+        }
+        let w = self.write_body(body).await?;
+        self.blocking(move |i| {
+            let rec = PartRecord {
+                etag: w.etag,
+                size: w.size,
+                extents: w.extents,
+            };
+            i.meta.commit_part(&k, &id, part_number, w.blobs, &rec)?;
+            i.bump();
+            Ok(PartInfo {
+                part_number,
+                etag: rec.etag,
+                size: rec.size,
+            })
+        })
+        .await
+    }
+
+    async fn upload_part_copy(
+        &self,
+        key: &str,
+        upload_id: &str,
+        part_number: u32,
+        src: &str,
+        src_version: Option<VersionId>,
+        range: Option<std::ops::Range<u64>>,
+    ) -> Result<PartInfo> {
+        validate(key)?;
+        validate(src)?;
+        check_part_number(part_number)?;
+        let (k, id, s) = (key.to_string(), upload_id.to_string(), src.to_string());
+        self.blocking(move |i| {
+            let rec = i
+                .meta
+                .commit_part_copy(&k, &id, part_number, &s, src_version, range)?;
+            i.bump();
+            Ok(PartInfo {
+                part_number,
+                etag: rec.etag,
+                size: rec.size,
+            })
+        })
+        .await
+    }
+
+    async fn list_parts(&self, key: &str, upload_id: &str) -> Result<Vec<PartInfo>> {
+        validate(key)?;
+        let (k, id) = (key.to_string(), upload_id.to_string());
+        self.blocking(move |i| {
+            i.meta.upload(&k, &id)?;
+            Ok(i.meta
+                .parts(&id)?
+                .into_iter()
+                .map(|(n, p)| PartInfo {
+                    part_number: n,
+                    etag: p.etag,
+                    size: p.size,
+                })
+                .collect())
+        })
+        .await
+    }
+
+    async fn complete_multipart(
+        &self,
+        key: &str,
+        upload_id: &str,
+        parts: &[CompletedPart],
+    ) -> Result<ObjectInfo> {
+        validate(key)?;
+        let (k, id, parts) = (key.to_string(), upload_id.to_string(), parts.to_vec());
+        let (info, durable) = self
+            .blocking(move |i| {
+                let (vid, rec, durable) = i.meta.commit_complete(&k, &id, &parts)?;
+                i.bump();
+                Ok((Self::info(&k, vid, &rec), durable))
+            })
+            .await?;
+        self.sync_if(durable).await?;
+        Ok(info)
+    }
+
+    async fn abort_multipart(&self, key: &str, upload_id: &str) -> Result<()> {
+        validate(key)?;
+        let (k, id) = (key.to_string(), upload_id.to_string());
+        self.blocking(move |i| {
+            i.meta.commit_abort(&k, &id)?;
+            i.bump();
+            Ok(())
+        })
+        .await
+    }
+
+    async fn list_multipart_uploads(&self, prefix: &str) -> Result<Vec<UploadInfo>> {
+        validate_prefix(prefix)?;
+        let p = prefix.to_string();
+        self.blocking(move |i| i.meta.uploads(&p)).await
+    }
+
+    async fn sync(&self) -> Result<()> {
+        self.blocking(|i| i.sync_all()).await
+    }
+
+    async fn capacity(&self) -> Result<Capacity> {
+        self.blocking(|i| {
+            let (total_bytes, free_bytes) = disk_space(&i.disks[0])?;
+            let s = i.meta.stats();
+            Ok(Capacity {
+                total_bytes,
+                free_bytes,
+                used_bytes: s.live_bytes,
+                objects: s.objects,
+            })
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,645 @@
+//! The local store's metadata: typed operations over one sled tree.
+//!
+//! Reads go straight to sled. Every mutation runs under one commit lock and ends in a single
+//! `sled::Batch`, so a write's rows (version, current pointer, blob reference counts, counters,
+//! last version id) are applied atomically: after a crash either all of them are there or none.
+//! The lock also makes version ids follow commit order, so "newest id" means "last committed".
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+
+use crate::error::{Result, StoreError};
+use crate::key::prefix_successor;
+use crate::local::records::*;
+use crate::local::volume::{now_nanos, VolumeCatalog};
+use crate::types::*;
+
+/// Mutable state guarded by the commit lock.
+struct CommitState {
+    stats: StatsRecord,
+    last_version: u128,
+}
+
+/// Typed metadata over sled.
+pub struct Meta {
+    pub(crate) db: sled::Db,
+    commit: Mutex<CommitState>,
+}
+
+/// One mutation being built: rows to write plus reference-count changes.
+struct Txn {
+    batch: sled::Batch,
+    new_blobs: HashMap<u64, BlobRecord>,
+    deltas: HashMap<u64, i64>,
+}
+
+impl Txn {
+    fn new() -> Self {
+        Txn {
+            batch: sled::Batch::default(),
+            new_blobs: HashMap::new(),
+            deltas: HashMap::new(),
+        }
+    }
+
+    fn add_refs(&mut self, extents: &[Extent], delta: i64) {
+        for e in extents {
+            *self.deltas.entry(e.blob).or_insert(0) += delta;
+        }
+    }
+}
+
+fn sub(a: u64, b: u64) -> u64 {
+    a.saturating_sub(b)
+}
+
+impl Meta {
+    /// Opens (or creates) the database at `path`.
+    pub fn open(path: &Path) -> Result<Meta> {
+        let db = sled::Config::new()
+            .path(path)
+            .cache_capacity(64 << 20)
+            // We flush ourselves, after the data files are synced (see LocalStore's flusher).
+            .flush_every_ms(None)
+            .mode(sled::Mode::HighThroughput)
+            .open()?;
+        let stats = match db.get(misc_key(misc::STATS))? {
+            Some(v) => decode(&v)?,
+            None => StatsRecord::default(),
+        };
+        let last_version = match db.get(misc_key(misc::VERSION_HWM))? {
+            Some(v) => decode::<u128>(&v)?,
+            None => 0,
+        };
+        Ok(Meta {
+            db,
+            commit: Mutex::new(CommitState {
+                stats,
+                last_version,
+            }),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, CommitState> {
+        self.commit.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Makes everything committed so far durable.
+    pub fn flush(&self) -> Result<()> {
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Reads and sets the clean-shutdown flag; returns whether the last shutdown was clean.
+    pub fn mark_open(&self) -> Result<bool> {
+        let was_clean = match self.db.get(misc_key(misc::CLEAN))? {
+            Some(v) => decode::<bool>(&v)?,
+            None => true,
+        };
+        self.db.insert(misc_key(misc::CLEAN), encode(&false)?)?;
+        self.db.flush()?;
+        Ok(was_clean)
+    }
+
+    /// Records a clean shutdown.
+    pub fn mark_clean(&self) -> Result<()> {
+        self.db.insert(misc_key(misc::CLEAN), encode(&true)?)?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    pub fn stats(&self) -> StatsRecord {
+        self.lock().stats
+    }
+
+    fn get<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>> {
+        match self.db.get(key)? {
+            Some(v) => Ok(Some(decode(&v)?)),
+            None => Ok(None),
+        }
+    }
+
+    pub fn current(&self, key: &str) -> Result<Option<CurrentRecord>> {
+        self.get(&current_key(key))
+    }
+
+    pub fn version(&self, key: &str, v: VersionId) -> Result<Option<VersionRecord>> {
+        self.get(&version_key(key, v))
+    }
+
+    pub fn blob(&self, id: u64) -> Result<BlobRecord> {
+        self.get(&blob_key(id))?.ok_or_else(|| StoreError::Corrupt {
+            what: format!("blob {id} is referenced but has no record"),
+        })
+    }
+
+    /// The newest version row of `key` (delete markers included).
+    pub fn newest(&self, key: &str) -> Result<Option<(VersionId, VersionRecord)>> {
+        self.nth_newest(key, 0)
+    }
+
+    fn nth_newest(&self, key: &str, n: usize) -> Result<Option<(VersionId, VersionRecord)>> {
+        let prefix = version_prefix(key);
+        match self.db.scan_prefix(&prefix).nth(n) {
+            Some(row) => {
+                let (k, v) = row?;
+                let (_, vid) = parse_version_key(&k)?;
+                Ok(Some((vid, decode(&v)?)))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// The version a read asks for: the current live one, or a given one with data.
+    pub fn resolve(
+        &self,
+        key: &str,
+        version: Option<VersionId>,
+    ) -> Result<(VersionId, VersionRecord)> {
+        match version {
+            None => {
+                // The current pointer and its version row are written in one batch; a
+                // concurrent delete_version may remove both between our two reads, so retry.
+                for _ in 0..8 {
+                    let Some(cur) = self.current(key)? else {
+                        return Err(StoreError::NotFound { key: key.into() });
+                    };
+                    let vid = VersionId(cur.version);
+                    if let Some(rec) = self.version(key, vid)? {
+                        return Ok((vid, rec));
+                    }
+                }
+                Err(StoreError::NotFound { key: key.into() })
+            }
+            Some(v) => match self.version(key, v)? {
+                Some(rec) if !rec.delete_marker => Ok((v, rec)),
+                _ => Err(StoreError::NoSuchVersion {
+                    key: key.into(),
+                    version: v,
+                }),
+            },
+        }
+    }
+
+    fn check_condition(&self, key: &str, cond: Condition) -> Result<()> {
+        match cond {
+            Condition::None => Ok(()),
+            Condition::IfNotExists => match self.current(key)? {
+                Some(_) => Err(StoreError::PreconditionFailed {
+                    key: key.into(),
+                    reason: "the key exists".into(),
+                }),
+                None => Ok(()),
+            },
+            Condition::IfVersion(v) => match self.current(key)? {
+                Some(c) if c.version == v.0 => Ok(()),
+                Some(c) => Err(StoreError::PreconditionFailed {
+                    key: key.into(),
+                    reason: format!("current version is {}, not {v}", VersionId(c.version)),
+                }),
+                None => Err(StoreError::PreconditionFailed {
+                    key: key.into(),
+                    reason: format!("the key has no live version (expected {v})"),
+                }),
+            },
+        }
+    }
+
+    fn next_version(state: &mut CommitState) -> VersionId {
+        let now = (now_nanos() as u128) << 64;
+        let id = now.max(state.last_version + 1);
+        state.last_version = id;
+        VersionId(id)
+    }
+
+    /// Adds a version row and moves the current pointer and counters accordingly.
+    fn install_version(
+        &self,
+        st: &mut StatsRecord,
+        txn: &mut Txn,
+        key: &str,
+        vid: VersionId,
+        rec: &VersionRecord,
+    ) -> Result<()> {
+        if let Some(prev) = self.current(key)? {
+            st.objects = sub(st.objects, 1);
+            st.live_bytes = sub(st.live_bytes, prev.size);
+        }
+        txn.batch.insert(version_key(key, vid), encode(rec)?);
+        st.versions += 1;
+        if rec.delete_marker {
+            st.delete_markers += 1;
+            txn.batch.remove(current_key(key));
+        } else {
+            st.objects += 1;
+            st.live_bytes += rec.size;
+            let cur = CurrentRecord {
+                version: vid.0,
+                size: rec.size,
+                etag: rec.etag.clone(),
+                metadata: rec.metadata.clone(),
+            };
+            txn.batch.insert(current_key(key), encode(&cur)?);
+        }
+        Ok(())
+    }
+
+    /// Applies the reference-count changes, the counters and the batch, atomically.
+    fn apply(&self, state: &mut CommitState, stats: StatsRecord, mut txn: Txn) -> Result<()> {
+        let now = now_nanos();
+        for (id, delta) in txn.deltas {
+            let mut rec = match txn.new_blobs.remove(&id) {
+                Some(r) => r,
+                None => self.blob(id)?,
+            };
+            rec.refs = if delta >= 0 {
+                rec.refs + delta as u64
+            } else {
+                sub(rec.refs, delta.unsigned_abs())
+            };
+            if rec.refs == 0 && rec.freed_at == 0 {
+                rec.freed_at = now;
+            }
+            txn.batch.insert(&blob_key(id)[..], encode(&rec)?);
+        }
+        for (id, rec) in txn.new_blobs {
+            txn.batch.insert(&blob_key(id)[..], encode(&rec)?);
+        }
+        txn.batch.insert(misc_key(misc::STATS), encode(&stats)?);
+        txn.batch
+            .insert(misc_key(misc::VERSION_HWM), encode(&state.last_version)?);
+        self.db.apply_batch(txn.batch)?;
+        state.stats = stats;
+        Ok(())
+    }
+
+    /// Commits a new version made of freshly written blobs.
+    pub fn commit_put(
+        &self,
+        key: &str,
+        blobs: Vec<(u64, BlobRecord)>,
+        rec: &VersionRecord,
+        cond: Condition,
+    ) -> Result<VersionId> {
+        let mut state = self.lock();
+        self.check_condition(key, cond)?;
+        let mut txn = Txn::new();
+        txn.new_blobs.extend(blobs);
+        let mut st = state.stats;
+        let vid = Self::next_version(&mut state);
+        self.install_version(&mut st, &mut txn, key, vid, rec)?;
+        self.apply(&mut state, st, txn)?;
+        Ok(vid)
+    }
+
+    /// Commits a copy of a version of `src` as a new version of `dst`, sharing its extents.
+    pub fn commit_copy(
+        &self,
+        src: &str,
+        dst: &str,
+        opts: &CopyOptions,
+    ) -> Result<(VersionId, VersionRecord)> {
+        let mut state = self.lock();
+        let (_, srec) = self.resolve(src, opts.source_version)?;
+        self.check_condition(dst, opts.condition)?;
+        let rec = VersionRecord {
+            delete_marker: false,
+            size: srec.size,
+            etag: srec.etag.clone(),
+            metadata: opts.metadata.clone().unwrap_or(srec.metadata),
+            extents: srec.extents,
+        };
+        let mut txn = Txn::new();
+        txn.add_refs(&rec.extents, 1);
+        let mut st = state.stats;
+        let vid = Self::next_version(&mut state);
+        self.install_version(&mut st, &mut txn, dst, vid, &rec)?;
+        self.apply(&mut state, st, txn)?;
+        Ok((vid, rec))
+    }
+
+    /// Adds a delete marker when `key` has a live version.
+    pub fn commit_delete(&self, key: &str) -> Result<Option<VersionId>> {
+        let mut state = self.lock();
+        if self.current(key)?.is_none() {
+            return Ok(None);
+        }
+        let rec = VersionRecord {
+            delete_marker: true,
+            size: 0,
+            etag: String::new(),
+            metadata: Metadata::new(),
+            extents: Vec::new(),
+        };
+        let mut txn = Txn::new();
+        let mut st = state.stats;
+        let vid = Self::next_version(&mut state);
+        self.install_version(&mut st, &mut txn, key, vid, &rec)?;
+        self.apply(&mut state, st, txn)?;
+        Ok(Some(vid))
+    }
+
+    /// Removes one version for good; the next newest becomes current.
+    pub fn commit_delete_version(&self, key: &str, v: VersionId) -> Result<()> {
+        let mut state = self.lock();
+        let no_such = || StoreError::NoSuchVersion {
+            key: key.into(),
+            version: v,
+        };
+        let rec = self.version(key, v)?.ok_or_else(no_such)?;
+        let newest = self.newest(key)?.map(|(id, _)| id);
+        let mut txn = Txn::new();
+        let mut st = state.stats;
+        txn.batch.remove(version_key(key, v));
+        txn.add_refs(&rec.extents, -1);
+        st.versions = sub(st.versions, 1);
+        if rec.delete_marker {
+            st.delete_markers = sub(st.delete_markers, 1);
+        }
+        if newest == Some(v) {
+            if let Some(prev) = self.current(key)? {
+                st.objects = sub(st.objects, 1);
+                st.live_bytes = sub(st.live_bytes, prev.size);
+            }
+            match self.nth_newest(key, 1)? {
+                Some((nv, nrec)) if !nrec.delete_marker => {
+                    st.objects += 1;
+                    st.live_bytes += nrec.size;
+                    let cur = CurrentRecord {
+                        version: nv.0,
+                        size: nrec.size,
+                        etag: nrec.etag,
+                        metadata: nrec.metadata,
+                    };
+                    txn.batch.insert(current_key(key), encode(&cur)?);
+                }
+                _ => txn.batch.remove(current_key(key)),
+            }
+        }
+        self.apply(&mut state, st, txn)
+    }
+
+    // ---- multipart uploads ----
+
+    pub fn create_upload(&self, key: &str, opts: &PutOptions) -> Result<String> {
+        let id = format!("{:016x}{:016x}", now_nanos(), self.db.generate_id()?);
+        let rec = UploadRecord {
+            key: key.into(),
+            initiated: now_nanos(),
+            metadata: opts.metadata.clone(),
+            condition: opts.condition.into(),
+            durable: opts.durable,
+        };
+        self.db.insert(upload_key(&id), encode(&rec)?)?;
+        Ok(id)
+    }
+
+    /// The upload `id` of `key`, or `NoSuchUpload`.
+    pub fn upload(&self, key: &str, id: &str) -> Result<UploadRecord> {
+        let no_such = || StoreError::NoSuchUpload {
+            upload_id: id.into(),
+        };
+        if id.is_empty() || id.as_bytes().contains(&0) {
+            return Err(no_such());
+        }
+        match self.get::<UploadRecord>(&upload_key(id))? {
+            Some(u) if u.key == key => Ok(u),
+            _ => Err(no_such()),
+        }
+    }
+
+    fn replace_part(&self, txn: &mut Txn, id: &str, part: u32, rec: &PartRecord) -> Result<()> {
+        if let Some(old) = self.get::<PartRecord>(&part_key(id, part))? {
+            txn.add_refs(&old.extents, -1);
+        }
+        txn.batch.insert(part_key(id, part), encode(rec)?);
+        Ok(())
+    }
+
+    /// Records an uploaded part made of fresh blobs (replacing a part with the same number).
+    pub fn commit_part(
+        &self,
+        key: &str,
+        id: &str,
+        part: u32,
+        blobs: Vec<(u64, BlobRecord)>,
+        rec: &PartRecord,
+    ) -> Result<()> {
+        let mut state = self.lock();
+        self.upload(key, id)?;
+        let mut txn = Txn::new();
+        txn.new_blobs.extend(blobs);
+        self.replace_part(&mut txn, id, part, rec)?;
+        let st = state.stats;
+        self.apply(&mut state, st, txn)
+    }
+
+    /// Records a part that is a byte range of an existing version (extents shared).
+    pub fn commit_part_copy(
+        &self,
+        key: &str,
+        id: &str,
+        part: u32,
+        src: &str,
+        src_version: Option<VersionId>,
+        range: Option<std::ops::Range<u64>>,
+    ) -> Result<PartRecord> {
+        let mut state = self.lock();
+        self.upload(key, id)?;
+        let (sv, srec) = self.resolve(src, src_version)?;
+        let r = resolve_range(range.as_ref(), srec.size)?;
+        let extents = slice_extents(&srec.extents, r.clone());
+        let mut h = blake3::Hasher::new();
+        h.update(b"part-copy\0");
+        h.update(srec.etag.as_bytes());
+        h.update(&sv.0.to_le_bytes());
+        h.update(&r.start.to_le_bytes());
+        h.update(&r.end.to_le_bytes());
+        let rec = PartRecord {
+            etag: h.finalize().to_hex()[..32].to_string(),
+            size: r.end - r.start,
+            extents,
+        };
+        let mut txn = Txn::new();
+        txn.add_refs(&rec.extents, 1);
+        self.replace_part(&mut txn, id, part, &rec)?;
+        let st = state.stats;
+        self.apply(&mut state, st, txn)?;
+        Ok(rec)
+    }
+
+    pub fn parts(&self, id: &str) -> Result<Vec<(u32, PartRecord)>> {
+        let mut out = Vec::new();
+        let prefix = part_prefix(id);
+        for row in self.db.scan_prefix(&prefix) {
+            let (k, v) = row?;
+            let num: [u8; 4] = k[prefix.len()..]
+                .try_into()
+                .map_err(|_| StoreError::Corrupt {
+                    what: format!("malformed part row of upload {id}"),
+                })?;
+            out.push((u32::from_be_bytes(num), decode(&v)?));
+        }
+        Ok(out)
+    }
+
+    /// Completes an upload: the listed parts, concatenated, become a new version.
+    pub fn commit_complete(
+        &self,
+        key: &str,
+        id: &str,
+        list: &[CompletedPart],
+    ) -> Result<(VersionId, VersionRecord, bool)> {
+        let mut state = self.lock();
+        let upload = self.upload(key, id)?;
+        if list.is_empty() {
+            return Err(StoreError::InvalidPart("the part list is empty".into()));
+        }
+        for w in list.windows(2) {
+            if w[1].part_number <= w[0].part_number {
+                return Err(StoreError::InvalidPart(format!(
+                    "part numbers must increase strictly ({} then {})",
+                    w[0].part_number, w[1].part_number
+                )));
+            }
+        }
+        let parts: HashMap<u32, PartRecord> = self.parts(id)?.into_iter().collect();
+        let mut extents = Vec::new();
+        let mut size = 0u64;
+        let mut h = blake3::Hasher::new();
+        for p in list {
+            match parts.get(&p.part_number) {
+                Some(rec) if rec.etag == p.etag => {
+                    extents.extend_from_slice(&rec.extents);
+                    size += rec.size;
+                    h.update(rec.etag.as_bytes());
+                }
+                Some(_) => {
+                    return Err(StoreError::InvalidPart(format!(
+                        "part {} has a different etag",
+                        p.part_number
+                    )))
+                }
+                None => {
+                    return Err(StoreError::InvalidPart(format!(
+                        "part {} was not uploaded",
+                        p.part_number
+                    )))
+                }
+            }
+        }
+        self.check_condition(key, upload.condition.into())?;
+        let mut txn = Txn::new();
+        let listed: std::collections::HashSet<u32> = list.iter().map(|p| p.part_number).collect();
+        for (num, rec) in &parts {
+            if !listed.contains(num) {
+                txn.add_refs(&rec.extents, -1);
+            }
+            txn.batch.remove(part_key(id, *num));
+        }
+        txn.batch.remove(upload_key(id));
+        let rec = VersionRecord {
+            delete_marker: false,
+            size,
+            etag: format!("{}-{}", &h.finalize().to_hex()[..32], list.len()),
+            metadata: upload.metadata,
+            extents,
+        };
+        let mut st = state.stats;
+        let vid = Self::next_version(&mut state);
+        self.install_version(&mut st, &mut txn, key, vid, &rec)?;
+        self.apply(&mut state, st, txn)?;
+        Ok((vid, rec, upload.durable))
+    }
+
+    pub fn commit_abort(&self, key: &str, id: &str) -> Result<()> {
+        let mut state = self.lock();
+        self.upload(key, id)?;
+        let mut txn = Txn::new();
+        for (num, rec) in self.parts(id)? {
+            txn.add_refs(&rec.extents, -1);
+            txn.batch.remove(part_key(id, num));
+        }
+        txn.batch.remove(upload_key(id));
+        let st = state.stats;
+        self.apply(&mut state, st, txn)
+    }
+
+    pub fn uploads(&self, prefix: &str) -> Result<Vec<UploadInfo>> {
+        let mut out = Vec::new();
+        for row in self.db.scan_prefix([table::UPLOAD]) {
+            let (k, v) = row?;
+            let rec: UploadRecord = decode(&v)?;
+            if rec.key.starts_with(prefix) {
+                out.push(UploadInfo {
+                    key: rec.key,
+                    upload_id: String::from_utf8_lossy(&k[1..]).into_owned(),
+                    initiated: std::time::UNIX_EPOCH
+                        + std::time::Duration::from_nanos(rec.initiated),
+                });
+            }
+        }
+        out.sort_by(|a, b| (&a.key, a.initiated).cmp(&(&b.key, b.initiated)));
+        Ok(out)
+    }
+
+    // ---- volumes ----
+
+    pub fn volumes(&self) -> Result<Vec<VolumeRecord>> {
+        let mut out = Vec::new();
+        for row in self.db.scan_prefix([table::VOLUME]) {
+            let (_, v) = row?;
+            out.push(decode(&v)?);
+        }
+        Ok(out)
+    }
+
+    /// Rows of one table whose keys start with `start` and are below `end`.
+    pub fn range(&self, start: Vec<u8>, end: Option<Vec<u8>>) -> sled::Iter {
+        match end {
+            Some(end) => self.db.range(start..end),
+            None => self.db.range(start..),
+        }
+    }
+
+    /// The first key (of any table) after every key starting with `prefix`.
+    pub fn after_prefix(prefix: &[u8]) -> Option<Vec<u8>> {
+        prefix_successor(prefix)
+    }
+}
+
+impl VolumeCatalog for Meta {
+    fn new_volume_id(&self) -> Result<u64> {
+        Ok(self.db.generate_id()?)
+    }
+
+    fn volume_created(&self, id: u64, disk: u32) -> Result<()> {
+        let rec = VolumeRecord {
+            id,
+            disk,
+            state: VolumeState::Open,
+            size: 0,
+            created: now_nanos(),
+        };
+        self.db.insert(volume_key(id), encode(&rec)?)?;
+        Ok(())
+    }
+
+    fn volume_sealed(&self, id: u64, size: u64) -> Result<()> {
+        let mut rec: VolumeRecord = match self.get(&volume_key(id))? {
+            Some(r) => r,
+            None => VolumeRecord {
+                id,
+                disk: 0,
+                state: VolumeState::Open,
+                size: 0,
+                created: now_nanos(),
+            },
+        };
+        rec.state = VolumeState::Sealed;
+        rec.size = size;
+        self.db.insert(volume_key(id), encode(&rec)?)?;
+        Ok(())
+    }
+}

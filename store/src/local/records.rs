@@ -1,0 +1,383 @@
+//! Persisted metadata records and the sled key encodings that index them.
+//!
+//! Every value is one format byte ([`RECORD_FORMAT`]) followed by the record in postcard's
+//! wire format (<https://postcard.jamesmunns.com/wire-format>): integers as LEB128 varints,
+//! strings and byte strings length-prefixed, `Vec`/`BTreeMap` as a varint count then the items,
+//! enums as a varint discriminant. docs/FORMAT.md lists every record field by field.
+//!
+//! All rows live in one sled tree so that one `Batch` commits a write atomically; the first byte
+//! of a sled key says which table the row belongs to.
+
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+
+use crate::error::{Result, StoreError};
+use crate::types::{Condition, Metadata, VersionId};
+
+/// Format of every record value. Bump on incompatible change; readers refuse what they don't know.
+pub const RECORD_FORMAT: u8 = 1;
+
+/// Table tags: the first byte of every sled key.
+pub mod table {
+    /// `c` + key -> [`super::CurrentRecord`]: the live version of a key (absent when the newest
+    /// version is a delete marker). Listing scans only this table.
+    pub const CURRENT: u8 = b'c';
+    /// `v` + key + 0x00 + (u128::MAX - version) big-endian -> [`super::VersionRecord`]: every
+    /// version, a key's versions newest first.
+    pub const VERSION: u8 = b'v';
+    /// `b` + blob id (u64 BE) -> [`super::BlobRecord`].
+    pub const BLOB: u8 = b'b';
+    /// `V` + volume id (u64 BE) -> [`super::VolumeRecord`].
+    pub const VOLUME: u8 = b'V';
+    /// `u` + upload id -> [`super::UploadRecord`].
+    pub const UPLOAD: u8 = b'u';
+    /// `p` + upload id + 0x00 + part number (u32 BE) -> [`super::PartRecord`].
+    pub const PART: u8 = b'p';
+    /// `m` + name -> miscellaneous store state ([`super::StatsRecord`], version id high-water
+    /// mark, clean-shutdown flag).
+    pub const MISC: u8 = b'm';
+}
+
+/// A byte range of a blob's data that forms part of an object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Extent {
+    pub blob: u64,
+    /// Offset within the blob's data.
+    pub offset: u64,
+    pub len: u64,
+}
+
+/// One version of a key: its data as extents, or a delete marker.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VersionRecord {
+    pub delete_marker: bool,
+    pub size: u64,
+    pub etag: String,
+    pub metadata: Metadata,
+    pub extents: Vec<Extent>,
+}
+
+/// The live version of a key, duplicated from its [`VersionRecord`] minus the extents so that
+/// listing reads one small row per entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CurrentRecord {
+    pub version: u128,
+    pub size: u64,
+    pub etag: String,
+    pub metadata: Metadata,
+}
+
+/// Where a blob lives and how many extents reference it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlobRecord {
+    pub volume: u64,
+    /// Offset of the blob header in the volume file.
+    pub offset: u64,
+    /// Bytes of data (excluding header and checksums).
+    pub len: u64,
+    pub block_size: u32,
+    /// Extents (in versions and in parts) that reference this blob.
+    pub refs: u64,
+    /// When `refs` last dropped to zero (nanoseconds since the epoch), for gc's safety delay.
+    pub freed_at: u64,
+}
+
+/// Life stage of a volume file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum VolumeState {
+    /// Blobs are being appended.
+    Open,
+    /// Full; never appended to again.
+    Sealed,
+}
+
+/// A volume file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeRecord {
+    pub id: u64,
+    /// Index into the store's disk list.
+    pub disk: u32,
+    pub state: VolumeState,
+    /// Bytes reserved in the file when it was sealed (0 while open).
+    pub size: u64,
+    pub created: u64,
+}
+
+/// A multipart upload in progress.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UploadRecord {
+    pub key: String,
+    pub initiated: u64,
+    pub metadata: Metadata,
+    pub condition: StoredCondition,
+    pub durable: bool,
+}
+
+/// [`Condition`] in persisted form.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StoredCondition {
+    None,
+    IfNotExists,
+    IfVersion(u128),
+}
+
+impl From<Condition> for StoredCondition {
+    fn from(c: Condition) -> Self {
+        match c {
+            Condition::None => StoredCondition::None,
+            Condition::IfNotExists => StoredCondition::IfNotExists,
+            Condition::IfVersion(v) => StoredCondition::IfVersion(v.0),
+        }
+    }
+}
+
+impl From<StoredCondition> for Condition {
+    fn from(c: StoredCondition) -> Self {
+        match c {
+            StoredCondition::None => Condition::None,
+            StoredCondition::IfNotExists => Condition::IfNotExists,
+            StoredCondition::IfVersion(v) => Condition::IfVersion(VersionId(v)),
+        }
+    }
+}
+
+/// An uploaded part.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartRecord {
+    pub etag: String,
+    pub size: u64,
+    pub extents: Vec<Extent>,
+}
+
+/// Store-wide counters, updated in the same batch as the rows they count.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatsRecord {
+    /// Keys with a live current version.
+    pub objects: u64,
+    /// Sum of the sizes of live current versions.
+    pub live_bytes: u64,
+    /// Versions, delete markers included.
+    pub versions: u64,
+    pub delete_markers: u64,
+}
+
+/// Encodes a record value.
+pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>> {
+    let mut out = vec![RECORD_FORMAT];
+    let body = postcard::to_stdvec(value)
+        .map_err(|e| StoreError::Metadata(format!("encoding a record: {e}")))?;
+    out.extend_from_slice(&body);
+    Ok(out)
+}
+
+/// Decodes a record value, refusing unknown formats.
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+    match bytes.split_first() {
+        Some((&RECORD_FORMAT, body)) => {
+            postcard::from_bytes(body).map_err(|e| StoreError::Corrupt {
+                what: format!("metadata record does not decode: {e}"),
+            })
+        }
+        Some((other, _)) => Err(StoreError::Corrupt {
+            what: format!("metadata record has unknown format {other}"),
+        }),
+        None => Err(StoreError::Corrupt {
+            what: "empty metadata record".into(),
+        }),
+    }
+}
+
+/// `c` + key.
+pub fn current_key(key: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + key.len());
+    k.push(table::CURRENT);
+    k.extend_from_slice(key.as_bytes());
+    k
+}
+
+/// `v` + key + 0x00: the start of a key's version rows.
+pub fn version_prefix(key: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(2 + key.len() + 16);
+    k.push(table::VERSION);
+    k.extend_from_slice(key.as_bytes());
+    k.push(0);
+    k
+}
+
+/// `v` + key + 0x00 + inverted version id.
+pub fn version_key(key: &str, version: VersionId) -> Vec<u8> {
+    let mut k = version_prefix(key);
+    k.extend_from_slice(&(u128::MAX - version.0).to_be_bytes());
+    k
+}
+
+/// Splits a version row key into (key, version).
+pub fn parse_version_key(row: &[u8]) -> Result<(&str, VersionId)> {
+    let bad = || StoreError::Corrupt {
+        what: format!("malformed version row key ({} bytes)", row.len()),
+    };
+    if row.len() < 1 + 1 + 16 || row[0] != table::VERSION {
+        return Err(bad());
+    }
+    let (head, inv) = row.split_at(row.len() - 16);
+    let key_bytes = &head[1..head.len() - 1];
+    if head[head.len() - 1] != 0 {
+        return Err(bad());
+    }
+    let inv: [u8; 16] = inv.try_into().map_err(|_| bad())?;
+    let key = std::str::from_utf8(key_bytes).map_err(|_| bad())?;
+    Ok((key, VersionId(u128::MAX - u128::from_be_bytes(inv))))
+}
+
+/// `b` + blob id.
+pub fn blob_key(blob: u64) -> [u8; 9] {
+    let mut k = [0u8; 9];
+    k[0] = table::BLOB;
+    k[1..].copy_from_slice(&blob.to_be_bytes());
+    k
+}
+
+/// `V` + volume id.
+pub fn volume_key(volume: u64) -> [u8; 9] {
+    let mut k = [0u8; 9];
+    k[0] = table::VOLUME;
+    k[1..].copy_from_slice(&volume.to_be_bytes());
+    k
+}
+
+/// `u` + upload id.
+pub fn upload_key(upload_id: &str) -> Vec<u8> {
+    let mut k = vec![table::UPLOAD];
+    k.extend_from_slice(upload_id.as_bytes());
+    k
+}
+
+/// `p` + upload id + 0x00: the start of an upload's part rows.
+pub fn part_prefix(upload_id: &str) -> Vec<u8> {
+    let mut k = vec![table::PART];
+    k.extend_from_slice(upload_id.as_bytes());
+    k.push(0);
+    k
+}
+
+/// `p` + upload id + 0x00 + part number.
+pub fn part_key(upload_id: &str, part: u32) -> Vec<u8> {
+    let mut k = part_prefix(upload_id);
+    k.extend_from_slice(&part.to_be_bytes());
+    k
+}
+
+/// `m` + name.
+pub fn misc_key(name: &str) -> Vec<u8> {
+    let mut k = vec![table::MISC];
+    k.extend_from_slice(name.as_bytes());
+    k
+}
+
+/// Names of the `m` rows.
+pub mod misc {
+    pub const STATS: &str = "stats";
+    pub const VERSION_HWM: &str = "version-hwm";
+    pub const CLEAN: &str = "clean-shutdown";
+}
+
+/// The extents that cover `range` of an object made of `extents` (a pure function: used by
+/// reads, part copies and range copies).
+pub fn slice_extents(extents: &[Extent], range: std::ops::Range<u64>) -> Vec<Extent> {
+    let mut out = Vec::new();
+    let mut pos = 0u64;
+    for e in extents {
+        let (start, end) = (pos, pos + e.len);
+        pos = end;
+        if end <= range.start || start >= range.end {
+            continue;
+        }
+        let from = range.start.max(start);
+        let to = range.end.min(end);
+        out.push(Extent {
+            blob: e.blob,
+            offset: e.offset + (from - start),
+            len: to - from,
+        });
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_keys_sort_newest_first_and_round_trip() {
+        let a = version_key("k", VersionId(5));
+        let b = version_key("k", VersionId(9));
+        assert!(b < a, "newer version must sort first");
+        assert!(version_key("k", VersionId(u128::MAX)) > current_key("zzz"));
+        let (k, v) = parse_version_key(&a).unwrap();
+        assert_eq!((k, v), ("k", VersionId(5)));
+        // all rows of "k" sort before any row of "k\x01" and "k/"
+        assert!(version_key("k", VersionId(0)) < version_prefix("k\u{1}"));
+        assert!(version_key("k", VersionId(0)) < version_prefix("k/"));
+    }
+
+    #[test]
+    fn records_round_trip_and_refuse_unknown_format() {
+        let r = VersionRecord {
+            delete_marker: false,
+            size: 3,
+            etag: "e".into(),
+            metadata: [("a".to_string(), "b".to_string())].into(),
+            extents: vec![Extent {
+                blob: 1,
+                offset: 2,
+                len: 3,
+            }],
+        };
+        let bytes = encode(&r).unwrap();
+        assert_eq!(decode::<VersionRecord>(&bytes).unwrap(), r);
+        let mut bad = bytes.clone();
+        bad[0] = 99;
+        assert!(decode::<VersionRecord>(&bad).is_err());
+        assert!(decode::<VersionRecord>(&[]).is_err());
+        assert!(decode::<VersionRecord>(&bytes[..bytes.len() - 1]).is_err());
+    }
+
+    #[test]
+    fn slicing_extents() {
+        let ex = [
+            Extent {
+                blob: 1,
+                offset: 0,
+                len: 10,
+            },
+            Extent {
+                blob: 2,
+                offset: 5,
+                len: 10,
+            },
+        ];
+        assert_eq!(
+            slice_extents(&ex, 8..12),
+            vec![
+                Extent {
+                    blob: 1,
+                    offset: 8,
+                    len: 2
+                },
+                Extent {
+                    blob: 2,
+                    offset: 5,
+                    len: 2
+                }
+            ]
+        );
+        assert_eq!(
+            slice_extents(&ex, 10..20),
+            vec![Extent {
+                blob: 2,
+                offset: 5,
+                len: 10
+            }]
+        );
+        assert!(slice_extents(&ex, 20..20).is_empty());
+    }
+}

@@ -1,0 +1,191 @@
+//! Unit tests of the local backend's own behaviour (lifecycle, locking, persistence). The
+//! shared conformance suite in tests/ checks the ObjectStore semantics.
+
+use super::*;
+use crate::ErrorKind;
+
+fn small() -> LocalConfig {
+    LocalConfig {
+        volume_size: 64 << 10,
+        block_size: 4096,
+        blob_size: 16 << 10,
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn put_get_list_versions_and_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s");
+    let store = LocalStore::init(&path, small()).unwrap();
+    let data: Vec<u8> = (0..100_000u32).map(|i| (i % 253) as u8).collect();
+    let v1 = store
+        .put("a/big", data.clone().into(), PutOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(v1.size, 100_000);
+    let got = store
+        .get("a/big", GetOptions::default())
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(&got[..], &data[..]);
+    let part = store
+        .get(
+            "a/big",
+            GetOptions {
+                range: Some(5000..70_001),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(&part[..], &data[5000..70_001]);
+    store
+        .put("a/big", "small".into(), PutOptions::default())
+        .await
+        .unwrap();
+    store
+        .put("b", "x".into(), PutOptions::default())
+        .await
+        .unwrap();
+    store.delete("b").await.unwrap();
+    let page = store.list(&ListRequest::dir("")).await.unwrap();
+    assert_eq!(page.common_prefixes, vec!["a/".to_string()]);
+    assert!(page.objects.is_empty());
+    let vers = store
+        .list_versions(&ListVersionsRequest::default())
+        .await
+        .unwrap();
+    assert_eq!(vers.versions.len(), 4);
+    assert!(vers.versions[0].is_latest && !vers.versions[1].is_latest);
+    assert!(vers.versions[2].is_delete_marker && vers.versions[2].is_latest);
+
+    // The same process cannot open it twice.
+    assert!(matches!(
+        LocalStore::open(&path),
+        Err(StoreError::Locked { .. })
+    ));
+    store.close().unwrap();
+
+    let store = LocalStore::open(&path).unwrap();
+    assert!(store.status().unwrap().last_shutdown_clean);
+    let old = store
+        .get(
+            "a/big",
+            GetOptions {
+                version: Some(v1.version),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(&old[..], &data[..]);
+    let st = store.status().unwrap();
+    assert_eq!((st.objects, st.versions, st.delete_markers), (1, 4, 1));
+    assert!(
+        st.volumes >= 2,
+        "small volumes must have been sealed and rolled"
+    );
+    // New writes after reopen get newer ids.
+    let v3 = store
+        .put("a/big", "again".into(), PutOptions::default())
+        .await
+        .unwrap();
+    assert!(v3.version > v1.version);
+}
+
+#[tokio::test]
+async fn multipart_with_part_copy_shares_extents() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LocalStore::init(dir.path(), small()).unwrap();
+    let base: Vec<u8> = (0..50_000u32).map(|i| (i % 211) as u8).collect();
+    store
+        .put("f", base.clone().into(), PutOptions::default())
+        .await
+        .unwrap();
+    let id = store
+        .create_multipart("f", PutOptions::default())
+        .await
+        .unwrap();
+    let p2 = store
+        .upload_part("f", &id, 2, "MIDDLE".into())
+        .await
+        .unwrap();
+    let p1 = store
+        .upload_part_copy("f", &id, 1, "f", None, Some(0..10_000))
+        .await
+        .unwrap();
+    let p3 = store
+        .upload_part_copy("f", &id, 3, "f", None, Some(10_006..50_000))
+        .await
+        .unwrap();
+    let done = store
+        .complete_multipart(
+            "f",
+            &id,
+            &[
+                CompletedPart {
+                    part_number: 1,
+                    etag: p1.etag,
+                },
+                CompletedPart {
+                    part_number: 2,
+                    etag: p2.etag,
+                },
+                CompletedPart {
+                    part_number: 3,
+                    etag: p3.etag,
+                },
+            ],
+        )
+        .await
+        .unwrap();
+    assert!(done.etag.ends_with("-3"));
+    let mut expect = base.clone();
+    expect[10_000..10_006].copy_from_slice(b"MIDDLE");
+    let got = store
+        .get("f", GetOptions::default())
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(&got[..], &expect[..]);
+    assert!(store.list_multipart_uploads("").await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn open_refuses_what_is_not_a_store() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("hello.txt"), "hi").unwrap();
+    let e = LocalStore::open(dir.path()).err().unwrap();
+    assert_eq!(e.kind(), ErrorKind::NotAStore, "{e}");
+    let e = LocalStore::init(dir.path(), LocalConfig::default())
+        .err()
+        .unwrap();
+    assert_eq!(e.kind(), ErrorKind::NotAStore, "{e}");
+    let e = LocalStore::open(&dir.path().join("missing")).err().unwrap();
+    assert_eq!(e.kind(), ErrorKind::NotAStore, "{e}");
+    // A newer format is refused with a clear error.
+    let s = dir.path().join("s");
+    LocalStore::init(&s, LocalConfig::default())
+        .unwrap()
+        .close()
+        .unwrap();
+    let marker = s.join(config::MARKER);
+    let text = std::fs::read_to_string(&marker)
+        .unwrap()
+        .replace("\"format\": 1", "\"format\": 99");
+    std::fs::write(&marker, text).unwrap();
+    let e = LocalStore::open(&s).err().unwrap();
+    assert_eq!(e.kind(), ErrorKind::UnsupportedFormat, "{e}");
+}
