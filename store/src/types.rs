@@ -302,10 +302,25 @@ impl Body {
 
     /// Collects the whole body into one buffer.
     pub async fn collect(self) -> Result<Bytes> {
+        self.collect_sized(0).await
+    }
+
+    /// Collects the whole body into one buffer sized for `expected` bytes up front (no
+    /// regrowing); a body of one chunk is returned without a copy.
+    pub async fn collect_sized(self, expected: usize) -> Result<Bytes> {
         match self {
             Body::Bytes(b) => Ok(b),
             Body::Stream(mut s) => {
-                let mut buf = BytesMut::new();
+                let Some(first) = s.next().await else {
+                    return Ok(Bytes::new());
+                };
+                let first = first?;
+                let Some(second) = s.next().await else {
+                    return Ok(first);
+                };
+                let mut buf = BytesMut::with_capacity(expected.max(first.len()));
+                buf.extend_from_slice(&first);
+                buf.extend_from_slice(&second?);
                 while let Some(chunk) = s.next().await {
                     buf.extend_from_slice(&chunk?);
                 }
@@ -367,7 +382,8 @@ pub struct GetResult {
 impl GetResult {
     /// Collects the body.
     pub async fn bytes(self) -> Result<Bytes> {
-        self.body.collect().await
+        let len = (self.range.end - self.range.start) as usize;
+        self.body.collect_sized(len).await
     }
 }
 

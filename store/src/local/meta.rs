@@ -19,7 +19,12 @@ use crate::types::*;
 struct CommitState {
     stats: StatsRecord,
     last_version: u128,
+    /// Nanosecond time up to which version ids are covered by the persisted lease.
+    lease_nanos: u64,
 }
+
+/// How far ahead of the newest version id the persisted lease reaches.
+const LEASE_NANOS: u64 = 1_000_000_000;
 
 /// Typed metadata over sled.
 pub struct Meta {
@@ -68,15 +73,17 @@ impl Meta {
             Some(v) => decode(&v)?,
             None => StatsRecord::default(),
         };
-        let last_version = match db.get(misc_key(misc::VERSION_HWM))? {
-            Some(v) => decode::<u128>(&v)?,
+        // Every id ever handed out is below the lease (see `next_version`).
+        let lease = match db.get(misc_key(misc::VERSION_HWM))? {
+            Some(v) => decode::<u64>(&v)?,
             None => 0,
         };
         Ok(Meta {
             db,
             commit: Mutex::new(CommitState {
                 stats,
-                last_version,
+                last_version: (lease as u128) << 64,
+                lease_nanos: lease,
             }),
         })
     }
@@ -104,6 +111,7 @@ impl Meta {
 
     /// Records a clean shutdown.
     pub fn mark_clean(&self) -> Result<()> {
+        self.save_stats()?;
         self.db.insert(misc_key(misc::CLEAN), encode(&true)?)?;
         self.db.flush()?;
         Ok(())
@@ -206,11 +214,52 @@ impl Meta {
         }
     }
 
-    fn next_version(state: &mut CommitState) -> VersionId {
+    /// The next version id: the clock, or one more than the last id when the clock has not
+    /// moved (or went back). Ids must also grow across restarts, so a lease on id time is
+    /// persisted, as a single insert that precedes (in sled's log) every batch using an id it
+    /// covers; at open, ids restart above the lease. The lease moves once a second.
+    fn next_version(&self, state: &mut CommitState) -> Result<VersionId> {
         let now = (now_nanos() as u128) << 64;
         let id = now.max(state.last_version + 1);
+        let id_nanos = (id >> 64) as u64;
+        if id_nanos >= state.lease_nanos {
+            let lease = id_nanos.saturating_add(LEASE_NANOS);
+            self.db
+                .insert(misc_key(misc::VERSION_HWM), encode(&lease)?)?;
+            state.lease_nanos = lease;
+        }
         state.last_version = id;
-        VersionId(id)
+        Ok(VersionId(id))
+    }
+
+    /// Persists the counters (by the flusher and at close; recounted after a crash).
+    pub fn save_stats(&self) -> Result<()> {
+        let stats = self.lock().stats;
+        self.db.insert(misc_key(misc::STATS), encode(&stats)?)?;
+        Ok(())
+    }
+
+    /// Recounts the counters from the tables (after an unclean shutdown, when the saved ones
+    /// may be behind).
+    pub fn recount_stats(&self) -> Result<StatsRecord> {
+        let mut st = StatsRecord::default();
+        for row in self.db.scan_prefix([table::CURRENT]) {
+            let (_, v) = row?;
+            let cur: CurrentRecord = decode(&v)?;
+            st.objects += 1;
+            st.live_bytes += cur.size;
+        }
+        for row in self.db.scan_prefix([table::VERSION]) {
+            let (_, v) = row?;
+            let rec: VersionRecord = decode(&v)?;
+            st.versions += 1;
+            if rec.delete_marker {
+                st.delete_markers += 1;
+            }
+        }
+        self.lock().stats = st;
+        self.save_stats()?;
+        Ok(st)
     }
 
     /// Adds a version row and moves the current pointer and counters accordingly.
@@ -266,9 +315,6 @@ impl Meta {
         for (id, rec) in txn.new_blobs {
             txn.batch.insert(&blob_key(id)[..], encode(&rec)?);
         }
-        txn.batch.insert(misc_key(misc::STATS), encode(&stats)?);
-        txn.batch
-            .insert(misc_key(misc::VERSION_HWM), encode(&state.last_version)?);
         self.db.apply_batch(txn.batch)?;
         state.stats = stats;
         Ok(())
@@ -287,7 +333,7 @@ impl Meta {
         let mut txn = Txn::new();
         txn.new_blobs.extend(blobs);
         let mut st = state.stats;
-        let vid = Self::next_version(&mut state);
+        let vid = self.next_version(&mut state)?;
         self.install_version(&mut st, &mut txn, key, vid, rec)?;
         self.apply(&mut state, st, txn)?;
         Ok(vid)
@@ -313,7 +359,7 @@ impl Meta {
         let mut txn = Txn::new();
         txn.add_refs(&rec.extents, 1);
         let mut st = state.stats;
-        let vid = Self::next_version(&mut state);
+        let vid = self.next_version(&mut state)?;
         self.install_version(&mut st, &mut txn, dst, vid, &rec)?;
         self.apply(&mut state, st, txn)?;
         Ok((vid, rec))
@@ -334,7 +380,7 @@ impl Meta {
         };
         let mut txn = Txn::new();
         let mut st = state.stats;
-        let vid = Self::next_version(&mut state);
+        let vid = self.next_version(&mut state)?;
         self.install_version(&mut st, &mut txn, key, vid, &rec)?;
         self.apply(&mut state, st, txn)?;
         Ok(Some(vid))
@@ -547,7 +593,7 @@ impl Meta {
             extents,
         };
         let mut st = state.stats;
-        let vid = Self::next_version(&mut state);
+        let vid = self.next_version(&mut state)?;
         self.install_version(&mut st, &mut txn, key, vid, &rec)?;
         self.apply(&mut state, st, txn)?;
         Ok((vid, rec, upload.durable))

@@ -200,6 +200,7 @@ impl Inner {
     fn sync_all(&self) -> Result<()> {
         self.group.sync(|| {
             self.volumes.sync_dirty()?;
+            self.meta.save_stats()?;
             self.meta.flush()
         })
     }
@@ -347,7 +348,8 @@ impl LocalStore {
         let meta = Meta::open(&path.join("meta"))?;
         let last_shutdown_clean = meta.mark_open()?;
         if !last_shutdown_clean {
-            tracing::warn!(store = %path.display(), "store was not closed cleanly; recovering");
+            tracing::warn!(store = %path.display(), "store was not closed cleanly; recounting");
+            meta.recount_stats()?;
         }
         // Never append after a tail a crash may have torn: seal what was open.
         for v in meta.volumes()? {
@@ -411,6 +413,14 @@ impl LocalStore {
         &self.inner.cfg
     }
 
+    /// Runs a short operation (page-cache I/O and metadata lookups of a few microseconds) on
+    /// the calling task: a hop to the blocking pool costs more than the work itself.
+    fn inline<T>(&self, f: impl FnOnce(&Inner) -> Result<T>) -> Result<T> {
+        f(&self.inner)
+    }
+
+    /// Runs an operation that may wait on the disk (fsync, large transfers, long scans) on
+    /// tokio's blocking pool.
     async fn blocking<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
@@ -575,6 +585,9 @@ fn check_part_number(n: u32) -> Result<()> {
     Ok(())
 }
 
+/// Bodies and reads up to this size are handled inline on the calling task.
+const INLINE_LIMIT: u64 = 256 << 10;
+
 #[async_trait]
 impl ObjectStore for LocalStore {
     fn describe(&self) -> String {
@@ -592,77 +605,54 @@ impl ObjectStore for LocalStore {
     async fn put(&self, key: &str, body: Body, opts: PutOptions) -> Result<ObjectInfo> {
         validate(key)?;
         let key = key.to_string();
-        // Small bodies: write and commit in one hop to the blocking pool.
-        if let Body::Bytes(b) = &body {
-            if b.len() <= self.inner.cfg.blob_size {
-                let b = b.clone();
-                return self
-                    .blocking(move |i| {
-                        let parts = if b.is_empty() {
-                            Vec::new()
-                        } else {
-                            vec![i.write_blob(&b)?]
-                        };
-                        let w = Written::assemble(parts);
-                        let rec = VersionRecord {
-                            delete_marker: false,
-                            size: w.size,
-                            etag: w.etag,
-                            metadata: opts.metadata,
-                            extents: w.extents,
-                        };
-                        let vid = i.meta.commit_put(&key, w.blobs, &rec, opts.condition)?;
-                        i.bump();
-                        if opts.durable {
-                            i.sync_all()?;
-                        }
-                        Ok(Self::info(&key, vid, &rec))
-                    })
-                    .await;
-            }
-        }
-        let w = self.write_body(body).await?;
         let durable = opts.durable;
-        let info = self
-            .blocking(move |i| {
-                let rec = VersionRecord {
-                    delete_marker: false,
-                    size: w.size,
-                    etag: w.etag,
-                    metadata: opts.metadata,
-                    extents: w.extents,
+        let commit = move |i: &Inner, w: Written| {
+            let rec = VersionRecord {
+                delete_marker: false,
+                size: w.size,
+                etag: w.etag,
+                metadata: opts.metadata,
+                extents: w.extents,
+            };
+            let vid = i.meta.commit_put(&key, w.blobs, &rec, opts.condition)?;
+            i.bump();
+            Ok(Self::info(&key, vid, &rec))
+        };
+        let info = match body {
+            Body::Bytes(b) if (b.len() as u64) <= INLINE_LIMIT => self.inline(|i| {
+                let parts = if b.is_empty() {
+                    Vec::new()
+                } else {
+                    vec![i.write_blob(&b)?]
                 };
-                let vid = i.meta.commit_put(&key, w.blobs, &rec, opts.condition)?;
-                i.bump();
-                Ok(Self::info(&key, vid, &rec))
-            })
-            .await?;
+                commit(i, Written::assemble(parts))
+            })?,
+            body => {
+                let w = self.write_body(body).await?;
+                self.inline(|i| commit(i, w))?
+            }
+        };
         self.sync_if(durable).await?;
         Ok(info)
     }
 
     async fn get(&self, key: &str, opts: GetOptions) -> Result<GetResult> {
         validate(key)?;
-        let k = key.to_string();
-        let (vid, rec) = self
-            .blocking(move |i| i.meta.resolve(&k, opts.version))
-            .await?;
+        let (vid, rec) = self.inline(|i| i.meta.resolve(key, opts.version))?;
         let range = resolve_range(opts.range.as_ref(), rec.size)?;
         let info = Self::info(key, vid, &rec);
-        let extents = slice_extents(&rec.extents, range.clone());
         let len = range.end - range.start;
         let name = format!("{key} (version {vid})");
-        if len <= READ_CHUNK {
-            let body = self
-                .blocking(move |i| i.read_bytes(&extents, len, &|| name.clone()))
-                .await?;
+        if len <= INLINE_LIMIT {
+            let extents = slice_extents(&rec.extents, range.clone());
+            let body = self.inline(|i| i.read_bytes(&extents, len, &|| name.clone()))?;
             return Ok(GetResult {
                 info,
                 range,
                 body: Body::Bytes(body),
             });
         }
-        // Large reads stream in chunks, two read ahead (one per core).
+        // Larger reads stream in chunks, read on the blocking pool two at a time (one per core).
         let mut chunks = Vec::new();
         let mut at = range.start;
         while at < range.end {
@@ -694,49 +684,39 @@ impl ObjectStore for LocalStore {
 
     async fn head(&self, key: &str, version: Option<VersionId>) -> Result<ObjectInfo> {
         validate(key)?;
-        let k = key.to_string();
-        self.blocking(move |i| {
-            let (vid, rec) = i.meta.resolve(&k, version)?;
-            Ok(Self::info(&k, vid, &rec))
+        self.inline(|i| {
+            let (vid, rec) = i.meta.resolve(key, version)?;
+            Ok(Self::info(key, vid, &rec))
         })
-        .await
     }
 
     async fn delete(&self, key: &str) -> Result<Option<VersionId>> {
         validate(key)?;
-        let k = key.to_string();
-        self.blocking(move |i| {
-            let r = i.meta.commit_delete(&k)?;
+        self.inline(|i| {
+            let r = i.meta.commit_delete(key)?;
             i.bump();
             Ok(r)
         })
-        .await
     }
 
     async fn delete_version(&self, key: &str, version: VersionId) -> Result<()> {
         validate(key)?;
-        let k = key.to_string();
-        self.blocking(move |i| {
-            i.meta.commit_delete_version(&k, version)?;
+        self.inline(|i| {
+            i.meta.commit_delete_version(key, version)?;
             i.bump();
             Ok(())
         })
-        .await
     }
 
     async fn copy(&self, src: &str, dst: &str, opts: CopyOptions) -> Result<ObjectInfo> {
         validate(src)?;
         validate(dst)?;
-        let (s, d) = (src.to_string(), dst.to_string());
-        let durable = opts.durable;
-        let info = self
-            .blocking(move |i| {
-                let (vid, rec) = i.meta.commit_copy(&s, &d, &opts)?;
-                i.bump();
-                Ok(Self::info(&d, vid, &rec))
-            })
-            .await?;
-        self.sync_if(durable).await?;
+        let info = self.inline(|i| {
+            let (vid, rec) = i.meta.commit_copy(src, dst, &opts)?;
+            i.bump();
+            Ok(Self::info(dst, vid, &rec))
+        })?;
+        self.sync_if(opts.durable).await?;
         Ok(info)
     }
 
@@ -753,9 +733,7 @@ impl ObjectStore for LocalStore {
 
     async fn create_multipart(&self, key: &str, opts: PutOptions) -> Result<String> {
         validate(key)?;
-        let k = key.to_string();
-        self.blocking(move |i| i.meta.create_upload(&k, &opts))
-            .await
+        self.inline(|i| i.meta.create_upload(key, &opts))
     }
 
     async fn upload_part(
@@ -767,21 +745,17 @@ impl ObjectStore for LocalStore {
     ) -> Result<PartInfo> {
         validate(key)?;
         check_part_number(part_number)?;
-        let (k, id) = (key.to_string(), upload_id.to_string());
-        // Refuse early, before writing any data, when the upload does not exist.
-        {
-            let (k, id) = (k.clone(), id.clone());
-            self.blocking(move |i| i.meta.upload(&k, &id).map(|_| ()))
-                .await?;
-        }
+        // Refuse before writing any data when the upload does not exist.
+        self.inline(|i| i.meta.upload(key, upload_id).map(|_| ()))?;
         let w = self.write_body(body).await?;
-        self.blocking(move |i| {
+        self.inline(|i| {
             let rec = PartRecord {
                 etag: w.etag,
                 size: w.size,
                 extents: w.extents,
             };
-            i.meta.commit_part(&k, &id, part_number, w.blobs, &rec)?;
+            i.meta
+                .commit_part(key, upload_id, part_number, w.blobs, &rec)?;
             i.bump();
             Ok(PartInfo {
                 part_number,
@@ -789,7 +763,6 @@ impl ObjectStore for LocalStore {
                 size: rec.size,
             })
         })
-        .await
     }
 
     async fn upload_part_copy(
@@ -804,11 +777,10 @@ impl ObjectStore for LocalStore {
         validate(key)?;
         validate(src)?;
         check_part_number(part_number)?;
-        let (k, id, s) = (key.to_string(), upload_id.to_string(), src.to_string());
-        self.blocking(move |i| {
-            let rec = i
-                .meta
-                .commit_part_copy(&k, &id, part_number, &s, src_version, range)?;
+        self.inline(|i| {
+            let rec =
+                i.meta
+                    .commit_part_copy(key, upload_id, part_number, src, src_version, range)?;
             i.bump();
             Ok(PartInfo {
                 part_number,
@@ -816,16 +788,14 @@ impl ObjectStore for LocalStore {
                 size: rec.size,
             })
         })
-        .await
     }
 
     async fn list_parts(&self, key: &str, upload_id: &str) -> Result<Vec<PartInfo>> {
         validate(key)?;
-        let (k, id) = (key.to_string(), upload_id.to_string());
-        self.blocking(move |i| {
-            i.meta.upload(&k, &id)?;
+        self.inline(|i| {
+            i.meta.upload(key, upload_id)?;
             Ok(i.meta
-                .parts(&id)?
+                .parts(upload_id)?
                 .into_iter()
                 .map(|(n, p)| PartInfo {
                     part_number: n,
@@ -834,7 +804,6 @@ impl ObjectStore for LocalStore {
                 })
                 .collect())
         })
-        .await
     }
 
     async fn complete_multipart(
@@ -844,27 +813,22 @@ impl ObjectStore for LocalStore {
         parts: &[CompletedPart],
     ) -> Result<ObjectInfo> {
         validate(key)?;
-        let (k, id, parts) = (key.to_string(), upload_id.to_string(), parts.to_vec());
-        let (info, durable) = self
-            .blocking(move |i| {
-                let (vid, rec, durable) = i.meta.commit_complete(&k, &id, &parts)?;
-                i.bump();
-                Ok((Self::info(&k, vid, &rec), durable))
-            })
-            .await?;
+        let (info, durable) = self.inline(|i| {
+            let (vid, rec, durable) = i.meta.commit_complete(key, upload_id, parts)?;
+            i.bump();
+            Ok((Self::info(key, vid, &rec), durable))
+        })?;
         self.sync_if(durable).await?;
         Ok(info)
     }
 
     async fn abort_multipart(&self, key: &str, upload_id: &str) -> Result<()> {
         validate(key)?;
-        let (k, id) = (key.to_string(), upload_id.to_string());
-        self.blocking(move |i| {
-            i.meta.commit_abort(&k, &id)?;
+        self.inline(|i| {
+            i.meta.commit_abort(key, upload_id)?;
             i.bump();
             Ok(())
         })
-        .await
     }
 
     async fn list_multipart_uploads(&self, prefix: &str) -> Result<Vec<UploadInfo>> {
@@ -878,7 +842,7 @@ impl ObjectStore for LocalStore {
     }
 
     async fn capacity(&self) -> Result<Capacity> {
-        self.blocking(|i| {
+        self.inline(|i| {
             let (total_bytes, free_bytes) = disk_space(&i.disks[0])?;
             let s = i.meta.stats();
             Ok(Capacity {
@@ -888,7 +852,6 @@ impl ObjectStore for LocalStore {
                 objects: s.objects,
             })
         })
-        .await
     }
 }
 
