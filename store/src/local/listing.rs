@@ -134,7 +134,10 @@ pub fn list_versions(meta: &Meta, req: &ListVersionsRequest) -> Result<VersionsP
     let mut start = match (&req.key_marker, req.version_marker) {
         (None, _) => floor.clone(),
         (Some(km), vm) => {
-            if let Some(cp) = common_prefix(km, &req.prefix, delim) {
+            // A marker that is itself a common prefix (how a page that ended on a prefix
+            // continues) resumes after everything under it; a marker inside a prefix resumes
+            // right after itself, so the prefix is emitted again if keys follow (as S3 does).
+            if let Some(cp) = common_prefix(km, &req.prefix, delim).filter(|cp| *cp == km) {
                 match prefix_successor(&with_table(table::VERSION, cp)) {
                     Some(s) => s,
                     None => return Ok(VersionsPage::default()),
