@@ -5,7 +5,10 @@
 //! <store>/objfs-store.json   marker + settings (JSON, written once by init, atomically)
 //! <store>/LOCK               flock()ed by the owning process, holds its pid
 //! <store>/meta/              sled database
-//! <store>/data/              volume files (<16 hex digits>.vol) of the default disk
+//! <store>/data/              the default disk (others may be anywhere)
+//! <disk>/objfs-disk.json     which store and which disk number this directory is
+//! <disk>/<id>.vol            a replica of volume <id> (16 hex digits)
+//! <disk>/<id>.s<NN>          shard NN of erasure-coded volume <id>
 //! ```
 
 use std::fs::{self, File, OpenOptions};
@@ -24,9 +27,28 @@ pub const STORE_FORMAT: u32 = 1;
 pub const MARKER: &str = "objfs-store.json";
 const MAGIC: &str = "objfs-store";
 
+/// Erasure coding wanted at init.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum EcSetting {
+    /// The default for the number of disks ([`crate::local::erasure::default_policy`]).
+    #[default]
+    Auto,
+    /// Keep replicas; never erasure-code.
+    Off,
+    /// K data + M parity shards.
+    On { k: u8, m: u8 },
+}
+
 /// Settings of a local store, fixed at init (the flush interval is per process).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LocalConfig {
+    /// Data directories, each a failure domain. Empty: one, `<store>/data`.
+    pub disks: Vec<PathBuf>,
+    /// Copies of new data, on distinct disks, before it is acknowledged. 0: the default for the
+    /// number of disks.
+    pub replicas: u8,
+    /// Erasure coding of sealed volumes.
+    pub ec: EcSetting,
     /// A volume is sealed when the next blob would take it past this size.
     pub volume_size: u64,
     /// Bytes covered by one checksum.
@@ -40,6 +62,9 @@ pub struct LocalConfig {
 impl Default for LocalConfig {
     fn default() -> Self {
         LocalConfig {
+            disks: Vec::new(),
+            replicas: 0,
+            ec: EcSetting::Auto,
             volume_size: 256 << 20,
             block_size: 64 << 10,
             blob_size: 8 << 20,
@@ -64,7 +89,53 @@ impl LocalConfig {
         if self.volume_size < 4096 {
             return bad("volume size must be at least 4 KiB");
         }
+        if self.volume_size > (64 << 30) {
+            return bad("volume size must be at most 64 GiB");
+        }
+        let n = self.disks.len().max(1);
+        let (replicas, ec) = self.policy();
+        if replicas as usize > n {
+            return Err(StoreError::InvalidArgument(format!(
+                "{replicas} replicas need {replicas} disks; the store has {n}"
+            )));
+        }
+        if let Some((k, m)) = ec {
+            if k == 0 || m == 0 {
+                return bad("erasure coding needs K >= 1 and M >= 1");
+            }
+            if (k + m) as usize > n {
+                return Err(StoreError::InvalidArgument(format!(
+                    "erasure coding {k}+{m} needs {} disks (one per shard); the store has {n}",
+                    k + m
+                )));
+            }
+        }
+        let mut seen = std::collections::HashSet::new();
+        for d in &self.disks {
+            if !seen.insert(d) {
+                return Err(StoreError::InvalidArgument(format!(
+                    "disk {} is named twice",
+                    d.display()
+                )));
+            }
+        }
         Ok(())
+    }
+
+    /// The policy these settings resolve to: (replicas, erasure coding).
+    pub fn policy(&self) -> (u8, Option<(u8, u8)>) {
+        let (def_r, def_ec) = crate::local::erasure::default_policy(self.disks.len().max(1));
+        let r = if self.replicas == 0 {
+            def_r
+        } else {
+            self.replicas
+        };
+        let ec = match self.ec {
+            EcSetting::Auto => def_ec,
+            EcSetting::Off => None,
+            EcSetting::On { k, m } => Some((k, m)),
+        };
+        (r, ec)
     }
 }
 
@@ -77,20 +148,32 @@ pub struct Marker {
     pub volume_size: u64,
     pub block_size: u32,
     pub blob_size: u64,
-    /// Data directories, relative to the store or absolute.
+    /// Data directories, relative to the store or absolute. Index = disk number.
     pub disks: Vec<PathBuf>,
+    /// Copies of new data.
+    pub replicas: u8,
+    /// Erasure coding of sealed volumes: [K, M], or none.
+    pub ec: Option<[u8; 2]>,
 }
 
 impl Marker {
     pub fn new(cfg: &LocalConfig) -> Self {
+        let (replicas, ec) = cfg.policy();
+        let disks = if cfg.disks.is_empty() {
+            vec![PathBuf::from("data")]
+        } else {
+            cfg.disks.clone()
+        };
         Marker {
+            replicas,
+            ec: ec.map(|(k, m)| [k, m]),
             magic: MAGIC.into(),
             format: STORE_FORMAT,
             created: crate::local::volume::now_nanos(),
             volume_size: cfg.volume_size,
             block_size: cfg.block_size,
             blob_size: cfg.blob_size as u64,
-            disks: vec![PathBuf::from("data")],
+            disks,
         }
     }
 
@@ -156,6 +239,12 @@ impl Marker {
     /// The settings recorded in the marker.
     pub fn config(&self, flush_interval: Duration) -> LocalConfig {
         LocalConfig {
+            disks: self.disks.clone(),
+            replicas: self.replicas,
+            ec: match self.ec {
+                Some([k, m]) => EcSetting::On { k, m },
+                None => EcSetting::Off,
+            },
             volume_size: self.volume_size,
             block_size: self.block_size,
             blob_size: self.blob_size as usize,
@@ -211,5 +300,38 @@ impl StoreLock {
                 std::io::Error::from(errno),
             )),
         }
+    }
+}
+
+/// Name of the file that says which store and disk a data directory belongs to.
+pub const DISK_MARKER: &str = "objfs-disk.json";
+
+/// Identity of a data directory.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiskMarker {
+    /// The store's `created` time, which identifies the store.
+    pub store: u64,
+    pub index: u32,
+}
+
+impl DiskMarker {
+    /// Reads the marker of a disk; `None` when the directory is missing, empty or foreign.
+    pub fn read(dir: &Path) -> Option<DiskMarker> {
+        let text = fs::read_to_string(dir.join(DISK_MARKER)).ok()?;
+        serde_json::from_str(&text).ok()
+    }
+
+    /// Writes the marker (temp file, fsync, rename, fsync the directory).
+    pub fn write(&self, dir: &Path) -> Result<()> {
+        let tmp = dir.join(format!("{DISK_MARKER}.tmp"));
+        let text = serde_json::to_string(self)
+            .map_err(|e| StoreError::Metadata(format!("encoding the disk marker: {e}")))?;
+        let ctx = |e| StoreError::io(format!("writing {}", tmp.display()), e);
+        let mut f = File::create(&tmp).map_err(ctx)?;
+        f.write_all(text.as_bytes()).map_err(ctx)?;
+        f.sync_all().map_err(ctx)?;
+        fs::rename(&tmp, dir.join(DISK_MARKER))
+            .map_err(|e| StoreError::io(format!("renaming {}", tmp.display()), e))?;
+        crate::local::volume::sync_dir(dir)
     }
 }

@@ -11,8 +11,9 @@ use std::sync::{Mutex, MutexGuard};
 
 use crate::error::{Result, StoreError};
 use crate::key::prefix_successor;
+use crate::local::disks::VolumeCatalog;
 use crate::local::records::*;
-use crate::local::volume::{now_nanos, VolumeCatalog};
+use crate::local::volume::{now_nanos, BlobLocation};
 use crate::types::*;
 
 /// Mutable state guarded by the commit lock.
@@ -641,6 +642,33 @@ impl Meta {
         Ok(out)
     }
 
+    /// Every blob row, grouped by volume: (location, reference count, freed_at).
+    pub fn blobs_by_volume(&self) -> Result<HashMap<u64, Vec<(BlobLocation, u64, u64)>>> {
+        let mut out: HashMap<u64, Vec<(BlobLocation, u64, u64)>> = HashMap::new();
+        for row in self.db.scan_prefix([table::BLOB]) {
+            let (k, v) = row?;
+            let id: [u8; 8] = k[1..].try_into().map_err(|_| StoreError::Corrupt {
+                what: "malformed blob row key".into(),
+            })?;
+            let b: BlobRecord = decode(&v)?;
+            out.entry(b.volume).or_default().push((
+                BlobLocation {
+                    blob: u64::from_be_bytes(id),
+                    volume: b.volume,
+                    offset: b.offset,
+                    len: b.len,
+                    block_size: b.block_size,
+                },
+                b.refs,
+                b.freed_at,
+            ));
+        }
+        for v in out.values_mut() {
+            v.sort_by_key(|(l, _, _)| l.offset);
+        }
+        Ok(out)
+    }
+
     /// Rows of one table whose keys start with `start` and are below `end`.
     pub fn range(&self, start: Vec<u8>, end: Option<Vec<u8>>) -> sled::Iter {
         match end {
@@ -660,32 +688,20 @@ impl VolumeCatalog for Meta {
         Ok(self.db.generate_id()?)
     }
 
-    fn volume_created(&self, id: u64, disk: u32) -> Result<()> {
-        let rec = VolumeRecord {
-            id,
-            disk,
-            state: VolumeState::Open,
-            size: 0,
-            created: now_nanos(),
-        };
-        self.db.insert(volume_key(id), encode(&rec)?)?;
+    fn save_volume(&self, rec: &VolumeRecord) -> Result<()> {
+        self.db.insert(volume_key(rec.id), encode(rec)?)?;
         Ok(())
     }
 
-    fn volume_sealed(&self, id: u64, size: u64) -> Result<()> {
-        let mut rec: VolumeRecord = match self.get(&volume_key(id))? {
-            Some(r) => r,
-            None => VolumeRecord {
-                id,
-                disk: 0,
-                state: VolumeState::Open,
-                size: 0,
-                created: now_nanos(),
-            },
-        };
-        rec.state = VolumeState::Sealed;
-        rec.size = size;
-        self.db.insert(volume_key(id), encode(&rec)?)?;
+    fn save_volume_durably(&self, rec: &VolumeRecord) -> Result<()> {
+        self.save_volume(rec)?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    fn remove_volume(&self, id: u64) -> Result<()> {
+        self.db.remove(volume_key(id))?;
+        self.db.flush()?;
         Ok(())
     }
 }

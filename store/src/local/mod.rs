@@ -15,10 +15,13 @@
 //! only hand work to it.
 
 pub mod config;
+pub mod disks;
+pub mod erasure;
 pub mod group_sync;
 pub mod listing;
 pub mod meta;
 pub mod records;
+pub mod shard;
 pub mod volume;
 
 use std::path::{Path, PathBuf};
@@ -33,10 +36,11 @@ use futures::stream::{FuturesOrdered, StreamExt};
 
 pub use config::LocalConfig;
 use config::{Marker, StoreLock};
+use disks::Disks;
 use group_sync::GroupSync;
 use meta::Meta;
 use records::{slice_extents, BlobRecord, Extent, PartRecord, VersionRecord, VolumeState};
-use volume::{BlobLocation, VolumeSet};
+use volume::BlobLocation;
 
 use crate::error::{Result, StoreError};
 use crate::key::{validate, validate_prefix};
@@ -49,7 +53,7 @@ const READ_CHUNK: u64 = 8 << 20;
 const WRITE_PIPELINE: usize = 2;
 
 /// Counts and sizes reported by `objfs status`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct StoreStatus {
     pub path: PathBuf,
     /// Keys with a live current version.
@@ -60,9 +64,19 @@ pub struct StoreStatus {
     /// Sum of the sizes of live current versions.
     pub logical_bytes: u64,
     pub volumes: u64,
-    /// Bytes of volume files on disk.
+    /// Volumes erasure-coded by placement.
+    pub placed_volumes: u64,
+    /// Bytes of volume and shard files on disk.
     pub volume_bytes: u64,
+    /// Copies of new data.
+    pub replicas: u8,
+    /// Erasure coding of sealed volumes (K, M).
+    pub ec: Option<(u8, u8)>,
+    /// Bytes on disk per byte of data once placed.
+    pub overhead: f64,
     pub disks: Vec<DiskStatus>,
+    /// Conditions an operator should act on (offline disks, too few disks for the policy).
+    pub warnings: Vec<String>,
     /// Whether the previous process closed the store cleanly.
     pub last_shutdown_clean: bool,
 }
@@ -71,6 +85,8 @@ pub struct StoreStatus {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DiskStatus {
     pub path: PathBuf,
+    /// Present and ours (a missing or foreign directory is offline).
+    pub online: bool,
     pub total_bytes: u64,
     pub free_bytes: u64,
 }
@@ -79,9 +95,8 @@ pub struct DiskStatus {
 struct Inner {
     root: PathBuf,
     cfg: LocalConfig,
-    disks: Vec<PathBuf>,
     meta: Meta,
-    volumes: VolumeSet,
+    disks: Disks,
     group: GroupSync,
     /// Bumped by every metadata mutation; the flusher syncs when it moved.
     generation: AtomicU64,
@@ -143,8 +158,8 @@ impl Inner {
         let bs = self.cfg.block_size;
         let id = self.meta.db.generate_id()?;
         let n = volume::blob_disk_len(data.len() as u64, bs);
-        let (vol, file, offset) = self.volumes.reserve(&self.meta, n)?;
-        let sums = volume::write_blob(&file, offset, id, data, bs)
+        let (vol, files, offset) = self.disks.reserve(&self.meta, n)?;
+        let sums = volume::write_blob(&files, offset, id, data, bs)
             .map_err(|e| StoreError::io(format!("writing volume {vol:016x}"), e))?;
         Ok(WrittenBlob {
             id,
@@ -177,14 +192,14 @@ impl Inner {
                 len: b.len,
                 block_size: b.block_size,
             };
-            let file = self.volumes.file(b.volume)?;
             let len = e.len as usize;
             let dst = out
                 .get_mut(pos..pos + len)
                 .ok_or_else(|| StoreError::Corrupt {
                     what: format!("{}: extents add up to more than the object size", what()),
                 })?;
-            volume::read_blob_range(&file, &loc, e.offset..e.offset + e.len, dst, what)?;
+            self.disks
+                .read_blob(&loc, e.offset..e.offset + e.len, dst, what)?;
             pos += len;
         }
         Ok(())
@@ -199,7 +214,7 @@ impl Inner {
     /// Makes every completed write durable: fsync volumes, then flush the metadata.
     fn sync_all(&self) -> Result<()> {
         self.group.sync(|| {
-            self.volumes.sync_dirty()?;
+            self.disks.sync_dirty()?;
             self.meta.save_stats()?;
             self.meta.flush()
         })
@@ -211,33 +226,68 @@ impl Inner {
 
     fn status(&self) -> Result<StoreStatus> {
         let stats = self.meta.stats();
-        let vols = self.meta.volumes()?;
-        let mut volume_bytes = 0;
-        for v in &vols {
-            let path = volume::volume_path(&self.disks[0], v.id);
-            volume_bytes += std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-        }
+        let records = self.disks.records();
+        let online = self.disks.online();
         let disks = self
             .disks
+            .paths()
             .iter()
-            .map(|d| {
-                let (total_bytes, free_bytes) = disk_space(d).unwrap_or((0, 0));
+            .enumerate()
+            .map(|(i, d)| {
+                let up = online.contains(&(i as u32));
+                let (total_bytes, free_bytes) = if up {
+                    disk_space(d).unwrap_or((0, 0))
+                } else {
+                    (0, 0)
+                };
                 DiskStatus {
                     path: d.clone(),
+                    online: up,
                     total_bytes,
                     free_bytes,
                 }
             })
             .collect();
+        let (replicas, ec) = self.cfg.policy();
+        let mut warnings = Vec::new();
+        if (replicas as usize) > online.len() {
+            warnings.push(format!(
+                "{replicas} replicas wanted but only {} disk(s) online: new data has fewer copies",
+                online.len()
+            ));
+        }
+        if online.len() < self.disks.paths().len() {
+            warnings.push(format!(
+                "{} of {} disks offline: run `objfs disk replace` and then `objfs scrub --now`",
+                self.disks.paths().len() - online.len(),
+                self.disks.paths().len()
+            ));
+        }
+        if let Some((k, m)) = ec {
+            if ((k + m) as usize) > online.len() {
+                warnings.push(format!(
+                    "erasure coding {k}+{m} needs {} disks online; placement waits",
+                    k + m
+                ));
+            }
+        }
         Ok(StoreStatus {
             path: self.root.clone(),
             objects: stats.objects,
             versions: stats.versions,
             delete_markers: stats.delete_markers,
             logical_bytes: stats.live_bytes,
-            volumes: vols.len() as u64,
-            volume_bytes,
+            volumes: records.len() as u64,
+            placed_volumes: records
+                .iter()
+                .filter(|r| matches!(r.layout, records::Layout::Erasure { .. }))
+                .count() as u64,
+            volume_bytes: self.disks.file_bytes(),
+            replicas,
+            ec,
+            overhead: erasure::overhead(ec, replicas),
             disks,
+            warnings,
             last_shutdown_clean: self.last_shutdown_clean,
         })
     }
@@ -292,9 +342,14 @@ impl LocalStore {
             .map_err(|e| StoreError::io(format!("creating {}", path.display()), e))?;
         let lock = StoreLock::acquire(path)?;
         let marker = Marker::new(&cfg);
-        for d in marker.disk_paths(path) {
-            std::fs::create_dir_all(&d)
-                .map_err(|e| StoreError::io(format!("creating {}", d.display()), e))?;
+        for (i, d) in marker.disk_paths(path).iter().enumerate() {
+            if d.exists() && !is_empty_dir(d)? {
+                return Err(StoreError::InvalidArgument(format!(
+                    "disk {} is not empty; a new store needs empty disk directories",
+                    d.display()
+                )));
+            }
+            Disks::format(d, marker.created, i as u32)?;
         }
         // The marker is written last: a store without one is an interrupted init, which a
         // later init may overwrite.
@@ -336,36 +391,56 @@ impl LocalStore {
     ) -> Result<LocalStore> {
         let cfg = marker.config(flush_interval);
         cfg.validate()?;
-        let disks = marker.disk_paths(path);
-        for d in &disks {
-            if !d.is_dir() {
-                return Err(StoreError::NotAStore {
-                    path: path.into(),
-                    reason: format!("its data directory {} is missing", d.display()),
-                });
-            }
-        }
         let meta = Meta::open(&path.join("meta"))?;
         let last_shutdown_clean = meta.mark_open()?;
         if !last_shutdown_clean {
             tracing::warn!(store = %path.display(), "store was not closed cleanly; recounting");
             meta.recount_stats()?;
         }
-        // Never append after a tail a crash may have torn: seal what was open.
-        for v in meta.volumes()? {
+        let (replicas, _) = cfg.policy();
+        let disks = Disks::open(
+            marker.disk_paths(path),
+            marker.created,
+            replicas as usize,
+            cfg.volume_size,
+            meta.volumes()?,
+        )?;
+        // Never append after a tail a crash may have torn: seal what was open, at the length of
+        // its longest replica.
+        for v in disks.records() {
             if v.state == VolumeState::Open {
-                let p = volume::volume_path(&disks[v.disk as usize % disks.len()], v.id);
-                let len = std::fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
-                volume::VolumeCatalog::volume_sealed(&meta, v.id, len)?;
+                let len = match &v.layout {
+                    records::Layout::Replicated { disks: ds } => ds
+                        .iter()
+                        .filter_map(|d| {
+                            let dir = disks.paths().get(*d as usize)?;
+                            std::fs::metadata(volume::volume_path(dir, v.id)).ok()
+                        })
+                        .map(|m| m.len())
+                        .max()
+                        .unwrap_or(0),
+                    _ => v.size,
+                };
+                let sealed = records::VolumeRecord {
+                    state: VolumeState::Sealed,
+                    size: len,
+                    ..v
+                };
+                disks::VolumeCatalog::save_volume(&meta, &sealed)?;
             }
         }
-        let volumes = VolumeSet::new(disks[0].clone(), 0, cfg.volume_size);
+        let disks = Disks::open(
+            marker.disk_paths(path),
+            marker.created,
+            replicas as usize,
+            cfg.volume_size,
+            meta.volumes()?,
+        )?;
         let inner = Arc::new(Inner {
             root: path.to_path_buf(),
             cfg,
-            disks,
             meta,
-            volumes,
+            disks,
             group: GroupSync::default(),
             generation: AtomicU64::new(0),
             last_shutdown_clean,
@@ -393,7 +468,7 @@ impl LocalStore {
             drop(tx);
             let _ = handle.join();
         }
-        self.inner.volumes.seal_active(&self.inner.meta)?;
+        self.inner.disks.seal_active(&self.inner.meta)?;
         self.inner.sync_all()?;
         self.inner.meta.mark_clean()
     }
@@ -558,7 +633,7 @@ fn spawn_flusher(inner: &Arc<Inner>) -> (mpsc::Sender<()>, JoinHandle<()>) {
                 }
                 let Some(inner) = weak.upgrade() else { return };
                 let generation = inner.generation.load(Ordering::Acquire);
-                if generation != flushed || inner.volumes.has_dirty() {
+                if generation != flushed || inner.disks.has_dirty() {
                     match inner.sync_all() {
                         Ok(()) => flushed = generation,
                         Err(e) => tracing::error!(error = %e, "background flush failed"),
@@ -843,7 +918,23 @@ impl ObjectStore for LocalStore {
 
     async fn capacity(&self) -> Result<Capacity> {
         self.inline(|i| {
-            let (total_bytes, free_bytes) = disk_space(&i.disks[0])?;
+            let (mut total_bytes, mut free_bytes) = (0, 0);
+            for d in i.disks.online() {
+                if let Some(p) = i.disks.paths().get(d as usize) {
+                    let (t, f) = disk_space(p)?;
+                    total_bytes += t;
+                    free_bytes += f;
+                }
+            }
+            // Logical capacity: what the disks hold divided by the redundancy.
+            let (replicas, ec) = i.cfg.policy();
+            let over = erasure::overhead(ec, replicas)
+                .max(replicas as f64)
+                .max(1.0);
+            let (total_bytes, free_bytes) = (
+                (total_bytes as f64 / over) as u64,
+                (free_bytes as f64 / over) as u64,
+            );
             let s = i.meta.stats();
             Ok(Capacity {
                 total_bytes,

@@ -90,16 +90,32 @@ pub enum VolumeState {
     Sealed,
 }
 
-/// A volume file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// Where the bytes of a volume are.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Layout {
+    /// Whole copies, file `<disk>/<id>.vol` on each of these disks.
+    Replicated { disks: Vec<u32> },
+    /// K data + M parity shards of `shard_len` bytes; shard `i` is file `<disk>/<id>.s<i>` on
+    /// `disks[i]`.
+    Erasure {
+        k: u8,
+        m: u8,
+        shard_len: u64,
+        disks: Vec<u32>,
+    },
+}
+
+/// A volume: a logical append-only file of blobs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VolumeRecord {
     pub id: u64,
-    /// Index into the store's disk list.
-    pub disk: u32,
     pub state: VolumeState,
-    /// Bytes reserved in the file when it was sealed (0 while open).
+    /// Bytes reserved when it was sealed (0 while open).
     pub size: u64,
     pub created: u64,
+    pub layout: Layout,
+    /// When scrub last verified every copy or shard (ns; 0 = never).
+    pub verified_at: u64,
 }
 
 /// A multipart upload in progress.

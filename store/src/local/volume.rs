@@ -23,14 +23,10 @@
 //! A read checks the blob header (so metadata pointing at the wrong place is caught) and the
 //! checksum of every block it touches; a mismatch is [`StoreError::Corrupt`], never data.
 
-use std::collections::HashMap;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, IoSlice, IoSliceMut};
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
-
-use lru::LruCache;
+use std::sync::Arc;
 
 use crate::error::{Result, StoreError};
 
@@ -137,10 +133,11 @@ fn preadv_all(file: &File, mut bufs: &mut [IoSliceMut<'_>], mut offset: u64) -> 
     Ok(())
 }
 
-/// Writes one blob (header, then blocks each followed by its checksum) at `offset` of `file`,
-/// with one vectored write and no copy of the data. Returns the block checksums.
+/// Writes one blob (header, then blocks each followed by its checksum) at `offset` of every
+/// replica file, each with one vectored write and no copy of the data. Returns the block
+/// checksums.
 pub fn write_blob(
-    file: &File,
+    files: &[Arc<File>],
     offset: u64,
     blob: u64,
     data: &[u8],
@@ -148,14 +145,32 @@ pub fn write_blob(
 ) -> io::Result<Vec<[u8; 32]>> {
     let header = blob_header(blob, data.len() as u64, block_size);
     let sums = block_checksums(data, block_size);
-    let mut slices = Vec::with_capacity(1 + 2 * sums.len());
-    slices.push(IoSlice::new(&header));
-    for (chunk, sum) in data.chunks(block_size as usize).zip(&sums) {
-        slices.push(IoSlice::new(chunk));
-        slices.push(IoSlice::new(sum));
+    for file in files {
+        let mut slices = Vec::with_capacity(1 + 2 * sums.len());
+        slices.push(IoSlice::new(&header));
+        for (chunk, sum) in data.chunks(block_size as usize).zip(&sums) {
+            slices.push(IoSlice::new(chunk));
+            slices.push(IoSlice::new(sum));
+        }
+        pwritev_all(file, &mut slices, offset)?;
     }
-    pwritev_all(file, &mut slices, offset)?;
     Ok(sums)
+}
+
+/// Something a blob can be read from at an offset: a replica file, or an erasure-coded volume.
+pub trait ReadAt {
+    /// Fills all of `bufs` from `offset`; a short source is `UnexpectedEof`.
+    fn read_vectored_exact_at(&self, bufs: &mut [IoSliceMut<'_>], offset: u64) -> io::Result<()>;
+
+    fn read_all_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        self.read_vectored_exact_at(&mut [IoSliceMut::new(buf)], offset)
+    }
+}
+
+impl ReadAt for File {
+    fn read_vectored_exact_at(&self, bufs: &mut [IoSliceMut<'_>], offset: u64) -> io::Result<()> {
+        preadv_all(self, bufs, offset)
+    }
 }
 
 /// Where a blob is, as the read path needs it.
@@ -171,7 +186,7 @@ pub struct BlobLocation {
 /// Reads `range` of a blob's data into `out` (which must be exactly `range` long), checking
 /// the blob header and every block touched. `what` names the object for error messages.
 pub fn read_blob_range(
-    file: &File,
+    file: &dyn ReadAt,
     loc: &BlobLocation,
     range: std::ops::Range<u64>,
     out: &mut [u8],
@@ -202,8 +217,7 @@ pub fn read_blob_range(
         )));
     }
     let mut header = [0u8; 32];
-    file.read_exact_at(&mut header, loc.offset)
-        .map_err(io_err)?;
+    file.read_all_at(&mut header, loc.offset).map_err(io_err)?;
     match parse_blob_header(&header) {
         Some((id, len, bs)) if id == loc.blob && len == loc.len && bs == loc.block_size => {}
         _ => return Err(corrupt("has a bad header".into())),
@@ -251,12 +265,8 @@ pub fn read_blob_range(
             slices.push(IoSliceMut::new(target));
             slices.push(IoSliceMut::new(sum));
         }
-        preadv_all(
-            file,
-            &mut slices,
-            block_offset(loc.offset, first, loc.block_size),
-        )
-        .map_err(io_err)?;
+        file.read_vectored_exact_at(&mut slices, block_offset(loc.offset, first, loc.block_size))
+            .map_err(io_err)?;
     }
     // Verify every block, then move the edge pieces into place.
     for (i, sum) in (first..=last).zip(&sums) {
@@ -283,159 +293,43 @@ pub fn read_blob_range(
     Ok(())
 }
 
-/// The volume being appended to.
-struct Active {
-    id: u64,
-    file: Arc<File>,
-    len: u64,
+/// Checks a whole blob region (header, then blocks with their checksums) held in memory.
+pub fn verify_region(region: &[u8], loc: &BlobLocation) -> bool {
+    let Some(h) = region
+        .get(0..32)
+        .and_then(|h| <&[u8; 32]>::try_from(h).ok())
+    else {
+        return false;
+    };
+    match parse_blob_header(h) {
+        Some((id, len, bs)) if id == loc.blob && len == loc.len && bs == loc.block_size => {}
+        _ => return false,
+    }
+    if region.len() as u64 != blob_disk_len(loc.len, loc.block_size) {
+        return false;
+    }
+    let mut at = BLOB_HEADER_LEN as usize;
+    let mut left = loc.len as usize;
+    while left > 0 {
+        let n = left.min(loc.block_size as usize);
+        let (data, sum) = (&region[at..at + n], &region[at + n..at + n + 32]);
+        if blake3::hash(data).as_bytes()[..] != *sum {
+            return false;
+        }
+        at += n + 32;
+        left -= n;
+    }
+    true
 }
 
-/// Hooks the volume set calls when it creates or seals a volume (implemented by the metadata
-/// layer, so this module stays free of sled).
-pub trait VolumeCatalog: Send + Sync {
-    fn new_volume_id(&self) -> Result<u64>;
-    fn volume_created(&self, id: u64, disk: u32) -> Result<()>;
-    fn volume_sealed(&self, id: u64, size: u64) -> Result<()>;
-}
-
-/// The volume files of one disk directory: appends into the active volume, reads from any.
-pub struct VolumeSet {
-    dir: PathBuf,
-    disk: u32,
-    volume_size: u64,
-    active: Mutex<Option<Active>>,
-    handles: Mutex<LruCache<u64, Arc<File>>>,
-    /// Volumes written to since the last fsync.
-    dirty: Mutex<HashMap<u64, Arc<File>>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|poison| poison.into_inner())
-}
-
-impl VolumeSet {
-    pub fn new(dir: PathBuf, disk: u32, volume_size: u64) -> Self {
-        let cap = std::num::NonZeroUsize::new(256).unwrap_or(std::num::NonZeroUsize::MIN);
-        VolumeSet {
-            dir,
-            disk,
-            volume_size,
-            active: Mutex::new(None),
-            handles: Mutex::new(LruCache::new(cap)),
-            dirty: Mutex::new(HashMap::new()),
-        }
-    }
-
-    /// The file of volume `id`.
-    pub fn path(&self, id: u64) -> PathBuf {
-        volume_path(&self.dir, id)
-    }
-
-    /// Reserves `n` bytes for a blob: returns the volume, its file and the offset. Seals the
-    /// active volume and starts a new one when `n` would not fit.
-    pub fn reserve(&self, catalog: &dyn VolumeCatalog, n: u64) -> Result<(u64, Arc<File>, u64)> {
-        let mut active = lock(&self.active);
-        if let Some(a) = active.as_ref() {
-            if a.len > VOLUME_HEADER_LEN && a.len + n > self.volume_size {
-                let (id, len) = (a.id, a.len);
-                *active = None;
-                catalog.volume_sealed(id, len)?;
-            }
-        }
-        if active.is_none() {
-            *active = Some(self.create_volume(catalog)?);
-        }
-        let a = active
-            .as_mut()
-            .ok_or_else(|| StoreError::Metadata("no active volume".into()))?;
-        let offset = a.len;
-        a.len += n;
-        let out = (a.id, a.file.clone(), offset);
-        drop(active);
-        lock(&self.dirty).insert(out.0, out.1.clone());
-        Ok(out)
-    }
-
-    fn create_volume(&self, catalog: &dyn VolumeCatalog) -> Result<Active> {
-        let id = catalog.new_volume_id()?;
-        let path = self.path(id);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .map_err(|e| StoreError::io(format!("creating volume {}", path.display()), e))?;
-        let created = now_nanos();
-        file.write_all_at(&volume_header(id, created), 0)
-            .map_err(|e| StoreError::io(format!("writing volume {}", path.display()), e))?;
-        // The file must exist after a crash before any metadata names it.
-        file.sync_all()
-            .map_err(|e| StoreError::io(format!("syncing volume {}", path.display()), e))?;
-        sync_dir(&self.dir)?;
-        catalog.volume_created(id, self.disk)?;
-        let file = Arc::new(file);
-        lock(&self.handles).put(id, file.clone());
-        Ok(Active {
-            id,
-            file,
-            len: VOLUME_HEADER_LEN,
-        })
-    }
-
-    /// Seals the active volume (at close, so a reopen never appends after a torn tail).
-    pub fn seal_active(&self, catalog: &dyn VolumeCatalog) -> Result<()> {
-        let mut active = lock(&self.active);
-        if let Some(a) = active.take() {
-            catalog.volume_sealed(a.id, a.len)?;
-        }
-        Ok(())
-    }
-
-    /// An open handle on volume `id`.
-    pub fn file(&self, id: u64) -> Result<Arc<File>> {
-        if let Some(f) = lock(&self.handles).get(&id) {
-            return Ok(f.clone());
-        }
-        let path = self.path(id);
-        let file = File::open(&path).map_err(|e| {
-            if e.kind() == io::ErrorKind::NotFound {
-                StoreError::Corrupt {
-                    what: format!("volume file {} is missing", path.display()),
-                }
-            } else {
-                StoreError::io(format!("opening volume {}", path.display()), e)
-            }
-        })?;
-        let file = Arc::new(file);
-        lock(&self.handles).put(id, file.clone());
-        Ok(file)
-    }
-
-    /// fsyncs every volume written since the last call.
-    pub fn sync_dirty(&self) -> Result<()> {
-        let dirty: Vec<(u64, Arc<File>)> = lock(&self.dirty).drain().collect();
-        for (i, (id, file)) in dirty.iter().enumerate() {
-            if let Err(e) = file.sync_data() {
-                // Put back what was not synced so a retry covers it.
-                let mut d = lock(&self.dirty);
-                for (id, f) in &dirty[i..] {
-                    d.insert(*id, f.clone());
-                }
-                return Err(StoreError::io(format!("syncing volume {id:016x}"), e));
-            }
-        }
-        Ok(())
-    }
-
-    /// Whether anything was written since the last sync.
-    pub fn has_dirty(&self) -> bool {
-        !lock(&self.dirty).is_empty()
-    }
-}
-
-/// `<dir>/<16 hex digits>.vol`.
+/// `<dir>/<16 hex digits>.vol`: a replica of volume `id`.
 pub fn volume_path(dir: &Path, id: u64) -> PathBuf {
     dir.join(format!("{id:016x}.vol"))
+}
+
+/// `<dir>/<16 hex digits>.s<NN>`: shard `index` of volume `id`.
+pub fn shard_path(dir: &Path, id: u64, index: usize) -> PathBuf {
+    dir.join(format!("{id:016x}.s{index:02}"))
 }
 
 /// fsyncs a directory so that entries created in it survive a crash.
@@ -478,7 +372,8 @@ mod tests {
             .open(dir.path().join("v"))
             .unwrap();
         let data: Vec<u8> = (0..1000u32).map(|i| (i * 7 % 251) as u8).collect();
-        write_blob(&file, 100, 9, &data, 64).unwrap();
+        let file = Arc::new(file);
+        write_blob(&[file.clone()], 100, 9, &data, 64).unwrap();
         let l = loc(9, data.len() as u64, 64);
         for start in [0u64, 1, 63, 64, 65, 500, 999] {
             for end in [start + 1, start + 64, start + 130, 1000] {
@@ -487,7 +382,7 @@ mod tests {
                     continue;
                 }
                 let mut out = vec![0u8; (end - start) as usize];
-                read_blob_range(&file, &l, start..end, &mut out, &|| {
+                read_blob_range(&*file, &l, start..end, &mut out, &|| {
                     format!("{start}..{end}")
                 })
                 .unwrap();
@@ -512,11 +407,12 @@ mod tests {
             .open(&path)
             .unwrap();
         let data = vec![5u8; 300];
-        write_blob(&file, 0, 1, &data, 100).unwrap();
+        let file = Arc::new(file);
+        write_blob(&[file.clone()], 0, 1, &data, 100).unwrap();
         // flip a byte inside block 1 (offset: header 32 + block0 100 + sum 32 + 10)
         let mut b = [0u8; 1];
-        file.read_exact_at(&mut b, 32 + 132 + 10).unwrap();
-        file.write_all_at(&[b[0] ^ 1], 32 + 132 + 10).unwrap();
+        std::os::unix::fs::FileExt::read_exact_at(&*file, &mut b, 32 + 132 + 10).unwrap();
+        std::os::unix::fs::FileExt::write_all_at(&*file, &[b[0] ^ 1], 32 + 132 + 10).unwrap();
         let l = BlobLocation {
             blob: 1,
             volume: 1,
@@ -525,15 +421,15 @@ mod tests {
             block_size: 100,
         };
         let mut out = vec![0u8; 300];
-        let err = read_blob_range(&file, &l, 0..300, &mut out, &|| "k".into()).unwrap_err();
+        let err = read_blob_range(&*file, &l, 0..300, &mut out, &|| "k".into()).unwrap_err();
         assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
         // block 0 and 2 still read
         let mut out = vec![0u8; 100];
-        read_blob_range(&file, &l, 0..100, &mut out, &|| "k".into()).unwrap();
-        read_blob_range(&file, &l, 200..300, &mut out, &|| "k".into()).unwrap();
+        read_blob_range(&*file, &l, 0..100, &mut out, &|| "k".into()).unwrap();
+        read_blob_range(&*file, &l, 200..300, &mut out, &|| "k".into()).unwrap();
         // wrong blob id in metadata is caught by the header check
         let wrong = BlobLocation { blob: 2, ..l };
-        assert!(read_blob_range(&file, &wrong, 0..100, &mut out, &|| "k".into()).is_err());
+        assert!(read_blob_range(&*file, &wrong, 0..100, &mut out, &|| "k".into()).is_err());
     }
 
     #[test]
