@@ -88,7 +88,7 @@ impl std::ops::AddAssign for ScrubReport {
 
 /// The store's disks and the volumes on them.
 pub struct Disks {
-    paths: Vec<PathBuf>,
+    paths: RwLock<Vec<PathBuf>>,
     store_id: u64,
     online: RwLock<Vec<bool>>,
     replicas: usize,
@@ -148,7 +148,7 @@ impl Disks {
         }
         let cap = std::num::NonZeroUsize::new(512).unwrap_or(std::num::NonZeroUsize::MIN);
         Ok(Disks {
-            paths,
+            paths: RwLock::new(paths),
             store_id,
             online: RwLock::new(online),
             replicas: replicas.max(1),
@@ -173,8 +173,27 @@ impl Disks {
         .write(path)
     }
 
-    pub fn paths(&self) -> &[PathBuf] {
-        &self.paths
+    /// The disk directories, by index.
+    pub fn paths(&self) -> Vec<PathBuf> {
+        self.paths
+            .read()
+            .map(|p| p.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    /// Directory of disk `d`.
+    pub fn path(&self, d: u32) -> PathBuf {
+        let p = self.paths();
+        p.get(d as usize).cloned().unwrap_or_default()
+    }
+
+    /// Points disk `d` at a new directory (after `replace`).
+    pub fn set_path(&self, d: u32, path: PathBuf) {
+        if let Ok(mut p) = self.paths.write() {
+            if let Some(x) = p.get_mut(d as usize) {
+                *x = path;
+            }
+        }
     }
 
     pub fn replicas(&self) -> usize {
@@ -248,10 +267,10 @@ impl Disks {
     }
 
     fn file_path(&self, id: u64, disk: u32, kind: FileKind) -> PathBuf {
-        let dir = &self.paths[disk as usize % self.paths.len().max(1)];
+        let dir = self.path(disk);
         match kind {
-            FileKind::Replica => volume_path(dir, id),
-            FileKind::Shard(i) => shard_path(dir, id, i as usize),
+            FileKind::Replica => volume_path(&dir, id),
+            FileKind::Shard(i) => shard_path(&dir, id, i as usize),
         }
     }
 
@@ -344,7 +363,7 @@ impl Disks {
                 .map_err(ctx)?;
             // The file must exist after a crash before any metadata names it.
             file.sync_all().map_err(ctx)?;
-            volume::sync_dir(&self.paths[d as usize])?;
+            volume::sync_dir(&self.path(d))?;
             let file = Arc::new(file);
             lock(&self.handles).put((id, d, FileKind::Replica), file.clone());
             files.push(file);
@@ -664,7 +683,7 @@ impl Disks {
             )?;
         }
         for d in &targets {
-            volume::sync_dir(&self.paths[*d as usize])?;
+            volume::sync_dir(&self.path(*d))?;
         }
         let placed = VolumeRecord {
             layout: Layout::Erasure {
@@ -773,7 +792,7 @@ impl Disks {
                     .map_err(ctx)?;
             }
             file.sync_all().map_err(ctx)?;
-            volume::sync_dir(&self.paths[*d as usize])?;
+            volume::sync_dir(&self.path(*d))?;
             if ok {
                 rep.repaired += 1;
             }
@@ -949,7 +968,7 @@ impl Disks {
                         header(i),
                         &data,
                     )?;
-                    volume::sync_dir(&self.paths[d as usize])?;
+                    volume::sync_dir(&self.path(d))?;
                     rep.repaired += chunks;
                 }
                 _ => {}
@@ -1026,7 +1045,7 @@ impl Disks {
             .collect();
         let active = lock(&self.active).as_ref().map(|a| a.id);
         let mut out = Vec::new();
-        for (i, dir) in self.paths.iter().enumerate() {
+        for (i, dir) in self.paths().iter().enumerate() {
             if !self.is_online(i as u32) {
                 continue;
             }

@@ -669,6 +669,57 @@ impl Meta {
         Ok(out)
     }
 
+    /// Removes blob rows nobody references any more, freed before `cutoff` (ns). Returns
+    /// (rows removed, data bytes they held).
+    pub fn reclaim_blobs(&self, cutoff: u64) -> Result<(u64, u64)> {
+        let state = self.lock();
+        let mut batch = sled::Batch::default();
+        let (mut n, mut bytes) = (0, 0);
+        for row in self.db.scan_prefix([table::BLOB]) {
+            let (k, v) = row?;
+            let b: BlobRecord = decode(&v)?;
+            if b.refs == 0 && b.freed_at != 0 && b.freed_at <= cutoff {
+                batch.remove(k);
+                n += 1;
+                bytes += b.len;
+            }
+        }
+        self.db.apply_batch(batch)?;
+        drop(state);
+        Ok((n, bytes))
+    }
+
+    /// Points blobs at their new place after compaction copied them: (blob, from volume, to
+    /// volume, to offset). Durable when it returns. Blobs removed or moved meanwhile are skipped.
+    pub fn relocate_blobs(&self, moves: &[(u64, u64, u64, u64)]) -> Result<()> {
+        let state = self.lock();
+        let mut batch = sled::Batch::default();
+        for &(blob, from, to, offset) in moves {
+            if let Some(mut rec) = self.get::<BlobRecord>(&blob_key(blob))? {
+                if rec.volume == from {
+                    rec.volume = to;
+                    rec.offset = offset;
+                    batch.insert(&blob_key(blob)[..], encode(&rec)?);
+                }
+            }
+        }
+        self.db.apply_batch(batch)?;
+        drop(state);
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// A worker's checkpoint.
+    pub fn checkpoint<T: serde::de::DeserializeOwned>(&self, name: &str) -> Result<Option<T>> {
+        self.get(&misc_key(&format!("ckpt:{name}")))
+    }
+
+    pub fn save_checkpoint<T: serde::Serialize>(&self, name: &str, value: &T) -> Result<()> {
+        self.db
+            .insert(misc_key(&format!("ckpt:{name}")), encode(value)?)?;
+        Ok(())
+    }
+
     /// Rows of one table whose keys start with `start` and are below `end`.
     pub fn range(&self, start: Vec<u8>, end: Option<Vec<u8>>) -> sled::Iter {
         match end {

@@ -19,10 +19,12 @@ pub mod disks;
 pub mod erasure;
 pub mod group_sync;
 pub mod listing;
+pub mod maintenance;
 pub mod meta;
 pub mod records;
 pub mod shard;
 pub mod volume;
+pub mod worker;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -34,13 +36,15 @@ use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use futures::stream::{FuturesOrdered, StreamExt};
 
-pub use config::LocalConfig;
+pub use config::{EcSetting, LocalConfig};
 use config::{Marker, StoreLock};
 use disks::Disks;
 use group_sync::GroupSync;
+pub use maintenance::GcOptions;
 use meta::Meta;
 use records::{slice_extents, BlobRecord, Extent, PartRecord, VersionRecord, VolumeState};
 use volume::BlobLocation;
+pub use worker::{Progress, WorkerStatus};
 
 use crate::error::{Result, StoreError};
 use crate::key::{validate, validate_prefix};
@@ -92,7 +96,7 @@ pub struct DiskStatus {
 }
 
 /// The shared state behind a [`LocalStore`]. Field order is drop order: the lock goes last.
-struct Inner {
+pub(crate) struct Inner {
     root: PathBuf,
     cfg: LocalConfig,
     meta: Meta,
@@ -101,6 +105,8 @@ struct Inner {
     /// Bumped by every metadata mutation; the flusher syncs when it moved.
     generation: AtomicU64,
     last_shutdown_clean: bool,
+    /// Held by a daemon for each unit of work, so two never move the same volume at once.
+    maintenance: std::sync::Mutex<()>,
     _lock: StoreLock,
 }
 
@@ -108,7 +114,40 @@ struct Inner {
 pub struct LocalStore {
     inner: Arc<Inner>,
     flusher: Option<(mpsc::Sender<()>, JoinHandle<()>)>,
+    workers: Vec<worker::WorkerHandle>,
     closed: bool,
+}
+
+/// Which daemons run inside the process that owns the store, and how hard they work.
+#[derive(Debug, Clone)]
+pub struct DaemonConfig {
+    pub placement: bool,
+    pub scrub: bool,
+    pub gc: bool,
+    /// Each daemon sleeps this many times the duration of each unit of work.
+    pub tranquility: u32,
+    /// Seconds between checks for work when idle.
+    pub idle_interval: std::time::Duration,
+    /// Sealed volumes are erasure-coded once they are this old.
+    pub placement_min_age: std::time::Duration,
+    /// Time between the starts of two scrub passes.
+    pub scrub_interval: std::time::Duration,
+    pub gc_options: GcOptions,
+}
+
+impl Default for DaemonConfig {
+    fn default() -> Self {
+        DaemonConfig {
+            placement: true,
+            scrub: true,
+            gc: true,
+            tranquility: 2,
+            idle_interval: std::time::Duration::from_secs(30),
+            placement_min_age: std::time::Duration::from_secs(60),
+            scrub_interval: std::time::Duration::from_secs(7 * 24 * 3600),
+            gc_options: GcOptions::default(),
+        }
+    }
 }
 
 /// A blob just written, not yet committed.
@@ -184,25 +223,51 @@ impl Inner {
     ) -> Result<()> {
         let mut pos = 0usize;
         for e in extents {
-            let b = self.meta.blob(e.blob)?;
-            let loc = BlobLocation {
-                blob: e.blob,
-                volume: b.volume,
-                offset: b.offset,
-                len: b.len,
-                block_size: b.block_size,
-            };
             let len = e.len as usize;
             let dst = out
                 .get_mut(pos..pos + len)
                 .ok_or_else(|| StoreError::Corrupt {
                     what: format!("{}: extents add up to more than the object size", what()),
                 })?;
-            self.disks
-                .read_blob(&loc, e.offset..e.offset + e.len, dst, what)?;
+            // gc may move the blob between our lookup and the read: look again once.
+            let first = self.read_extent(e, dst, what);
+            match first {
+                Err(StoreError::Corrupt { .. }) => {
+                    let b = self.meta.blob(e.blob)?;
+                    self.read_extent_at(e, &b, dst, what)?;
+                }
+                other => other?,
+            }
             pos += len;
         }
         Ok(())
+    }
+
+    fn read_extent(&self, e: &Extent, dst: &mut [u8], what: &dyn Fn() -> String) -> Result<()> {
+        let b = self.meta.blob(e.blob)?;
+        self.read_extent_at(e, &b, dst, what)
+    }
+
+    fn read_extent_at(
+        &self,
+        e: &Extent,
+        b: &BlobRecord,
+        dst: &mut [u8],
+        what: &dyn Fn() -> String,
+    ) -> Result<()> {
+        let loc = BlobLocation {
+            blob: e.blob,
+            volume: b.volume,
+            offset: b.offset,
+            len: b.len,
+            block_size: b.block_size,
+        };
+        self.disks
+            .read_blob(&loc, e.offset..e.offset + e.len, dst, what)
+    }
+
+    fn maintenance(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.maintenance.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn read_bytes(&self, extents: &[Extent], len: u64, what: &dyn Fn() -> String) -> Result<Bytes> {
@@ -413,8 +478,8 @@ impl LocalStore {
                     records::Layout::Replicated { disks: ds } => ds
                         .iter()
                         .filter_map(|d| {
-                            let dir = disks.paths().get(*d as usize)?;
-                            std::fs::metadata(volume::volume_path(dir, v.id)).ok()
+                            let dir = disks.path(*d);
+                            std::fs::metadata(volume::volume_path(&dir, v.id)).ok()
                         })
                         .map(|m| m.len())
                         .max()
@@ -444,12 +509,14 @@ impl LocalStore {
             group: GroupSync::default(),
             generation: AtomicU64::new(0),
             last_shutdown_clean,
+            maintenance: std::sync::Mutex::new(()),
             _lock: lock,
         });
         let flusher = spawn_flusher(&inner);
         Ok(LocalStore {
             inner,
             flusher: Some(flusher),
+            workers: Vec::new(),
             closed: false,
         })
     }
@@ -464,6 +531,10 @@ impl LocalStore {
             return Ok(());
         }
         self.closed = true;
+        for w in &mut self.workers {
+            w.stop();
+        }
+        self.workers.clear();
         if let Some((tx, handle)) = self.flusher.take() {
             drop(tx);
             let _ = handle.join();
@@ -476,6 +547,99 @@ impl LocalStore {
     /// Counts, sizes and disks.
     pub fn status(&self) -> Result<StoreStatus> {
         self.inner.status()
+    }
+
+    /// Starts the background daemons in this process; they stop when the store closes.
+    pub fn start_daemons(&mut self, cfg: DaemonConfig) -> Result<()> {
+        let runner = worker::RunnerConfig {
+            tranquility: cfg.tranquility,
+            idle_interval: cfg.idle_interval,
+            store: self.inner.root.clone(),
+        };
+        let spawn = |w: Box<dyn worker::Worker>| {
+            worker::spawn(w, runner.clone())
+                .map_err(|e| StoreError::io("starting a daemon thread", e))
+        };
+        if cfg.placement {
+            let w = maintenance::Placement::new(self.inner.clone(), cfg.placement_min_age);
+            self.workers.push(spawn(Box::new(w))?);
+        }
+        if cfg.scrub {
+            let w = maintenance::Scrub::new(self.inner.clone(), cfg.scrub_interval)?;
+            self.workers.push(spawn(Box::new(w))?);
+        }
+        if cfg.gc {
+            let w = maintenance::Gc::new(self.inner.clone(), cfg.gc_options.clone());
+            self.workers.push(spawn(Box::new(w))?);
+        }
+        Ok(())
+    }
+
+    /// The daemons running in this process.
+    pub fn daemon_status(&self) -> Vec<WorkerStatus> {
+        self.workers.iter().map(|w| w.status()).collect()
+    }
+
+    /// Seals the open volume and erasure-codes every sealed volume now (`objfs place --now`).
+    pub fn place_now(&self, on_progress: impl FnMut(&Progress)) -> Result<Progress> {
+        self.inner.disks.seal_active(&self.inner.meta)?;
+        self.inner.sync_all()?;
+        let mut w = maintenance::Placement::new(self.inner.clone(), std::time::Duration::ZERO);
+        worker::run_to_idle(&mut w, on_progress)
+    }
+
+    /// Runs a whole scrub pass now (resuming one a killed process left unfinished).
+    pub fn scrub_now(&self, on_progress: impl FnMut(&Progress)) -> Result<Progress> {
+        self.inner.sync_all()?;
+        let mut w = maintenance::Scrub::new(self.inner.clone(), std::time::Duration::ZERO)?;
+        w.start_now();
+        worker::run_to_idle(&mut w, on_progress)
+    }
+
+    /// Runs every gc phase once now.
+    pub fn gc_now(&self, opts: GcOptions, on_progress: impl FnMut(&Progress)) -> Result<Progress> {
+        self.inner.sync_all()?;
+        let mut w = maintenance::Gc::new(self.inner.clone(), opts);
+        worker::run_to_idle(&mut w, on_progress)
+    }
+
+    /// Moves disk `old` (a path in the store's disk list) to the empty directory `new`, and
+    /// records it. Run a scrub afterwards to rebuild what the old disk held.
+    pub fn replace_disk(&self, old: &Path, new: &Path) -> Result<()> {
+        let _guard = self.inner.maintenance();
+        let mut marker = Marker::read(&self.inner.root)?;
+        let paths = marker.disk_paths(&self.inner.root);
+        let index = paths
+            .iter()
+            .position(|p| {
+                p == old
+                    || marker
+                        .disks
+                        .iter()
+                        .any(|d| d == old && self.inner.root.join(d) == *p)
+            })
+            .ok_or_else(|| {
+                StoreError::InvalidArgument(format!(
+                    "{} is not one of the store's disks ({})",
+                    old.display(),
+                    paths
+                        .iter()
+                        .map(|p| p.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))
+            })?;
+        if paths.iter().any(|p| p == new) {
+            return Err(StoreError::InvalidArgument(format!(
+                "{} is already one of the store's disks",
+                new.display()
+            )));
+        }
+        self.inner.disks.replace(index as u32, new)?;
+        marker.disks[index] = new.to_path_buf();
+        marker.write(&self.inner.root)?;
+        self.inner.disks.set_path(index as u32, new.to_path_buf());
+        Ok(())
     }
 
     /// The store's directory.
@@ -920,11 +1084,9 @@ impl ObjectStore for LocalStore {
         self.inline(|i| {
             let (mut total_bytes, mut free_bytes) = (0, 0);
             for d in i.disks.online() {
-                if let Some(p) = i.disks.paths().get(d as usize) {
-                    let (t, f) = disk_space(p)?;
-                    total_bytes += t;
-                    free_bytes += f;
-                }
+                let (t, f) = disk_space(&i.disks.path(d))?;
+                total_bytes += t;
+                free_bytes += f;
             }
             // Logical capacity: what the disks hold divided by the redundancy.
             let (replicas, ec) = i.cfg.policy();
