@@ -905,11 +905,21 @@ impl Disks {
             .filter(|(_, b)| b.is_none())
             .map(|(i, _)| *i)
             .collect();
-        for c in 0..chunks {
-            let span = c * SHARD_CHUNK..((c + 1) * SHARD_CHUNK).min(shard_len);
+        // Spans of chunks: 64 chunks (4 MiB) at a time when only whole shards are rebuilt,
+        // one chunk at a time when some shard needs individual chunks repaired in place.
+        let step = if damage.iter().all(|(_, b)| b.is_none()) {
+            64
+        } else {
+            1
+        };
+        let mut c = 0;
+        while c < chunks {
+            let first = c;
+            c = (c + step).min(chunks);
+            let span = first * SHARD_CHUNK..(c * SHARD_CHUNK).min(shard_len);
             let needs: Vec<usize> = damage
                 .iter()
-                .filter(|(_, b)| b.as_ref().map(|b| b.contains(&c)).unwrap_or(true))
+                .filter(|(_, b)| b.as_ref().map(|b| b.contains(&first)).unwrap_or(true))
                 .map(|(i, _)| *i)
                 .collect();
             if needs.is_empty() {
