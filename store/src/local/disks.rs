@@ -347,7 +347,17 @@ impl Disks {
                 "fewer disks online than replicas: new data has fewer copies"
             );
         }
-        let id = cat.new_volume_id()?;
+        // An id whose file exists (an orphan of some crash) is skipped: never write over it.
+        let mut id = cat.new_volume_id()?;
+        for _ in 0..1000 {
+            if disks
+                .iter()
+                .all(|d| !self.file_path(id, *d, FileKind::Replica).exists())
+            {
+                break;
+            }
+            id = cat.new_volume_id()?;
+        }
         let created = now_nanos();
         let mut files = Vec::with_capacity(disks.len());
         for &d in &disks {

@@ -31,7 +31,20 @@ const LEASE_NANOS: u64 = 1_000_000_000;
 pub struct Meta {
     pub(crate) db: sled::Db,
     commit: Mutex<CommitState>,
+    ids: Mutex<IdLease>,
 }
+
+/// Ids for blobs, volumes and uploads: handed out from memory below a lease that is persisted
+/// *and flushed* before any id above the old lease is used, so no id is ever handed out twice,
+/// whatever crashes. (sled's own `generate_id` can repeat ids after a crash early in a
+/// store's life.)
+struct IdLease {
+    next: u64,
+    lease: u64,
+}
+
+/// Ids reserved by one lease move.
+const ID_LEASE: u64 = 1 << 20;
 
 /// One mutation being built: rows to write plus reference-count changes.
 struct Txn {
@@ -63,19 +76,38 @@ fn sub(a: u64, b: u64) -> u64 {
 impl Meta {
     /// Opens (or creates) the database at `path`.
     pub fn open(path: &Path) -> Result<Meta> {
-        let db = sled::Config::new()
+        let config = sled::Config::new()
             .path(path)
             .cache_capacity(64 << 20)
             // We flush ourselves, after the data files are synced (see LocalStore's flusher).
             .flush_every_ms(None)
-            .mode(sled::Mode::HighThroughput)
-            .open()?;
+            .mode(sled::Mode::HighThroughput);
+        // The caller holds the store's own lock, so sled's lock can only be held by a sled of
+        // this process that is still shutting down (sled 0.34 releases it from a background
+        // thread after drop): wait for it, briefly.
+        let mut tries = 0;
+        let db = loop {
+            match config.open() {
+                Ok(db) => break db,
+                Err(sled::Error::Io(e))
+                    if e.kind() == std::io::ErrorKind::WouldBlock && tries < 500 =>
+                {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
+        let lease = match db.get(misc_key(misc::ID_LEASE))? {
+            Some(v) => decode::<u64>(&v)?,
+            None => 1,
+        };
         let stats = match db.get(misc_key(misc::STATS))? {
             Some(v) => decode(&v)?,
             None => StatsRecord::default(),
         };
-        // Every id ever handed out is below the lease (see `next_version`).
-        let lease = match db.get(misc_key(misc::VERSION_HWM))? {
+        // Every version id ever handed out is below the lease (see `next_version`).
+        let vlease = match db.get(misc_key(misc::VERSION_HWM))? {
             Some(v) => decode::<u64>(&v)?,
             None => 0,
         };
@@ -83,14 +115,29 @@ impl Meta {
             db,
             commit: Mutex::new(CommitState {
                 stats,
-                last_version: (lease as u128) << 64,
-                lease_nanos: lease,
+                last_version: (vlease as u128) << 64,
+                lease_nanos: vlease,
             }),
+            ids: Mutex::new(IdLease { next: lease, lease }),
         })
     }
 
     fn lock(&self) -> MutexGuard<'_, CommitState> {
         self.commit.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A new id, never handed out before in this store.
+    pub fn next_id(&self) -> Result<u64> {
+        let mut ids = self.ids.lock().unwrap_or_else(|p| p.into_inner());
+        if ids.next >= ids.lease {
+            let lease = ids.next + ID_LEASE;
+            self.db.insert(misc_key(misc::ID_LEASE), encode(&lease)?)?;
+            self.db.flush()?;
+            ids.lease = lease;
+        }
+        let id = ids.next;
+        ids.next += 1;
+        Ok(id)
     }
 
     /// Makes everything committed so far durable.
@@ -430,7 +477,7 @@ impl Meta {
     // ---- multipart uploads ----
 
     pub fn create_upload(&self, key: &str, opts: &PutOptions) -> Result<String> {
-        let id = format!("{:016x}{:016x}", now_nanos(), self.db.generate_id()?);
+        let id = format!("{:016x}{:016x}", now_nanos(), self.next_id()?);
         let rec = UploadRecord {
             key: key.into(),
             initiated: now_nanos(),
@@ -736,7 +783,7 @@ impl Meta {
 
 impl VolumeCatalog for Meta {
     fn new_volume_id(&self) -> Result<u64> {
-        Ok(self.db.generate_id()?)
+        self.next_id()
     }
 
     fn save_volume(&self, rec: &VolumeRecord) -> Result<()> {

@@ -195,7 +195,7 @@ impl Written {
 impl Inner {
     fn write_blob(&self, data: &[u8]) -> Result<WrittenBlob> {
         let bs = self.cfg.block_size;
-        let id = self.meta.db.generate_id()?;
+        let id = self.meta.next_id()?;
         let n = volume::blob_disk_len(data.len() as u64, bs);
         let (vol, files, offset) = self.disks.reserve(&self.meta, n)?;
         let sums = volume::write_blob(&files, offset, id, data, bs)
@@ -521,9 +521,19 @@ impl LocalStore {
         })
     }
 
-    /// Syncs everything, records a clean shutdown and releases the store.
+    /// Syncs everything, records a clean shutdown and releases the store: when it returns, the
+    /// store can be opened again (by this process or another).
     pub fn close(mut self) -> Result<()> {
-        self.shutdown()
+        let r = self.shutdown();
+        // Tasks on the blocking pool may still hold the store for a moment; the lock goes with
+        // the last reference.
+        let t0 = std::time::Instant::now();
+        while Arc::strong_count(&self.inner) > 1
+            && t0.elapsed() < std::time::Duration::from_secs(10)
+        {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        r
     }
 
     fn shutdown(&mut self) -> Result<()> {

@@ -294,6 +294,7 @@ pub mod misc {
     pub const STATS: &str = "stats";
     pub const VERSION_HWM: &str = "version-hwm";
     pub const CLEAN: &str = "clean-shutdown";
+    pub const ID_LEASE: &str = "id-lease";
 }
 
 /// The extents that cover `range` of an object made of `extents` (a pure function: used by
