@@ -1,1 +1,14 @@
-//! Shared test support (being written).
+//! Shared test support for objfs: the backend conformance suite (run by
+//! `tests/tests/conformance.rs` against every backend), listing walkers that check paging
+//! invariants, and deterministic content generators shared by the property, crash and
+//! corruption tests and the `crash_writer` helper binary.
+//!
+//!
+//!
+//! Nothing else here knows a concrete backend beyond the [`objfs_store::ObjectStore`] trait, so
+//! this library builds whatever state the backends are in.
+
+pub mod conformance;
+pub mod support;
+
+pub use support::{det_bytes, keyed_bytes, Fixture};
