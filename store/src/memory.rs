@@ -20,7 +20,8 @@ use crate::store::ObjectStore;
 use crate::types::{
     resolve_range, Body, Capacity, CompletedPart, Condition, CopyOptions, GetOptions, GetResult,
     ListPage, ListRequest, ListVersionsRequest, Metadata, ObjectInfo, PartInfo, PutOptions,
-    StoreFeatures, UploadInfo, VersionId, VersionInfo, VersionsPage, MAX_PART_NUMBER,
+    RenameOptions, StoreFeatures, UploadInfo, VersionId, VersionInfo, VersionsPage,
+    MAX_PART_NUMBER,
 };
 
 /// What `capacity()` reports as the size of the (unbounded) memory.
@@ -298,6 +299,7 @@ impl ObjectStore for MemoryStore {
             list_returns_metadata: true,
             zero_copy: true,
             min_part_size: 0,
+            atomic_rename: true,
         }
     }
 
@@ -377,6 +379,40 @@ impl ObjectStore for MemoryStore {
         let metadata = opts.metadata.unwrap_or(source.metadata);
         let data = source.data.unwrap_or_default();
         Ok(st.push(dst, data, source.etag, metadata))
+    }
+
+    async fn rename(&self, src: &str, dst: &str, opts: RenameOptions) -> Result<ObjectInfo> {
+        validate(src)?;
+        validate(dst)?;
+        if src == dst {
+            return Err(StoreError::InvalidArgument(format!(
+                "cannot rename {src:?} onto itself"
+            )));
+        }
+        let mut st = self.lock();
+        let source = st.find(src, None)?.clone();
+        if let Some(v) = opts.source_version {
+            if v != source.id {
+                return Err(StoreError::PreconditionFailed {
+                    key: src.to_string(),
+                    reason: format!("current version is {}, not {v}", source.id),
+                });
+            }
+        }
+        st.check_condition(dst, opts.condition)?;
+        let data = source.data.unwrap_or_default();
+        let info = st.push(dst, data, source.etag, source.metadata);
+        let id = st.next_version_id();
+        st.objects
+            .entry(src.to_string())
+            .or_default()
+            .push(Version {
+                id,
+                data: None,
+                etag: String::new(),
+                metadata: Metadata::new(),
+            });
+        Ok(info)
     }
 
     async fn list(&self, req: &ListRequest) -> Result<ListPage> {

@@ -64,6 +64,34 @@ pub trait ObjectStore: Send + Sync + 'static {
     /// caller (the local store shares extents: no bytes are copied).
     async fn copy(&self, src: &str, dst: &str, opts: CopyOptions) -> Result<ObjectInfo>;
 
+    /// Moves the current version of `src` to a new version of `dst` (same data and metadata)
+    /// and adds a delete marker to `src`. Where `features().atomic_rename` holds (the local and
+    /// memory stores) both happen in one commit: after a crash, either both or neither. This
+    /// default, for backends without such a primitive, copies then deletes.
+    async fn rename(&self, src: &str, dst: &str, opts: RenameOptions) -> Result<ObjectInfo> {
+        let current = self.head(src, None).await?;
+        if let Some(v) = opts.source_version {
+            if v != current.version {
+                return Err(crate::StoreError::PreconditionFailed {
+                    key: src.to_string(),
+                    reason: format!("current version is {}, not {v}", current.version),
+                });
+            }
+        }
+        let copy = CopyOptions {
+            source_version: Some(current.version),
+            metadata: None,
+            condition: opts.condition,
+            durable: opts.durable,
+        };
+        let info = self.copy(src, dst, copy).await?;
+        self.delete(src).await?;
+        if opts.durable {
+            self.sync().await?;
+        }
+        Ok(info)
+    }
+
     /// Lists live objects.
     async fn list(&self, req: &ListRequest) -> Result<ListPage>;
 

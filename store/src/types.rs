@@ -226,6 +226,16 @@ pub struct CopyOptions {
     pub durable: bool,
 }
 
+/// Options of a rename.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RenameOptions {
+    /// Rename only if the source's current version is this one (else `PreconditionFailed`).
+    pub source_version: Option<VersionId>,
+    /// Condition on the destination's current version (`IfNotExists` = RENAME_NOREPLACE).
+    pub condition: Condition,
+    pub durable: bool,
+}
+
 /// A multipart upload in progress.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UploadInfo {
@@ -275,6 +285,8 @@ pub struct StoreFeatures {
     pub zero_copy: bool,
     /// Smallest size of a multipart part other than the last (0: no minimum).
     pub min_part_size: u64,
+    /// `rename` is atomic (a crash leaves the object under one name, never two).
+    pub atomic_rename: bool,
 }
 
 /// A stream of byte chunks.

@@ -17,8 +17,8 @@ use futures::future::join_all;
 use objfs_store::key::KeyError;
 use objfs_store::{
     Body, CompletedPart, Condition, CopyOptions, ErrorKind, GetOptions, ListRequest,
-    ListVersionsRequest, Metadata, ObjectInfo, ObjectStore, PartInfo, PutOptions, StoreError,
-    VersionId, VersionInfo, MAX_PART_NUMBER,
+    ListVersionsRequest, Metadata, ObjectInfo, ObjectStore, PartInfo, PutOptions, RenameOptions,
+    StoreError, VersionId, VersionInfo, MAX_PART_NUMBER,
 };
 
 use crate::support::{
@@ -876,6 +876,92 @@ pub async fn delete_version(s: &dyn ObjectStore) {
 // ---------------------------------------------------------------------------------------------
 
 /// Copy keeps or replaces metadata, copies old versions, and stays independent of its source.
+/// Rename: dst gets src's data and metadata as a new version, src gets a delete marker (its
+/// history stays), NOREPLACE and source-version conditions, errors.
+pub async fn rename_semantics(s: &dyn ObjectStore) {
+    let ns = "rename_semantics/";
+    let (a, b) = (format!("{ns}a"), format!("{ns}b"));
+    let m = meta(&[("x-amz-meta-mode", "33188")]);
+    let d = det_bytes(40, 90_000);
+    let v = put_meta(s, &a, &d, &m).await;
+    let r = s.rename(&a, &b, RenameOptions::default()).await.unwrap();
+    assert_eq!(r.key, b);
+    assert_eq!(r.size, d.len() as u64);
+    assert_eq!(r.metadata, m);
+    assert!(r.version > v.version);
+    assert_eq!(read(s, &b, None).await, d);
+    assert_kind(s.head(&a, None).await, ErrorKind::NotFound, "rename step 1");
+    // The source keeps its history: the old version, then a delete marker.
+    let hist = s
+        .list_versions(&ListVersionsRequest {
+            prefix: a.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let of_a: Vec<_> = hist.versions.iter().filter(|x| x.key == a).collect();
+    assert_eq!(of_a.len(), 2);
+    assert!(of_a[0].is_delete_marker && of_a[0].is_latest);
+    assert_eq!(of_a[1].version, v.version);
+    // NOREPLACE: refused when the destination exists; nothing changes.
+    let c = format!("{ns}c");
+    put(s, &c, "other").await;
+    let e = s
+        .rename(
+            &b,
+            &c,
+            RenameOptions {
+                condition: Condition::IfNotExists,
+                ..Default::default()
+            },
+        )
+        .await;
+    assert_kind(e, ErrorKind::PreconditionFailed, "rename step 2");
+    assert_eq!(read(s, &b, None).await, d);
+    assert_eq!(read(s, &c, None).await, b"other".to_vec());
+    // Replacing rename over an existing key.
+    s.rename(&b, &c, RenameOptions::default()).await.unwrap();
+    assert_eq!(read(s, &c, None).await, d);
+    assert_kind(s.head(&b, None).await, ErrorKind::NotFound, "rename step 3");
+    // Source-version condition.
+    let cur = s.head(&c, None).await.unwrap().version;
+    let e = s
+        .rename(
+            &c,
+            &a,
+            RenameOptions {
+                source_version: Some(VersionId(cur.0 - 1)),
+                ..Default::default()
+            },
+        )
+        .await;
+    assert_kind(e, ErrorKind::PreconditionFailed, "rename step 4");
+    s.rename(
+        &c,
+        &a,
+        RenameOptions {
+            source_version: Some(cur),
+            durable: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(read(s, &a, None).await, d);
+    // Errors: a missing source, bad keys.
+    assert_kind(
+        s.rename(&format!("{ns}missing"), &b, RenameOptions::default())
+            .await,
+        ErrorKind::NotFound,
+        "rename step 5",
+    );
+    assert_kind(
+        s.rename(&a, "/bad", RenameOptions::default()).await,
+        ErrorKind::InvalidKey,
+        "rename step 6",
+    );
+}
+
 pub async fn copy_semantics(s: &dyn ObjectStore) {
     let ns = "copy_semantics/";
     let src = format!("{ns}src");
@@ -2765,6 +2851,7 @@ macro_rules! __conformance_cases {
             conditions,
             invalid_keys,
             key_shapes,
+            rename_semantics,
             versions_ordering,
             delete_markers,
             delete_version,

@@ -413,6 +413,52 @@ impl Meta {
         Ok((vid, rec))
     }
 
+    /// Renames atomically: a new version of `dst` sharing the extents of `src`'s current
+    /// version, and a delete marker on `src`, in one batch.
+    pub fn commit_rename(
+        &self,
+        src: &str,
+        dst: &str,
+        opts: &RenameOptions,
+    ) -> Result<(VersionId, VersionRecord)> {
+        if src == dst {
+            return Err(StoreError::InvalidArgument(format!(
+                "cannot rename {src:?} onto itself"
+            )));
+        }
+        let mut state = self.lock();
+        let (sv, srec) = self.resolve(src, None)?;
+        if let Some(v) = opts.source_version {
+            if v != sv {
+                return Err(StoreError::PreconditionFailed {
+                    key: src.into(),
+                    reason: format!("current version is {sv}, not {v}"),
+                });
+            }
+        }
+        self.check_condition(dst, opts.condition)?;
+        let rec = VersionRecord {
+            delete_marker: false,
+            ..srec
+        };
+        let marker = VersionRecord {
+            delete_marker: true,
+            size: 0,
+            etag: String::new(),
+            metadata: Metadata::new(),
+            extents: Vec::new(),
+        };
+        let mut txn = Txn::new();
+        txn.add_refs(&rec.extents, 1);
+        let mut st = state.stats;
+        let vid = self.next_version(&mut state)?;
+        self.install_version(&mut st, &mut txn, dst, vid, &rec)?;
+        let mid = self.next_version(&mut state)?;
+        self.install_version(&mut st, &mut txn, src, mid, &marker)?;
+        self.apply(&mut state, st, txn)?;
+        Ok((vid, rec))
+    }
+
     /// Adds a delete marker when `key` has a live version.
     pub fn commit_delete(&self, key: &str) -> Result<Option<VersionId>> {
         let mut state = self.lock();

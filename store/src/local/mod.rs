@@ -848,6 +848,7 @@ impl ObjectStore for LocalStore {
             list_returns_metadata: true,
             zero_copy: true,
             min_part_size: 0,
+            atomic_rename: true,
         }
     }
 
@@ -962,6 +963,18 @@ impl ObjectStore for LocalStore {
         validate(dst)?;
         let info = self.inline(|i| {
             let (vid, rec) = i.meta.commit_copy(src, dst, &opts)?;
+            i.bump();
+            Ok(Self::info(dst, vid, &rec))
+        })?;
+        self.sync_if(opts.durable).await?;
+        Ok(info)
+    }
+
+    async fn rename(&self, src: &str, dst: &str, opts: RenameOptions) -> Result<ObjectInfo> {
+        validate(src)?;
+        validate(dst)?;
+        let info = self.inline(|i| {
+            let (vid, rec) = i.meta.commit_rename(src, dst, &opts)?;
             i.bump();
             Ok(Self::info(dst, vid, &rec))
         })?;
