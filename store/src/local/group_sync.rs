@@ -52,9 +52,9 @@ impl GroupSync {
                 s.completed = s.completed.max(target);
                 s.failed = result.as_ref().err().map(|e| (target, e.to_string()));
                 self.cv.notify_all();
-                if result.is_err() {
-                    return result;
-                }
+                result
+                    .as_ref()
+                    .map_err(|e| StoreError::Metadata(format!("sync failed: {e}")))?;
                 continue;
             }
             s = self.cv.wait(s).unwrap_or_else(|p| p.into_inner());

@@ -423,7 +423,7 @@ impl Worker for Gc {
                     let started = u
                         .initiated
                         .duration_since(std::time::UNIX_EPOCH)
-                        .map(|d| nanos(d))
+                        .map(nanos)
                         .unwrap_or(0);
                     if started <= cutoff {
                         match inner.meta.commit_abort(&u.key, &u.upload_id) {

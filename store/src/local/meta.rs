@@ -27,6 +27,9 @@ struct CommitState {
 /// How far ahead of the newest version id the persisted lease reaches.
 const LEASE_NANOS: u64 = 1_000_000_000;
 
+/// A blob row as gc and scrub see it: (location, reference count, freed_at).
+pub type BlobRow = (BlobLocation, u64, u64);
+
 /// Typed metadata over sled.
 pub struct Meta {
     pub(crate) db: sled::Db,
@@ -736,8 +739,8 @@ impl Meta {
     }
 
     /// Every blob row, grouped by volume: (location, reference count, freed_at).
-    pub fn blobs_by_volume(&self) -> Result<HashMap<u64, Vec<(BlobLocation, u64, u64)>>> {
-        let mut out: HashMap<u64, Vec<(BlobLocation, u64, u64)>> = HashMap::new();
+    pub fn blobs_by_volume(&self) -> Result<HashMap<u64, Vec<BlobRow>>> {
+        let mut out: HashMap<u64, Vec<BlobRow>> = HashMap::new();
         for row in self.db.scan_prefix([table::BLOB]) {
             let (k, v) = row?;
             let id: [u8; 8] = k[1..].try_into().map_err(|_| StoreError::Corrupt {

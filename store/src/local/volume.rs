@@ -373,7 +373,7 @@ mod tests {
             .unwrap();
         let data: Vec<u8> = (0..1000u32).map(|i| (i * 7 % 251) as u8).collect();
         let file = Arc::new(file);
-        write_blob(&[file.clone()], 100, 9, &data, 64).unwrap();
+        write_blob(std::slice::from_ref(&file), 100, 9, &data, 64).unwrap();
         let l = loc(9, data.len() as u64, 64);
         for start in [0u64, 1, 63, 64, 65, 500, 999] {
             for end in [start + 1, start + 64, start + 130, 1000] {
@@ -408,7 +408,7 @@ mod tests {
             .unwrap();
         let data = vec![5u8; 300];
         let file = Arc::new(file);
-        write_blob(&[file.clone()], 0, 1, &data, 100).unwrap();
+        write_blob(std::slice::from_ref(&file), 0, 1, &data, 100).unwrap();
         // flip a byte inside block 1 (offset: header 32 + block0 100 + sum 32 + 10)
         let mut b = [0u8; 1];
         std::os::unix::fs::FileExt::read_exact_at(&*file, &mut b, 32 + 132 + 10).unwrap();

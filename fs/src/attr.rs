@@ -1,0 +1,253 @@
+//! Object metadata <-> POSIX attributes.
+//!
+//! POSIX attributes live in an object's user metadata under the names s3fs uses, so a store
+//! written by objfs reads right in s3fs and the other way round:
+//!
+//! | name                | value                                                            |
+//! |---------------------|------------------------------------------------------------------|
+//! | `x-amz-meta-mode`   | the full `st_mode` (type bits included) as s3fs writes it: a     |
+//! |                     | decimal number (`33188` = `0100644`). Read with C `strtol` base  |
+//! |                     | 0 rules (a leading `0` means octal, `0x` hex), as s3fs reads it. |
+//! | `x-amz-meta-uid`    | decimal uid                                                      |
+//! | `x-amz-meta-gid`    | decimal gid                                                      |
+//! | `x-amz-meta-mtime`  | whole seconds since the epoch (`"sec"`; `"sec.frac"` is read)   |
+//! | `x-objfs-mtime-nsec`| objfs only: the nanoseconds part of the mtime (0..1e9)          |
+//!
+//! Missing values fall back to the mount's defaults ([`crate::FsConfig`]); a missing mtime
+//! falls back to the version's creation time. ctime is the version's creation time (every
+//! attribute change makes a new version); atime is not stored and equals mtime.
+//! A symlink is an object whose mode has `S_IFLNK`; its body is the target (as in s3fs).
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use fuser::{FileAttr, FileType, INodeNo};
+use objfs_store::{Metadata, ObjectInfo};
+
+use crate::config::FsConfig;
+
+/// Metadata name of the mode (s3fs's).
+pub const META_MODE: &str = "x-amz-meta-mode";
+/// Metadata name of the owner (s3fs's).
+pub const META_UID: &str = "x-amz-meta-uid";
+/// Metadata name of the group (s3fs's).
+pub const META_GID: &str = "x-amz-meta-gid";
+/// Metadata name of the modification time in whole seconds (s3fs's).
+pub const META_MTIME: &str = "x-amz-meta-mtime";
+/// Metadata name of the nanoseconds part of the modification time (objfs's own).
+pub const META_MTIME_NSEC: &str = "x-objfs-mtime-nsec";
+
+/// Block size reported by `stat` and `statfs`.
+pub const BLOCK_SIZE: u32 = 4096;
+
+/// What an inode is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    File,
+    Dir,
+    Symlink,
+}
+
+impl Kind {
+    /// The fuser file type.
+    pub fn file_type(self) -> FileType {
+        match self {
+            Kind::File => FileType::RegularFile,
+            Kind::Dir => FileType::Directory,
+            Kind::Symlink => FileType::Symlink,
+        }
+    }
+
+    /// The `S_IFMT` bits.
+    pub fn type_bits(self) -> u32 {
+        match self {
+            Kind::File => libc::S_IFREG,
+            Kind::Dir => libc::S_IFDIR,
+            Kind::Symlink => libc::S_IFLNK,
+        }
+    }
+}
+
+/// The POSIX attributes of an entry, independent of its inode number.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attrs {
+    pub kind: Kind,
+    /// Size in bytes (the target length for a symlink, 0 for a directory).
+    pub size: u64,
+    /// Permission bits (`0o7777`), without the type.
+    pub perm: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub mtime: SystemTime,
+    /// When the version holding these attributes was made.
+    pub ctime: SystemTime,
+}
+
+impl Attrs {
+    /// Attributes of something that has no metadata: the mount's defaults.
+    pub fn default_for(kind: Kind, cfg: &FsConfig, now: SystemTime) -> Attrs {
+        let perm = match kind {
+            Kind::Dir => cfg.dir_mode,
+            Kind::File => cfg.file_mode,
+            Kind::Symlink => 0o777,
+        } & 0o7777;
+        Attrs {
+            kind,
+            size: 0,
+            perm,
+            uid: cfg.uid,
+            gid: cfg.gid,
+            mtime: now,
+            ctime: now,
+        }
+    }
+
+    /// Attributes of an object (a file, a symlink, or a directory marker when `dir`).
+    pub fn from_object(info: &ObjectInfo, dir: bool, cfg: &FsConfig) -> Attrs {
+        let mode = info.metadata.get(META_MODE).and_then(|s| parse_mode(s));
+        let kind = if dir {
+            Kind::Dir
+        } else if mode.map(|m| m & libc::S_IFMT) == Some(libc::S_IFLNK) {
+            Kind::Symlink
+        } else {
+            Kind::File
+        };
+        let mut a = Attrs::default_for(kind, cfg, info.modified);
+        if let Some(m) = mode {
+            a.perm = m & 0o7777;
+        }
+        if let Some(u) = info
+            .metadata
+            .get(META_UID)
+            .and_then(|s| s.trim().parse().ok())
+        {
+            a.uid = u;
+        }
+        if let Some(g) = info
+            .metadata
+            .get(META_GID)
+            .and_then(|s| s.trim().parse().ok())
+        {
+            a.gid = g;
+        }
+        if let Some(t) = parse_mtime(&info.metadata) {
+            a.mtime = t;
+        }
+        a.size = if dir { 0 } else { info.size };
+        a
+    }
+
+    /// The full `st_mode`.
+    pub fn mode(&self) -> u32 {
+        self.kind.type_bits() | (self.perm & 0o7777)
+    }
+
+    /// Writes these attributes into `meta` (other entries are kept).
+    pub fn store_into(&self, meta: &mut Metadata) {
+        meta.insert(META_MODE.into(), self.mode().to_string());
+        meta.insert(META_UID.into(), self.uid.to_string());
+        meta.insert(META_GID.into(), self.gid.to_string());
+        let d = self
+            .mtime
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or(Duration::ZERO);
+        meta.insert(META_MTIME.into(), d.as_secs().to_string());
+        meta.insert(META_MTIME_NSEC.into(), d.subsec_nanos().to_string());
+    }
+
+    /// The fuser attribute record for inode `ino`.
+    pub fn to_file_attr(&self, ino: u64) -> FileAttr {
+        FileAttr {
+            ino: INodeNo(ino),
+            size: self.size,
+            blocks: self.size.div_ceil(512),
+            atime: self.mtime,
+            mtime: self.mtime,
+            ctime: self.ctime,
+            crtime: self.ctime,
+            kind: self.kind.file_type(),
+            perm: (self.perm & 0o7777) as u16,
+            nlink: if self.kind == Kind::Dir { 2 } else { 1 },
+            uid: self.uid,
+            gid: self.gid,
+            rdev: 0,
+            blksize: BLOCK_SIZE,
+            flags: 0,
+        }
+    }
+}
+
+/// Parses a mode the way s3fs does (`strtol(s, NULL, 0)`): decimal, or octal with a leading
+/// `0`, or hex with `0x`.
+pub fn parse_mode(s: &str) -> Option<u32> {
+    let s = s.trim();
+    if let Some(hex) = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        u32::from_str_radix(hex, 16).ok()
+    } else if s.len() > 1 && s.starts_with('0') {
+        u32::from_str_radix(&s[1..], 8).ok()
+    } else {
+        s.parse().ok()
+    }
+}
+
+/// Reads the mtime: `x-amz-meta-mtime` as `sec` or `sec.frac`, refined by
+/// `x-objfs-mtime-nsec` when the seconds value has no fraction.
+pub fn parse_mtime(meta: &Metadata) -> Option<SystemTime> {
+    let s = meta.get(META_MTIME)?.trim();
+    let (secs, frac) = match s.split_once('.') {
+        Some((a, b)) => (a, Some(b)),
+        None => (s, None),
+    };
+    let secs: i64 = secs.parse().ok()?;
+    let nanos: u32 = match frac {
+        Some(f) => {
+            let digits: String = f.chars().take(9).collect();
+            if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+                0
+            } else {
+                let scale = 10u32.pow(9 - digits.len() as u32);
+                digits.parse::<u32>().ok()? * scale
+            }
+        }
+        None => meta
+            .get(META_MTIME_NSEC)
+            .and_then(|n| n.trim().parse::<u32>().ok())
+            .filter(|n| *n < 1_000_000_000)
+            .unwrap_or(0),
+    };
+    if secs >= 0 {
+        Some(UNIX_EPOCH + Duration::new(secs as u64, nanos))
+    } else {
+        UNIX_EPOCH.checked_sub(Duration::from_secs(secs.unsigned_abs()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modes_parse_like_strtol() {
+        assert_eq!(parse_mode("33188"), Some(0o100644));
+        assert_eq!(parse_mode("0100644"), Some(0o100644));
+        assert_eq!(parse_mode("0x81a4"), Some(0o100644));
+        assert_eq!(parse_mode("0"), Some(0));
+        assert_eq!(parse_mode("rw"), None);
+    }
+
+    #[test]
+    fn mtime_roundtrip_keeps_nanos() {
+        let cfg = FsConfig::default();
+        let mut a = Attrs::default_for(Kind::File, &cfg, UNIX_EPOCH);
+        a.mtime = UNIX_EPOCH + Duration::new(1_700_000_000, 123_456_789);
+        let mut m = Metadata::new();
+        a.store_into(&mut m);
+        assert_eq!(m.get(META_MTIME).map(String::as_str), Some("1700000000"));
+        assert_eq!(m.get(META_MODE).map(String::as_str), Some("33188"));
+        assert_eq!(parse_mtime(&m), Some(a.mtime));
+        m.insert(META_MTIME.into(), "1700000000.5".into());
+        assert_eq!(
+            parse_mtime(&m),
+            Some(UNIX_EPOCH + Duration::new(1_700_000_000, 500_000_000))
+        );
+    }
+}

@@ -1,0 +1,62 @@
+//! Mount configuration: every knob the command line can turn, with the defaults the issue
+//! asks for, in one plain struct shared by the core, the adapter and the mount entry point.
+
+use std::time::Duration;
+
+/// Default size of a multipart part (8 MiB).
+pub const DEFAULT_PART_SIZE: usize = 8 * 1024 * 1024;
+/// Default budget for write buffers (256 MiB).
+pub const DEFAULT_MAX_MEMORY: usize = 256 * 1024 * 1024;
+/// Default budget for the read block cache (256 MiB).
+pub const DEFAULT_CACHE_SIZE: usize = 256 * 1024 * 1024;
+
+/// How a mount behaves. Build it with `FsConfig { part_size: .., ..Default::default() }`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FsConfig {
+    /// Size of a multipart part (the last part of an object may be smaller). Default 8 MiB.
+    pub part_size: usize,
+    /// Budget for the buffered, not yet uploaded bytes of all open write handles together;
+    /// writers wait for uploads to finish when it is used up. Default 256 MiB.
+    pub max_memory: usize,
+    /// Budget of the shared read block cache. Default 256 MiB.
+    pub cache_size: usize,
+    /// How long the kernel may cache attributes and directory entries. Default 1 s.
+    pub attr_ttl: Duration,
+    /// Refuse every change with EROFS.
+    pub read_only: bool,
+    /// Let other users than the mounting one see the mount (`allow_other`).
+    pub allow_other: bool,
+    /// Owner of entries whose metadata names none. Default: the current process's uid.
+    pub uid: u32,
+    /// Group of entries whose metadata names none. Default: the current process's gid.
+    pub gid: u32,
+    /// Permission bits of files whose metadata names none. Default 0o644.
+    pub file_mode: u32,
+    /// Permission bits of directories whose metadata names none. Default 0o755.
+    pub dir_mode: u32,
+    /// The source shown in /proc/mounts, e.g. `objfs:/path/to/store`.
+    pub fs_name: String,
+    /// Raw `-o` options passed through to the kernel / fusermount3.
+    pub extra_options: Vec<String>,
+}
+
+impl Default for FsConfig {
+    fn default() -> Self {
+        // SAFETY: getuid/getgid cannot fail and touch no memory.
+        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+        FsConfig {
+            part_size: DEFAULT_PART_SIZE,
+            max_memory: DEFAULT_MAX_MEMORY,
+            cache_size: DEFAULT_CACHE_SIZE,
+            attr_ttl: Duration::from_secs(1),
+            read_only: false,
+            allow_other: false,
+            uid,
+            gid,
+            file_mode: 0o644,
+            dir_mode: 0o755,
+            fs_name: "objfs".to_string(),
+            extra_options: Vec::new(),
+        }
+    }
+}

@@ -1,0 +1,340 @@
+//! The inode table: inode number <-> (parent inode, name), kind, kernel lookup count, open
+//! count, cached attributes and the file's open writer.
+//!
+//! Keys are not stored per inode: an inode's key is its parent's key plus its name, found by
+//! walking up to the root, so renaming a directory moves every cached descendant at once.
+//! An inode lives while the kernel holds a lookup reference, a handle is open on it, it has
+//! an open writer, or a cached child points at it; `forget` and `release` drop it when all of
+//! those are gone. Memory is therefore bounded by what the kernel caches plus open files, not
+//! by the size of the tree.
+//!
+//! Inode numbers are derived from the key and the kind ([`key_ino`], a 63-bit hash), so the
+//! same entry gets the same number again after the kernel forgot it (and in the next mount),
+//! and plain `readdir` can report the number `stat` will show without caching anything. A
+//! collision with a different live entry (about 1 in 10^7 for a million live inodes) takes
+//! the next free number. A renamed inode keeps its number while the kernel holds it.
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::time::Instant;
+
+use objfs_store::ObjectInfo;
+
+use crate::attr::{Attrs, Kind};
+use crate::write::WriterCell;
+
+/// The root directory's inode number.
+pub const ROOT: u64 = 1;
+
+/// One cached inode.
+pub struct Node {
+    pub parent: u64,
+    pub name: String,
+    pub kind: Kind,
+    lookups: u64,
+    opens: u32,
+    children: u32,
+    /// Removed (unlinked, or replaced by a rename) while the kernel still held it.
+    pub detached: bool,
+    /// Attributes and when they were fetched.
+    pub attrs: Option<(Attrs, Instant)>,
+    /// The newest version this mount wrote (so every handle of the mount reads it).
+    pub local_version: Option<ObjectInfo>,
+    /// The writer shared by every write handle of this file.
+    pub writer: Option<Arc<WriterCell>>,
+    /// Open handles that write (the writer goes when the last one is released).
+    pub write_handles: u32,
+}
+
+impl Node {
+    fn new(parent: u64, name: String, kind: Kind) -> Node {
+        Node {
+            parent,
+            name,
+            kind,
+            lookups: 0,
+            opens: 0,
+            children: 0,
+            detached: false,
+            attrs: None,
+            local_version: None,
+            writer: None,
+            write_handles: 0,
+        }
+    }
+
+    /// How many lookups the kernel holds.
+    pub fn lookups(&self) -> u64 {
+        self.lookups
+    }
+}
+
+/// The table. Not thread-safe by itself: the core keeps it under a mutex and never holds
+/// that mutex across an await.
+pub struct InodeTable {
+    nodes: HashMap<u64, Node>,
+    names: HashMap<(u64, String), u64>,
+}
+
+impl Default for InodeTable {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl InodeTable {
+    /// A table holding only the root.
+    pub fn new() -> InodeTable {
+        let mut nodes = HashMap::new();
+        nodes.insert(ROOT, Node::new(ROOT, String::new(), Kind::Dir));
+        InodeTable {
+            nodes,
+            names: HashMap::new(),
+        }
+    }
+
+    /// Number of cached inodes (the root included).
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Always false: the root is always there.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    pub fn get(&self, ino: u64) -> Option<&Node> {
+        self.nodes.get(&ino)
+    }
+
+    pub fn get_mut(&mut self, ino: u64) -> Option<&mut Node> {
+        self.nodes.get_mut(&ino)
+    }
+
+    /// The inode currently named `name` in `parent`, if cached.
+    pub fn child(&self, parent: u64, name: &str) -> Option<u64> {
+        self.names.get(&(parent, name.to_string())).copied()
+    }
+
+    /// The key of `ino` (`""` for the root, `a/b` for a file or directory).
+    pub fn path(&self, ino: u64) -> Option<String> {
+        let mut parts: Vec<&str> = Vec::new();
+        let mut cur = ino;
+        let mut guard = 0usize;
+        while cur != ROOT {
+            let n = self.nodes.get(&cur)?;
+            parts.push(&n.name);
+            cur = n.parent;
+            guard += 1;
+            if guard > 4096 {
+                return None;
+            }
+        }
+        parts.reverse();
+        Some(parts.join("/"))
+    }
+
+    /// The listing prefix of directory `ino` (`""` for the root, `a/b/` otherwise).
+    pub fn dir_prefix(&self, ino: u64) -> Option<String> {
+        let p = self.path(ino)?;
+        Some(if p.is_empty() { p } else { p + "/" })
+    }
+
+    /// Records one kernel lookup of `name` in `parent` as a `kind`, returning its inode.
+    /// An existing inode of another kind under that name is detached and a new one made
+    /// (the kernel must not see an inode change type).
+    pub fn lookup(&mut self, parent: u64, name: &str, kind: Kind) -> u64 {
+        let ino = self.insert(parent, name, kind);
+        if let Some(n) = self.nodes.get_mut(&ino) {
+            n.lookups += 1;
+        }
+        ino
+    }
+
+    /// The inode for `name` in `parent` as a `kind`, made if needed, without a lookup
+    /// reference (the caller must give it one, or open it, or let [`Self::maybe_drop`] go).
+    pub fn insert(&mut self, parent: u64, name: &str, kind: Kind) -> u64 {
+        if let Some(ino) = self.child(parent, name) {
+            if self.nodes.get(&ino).map(|n| n.kind) == Some(kind) {
+                return ino;
+            }
+            self.detach(parent, name);
+        }
+        let key = match self.path(parent) {
+            Some(p) if p.is_empty() => name.to_string(),
+            Some(p) => format!("{p}/{name}"),
+            None => name.to_string(),
+        };
+        let mut ino = key_ino(&key, kind);
+        while self.nodes.contains_key(&ino) {
+            ino = if ino >= MAX_INO { FIRST_INO } else { ino + 1 };
+        }
+        self.nodes
+            .insert(ino, Node::new(parent, name.to_string(), kind));
+        self.names.insert((parent, name.to_string()), ino);
+        if let Some(p) = self.nodes.get_mut(&parent) {
+            p.children += 1;
+        }
+        ino
+    }
+
+    /// Drops `n` kernel lookups of `ino` (FUSE forget).
+    pub fn forget(&mut self, ino: u64, n: u64) {
+        if let Some(node) = self.nodes.get_mut(&ino) {
+            node.lookups = node.lookups.saturating_sub(n);
+        }
+        self.maybe_drop(ino);
+    }
+
+    /// Counts an open handle.
+    pub fn open(&mut self, ino: u64) {
+        if let Some(node) = self.nodes.get_mut(&ino) {
+            node.opens += 1;
+        }
+    }
+
+    /// Uncounts an open handle.
+    pub fn close(&mut self, ino: u64) {
+        if let Some(node) = self.nodes.get_mut(&ino) {
+            node.opens = node.opens.saturating_sub(1);
+        }
+        self.maybe_drop(ino);
+    }
+
+    /// Removes `ino` (and then its parents) when nothing references it any more.
+    pub fn maybe_drop(&mut self, ino: u64) {
+        let mut cur = ino;
+        loop {
+            if cur == ROOT {
+                return;
+            }
+            let Some(n) = self.nodes.get(&cur) else {
+                return;
+            };
+            if n.lookups > 0 || n.opens > 0 || n.children > 0 || n.writer.is_some() {
+                return;
+            }
+            let parent = n.parent;
+            let key = (parent, n.name.clone());
+            self.nodes.remove(&cur);
+            if self.names.get(&key) == Some(&cur) {
+                self.names.remove(&key);
+            }
+            match self.nodes.get_mut(&parent) {
+                Some(p) => p.children = p.children.saturating_sub(1),
+                None => return,
+            }
+            cur = parent;
+        }
+    }
+
+    /// Unhooks whatever inode is named `name` in `parent` (after unlink, rmdir, or when a
+    /// rename replaced it). The inode stays until the kernel forgets it.
+    pub fn detach(&mut self, parent: u64, name: &str) -> Option<u64> {
+        let ino = self.names.remove(&(parent, name.to_string()))?;
+        if let Some(n) = self.nodes.get_mut(&ino) {
+            n.detached = true;
+            n.attrs = None;
+        }
+        self.maybe_drop(ino);
+        Some(ino)
+    }
+
+    /// Moves `ino` to `name` in `new_parent`, detaching what was there.
+    pub fn rename(&mut self, ino: u64, new_parent: u64, new_name: &str) {
+        if self.child(new_parent, new_name) == Some(ino) {
+            return;
+        }
+        self.detach(new_parent, new_name);
+        let Some(n) = self.nodes.get(&ino) else {
+            return;
+        };
+        let old = (n.parent, n.name.clone());
+        if self.names.get(&old) == Some(&ino) {
+            self.names.remove(&old);
+        }
+        if let Some(p) = self.nodes.get_mut(&old.0) {
+            p.children = p.children.saturating_sub(1);
+        }
+        if let Some(n) = self.nodes.get_mut(&ino) {
+            n.parent = new_parent;
+            n.name = new_name.to_string();
+            n.detached = false;
+        }
+        if let Some(p) = self.nodes.get_mut(&new_parent) {
+            p.children += 1;
+        }
+        self.names.insert((new_parent, new_name.to_string()), ino);
+        self.maybe_drop(old.0);
+    }
+
+    /// Every inode with an open writer, with its key.
+    pub fn writers(&self) -> Vec<(u64, Option<String>, Arc<WriterCell>)> {
+        self.nodes
+            .iter()
+            .filter_map(|(ino, n)| {
+                n.writer
+                    .as_ref()
+                    .map(|w| (*ino, self.path(*ino), w.clone()))
+            })
+            .collect()
+    }
+}
+
+/// Smallest hashed inode number (0 is invalid, 1 is the root).
+const FIRST_INO: u64 = 2;
+/// Largest inode number (63 bits, so signed 64-bit consumers are fine too).
+const MAX_INO: u64 = (1 << 63) - 1;
+
+/// The inode number of `key` as a `kind` when no other live entry has it: a 63-bit hash.
+pub fn key_ino(key: &str, kind: Kind) -> u64 {
+    let mut h = DefaultHasher::new();
+    key.hash(&mut h);
+    kind.hash(&mut h);
+    (h.finish() & MAX_INO).max(FIRST_INO)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_and_forget() {
+        let mut t = InodeTable::new();
+        let a = t.lookup(ROOT, "a", Kind::Dir);
+        let b = t.lookup(a, "b", Kind::File);
+        assert_eq!(t.path(b).as_deref(), Some("a/b"));
+        assert_eq!(t.dir_prefix(a).as_deref(), Some("a/"));
+        assert_eq!(t.dir_prefix(ROOT).as_deref(), Some(""));
+        assert_eq!(t.lookup(a, "b", Kind::File), b);
+        // The parent stays while a child is cached, even with no lookups of its own.
+        t.forget(a, 1);
+        assert!(t.get(a).is_some());
+        t.forget(b, 1);
+        assert!(t.get(b).is_some());
+        t.forget(b, 1);
+        assert!(t.get(b).is_none());
+        assert!(t.get(a).is_none());
+        assert_eq!(t.len(), 1);
+    }
+
+    #[test]
+    fn kind_change_makes_new_inode_and_rename_moves_subtree() {
+        let mut t = InodeTable::new();
+        let f = t.lookup(ROOT, "x", Kind::File);
+        let d = t.lookup(ROOT, "x", Kind::Dir);
+        assert_ne!(f, d);
+        assert_eq!(f, key_ino("x", Kind::File));
+        assert!(t.get(f).is_some_and(|n| n.detached));
+        let c = t.lookup(d, "c", Kind::File);
+        let e = t.lookup(ROOT, "e", Kind::Dir);
+        t.rename(d, e, "y");
+        assert_eq!(t.path(c).as_deref(), Some("e/y/c"));
+        assert_eq!(t.child(ROOT, "x"), None);
+        assert_eq!(t.child(e, "y"), Some(d));
+        assert_eq!(key_ino("e/y/c", Kind::File), key_ino("e/y/c", Kind::File));
+        assert_ne!(key_ino("x", Kind::File), key_ino("x", Kind::Dir));
+    }
+}

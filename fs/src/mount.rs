@@ -1,0 +1,337 @@
+//! Mount entry point: builds the core and a tokio runtime owned by the mount, mounts through
+//! fuser (pure-Rust mount via `fusermount3`), runs the session on its own thread, and hands
+//! back a [`MountHandle`] that completes pending uploads and unmounts.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use fuser::{Config, MountOption, Session, SessionACL, SessionUnmounter};
+use objfs_store::ObjectStore;
+use tokio::runtime::Runtime;
+
+use crate::adapter::Adapter;
+use crate::config::FsConfig;
+use crate::core::ObjFs;
+use crate::error::{FsError, FsResult};
+
+/// How the session thread ended.
+#[derive(Default)]
+struct Done {
+    finished: bool,
+    error: Option<String>,
+}
+
+/// A live mount. Dropping it unmounts (after completing pending uploads).
+pub struct MountHandle {
+    fs: Arc<ObjFs>,
+    rt: Option<Runtime>,
+    mountpoint: PathBuf,
+    unmounter: Mutex<Option<SessionUnmounter>>,
+    done: Arc<(Mutex<Done>, Condvar)>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+fn mount_options(cfg: &FsConfig) -> Config {
+    let mut opts = vec![
+        MountOption::FSName(cfg.fs_name.clone()),
+        MountOption::Subtype("objfs".into()),
+        MountOption::DefaultPermissions,
+        MountOption::NoDev,
+        MountOption::NoSuid,
+    ];
+    opts.push(if cfg.read_only {
+        MountOption::RO
+    } else {
+        MountOption::RW
+    });
+    for o in &cfg.extra_options {
+        for part in o.split(',').filter(|p| !p.is_empty()) {
+            let opt = match part {
+                "ro" => MountOption::RO,
+                "rw" => MountOption::RW,
+                "noatime" => MountOption::NoAtime,
+                "atime" => MountOption::Atime,
+                "exec" => MountOption::Exec,
+                "noexec" => MountOption::NoExec,
+                "dirsync" => MountOption::DirSync,
+                "sync" => MountOption::Sync,
+                "async" => MountOption::Async,
+                "allow_other"
+                | "allow_root"
+                | "default_permissions"
+                | "nodev"
+                | "nosuid"
+                | "dev"
+                | "suid" => continue,
+                p if p.starts_with("fsname=") || p.starts_with("subtype=") => continue,
+                other => MountOption::CUSTOM(other.to_string()),
+            };
+            if (opt == MountOption::RO && !cfg.read_only)
+                || (opt == MountOption::RW && cfg.read_only)
+            {
+                continue;
+            }
+            if !opts.contains(&opt) {
+                opts.push(opt);
+            }
+        }
+    }
+    let mut c = Config::default();
+    c.mount_options = opts;
+    c.acl = if cfg.allow_other {
+        SessionACL::All
+    } else {
+        SessionACL::Owner
+    };
+    c.n_threads = Some(1);
+    c
+}
+
+/// Mounts `store` at `mountpoint`; returns when the mount is live (the kernel answers
+/// getattr on the root).
+pub fn mount(
+    store: Arc<dyn ObjectStore>,
+    mountpoint: &Path,
+    cfg: FsConfig,
+) -> FsResult<MountHandle> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("objfs-worker")
+        .build()
+        .map_err(|e| FsError::Internal(format!("cannot start the runtime: {e}")))?;
+    let options = mount_options(&cfg);
+    tracing::info!(store = %store.describe(), mountpoint = %mountpoint.display(), "mounting");
+    let fs = ObjFs::new(store, cfg);
+    let adapter = Adapter::new(fs.clone(), rt.handle().clone());
+    let mut session = Session::new(adapter, mountpoint, &options)?;
+    let unmounter = session.unmount_callable();
+    let done = Arc::new((Mutex::new(Done::default()), Condvar::new()));
+    let thread = {
+        let done = done.clone();
+        let fs = fs.clone();
+        let handle = rt.handle().clone();
+        std::thread::Builder::new()
+            .name("objfs-fuse".into())
+            .spawn(move || {
+                let res = session.run();
+                // Whatever is still open when the session ends is completed now.
+                let flushed = block_on(&handle, async move { fs.flush_all().await });
+                let (lock, cv) = &*done;
+                if let Ok(mut d) = lock.lock() {
+                    d.finished = true;
+                    d.error = match (res, flushed) {
+                        (Err(e), _) => Some(format!("session: {e}")),
+                        (Ok(()), Err(e)) => Some(format!("flush at unmount: {e}")),
+                        _ => None,
+                    };
+                }
+                cv.notify_all();
+            })
+            .map_err(FsError::Mount)?
+    };
+    let h = MountHandle {
+        fs,
+        rt: Some(rt),
+        mountpoint: mountpoint.to_path_buf(),
+        unmounter: Mutex::new(Some(unmounter)),
+        done,
+        thread: Mutex::new(Some(thread)),
+    };
+    // The mount is live once the kernel answers a getattr of the root through us.
+    std::fs::metadata(mountpoint)?;
+    tracing::info!(mountpoint = %mountpoint.display(), "mounted");
+    Ok(h)
+}
+
+/// Runs `f` on the runtime and waits for it from a plain thread (also safe when the caller
+/// is itself inside some other runtime, where `block_on` would panic).
+fn block_on<F, T>(handle: &tokio::runtime::Handle, f: F) -> FsResult<T>
+where
+    F: std::future::Future<Output = FsResult<T>> + Send + 'static,
+    T: Send + 'static,
+{
+    let (tx, rx) = std::sync::mpsc::channel();
+    handle.spawn(async move {
+        let _ = tx.send(f.await);
+    });
+    rx.recv()
+        .map_err(|_| FsError::Internal("runtime stopped".into()))?
+}
+
+impl MountHandle {
+    /// The core behind the mount.
+    pub fn fs(&self) -> &Arc<ObjFs> {
+        &self.fs
+    }
+
+    /// Where the filesystem is mounted.
+    pub fn mountpoint(&self) -> &Path {
+        &self.mountpoint
+    }
+
+    /// Completes the pending uploads of every open file (e.g. on SIGTERM).
+    pub fn flush_all(&self) -> FsResult<()> {
+        let rt = self
+            .rt
+            .as_ref()
+            .ok_or_else(|| FsError::Internal("runtime gone".into()))?;
+        let fs = self.fs.clone();
+        block_on(rt.handle(), async move { fs.flush_all().await })
+    }
+
+    /// Whether the session has ended (unmounted).
+    pub fn is_finished(&self) -> bool {
+        self.done.0.lock().map(|d| d.finished).unwrap_or(true)
+    }
+
+    fn wait_timeout(&self, timeout: Option<Duration>) -> FsResult<bool> {
+        let (lock, cv) = &*self.done;
+        let mut d = lock
+            .lock()
+            .map_err(|_| FsError::Internal("mount state poisoned".into()))?;
+        while !d.finished {
+            d = match timeout {
+                None => cv
+                    .wait(d)
+                    .map_err(|_| FsError::Internal("mount state poisoned".into()))?,
+                Some(t) => {
+                    let (g, res) = cv
+                        .wait_timeout(d, t)
+                        .map_err(|_| FsError::Internal("mount state poisoned".into()))?;
+                    if res.timed_out() && !g.finished {
+                        return Ok(false);
+                    }
+                    g
+                }
+            };
+        }
+        match &d.error {
+            Some(e) => Err(FsError::Internal(e.clone())),
+            None => Ok(true),
+        }
+    }
+
+    /// Blocks until the filesystem is unmounted from outside (`fusermount3 -u`) and the
+    /// pending uploads are completed.
+    pub fn wait(&self) -> FsResult<()> {
+        self.wait_timeout(None).map(|_| ())
+    }
+
+    /// Like [`MountHandle::wait`], consuming the handle.
+    pub fn join(mut self) -> FsResult<()> {
+        let r = self.wait();
+        self.cleanup();
+        r
+    }
+
+    /// Completes every pending upload, then unmounts and waits for the session to end.
+    pub fn unmount(mut self) -> FsResult<()> {
+        let r = self.unmount_inner();
+        self.cleanup();
+        r
+    }
+
+    fn unmount_inner(&mut self) -> FsResult<()> {
+        let flushed = if self.is_finished() {
+            Ok(())
+        } else {
+            self.flush_all()
+        };
+        let unmounter = self.unmounter.lock().ok().and_then(|mut u| u.take());
+        if let Some(mut u) = unmounter {
+            if let Err(e) = u.unmount() {
+                // Busy (a file or directory is still in use): detach now; the session ends
+                // when the last user goes away.
+                tracing::warn!(mountpoint = %self.mountpoint.display(), error = %e, "unmount failed; detaching lazily");
+                lazy_unmount(&self.mountpoint)?;
+            }
+        }
+        // A lazy unmount ends the session only when the last open file is closed.
+        match self.wait_timeout(Some(Duration::from_secs(30)))? {
+            true => {}
+            false => tracing::warn!(
+                mountpoint = %self.mountpoint.display(),
+                "unmounted lazily: the session ends when the last open file is closed"
+            ),
+        }
+        flushed
+    }
+
+    fn cleanup(&mut self) {
+        let thread = self.thread.lock().ok().and_then(|mut t| t.take());
+        let rt = self.rt.take();
+        if self.is_finished() {
+            if let Some(t) = thread {
+                let _ = t.join();
+            }
+            if let Some(rt) = rt {
+                rt.shutdown_background();
+            }
+            return;
+        }
+        // Still serving (lazily detached, files open): keep the runtime until the session
+        // ends, then let it go.
+        let done = self.done.clone();
+        let reaper = std::thread::Builder::new()
+            .name("objfs-reaper".into())
+            .spawn(move || {
+                if let Some(t) = thread {
+                    let _ = t.join();
+                }
+                let (lock, cv) = &*done;
+                if let Ok(mut d) = lock.lock() {
+                    while !d.finished {
+                        d = match cv.wait(d) {
+                            Ok(d) => d,
+                            Err(_) => break,
+                        };
+                    }
+                }
+                if let Some(rt) = rt {
+                    rt.shutdown_background();
+                }
+            });
+        if let Err(e) = reaper {
+            tracing::warn!(error = %e, "cannot start the reaper thread; the runtime is leaked");
+        }
+    }
+}
+
+/// Detaches the mount (`umount -l`): as root with umount2(MNT_DETACH), otherwise with
+/// `fusermount3 -u -z`.
+fn lazy_unmount(mountpoint: &Path) -> FsResult<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(mountpoint.as_os_str().as_bytes())
+        .map_err(|e| FsError::Invalid(format!("mountpoint: {e}")))?;
+    // SAFETY: `c` is a valid NUL-terminated path that lives across the call.
+    if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } == 0 {
+        return Ok(());
+    }
+    let status = std::process::Command::new("fusermount3")
+        .arg("-u")
+        .arg("-z")
+        .arg("--")
+        .arg(mountpoint)
+        .status()?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(FsError::Internal(format!(
+            "fusermount3 -u -z {} failed: {status}",
+            mountpoint.display()
+        )))
+    }
+}
+
+impl Drop for MountHandle {
+    fn drop(&mut self) {
+        if self.rt.is_some() {
+            if let Err(e) = self.unmount_inner() {
+                tracing::warn!(error = %e, "unmount on drop");
+            }
+            self.cleanup();
+        }
+    }
+}

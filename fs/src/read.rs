@@ -1,0 +1,428 @@
+//! Reads: a shared LRU cache of fixed-size blocks with a byte budget, and per-handle
+//! sequential readahead whose window grows.
+//!
+//! Blocks are [`BLOCK_SIZE`] bytes of one version of one key, keyed by (key, version, block
+//! index); versions are immutable, so a cached block never goes stale. Missing blocks are
+//! fetched with ranged gets; contiguous missing blocks are fetched together. A block being
+//! fetched is registered as in flight so that concurrent readers (the kernel issues reads of
+//! one file in parallel) wait for the one fetch instead of repeating it.
+//!
+//! Readahead: each handle remembers where its last read ended; a read that starts close to
+//! that point is sequential, and then the blocks after it are fetched in the background, in a
+//! window that starts at [`INITIAL_WINDOW`] and doubles on each sequential read up to a
+//! maximum (64 MiB, or a quarter of the cache budget when that is smaller). A random read
+//! resets the window.
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::sync::{Arc, Mutex};
+
+use bytes::{Bytes, BytesMut};
+use lru::LruCache;
+use objfs_store::{GetOptions, ObjectStore, VersionId};
+use tokio::sync::watch;
+
+use crate::error::{FsError, FsResult};
+
+/// Size of a cache block.
+pub const BLOCK_SIZE: u64 = 1024 * 1024;
+/// First readahead window.
+pub const INITIAL_WINDOW: u64 = 1024 * 1024;
+/// Largest readahead window.
+pub const MAX_WINDOW: u64 = 64 * 1024 * 1024;
+/// Largest single ranged get.
+const MAX_FETCH: u64 = 8 * BLOCK_SIZE;
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct BlockKey {
+    key: Arc<str>,
+    version: VersionId,
+    idx: u64,
+}
+
+type Shared = Option<Result<Bytes, (i32, String)>>;
+type Claimed = Vec<(u64, watch::Sender<Shared>)>;
+
+struct CacheInner {
+    lru: LruCache<BlockKey, Bytes>,
+    bytes: usize,
+    inflight: HashMap<BlockKey, watch::Receiver<Shared>>,
+}
+
+/// One version of one object, as a reader sees it.
+#[derive(Debug, Clone)]
+pub struct Source {
+    pub key: Arc<str>,
+    pub version: VersionId,
+    pub size: u64,
+}
+
+/// The shared block cache.
+pub struct BlockCache {
+    inner: Mutex<CacheInner>,
+    budget: usize,
+    max_window: u64,
+}
+
+enum Plan {
+    Hit(Bytes),
+    Wait(watch::Receiver<Shared>),
+    Fetch,
+}
+
+impl BlockCache {
+    /// A cache holding at most `budget` bytes (at least a few blocks).
+    pub fn new(budget: usize) -> BlockCache {
+        let budget = budget.max(4 * BLOCK_SIZE as usize);
+        BlockCache {
+            inner: Mutex::new(CacheInner {
+                lru: LruCache::unbounded(),
+                bytes: 0,
+                inflight: HashMap::new(),
+            }),
+            budget,
+            max_window: MAX_WINDOW.min((budget as u64 / 4).max(BLOCK_SIZE)),
+        }
+    }
+
+    /// Bytes cached now.
+    pub fn cached_bytes(&self) -> usize {
+        self.inner.lock().map(|g| g.bytes).unwrap_or(0)
+    }
+
+    /// Largest readahead window.
+    pub fn max_window(&self) -> u64 {
+        self.max_window
+    }
+
+    fn bkey(src: &Source, idx: u64) -> BlockKey {
+        BlockKey {
+            key: src.key.clone(),
+            version: src.version,
+            idx,
+        }
+    }
+
+    fn lock(&self) -> FsResult<std::sync::MutexGuard<'_, CacheInner>> {
+        self.inner
+            .lock()
+            .map_err(|_| FsError::Internal("block cache lock poisoned".into()))
+    }
+
+    fn insert(&self, k: BlockKey, data: Bytes) {
+        if let Ok(mut g) = self.inner.lock() {
+            g.inflight.remove(&k);
+            let len = data.len();
+            if let Some(old) = g.lru.put(k, data) {
+                g.bytes -= old.len();
+            }
+            g.bytes += len;
+            while g.bytes > self.budget {
+                match g.lru.pop_lru() {
+                    Some((_, v)) => g.bytes -= v.len(),
+                    None => break,
+                }
+            }
+        }
+    }
+
+    /// Claims the missing, not in-flight blocks of `blocks` for fetching. Returns the claimed
+    /// indexes with their senders.
+    fn claim(
+        &self,
+        src: &Source,
+        blocks: Range<u64>,
+    ) -> FsResult<Vec<(u64, watch::Sender<Shared>)>> {
+        let mut g = self.lock()?;
+        let mut out = Vec::new();
+        for idx in blocks {
+            let k = Self::bkey(src, idx);
+            if g.lru.contains(&k) || g.inflight.contains_key(&k) {
+                continue;
+            }
+            let (tx, rx) = watch::channel(None);
+            g.inflight.insert(k, rx);
+            out.push((idx, tx));
+        }
+        Ok(out)
+    }
+
+    /// Splits claimed blocks into contiguous runs of at most [`MAX_FETCH`] bytes.
+    fn runs(claimed: Claimed) -> Vec<Claimed> {
+        let mut out: Vec<Claimed> = Vec::new();
+        let mut run: Claimed = Vec::new();
+        for (idx, tx) in claimed {
+            let contiguous = run.last().map(|(l, _)| *l + 1 == idx).unwrap_or(true);
+            if !contiguous || (run.len() as u64) * BLOCK_SIZE >= MAX_FETCH {
+                out.push(std::mem::take(&mut run));
+            }
+            run.push((idx, tx));
+        }
+        if !run.is_empty() {
+            out.push(run);
+        }
+        out
+    }
+
+    /// Fetches the claimed blocks (contiguous runs in one get each) and publishes them.
+    async fn fetch_claimed(
+        &self,
+        store: &dyn ObjectStore,
+        src: &Source,
+        claimed: Vec<(u64, watch::Sender<Shared>)>,
+    ) {
+        let runs = Self::runs(claimed);
+        futures::future::join_all(runs.into_iter().map(|r| self.fetch_run(store, src, r))).await;
+    }
+
+    async fn fetch_run(
+        &self,
+        store: &dyn ObjectStore,
+        src: &Source,
+        run: Vec<(u64, watch::Sender<Shared>)>,
+    ) {
+        let (Some(first), Some(last)) = (run.first().map(|r| r.0), run.last().map(|r| r.0)) else {
+            return;
+        };
+        let start = first * BLOCK_SIZE;
+        let end = ((last + 1) * BLOCK_SIZE).min(src.size);
+        let res = async {
+            let got = store
+                .get(
+                    &src.key,
+                    GetOptions {
+                        version: Some(src.version),
+                        range: Some(start..end),
+                    },
+                )
+                .await?;
+            let data = got.bytes().await?;
+            if (data.len() as u64) != end - start {
+                return Err(FsError::Corrupt(format!(
+                    "{}: short read {} of {} bytes at {start}",
+                    src.key,
+                    data.len(),
+                    end - start
+                )));
+            }
+            Ok::<Bytes, FsError>(data)
+        }
+        .await;
+        match res {
+            Ok(data) => {
+                for (idx, tx) in run {
+                    let s = ((idx - first) * BLOCK_SIZE) as usize;
+                    let e = (s + BLOCK_SIZE as usize).min(data.len());
+                    let block = data.slice(s..e);
+                    self.insert(Self::bkey(src, idx), block.clone());
+                    let _ = tx.send(Some(Ok(block)));
+                }
+            }
+            Err(e) => {
+                tracing::warn!(key = %src.key, error = %e, "read failed");
+                let shared = (e.errno(), e.to_string());
+                if let Ok(mut g) = self.inner.lock() {
+                    for (idx, _) in &run {
+                        g.inflight.remove(&Self::bkey(src, *idx));
+                    }
+                }
+                for (_, tx) in run {
+                    let _ = tx.send(Some(Err(shared.clone())));
+                }
+            }
+        }
+    }
+
+    /// One block, from the cache, from a fetch in flight, or fetched now.
+    async fn block(&self, store: &dyn ObjectStore, src: &Source, idx: u64) -> FsResult<Bytes> {
+        for _ in 0..8 {
+            let plan = {
+                let mut g = self.lock()?;
+                let k = Self::bkey(src, idx);
+                if let Some(b) = g.lru.get(&k) {
+                    Plan::Hit(b.clone())
+                } else if let Some(rx) = g.inflight.get(&k) {
+                    Plan::Wait(rx.clone())
+                } else {
+                    Plan::Fetch
+                }
+            };
+            match plan {
+                Plan::Hit(b) => return Ok(b),
+                Plan::Wait(mut rx) => match rx.wait_for(|v| v.is_some()).await {
+                    Ok(v) => match v.as_ref() {
+                        Some(Ok(b)) => return Ok(b.clone()),
+                        Some(Err((errno, msg))) => return Err(FsError::Errno(*errno, msg.clone())),
+                        None => continue,
+                    },
+                    // The fetcher went away without an answer: try again.
+                    Err(_) => {
+                        if let Ok(mut g) = self.inner.lock() {
+                            let k = Self::bkey(src, idx);
+                            if g.inflight.get(&k).is_some_and(|r| r.has_changed().is_err()) {
+                                g.inflight.remove(&k);
+                            }
+                        }
+                        continue;
+                    }
+                },
+                Plan::Fetch => {
+                    let claimed = self.claim(src, idx..idx + 1)?;
+                    self.fetch_claimed(store, src, claimed).await;
+                }
+            }
+        }
+        Err(FsError::Internal(format!(
+            "block {idx} of {} could not be fetched",
+            src.key
+        )))
+    }
+
+    /// Bytes `range` of `src` (clamped to its size), through the cache.
+    pub async fn read(
+        &self,
+        store: &dyn ObjectStore,
+        src: &Source,
+        range: Range<u64>,
+    ) -> FsResult<Bytes> {
+        let end = range.end.min(src.size);
+        if range.start >= end {
+            return Ok(Bytes::new());
+        }
+        let first = range.start / BLOCK_SIZE;
+        let last = (end - 1) / BLOCK_SIZE;
+        // Claim every missing block of the range at once so they are fetched together.
+        let claimed = self.claim(src, first..last + 1)?;
+        if !claimed.is_empty() {
+            self.fetch_claimed(store, src, claimed).await;
+        }
+        if first == last {
+            let b = self.block(store, src, first).await?;
+            let s = (range.start - first * BLOCK_SIZE) as usize;
+            let e = (end - first * BLOCK_SIZE) as usize;
+            return Ok(b.slice(s.min(b.len())..e.min(b.len())));
+        }
+        let mut out = BytesMut::with_capacity((end - range.start) as usize);
+        for idx in first..=last {
+            let b = self.block(store, src, idx).await?;
+            let bs = idx * BLOCK_SIZE;
+            let s = range.start.max(bs) - bs;
+            let e = end.min(bs + b.len() as u64) - bs;
+            if s < e {
+                out.extend_from_slice(&b[s as usize..e as usize]);
+            }
+        }
+        Ok(out.freeze())
+    }
+
+    /// Starts fetching `range` of `src` in the background (readahead).
+    pub fn prefetch(
+        self: &Arc<Self>,
+        store: Arc<dyn ObjectStore>,
+        src: &Source,
+        range: Range<u64>,
+    ) {
+        let end = range.end.min(src.size);
+        if range.start >= end {
+            return;
+        }
+        let first = range.start / BLOCK_SIZE;
+        let last = (end - 1) / BLOCK_SIZE;
+        let Ok(claimed) = self.claim(src, first..last + 1) else {
+            return;
+        };
+        if claimed.is_empty() {
+            return;
+        }
+        // One background get per run, so a large window is fetched in parallel.
+        for run in Self::runs(claimed) {
+            let me = self.clone();
+            let src = src.clone();
+            let store = store.clone();
+            tokio::spawn(async move {
+                me.fetch_run(store.as_ref(), &src, run).await;
+            });
+        }
+    }
+}
+
+/// Sequential-access state of one open handle.
+#[derive(Debug, Clone)]
+pub struct ReadAhead {
+    last_end: u64,
+    window: u64,
+    prefetched_to: u64,
+}
+
+impl Default for ReadAhead {
+    fn default() -> Self {
+        ReadAhead {
+            last_end: 0,
+            window: INITIAL_WINDOW,
+            prefetched_to: 0,
+        }
+    }
+}
+
+impl ReadAhead {
+    /// Records a read of `range` and returns the range to prefetch, if any.
+    pub fn on_read(
+        &mut self,
+        range: &Range<u64>,
+        size: u64,
+        max_window: u64,
+    ) -> Option<Range<u64>> {
+        // The kernel sends the reads of a sequential stream in parallel, so they may arrive
+        // slightly out of order: anything near the last end counts as sequential.
+        let near = range.start + INITIAL_WINDOW >= self.last_end
+            && range.start <= self.last_end + INITIAL_WINDOW;
+        if near {
+            if range.start >= self.last_end {
+                self.window = (self.window * 2).min(max_window.max(INITIAL_WINDOW));
+            }
+        } else {
+            self.window = INITIAL_WINDOW;
+            self.prefetched_to = 0;
+        }
+        self.last_end = self.last_end.max(range.end);
+        if !near {
+            self.last_end = range.end;
+            return None;
+        }
+        let from = self.prefetched_to.max(range.end);
+        let to = (range.end + self.window).min(size);
+        if from >= to {
+            return None;
+        }
+        self.prefetched_to = to;
+        Some(from..to)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn window_grows_and_resets() {
+        let mut ra = ReadAhead::default();
+        let size = 1 << 40;
+        let mut off = 0;
+        let mut last = 0;
+        for _ in 0..10 {
+            let r = off..off + 128 * 1024;
+            if let Some(p) = ra.on_read(&r, size, MAX_WINDOW) {
+                assert!(p.start >= r.end);
+                last = p.end - r.end;
+            }
+            off = r.end;
+        }
+        assert!(last > INITIAL_WINDOW);
+        assert!(ra.window <= MAX_WINDOW);
+        // A jump far away is random access: no prefetch, window reset.
+        assert!(ra
+            .on_read(&(1 << 35..(1 << 35) + 4096), size, MAX_WINDOW)
+            .is_none());
+        assert_eq!(ra.window, INITIAL_WINDOW);
+    }
+}

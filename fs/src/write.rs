@@ -1,0 +1,1159 @@
+//! Write handles: a file open for writing is a multipart upload against its previous
+//! version (the *base*).
+//!
+//! The file is cut into chunks of `part_size` bytes (chunk `i` covers
+//! `[i * part_size, (i + 1) * part_size)`). Written bytes are kept per chunk with the ranges
+//! that are dirty. A chunk that becomes wholly dirty is uploaded at once as part `2i + 1` in
+//! the background (bounded by a shared semaphore of upload slots) while the application goes
+//! on writing; its buffer is given back to the memory budget when the upload is done.
+//!
+//! At flush/fsync/release the writer *commits*: every chunk becomes one or two parts,
+//! numbered `2i + 1` and `2i + 2` so that parts stay in file order:
+//! * a chunk untouched and wholly inside the base is an `upload_part_copy` of the base;
+//! * a chunk touched in part is split in two parts when one side is an unchanged run of the
+//!   base (appends, truncates, overwrites at the start or end of a chunk), so that run is a
+//!   part copy; otherwise it is materialized (base bytes + dirty bytes, zeros past the base)
+//!   and uploaded. Backends with a minimum part size get one part per chunk.
+//!
+//! Files that fit one chunk and have no upload yet are written with a single `put`. Then
+//! `complete_multipart` makes the new version, which becomes the base. Two parts per chunk
+//! within S3's 10000 parts means at most 5000 chunks: the chunk size is raised for large
+//! existing files, and a file that would outgrow 5000 chunks fails with EFBIG.
+//!
+//! A write to (or a read of, or a truncate into) a chunk already uploaded, whose bytes were
+//! given back, first *checkpoints*: the upload so far is completed into a version that
+//! becomes the base, and a new upload starts. That is correct and rare.
+//!
+//! Errors: a failed background upload is remembered; later writes fail with it and the next
+//! flush/fsync/release reports it, drops the buffered data and aborts the upload: the previous
+//! version stays current. Nothing is silently dropped.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use futures::{FutureExt, StreamExt, TryStreamExt};
+use objfs_store::{
+    Body, CompletedPart, CopyOptions, GetOptions, Metadata, ObjectInfo, ObjectStore, PartInfo,
+    PutOptions,
+};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinHandle;
+
+use crate::attr::{Attrs, Kind, META_MTIME, META_MTIME_NSEC};
+use crate::budget::{MemBudget, UNIT};
+use crate::error::{FsError, FsResult};
+use crate::read::{BlockCache, Source};
+
+/// Most chunks a file may have (two part numbers per chunk).
+pub const MAX_CHUNKS: u64 = (objfs_store::MAX_PART_NUMBER / 2) as u64;
+/// Concurrent part uploads of one commit.
+const COMMIT_CONCURRENCY: usize = 4;
+
+/// A writer behind the lock every handle of the file shares.
+pub type WriterCell = tokio::sync::Mutex<Writer>;
+
+/// What writers of one mount share.
+pub struct WriteCtx {
+    pub store: Arc<dyn ObjectStore>,
+    pub cache: Arc<BlockCache>,
+    pub budget: Arc<MemBudget>,
+    /// Upload slots shared by every writer of the mount.
+    pub uploads: Arc<Semaphore>,
+    pub part_size: u64,
+    /// The backend's minimum part size (0: none).
+    pub min_part: u64,
+}
+
+/// Sorted, disjoint, non-adjacent ranges.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RangeSet(Vec<Range<u64>>);
+
+impl RangeSet {
+    pub fn insert(&mut self, r: Range<u64>) {
+        if r.start >= r.end {
+            return;
+        }
+        let mut start = r.start;
+        let mut end = r.end;
+        let mut out = Vec::with_capacity(self.0.len() + 1);
+        let mut placed = false;
+        for x in self.0.drain(..) {
+            if x.end < start {
+                out.push(x);
+            } else if x.start > end {
+                if !placed {
+                    out.push(start..end);
+                    placed = true;
+                }
+                out.push(x);
+            } else {
+                start = start.min(x.start);
+                end = end.max(x.end);
+            }
+        }
+        if !placed {
+            out.push(start..end);
+        }
+        self.0 = out;
+    }
+
+    /// Whether `r` is wholly inside the set.
+    pub fn covers(&self, r: &Range<u64>) -> bool {
+        self.0.iter().any(|x| x.start <= r.start && x.end >= r.end)
+    }
+
+    /// The parts of `r` in the set.
+    pub fn within(&self, r: &Range<u64>) -> Vec<Range<u64>> {
+        self.0
+            .iter()
+            .filter_map(|x| {
+                let s = x.start.max(r.start);
+                let e = x.end.min(r.end);
+                (s < e).then_some(s..e)
+            })
+            .collect()
+    }
+
+    /// The parts of `r` not in the set.
+    pub fn gaps(&self, r: &Range<u64>) -> Vec<Range<u64>> {
+        let mut out = Vec::new();
+        let mut pos = r.start;
+        for x in &self.0 {
+            if x.end <= pos {
+                continue;
+            }
+            if x.start >= r.end {
+                break;
+            }
+            if x.start > pos {
+                out.push(pos..x.start);
+            }
+            pos = pos.max(x.end);
+        }
+        if pos < r.end {
+            out.push(pos..r.end);
+        }
+        out
+    }
+
+    /// Drops everything at or after `at`.
+    pub fn truncate(&mut self, at: u64) {
+        self.0.retain(|x| x.start < at);
+        if let Some(last) = self.0.last_mut() {
+            last.end = last.end.min(at);
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+struct DirtyChunk {
+    buf: Vec<u8>,
+    ranges: RangeSet,
+    permit: Option<OwnedSemaphorePermit>,
+}
+
+enum Chunk {
+    Dirty(DirtyChunk),
+    Uploading(JoinHandle<FsResult<PartInfo>>),
+    Uploaded(PartInfo),
+}
+
+#[derive(Clone)]
+struct Upload {
+    id: String,
+    key: String,
+    meta: Metadata,
+}
+
+/// Where the bytes of a segment of the new file come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Src {
+    Dirty,
+    Base,
+    Zero,
+}
+
+/// One part of a commit.
+enum Job {
+    Done(CompletedPart),
+    Copy {
+        number: u32,
+        range: Range<u64>,
+    },
+    Put {
+        number: u32,
+        range: Range<u64>,
+        /// The chunk's dirty bytes and ranges (relative to `chunk_start`).
+        dirty: Option<Arc<(Vec<u8>, RangeSet)>>,
+        chunk_start: u64,
+    },
+}
+
+/// Statistics of the commits of one writer, for tests and logs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CommitStats {
+    pub puts: u64,
+    pub parts_uploaded: u64,
+    pub parts_copied: u64,
+    pub bytes_uploaded: u64,
+    pub bytes_copied: u64,
+    pub checkpoints: u64,
+}
+
+/// The open-for-writing state of one file.
+pub struct Writer {
+    pub id: u64,
+    /// The key the next version goes to (follows renames).
+    pub key: String,
+    /// The previous version, or none for a new file.
+    pub base: Option<ObjectInfo>,
+    /// Bytes `[0, base_valid)` of the file equal the base's where not dirty; past it, zeros.
+    base_valid: u64,
+    /// Size of the file.
+    pub size: u64,
+    /// Attributes of the next version (size aside).
+    pub attrs: Attrs,
+    /// Metadata of the next version other than the attributes (xattrs, foreign names).
+    pub meta: Metadata,
+    chunk: u64,
+    min_part: u64,
+    chunks: BTreeMap<u64, Chunk>,
+    uploading: BTreeSet<u64>,
+    upload: Option<Upload>,
+    data_dirty: bool,
+    meta_dirty: bool,
+    explicit_mtime: bool,
+    error: Option<FsError>,
+    /// The file was unlinked or replaced: commits discard.
+    pub unlinked: bool,
+    pub stats: CommitStats,
+}
+
+impl Writer {
+    /// A writer of `key` over `base` (its current version, if any).
+    pub fn new(
+        id: u64,
+        key: String,
+        base: Option<ObjectInfo>,
+        attrs: Attrs,
+        ctx: &WriteCtx,
+    ) -> Writer {
+        let mut chunk = ctx.part_size.max(ctx.min_part).max(UNIT as u64);
+        let base_size = base.as_ref().map(|b| b.size).unwrap_or(0);
+        // Leave room to at least double an existing large file.
+        let needed = (base_size.saturating_mul(2)).div_ceil(MAX_CHUNKS);
+        if needed > chunk {
+            let mib = 1024 * 1024;
+            chunk = needed.div_ceil(mib) * mib;
+        }
+        let meta = base
+            .as_ref()
+            .map(|b| b.metadata.clone())
+            .unwrap_or_default();
+        Writer {
+            id,
+            key,
+            base,
+            base_valid: base_size,
+            size: base_size,
+            attrs,
+            meta,
+            chunk,
+            min_part: ctx.min_part,
+            chunks: BTreeMap::new(),
+            uploading: BTreeSet::new(),
+            upload: None,
+            data_dirty: false,
+            meta_dirty: false,
+            explicit_mtime: false,
+            error: None,
+            unlinked: false,
+            stats: CommitStats::default(),
+        }
+    }
+
+    /// The chunk size of this writer.
+    pub fn chunk_size(&self) -> u64 {
+        self.chunk
+    }
+
+    /// Whether there is anything to commit.
+    pub fn is_dirty(&self) -> bool {
+        self.data_dirty || self.meta_dirty
+    }
+
+    /// Bytes held in buffers now.
+    pub fn buffered_bytes(&self) -> usize {
+        self.chunks
+            .values()
+            .map(|c| match c {
+                Chunk::Dirty(d) => d.buf.len(),
+                _ => 0,
+            })
+            .sum()
+    }
+
+    /// The attributes as the file is now.
+    pub fn current_attrs(&self) -> Attrs {
+        let mut a = self.attrs.clone();
+        a.kind = Kind::File;
+        a.size = self.size;
+        a
+    }
+
+    /// Marks the metadata changed (chmod, chown, utimens, xattr) so the next commit writes it.
+    pub fn touch_meta(&mut self, explicit_mtime: Option<SystemTime>) {
+        if let Some(t) = explicit_mtime {
+            self.attrs.mtime = t;
+            self.explicit_mtime = true;
+        }
+        self.meta_dirty = true;
+    }
+
+    fn check_size(&self, end: u64) -> FsResult<()> {
+        if end.div_ceil(self.chunk) > MAX_CHUNKS {
+            return Err(FsError::TooBig(format!(
+                "{}: {end} bytes is more than {MAX_CHUNKS} parts of {} bytes",
+                self.key, self.chunk
+            )));
+        }
+        Ok(())
+    }
+
+    /// Collects the results of background uploads that finished.
+    fn poll_uploads(&mut self) {
+        let done: Vec<u64> = self
+            .uploading
+            .iter()
+            .copied()
+            .filter(|i| matches!(self.chunks.get(i), Some(Chunk::Uploading(h)) if h.is_finished()))
+            .collect();
+        for i in done {
+            self.uploading.remove(&i);
+            if let Some(Chunk::Uploading(mut h)) = self.chunks.remove(&i) {
+                match (&mut h).now_or_never() {
+                    Some(Ok(Ok(pi))) => {
+                        self.chunks.insert(i, Chunk::Uploaded(pi));
+                    }
+                    Some(Ok(Err(e))) => self.fail(e),
+                    Some(Err(e)) => self.fail(FsError::Internal(format!("upload task: {e}"))),
+                    // Finished but not ready to this poll (tokio's cooperative budget): look
+                    // again next time.
+                    None => {
+                        self.chunks.insert(i, Chunk::Uploading(h));
+                        self.uploading.insert(i);
+                    }
+                }
+            }
+        }
+    }
+
+    fn fail(&mut self, e: FsError) {
+        tracing::error!(key = %self.key, error = %e, "upload failed; the write will be reported as failed");
+        if self.error.is_none() {
+            self.error = Some(e);
+        }
+    }
+
+    fn check_error(&mut self) -> FsResult<()> {
+        self.poll_uploads();
+        match &self.error {
+            Some(e) => Err(e.duplicate()),
+            None => Ok(()),
+        }
+    }
+
+    fn chunk_is_remote(&self, i: u64) -> bool {
+        matches!(
+            self.chunks.get(&i),
+            Some(Chunk::Uploading(_)) | Some(Chunk::Uploaded(_))
+        )
+    }
+
+    /// Writes `data` at `offset`.
+    pub async fn write(&mut self, ctx: &WriteCtx, offset: u64, data: &[u8]) -> FsResult<()> {
+        self.check_error()?;
+        let end = offset
+            .checked_add(data.len() as u64)
+            .ok_or_else(|| FsError::TooBig(self.key.clone()))?;
+        self.check_size(end)?;
+        let p = self.chunk;
+        let mut pos = offset;
+        while pos < end {
+            let i = pos / p;
+            let cs = i * p;
+            let n = end.min(cs + p) - pos;
+            if self.chunk_is_remote(i) {
+                self.checkpoint(ctx).await?;
+            }
+            let rs = pos - cs;
+            let re = rs + n;
+            self.ensure_buffer(ctx, i, re as usize).await?;
+            let src = &data[(pos - offset) as usize..(pos - offset + n) as usize];
+            let full = match self.chunks.get_mut(&i) {
+                Some(Chunk::Dirty(d)) => {
+                    d.buf[rs as usize..re as usize].copy_from_slice(src);
+                    d.ranges.insert(rs..re);
+                    d.ranges.covers(&(0..p))
+                }
+                _ => return Err(FsError::Internal("write buffer vanished".into())),
+            };
+            if full {
+                self.start_upload(ctx, i).await?;
+            }
+            pos += n;
+        }
+        self.size = self.size.max(end);
+        self.data_dirty = true;
+        self.attrs.mtime = SystemTime::now();
+        self.explicit_mtime = false;
+        Ok(())
+    }
+
+    /// Makes chunk `i` a dirty buffer of at least `len` bytes, within the memory budget.
+    async fn ensure_buffer(&mut self, ctx: &WriteCtx, i: u64, len: usize) -> FsResult<()> {
+        let (have_len, held) = match self.chunks.get(&i) {
+            Some(Chunk::Dirty(d)) => (
+                d.buf.len(),
+                d.permit.as_ref().map(|p| p.num_permits()).unwrap_or(0),
+            ),
+            Some(_) => return Err(FsError::Internal("chunk is not a buffer".into())),
+            None => (0, 0),
+        };
+        if have_len >= len && self.chunks.contains_key(&i) {
+            return Ok(());
+        }
+        let want_units = MemBudget::units(len);
+        let extra = if want_units > held {
+            match ctx.budget.acquire(ctx, want_units - held).await? {
+                Some(p) => Some(p),
+                None => {
+                    // This writer's own buffers hold the memory: checkpoint, then ask again.
+                    tracing::info!(key = %self.key, "write memory exhausted: checkpointing");
+                    self.checkpoint(ctx).await?;
+                    let held = 0;
+                    let mut got = None;
+                    while got.is_none() {
+                        got = ctx.budget.acquire(ctx, want_units - held).await?;
+                    }
+                    got
+                }
+            }
+        } else {
+            None
+        };
+        let d = match self.chunks.entry(i).or_insert_with(|| {
+            Chunk::Dirty(DirtyChunk {
+                buf: Vec::new(),
+                ranges: RangeSet::default(),
+                permit: None,
+            })
+        }) {
+            Chunk::Dirty(d) => d,
+            _ => return Err(FsError::Internal("chunk is not a buffer".into())),
+        };
+        if let Some(extra) = extra {
+            match d.permit.as_mut() {
+                Some(p) => p.merge(extra),
+                None => d.permit = Some(extra),
+            }
+        }
+        if d.buf.len() < len {
+            let cap = (MemBudget::units(len) * UNIT)
+                .min(self.chunk as usize)
+                .max(len);
+            if d.buf.capacity() < cap {
+                d.buf.reserve_exact(cap - d.buf.len());
+            }
+            d.buf.resize(len, 0);
+        }
+        Ok(())
+    }
+
+    async fn ensure_upload(&mut self, ctx: &WriteCtx) -> FsResult<Upload> {
+        if let Some(u) = &self.upload {
+            return Ok(u.clone());
+        }
+        let meta = self.build_meta(None);
+        let id = ctx
+            .store
+            .create_multipart(
+                &self.key,
+                PutOptions {
+                    metadata: meta.clone(),
+                    ..Default::default()
+                },
+            )
+            .await?;
+        let u = Upload {
+            id,
+            key: self.key.clone(),
+            meta,
+        };
+        self.upload = Some(u.clone());
+        Ok(u)
+    }
+
+    async fn start_upload(&mut self, ctx: &WriteCtx, i: u64) -> FsResult<()> {
+        let up = self.ensure_upload(ctx).await?;
+        let Some(Chunk::Dirty(d)) = self.chunks.remove(&i) else {
+            return Err(FsError::Internal("no buffer to upload".into()));
+        };
+        let number = part_number(i, 0)?;
+        let store = ctx.store.clone();
+        let slots = ctx.uploads.clone();
+        let body = Bytes::from(d.buf);
+        let permit = d.permit;
+        let len = body.len() as u64;
+        let handle = tokio::spawn(async move {
+            let _slot = slots
+                .acquire_owned()
+                .await
+                .map_err(|_| FsError::Internal("upload slots closed".into()))?;
+            let r = store
+                .upload_part(&up.key, &up.id, number, Body::Bytes(body))
+                .await
+                .map_err(FsError::from);
+            drop(permit);
+            r
+        });
+        self.stats.parts_uploaded += 1;
+        self.stats.bytes_uploaded += len;
+        self.chunks.insert(i, Chunk::Uploading(handle));
+        self.uploading.insert(i);
+        Ok(())
+    }
+
+    /// Reads `[offset, offset + len)` of the file as it is now (dirty data over the base).
+    pub async fn read(&mut self, ctx: &WriteCtx, offset: u64, len: u64) -> FsResult<Bytes> {
+        self.check_error()?;
+        let end = offset.saturating_add(len).min(self.size);
+        if offset >= end {
+            return Ok(Bytes::new());
+        }
+        let p = self.chunk;
+        if (offset / p..=(end - 1) / p).any(|i| self.chunk_is_remote(i)) {
+            self.checkpoint(ctx).await?;
+        }
+        let mut out = vec![0u8; (end - offset) as usize];
+        let mut pos = offset;
+        while pos < end {
+            let i = pos / p;
+            let cs = i * p;
+            let se = end.min(cs + p);
+            let rel = (pos - cs)..(se - cs);
+            match self.chunks.get(&i) {
+                Some(Chunk::Dirty(d)) => {
+                    for g in d.ranges.gaps(&rel) {
+                        self.fill_base(ctx, &mut out, offset, (cs + g.start)..(cs + g.end))
+                            .await?;
+                    }
+                    if let Some(Chunk::Dirty(d)) = self.chunks.get(&i) {
+                        for r in d.ranges.within(&rel) {
+                            let dst = (cs + r.start - offset) as usize;
+                            out[dst..dst + (r.end - r.start) as usize]
+                                .copy_from_slice(&d.buf[r.start as usize..r.end as usize]);
+                        }
+                    }
+                }
+                _ => self.fill_base(ctx, &mut out, offset, pos..se).await?,
+            }
+            pos = se;
+        }
+        Ok(Bytes::from(out))
+    }
+
+    /// Copies base bytes of `range` (absolute) into `out` (which starts at `out_start`).
+    async fn fill_base(
+        &self,
+        ctx: &WriteCtx,
+        out: &mut [u8],
+        out_start: u64,
+        range: Range<u64>,
+    ) -> FsResult<()> {
+        let Some(base) = &self.base else {
+            return Ok(());
+        };
+        let end = range.end.min(self.base_valid);
+        if range.start >= end {
+            return Ok(());
+        }
+        let src = Source {
+            key: Arc::from(base.key.as_str()),
+            version: base.version,
+            size: base.size,
+        };
+        let data = ctx
+            .cache
+            .read(ctx.store.as_ref(), &src, range.start..end)
+            .await?;
+        let dst = (range.start - out_start) as usize;
+        let n = data.len().min(out.len().saturating_sub(dst));
+        out[dst..dst + n].copy_from_slice(&data[..n]);
+        Ok(())
+    }
+
+    /// Sets the size (truncate or extend with zeros).
+    pub async fn truncate(&mut self, ctx: &WriteCtx, new_size: u64) -> FsResult<()> {
+        self.check_error()?;
+        self.check_size(new_size)?;
+        let p = self.chunk;
+        if new_size < self.size {
+            if new_size % p != 0 && self.chunk_is_remote(new_size / p) {
+                self.checkpoint(ctx).await?;
+            }
+            let keep = new_size.div_ceil(p);
+            let dropped: Vec<u64> = self.chunks.range(keep..).map(|(i, _)| *i).collect();
+            for i in dropped {
+                // A part still uploading finishes in the background and is left out.
+                self.chunks.remove(&i);
+                self.uploading.remove(&i);
+            }
+            if new_size % p != 0 {
+                let i = new_size / p;
+                let rel = new_size - i * p;
+                if let Some(Chunk::Dirty(d)) = self.chunks.get_mut(&i) {
+                    d.ranges.truncate(rel);
+                    d.buf.truncate(rel as usize);
+                }
+            }
+            self.base_valid = self.base_valid.min(new_size);
+        }
+        self.size = new_size;
+        self.data_dirty = true;
+        self.attrs.mtime = SystemTime::now();
+        self.explicit_mtime = false;
+        Ok(())
+    }
+
+    /// The metadata of the next version. With the metadata an upload was started with, the
+    /// mtime of that upload is kept unless one was set explicitly (utimens).
+    fn build_meta(&self, upload_meta: Option<&Metadata>) -> Metadata {
+        let mut m = self.meta.clone();
+        let mut a = self.attrs.clone();
+        a.kind = Kind::File;
+        a.store_into(&mut m);
+        if let (Some(um), false) = (upload_meta, self.explicit_mtime) {
+            for k in [META_MTIME, META_MTIME_NSEC] {
+                match um.get(k) {
+                    Some(v) => m.insert(k.to_string(), v.clone()),
+                    None => m.remove(k),
+                };
+            }
+        }
+        m
+    }
+
+    /// Completes the upload so far into a version that becomes the base. A failure is
+    /// remembered (and reported by the next flush) as well as returned.
+    pub async fn checkpoint(&mut self, ctx: &WriteCtx) -> FsResult<()> {
+        self.stats.checkpoints += 1;
+        match self.commit(ctx, false).await {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let d = e.duplicate();
+                self.error = Some(e);
+                Err(d)
+            }
+        }
+    }
+
+    /// Makes the new version (flush, fsync with `durable`, release). Returns it, or `None`
+    /// when there was nothing to write.
+    pub async fn commit(&mut self, ctx: &WriteCtx, durable: bool) -> FsResult<Option<ObjectInfo>> {
+        self.poll_uploads();
+        if let Some(e) = self.error.take() {
+            self.reset(ctx).await;
+            return Err(e);
+        }
+        if self.unlinked {
+            self.reset(ctx).await;
+            return Ok(None);
+        }
+        if !self.is_dirty() {
+            if durable {
+                ctx.store.sync().await?;
+            }
+            return Ok(None);
+        }
+        match self.commit_inner(ctx, durable).await {
+            Ok(info) => {
+                self.after_commit(&info);
+                Ok(Some(info))
+            }
+            Err(e) => {
+                tracing::error!(key = %self.key, error = %e, "commit failed; the previous version stays");
+                self.reset(ctx).await;
+                Err(e)
+            }
+        }
+    }
+
+    fn after_commit(&mut self, info: &ObjectInfo) {
+        self.base = Some(info.clone());
+        self.size = info.size;
+        self.base_valid = info.size;
+        self.chunks.clear();
+        self.uploading.clear();
+        self.upload = None;
+        self.data_dirty = false;
+        self.meta_dirty = false;
+        self.explicit_mtime = false;
+        self.meta = info.metadata.clone();
+        if let Some(t) = crate::attr::parse_mtime(&info.metadata) {
+            self.attrs.mtime = t;
+        }
+        self.attrs.ctime = info.modified;
+    }
+
+    /// Drops everything not committed; the base stays the current version.
+    async fn reset(&mut self, ctx: &WriteCtx) {
+        if let Some(u) = self.upload.take() {
+            if let Err(e) = ctx.store.abort_multipart(&u.key, &u.id).await {
+                tracing::warn!(key = %u.key, error = %e, "abort of multipart upload failed");
+            }
+        }
+        self.chunks.clear();
+        self.uploading.clear();
+        let size = self.base.as_ref().map(|b| b.size).unwrap_or(0);
+        self.size = size;
+        self.base_valid = size;
+        self.data_dirty = false;
+        self.meta_dirty = false;
+        self.explicit_mtime = false;
+    }
+
+    async fn commit_inner(&mut self, ctx: &WriteCtx, durable: bool) -> FsResult<ObjectInfo> {
+        let store = ctx.store.clone();
+        if !self.data_dirty {
+            let meta = self.build_meta(None);
+            return match &self.base {
+                Some(b) => Ok(store
+                    .copy(
+                        &b.key,
+                        &self.key,
+                        CopyOptions {
+                            source_version: Some(b.version),
+                            metadata: Some(meta),
+                            durable,
+                            ..Default::default()
+                        },
+                    )
+                    .await?),
+                None => Ok(store
+                    .put(
+                        &self.key,
+                        Body::empty(),
+                        PutOptions {
+                            metadata: meta,
+                            durable,
+                            ..Default::default()
+                        },
+                    )
+                    .await?),
+            };
+        }
+        let p = self.chunk;
+        let n = self.size.div_ceil(p);
+        if self.upload.is_none() && n <= 1 {
+            let data = self.materialize_small(ctx).await?;
+            let meta = self.build_meta(None);
+            self.stats.puts += 1;
+            self.stats.bytes_uploaded += data.len() as u64;
+            return Ok(store
+                .put(
+                    &self.key,
+                    Body::Bytes(data),
+                    PutOptions {
+                        metadata: meta,
+                        durable,
+                        ..Default::default()
+                    },
+                )
+                .await?);
+        }
+        let up = self.ensure_upload(ctx).await?;
+        // Wait for the parts in flight.
+        let inflight: Vec<u64> = self.uploading.iter().copied().collect();
+        for i in inflight {
+            self.uploading.remove(&i);
+            if let Some(Chunk::Uploading(h)) = self.chunks.remove(&i) {
+                let pi = h
+                    .await
+                    .map_err(|e| FsError::Internal(format!("upload task: {e}")))??;
+                self.chunks.insert(i, Chunk::Uploaded(pi));
+            }
+        }
+        let mut chunks = std::mem::take(&mut self.chunks);
+        let mut jobs = Vec::new();
+        for i in 0..n {
+            let cs = i * p;
+            let range = cs..(cs + p).min(self.size);
+            match chunks.remove(&i) {
+                Some(Chunk::Uploaded(pi)) => {
+                    if pi.size != range.end - range.start {
+                        return Err(FsError::Internal(format!(
+                            "part {} of {} has {} bytes, expected {}",
+                            pi.part_number,
+                            self.key,
+                            pi.size,
+                            range.end - range.start
+                        )));
+                    }
+                    jobs.push(Job::Done(CompletedPart {
+                        part_number: pi.part_number,
+                        etag: pi.etag,
+                    }));
+                }
+                Some(Chunk::Dirty(d)) => {
+                    let segs = self.segments(&range, Some(&d.ranges));
+                    let dirty = Arc::new((d.buf, d.ranges));
+                    self.plan_chunk(i, &range, segs, Some(dirty), &mut jobs)?;
+                }
+                None => {
+                    let segs = self.segments(&range, None);
+                    self.plan_chunk(i, &range, segs, None, &mut jobs)?;
+                }
+                Some(Chunk::Uploading(_)) => {
+                    return Err(FsError::Internal("part still uploading".into()));
+                }
+            }
+        }
+        for j in &jobs {
+            match j {
+                Job::Copy { range, .. } => {
+                    self.stats.parts_copied += 1;
+                    self.stats.bytes_copied += range.end - range.start;
+                }
+                Job::Put { range, .. } => {
+                    self.stats.parts_uploaded += 1;
+                    self.stats.bytes_uploaded += range.end - range.start;
+                }
+                Job::Done(_) => {}
+            }
+        }
+        let base = self.base.clone();
+        let base_valid = self.base_valid;
+        let parts: Vec<CompletedPart> = futures::stream::iter(jobs)
+            .map(|job| {
+                let store = store.clone();
+                let up = up.clone();
+                let base = base.clone();
+                async move { run_job(store.as_ref(), &up, base.as_ref(), base_valid, job).await }
+            })
+            .buffered(COMMIT_CONCURRENCY)
+            .try_collect()
+            .await?;
+        let mut info = store.complete_multipart(&up.key, &up.id, &parts).await?;
+        self.upload = None;
+        if durable {
+            store.sync().await?;
+        }
+        let final_meta = self.build_meta(Some(&up.meta));
+        if final_meta != up.meta {
+            info = store
+                .copy(
+                    &self.key,
+                    &self.key,
+                    CopyOptions {
+                        source_version: Some(info.version),
+                        metadata: Some(final_meta),
+                        durable,
+                        ..Default::default()
+                    },
+                )
+                .await?;
+        }
+        Ok(info)
+    }
+
+    /// The segments of `range` (absolute) by where their bytes come from.
+    fn segments(&self, range: &Range<u64>, dirty: Option<&RangeSet>) -> Vec<(Range<u64>, Src)> {
+        let cs = (range.start / self.chunk) * self.chunk;
+        let rel = (range.start - cs)..(range.end - cs);
+        let mut segs: Vec<(Range<u64>, Src)> = Vec::new();
+        let mut push = |r: Range<u64>, s: Src| {
+            if r.start >= r.end {
+                return;
+            }
+            if let Some(last) = segs.last_mut() {
+                if last.1 == s && last.0.end == r.start {
+                    last.0.end = r.end;
+                    return;
+                }
+            }
+            segs.push((r, s));
+        };
+        let has_base = self.base.is_some();
+        let clean = |g: Range<u64>, push: &mut dyn FnMut(Range<u64>, Src)| {
+            let split = if has_base {
+                self.base_valid.clamp(g.start, g.end)
+            } else {
+                g.start
+            };
+            push(g.start..split, Src::Base);
+            push(split..g.end, Src::Zero);
+        };
+        match dirty {
+            None => clean(range.clone(), &mut push),
+            Some(ds) => {
+                let mut pieces: Vec<(Range<u64>, bool)> = ds
+                    .within(&rel)
+                    .into_iter()
+                    .map(|r| ((cs + r.start)..(cs + r.end), true))
+                    .collect();
+                pieces.extend(
+                    ds.gaps(&rel)
+                        .into_iter()
+                        .map(|r| ((cs + r.start)..(cs + r.end), false)),
+                );
+                pieces.sort_by_key(|(r, _)| r.start);
+                for (r, is_dirty) in pieces {
+                    if is_dirty {
+                        push(r, Src::Dirty);
+                    } else {
+                        clean(r, &mut push);
+                    }
+                }
+            }
+        }
+        segs
+    }
+
+    /// Turns the segments of chunk `i` into one or two parts.
+    fn plan_chunk(
+        &self,
+        i: u64,
+        range: &Range<u64>,
+        segs: Vec<(Range<u64>, Src)>,
+        dirty: Option<Arc<(Vec<u8>, RangeSet)>>,
+        jobs: &mut Vec<Job>,
+    ) -> FsResult<()> {
+        let cs = i * self.chunk;
+        let part = |number: u32, r: Range<u64>, group: &[(Range<u64>, Src)]| -> Job {
+            if group.len() == 1 && group[0].1 == Src::Base {
+                Job::Copy { number, range: r }
+            } else {
+                let needs_dirty = group.iter().any(|(_, s)| *s == Src::Dirty);
+                Job::Put {
+                    number,
+                    range: r,
+                    dirty: if needs_dirty { dirty.clone() } else { None },
+                    chunk_start: cs,
+                }
+            }
+        };
+        let whole = |jobs: &mut Vec<Job>| -> FsResult<()> {
+            jobs.push(part(part_number(i, 0)?, range.clone(), &segs));
+            Ok(())
+        };
+        if segs.len() <= 1 || self.min_part_size_applies() {
+            return whole(jobs);
+        }
+        // Split after the first segment or before the last one, whichever leaves the longer
+        // run of base bytes as a part of its own (a copy).
+        let score = |g: &[(Range<u64>, Src)]| -> u64 {
+            if g.len() == 1 && g[0].1 == Src::Base {
+                g[0].0.end - g[0].0.start
+            } else {
+                0
+            }
+        };
+        let k = segs.len();
+        let a = score(&segs[..1]).max(score(&segs[1..]));
+        let b = score(&segs[..k - 1]).max(score(&segs[k - 1..]));
+        let cut = if a == 0 && b == 0 {
+            return whole(jobs);
+        } else if a >= b {
+            1
+        } else {
+            k - 1
+        };
+        let mid = segs[cut].0.start;
+        jobs.push(part(part_number(i, 0)?, range.start..mid, &segs[..cut]));
+        jobs.push(part(part_number(i, 1)?, mid..range.end, &segs[cut..]));
+        Ok(())
+    }
+
+    fn min_part_size_applies(&self) -> bool {
+        self.min_part > 0
+    }
+
+    /// The whole file (at most one chunk) as bytes.
+    async fn materialize_small(&mut self, ctx: &WriteCtx) -> FsResult<Bytes> {
+        let range = 0..self.size;
+        let dirty = match self.chunks.remove(&0) {
+            Some(Chunk::Dirty(d)) => Some(Arc::new((d.buf, d.ranges))),
+            Some(other) => {
+                self.chunks.insert(0, other);
+                return Err(FsError::Internal("small file with an uploaded part".into()));
+            }
+            None => None,
+        };
+        materialize(
+            ctx.store.as_ref(),
+            self.base.as_ref(),
+            self.base_valid,
+            range,
+            dirty.as_deref(),
+            0,
+        )
+        .await
+    }
+}
+
+/// Part number of sub-part `sub` (0 or 1) of chunk `i`.
+fn part_number(i: u64, sub: u64) -> FsResult<u32> {
+    u32::try_from(2 * i + 1 + sub)
+        .ok()
+        .filter(|n| *n <= objfs_store::MAX_PART_NUMBER)
+        .ok_or_else(|| FsError::TooBig(format!("chunk {i} is past the last part number")))
+}
+
+/// Builds bytes `range` (absolute) of the new file: base bytes below `base_valid`, zeros past
+/// it, dirty bytes (relative to `chunk_start`) over both.
+async fn materialize(
+    store: &dyn ObjectStore,
+    base: Option<&ObjectInfo>,
+    base_valid: u64,
+    range: Range<u64>,
+    dirty: Option<&(Vec<u8>, RangeSet)>,
+    chunk_start: u64,
+) -> FsResult<Bytes> {
+    let len = (range.end - range.start) as usize;
+    let rel = (range.start - chunk_start)..(range.end - chunk_start);
+    // Fully dirty: no base read, no copy of zeros.
+    if let Some((buf, ranges)) = dirty {
+        if ranges.covers(&rel) {
+            return Ok(Bytes::copy_from_slice(
+                &buf[rel.start as usize..rel.end as usize],
+            ));
+        }
+    }
+    let mut out = vec![0u8; len];
+    if let Some(b) = base {
+        let gaps = match dirty {
+            Some((_, ranges)) => ranges.gaps(&rel),
+            None => vec![rel.clone()],
+        };
+        let need_start = gaps.first().map(|g| g.start + chunk_start);
+        let need_end = gaps.last().map(|g| g.end + chunk_start);
+        if let (Some(s), Some(e)) = (need_start, need_end) {
+            let e = e.min(base_valid);
+            if s < e {
+                let got = store
+                    .get(
+                        &b.key,
+                        GetOptions {
+                            version: Some(b.version),
+                            range: Some(s..e),
+                        },
+                    )
+                    .await?
+                    .bytes()
+                    .await?;
+                if got.len() as u64 != e - s {
+                    return Err(FsError::Corrupt(format!(
+                        "{}: short read of the previous version",
+                        b.key
+                    )));
+                }
+                let dst = (s - range.start) as usize;
+                out[dst..dst + got.len()].copy_from_slice(&got);
+            }
+        }
+    }
+    if let Some((buf, ranges)) = dirty {
+        for r in ranges.within(&rel) {
+            let dst = (r.start + chunk_start - range.start) as usize;
+            out[dst..dst + (r.end - r.start) as usize]
+                .copy_from_slice(&buf[r.start as usize..r.end as usize]);
+        }
+    }
+    Ok(Bytes::from(out))
+}
+
+async fn run_job(
+    store: &dyn ObjectStore,
+    up: &Upload,
+    base: Option<&ObjectInfo>,
+    base_valid: u64,
+    job: Job,
+) -> FsResult<CompletedPart> {
+    match job {
+        Job::Done(p) => Ok(p),
+        Job::Copy { number, range } => {
+            let b = base.ok_or_else(|| FsError::Internal("copy without a base".into()))?;
+            let pi = store
+                .upload_part_copy(
+                    &up.key,
+                    &up.id,
+                    number,
+                    &b.key,
+                    Some(b.version),
+                    Some(range),
+                )
+                .await?;
+            Ok(CompletedPart {
+                part_number: pi.part_number,
+                etag: pi.etag,
+            })
+        }
+        Job::Put {
+            number,
+            range,
+            dirty,
+            chunk_start,
+        } => {
+            let data = materialize(
+                store,
+                base,
+                base_valid,
+                range,
+                dirty.as_deref(),
+                chunk_start,
+            )
+            .await?;
+            let pi = store
+                .upload_part(&up.key, &up.id, number, Body::Bytes(data))
+                .await?;
+            Ok(CompletedPart {
+                part_number: pi.part_number,
+                etag: pi.etag,
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rangeset_ops() {
+        let mut s = RangeSet::default();
+        s.insert(10..20);
+        s.insert(30..40);
+        s.insert(20..25);
+        assert_eq!(s.0, vec![10..25, 30..40]);
+        s.insert(0..100);
+        assert_eq!(s.0, vec![0..100]);
+        let mut s = RangeSet::default();
+        s.insert(10..20);
+        s.insert(30..40);
+        assert_eq!(s.gaps(&(0..50)), vec![0..10, 20..30, 40..50]);
+        assert_eq!(s.within(&(15..35)), vec![15..20, 30..35]);
+        assert!(s.covers(&(12..18)));
+        assert!(!s.covers(&(12..32)));
+        s.truncate(35);
+        assert_eq!(s.0, vec![10..20, 30..35]);
+        s.truncate(10);
+        assert!(s.is_empty());
+    }
+}
