@@ -55,7 +55,8 @@ pub struct LocalConfig {
     pub block_size: u32,
     /// Largest blob: objects are cut into blobs of this size.
     pub blob_size: usize,
-    /// How often non-durable writes are made durable in the background.
+    /// How often non-durable writes are made durable in the background (the window in which
+    /// a power loss may lose them). 5 s, like ext4's default journal commit interval.
     pub flush_interval: Duration,
 }
 
@@ -68,7 +69,7 @@ impl Default for LocalConfig {
             volume_size: 256 << 20,
             block_size: 64 << 10,
             blob_size: 8 << 20,
-            flush_interval: Duration::from_millis(500),
+            flush_interval: Duration::from_secs(5),
         }
     }
 }
