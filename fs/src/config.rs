@@ -42,8 +42,10 @@ pub struct FsConfig {
 
 impl Default for FsConfig {
     fn default() -> Self {
-        // SAFETY: getuid/getgid cannot fail and touch no memory.
-        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+        let (uid, gid) = (
+            nix::unistd::getuid().as_raw(),
+            nix::unistd::getgid().as_raw(),
+        );
         FsConfig {
             part_size: DEFAULT_PART_SIZE,
             max_memory: DEFAULT_MAX_MEMORY,

@@ -111,6 +111,9 @@ pub struct ObjFs {
     next_writer: AtomicU64,
     wctx: WriteCtx,
     root_attrs: Mutex<Attrs>,
+    /// Renames take it exclusively, opens shared: an open that resolves a name and pins its
+    /// version never interleaves with a rename that hands the name to another inode.
+    namespace: tokio::sync::RwLock<()>,
 }
 
 fn lock<'a, T>(m: &'a Mutex<T>, what: &str) -> FsResult<MutexGuard<'a, T>> {
@@ -174,6 +177,7 @@ impl ObjFs {
             next_writer: AtomicU64::new(1),
             wctx,
             root_attrs: Mutex::new(root),
+            namespace: tokio::sync::RwLock::new(()),
             cfg,
         })
     }
@@ -342,6 +346,7 @@ impl ObjFs {
     /// Looks `name` up in directory `parent`.
     pub async fn lookup(&self, parent: u64, name: &OsStr) -> FsResult<Entry> {
         let name = check_name(name)?;
+        let _ns = self.namespace.read().await;
         let key = self.child_key(parent, name)?;
         // A file this mount is writing answers from memory.
         {
@@ -378,18 +383,31 @@ impl ObjFs {
         if ino == ROOT {
             return Ok(lock(&self.root_attrs, "root")?.to_file_attr(ROOT));
         }
-        let (kind, key, cached, live) = {
+        let (kind, key, cached, live, detached) = {
             let t = self.table()?;
             let n = t
                 .get(ino)
                 .ok_or_else(|| FsError::NotFound(format!("inode {ino}")))?;
             let live = n.writer.is_some() || n.detached;
-            (n.kind, t.path(ino), n.attrs.clone(), live)
+            (n.kind, t.path(ino), n.attrs.clone(), live, n.detached)
         };
         if let Some((a, at)) = &cached {
             if live || at.elapsed() < self.cfg.attr_ttl {
                 return Ok(a.to_file_attr(ino));
             }
+        }
+        if detached {
+            // Detached without cached attributes: its old name belongs to someone else now.
+            return Err(FsError::NotFound(format!("inode {ino} (removed)")));
+        }
+        // Resolve the name and cache what it holds only while no rename moves it.
+        let _ns = self.namespace.read().await;
+        let still_named = self.table()?.get(ino).is_some_and(|n| !n.detached);
+        if !still_named {
+            return match self.table()?.get(ino).and_then(|n| n.attrs.clone()) {
+                Some((a, _)) => Ok(a.to_file_attr(ino)),
+                None => Err(FsError::NotFound(format!("inode {ino} (removed)"))),
+            };
         }
         let key = key.ok_or_else(|| FsError::NotFound(format!("inode {ino}")))?;
         let attrs = self.fetch_attrs(kind, &key, cached.map(|c| c.0)).await?;
@@ -938,6 +956,7 @@ impl ObjFs {
         if src == dst {
             return Ok(());
         }
+        let _ns = self.namespace.write().await;
         let (sf, df) = tokio::join!(self.probe(&src), self.probe(&dst));
         let sf = sf?.ok_or_else(|| FsError::NotFound(src.clone()))?;
         let df = df?;
@@ -945,6 +964,7 @@ impl ObjFs {
             return Err(FsError::Exists(dst));
         }
         let held;
+        let mut renamed: Option<ObjectInfo> = None;
         match sf {
             Found::Object(_) => {
                 if let Some(Found::Dir { .. }) = df {
@@ -969,7 +989,7 @@ impl ObjFs {
                     )
                     .await;
                 match res {
-                    Ok(_) => {}
+                    Ok(info) => renamed = Some(info),
                     Err(e) if is_precondition(&e) => return Err(FsError::Exists(dst)),
                     Err(e) => return Err(e.into()),
                 }
@@ -1012,7 +1032,13 @@ impl ObjFs {
             }
             let mut t = self.table()?;
             match t.child(parent, name) {
-                Some(ino) => t.rename(ino, newparent, newname),
+                Some(ino) => {
+                    t.rename(ino, newparent, newname);
+                    // The moved inode now is the renamed version (same bytes, new key).
+                    if let (Some(info), Some(n)) = (renamed, t.get_mut(ino)) {
+                        n.local_version = Some(info);
+                    }
+                }
                 None => {
                     t.detach(newparent, newname);
                 }
@@ -1128,20 +1154,44 @@ impl ObjFs {
         if write {
             self.check_rw()?;
         }
+        let _ns = self.namespace.read().await;
         let (kind, key) = self.key_of(ino)?;
         if kind == Kind::Dir {
             return Err(FsError::IsDir(key));
         }
-        let has_writer = self.table()?.get(ino).is_some_and(|n| n.writer.is_some());
+        let (has_writer, detached, local) = {
+            let t = self.table()?;
+            let n = t.get(ino);
+            (
+                n.is_some_and(|n| n.writer.is_some()),
+                n.is_some_and(|n| n.detached),
+                n.and_then(|n| n.local_version.clone()),
+            )
+        };
         let pinned = if has_writer {
             None
+        } else if detached {
+            // Its name belongs to another file now: only its own last version will do.
+            match local {
+                Some(l) => Some(l),
+                None => return Err(FsError::NotFound(key)),
+            }
         } else {
             match self.store.head(&key, None).await {
-                Ok(i) => Some(i),
+                // This mount wrote a newer version of this inode than the name shows (a
+                // rename is in flight): read that.
+                Ok(i) => Some(match local {
+                    Some(l) if l.key == i.key && l.version > i.version => l,
+                    _ => i,
+                }),
                 Err(e) if is_not_found(&e) => return Err(FsError::NotFound(key)),
                 Err(e) => return Err(e.into()),
             }
         };
+        if let Some(p) = &pinned {
+            // An open inode always has attributes, so fstat keeps working if the name goes.
+            self.cache_attrs(ino, &Attrs::from_object(p, false, &self.cfg));
+        }
         if write {
             self.attach_writer(ino, &key, pinned.clone())?;
         }
@@ -1268,9 +1318,9 @@ impl ObjFs {
         let pinned = {
             let mut p = lock(&h.pinned, "handle")?;
             if let Some(lv) = local {
-                if p.as_ref()
-                    .is_none_or(|x| x.key != lv.key || x.version < lv.version)
-                {
+                // Version ids are ordered store-wide: a newer version this mount wrote of this
+                // inode (under this or, after a rename, another key) replaces the pinned one.
+                if p.as_ref().is_none_or(|x| x.version < lv.version) {
                     *p = Some(lv);
                 }
             }
@@ -1489,6 +1539,8 @@ impl ObjFs {
     {
         let dh = self.dir_handle(fh)?;
         let mut d = dh.lock().await;
+        // Entries give attributes to inodes by name: not while a rename moves names.
+        let _ns = self.namespace.read().await;
         let mut pos = offset;
         loop {
             let items = d.items(self.store.as_ref(), pos, PLUS_BATCH).await?;

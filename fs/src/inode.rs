@@ -235,8 +235,9 @@ impl InodeTable {
     pub fn detach(&mut self, parent: u64, name: &str) -> Option<u64> {
         let ino = self.names.remove(&(parent, name.to_string()))?;
         if let Some(n) = self.nodes.get_mut(&ino) {
+            // Its attributes are frozen: the name now belongs to another file (or none), so
+            // they can never be fetched again, and open handles still need them (fstat).
             n.detached = true;
-            n.attrs = None;
         }
         self.maybe_drop(ino);
         Some(ino)

@@ -299,29 +299,38 @@ impl MountHandle {
     }
 }
 
-/// Detaches the mount (`umount -l`): as root with umount2(MNT_DETACH), otherwise with
-/// `fusermount3 -u -z`.
+/// Detaches the mount even while it is busy: on Linux umount2(MNT_DETACH) as root, otherwise
+/// `fusermount3 -u -z`; on macOS a forced unmount (macFUSE has no lazy unmount).
 fn lazy_unmount(mountpoint: &Path) -> FsResult<()> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(mountpoint.as_os_str().as_bytes())
-        .map_err(|e| FsError::Invalid(format!("mountpoint: {e}")))?;
-    // SAFETY: `c` is a valid NUL-terminated path that lives across the call.
-    if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } == 0 {
-        return Ok(());
-    }
-    let status = std::process::Command::new("fusermount3")
-        .arg("-u")
-        .arg("-z")
-        .arg("--")
-        .arg(mountpoint)
-        .status()?;
-    if status.success() {
-        Ok(())
-    } else {
+    #[cfg(target_os = "linux")]
+    {
+        use nix::mount::{umount2, MntFlags};
+        if umount2(mountpoint, MntFlags::MNT_DETACH).is_ok() {
+            return Ok(());
+        }
+        let status = std::process::Command::new("fusermount3")
+            .arg("-u")
+            .arg("-z")
+            .arg("--")
+            .arg(mountpoint)
+            .status()?;
+        if status.success() {
+            return Ok(());
+        }
         Err(FsError::Internal(format!(
             "fusermount3 -u -z {} failed: {status}",
             mountpoint.display()
         )))
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        use nix::mount::{unmount, MntFlags};
+        unmount(mountpoint, MntFlags::MNT_FORCE).map_err(|e| {
+            FsError::Internal(format!(
+                "forced unmount of {} failed: {e}",
+                mountpoint.display()
+            ))
+        })
     }
 }
 

@@ -3,12 +3,13 @@
 //! invariants, and deterministic content generators shared by the property, crash and
 //! corruption tests and the `crash_writer` helper binary.
 //!
-//!
+//! `mount_fixture` (owned by the mount tests) mounts a real objfs for `tests/tests/mount_*.rs`.
 //!
 //! Nothing else here knows a concrete backend beyond the [`objfs_store::ObjectStore`] trait, so
 //! this library builds whatever state the backends are in.
 
 pub mod conformance;
+pub mod mount_fixture;
 pub mod support;
 
 pub use support::{det_bytes, keyed_bytes, Fixture};

@@ -463,23 +463,17 @@ impl LocalStore {
             meta.recount_stats()?;
         }
         let (replicas, _) = cfg.policy();
-        let disks = Disks::open(
-            marker.disk_paths(path),
-            marker.created,
-            replicas as usize,
-            cfg.volume_size,
-            meta.volumes()?,
-        )?;
+        let paths = marker.disk_paths(path);
         // Never append after a tail a crash may have torn: seal what was open, at the length of
         // its longest replica.
-        for v in disks.records() {
+        for v in meta.volumes()? {
             if v.state == VolumeState::Open {
                 let len = match &v.layout {
                     records::Layout::Replicated { disks: ds } => ds
                         .iter()
                         .filter_map(|d| {
-                            let dir = disks.path(*d);
-                            std::fs::metadata(volume::volume_path(&dir, v.id)).ok()
+                            let dir = paths.get(*d as usize)?;
+                            std::fs::metadata(volume::volume_path(dir, v.id)).ok()
                         })
                         .map(|m| m.len())
                         .max()
@@ -495,7 +489,7 @@ impl LocalStore {
             }
         }
         let disks = Disks::open(
-            marker.disk_paths(path),
+            paths,
             marker.created,
             replicas as usize,
             cfg.volume_size,

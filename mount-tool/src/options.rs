@@ -1,0 +1,271 @@
+//! Mount options: human sizes (`8M`, `1G`), durations in seconds, and `-o opt[,opt]` lists.
+//!
+//! Both `objfs mount` and the `mount.objfs` helper funnel their options through
+//! [`MountSettings`], so `-o part_size=16M` and `--part-size 16M` mean the same thing. Options we
+//! do not know are passed through to the kernel (fusermount3) unchanged; options that only mean
+//! something to mount(8) or fstab (`defaults`, `noauto`, `_netdev`, `x-*`, ...) are dropped.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use objfs_fs::FsConfig;
+
+/// Parses a size: a number (fractions allowed) with an optional binary unit.
+///
+/// `4096`, `512K`, `8M`, `1.5G`, `2T`, `8MiB`, `8mb` are all accepted; K, M, G and T are powers
+/// of 1024 whatever the spelling.
+pub fn parse_size(text: &str) -> Result<u64> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    if num.is_empty() {
+        bail!("invalid size {text:?}: expected a number with an optional unit (K, M, G, T)");
+    }
+    let unit = unit.trim().to_ascii_lowercase();
+    let mult: u64 = match unit.as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        "t" | "tb" | "tib" => 1 << 40,
+        _ => bail!("invalid size {text:?}: unknown unit {unit:?} (use K, M, G or T)"),
+    };
+    if num.contains('.') {
+        let value: f64 = num
+            .parse()
+            .with_context(|| format!("invalid size {text:?}"))?;
+        let bytes = value * mult as f64;
+        if !bytes.is_finite() || bytes < 0.0 || bytes > u64::MAX as f64 {
+            bail!("invalid size {text:?}: out of range");
+        }
+        Ok(bytes.round() as u64)
+    } else {
+        let value: u64 = num
+            .parse()
+            .with_context(|| format!("invalid size {text:?}"))?;
+        value
+            .checked_mul(mult)
+            .with_context(|| format!("invalid size {text:?}: out of range"))
+    }
+}
+
+/// Parses a size that must fit in memory (`usize`) and be at least `min` bytes.
+pub fn parse_mem_size(text: &str, what: &str, min: u64) -> Result<usize> {
+    let bytes = parse_size(text).with_context(|| format!("bad {what}"))?;
+    if bytes < min {
+        bail!("bad {what}: {text} is less than the minimum of {min} bytes");
+    }
+    usize::try_from(bytes).with_context(|| format!("bad {what}: {text} is too large"))
+}
+
+/// Parses a duration in seconds; fractions are allowed (`0.5`), negatives are not.
+pub fn parse_seconds(text: &str) -> Result<Duration> {
+    let t = text.trim();
+    let t = t.strip_suffix('s').unwrap_or(t);
+    let secs: f64 = t
+        .parse()
+        .with_context(|| format!("invalid duration {text:?}: expected seconds, e.g. 1 or 0.5"))?;
+    Duration::try_from_secs_f64(secs)
+        .with_context(|| format!("invalid duration {text:?}: must be a non-negative number"))
+}
+
+/// Parses a permission mode in octal (`0644`, `755`).
+pub fn parse_mode(text: &str) -> Result<u32> {
+    let t = text.trim();
+    let t = t.strip_prefix("0o").unwrap_or(t);
+    let mode = u32::from_str_radix(t, 8)
+        .with_context(|| format!("invalid mode {text:?}: expected octal, e.g. 0644"))?;
+    if mode > 0o7777 {
+        bail!("invalid mode {text:?}: more than 0o7777");
+    }
+    Ok(mode)
+}
+
+/// Smallest part size we accept (S3's own minimum for non-final parts is 5 MiB, but the local
+/// store takes smaller ones; 64 KiB keeps the part count of a 10,000-part upload sensible).
+pub const MIN_PART_SIZE: u64 = 64 * 1024;
+
+/// Everything a mount needs besides the two paths, gathered from flags and `-o` options.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MountSettings {
+    /// The filesystem configuration handed to `objfs_fs::mount`.
+    pub fs: FsConfigOverrides,
+    /// Stay attached to the terminal.
+    pub foreground: bool,
+    /// Where the daemon writes its log.
+    pub log_file: Option<PathBuf>,
+    /// Accept unknown options silently (mount(8)'s `-s`).
+    pub sloppy: bool,
+}
+
+/// The parts of [`FsConfig`] that options can set; `None` keeps the default.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FsConfigOverrides {
+    pub part_size: Option<usize>,
+    pub max_memory: Option<usize>,
+    pub cache_size: Option<usize>,
+    pub attr_ttl: Option<Duration>,
+    pub read_only: bool,
+    pub allow_other: bool,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub file_mode: Option<u32>,
+    pub dir_mode: Option<u32>,
+    pub fs_name: Option<String>,
+    pub extra_options: Vec<String>,
+}
+
+impl FsConfigOverrides {
+    /// Builds the filesystem configuration; `default_fs_name` is used unless `fsname=` was given.
+    pub fn to_fs_config(&self, default_fs_name: &str) -> FsConfig {
+        let d = FsConfig::default();
+        FsConfig {
+            part_size: self.part_size.unwrap_or(d.part_size),
+            max_memory: self.max_memory.unwrap_or(d.max_memory),
+            cache_size: self.cache_size.unwrap_or(d.cache_size),
+            attr_ttl: self.attr_ttl.unwrap_or(d.attr_ttl),
+            read_only: self.read_only,
+            allow_other: self.allow_other,
+            uid: self.uid.unwrap_or(d.uid),
+            gid: self.gid.unwrap_or(d.gid),
+            file_mode: self.file_mode.unwrap_or(d.file_mode),
+            dir_mode: self.dir_mode.unwrap_or(d.dir_mode),
+            fs_name: self
+                .fs_name
+                .clone()
+                .unwrap_or_else(|| default_fs_name.to_string()),
+            extra_options: self.extra_options.clone(),
+        }
+    }
+}
+
+/// Options that only mount(8) and fstab care about; they never reach the kernel.
+fn is_userspace_only(name: &str) -> bool {
+    matches!(
+        name,
+        "defaults"
+            | "auto"
+            | "noauto"
+            | "user"
+            | "users"
+            | "nouser"
+            | "owner"
+            | "group"
+            | "_netdev"
+            | "nofail"
+            | "rw"
+            | "loop"
+            | "comment"
+    ) || name.starts_with("x-")
+}
+
+impl MountSettings {
+    /// Applies one `-o` argument (a comma-separated list).
+    pub fn apply_option_list(&mut self, list: &str) -> Result<()> {
+        for opt in list.split(',').map(str::trim).filter(|o| !o.is_empty()) {
+            self.apply_option(opt)?;
+        }
+        Ok(())
+    }
+
+    /// Applies one option, `name` or `name=value`.
+    pub fn apply_option(&mut self, opt: &str) -> Result<()> {
+        let (name, value) = match opt.split_once('=') {
+            Some((n, v)) => (n, Some(v)),
+            None => (opt, None),
+        };
+        let need = |v: Option<&str>| -> Result<String> {
+            v.map(str::to_string)
+                .with_context(|| format!("option {name} needs a value: -o {name}=VALUE"))
+        };
+        let fs = &mut self.fs;
+        match name {
+            "ro" => fs.read_only = true,
+            "allow_other" => fs.allow_other = true,
+            "part_size" => {
+                fs.part_size = Some(parse_mem_size(&need(value)?, "part_size", MIN_PART_SIZE)?)
+            }
+            "max_memory" => fs.max_memory = Some(parse_mem_size(&need(value)?, "max_memory", 1)?),
+            "cache_size" => fs.cache_size = Some(parse_mem_size(&need(value)?, "cache_size", 0)?),
+            "attr_ttl" => fs.attr_ttl = Some(parse_seconds(&need(value)?)?),
+            "uid" => {
+                let v = need(value)?;
+                fs.uid = Some(v.parse().with_context(|| format!("bad uid {v:?}"))?)
+            }
+            "gid" => {
+                let v = need(value)?;
+                fs.gid = Some(v.parse().with_context(|| format!("bad gid {v:?}"))?)
+            }
+            "file_mode" => fs.file_mode = Some(parse_mode(&need(value)?)?),
+            "dir_mode" => fs.dir_mode = Some(parse_mode(&need(value)?)?),
+            "fsname" => fs.fs_name = Some(need(value)?),
+            "log_file" => self.log_file = Some(PathBuf::from(need(value)?)),
+            "foreground" => self.foreground = true,
+            n if is_userspace_only(n) => {}
+            _ => fs.extra_options.push(opt.to_string()),
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("4096").unwrap(), 4096);
+        assert_eq!(parse_size("8M").unwrap(), 8 << 20);
+        assert_eq!(parse_size("8MiB").unwrap(), 8 << 20);
+        assert_eq!(parse_size("8mb").unwrap(), 8 << 20);
+        assert_eq!(parse_size("1G").unwrap(), 1 << 30);
+        assert_eq!(parse_size("1.5K").unwrap(), 1536);
+        assert_eq!(parse_size(" 2T ").unwrap(), 2 << 40);
+        assert!(parse_size("").is_err());
+        assert!(parse_size("M").is_err());
+        assert!(parse_size("8Q").is_err());
+        assert!(parse_size("-1").is_err());
+        assert!(parse_size("99999999999T").is_err());
+        assert!(parse_size("1.2.3M").is_err());
+    }
+
+    #[test]
+    fn seconds() {
+        assert_eq!(parse_seconds("1").unwrap(), Duration::from_secs(1));
+        assert_eq!(parse_seconds("0.25").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_seconds("2s").unwrap(), Duration::from_secs(2));
+        assert!(parse_seconds("-1").is_err());
+        assert!(parse_seconds("NaN").is_err());
+        assert!(parse_seconds("x").is_err());
+    }
+
+    #[test]
+    fn modes() {
+        assert_eq!(parse_mode("0644").unwrap(), 0o644);
+        assert_eq!(parse_mode("755").unwrap(), 0o755);
+        assert!(parse_mode("0999").is_err());
+        assert!(parse_mode("77777").is_err());
+    }
+
+    #[test]
+    fn option_lists() {
+        let mut s = MountSettings::default();
+        s.apply_option_list("ro,allow_other,part_size=16M,attr_ttl=0.5,defaults,_netdev,x-systemd.automount,noexec,uid=1000,file_mode=0600")
+            .unwrap();
+        assert!(s.fs.read_only);
+        assert!(s.fs.allow_other);
+        assert_eq!(s.fs.part_size, Some(16 << 20));
+        assert_eq!(s.fs.attr_ttl, Some(Duration::from_millis(500)));
+        assert_eq!(s.fs.uid, Some(1000));
+        assert_eq!(s.fs.file_mode, Some(0o600));
+        assert_eq!(s.fs.extra_options, vec!["noexec".to_string()]);
+        let cfg = s.fs.to_fs_config("objfs:/x");
+        assert_eq!(cfg.fs_name, "objfs:/x");
+        assert_eq!(cfg.part_size, 16 << 20);
+        assert!(s.apply_option("part_size").is_err());
+        assert!(s.apply_option("part_size=1K").is_err());
+    }
+}

@@ -1,0 +1,460 @@
+//! The `objfs` binary end to end: init, status, mount (daemon) + ls + umount, the refusal of
+//! a non-empty directory that is not a store, `--help` of every subcommand, the message when
+//! a store is mounted twice, `mount.objfs` helper syntax, and SIGTERM in the foreground.
+//!
+//! Mount tests always unmount through a Drop guard (`fusermount3 -u -z`, then wait for the
+//! daemon). They skip loudly when FUSE is absent, and fail instead under OBJFS_REQUIRE_FUSE=1.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_objfs");
+
+fn objfs(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run objfs")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = objfs(args);
+    assert!(
+        out.status.success(),
+        "objfs {args:?} failed ({}):\n{}{}",
+        out.status,
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    text(&out.stdout)
+}
+
+/// Runs a command that must fail with `code`; returns its stderr.
+fn fails(args: &[&str], code: i32) -> String {
+    let out = objfs(args);
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "objfs {args:?}: expected exit {code}, got {}:\n{}{}",
+        out.status,
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    text(&out.stderr)
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+fn is_mounted(mp: &Path) -> bool {
+    let want = s(mp).replace(' ', "\\040");
+    fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .any(|m| m == want)
+}
+
+fn fuse_missing(test: &str) -> bool {
+    let why = if !Path::new("/dev/fuse").exists() {
+        Some("/dev/fuse does not exist")
+    } else if !["/usr/bin/fusermount3", "/bin/fusermount3"]
+        .iter()
+        .any(|p| Path::new(p).exists())
+    {
+        Some("fusermount3 is not installed")
+    } else {
+        None
+    };
+    match why {
+        None => false,
+        Some(why) => {
+            if std::env::var("OBJFS_REQUIRE_FUSE").is_ok_and(|v| v == "1") {
+                panic!("{test}: FUSE is required (OBJFS_REQUIRE_FUSE=1) but {why}");
+            }
+            eprintln!("!!! SKIPPING {test}: {why}; install fuse3 to run it !!!");
+            true
+        }
+    }
+}
+
+/// The pid in a store's LOCK file (the process that owns it).
+fn lock_pid(store: &Path) -> Option<i32> {
+    fs::read_to_string(store.join("LOCK"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+fn alive(pid: i32) -> bool {
+    // SAFETY: kill with signal 0 only checks for existence.
+    let r = unsafe { libc::kill(pid, 0) };
+    if r != 0 {
+        return false;
+    }
+    // A zombie is not alive for our purposes.
+    fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|st| {
+            !st.rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('Z')
+        })
+        .unwrap_or(false)
+}
+
+/// Unmounts on drop, whatever happened, and waits for the daemon to go away.
+struct MountGuard {
+    mountpoint: PathBuf,
+    store: PathBuf,
+}
+
+impl Drop for MountGuard {
+    fn drop(&mut self) {
+        let pid = lock_pid(&self.store);
+        if is_mounted(&self.mountpoint) {
+            let _ = Command::new("fusermount3")
+                .args(["-u", "-z"])
+                .arg(&self.mountpoint)
+                .status();
+        }
+        if let Some(pid) = pid {
+            let start = Instant::now();
+            while alive(pid) && start.elapsed() < Duration::from_secs(30) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+}
+
+fn guard(store: &Path, mp: &Path) -> MountGuard {
+    MountGuard {
+        mountpoint: mp.to_path_buf(),
+        store: store.to_path_buf(),
+    }
+}
+
+#[test]
+fn help_of_every_subcommand_has_examples() {
+    for args in [
+        &["--help"][..],
+        &["mount", "--help"],
+        &["umount", "--help"],
+        &["init", "--help"],
+        &["status", "--help"],
+        &["help", "mount"],
+    ] {
+        let out = ok(args);
+        assert!(
+            out.contains("Examples:"),
+            "objfs {args:?} has no examples:\n{out}"
+        );
+        assert!(
+            out.contains("Usage:"),
+            "objfs {args:?} has no usage:\n{out}"
+        );
+    }
+    assert!(ok(&["mount", "--help"]).contains("--read-only"));
+    assert!(ok(&["--version"]).starts_with("objfs "));
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    fails(&[], 2);
+    fails(&["mount"], 2);
+    fails(&["frobnicate"], 2);
+    fails(&["mount", "--bogus", "a", "b"], 2);
+}
+
+#[test]
+fn bad_option_values_exit_1_with_a_message() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("store");
+    let mp = dir.path().join("mnt");
+    let err = fails(&["mount", "--part-size", "8Q", s(&store), s(&mp)], 1);
+    assert!(err.starts_with("objfs: "), "{err}");
+    assert!(err.contains("unknown unit"), "{err}");
+    let err = fails(&["mount", "--attr-ttl=-1", s(&store), s(&mp)], 1);
+    assert!(err.contains("attr-ttl"), "{err}");
+    let err = fails(&["mount", "-o", "part_size", s(&store), s(&mp)], 1);
+    assert!(err.contains("needs a value"), "{err}");
+    assert!(!store.exists(), "a bad option must not create the store");
+}
+
+#[test]
+fn init_then_status() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("nested/store");
+    let out = ok(&["init", s(&store)]);
+    assert!(out.contains("initialised"), "{out}");
+    let st = ok(&["status", s(&store)]);
+    for field in [
+        "objects:",
+        "versions:",
+        "delete markers:",
+        "logical bytes:",
+        "volumes:",
+        "disks:",
+    ] {
+        assert!(st.contains(field), "status lacks {field}:\n{st}");
+    }
+    assert!(
+        st.lines()
+            .any(|l| l.starts_with("objects:") && l.trim_end().ends_with(" 0")),
+        "{st}"
+    );
+    let json = ok(&["status", "--json", s(&store)]);
+    assert!(json.contains("\"objects\":0"), "{json}");
+    let err = fails(&["init", s(&store)], 1);
+    assert!(err.contains("already an objfs store"), "{err}");
+    let err = fails(&["status", s(&dir.path().join("missing"))], 1);
+    assert!(err.contains("no store"), "{err}");
+}
+
+#[test]
+fn a_non_empty_directory_that_is_not_a_store_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let precious = dir.path().join("precious");
+    fs::create_dir(&precious).expect("mkdir");
+    fs::write(precious.join("thesis.tex"), b"do not touch").expect("write");
+    let err = fails(&["init", s(&precious)], 1);
+    assert!(err.contains("not empty and not an objfs store"), "{err}");
+    let err = fails(&["status", s(&precious)], 1);
+    assert!(err.contains("not an objfs store"), "{err}");
+    if !fuse_missing("a_non_empty_directory_that_is_not_a_store_is_refused (mount part)") {
+        let mp = dir.path().join("mnt");
+        let _g = guard(&precious, &mp);
+        let err = fails(&["mount", s(&precious), s(&mp)], 1);
+        assert!(err.contains("not an objfs store"), "{err}");
+        assert!(!is_mounted(&mp));
+    }
+    let names: Vec<_> = fs::read_dir(&precious)
+        .expect("readdir")
+        .map(|e| e.expect("entry").file_name())
+        .collect();
+    assert_eq!(
+        names,
+        vec![std::ffi::OsString::from("thesis.tex")],
+        "the directory was touched"
+    );
+}
+
+#[test]
+fn mount_ls_umount_status() {
+    if fuse_missing("mount_ls_umount_status") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("store");
+    let mp = dir.path().join("mnt"); // does not exist: mount creates it
+    let _g = guard(&store, &mp);
+    let out = objfs(&["mount", s(&store), s(&mp)]);
+    assert!(out.status.success(), "mount failed: {}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("created a new store"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(is_mounted(&mp), "not mounted after objfs mount returned");
+    fs::write(mp.join("hello.txt"), b"hello\n").expect("write into the mount");
+    fs::create_dir(mp.join("sub")).expect("mkdir in the mount");
+    let ls = Command::new("ls").arg(&mp).output().expect("ls");
+    assert_eq!(text(&ls.stdout), "hello.txt\nsub\n");
+    ok(&["umount", s(&mp)]);
+    assert!(!is_mounted(&mp));
+    // umount waited for the daemon: the store is free again.
+    let st = ok(&["status", s(&store)]);
+    assert!(
+        st.lines()
+            .any(|l| l.starts_with("objects:") && !l.trim_end().ends_with(" 0")),
+        "{st}"
+    );
+    // Mount again (no "created" this time) and find the file.
+    let out = objfs(&["mount", s(&store), s(&mp)]);
+    assert!(
+        out.status.success(),
+        "remount failed: {}",
+        text(&out.stderr)
+    );
+    assert!(
+        !text(&out.stderr).contains("created"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(fs::read(mp.join("hello.txt")).expect("read"), b"hello\n");
+    ok(&["umount", s(&mp)]);
+    let err = fails(&["umount", s(&mp)], 1);
+    assert!(err.contains("is not mounted"), "{err}");
+}
+
+#[test]
+fn mounting_a_store_twice_says_who_holds_it() {
+    if fuse_missing("mounting_a_store_twice_says_who_holds_it") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("store");
+    let mp1 = dir.path().join("mnt1");
+    let mp2 = dir.path().join("mnt2");
+    let _g1 = guard(&store, &mp1);
+    let _g2 = guard(&store, &mp2);
+    ok(&["mount", s(&store), s(&mp1)]);
+    let pid = lock_pid(&store).expect("the daemon's pid in LOCK");
+    let err = fails(&["mount", s(&store), s(&mp2)], 1);
+    assert!(err.contains(&format!("in use by pid {pid}")), "{err}");
+    assert!(!is_mounted(&mp2));
+    let err = fails(&["status", s(&store)], 1);
+    assert!(err.contains(&format!("mounted by pid {pid}")), "{err}");
+    assert!(
+        err.contains(s(&mp1)),
+        "status should name the mount point: {err}"
+    );
+    // Mounting over an existing mount point is refused too.
+    let other = dir.path().join("other");
+    let err = fails(&["mount", s(&other), s(&mp1)], 1);
+    assert!(err.contains("already a mount point"), "{err}");
+    ok(&["umount", s(&mp1)]);
+    assert!(!alive(pid), "the daemon is still running after umount");
+}
+
+#[test]
+fn mount_helper_syntax_read_only() {
+    if fuse_missing("mount_helper_syntax_read_only") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("store");
+    let mp = dir.path().join("mnt");
+    fs::create_dir(&mp).expect("mkdir");
+    ok(&["init", s(&store)]);
+    let helper = dir.path().join("mount.objfs");
+    std::os::unix::fs::symlink(BIN, &helper).expect("symlink mount.objfs");
+    let _g = guard(&store, &mp);
+    // -f (fake) does nothing.
+    let out = Command::new(&helper)
+        .args([s(&store), s(&mp), "-f", "-o", "ro"])
+        .output()
+        .expect("run mount.objfs");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(!is_mounted(&mp));
+    let out = Command::new(&helper)
+        .args([
+            s(&store),
+            s(&mp),
+            "-n",
+            "-o",
+            "ro,defaults,_netdev,attr_ttl=0.5",
+        ])
+        .output()
+        .expect("run mount.objfs");
+    assert!(
+        out.status.success(),
+        "mount.objfs failed: {}",
+        text(&out.stderr)
+    );
+    assert!(is_mounted(&mp));
+    let err = fs::write(mp.join("x"), b"x").expect_err("a read-only mount took a write");
+    assert_eq!(err.raw_os_error(), Some(libc::EROFS), "{err}");
+    ok(&["umount", s(&mp)]);
+    let out = Command::new(&helper)
+        .args([s(&store)])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("usage: mount.objfs"));
+}
+
+fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+#[test]
+fn foreground_mount_stops_cleanly_on_sigterm() {
+    if fuse_missing("foreground_mount_stops_cleanly_on_sigterm") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("store");
+    let mp = dir.path().join("mnt");
+    let _g = guard(&store, &mp);
+    let child = Command::new(BIN)
+        .args([
+            "mount",
+            "--foreground",
+            s(&store),
+            s(&mp),
+            "--attr-ttl",
+            "0",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn objfs mount -f");
+    let mut child = KillOnDrop(child);
+    let mut exited = None;
+    wait_until("the foreground mount", || {
+        exited = child.0.try_wait().ok().flatten();
+        exited.is_some() || is_mounted(&mp)
+    });
+    if let Some(status) = exited {
+        let mut err = String::new();
+        if let Some(mut e) = child.0.stderr.take() {
+            use std::io::Read;
+            let _ = e.read_to_string(&mut err);
+        }
+        panic!("objfs mount --foreground exited early ({status}): {err}");
+    }
+    // A file still open when the signal comes: its data must be uploaded before exit.
+    let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+    fs::write(mp.join("big"), &data).expect("write");
+    let pid = i32::try_from(child.0.id()).expect("pid");
+    // SAFETY: sending SIGTERM to our own child.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let start = Instant::now();
+    let status = loop {
+        if let Some(st) = child.0.try_wait().expect("wait") {
+            break st;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "objfs did not stop on SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "objfs exited with {status} after SIGTERM");
+    assert!(!is_mounted(&mp));
+    // The store was closed (its lock is free) and holds the file.
+    ok(&["status", s(&store)]);
+    ok(&["mount", s(&store), s(&mp)]);
+    assert!(fs::read(mp.join("big")).expect("read back") == data);
+    ok(&["umount", s(&mp)]);
+}
