@@ -88,7 +88,7 @@ pub enum Command {
     /// Reclaim deleted data, compact volumes, abort stale uploads, remove orphaned files.
     #[command(after_help = crate::maintenance::GC_EXAMPLES)]
     Gc(crate::maintenance::GcArgs),
-    /// Manage the store's disks (replace a failed one).
+    /// Manage the store's disks: add, remove (moving data off first), replace a failed one.
     #[command(after_help = crate::maintenance::DISK_EXAMPLES)]
     Disk(crate::maintenance::DiskArgs),
 }

@@ -205,6 +205,11 @@ fn status_text(st: &StoreStatus) -> String {
                 human_bytes(d.free_bytes),
                 human_bytes(d.total_bytes)
             );
+        } else if d.removed {
+            s += &format!(
+                "  {}  removed (holds nothing of the store)\n",
+                d.path.display()
+            );
         } else {
             s += &format!(
                 "  {}  OFFLINE (missing or not this store's)\n",
@@ -237,6 +242,7 @@ fn status_json(st: &StoreStatus) -> String {
             serde_json::json!({
                 "path": d.path.display().to_string(),
                 "online": d.online,
+                "removed": d.removed,
                 "total_bytes": d.total_bytes,
                 "free_bytes": d.free_bytes,
             })

@@ -37,7 +37,9 @@ Examples:
 
 pub const DISK_EXAMPLES: &str = "\
 Examples:
-  objfs disk replace /srv/objfs /mnt/d2 /mnt/d2-new   then: objfs scrub /srv/objfs --now";
+  objfs disk replace /srv/objfs /mnt/d2 /mnt/d2-new   then: objfs scrub /srv/objfs --now
+  objfs disk add /srv/objfs /mnt/d6                   new volumes use it at once
+  objfs disk remove /srv/objfs /mnt/d0                moves its data off first";
 
 /// `objfs place`.
 #[derive(Debug, Args)]
@@ -96,6 +98,20 @@ pub struct DiskArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum DiskCommand {
+    /// Add an empty directory as a new disk (existing data stays where it is).
+    Add {
+        /// The store directory.
+        store: PathBuf,
+        /// An empty (or missing) directory.
+        dir: PathBuf,
+    },
+    /// Take a disk out of service, moving every replica and shard on it to other disks first.
+    Remove {
+        /// The store directory.
+        store: PathBuf,
+        /// The disk directory, as `objfs status` shows it.
+        dir: PathBuf,
+    },
     /// Replace a failed or missing disk by an empty directory; a scrub then rebuilds it.
     Replace {
         /// The store directory.
@@ -249,6 +265,34 @@ pub fn gc(a: &GcArgs) -> Result<()> {
 /// `objfs disk`.
 pub fn disk(a: &DiskArgs) -> Result<()> {
     match &a.command {
+        DiskCommand::Add { store, dir } => {
+            let path = platform::absolute(store)?;
+            let dir = platform::absolute(dir)?;
+            let s = open_for("disk add", &path)?;
+            s.add_disk(&dir)
+                .with_context(|| format!("cannot add disk {}", dir.display()))?;
+            s.close()?;
+            println!("disk {} added; new volumes use it", dir.display());
+            Ok(())
+        }
+        DiskCommand::Remove { store, dir } => {
+            let path = platform::absolute(store)?;
+            let s = open_for("disk remove", &path)?;
+            let dir = if s.status()?.disks.iter().any(|d| &d.path == dir) {
+                dir.clone()
+            } else {
+                platform::absolute(dir)?
+            };
+            let moved = s
+                .remove_disk(&dir)
+                .with_context(|| format!("cannot remove disk {}", dir.display()))?;
+            s.close()?;
+            println!(
+                "disk {} removed: {moved} replica(s)/shard(s) moved to other disks; it holds nothing of the store now",
+                dir.display()
+            );
+            Ok(())
+        }
         DiskCommand::Replace { store, old, new } => {
             let path = platform::absolute(store)?;
             let new = platform::absolute(new)?;

@@ -458,3 +458,61 @@ fn foreground_mount_stops_cleanly_on_sigterm() {
     assert!(fs::read(mp.join("big")).expect("read back") == data);
     ok(&["umount", s(&mp)]);
 }
+
+/// init with several disks and a policy, the daemons on demand, disk add / remove, and the
+/// refusals, with their exit codes and messages.
+#[test]
+fn disks_policy_and_daemons_on_demand() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let d: Vec<PathBuf> = (0..4).map(|i| dir.path().join(format!("d{i}"))).collect();
+    let err = fails(
+        &[
+            "init",
+            s(&store),
+            "--disk",
+            s(&d[0]),
+            "--disk",
+            s(&d[1]),
+            "--ec",
+            "4+2",
+        ],
+        1,
+    );
+    assert!(err.contains("needs 6 disks"), "{err}");
+    ok(&[
+        "init",
+        s(&store),
+        "--disk",
+        s(&d[0]),
+        "--disk",
+        s(&d[1]),
+        "--disk",
+        s(&d[2]),
+        "--ec",
+        "2+1",
+    ]);
+    let st = ok(&["status", s(&store), "--json"]);
+    assert!(st.contains("\"ec\":\"2+1\""), "{st}");
+    assert!(st.contains("\"replicas\":2"), "{st}");
+    let out = ok(&["place", s(&store), "--now"]);
+    assert!(out.contains("volumes erasure-coded"), "{out}");
+    let out = ok(&["scrub", s(&store), "--now"]);
+    assert!(out.contains("unrepairable 0"), "{out}");
+    ok(&["gc", s(&store), "--now", "--delay", "0"]);
+    ok(&["scrub", s(&store), "--pause"]);
+    assert!(ok(&["scrub", s(&store), "--status"]).contains("scrub"));
+    ok(&["scrub", s(&store), "--resume"]);
+    let err = fails(&["disk", "remove", s(&store), s(&d[0])], 1);
+    assert!(err.contains("needs 3 disks"), "{err}");
+    ok(&["disk", "add", s(&store), s(&d[3])]);
+    let out = ok(&["disk", "remove", s(&store), s(&d[0])]);
+    assert!(out.contains("removed"), "{out}");
+    let st = ok(&["status", s(&store)]);
+    assert!(st.contains("removed (holds nothing of the store)"), "{st}");
+    let err = fails(
+        &["disk", "remove", s(&store), s(&dir.path().join("nope"))],
+        1,
+    );
+    assert!(err.contains("not one of the store's disks"), "{err}");
+}

@@ -342,3 +342,83 @@ async fn impossible_policies_are_refused() {
         "a refused init leaves no store"
     );
 }
+
+#[tokio::test]
+async fn disks_can_be_added_and_removed_without_losing_data() {
+    let fx = fixture(5);
+    let mut c = cfg(&fx.disks);
+    c.ec = EcSetting::On { k: 3, m: 2 };
+    let store = LocalStore::init(&fx.root, c).unwrap();
+    fill(&store, 50).await;
+    store.place_now(|_| {}).unwrap();
+    for i in 50..60 {
+        store
+            .put(
+                &format!("obj/{i:04}"),
+                content(i).into(),
+                PutOptions::default(),
+            )
+            .await
+            .unwrap();
+    }
+    // 3+2 on 5 disks: removing one would leave too few.
+    let e = store.remove_disk(&fx.disks[0]).err().unwrap();
+    assert!(e.to_string().contains("needs 5 disks"), "{e}");
+    let extra = fx.disks[0].with_file_name("disk-extra");
+    store.add_disk(&extra).unwrap();
+    assert_eq!(store.status().unwrap().disks.len(), 6);
+    let moved = store.remove_disk(&fx.disks[0]).unwrap();
+    assert!(moved > 0);
+    let left: Vec<_> = std::fs::read_dir(&fx.disks[0])
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".vol") || n.contains(".s"))
+        .collect();
+    assert!(left.is_empty(), "the removed disk still holds {left:?}");
+    for i in 0..60 {
+        assert_eq!(
+            read(&store, i).await.unwrap(),
+            content(i),
+            "object {i} after disk remove"
+        );
+    }
+    // New data never goes to the removed disk; scrub finds full redundancy.
+    for i in 60..70 {
+        store
+            .put(
+                &format!("obj/{i:04}"),
+                content(i).into(),
+                PutOptions::default(),
+            )
+            .await
+            .unwrap();
+    }
+    store.place_now(|_| {}).unwrap();
+    let p = store.scrub_now(|_| {}).unwrap();
+    assert_eq!(
+        (p.counters["bad"], p.counters["unrepairable"]),
+        (0, 0),
+        "{p:?}"
+    );
+    store.close().unwrap();
+    let store = LocalStore::open(&fx.root).unwrap();
+    let st = store.status().unwrap();
+    assert!(st.disks[0].removed && !st.disks[0].online, "{st:?}");
+    assert!(
+        st.warnings.is_empty(),
+        "a removed disk is not a problem: {:?}",
+        st.warnings
+    );
+    for i in 0..70 {
+        assert_eq!(
+            read(&store, i).await.unwrap(),
+            content(i),
+            "object {i} after reopen"
+        );
+    }
+    assert!(std::fs::read_dir(&fx.disks[0])
+        .unwrap()
+        .flatten()
+        .all(|e| !e.file_name().to_string_lossy().ends_with(".vol")));
+}

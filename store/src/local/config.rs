@@ -155,6 +155,10 @@ pub struct Marker {
     pub replicas: u8,
     /// Erasure coding of sealed volumes: [K, M], or none.
     pub ec: Option<[u8; 2]>,
+    /// Disk numbers taken out of service by `disk remove` (numbers stay stable; a removed
+    /// disk holds nothing and is never used again).
+    #[serde(default)]
+    pub removed: Vec<u32>,
 }
 
 impl Marker {
@@ -175,6 +179,7 @@ impl Marker {
             block_size: cfg.block_size,
             blob_size: cfg.blob_size as u64,
             disks,
+            removed: Vec::new(),
         }
     }
 

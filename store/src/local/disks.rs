@@ -99,6 +99,8 @@ pub struct Disks {
     layouts: RwLock<HashMap<u64, VolumeRecord>>,
     schemes: Mutex<HashMap<(u8, u8), Arc<Scheme>>>,
     next_disk: AtomicUsize,
+    /// Disks that take no new data: being drained by `disk remove`, or removed.
+    retired: RwLock<std::collections::HashSet<u32>>,
 }
 
 fn is_empty_dir(p: &Path) -> bool {
@@ -159,6 +161,7 @@ impl Disks {
             layouts: RwLock::new(records.into_iter().map(|r| (r.id, r)).collect()),
             schemes: Mutex::new(HashMap::new()),
             next_disk: AtomicUsize::new(0),
+            retired: RwLock::new(Default::default()),
         })
     }
 
@@ -256,7 +259,12 @@ impl Disks {
 
     /// Picks `n` distinct online disks, rotating the starting point so volumes spread out.
     fn pick(&self, n: usize) -> Vec<u32> {
-        let online = self.online();
+        let retired = self.retired.read().map(|r| r.clone()).unwrap_or_default();
+        let online: Vec<u32> = self
+            .online()
+            .into_iter()
+            .filter(|d| !retired.contains(d))
+            .collect();
         if online.is_empty() {
             return Vec::new();
         }
@@ -1099,6 +1107,185 @@ impl Disks {
             }
         }
         out
+    }
+
+    /// Takes disk `d` out of the pool for new data (draining or removed). A removed disk is
+    /// also offline.
+    pub fn retire(&self, d: u32, removed: bool) {
+        if let Ok(mut r) = self.retired.write() {
+            r.insert(d);
+        }
+        if removed {
+            if let Ok(mut o) = self.online.write() {
+                if let Some(x) = o.get_mut(d as usize) {
+                    *x = false;
+                }
+            }
+        }
+    }
+
+    /// Whether disk `d` takes no new data.
+    pub fn is_retired(&self, d: u32) -> bool {
+        self.retired.read().map(|r| r.contains(&d)).unwrap_or(false)
+    }
+
+    /// Adds a new, empty data directory as disk number `paths().len()`.
+    pub fn add(&self, path: &Path) -> Result<u32> {
+        if path.exists() && !is_empty_dir(path) {
+            return Err(StoreError::InvalidArgument(format!(
+                "{} is not empty; a new disk must be an empty directory",
+                path.display()
+            )));
+        }
+        let mut paths = self
+            .paths
+            .write()
+            .map_err(|_| StoreError::Metadata("disk list poisoned".into()))?;
+        let index = paths.len() as u32;
+        Self::format(path, self.store_id, index)?;
+        paths.push(path.to_path_buf());
+        if let Ok(mut o) = self.online.write() {
+            o.push(true);
+        }
+        Ok(index)
+    }
+
+    /// Moves every replica and shard off disk `d` onto disks the volume does not use yet,
+    /// recording each new layout durably before deleting the old file. `blobs` are the live
+    /// blobs by volume (a moved replica is rebuilt from verified blob regions).
+    pub fn drain(
+        &self,
+        cat: &dyn VolumeCatalog,
+        d: u32,
+        blobs: &HashMap<u64, Vec<BlobLocation>>,
+    ) -> Result<u64> {
+        let mut moved = 0;
+        for rec in self.records() {
+            let uses: Vec<usize> = match &rec.layout {
+                Layout::Replicated { disks } | Layout::Erasure { disks, .. } => disks
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, x)| **x == d)
+                    .map(|(i, _)| i)
+                    .collect(),
+            };
+            for pos in uses {
+                let taken: Vec<u32> = match &rec.layout {
+                    Layout::Replicated { disks } | Layout::Erasure { disks, .. } => disks.clone(),
+                };
+                let retired = self.retired.read().map(|r| r.clone()).unwrap_or_default();
+                let Some(target) = self
+                    .online()
+                    .into_iter()
+                    .find(|x| !taken.contains(x) && !retired.contains(x))
+                else {
+                    return Err(StoreError::InvalidArgument(format!(
+                        "cannot move volume {:016x} off disk {d}: every other online disk already \
+                         holds part of it (add a disk first)",
+                        rec.id
+                    )));
+                };
+                let mut new = self.record(rec.id).unwrap_or_else(|| rec.clone());
+                match &mut new.layout {
+                    Layout::Replicated { disks } => {
+                        let locs = blobs.get(&rec.id).map(|v| v.as_slice()).unwrap_or(&[]);
+                        let path = self.file_path(rec.id, target, FileKind::Replica);
+                        let ctx = |e| StoreError::io(format!("writing {}", path.display()), e);
+                        let file = OpenOptions::new()
+                            .write(true)
+                            .create(true)
+                            .truncate(true)
+                            .open(&path)
+                            .map_err(ctx)?;
+                        file.write_all_at(&volume_header(rec.id, rec.created), 0)
+                            .map_err(ctx)?;
+                        for loc in locs {
+                            file.write_all_at(&self.read_region(loc)?, loc.offset)
+                                .map_err(ctx)?;
+                        }
+                        if rec.size > 0 {
+                            file.set_len(rec.size).map_err(ctx)?;
+                        }
+                        file.sync_all().map_err(ctx)?;
+                        disks[pos] = target;
+                    }
+                    Layout::Erasure {
+                        k,
+                        m,
+                        shard_len,
+                        disks,
+                    } => {
+                        let (k, m, shard_len) = (*k, *m, *shard_len);
+                        let header = ShardHeader {
+                            index: pos as u16,
+                            k,
+                            m,
+                            volume: rec.id,
+                            shard_len,
+                            chunk: SHARD_CHUNK as u32,
+                        };
+                        let data = self.shard_data(rec.id, &taken, k, m, shard_len, pos)?;
+                        shard::write_shard(
+                            &self.file_path(rec.id, target, FileKind::Shard(pos as u16)),
+                            header,
+                            &data,
+                        )?;
+                        disks[pos] = target;
+                    }
+                }
+                volume::sync_dir(&self.path(target))?;
+                cat.save_volume_durably(&new)?;
+                let old_kind = match &rec.layout {
+                    Layout::Replicated { .. } => FileKind::Replica,
+                    Layout::Erasure { .. } => FileKind::Shard(pos as u16),
+                };
+                self.set_record(new);
+                self.forget_handles(rec.id);
+                let _ = std::fs::remove_file(self.file_path(rec.id, d, old_kind));
+                moved += 1;
+            }
+        }
+        Ok(moved)
+    }
+
+    /// The whole data of shard `index` of a volume: the file itself when it verifies, otherwise
+    /// reconstructed from the other shards.
+    fn shard_data(
+        &self,
+        id: u64,
+        disks: &[u32],
+        k: u8,
+        m: u8,
+        shard_len: u64,
+        index: usize,
+    ) -> Result<Vec<u8>> {
+        let header = |j: usize| ShardHeader {
+            index: j as u16,
+            k,
+            m,
+            volume: id,
+            shard_len,
+            chunk: SHARD_CHUNK as u32,
+        };
+        let read = |j: usize| -> Option<Vec<u8>> {
+            let f = self
+                .file(id, *disks.get(j)?, FileKind::Shard(j as u16))
+                .ok()?;
+            shard::read_verified(&f, &header(j), 0..shard_len)
+                .ok()
+                .flatten()
+        };
+        if let Some(d) = read(index) {
+            return Ok(d);
+        }
+        let scheme = self.scheme(k, m)?;
+        let mut shards: Vec<Option<Vec<u8>>> = (0..k as usize + m as usize)
+            .map(|j| if j == index { None } else { read(j) })
+            .collect();
+        scheme.reconstruct(&mut shards)?;
+        shards[index].take().ok_or_else(|| StoreError::Corrupt {
+            what: format!("shard {index} of volume {id:016x} could not be rebuilt"),
+        })
     }
 
     /// Moves disk `index` to a new, empty directory (`disk replace`); scrub then rebuilds it.

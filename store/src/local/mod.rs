@@ -91,6 +91,8 @@ pub struct DiskStatus {
     pub path: PathBuf,
     /// Present and ours (a missing or foreign directory is offline).
     pub online: bool,
+    /// Taken out of service by `disk remove`.
+    pub removed: bool,
     pub total_bytes: u64,
     pub free_bytes: u64,
 }
@@ -308,6 +310,7 @@ impl Inner {
                 DiskStatus {
                     path: d.clone(),
                     online: up,
+                    removed: self.disks.is_retired(i as u32) && !up,
                     total_bytes,
                     free_bytes,
                 }
@@ -321,11 +324,13 @@ impl Inner {
                 online.len()
             ));
         }
-        if online.len() < self.disks.paths().len() {
+        let in_service = (0..self.disks.paths().len() as u32)
+            .filter(|d| !self.disks.is_retired(*d) || online.contains(d))
+            .count();
+        if online.len() < in_service {
             warnings.push(format!(
-                "{} of {} disks offline: run `objfs disk replace` and then `objfs scrub --now`",
-                self.disks.paths().len() - online.len(),
-                self.disks.paths().len()
+                "{} of {in_service} disks offline: run `objfs disk replace` and then `objfs scrub --now`",
+                in_service - online.len(),
             ));
         }
         if let Some((k, m)) = ec {
@@ -495,6 +500,9 @@ impl LocalStore {
             cfg.volume_size,
             meta.volumes()?,
         )?;
+        for d in &marker.removed {
+            disks.retire(*d, true);
+        }
         let inner = Arc::new(Inner {
             root: path.to_path_buf(),
             cfg,
@@ -605,6 +613,81 @@ impl LocalStore {
         self.inner.sync_all()?;
         let mut w = maintenance::Gc::new(self.inner.clone(), opts);
         worker::run_to_idle(&mut w, on_progress)
+    }
+
+    /// Adds an empty directory as a new disk; new volumes use it at once (existing data is not
+    /// moved).
+    pub fn add_disk(&self, path: &Path) -> Result<()> {
+        let _guard = self.inner.maintenance();
+        let mut marker = Marker::read(&self.inner.root)?;
+        if marker
+            .disk_paths(&self.inner.root)
+            .iter()
+            .any(|p| p == path)
+        {
+            return Err(StoreError::InvalidArgument(format!(
+                "{} is already one of the store's disks",
+                path.display()
+            )));
+        }
+        let index = self.inner.disks.add(path)?;
+        debug_assert_eq!(index as usize, marker.disks.len());
+        marker.disks.push(path.to_path_buf());
+        marker.write(&self.inner.root)
+    }
+
+    /// Takes a disk out of service: moves every replica and shard on it to other disks
+    /// (refused, with the reason, when the policy would no longer fit), then records it removed.
+    pub fn remove_disk(&self, path: &Path) -> Result<u64> {
+        let _guard = self.inner.maintenance();
+        let mut marker = Marker::read(&self.inner.root)?;
+        let paths = marker.disk_paths(&self.inner.root);
+        let index = paths.iter().position(|p| p == path).ok_or_else(|| {
+            StoreError::InvalidArgument(format!(
+                "{} is not one of the store's disks",
+                path.display()
+            ))
+        })? as u32;
+        if marker.removed.contains(&index) {
+            return Err(StoreError::InvalidArgument(format!(
+                "{} was removed already",
+                path.display()
+            )));
+        }
+        let left = paths.len() - marker.removed.len() - 1;
+        let (replicas, ec) = self.inner.cfg.policy();
+        if let Some((k, m)) = ec {
+            if ((k + m) as usize) > left {
+                return Err(StoreError::InvalidArgument(format!(
+                    "cannot remove {}: erasure coding {k}+{m} needs {} disks and only {left} would remain (add a disk first)",
+                    path.display(),
+                    k + m
+                )));
+            }
+        }
+        if replicas as usize > left {
+            return Err(StoreError::InvalidArgument(format!(
+                "cannot remove {}: {replicas} replicas need {replicas} disks and only {left} would remain",
+                path.display()
+            )));
+        }
+        // New data goes elsewhere from now on; the open volume is sealed so nothing more is
+        // appended on this disk.
+        self.inner.disks.retire(index, false);
+        self.inner.disks.seal_active(&self.inner.meta)?;
+        self.inner.sync_all()?;
+        let blobs: std::collections::HashMap<u64, Vec<BlobLocation>> = self
+            .inner
+            .meta
+            .blobs_by_volume()?
+            .into_iter()
+            .map(|(v, b)| (v, b.into_iter().map(|(l, _, _)| l).collect()))
+            .collect();
+        let moved = self.inner.disks.drain(&self.inner.meta, index, &blobs)?;
+        marker.removed.push(index);
+        marker.write(&self.inner.root)?;
+        self.inner.disks.retire(index, true);
+        Ok(moved)
     }
 
     /// Moves disk `old` (a path in the store's disk list) to the empty directory `new`, and
