@@ -482,6 +482,9 @@ impl Filesystem for Adapter {
         _position: u32,
         reply: ReplyEmpty,
     ) {
+        if !self.fs.config().xattr {
+            return reply.error(Errno::ENOSYS);
+        }
         let (fs, name, value) = (self.fs.clone(), owned(name), value.to_vec());
         self.spawn(async move {
             match fs.setxattr(ino.0, &name, &value, flags).await {
@@ -492,6 +495,13 @@ impl Filesystem for Adapter {
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        if !self.fs.config().xattr {
+            return reply.error(Errno::ENOSYS);
+        }
+        if !ObjFs::xattr_supported(name) {
+            // No store work to do: answer without a trip through the runtime.
+            return reply.error(errno("getxattr", &FsError::NoAttr(String::new())));
+        }
         let (fs, name) = (self.fs.clone(), owned(name));
         self.spawn(async move {
             match fs.getxattr(ino.0, &name).await {
@@ -502,6 +512,9 @@ impl Filesystem for Adapter {
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        if !self.fs.config().xattr {
+            return reply.error(Errno::ENOSYS);
+        }
         let fs = self.fs.clone();
         self.spawn(async move {
             match fs.listxattr(ino.0).await {
@@ -512,6 +525,9 @@ impl Filesystem for Adapter {
     }
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        if !self.fs.config().xattr {
+            return reply.error(Errno::ENOSYS);
+        }
         let (fs, name) = (self.fs.clone(), owned(name));
         self.spawn(async move {
             match fs.removexattr(ino.0, &name).await {

@@ -38,6 +38,9 @@ pub struct FsConfig {
     pub fs_name: String,
     /// Raw `-o` options passed through to the kernel / fusermount3.
     pub extra_options: Vec<String>,
+    /// Serve user extended attributes. Off (`-o noxattr`), every xattr request fails with
+    /// ENOSYS once and the kernel stops asking: `ls -l` then costs no xattr round trip per file.
+    pub xattr: bool,
 }
 
 impl Default for FsConfig {
@@ -59,6 +62,7 @@ impl Default for FsConfig {
             dir_mode: 0o755,
             fs_name: "objfs".to_string(),
             extra_options: Vec::new(),
+            xattr: true,
         }
     }
 }

@@ -1708,6 +1708,13 @@ impl ObjFs {
     }
 
     /// getxattr: the value of `name`.
+    /// Whether `name` is an attribute objfs can hold (the `user.` namespace). Others
+    /// (`security.*`, `system.posix_acl_*`, asked for every file by `ls -l`) never exist, so
+    /// the adapter answers them at once.
+    pub fn xattr_supported(name: &OsStr) -> bool {
+        name.to_str().is_some_and(|n| n.starts_with(xattr::USER_NS))
+    }
+
     pub async fn getxattr(&self, ino: u64, name: &OsStr) -> FsResult<Vec<u8>> {
         let name = name
             .to_str()

@@ -254,3 +254,34 @@ fn shell_tools() {
     sh(root, "rm -rf moved untar && test ! -e moved");
     sh(root, "df . >/dev/null");
 }
+
+/// `-o noxattr`: every xattr call fails with EOPNOTSUPP (the kernel then stops asking, which
+/// is what makes `ls -l` cheap); files work as usual. With xattrs on, user xattrs round-trip.
+#[test]
+fn xattrs_on_and_off() {
+    let probe = "import os, sys\n\
+p = sys.argv[1]\n\
+try:\n    os.setxattr(p, 'user.color', b'blue'); print('set', os.getxattr(p, 'user.color').decode())\n\
+except OSError as e: print('errno', e.errno)\n";
+    for on in [true, false] {
+        let Some(m) = Mounted::new(FsConfig { xattr: on, ..cfg() }) else {
+            return;
+        };
+        fs::write(m.path("f"), b"data").expect("write");
+        let out = Command::new("python3")
+            .arg("-c")
+            .arg(probe)
+            .arg(m.path("f"))
+            .output()
+            .expect("python3");
+        let out = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        if on {
+            assert_eq!(out, "set blue");
+        } else {
+            assert_eq!(out, format!("errno {}", libc::EOPNOTSUPP));
+        }
+        let ls = sh(m.dir.path(), "ls -l f");
+        assert!(ls.contains(" 4 "), "{ls}");
+        assert_eq!(fs::read(m.path("f")).expect("read"), b"data");
+    }
+}

@@ -116,6 +116,8 @@ pub struct FsConfigOverrides {
     pub dir_mode: Option<u32>,
     pub fs_name: Option<String>,
     pub extra_options: Vec<String>,
+    /// `-o noxattr`: no extended attributes (faster `ls -l`).
+    pub no_xattr: bool,
 }
 
 impl FsConfigOverrides {
@@ -138,6 +140,7 @@ impl FsConfigOverrides {
                 .clone()
                 .unwrap_or_else(|| default_fs_name.to_string()),
             extra_options: self.extra_options.clone(),
+            xattr: !self.no_xattr,
         }
     }
 }
@@ -185,6 +188,7 @@ impl MountSettings {
         match name {
             "ro" => fs.read_only = true,
             "allow_other" => fs.allow_other = true,
+            "noxattr" => fs.no_xattr = true,
             "part_size" => {
                 fs.part_size = Some(parse_mem_size(&need(value)?, "part_size", MIN_PART_SIZE)?)
             }
@@ -266,6 +270,8 @@ mod tests {
         assert_eq!(cfg.fs_name, "objfs:/x");
         assert_eq!(cfg.part_size, 16 << 20);
         assert!(s.apply_option("part_size").is_err());
+        s.apply_option("noxattr").unwrap();
+        assert!(!s.fs.to_fs_config("x").xattr);
         assert!(s.apply_option("part_size=1K").is_err());
     }
 }
