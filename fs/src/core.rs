@@ -653,25 +653,10 @@ impl ObjFs {
         a.perm = mode & 0o7777;
         a.uid = caller.uid;
         a.gid = caller.gid;
-        let mut meta = objfs_store::Metadata::new();
-        a.store_into(&mut meta);
-        let info = match self
-            .store
-            .put(
-                &marker,
-                Body::empty(),
-                PutOptions {
-                    metadata: meta,
-                    condition: Condition::IfNotExists,
-                    ..Default::default()
-                },
-            )
-            .await
-        {
-            Ok(i) => i,
-            Err(e) if is_precondition(&e) => return Err(FsError::Exists(key)),
-            Err(e) => return Err(e.into()),
-        };
+        let info = self
+            .put_if_absent(&marker, Body::empty(), &a)
+            .await?
+            .ok_or_else(|| FsError::Exists(key.clone()))?;
         self.remember(parent, name, Attrs::from_object(&info, true, &self.cfg))
     }
 
@@ -698,30 +683,36 @@ impl ObjFs {
         self.remember(parent, name, Attrs::from_object(&info, false, &self.cfg))
     }
 
+    /// Writes a new object holding `attrs` (and `body`) only if `key` has no live version:
+    /// `Ok(None)` when something is there already.
+    async fn put_if_absent(
+        &self,
+        key: &str,
+        body: Body,
+        attrs: &Attrs,
+    ) -> FsResult<Option<ObjectInfo>> {
+        let mut meta = objfs_store::Metadata::new();
+        attrs.store_into(&mut meta);
+        let opts = PutOptions {
+            metadata: meta,
+            condition: Condition::IfNotExists,
+            ..Default::default()
+        };
+        match self.store.put(key, body, opts).await {
+            Ok(i) => Ok(Some(i)),
+            Err(e) if is_precondition(&e) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     async fn put_new_file(&self, key: &str, mode: u32, caller: Caller) -> FsResult<ObjectInfo> {
         let mut a = Attrs::default_for(Kind::File, &self.cfg, SystemTime::now());
         a.perm = mode & 0o7777;
         a.uid = caller.uid;
         a.gid = caller.gid;
-        let mut meta = objfs_store::Metadata::new();
-        a.store_into(&mut meta);
-        match self
-            .store
-            .put(
-                key,
-                Body::empty(),
-                PutOptions {
-                    metadata: meta,
-                    condition: Condition::IfNotExists,
-                    ..Default::default()
-                },
-            )
-            .await
-        {
-            Ok(i) => Ok(i),
-            Err(e) if is_precondition(&e) => Err(FsError::Exists(key.to_string())),
-            Err(e) => Err(e.into()),
-        }
+        self.put_if_absent(key, Body::empty(), &a)
+            .await?
+            .ok_or_else(|| FsError::Exists(key.to_string()))
     }
 
     /// Creates a symlink: an object whose body is the target.
@@ -748,25 +739,10 @@ impl ObjFs {
         let mut a = Attrs::default_for(Kind::Symlink, &self.cfg, SystemTime::now());
         a.uid = caller.uid;
         a.gid = caller.gid;
-        let mut meta = objfs_store::Metadata::new();
-        a.store_into(&mut meta);
-        let info = match self
-            .store
-            .put(
-                &key,
-                Body::Bytes(Bytes::from(target.into_bytes())),
-                PutOptions {
-                    metadata: meta,
-                    condition: Condition::IfNotExists,
-                    ..Default::default()
-                },
-            )
-            .await
-        {
-            Ok(i) => i,
-            Err(e) if is_precondition(&e) => return Err(FsError::Exists(key)),
-            Err(e) => return Err(e.into()),
-        };
+        let info = self
+            .put_if_absent(&key, Body::Bytes(Bytes::from(target.into_bytes())), &a)
+            .await?
+            .ok_or_else(|| FsError::Exists(key.clone()))?;
         self.remember(parent, name, Attrs::from_object(&info, false, &self.cfg))
     }
 
@@ -809,25 +785,9 @@ impl ObjFs {
             .map(|(a, _)| a)
             .filter(|a| a.kind == Kind::Dir)
             .unwrap_or_else(|| self.implicit_dir_attrs());
-        let mut meta = objfs_store::Metadata::new();
-        a.store_into(&mut meta);
-        match self
-            .store
-            .put(
-                &prefix,
-                Body::empty(),
-                PutOptions {
-                    metadata: meta,
-                    condition: Condition::IfNotExists,
-                    ..Default::default()
-                },
-            )
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(e) if is_precondition(&e) => Ok(()),
-            Err(e) => Err(e.into()),
-        }
+        // Someone else made it meanwhile: fine.
+        self.put_if_absent(&prefix, Body::empty(), &a).await?;
+        Ok(())
     }
 
     /// Removes a file or symlink.
