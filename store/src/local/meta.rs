@@ -92,8 +92,11 @@ impl Meta {
         let db = loop {
             match config.open() {
                 Ok(db) => break db,
+                // sled 0.34 reports it as `Other` wrapping "could not acquire lock ... WouldBlock".
                 Err(sled::Error::Io(e))
-                    if e.kind() == std::io::ErrorKind::WouldBlock && tries < 500 =>
+                    if tries < 500
+                        && (e.kind() == std::io::ErrorKind::WouldBlock
+                            || e.to_string().contains("could not acquire lock")) =>
                 {
                     tries += 1;
                     std::thread::sleep(std::time::Duration::from_millis(10));

@@ -423,9 +423,9 @@ impl LocalStore {
         }
         // The marker is written last: a store without one is an interrupted init, which a
         // later init may overwrite.
-        drop(Meta::open(&path.join("meta"))?);
+        let meta = Meta::open(&path.join("meta"))?;
         marker.write(path)?;
-        Self::open_locked(path, marker, lock, cfg.flush_interval)
+        Self::open_locked(path, marker, lock, cfg.flush_interval, Some(meta))
     }
 
     /// Opens an existing store.
@@ -437,7 +437,7 @@ impl LocalStore {
     pub fn open_with(path: &Path, flush_interval: std::time::Duration) -> Result<LocalStore> {
         let marker = Marker::read(path)?;
         let lock = StoreLock::acquire(path)?;
-        Self::open_locked(path, marker, lock, flush_interval)
+        Self::open_locked(path, marker, lock, flush_interval, None)
     }
 
     /// Opens the store in `path`, or makes one there when `path` is missing or an empty
@@ -458,10 +458,16 @@ impl LocalStore {
         marker: Marker,
         lock: StoreLock,
         flush_interval: std::time::Duration,
+        meta: Option<Meta>,
     ) -> Result<LocalStore> {
         let cfg = marker.config(flush_interval);
         cfg.validate()?;
-        let meta = Meta::open(&path.join("meta"))?;
+        // init hands over the database it made (opening sled twice in a row races with the
+        // first one's shutdown).
+        let meta = match meta {
+            Some(m) => m,
+            None => Meta::open(&path.join("meta"))?,
+        };
         let last_shutdown_clean = meta.mark_open()?;
         if !last_shutdown_clean {
             tracing::warn!(store = %path.display(), "store was not closed cleanly; recounting");
