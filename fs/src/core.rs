@@ -980,27 +980,14 @@ impl ObjFs {
             }
         }
         // Whatever was at the destination is gone; the source inode moves there.
+        self.detach_name(newparent, newname).await?;
         {
-            let replaced = {
-                let t = self.table()?;
-                t.child(newparent, newname)
-                    .and_then(|i| t.get(i))
-                    .and_then(|n| n.writer.clone())
-            };
-            if let Some(w) = replaced {
-                w.lock().await.unlinked = true;
-            }
             let mut t = self.table()?;
-            match t.child(parent, name) {
-                Some(ino) => {
-                    t.rename(ino, newparent, newname);
-                    // The moved inode now is the renamed version (same bytes, new key).
-                    if let (Some(info), Some(n)) = (renamed, t.get_mut(ino)) {
-                        n.local_version = Some(info);
-                    }
-                }
-                None => {
-                    t.detach(newparent, newname);
+            if let Some(ino) = t.child(parent, name) {
+                t.rename(ino, newparent, newname);
+                // The moved inode now is the renamed version (same bytes, new key).
+                if let (Some(info), Some(n)) = (renamed, t.get_mut(ino)) {
+                    n.local_version = Some(info);
                 }
             }
         }

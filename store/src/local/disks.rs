@@ -58,7 +58,9 @@ enum FileKind {
 /// The volume being appended to, replicated on `disks`.
 struct Active {
     id: u64,
+    /// Replica files, and the disk each is on.
     files: Vec<Arc<File>>,
+    disks: Vec<u32>,
     len: u64,
 }
 
@@ -320,17 +322,13 @@ impl Disks {
             .ok_or_else(|| StoreError::Metadata("no active volume".into()))?;
         let offset = a.len;
         a.len += n;
-        let out = (a.id, a.files.clone(), offset);
-        drop(active);
-        if let Some(rec) = self.record(out.0) {
-            if let Layout::Replicated { disks } = &rec.layout {
-                let mut d = lock(&self.dirty);
-                for (disk, f) in disks.iter().zip(&out.1) {
-                    d.insert((out.0, *disk), f.clone());
-                }
+        {
+            let mut d = lock(&self.dirty);
+            for (disk, f) in a.disks.iter().zip(&a.files) {
+                d.insert((a.id, *disk), f.clone());
             }
         }
-        Ok(out)
+        Ok((a.id, a.files.clone(), offset))
     }
 
     fn seal(&self, cat: &dyn VolumeCatalog, id: u64, len: u64) -> Result<()> {
@@ -391,7 +389,9 @@ impl Disks {
             state: VolumeState::Open,
             size: 0,
             created,
-            layout: Layout::Replicated { disks },
+            layout: Layout::Replicated {
+                disks: disks.clone(),
+            },
             verified_at: 0,
         };
         cat.save_volume(&rec)?;
@@ -399,6 +399,7 @@ impl Disks {
         Ok(Active {
             id,
             files,
+            disks,
             len: VOLUME_HEADER_LEN,
         })
     }
