@@ -87,8 +87,9 @@ pub struct StatFs {
 struct FileHandle {
     ino: u64,
     write: bool,
-    /// The version this handle reads (when no writer is active on the file).
-    pinned: Mutex<Option<ObjectInfo>>,
+    /// The version this handle reads (when no writer is active on the file), and the
+    /// inode's `local_seq` when it was chosen.
+    pinned: Mutex<(Option<ObjectInfo>, u64)>,
     ra: Mutex<ReadAhead>,
 }
 
@@ -469,17 +470,24 @@ impl ObjFs {
             return Ok(r.to_file_attr(ROOT));
         }
         let (kind, key) = self.key_of(ino)?;
-        let writer = self.table()?.get(ino).and_then(|n| n.writer.clone());
-        if let Some(w) = writer {
-            let mut g = w.lock().await;
+        if let Some(mut g) = self.current_writer(ino).await? {
             if let Some(size) = sa.size {
+                // A size change while the file is open for writing is a write: it is part of
+                // the version the next close makes.
                 g.truncate(&self.wctx, size).await?;
             }
-            let mut a = g.attrs.clone();
-            let explicit = apply_attrs(&mut a, &sa);
-            if sa.mode.is_some() || sa.uid.is_some() || sa.gid.is_some() || explicit.is_some() {
-                g.attrs = a;
-                g.touch_meta(explicit);
+            let explicit = sa.mode.is_some() || sa.uid.is_some() || sa.gid.is_some();
+            if explicit || sa.mtime.is_some() {
+                let mtime = apply_attrs(&mut g.attrs, &sa);
+                g.touch_meta(mtime);
+                let cfg = &self.cfg;
+                self.publish_writer_meta(ino, &mut g, |meta, base| {
+                    let mut a = Attrs::from_object(base, false, cfg);
+                    apply_attrs(&mut a, &sa);
+                    a.store_into(meta);
+                    Ok(())
+                })
+                .await?;
             }
             let attrs = g.current_attrs();
             drop(g);
@@ -497,10 +505,92 @@ impl ObjFs {
                 return Err(FsError::Invalid("truncate of a symlink".into()))
             }
             _ if sa.size.is_some() => self.truncate_closed(ino, &key, &sa).await?,
-            _ => self.set_object_attrs(&key, &sa).await?,
+            _ => loop {
+                let (attrs, info) = self.set_object_attrs(&key, &sa).await?;
+                let cfg = &self.cfg;
+                let settled = self
+                    .settle_meta_change(
+                        ino,
+                        &info,
+                        |w| {
+                            let mtime = apply_attrs(&mut w.attrs, &sa);
+                            w.touch_meta(mtime);
+                        },
+                        |meta, base| {
+                            let mut a = Attrs::from_object(base, false, cfg);
+                            apply_attrs(&mut a, &sa);
+                            a.store_into(meta);
+                            Ok(())
+                        },
+                    )
+                    .await?;
+                if settled {
+                    break attrs;
+                }
+            },
         };
         self.cache_attrs(ino, &attrs);
         Ok(attrs.to_file_attr(ino))
+    }
+
+    /// The writer of `ino`, locked, if the file is open for writing. A writer that its last
+    /// release committed and dropped while this waited for the lock is not returned: a change
+    /// made to it would be in no version.
+    async fn current_writer(
+        &self,
+        ino: u64,
+    ) -> FsResult<Option<tokio::sync::OwnedMutexGuard<Writer>>> {
+        loop {
+            let Some(w) = self.writer_of(ino)? else {
+                return Ok(None);
+            };
+            let g = w.clone().lock_owned().await;
+            let current = self
+                .writer_of(ino)?
+                .is_some_and(|now| Arc::ptr_eq(&now, &w));
+            if current {
+                return Ok(Some(g));
+            }
+        }
+    }
+
+    /// Acknowledges a metadata change (chmod, chown, utimens, xattr) made to an open writer: it
+    /// is in the store when the call returns. A writer with no written bytes pending commits
+    /// now (a metadata-only version); one with bytes pending leaves them for its close and
+    /// publishes the change over its base version (`edit` changes the base's metadata). A
+    /// file that is not in the store yet gets the change with its first version.
+    async fn publish_writer_meta<F>(&self, ino: u64, g: &mut Writer, edit: F) -> FsResult<()>
+    where
+        F: FnOnce(&mut objfs_store::Metadata, &ObjectInfo) -> FsResult<()>,
+    {
+        let Some(base) = g.base.clone() else {
+            return Ok(());
+        };
+        if g.unlinked {
+            return Ok(());
+        }
+        let info = if g.is_data_dirty() {
+            let mut meta = base.metadata.clone();
+            edit(&mut meta, &base)?;
+            self.store
+                .copy(
+                    &base.key,
+                    &g.key,
+                    CopyOptions {
+                        source_version: Some(base.version),
+                        metadata: Some(meta),
+                        ..Default::default()
+                    },
+                )
+                .await?
+        } else {
+            match g.commit(&self.wctx, false).await? {
+                Some(info) => info,
+                None => return Ok(()),
+            }
+        };
+        self.note_version(ino, &info);
+        Ok(())
     }
 
     async fn set_dir_attrs(&self, key: &str, sa: &SetAttr) -> FsResult<Attrs> {
@@ -549,7 +639,7 @@ impl ObjFs {
     }
 
     /// chmod/chown/utimens of a closed file or symlink: a zero-copy copy with new metadata.
-    async fn set_object_attrs(&self, key: &str, sa: &SetAttr) -> FsResult<Attrs> {
+    async fn set_object_attrs(&self, key: &str, sa: &SetAttr) -> FsResult<(Attrs, ObjectInfo)> {
         let mut tries = 0;
         loop {
             let cur = match self.store.head(key, None).await {
@@ -575,7 +665,7 @@ impl ObjFs {
                 )
                 .await
             {
-                Ok(info) => return Ok(Attrs::from_object(&info, false, &self.cfg)),
+                Ok(info) => return Ok((Attrs::from_object(&info, false, &self.cfg), info)),
                 Err(e) if is_precondition(&e) && tries < 3 => tries += 1,
                 Err(e) => return Err(e.into()),
             }
@@ -605,11 +695,47 @@ impl ObjFs {
         Ok(w.current_attrs())
     }
 
-    fn note_version(&self, ino: u64, info: &ObjectInfo) {
-        if let Ok(mut t) = self.table() {
-            if let Some(n) = t.get_mut(ino) {
-                n.local_version = Some(info.clone());
+    /// Records a version this mount wrote of `ino`; returns the inode's new `local_seq`.
+    fn note_version(&self, ino: u64, info: &ObjectInfo) -> u64 {
+        let Ok(mut t) = self.table() else {
+            return 0;
+        };
+        match t.get_mut(ino) {
+            Some(n) => {
+                n.wrote(info.clone());
+                n.local_seq
             }
+            None => 0,
+        }
+    }
+
+    fn local_seq(&self, ino: u64) -> FsResult<u64> {
+        Ok(self.table()?.get(ino).map_or(0, |n| n.local_seq))
+    }
+
+    /// After `info`, a version carrying a metadata change, was written over the closed file:
+    /// a writer that opened meanwhile over the previous version gets the change too
+    /// (`to_writer`), published at once. Returns false when a writer committed over the change
+    /// and went away before it could be told: the caller makes the change again.
+    async fn settle_meta_change<A, E>(
+        &self,
+        ino: u64,
+        info: &ObjectInfo,
+        to_writer: A,
+        edit: E,
+    ) -> FsResult<bool>
+    where
+        A: FnOnce(&mut Writer),
+        E: FnOnce(&mut objfs_store::Metadata, &ObjectInfo) -> FsResult<()>,
+    {
+        let seq = self.note_version(ino, info);
+        match self.current_writer(ino).await? {
+            Some(mut g) => {
+                to_writer(&mut g);
+                self.publish_writer_meta(ino, &mut g, edit).await?;
+                Ok(true)
+            }
+            None => Ok(self.local_seq(ino)? == seq),
         }
     }
 
@@ -987,7 +1113,7 @@ impl ObjFs {
                 t.rename(ino, newparent, newname);
                 // The moved inode now is the renamed version (same bytes, new key).
                 if let (Some(info), Some(n)) = (renamed, t.get_mut(ino)) {
-                    n.local_version = Some(info);
+                    n.wrote(info);
                 }
             }
         }
@@ -1106,16 +1232,17 @@ impl ObjFs {
         if kind == Kind::Dir {
             return Err(FsError::IsDir(key));
         }
-        let (has_writer, detached, local) = {
+        let (has_writer, detached, local, seq0) = {
             let t = self.table()?;
             let n = t.get(ino);
             (
                 n.is_some_and(|n| n.writer.is_some()),
                 n.is_some_and(|n| n.detached),
                 n.and_then(|n| n.local_version.clone()),
+                n.map_or(0, |n| n.local_seq),
             )
         };
-        let pinned = if has_writer {
+        let head = if has_writer {
             None
         } else if detached {
             // Its name belongs to another file now: only its own last version will do.
@@ -1125,23 +1252,37 @@ impl ObjFs {
             }
         } else {
             match self.store.head(&key, None).await {
-                // This mount wrote a newer version of this inode than the name shows (a
-                // rename is in flight): read that.
-                Ok(i) => Some(match local {
-                    Some(l) if l.key == i.key && l.version > i.version => l,
-                    _ => i,
-                }),
+                Ok(i) => Some(i),
                 Err(e) if is_not_found(&e) => return Err(FsError::NotFound(key)),
                 Err(e) => return Err(e.into()),
             }
         };
-        if let Some(p) = &pinned {
-            // An open inode always has attributes, so fstat keeps working if the name goes.
-            self.cache_attrs(ino, &Attrs::from_object(p, false, &self.cfg));
-        }
-        if write {
-            self.attach_writer(ino, &key, pinned.clone())?;
-        }
+        // Decide what the handle reads (and what a new writer starts from) under the table
+        // lock, so that a version this mount writes meanwhile is either seen here or sees this
+        // handle's writer.
+        let pinned = {
+            let mut t = self.table()?;
+            let n = t
+                .get_mut(ino)
+                .ok_or_else(|| FsError::NotFound(format!("inode {ino}")))?;
+            let pinned = match head {
+                // This mount wrote a version of this inode while the head was in flight: it
+                // is newer than what the head returned.
+                Some(i) if n.local_seq != seq0 => match &n.local_version {
+                    Some(l) if l.key == i.key => Some(l.clone()),
+                    _ => Some(i),
+                },
+                other => other,
+            };
+            if let Some(p) = &pinned {
+                // An open inode always has attributes, so fstat keeps working if the name goes.
+                n.attrs = Some((Attrs::from_object(p, false, &self.cfg), Instant::now()));
+            }
+            if write {
+                self.attach_writer(n, &key, pinned.clone());
+            }
+            (pinned, n.local_seq)
+        };
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         self.table()?.open(ino);
         lock(&self.handles, "handles")?.insert(
@@ -1149,19 +1290,15 @@ impl ObjFs {
             Arc::new(FileHandle {
                 ino,
                 write,
-                pinned: Mutex::new(if write { None } else { pinned }),
+                pinned: Mutex::new(if write { (None, pinned.1) } else { pinned }),
                 ra: Mutex::new(ReadAhead::default()),
             }),
         );
         Ok(fh)
     }
 
-    /// Counts a write handle on `ino`, making its writer over `base` when there is none.
-    fn attach_writer(&self, ino: u64, key: &str, base: Option<ObjectInfo>) -> FsResult<()> {
-        let mut t = self.table()?;
-        let n = t
-            .get_mut(ino)
-            .ok_or_else(|| FsError::NotFound(format!("inode {ino}")))?;
+    /// Counts a write handle on `n`, making its writer over `base` when there is none.
+    fn attach_writer(&self, n: &mut crate::inode::Node, key: &str, base: Option<ObjectInfo>) {
         if n.writer.is_none() {
             let attrs = match &base {
                 Some(b) => Attrs::from_object(b, false, &self.cfg),
@@ -1176,7 +1313,6 @@ impl ObjFs {
             n.attrs = Some((a, Instant::now()));
         }
         n.write_handles += 1;
-        Ok(())
     }
 
     /// Creates and opens a file.
@@ -1248,12 +1384,17 @@ impl ObjFs {
     pub async fn read(&self, ino: u64, fh: u64, offset: u64, size: u32) -> FsResult<Bytes> {
         tracing::trace!(ino, fh, offset, size, "read");
         let h = self.handle(fh)?;
-        let (writer, local, key) = {
+        let (writer, local, seq, key) = {
             let t = self.table()?;
             let n = t
                 .get(h.ino)
                 .ok_or_else(|| FsError::NotFound(format!("inode {ino}")))?;
-            (n.writer.clone(), n.local_version.clone(), t.path(h.ino))
+            (
+                n.writer.clone(),
+                n.local_version.clone(),
+                n.local_seq,
+                t.path(h.ino),
+            )
         };
         if let Some(w) = writer {
             return w
@@ -1265,20 +1406,20 @@ impl ObjFs {
         let pinned = {
             let mut p = lock(&h.pinned, "handle")?;
             if let Some(lv) = local {
-                // Version ids are ordered store-wide: a newer version this mount wrote of this
-                // inode (under this or, after a rename, another key) replaces the pinned one.
-                if p.as_ref().is_none_or(|x| x.version < lv.version) {
-                    *p = Some(lv);
+                // A version this mount wrote of this inode (under this or, after a rename,
+                // another key) since the handle chose its version replaces it.
+                if p.0.is_none() || p.1 < seq {
+                    *p = (Some(lv), seq);
                 }
             }
-            p.clone()
+            p.0.clone()
         };
         let info = match pinned {
             Some(i) => i,
             None => {
                 let key = key.ok_or_else(|| FsError::NotFound(format!("inode {ino}")))?;
                 let i = self.store.head(&key, None).await?;
-                *lock(&h.pinned, "handle")? = Some(i.clone());
+                lock(&h.pinned, "handle")?.0 = Some(i.clone());
                 i
             }
         };
@@ -1385,7 +1526,7 @@ impl ObjFs {
                 let mut t = self.table()?;
                 if let Some(n) = t.get_mut(h.ino) {
                     if let Ok(Some(info)) = &r {
-                        n.local_version = Some(info.clone());
+                        n.wrote(info.clone());
                     }
                     n.attrs = Some((attrs, Instant::now()));
                     if n.write_handles == 0 {
@@ -1718,11 +1859,12 @@ impl ObjFs {
                 "extended attributes on the root".into(),
             ));
         }
-        if let Some(w) = self.writer_of(ino)? {
-            let mut g = w.lock().await;
+        if let Some(mut g) = self.current_writer(ino).await? {
             f(&mut g.meta)?;
             g.touch_meta(None);
-            return Ok(());
+            return self
+                .publish_writer_meta(ino, &mut g, |meta, _| f(meta))
+                .await;
         }
         let mut tries = 0;
         loop {
@@ -1744,7 +1886,23 @@ impl ObjFs {
                         )
                         .await
                     {
-                        Ok(_) => return Ok(()),
+                        Ok(info) => {
+                            let settled = self
+                                .settle_meta_change(
+                                    ino,
+                                    &info,
+                                    |w| {
+                                        if f(&mut w.meta).is_ok() {
+                                            w.touch_meta(None);
+                                        }
+                                    },
+                                    |meta, _| f(meta),
+                                )
+                                .await?;
+                            if settled {
+                                return Ok(());
+                            }
+                        }
                         Err(e) if is_precondition(&e) && tries < 3 => tries += 1,
                         Err(e) => return Err(e.into()),
                     }

@@ -42,6 +42,10 @@ pub struct Node {
     pub attrs: Option<(Attrs, Instant)>,
     /// The newest version this mount wrote (so every handle of the mount reads it).
     pub local_version: Option<ObjectInfo>,
+    /// How many versions of this inode this mount has written: a handle or an open that
+    /// saw a smaller count knows `local_version` is newer than what it read (version ids are
+    /// opaque, so the mount orders its own writes instead of comparing ids).
+    pub local_seq: u64,
     /// The writer shared by every write handle of this file.
     pub writer: Option<Arc<WriterCell>>,
     /// Open handles that write (the writer goes when the last one is released).
@@ -49,6 +53,12 @@ pub struct Node {
 }
 
 impl Node {
+    /// Records a version this mount wrote of this inode.
+    pub fn wrote(&mut self, info: ObjectInfo) {
+        self.local_version = Some(info);
+        self.local_seq += 1;
+    }
+
     fn new(parent: u64, name: String, kind: Kind) -> Node {
         Node {
             parent,
@@ -60,6 +70,7 @@ impl Node {
             detached: false,
             attrs: None,
             local_version: None,
+            local_seq: 0,
             writer: None,
             write_handles: 0,
         }

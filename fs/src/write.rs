@@ -283,6 +283,11 @@ impl Writer {
         self.chunk
     }
 
+    /// Whether bytes were written (or the size changed) since the last commit.
+    pub fn is_data_dirty(&self) -> bool {
+        self.data_dirty
+    }
+
     /// Whether there is anything to commit.
     pub fn is_dirty(&self) -> bool {
         self.data_dirty || self.meta_dirty

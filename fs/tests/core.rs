@@ -284,6 +284,7 @@ async fn min_part_size_gives_one_part_per_chunk() -> TestResult {
         counts: Default::default(),
         fail_uploads: Default::default(),
         min_part: 64 * 1024,
+        delay_us: Default::default(),
     });
     let fs = new_fs(store.clone(), small_cfg());
     let chunk = 64 * 1024usize;
@@ -868,6 +869,7 @@ async fn differential(seed: u64, min_part: u64) -> TestResult {
         counts: Default::default(),
         fail_uploads: Default::default(),
         min_part,
+        delay_us: Default::default(),
     });
     let cfg = FsConfig {
         part_size: 64 * 1024,
@@ -953,5 +955,98 @@ async fn differential_random_io_with_min_part_size() -> TestResult {
     for seed in 100..=103 {
         differential(seed, 64 * 1024).await?;
     }
+    Ok(())
+}
+
+/// rsync's per-file sequence, with release (which the kernel sends after `close()` has
+/// returned) racing the setattr calls that follow the close. Every setattr that returned must
+/// be in the store, as a fresh core over the same store (a remount) sees it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn setattr_racing_release_is_never_lost() -> TestResult {
+    let store = CountingStore::new();
+    // Commits that take a while, as on a real store, leave room for the race.
+    store.delay_us.store(300, Ordering::SeqCst);
+    let fs = new_fs(store.clone(), small_cfg());
+    let want_mtime = UNIX_EPOCH + Duration::from_secs(1_500_000_000);
+    let mut tasks = Vec::new();
+    for i in 0..400u32 {
+        let fs = fs.clone();
+        tasks.push(tokio::spawn(async move {
+            let tmp = format!(".f{i}.tmp");
+            let (e, fh) = fs
+                .create(
+                    1,
+                    os(&tmp),
+                    0o100600,
+                    libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL,
+                    ME,
+                )
+                .await?;
+            let chmod = |mode| SetAttr {
+                mode: Some(mode),
+                ..Default::default()
+            };
+            fs.setattr(
+                e.ino,
+                SetAttr {
+                    fh: Some(fh),
+                    ..chmod(0o600)
+                },
+            )
+            .await?;
+            fs.write(e.ino, fh, 0, format!("data {i}").as_bytes())
+                .await?;
+            fs.flush(e.ino, fh).await?;
+            // close() has returned; release arrives whenever the kernel sends it.
+            let release = {
+                let fs = fs.clone();
+                tokio::spawn(async move {
+                    if i % 3 == 0 {
+                        tokio::task::yield_now().await;
+                    }
+                    fs.release(e.ino, fh).await
+                })
+            };
+            fs.setattr(
+                e.ino,
+                SetAttr {
+                    mtime: Some(TimeOrNow::SpecificTime(want_mtime)),
+                    atime: Some(TimeOrNow::SpecificTime(want_mtime)),
+                    ..Default::default()
+                },
+            )
+            .await?;
+            let rfh = fs.open(e.ino, libc::O_RDONLY).await?;
+            fs.setattr(
+                e.ino,
+                SetAttr {
+                    fh: Some(rfh),
+                    ..chmod(0o644)
+                },
+            )
+            .await?;
+            fs.flush(e.ino, rfh).await?;
+            fs.release(e.ino, rfh).await?;
+            release
+                .await
+                .map_err(|e| objfs_fs::FsError::Internal(e.to_string()))??;
+            fs.rename(1, os(&tmp), 1, os(&format!("f{i}")), 0).await?;
+            Ok::<(), objfs_fs::FsError>(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    fs.flush_all().await?;
+    store.delay_us.store(0, Ordering::SeqCst);
+    let again = new_fs(store.clone(), small_cfg());
+    let mut wrong = Vec::new();
+    for i in 0..400u32 {
+        let e = lookup(&again, &format!("f{i}")).await?;
+        if e.attr.perm != 0o644 || e.attr.mtime != want_mtime || e.attr.size == 0 {
+            wrong.push((i, format!("{:o}", e.attr.perm), e.attr.mtime, e.attr.size));
+        }
+    }
+    assert!(wrong.is_empty(), "files with lost attributes: {wrong:?}");
     Ok(())
 }

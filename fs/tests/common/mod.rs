@@ -64,6 +64,8 @@ pub struct CountingStore {
     pub counts: Counts,
     pub fail_uploads: AtomicBool,
     pub min_part: u64,
+    /// Microseconds each put and copy waits before it runs (a slow store widens races).
+    pub delay_us: AtomicU64,
 }
 
 impl CountingStore {
@@ -73,7 +75,15 @@ impl CountingStore {
             counts: Counts::default(),
             fail_uploads: AtomicBool::new(false),
             min_part: 0,
+            delay_us: AtomicU64::new(0),
         })
+    }
+
+    async fn pause(&self) {
+        let us = self.delay_us.load(Ordering::SeqCst);
+        if us > 0 {
+            tokio::time::sleep(std::time::Duration::from_micros(us)).await;
+        }
     }
 
     fn failing(&self) -> Result<()> {
@@ -101,6 +111,7 @@ impl ObjectStore for CountingStore {
     }
     async fn put(&self, key: &str, body: Body, opts: PutOptions) -> Result<ObjectInfo> {
         self.failing()?;
+        self.pause().await;
         let b = body.collect().await?;
         self.counts.puts.fetch_add(1, Ordering::SeqCst);
         self.counts
@@ -131,6 +142,7 @@ impl ObjectStore for CountingStore {
     }
     async fn copy(&self, src: &str, dst: &str, opts: CopyOptions) -> Result<ObjectInfo> {
         self.counts.copies.fetch_add(1, Ordering::SeqCst);
+        self.pause().await;
         self.inner.copy(src, dst, opts).await
     }
     async fn list(&self, req: &ListRequest) -> Result<ListPage> {
