@@ -3,8 +3,10 @@
 //!
 //! fuser calls are synchronous; each request (except `forget`, which does no I/O) is spawned
 //! onto the mount's tokio runtime and replied to from the task, so the FUSE loop never waits
-//! on the store and many requests run at once. Errors become errnos in one place,
-//! [`errno`], which also logs the unexpected ones.
+//! on the store and many requests run at once. Errors become errnos through
+//! [`FsError::errno`] (the crate's one mapping) in [`errno`], which also logs the unexpected
+//! ones. The core's plain types ([`Attr`], [`Kind`], [`SetTime`]) become fuser's records
+//! here and nowhere else.
 
 use std::ffi::OsStr;
 use std::future::Future;
@@ -14,14 +16,15 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use fuser::{
-    Errno, FileHandle, Filesystem, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig,
-    LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
-    ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr,
-    Request, TimeOrNow, WriteFlags,
+    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
+    KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
+    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite,
+    ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use tokio::runtime::Handle;
 
-use crate::core::{Caller, ObjFs, SetAttr};
+use crate::attr::Kind;
+use crate::core::{Attr, Caller, ObjFs, SetAttr, SetTime};
 use crate::error::FsError;
 
 /// Largest read and write request asked of the kernel.
@@ -46,7 +49,7 @@ impl Adapter {
     }
 }
 
-/// The one mapping of core errors to errnos (and the log line for unexpected ones).
+/// A core error as the errno replied to the kernel (and the log line for unexpected ones).
 pub fn errno(op: &str, e: &FsError) -> Errno {
     if e.is_expected() {
         tracing::debug!(op, error = %e, "request failed");
@@ -54,6 +57,43 @@ pub fn errno(op: &str, e: &FsError) -> Errno {
         tracing::warn!(op, error = %e, "request failed");
     }
     Errno::from_i32(e.errno())
+}
+
+/// fuser's file type of a [`Kind`].
+pub fn file_type(kind: Kind) -> FileType {
+    match kind {
+        Kind::File => FileType::RegularFile,
+        Kind::Dir => FileType::Directory,
+        Kind::Symlink => FileType::Symlink,
+    }
+}
+
+/// fuser's attribute record of an [`Attr`].
+pub fn file_attr(a: &Attr) -> FileAttr {
+    FileAttr {
+        ino: INodeNo(a.ino),
+        size: a.size,
+        blocks: a.blocks,
+        atime: a.atime,
+        mtime: a.mtime,
+        ctime: a.ctime,
+        crtime: a.ctime,
+        kind: file_type(a.kind),
+        perm: a.perm,
+        nlink: a.nlink,
+        uid: a.uid,
+        gid: a.gid,
+        rdev: 0,
+        blksize: a.blksize,
+        flags: 0,
+    }
+}
+
+fn set_time(t: TimeOrNow) -> SetTime {
+    match t {
+        TimeOrNow::SpecificTime(t) => SetTime::At(t),
+        TimeOrNow::Now => SetTime::Now,
+    }
 }
 
 fn caller(req: &Request) -> Caller {
@@ -92,7 +132,7 @@ impl Filesystem for Adapter {
         let (fs, name) = (self.fs.clone(), owned(name));
         self.spawn(async move {
             match fs.lookup(parent.0, &name).await {
-                Ok(e) => reply.entry(&e.ttl, &e.attr, Generation(e.generation)),
+                Ok(e) => reply.entry(&e.ttl, &file_attr(&e.attr), Generation(e.generation)),
                 Err(e) => reply.error(errno("lookup", &e)),
             }
         });
@@ -106,7 +146,7 @@ impl Filesystem for Adapter {
         let fs = self.fs.clone();
         self.spawn(async move {
             match fs.getattr(ino.0).await {
-                Ok(a) => reply.attr(&fs.config().attr_ttl, &a),
+                Ok(a) => reply.attr(&fs.config().attr_ttl, &file_attr(&a)),
                 Err(e) => reply.error(errno("getattr", &e)),
             }
         });
@@ -136,13 +176,13 @@ impl Filesystem for Adapter {
             uid,
             gid,
             size,
-            atime,
-            mtime,
+            atime: atime.map(set_time),
+            mtime: mtime.map(set_time),
             fh: fh.map(|f| f.0),
         };
         self.spawn(async move {
             match fs.setattr(ino.0, sa).await {
-                Ok(a) => reply.attr(&fs.config().attr_ttl, &a),
+                Ok(a) => reply.attr(&fs.config().attr_ttl, &file_attr(&a)),
                 Err(e) => reply.error(errno("setattr", &e)),
             }
         });
@@ -171,7 +211,7 @@ impl Filesystem for Adapter {
         let (fs, name, who) = (self.fs.clone(), owned(name), caller(req));
         self.spawn(async move {
             match fs.mknod(parent.0, &name, mode, who).await {
-                Ok(e) => reply.entry(&e.ttl, &e.attr, Generation(e.generation)),
+                Ok(e) => reply.entry(&e.ttl, &file_attr(&e.attr), Generation(e.generation)),
                 Err(e) => reply.error(errno("mknod", &e)),
             }
         });
@@ -189,7 +229,7 @@ impl Filesystem for Adapter {
         let (fs, name, who) = (self.fs.clone(), owned(name), caller(req));
         self.spawn(async move {
             match fs.mkdir(parent.0, &name, mode, who).await {
-                Ok(e) => reply.entry(&e.ttl, &e.attr, Generation(e.generation)),
+                Ok(e) => reply.entry(&e.ttl, &file_attr(&e.attr), Generation(e.generation)),
                 Err(e) => reply.error(errno("mkdir", &e)),
             }
         });
@@ -227,7 +267,7 @@ impl Filesystem for Adapter {
         let target = target.to_path_buf();
         self.spawn(async move {
             match fs.symlink(parent.0, &name, &target, who).await {
-                Ok(e) => reply.entry(&e.ttl, &e.attr, Generation(e.generation)),
+                Ok(e) => reply.entry(&e.ttl, &file_attr(&e.attr), Generation(e.generation)),
                 Err(e) => reply.error(errno("symlink", &e)),
             }
         });
@@ -266,7 +306,7 @@ impl Filesystem for Adapter {
         let (fs, newname) = (self.fs.clone(), owned(newname));
         self.spawn(async move {
             match fs.link(ino.0, newparent.0, &newname).await {
-                Ok(e) => reply.entry(&e.ttl, &e.attr, Generation(e.generation)),
+                Ok(e) => reply.entry(&e.ttl, &file_attr(&e.attr), Generation(e.generation)),
                 Err(e) => reply.error(errno("link", &e)),
             }
         });
@@ -398,7 +438,7 @@ impl Filesystem for Adapter {
         self.spawn(async move {
             let res = fs
                 .readdir(ino.0, fh.0, offset, |child, off, kind, name| {
-                    reply.add(INodeNo(child), off, kind.file_type(), name)
+                    reply.add(INodeNo(child), off, file_type(kind), name)
                 })
                 .await;
             match res {
@@ -425,7 +465,7 @@ impl Filesystem for Adapter {
                         off,
                         name,
                         &e.ttl,
-                        &e.attr,
+                        &file_attr(&e.attr),
                         Generation(e.generation),
                     )
                 })
@@ -552,7 +592,7 @@ impl Filesystem for Adapter {
             match fs.create(parent.0, &name, mode, flags, who).await {
                 Ok((e, fh)) => reply.created(
                     &e.ttl,
-                    &e.attr,
+                    &file_attr(&e.attr),
                     Generation(e.generation),
                     FileHandle(fh),
                     FopenFlags::empty(),

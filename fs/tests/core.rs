@@ -7,8 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use common::*;
-use fuser::{FileType, TimeOrNow};
-use objfs_fs::{FsConfig, Kind, ObjFs, SetAttr};
+use objfs_fs::{FsConfig, Kind, ObjFs, SetAttr, SetTime};
 use objfs_store::memory::MemoryStore;
 use objfs_store::{Body, ListRequest, ObjectStore, PutOptions};
 
@@ -32,7 +31,7 @@ async fn namespace_markers_implicit_dirs_and_dir_wins() -> TestResult {
     let fs = new_fs(store.clone(), small_cfg());
 
     let d = fs.mkdir(1, os("made"), 0o750, ME).await?;
-    assert_eq!(d.attr.kind, FileType::Directory);
+    assert_eq!(d.attr.kind, Kind::Dir);
     assert_eq!(d.attr.perm, 0o750);
     assert!(
         store.head("made/", None).await.is_ok(),
@@ -51,13 +50,10 @@ async fn namespace_markers_implicit_dirs_and_dir_wins() -> TestResult {
     for n in ["implicit", "made", "plain", "both-x"] {
         assert!(names.contains(&n), "{n} in {names:?}");
     }
-    assert_eq!(lookup(&fs, "both").await?.attr.kind, FileType::Directory);
-    assert_eq!(
-        lookup(&fs, "implicit/deep").await?.attr.kind,
-        FileType::Directory
-    );
+    assert_eq!(lookup(&fs, "both").await?.attr.kind, Kind::Dir);
+    assert_eq!(lookup(&fs, "implicit/deep").await?.attr.kind, Kind::Dir);
     let f = lookup(&fs, "implicit/deep/file.txt").await?;
-    assert_eq!(f.attr.kind, FileType::RegularFile);
+    assert_eq!(f.attr.kind, Kind::File);
     assert_eq!(read_file(&fs, f.ino).await, b"x");
     assert_eq!(errno(lookup(&fs, "nope").await), libc::ENOENT);
     assert_eq!(errno(lookup(&fs, "plain/x").await), libc::ENOTDIR);
@@ -493,7 +489,7 @@ async fn attributes_and_xattrs_persist_across_a_new_core() -> TestResult {
                 mode: Some(0o100600),
                 uid: Some(4242),
                 gid: Some(4343),
-                mtime: Some(TimeOrNow::SpecificTime(t)),
+                mtime: Some(SetTime::At(t)),
                 ..Default::default()
             },
         )
@@ -558,7 +554,7 @@ async fn attributes_and_xattrs_persist_across_a_new_core() -> TestResult {
     assert_eq!(d.attr.perm, 0o711);
     assert_eq!(d.attr.uid, 7);
     let l = lookup(&fs, "l").await?;
-    assert_eq!(l.attr.kind, FileType::Symlink);
+    assert_eq!(l.attr.kind, Kind::Symlink);
     assert_eq!(&fs.readlink(l.ino).await?[..], b"f");
     assert_eq!(fs.getxattr(f.ino, os("user.color")).await?, b"blue");
     assert_eq!(fs.getxattr(f.ino, os("user.bin")).await?, vec![9, 0, 9]);
@@ -1010,8 +1006,8 @@ async fn setattr_racing_release_is_never_lost() -> TestResult {
             fs.setattr(
                 e.ino,
                 SetAttr {
-                    mtime: Some(TimeOrNow::SpecificTime(want_mtime)),
-                    atime: Some(TimeOrNow::SpecificTime(want_mtime)),
+                    mtime: Some(SetTime::At(want_mtime)),
+                    atime: Some(SetTime::At(want_mtime)),
                     ..Default::default()
                 },
             )
