@@ -279,6 +279,7 @@ async fn min_part_size_gives_one_part_per_chunk() -> TestResult {
         inner: inner.inner.clone(),
         counts: Default::default(),
         fail_uploads: Default::default(),
+        full: Default::default(),
         min_part: 64 * 1024,
         delay_us: Default::default(),
     });
@@ -348,6 +349,45 @@ async fn upload_failure_is_reported_and_previous_version_stays() -> TestResult {
     store.fail_uploads.store(true, Ordering::SeqCst);
     assert_eq!(errno(fs.release(ino, fh).await), libc::EIO);
     store.fail_uploads.store(false, Ordering::SeqCst);
+    assert_eq!(read_file(&fs, ino).await, old);
+    Ok(())
+}
+
+/// A full store is ENOSPC to the caller wherever the failure surfaces (a background part
+/// upload reported at close, the put of a small file at release, the sync of an fsync), and
+/// the previous version stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_store_is_enospc_at_flush_release_and_fsync() -> TestResult {
+    let store = CountingStore::new();
+    let fs = new_fs(store.clone(), small_cfg());
+    let old = pattern(3 * 64 * 1024, 6);
+    let ino = write_file(&fs, 1, "f", &old).await;
+    let v_before = store.head("f", None).await?.version;
+
+    // A part uploaded in the background fails; close reports it.
+    let fh = fs.open(ino, libc::O_WRONLY).await?;
+    store.full.store(true, Ordering::SeqCst);
+    fs.write(ino, fh, 0, &pattern(64 * 1024, 10)).await.ok();
+    assert_eq!(errno(fs.flush(ino, fh).await), libc::ENOSPC);
+    store.full.store(false, Ordering::SeqCst);
+    fs.release(ino, fh).await?;
+    assert_eq!(store.head("f", None).await?.version, v_before);
+
+    // A small file is one put at the last release.
+    let (e, fh) = fs
+        .create(1, os("small"), 0o100644, libc::O_WRONLY, ME)
+        .await?;
+    fs.write(e.ino, fh, 0, b"hello").await?;
+    store.full.store(true, Ordering::SeqCst);
+    assert_eq!(errno(fs.release(e.ino, fh).await), libc::ENOSPC);
+    store.full.store(false, Ordering::SeqCst);
+
+    // fsync: the sync that makes the version durable fails.
+    let fh = fs.open(ino, libc::O_RDONLY).await?;
+    store.full.store(true, Ordering::SeqCst);
+    assert_eq!(errno(fs.fsync(ino, fh, false).await), libc::ENOSPC);
+    store.full.store(false, Ordering::SeqCst);
+    fs.release(ino, fh).await?;
     assert_eq!(read_file(&fs, ino).await, old);
     Ok(())
 }
@@ -864,6 +904,7 @@ async fn differential(seed: u64, min_part: u64) -> TestResult {
         inner: base.inner.clone(),
         counts: Default::default(),
         fail_uploads: Default::default(),
+        full: Default::default(),
         min_part,
         delay_us: Default::default(),
     });

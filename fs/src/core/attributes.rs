@@ -11,14 +11,14 @@ use std::ffi::OsStr;
 use std::sync::atomic::Ordering;
 use std::time::SystemTime;
 
-use objfs_store::{CopyOptions, Metadata, ObjectInfo};
+use objfs_store::{Metadata, ObjectInfo};
 
 use super::{lock, Attr, ObjFs, SetAttr};
 use crate::attr::{Attrs, Kind};
 use crate::config::FsConfig;
 use crate::error::{FsError, FsResult};
 use crate::inode::ROOT;
-use crate::write::Writer;
+use crate::write::{copy_version, Writer};
 use crate::xattr;
 
 impl ObjFs {
@@ -168,12 +168,7 @@ impl ObjFs {
         }
         let mut meta = base.metadata.clone();
         edit(&mut meta, &base)?;
-        let opts = CopyOptions {
-            source_version: Some(base.version.clone()),
-            metadata: Some(meta),
-            ..Default::default()
-        };
-        let info = self.store.copy(&base.key, &g.key, opts).await?;
+        let info = copy_version(self.store.as_ref(), &base, &g.key, meta, false).await?;
         self.note_version(ino, &info);
         Ok(())
     }

@@ -25,17 +25,7 @@ const PLUS_FETCHES: usize = 16;
 impl ObjFs {
     /// Opens a directory; returns the handle.
     pub async fn opendir(&self, ino: u64) -> FsResult<u64> {
-        let prefix = {
-            let t = self.table()?;
-            let n = t
-                .get(ino)
-                .ok_or_else(|| FsError::NotFound(format!("inode {ino}")))?;
-            if n.kind != Kind::Dir {
-                return Err(FsError::NotDir(n.name.clone()));
-            }
-            t.dir_prefix(ino)
-                .ok_or_else(|| FsError::NotFound(format!("inode {ino}")))?
-        };
+        let prefix = self.dir_prefix(ino)?;
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         lock(&self.dirs, "dirs")?.insert(
             fh,

@@ -210,19 +210,22 @@ impl ObjFs {
         Ok((kind, key))
     }
 
-    /// Key of `name` in directory `parent`.
-    fn child_key(&self, parent: u64, name: &str) -> FsResult<String> {
+    /// The prefix of the keys in directory `ino` (`""` for the root, `a/b/` otherwise).
+    fn dir_prefix(&self, ino: u64) -> FsResult<String> {
         let t = self.table()?;
         let n = t
-            .get(parent)
-            .ok_or_else(|| FsError::NotFound(format!("inode {parent}")))?;
+            .get(ino)
+            .ok_or_else(|| FsError::NotFound(format!("inode {ino}")))?;
         if n.kind != Kind::Dir {
             return Err(FsError::NotDir(n.name.clone()));
         }
-        let prefix = t
-            .dir_prefix(parent)
-            .ok_or_else(|| FsError::NotFound(format!("inode {parent}")))?;
-        let key = prefix + name;
+        t.dir_prefix(ino)
+            .ok_or_else(|| FsError::NotFound(format!("inode {ino}")))
+    }
+
+    /// Key of `name` in directory `parent`.
+    fn child_key(&self, parent: u64, name: &str) -> FsResult<String> {
+        let key = self.dir_prefix(parent)? + name;
         check_key_len(&key)?;
         Ok(key)
     }

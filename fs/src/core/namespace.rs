@@ -198,15 +198,34 @@ impl ObjFs {
 
     /// Removes a file or symlink.
     pub async fn unlink(&self, parent: u64, name: &OsStr) -> FsResult<()> {
+        self.remove(parent, name, false).await
+    }
+
+    /// Removes an empty directory.
+    pub async fn rmdir(&self, parent: u64, name: &OsStr) -> FsResult<()> {
+        self.remove(parent, name, true).await
+    }
+
+    /// Removes `name` from `parent`: a directory (`dir`, only when empty: its marker goes)
+    /// or else a file or symlink. Its inode is detached and the parent kept.
+    async fn remove(&self, parent: u64, name: &OsStr, dir: bool) -> FsResult<()> {
         self.check_rw()?;
         let name = check_name(name)?;
         let key = self.child_key(parent, name)?;
         match self.probe(&key).await? {
             None => return Err(FsError::NotFound(key)),
-            Some(Found::Dir { .. }) => return Err(FsError::IsDir(key)),
-            Some(Found::Object(_)) => {}
+            Some(Found::Dir { .. }) if !dir => return Err(FsError::IsDir(key)),
+            Some(Found::Object(_)) if dir => return Err(FsError::NotDir(key)),
+            Some(_) => {}
         }
-        self.store.delete(&key).await?;
+        if dir {
+            if !self.dir_is_empty(&key).await? {
+                return Err(FsError::NotEmpty(key));
+            }
+            self.delete_marker(&key).await?;
+        } else {
+            self.store.delete(&key).await?;
+        }
         self.detach_name(parent, name).await?;
         self.keep_dir(parent).await
     }
@@ -226,24 +245,6 @@ impl ObjFs {
             w.lock().await.unlinked = true;
         }
         Ok(())
-    }
-
-    /// Removes an empty directory.
-    pub async fn rmdir(&self, parent: u64, name: &OsStr) -> FsResult<()> {
-        self.check_rw()?;
-        let name = check_name(name)?;
-        let key = self.child_key(parent, name)?;
-        match self.probe(&key).await? {
-            None => return Err(FsError::NotFound(key)),
-            Some(Found::Object(_)) => return Err(FsError::NotDir(key)),
-            Some(Found::Dir { .. }) => {}
-        }
-        if !self.dir_is_empty(&key).await? {
-            return Err(FsError::NotEmpty(key));
-        }
-        self.delete_marker(&key).await?;
-        self.detach_name(parent, name).await?;
-        self.keep_dir(parent).await
     }
 }
 

@@ -634,29 +634,8 @@ impl Writer {
         if !self.data_dirty {
             let meta = self.build_meta(None);
             return match &self.base {
-                Some(b) => Ok(store
-                    .copy(
-                        &b.key,
-                        &self.key,
-                        CopyOptions {
-                            source_version: Some(b.version.clone()),
-                            metadata: Some(meta),
-                            durable,
-                            ..Default::default()
-                        },
-                    )
-                    .await?),
-                None => Ok(store
-                    .put(
-                        &self.key,
-                        Body::empty(),
-                        PutOptions {
-                            metadata: meta,
-                            durable,
-                            ..Default::default()
-                        },
-                    )
-                    .await?),
+                Some(b) => copy_version(store.as_ref(), b, &self.key, meta, durable).await,
+                None => put_version(store.as_ref(), &self.key, Body::empty(), meta, durable).await,
             };
         }
         let p = self.chunk;
@@ -666,17 +645,7 @@ impl Writer {
             let meta = self.build_meta(None);
             self.stats.puts += 1;
             self.stats.bytes_uploaded += data.len() as u64;
-            return Ok(store
-                .put(
-                    &self.key,
-                    Body::Bytes(data),
-                    PutOptions {
-                        metadata: meta,
-                        durable,
-                        ..Default::default()
-                    },
-                )
-                .await?);
+            return put_version(store.as_ref(), &self.key, Body::Bytes(data), meta, durable).await;
         }
         let up = self.ensure_upload(ctx).await?;
         // Wait for the parts in flight.
@@ -698,19 +667,42 @@ impl Writer {
         }
         let final_meta = self.build_meta(Some(&up.meta));
         if final_meta != up.meta {
-            info = store
-                .copy(
-                    &self.key,
-                    &self.key,
-                    CopyOptions {
-                        source_version: Some(info.version.clone()),
-                        metadata: Some(final_meta),
-                        durable,
-                        ..Default::default()
-                    },
-                )
-                .await?;
+            info = copy_version(store.as_ref(), &info, &self.key, final_meta, durable).await?;
         }
         Ok(info)
     }
+}
+
+/// Puts `body` as a new version of `key` with `meta`.
+async fn put_version(
+    store: &dyn ObjectStore,
+    key: &str,
+    body: Body,
+    meta: Metadata,
+    durable: bool,
+) -> FsResult<ObjectInfo> {
+    let opts = PutOptions {
+        metadata: meta,
+        durable,
+        ..Default::default()
+    };
+    Ok(store.put(key, body, opts).await?)
+}
+
+/// A new version of `to` that shares the data of the version `from` and carries `meta`
+/// (a metadata-only version when `to` is `from`'s key).
+pub async fn copy_version(
+    store: &dyn ObjectStore,
+    from: &ObjectInfo,
+    to: &str,
+    meta: Metadata,
+    durable: bool,
+) -> FsResult<ObjectInfo> {
+    let opts = CopyOptions {
+        source_version: Some(from.version.clone()),
+        metadata: Some(meta),
+        durable,
+        ..Default::default()
+    };
+    Ok(store.copy(&from.key, to, opts).await?)
 }
