@@ -13,7 +13,7 @@ use std::future::Future;
 use std::io;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
@@ -24,8 +24,8 @@ use fuser::{
 use tokio::runtime::Handle;
 
 use crate::attr::Kind;
-use crate::core::{Attr, Caller, ObjFs, SetAttr, SetTime};
-use crate::error::FsError;
+use crate::core::{Attr, Caller, Entry, ObjFs, SetAttr, SetTime};
+use crate::error::{FsError, FsResult};
 
 /// Largest read and write request asked of the kernel.
 pub const MAX_IO: u32 = 1024 * 1024;
@@ -131,10 +131,7 @@ impl Filesystem for Adapter {
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let (fs, name) = (self.fs.clone(), owned(name));
         self.spawn(async move {
-            match fs.lookup(parent.0, &name).await {
-                Ok(e) => reply.entry(&e.ttl, &file_attr(&e.attr), Generation(e.generation)),
-                Err(e) => reply.error(errno("lookup", &e)),
-            }
+            reply_entry(reply, "lookup", fs.lookup(parent.0, &name).await);
         });
     }
 
@@ -145,10 +142,8 @@ impl Filesystem for Adapter {
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         let fs = self.fs.clone();
         self.spawn(async move {
-            match fs.getattr(ino.0).await {
-                Ok(a) => reply.attr(&fs.config().attr_ttl, &file_attr(&a)),
-                Err(e) => reply.error(errno("getattr", &e)),
-            }
+            let r = fs.getattr(ino.0).await;
+            reply_attr(reply, "getattr", fs.config().attr_ttl, r);
         });
     }
 
@@ -181,10 +176,8 @@ impl Filesystem for Adapter {
             fh: fh.map(|f| f.0),
         };
         self.spawn(async move {
-            match fs.setattr(ino.0, sa).await {
-                Ok(a) => reply.attr(&fs.config().attr_ttl, &file_attr(&a)),
-                Err(e) => reply.error(errno("setattr", &e)),
-            }
+            let r = fs.setattr(ino.0, sa).await;
+            reply_attr(reply, "setattr", fs.config().attr_ttl, r);
         });
     }
 
@@ -210,10 +203,7 @@ impl Filesystem for Adapter {
     ) {
         let (fs, name, who) = (self.fs.clone(), owned(name), caller(req));
         self.spawn(async move {
-            match fs.mknod(parent.0, &name, mode, who).await {
-                Ok(e) => reply.entry(&e.ttl, &file_attr(&e.attr), Generation(e.generation)),
-                Err(e) => reply.error(errno("mknod", &e)),
-            }
+            reply_entry(reply, "mknod", fs.mknod(parent.0, &name, mode, who).await);
         });
     }
 
@@ -228,30 +218,21 @@ impl Filesystem for Adapter {
     ) {
         let (fs, name, who) = (self.fs.clone(), owned(name), caller(req));
         self.spawn(async move {
-            match fs.mkdir(parent.0, &name, mode, who).await {
-                Ok(e) => reply.entry(&e.ttl, &file_attr(&e.attr), Generation(e.generation)),
-                Err(e) => reply.error(errno("mkdir", &e)),
-            }
+            reply_entry(reply, "mkdir", fs.mkdir(parent.0, &name, mode, who).await);
         });
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let (fs, name) = (self.fs.clone(), owned(name));
         self.spawn(async move {
-            match fs.unlink(parent.0, &name).await {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(errno("unlink", &e)),
-            }
+            reply_empty(reply, "unlink", fs.unlink(parent.0, &name).await);
         });
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let (fs, name) = (self.fs.clone(), owned(name));
         self.spawn(async move {
-            match fs.rmdir(parent.0, &name).await {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(errno("rmdir", &e)),
-            }
+            reply_empty(reply, "rmdir", fs.rmdir(parent.0, &name).await);
         });
     }
 
@@ -266,10 +247,11 @@ impl Filesystem for Adapter {
         let (fs, name, who) = (self.fs.clone(), owned(link_name), caller(req));
         let target = target.to_path_buf();
         self.spawn(async move {
-            match fs.symlink(parent.0, &name, &target, who).await {
-                Ok(e) => reply.entry(&e.ttl, &file_attr(&e.attr), Generation(e.generation)),
-                Err(e) => reply.error(errno("symlink", &e)),
-            }
+            reply_entry(
+                reply,
+                "symlink",
+                fs.symlink(parent.0, &name, &target, who).await,
+            );
         });
     }
 
@@ -285,13 +267,12 @@ impl Filesystem for Adapter {
     ) {
         let (fs, name, newname) = (self.fs.clone(), owned(name), owned(newname));
         self.spawn(async move {
-            match fs
-                .rename(parent.0, &name, newparent.0, &newname, flags.bits())
-                .await
-            {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(errno("rename", &e)),
-            }
+            reply_empty(
+                reply,
+                "rename",
+                fs.rename(parent.0, &name, newparent.0, &newname, flags.bits())
+                    .await,
+            );
         });
     }
 
@@ -305,10 +286,7 @@ impl Filesystem for Adapter {
     ) {
         let (fs, newname) = (self.fs.clone(), owned(newname));
         self.spawn(async move {
-            match fs.link(ino.0, newparent.0, &newname).await {
-                Ok(e) => reply.entry(&e.ttl, &file_attr(&e.attr), Generation(e.generation)),
-                Err(e) => reply.error(errno("link", &e)),
-            }
+            reply_entry(reply, "link", fs.link(ino.0, newparent.0, &newname).await);
         });
     }
 
@@ -373,10 +351,7 @@ impl Filesystem for Adapter {
     ) {
         let fs = self.fs.clone();
         self.spawn(async move {
-            match fs.flush(ino.0, fh.0).await {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(errno("flush", &e)),
-            }
+            reply_empty(reply, "flush", fs.flush(ino.0, fh.0).await);
         });
     }
 
@@ -392,10 +367,7 @@ impl Filesystem for Adapter {
     ) {
         let fs = self.fs.clone();
         self.spawn(async move {
-            match fs.release(ino.0, fh.0).await {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(errno("release", &e)),
-            }
+            reply_empty(reply, "release", fs.release(ino.0, fh.0).await);
         });
     }
 
@@ -409,10 +381,7 @@ impl Filesystem for Adapter {
     ) {
         let fs = self.fs.clone();
         self.spawn(async move {
-            match fs.fsync(ino.0, fh.0, datasync).await {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(errno("fsync", &e)),
-            }
+            reply_empty(reply, "fsync", fs.fsync(ino.0, fh.0, datasync).await);
         });
     }
 
@@ -527,10 +496,11 @@ impl Filesystem for Adapter {
         }
         let (fs, name, value) = (self.fs.clone(), owned(name), value.to_vec());
         self.spawn(async move {
-            match fs.setxattr(ino.0, &name, &value, flags).await {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(errno("setxattr", &e)),
-            }
+            reply_empty(
+                reply,
+                "setxattr",
+                fs.setxattr(ino.0, &name, &value, flags).await,
+            );
         });
     }
 
@@ -570,10 +540,7 @@ impl Filesystem for Adapter {
         }
         let (fs, name) = (self.fs.clone(), owned(name));
         self.spawn(async move {
-            match fs.removexattr(ino.0, &name).await {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(errno("removexattr", &e)),
-            }
+            reply_empty(reply, "removexattr", fs.removexattr(ino.0, &name).await);
         });
     }
 
@@ -611,5 +578,29 @@ fn reply_xattr(reply: ReplyXattr, v: &[u8], size: u32) {
         reply.error(errno("xattr", &FsError::Range(v.len())));
     } else {
         reply.data(v);
+    }
+}
+
+/// Replies to a request that returns nothing.
+fn reply_empty(reply: ReplyEmpty, op: &str, r: FsResult<()>) {
+    match r {
+        Ok(()) => reply.ok(),
+        Err(e) => reply.error(errno(op, &e)),
+    }
+}
+
+/// Replies to a request that returns a directory entry.
+fn reply_entry(reply: ReplyEntry, op: &str, r: FsResult<Entry>) {
+    match r {
+        Ok(e) => reply.entry(&e.ttl, &file_attr(&e.attr), Generation(e.generation)),
+        Err(e) => reply.error(errno(op, &e)),
+    }
+}
+
+/// Replies to a request that returns attributes.
+fn reply_attr(reply: ReplyAttr, op: &str, ttl: Duration, r: FsResult<Attr>) {
+    match r {
+        Ok(a) => reply.attr(&ttl, &file_attr(&a)),
+        Err(e) => reply.error(errno(op, &e)),
     }
 }

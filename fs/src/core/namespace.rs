@@ -79,18 +79,8 @@ impl ObjFs {
         caller: Caller,
     ) -> FsResult<Entry> {
         self.check_rw()?;
-        let name = check_name(name)?;
-        let key = self.child_key(parent, name)?;
-        check_key_len(&marker_of(&key))?;
-        if self.probe(&key).await?.is_some() {
-            return Err(FsError::Exists(key));
-        }
         let a = owned_attrs(Kind::Dir, &self.cfg, mode, caller);
-        let info = self
-            .create_marker(&key, &a)
-            .await?
-            .ok_or_else(|| FsError::Exists(key.clone()))?;
-        self.remember(parent, name, Attrs::from_object(&info, true, &self.cfg))
+        self.make_name(parent, name, Body::empty(), &a).await
     }
 
     /// mknod: regular files only.
@@ -107,13 +97,8 @@ impl ObjFs {
                 "special files (devices, FIFOs, sockets)".into(),
             ));
         }
-        let name = check_name(name)?;
-        let key = self.child_key(parent, name)?;
-        if self.probe(&key).await?.is_some() {
-            return Err(FsError::Exists(key));
-        }
-        let info = self.put_new_file(&key, mode, caller).await?;
-        self.remember(parent, name, Attrs::from_object(&info, false, &self.cfg))
+        let a = owned_attrs(Kind::File, &self.cfg, mode, caller);
+        self.make_name(parent, name, Body::empty(), &a).await
     }
 
     /// Writes an empty file at `key` unless something is there (EEXIST).
@@ -138,8 +123,6 @@ impl ObjFs {
         caller: Caller,
     ) -> FsResult<Entry> {
         self.check_rw()?;
-        let name = check_name(name)?;
-        let key = self.child_key(parent, name)?;
         let target = target
             .to_str()
             .ok_or_else(|| FsError::Invalid("symlink target is not UTF-8".into()))?
@@ -147,17 +130,39 @@ impl ObjFs {
         if target.len() > MAX_TARGET {
             return Err(FsError::NameTooLong("symlink target".into()));
         }
-        if self.probe(&key).await?.is_some() {
-            return Err(FsError::Exists(key));
-        }
         let mut a = Attrs::default_for(Kind::Symlink, &self.cfg, SystemTime::now());
         a.uid = caller.uid;
         a.gid = caller.gid;
-        let info = self
-            .put_if_absent(&key, Body::Bytes(Bytes::from(target.into_bytes())), &a)
-            .await?
-            .ok_or_else(|| FsError::Exists(key.clone()))?;
-        self.remember(parent, name, Attrs::from_object(&info, false, &self.cfg))
+        let body = Body::Bytes(Bytes::from(target.into_bytes()));
+        self.make_name(parent, name, body, &a).await
+    }
+
+    /// Makes `name` in `parent` a new entry holding `attrs` (a directory's marker, or an
+    /// object with `body`), unless the name exists (EEXIST, also when another mount wins the
+    /// race for it).
+    async fn make_name(
+        &self,
+        parent: u64,
+        name: &OsStr,
+        body: Body,
+        attrs: &Attrs,
+    ) -> FsResult<Entry> {
+        let name = check_name(name)?;
+        let key = self.child_key(parent, name)?;
+        let dir = attrs.kind == Kind::Dir;
+        if dir {
+            check_key_len(&marker_of(&key))?;
+        }
+        if self.probe(&key).await?.is_some() {
+            return Err(FsError::Exists(key));
+        }
+        let made = if dir {
+            self.create_marker(&key, attrs).await?
+        } else {
+            self.put_if_absent(&key, body, attrs).await?
+        };
+        let info = made.ok_or_else(|| FsError::Exists(key.clone()))?;
+        self.remember(parent, name, Attrs::from_object(&info, dir, &self.cfg))
     }
 
     /// Hard links are not supported (EPERM).
