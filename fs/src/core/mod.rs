@@ -7,9 +7,9 @@
 //! `a` and a directory `a/` is the directory (dir wins). See `docs/SEMANTICS.md`.
 //!
 //! [`ObjFs`] is one struct; its operations are split by concept, one `impl ObjFs` block per
-//! module: [`namespace`] (lookup, create and remove names), [`rename`] (renames and tree
-//! moves), [`files`] (open files: read, write, flush, release), [`attributes`] (getattr,
-//! setattr, xattrs), [`directories`] (readdir handles, statfs), [`markers`] (every store call
+//! module: `namespace` (lookup, create and remove names), `rename` (renames and tree
+//! moves), `files` (open files: read, write, flush, release), `attributes` (getattr,
+//! setattr, xattrs), `directories` (readdir handles, statfs), `markers` (every store call
 //! on a directory marker). This module holds the struct and the helpers they share.
 
 mod attributes;
