@@ -3,26 +3,29 @@
 //!
 //! fuser calls are synchronous; each request (except `forget`, which does no I/O) is spawned
 //! onto the mount's tokio runtime and replied to from the task, so the FUSE loop never waits
-//! on the store and many requests run at once. Errors become errnos in one place,
-//! [`errno`], which also logs the unexpected ones.
+//! on the store and many requests run at once. Errors become errnos through
+//! [`FsError::errno`] (the crate's one mapping) in [`errno`], which also logs the unexpected
+//! ones. The core's plain types ([`Attr`], [`Kind`], [`SetTime`]) become fuser's records
+//! here and nowhere else.
 
 use std::ffi::OsStr;
 use std::future::Future;
 use std::io;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use fuser::{
-    Errno, FileHandle, Filesystem, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig,
-    LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
-    ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr,
-    Request, TimeOrNow, WriteFlags,
+    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
+    KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
+    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite,
+    ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use tokio::runtime::Handle;
 
-use crate::core::{Caller, ObjFs, SetAttr};
-use crate::error::FsError;
+use crate::attr::Kind;
+use crate::core::{Attr, Caller, Entry, ObjFs, SetAttr, SetTime};
+use crate::error::{FsError, FsResult};
 
 /// Largest read and write request asked of the kernel.
 pub const MAX_IO: u32 = 1024 * 1024;
@@ -46,7 +49,7 @@ impl Adapter {
     }
 }
 
-/// The one mapping of core errors to errnos (and the log line for unexpected ones).
+/// A core error as the errno replied to the kernel (and the log line for unexpected ones).
 pub fn errno(op: &str, e: &FsError) -> Errno {
     if e.is_expected() {
         tracing::debug!(op, error = %e, "request failed");
@@ -54,6 +57,43 @@ pub fn errno(op: &str, e: &FsError) -> Errno {
         tracing::warn!(op, error = %e, "request failed");
     }
     Errno::from_i32(e.errno())
+}
+
+/// fuser's file type of a [`Kind`].
+pub fn file_type(kind: Kind) -> FileType {
+    match kind {
+        Kind::File => FileType::RegularFile,
+        Kind::Dir => FileType::Directory,
+        Kind::Symlink => FileType::Symlink,
+    }
+}
+
+/// fuser's attribute record of an [`Attr`].
+pub fn file_attr(a: &Attr) -> FileAttr {
+    FileAttr {
+        ino: INodeNo(a.ino),
+        size: a.size,
+        blocks: a.blocks,
+        atime: a.atime,
+        mtime: a.mtime,
+        ctime: a.ctime,
+        crtime: a.ctime,
+        kind: file_type(a.kind),
+        perm: a.perm,
+        nlink: a.nlink,
+        uid: a.uid,
+        gid: a.gid,
+        rdev: 0,
+        blksize: a.blksize,
+        flags: 0,
+    }
+}
+
+fn set_time(t: TimeOrNow) -> SetTime {
+    match t {
+        TimeOrNow::SpecificTime(t) => SetTime::At(t),
+        TimeOrNow::Now => SetTime::Now,
+    }
 }
 
 fn caller(req: &Request) -> Caller {
@@ -91,10 +131,7 @@ impl Filesystem for Adapter {
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let (fs, name) = (self.fs.clone(), owned(name));
         self.spawn(async move {
-            match fs.lookup(parent.0, &name).await {
-                Ok(e) => reply.entry(&e.ttl, &e.attr, Generation(e.generation)),
-                Err(e) => reply.error(errno("lookup", &e)),
-            }
+            reply_entry(reply, "lookup", fs.lookup(parent.0, &name).await);
         });
     }
 
@@ -105,10 +142,8 @@ impl Filesystem for Adapter {
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         let fs = self.fs.clone();
         self.spawn(async move {
-            match fs.getattr(ino.0).await {
-                Ok(a) => reply.attr(&fs.config().attr_ttl, &a),
-                Err(e) => reply.error(errno("getattr", &e)),
-            }
+            let r = fs.getattr(ino.0).await;
+            reply_attr(reply, "getattr", fs.config().attr_ttl, r);
         });
     }
 
@@ -136,15 +171,13 @@ impl Filesystem for Adapter {
             uid,
             gid,
             size,
-            atime,
-            mtime,
+            atime: atime.map(set_time),
+            mtime: mtime.map(set_time),
             fh: fh.map(|f| f.0),
         };
         self.spawn(async move {
-            match fs.setattr(ino.0, sa).await {
-                Ok(a) => reply.attr(&fs.config().attr_ttl, &a),
-                Err(e) => reply.error(errno("setattr", &e)),
-            }
+            let r = fs.setattr(ino.0, sa).await;
+            reply_attr(reply, "setattr", fs.config().attr_ttl, r);
         });
     }
 
@@ -170,10 +203,7 @@ impl Filesystem for Adapter {
     ) {
         let (fs, name, who) = (self.fs.clone(), owned(name), caller(req));
         self.spawn(async move {
-            match fs.mknod(parent.0, &name, mode, who).await {
-                Ok(e) => reply.entry(&e.ttl, &e.attr, Generation(e.generation)),
-                Err(e) => reply.error(errno("mknod", &e)),
-            }
+            reply_entry(reply, "mknod", fs.mknod(parent.0, &name, mode, who).await);
         });
     }
 
@@ -188,30 +218,21 @@ impl Filesystem for Adapter {
     ) {
         let (fs, name, who) = (self.fs.clone(), owned(name), caller(req));
         self.spawn(async move {
-            match fs.mkdir(parent.0, &name, mode, who).await {
-                Ok(e) => reply.entry(&e.ttl, &e.attr, Generation(e.generation)),
-                Err(e) => reply.error(errno("mkdir", &e)),
-            }
+            reply_entry(reply, "mkdir", fs.mkdir(parent.0, &name, mode, who).await);
         });
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let (fs, name) = (self.fs.clone(), owned(name));
         self.spawn(async move {
-            match fs.unlink(parent.0, &name).await {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(errno("unlink", &e)),
-            }
+            reply_empty(reply, "unlink", fs.unlink(parent.0, &name).await);
         });
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let (fs, name) = (self.fs.clone(), owned(name));
         self.spawn(async move {
-            match fs.rmdir(parent.0, &name).await {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(errno("rmdir", &e)),
-            }
+            reply_empty(reply, "rmdir", fs.rmdir(parent.0, &name).await);
         });
     }
 
@@ -226,10 +247,11 @@ impl Filesystem for Adapter {
         let (fs, name, who) = (self.fs.clone(), owned(link_name), caller(req));
         let target = target.to_path_buf();
         self.spawn(async move {
-            match fs.symlink(parent.0, &name, &target, who).await {
-                Ok(e) => reply.entry(&e.ttl, &e.attr, Generation(e.generation)),
-                Err(e) => reply.error(errno("symlink", &e)),
-            }
+            reply_entry(
+                reply,
+                "symlink",
+                fs.symlink(parent.0, &name, &target, who).await,
+            );
         });
     }
 
@@ -245,13 +267,12 @@ impl Filesystem for Adapter {
     ) {
         let (fs, name, newname) = (self.fs.clone(), owned(name), owned(newname));
         self.spawn(async move {
-            match fs
-                .rename(parent.0, &name, newparent.0, &newname, flags.bits())
-                .await
-            {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(errno("rename", &e)),
-            }
+            reply_empty(
+                reply,
+                "rename",
+                fs.rename(parent.0, &name, newparent.0, &newname, flags.bits())
+                    .await,
+            );
         });
     }
 
@@ -265,10 +286,7 @@ impl Filesystem for Adapter {
     ) {
         let (fs, newname) = (self.fs.clone(), owned(newname));
         self.spawn(async move {
-            match fs.link(ino.0, newparent.0, &newname).await {
-                Ok(e) => reply.entry(&e.ttl, &e.attr, Generation(e.generation)),
-                Err(e) => reply.error(errno("link", &e)),
-            }
+            reply_entry(reply, "link", fs.link(ino.0, newparent.0, &newname).await);
         });
     }
 
@@ -333,10 +351,7 @@ impl Filesystem for Adapter {
     ) {
         let fs = self.fs.clone();
         self.spawn(async move {
-            match fs.flush(ino.0, fh.0).await {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(errno("flush", &e)),
-            }
+            reply_empty(reply, "flush", fs.flush(ino.0, fh.0).await);
         });
     }
 
@@ -352,10 +367,7 @@ impl Filesystem for Adapter {
     ) {
         let fs = self.fs.clone();
         self.spawn(async move {
-            match fs.release(ino.0, fh.0).await {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(errno("release", &e)),
-            }
+            reply_empty(reply, "release", fs.release(ino.0, fh.0).await);
         });
     }
 
@@ -369,10 +381,7 @@ impl Filesystem for Adapter {
     ) {
         let fs = self.fs.clone();
         self.spawn(async move {
-            match fs.fsync(ino.0, fh.0, datasync).await {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(errno("fsync", &e)),
-            }
+            reply_empty(reply, "fsync", fs.fsync(ino.0, fh.0, datasync).await);
         });
     }
 
@@ -398,7 +407,7 @@ impl Filesystem for Adapter {
         self.spawn(async move {
             let res = fs
                 .readdir(ino.0, fh.0, offset, |child, off, kind, name| {
-                    reply.add(INodeNo(child), off, kind.file_type(), name)
+                    reply.add(INodeNo(child), off, file_type(kind), name)
                 })
                 .await;
             match res {
@@ -425,7 +434,7 @@ impl Filesystem for Adapter {
                         off,
                         name,
                         &e.ttl,
-                        &e.attr,
+                        &file_attr(&e.attr),
                         Generation(e.generation),
                     )
                 })
@@ -487,10 +496,11 @@ impl Filesystem for Adapter {
         }
         let (fs, name, value) = (self.fs.clone(), owned(name), value.to_vec());
         self.spawn(async move {
-            match fs.setxattr(ino.0, &name, &value, flags).await {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(errno("setxattr", &e)),
-            }
+            reply_empty(
+                reply,
+                "setxattr",
+                fs.setxattr(ino.0, &name, &value, flags).await,
+            );
         });
     }
 
@@ -530,10 +540,7 @@ impl Filesystem for Adapter {
         }
         let (fs, name) = (self.fs.clone(), owned(name));
         self.spawn(async move {
-            match fs.removexattr(ino.0, &name).await {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(errno("removexattr", &e)),
-            }
+            reply_empty(reply, "removexattr", fs.removexattr(ino.0, &name).await);
         });
     }
 
@@ -552,7 +559,7 @@ impl Filesystem for Adapter {
             match fs.create(parent.0, &name, mode, flags, who).await {
                 Ok((e, fh)) => reply.created(
                     &e.ttl,
-                    &e.attr,
+                    &file_attr(&e.attr),
                     Generation(e.generation),
                     FileHandle(fh),
                     FopenFlags::empty(),
@@ -571,5 +578,29 @@ fn reply_xattr(reply: ReplyXattr, v: &[u8], size: u32) {
         reply.error(errno("xattr", &FsError::Range(v.len())));
     } else {
         reply.data(v);
+    }
+}
+
+/// Replies to a request that returns nothing.
+fn reply_empty(reply: ReplyEmpty, op: &str, r: FsResult<()>) {
+    match r {
+        Ok(()) => reply.ok(),
+        Err(e) => reply.error(errno(op, &e)),
+    }
+}
+
+/// Replies to a request that returns a directory entry.
+fn reply_entry(reply: ReplyEntry, op: &str, r: FsResult<Entry>) {
+    match r {
+        Ok(e) => reply.entry(&e.ttl, &file_attr(&e.attr), Generation(e.generation)),
+        Err(e) => reply.error(errno(op, &e)),
+    }
+}
+
+/// Replies to a request that returns attributes.
+fn reply_attr(reply: ReplyAttr, op: &str, ttl: Duration, r: FsResult<Attr>) {
+    match r {
+        Ok(a) => reply.attr(&ttl, &file_attr(&a)),
+        Err(e) => reply.error(errno(op, &e)),
     }
 }

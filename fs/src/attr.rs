@@ -20,10 +20,10 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use fuser::{FileAttr, FileType, INodeNo};
 use objfs_store::{Metadata, ObjectInfo};
 
 use crate::config::FsConfig;
+use crate::core::Attr;
 
 /// Metadata name of the mode (s3fs's).
 pub const META_MODE: &str = "x-amz-meta-mode";
@@ -48,15 +48,6 @@ pub enum Kind {
 }
 
 impl Kind {
-    /// The fuser file type.
-    pub fn file_type(self) -> FileType {
-        match self {
-            Kind::File => FileType::RegularFile,
-            Kind::Dir => FileType::Directory,
-            Kind::Symlink => FileType::Symlink,
-        }
-    }
-
     /// The `S_IFMT` bits.
     pub fn type_bits(self) -> u32 {
         match self {
@@ -154,24 +145,21 @@ impl Attrs {
         meta.insert(META_MTIME_NSEC.into(), d.subsec_nanos().to_string());
     }
 
-    /// The fuser attribute record for inode `ino`.
-    pub fn to_file_attr(&self, ino: u64) -> FileAttr {
-        FileAttr {
-            ino: INodeNo(ino),
+    /// What `stat` shows of inode `ino` with these attributes.
+    pub fn to_attr(&self, ino: u64) -> Attr {
+        Attr {
+            ino,
+            kind: self.kind,
             size: self.size,
             blocks: self.size.div_ceil(512),
             atime: self.mtime,
             mtime: self.mtime,
             ctime: self.ctime,
-            crtime: self.ctime,
-            kind: self.kind.file_type(),
             perm: (self.perm & 0o7777) as u16,
             nlink: if self.kind == Kind::Dir { 2 } else { 1 },
             uid: self.uid,
             gid: self.gid,
-            rdev: 0,
             blksize: BLOCK_SIZE,
-            flags: 0,
         }
     }
 }

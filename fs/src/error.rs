@@ -1,10 +1,14 @@
 //! The filesystem's error type and the ONE place where an error becomes an errno.
 //!
 //! The core returns [`FsError`]; the fuser adapter calls [`FsError::errno`] and nothing else
-//! decides which errno a caller sees. Store errors keep their cause (and are logged with it).
+//! decides which errno a caller sees. A store error is kept whole inside [`FsError::Store`]
+//! (its cause is logged with it) and mapped here from its [`ErrorKind`] by [`store_errno`]:
+//! the store itself has no errno table. A full store is ENOSPC wherever it surfaces (a write,
+//! a background part upload reported at close, an fsync), never a generic EIO.
 
 use std::io;
 
+use objfs_store::key::KeyError;
 use objfs_store::{ErrorKind, StoreError};
 
 /// Result alias of the filesystem crate.
@@ -59,14 +63,6 @@ pub enum FsError {
     /// The reply buffer is too small (ERANGE).
     #[error("buffer too small: need {0} bytes")]
     Range(usize),
-    /// An earlier background upload of this handle failed: the write is lost and the
-    /// previous version stays current (EIO, or ENOSPC when the store is full).
-    #[error("upload of {key} failed: {cause}")]
-    Upload {
-        key: String,
-        no_space: bool,
-        cause: String,
-    },
     /// The object store failed.
     #[error("store: {0}")]
     Store(#[from] StoreError),
@@ -103,13 +99,7 @@ impl FsError {
             FsError::BadHandle(_) => libc::EBADF,
             FsError::NoAttr(_) => libc::ENODATA,
             FsError::Range(_) => libc::ERANGE,
-            FsError::Upload { no_space: true, .. } => libc::ENOSPC,
-            FsError::Upload { .. } => libc::EIO,
-            FsError::Store(e) => match e.kind() {
-                // A conditional write lost a race: the name exists now.
-                ErrorKind::PreconditionFailed => libc::EEXIST,
-                _ => e.errno(),
-            },
+            FsError::Store(e) => store_errno(e),
             FsError::Mount(e) => e.raw_os_error().unwrap_or(libc::EIO),
             FsError::TooBig(_) => libc::EFBIG,
             FsError::Errno(e, _) => *e,
@@ -151,5 +141,30 @@ impl FsError {
             FsError::Store(e) => matches!(e.kind(), ErrorKind::NotFound | ErrorKind::NoSuchVersion),
             _ => false,
         }
+    }
+}
+
+/// The errno of a store error, by its kind: the only table from store errors to errnos.
+/// Kinds it does not name (the backend failed: corrupt data, I/O, metadata, ...; and kinds a
+/// newer store adds) are EIO.
+pub fn store_errno(e: &StoreError) -> i32 {
+    match e.kind() {
+        ErrorKind::NotFound | ErrorKind::NoSuchVersion | ErrorKind::NoSuchUpload => libc::ENOENT,
+        ErrorKind::InvalidKey => match e {
+            StoreError::InvalidKey {
+                reason: KeyError::TooLong { .. },
+                ..
+            } => libc::ENAMETOOLONG,
+            _ => libc::EINVAL,
+        },
+        ErrorKind::InvalidPart | ErrorKind::InvalidRange | ErrorKind::InvalidArgument => {
+            libc::EINVAL
+        }
+        // A conditional write lost a race: the name exists now.
+        ErrorKind::PreconditionFailed => libc::EEXIST,
+        ErrorKind::NoSpace => libc::ENOSPC,
+        ErrorKind::Locked => libc::EBUSY,
+        ErrorKind::Unsupported => libc::ENOTSUP,
+        _ => libc::EIO,
     }
 }

@@ -23,6 +23,7 @@ use std::time::Instant;
 use objfs_store::ObjectInfo;
 
 use crate::attr::{Attrs, Kind};
+use crate::core::marker_of;
 use crate::write::WriterCell;
 
 /// The root directory's inode number.
@@ -150,7 +151,7 @@ impl InodeTable {
     /// The listing prefix of directory `ino` (`""` for the root, `a/b/` otherwise).
     pub fn dir_prefix(&self, ino: u64) -> Option<String> {
         let p = self.path(ino)?;
-        Some(if p.is_empty() { p } else { p + "/" })
+        Some(if p.is_empty() { p } else { marker_of(&p) })
     }
 
     /// Records one kernel lookup of `name` in `parent` as a `kind`, returning its inode.

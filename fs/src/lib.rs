@@ -2,16 +2,22 @@
 //!
 //! A testable, async core ([`ObjFs`]) that implements the file operations over any
 //! [`objfs_store::ObjectStore`], and a thin fuser 0.18 adapter that only translates kernel
-//! requests into core calls and core results into replies. [`mount`] puts the two together on
+//! requests into core calls and core results into replies. [`mount()`] puts the two together on
 //! a tokio runtime owned by the mount and returns a [`MountHandle`].
 //!
 //! Modules: [`config`] (mount options), [`error`] (errors and the one errno mapping),
 //! [`attr`] (metadata <-> attributes), [`xattr`] (extended attributes in metadata),
 //! [`inode`] (inode table), [`dirhandle`] (listing -> readdir offsets), [`read`] (block cache
-//! and readahead), [`write`] (multipart write handles), [`budget`] (write memory budget),
-//! [`core`] (the filesystem), [`adapter`] (fuser), [`mount`] (entry point).
+//! and readahead), [`write`](mod@write) (multipart write handles; commit planning in `write/parts.rs`),
+//! [`budget`] (write memory budget), [`core`] (the filesystem, split by concept: namespace,
+//! rename, files, attributes, directories, directory markers; its plain types in
+//! [`core::types`]), [`adapter`] (fuser, the only module that sees fuser's types), [`mount`](mod@mount)
+//! (entry point).
 //!
 //! Where the filesystem differs from POSIX is written down in `docs/SEMANTICS.md`.
+
+// `VersionId` is becoming an opaque id that is not `Copy`: the crate clones it already.
+#![allow(clippy::clone_on_copy)]
 
 pub mod adapter;
 pub mod attr;
@@ -26,7 +32,7 @@ pub mod read;
 pub mod write;
 pub mod xattr;
 
-pub use crate::core::{Caller, Entry, ObjFs, SetAttr, StatFs};
+pub use crate::core::{Attr, Caller, Entry, ObjFs, SetAttr, SetTime, StatFs};
 pub use attr::Kind;
 pub use config::FsConfig;
 pub use error::{FsError, FsResult};

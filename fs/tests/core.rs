@@ -7,8 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use common::*;
-use fuser::{FileType, TimeOrNow};
-use objfs_fs::{FsConfig, Kind, ObjFs, SetAttr};
+use objfs_fs::{FsConfig, Kind, ObjFs, SetAttr, SetTime};
 use objfs_store::memory::MemoryStore;
 use objfs_store::{Body, ListRequest, ObjectStore, PutOptions};
 
@@ -32,7 +31,7 @@ async fn namespace_markers_implicit_dirs_and_dir_wins() -> TestResult {
     let fs = new_fs(store.clone(), small_cfg());
 
     let d = fs.mkdir(1, os("made"), 0o750, ME).await?;
-    assert_eq!(d.attr.kind, FileType::Directory);
+    assert_eq!(d.attr.kind, Kind::Dir);
     assert_eq!(d.attr.perm, 0o750);
     assert!(
         store.head("made/", None).await.is_ok(),
@@ -51,13 +50,10 @@ async fn namespace_markers_implicit_dirs_and_dir_wins() -> TestResult {
     for n in ["implicit", "made", "plain", "both-x"] {
         assert!(names.contains(&n), "{n} in {names:?}");
     }
-    assert_eq!(lookup(&fs, "both").await?.attr.kind, FileType::Directory);
-    assert_eq!(
-        lookup(&fs, "implicit/deep").await?.attr.kind,
-        FileType::Directory
-    );
+    assert_eq!(lookup(&fs, "both").await?.attr.kind, Kind::Dir);
+    assert_eq!(lookup(&fs, "implicit/deep").await?.attr.kind, Kind::Dir);
     let f = lookup(&fs, "implicit/deep/file.txt").await?;
-    assert_eq!(f.attr.kind, FileType::RegularFile);
+    assert_eq!(f.attr.kind, Kind::File);
     assert_eq!(read_file(&fs, f.ino).await, b"x");
     assert_eq!(errno(lookup(&fs, "nope").await), libc::ENOENT);
     assert_eq!(errno(lookup(&fs, "plain/x").await), libc::ENOTDIR);
@@ -283,6 +279,7 @@ async fn min_part_size_gives_one_part_per_chunk() -> TestResult {
         inner: inner.inner.clone(),
         counts: Default::default(),
         fail_uploads: Default::default(),
+        full: Default::default(),
         min_part: 64 * 1024,
         delay_us: Default::default(),
     });
@@ -352,6 +349,45 @@ async fn upload_failure_is_reported_and_previous_version_stays() -> TestResult {
     store.fail_uploads.store(true, Ordering::SeqCst);
     assert_eq!(errno(fs.release(ino, fh).await), libc::EIO);
     store.fail_uploads.store(false, Ordering::SeqCst);
+    assert_eq!(read_file(&fs, ino).await, old);
+    Ok(())
+}
+
+/// A full store is ENOSPC to the caller wherever the failure surfaces (a background part
+/// upload reported at close, the put of a small file at release, the sync of an fsync), and
+/// the previous version stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_store_is_enospc_at_flush_release_and_fsync() -> TestResult {
+    let store = CountingStore::new();
+    let fs = new_fs(store.clone(), small_cfg());
+    let old = pattern(3 * 64 * 1024, 6);
+    let ino = write_file(&fs, 1, "f", &old).await;
+    let v_before = store.head("f", None).await?.version;
+
+    // A part uploaded in the background fails; close reports it.
+    let fh = fs.open(ino, libc::O_WRONLY).await?;
+    store.full.store(true, Ordering::SeqCst);
+    fs.write(ino, fh, 0, &pattern(64 * 1024, 10)).await.ok();
+    assert_eq!(errno(fs.flush(ino, fh).await), libc::ENOSPC);
+    store.full.store(false, Ordering::SeqCst);
+    fs.release(ino, fh).await?;
+    assert_eq!(store.head("f", None).await?.version, v_before);
+
+    // A small file is one put at the last release.
+    let (e, fh) = fs
+        .create(1, os("small"), 0o100644, libc::O_WRONLY, ME)
+        .await?;
+    fs.write(e.ino, fh, 0, b"hello").await?;
+    store.full.store(true, Ordering::SeqCst);
+    assert_eq!(errno(fs.release(e.ino, fh).await), libc::ENOSPC);
+    store.full.store(false, Ordering::SeqCst);
+
+    // fsync: the sync that makes the version durable fails.
+    let fh = fs.open(ino, libc::O_RDONLY).await?;
+    store.full.store(true, Ordering::SeqCst);
+    assert_eq!(errno(fs.fsync(ino, fh, false).await), libc::ENOSPC);
+    store.full.store(false, Ordering::SeqCst);
+    fs.release(ino, fh).await?;
     assert_eq!(read_file(&fs, ino).await, old);
     Ok(())
 }
@@ -493,7 +529,7 @@ async fn attributes_and_xattrs_persist_across_a_new_core() -> TestResult {
                 mode: Some(0o100600),
                 uid: Some(4242),
                 gid: Some(4343),
-                mtime: Some(TimeOrNow::SpecificTime(t)),
+                mtime: Some(SetTime::At(t)),
                 ..Default::default()
             },
         )
@@ -558,7 +594,7 @@ async fn attributes_and_xattrs_persist_across_a_new_core() -> TestResult {
     assert_eq!(d.attr.perm, 0o711);
     assert_eq!(d.attr.uid, 7);
     let l = lookup(&fs, "l").await?;
-    assert_eq!(l.attr.kind, FileType::Symlink);
+    assert_eq!(l.attr.kind, Kind::Symlink);
     assert_eq!(&fs.readlink(l.ino).await?[..], b"f");
     assert_eq!(fs.getxattr(f.ino, os("user.color")).await?, b"blue");
     assert_eq!(fs.getxattr(f.ino, os("user.bin")).await?, vec![9, 0, 9]);
@@ -868,6 +904,7 @@ async fn differential(seed: u64, min_part: u64) -> TestResult {
         inner: base.inner.clone(),
         counts: Default::default(),
         fail_uploads: Default::default(),
+        full: Default::default(),
         min_part,
         delay_us: Default::default(),
     });
@@ -1010,8 +1047,8 @@ async fn setattr_racing_release_is_never_lost() -> TestResult {
             fs.setattr(
                 e.ino,
                 SetAttr {
-                    mtime: Some(TimeOrNow::SpecificTime(want_mtime)),
-                    atime: Some(TimeOrNow::SpecificTime(want_mtime)),
+                    mtime: Some(SetTime::At(want_mtime)),
+                    atime: Some(SetTime::At(want_mtime)),
                     ..Default::default()
                 },
             )

@@ -58,11 +58,13 @@ impl Counts {
     }
 }
 
-/// A store that counts, and fails uploads while `fail_uploads` is set.
+/// A store that counts, and fails uploads while `fail_uploads` is set (with an I/O error), or
+/// uploads and syncs while `full` is set (with "no space").
 pub struct CountingStore {
     pub inner: Arc<MemoryStore>,
     pub counts: Counts,
     pub fail_uploads: AtomicBool,
+    pub full: AtomicBool,
     pub min_part: u64,
     /// Microseconds each put and copy waits before it runs (a slow store widens races).
     pub delay_us: AtomicU64,
@@ -74,6 +76,7 @@ impl CountingStore {
             inner: Arc::new(MemoryStore::new()),
             counts: Counts::default(),
             fail_uploads: AtomicBool::new(false),
+            full: AtomicBool::new(false),
             min_part: 0,
             delay_us: AtomicU64::new(0),
         })
@@ -86,7 +89,16 @@ impl CountingStore {
         }
     }
 
+    fn is_full(&self) -> Result<()> {
+        if self.full.load(Ordering::SeqCst) {
+            Err(StoreError::NoSpace("injected: the disk is full".into()))
+        } else {
+            Ok(())
+        }
+    }
+
     fn failing(&self) -> Result<()> {
+        self.is_full()?;
         if self.fail_uploads.load(Ordering::SeqCst) {
             Err(StoreError::Io {
                 context: "injected upload failure".into(),
@@ -215,6 +227,7 @@ impl ObjectStore for CountingStore {
         self.inner.list_multipart_uploads(prefix).await
     }
     async fn sync(&self) -> Result<()> {
+        self.is_full()?;
         self.inner.sync().await
     }
     async fn capacity(&self) -> Result<Capacity> {

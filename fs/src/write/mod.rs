@@ -27,6 +27,13 @@
 //! Errors: a failed background upload is remembered; later writes fail with it and the next
 //! flush/fsync/release reports it, drops the buffered data and aborts the upload: the previous
 //! version stays current. Nothing is silently dropped.
+//!
+//! This module is the writer's state (buffers, background part uploads, commit, checkpoint);
+//! `parts.rs` plans and runs the parts of a commit, `ranges.rs` is the range set a buffer
+//! keeps of what was written into it.
+
+mod parts;
+mod ranges;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
@@ -34,11 +41,8 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use bytes::Bytes;
-use futures::{FutureExt, StreamExt, TryStreamExt};
-use objfs_store::{
-    Body, CompletedPart, CopyOptions, GetOptions, Metadata, ObjectInfo, ObjectStore, PartInfo,
-    PutOptions,
-};
+use futures::FutureExt;
+use objfs_store::{Body, CopyOptions, Metadata, ObjectInfo, ObjectStore, PartInfo, PutOptions};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 
@@ -46,11 +50,11 @@ use crate::attr::{Attrs, Kind, META_MTIME, META_MTIME_NSEC};
 use crate::budget::{MemBudget, UNIT};
 use crate::error::{FsError, FsResult};
 use crate::read::{BlockCache, Source};
+use parts::part_number;
+pub use ranges::RangeSet;
 
 /// Most chunks a file may have (two part numbers per chunk).
 pub const MAX_CHUNKS: u64 = (objfs_store::MAX_PART_NUMBER / 2) as u64;
-/// Concurrent part uploads of one commit.
-const COMMIT_CONCURRENCY: usize = 4;
 
 /// A writer behind the lock every handle of the file shares.
 pub type WriterCell = tokio::sync::Mutex<Writer>;
@@ -65,91 +69,6 @@ pub struct WriteCtx {
     pub part_size: u64,
     /// The backend's minimum part size (0: none).
     pub min_part: u64,
-}
-
-/// Sorted, disjoint, non-adjacent ranges.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RangeSet(Vec<Range<u64>>);
-
-impl RangeSet {
-    pub fn insert(&mut self, r: Range<u64>) {
-        if r.start >= r.end {
-            return;
-        }
-        let mut start = r.start;
-        let mut end = r.end;
-        let mut out = Vec::with_capacity(self.0.len() + 1);
-        let mut placed = false;
-        for x in self.0.drain(..) {
-            if x.end < start {
-                out.push(x);
-            } else if x.start > end {
-                if !placed {
-                    out.push(start..end);
-                    placed = true;
-                }
-                out.push(x);
-            } else {
-                start = start.min(x.start);
-                end = end.max(x.end);
-            }
-        }
-        if !placed {
-            out.push(start..end);
-        }
-        self.0 = out;
-    }
-
-    /// Whether `r` is wholly inside the set.
-    pub fn covers(&self, r: &Range<u64>) -> bool {
-        self.0.iter().any(|x| x.start <= r.start && x.end >= r.end)
-    }
-
-    /// The parts of `r` in the set.
-    pub fn within(&self, r: &Range<u64>) -> Vec<Range<u64>> {
-        self.0
-            .iter()
-            .filter_map(|x| {
-                let s = x.start.max(r.start);
-                let e = x.end.min(r.end);
-                (s < e).then_some(s..e)
-            })
-            .collect()
-    }
-
-    /// The parts of `r` not in the set.
-    pub fn gaps(&self, r: &Range<u64>) -> Vec<Range<u64>> {
-        let mut out = Vec::new();
-        let mut pos = r.start;
-        for x in &self.0 {
-            if x.end <= pos {
-                continue;
-            }
-            if x.start >= r.end {
-                break;
-            }
-            if x.start > pos {
-                out.push(pos..x.start);
-            }
-            pos = pos.max(x.end);
-        }
-        if pos < r.end {
-            out.push(pos..r.end);
-        }
-        out
-    }
-
-    /// Drops everything at or after `at`.
-    pub fn truncate(&mut self, at: u64) {
-        self.0.retain(|x| x.start < at);
-        if let Some(last) = self.0.last_mut() {
-            last.end = last.end.min(at);
-        }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
 }
 
 struct DirtyChunk {
@@ -169,30 +88,6 @@ struct Upload {
     id: String,
     key: String,
     meta: Metadata,
-}
-
-/// Where the bytes of a segment of the new file come from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Src {
-    Dirty,
-    Base,
-    Zero,
-}
-
-/// One part of a commit.
-enum Job {
-    Done(CompletedPart),
-    Copy {
-        number: u32,
-        range: Range<u64>,
-    },
-    Put {
-        number: u32,
-        range: Range<u64>,
-        /// The chunk's dirty bytes and ranges (relative to `chunk_start`).
-        dirty: Option<Arc<(Vec<u8>, RangeSet)>>,
-        chunk_start: u64,
-    },
 }
 
 /// Statistics of the commits of one writer, for tests and logs.
@@ -591,7 +486,7 @@ impl Writer {
         }
         let src = Source {
             key: Arc::from(base.key.as_str()),
-            version: base.version,
+            version: base.version.clone(),
             size: base.size,
         };
         let data = ctx
@@ -739,29 +634,8 @@ impl Writer {
         if !self.data_dirty {
             let meta = self.build_meta(None);
             return match &self.base {
-                Some(b) => Ok(store
-                    .copy(
-                        &b.key,
-                        &self.key,
-                        CopyOptions {
-                            source_version: Some(b.version),
-                            metadata: Some(meta),
-                            durable,
-                            ..Default::default()
-                        },
-                    )
-                    .await?),
-                None => Ok(store
-                    .put(
-                        &self.key,
-                        Body::empty(),
-                        PutOptions {
-                            metadata: meta,
-                            durable,
-                            ..Default::default()
-                        },
-                    )
-                    .await?),
+                Some(b) => copy_version(store.as_ref(), b, &self.key, meta, durable).await,
+                None => put_version(store.as_ref(), &self.key, Body::empty(), meta, durable).await,
             };
         }
         let p = self.chunk;
@@ -771,17 +645,7 @@ impl Writer {
             let meta = self.build_meta(None);
             self.stats.puts += 1;
             self.stats.bytes_uploaded += data.len() as u64;
-            return Ok(store
-                .put(
-                    &self.key,
-                    Body::Bytes(data),
-                    PutOptions {
-                        metadata: meta,
-                        durable,
-                        ..Default::default()
-                    },
-                )
-                .await?);
+            return put_version(store.as_ref(), &self.key, Body::Bytes(data), meta, durable).await;
         }
         let up = self.ensure_upload(ctx).await?;
         // Wait for the parts in flight.
@@ -795,66 +659,7 @@ impl Writer {
                 self.chunks.insert(i, Chunk::Uploaded(pi));
             }
         }
-        let mut chunks = std::mem::take(&mut self.chunks);
-        let mut jobs = Vec::new();
-        for i in 0..n {
-            let cs = i * p;
-            let range = cs..(cs + p).min(self.size);
-            match chunks.remove(&i) {
-                Some(Chunk::Uploaded(pi)) => {
-                    if pi.size != range.end - range.start {
-                        return Err(FsError::Internal(format!(
-                            "part {} of {} has {} bytes, expected {}",
-                            pi.part_number,
-                            self.key,
-                            pi.size,
-                            range.end - range.start
-                        )));
-                    }
-                    jobs.push(Job::Done(CompletedPart {
-                        part_number: pi.part_number,
-                        etag: pi.etag,
-                    }));
-                }
-                Some(Chunk::Dirty(d)) => {
-                    let segs = self.segments(&range, Some(&d.ranges));
-                    let dirty = Arc::new((d.buf, d.ranges));
-                    self.plan_chunk(i, &range, segs, Some(dirty), &mut jobs)?;
-                }
-                None => {
-                    let segs = self.segments(&range, None);
-                    self.plan_chunk(i, &range, segs, None, &mut jobs)?;
-                }
-                Some(Chunk::Uploading(_)) => {
-                    return Err(FsError::Internal("part still uploading".into()));
-                }
-            }
-        }
-        for j in &jobs {
-            match j {
-                Job::Copy { range, .. } => {
-                    self.stats.parts_copied += 1;
-                    self.stats.bytes_copied += range.end - range.start;
-                }
-                Job::Put { range, .. } => {
-                    self.stats.parts_uploaded += 1;
-                    self.stats.bytes_uploaded += range.end - range.start;
-                }
-                Job::Done(_) => {}
-            }
-        }
-        let base = self.base.clone();
-        let base_valid = self.base_valid;
-        let parts: Vec<CompletedPart> = futures::stream::iter(jobs)
-            .map(|job| {
-                let store = store.clone();
-                let up = up.clone();
-                let base = base.clone();
-                async move { run_job(store.as_ref(), &up, base.as_ref(), base_valid, job).await }
-            })
-            .buffered(COMMIT_CONCURRENCY)
-            .try_collect()
-            .await?;
+        let parts = self.upload_parts(ctx, &up, n).await?;
         let mut info = store.complete_multipart(&up.key, &up.id, &parts).await?;
         self.upload = None;
         if durable {
@@ -862,303 +667,42 @@ impl Writer {
         }
         let final_meta = self.build_meta(Some(&up.meta));
         if final_meta != up.meta {
-            info = store
-                .copy(
-                    &self.key,
-                    &self.key,
-                    CopyOptions {
-                        source_version: Some(info.version),
-                        metadata: Some(final_meta),
-                        durable,
-                        ..Default::default()
-                    },
-                )
-                .await?;
+            info = copy_version(store.as_ref(), &info, &self.key, final_meta, durable).await?;
         }
         Ok(info)
     }
-
-    /// The segments of `range` (absolute) by where their bytes come from.
-    fn segments(&self, range: &Range<u64>, dirty: Option<&RangeSet>) -> Vec<(Range<u64>, Src)> {
-        let cs = (range.start / self.chunk) * self.chunk;
-        let rel = (range.start - cs)..(range.end - cs);
-        let mut segs: Vec<(Range<u64>, Src)> = Vec::new();
-        let mut push = |r: Range<u64>, s: Src| {
-            if r.start >= r.end {
-                return;
-            }
-            if let Some(last) = segs.last_mut() {
-                if last.1 == s && last.0.end == r.start {
-                    last.0.end = r.end;
-                    return;
-                }
-            }
-            segs.push((r, s));
-        };
-        let has_base = self.base.is_some();
-        let clean = |g: Range<u64>, push: &mut dyn FnMut(Range<u64>, Src)| {
-            let split = if has_base {
-                self.base_valid.clamp(g.start, g.end)
-            } else {
-                g.start
-            };
-            push(g.start..split, Src::Base);
-            push(split..g.end, Src::Zero);
-        };
-        match dirty {
-            None => clean(range.clone(), &mut push),
-            Some(ds) => {
-                let mut pieces: Vec<(Range<u64>, bool)> = ds
-                    .within(&rel)
-                    .into_iter()
-                    .map(|r| ((cs + r.start)..(cs + r.end), true))
-                    .collect();
-                pieces.extend(
-                    ds.gaps(&rel)
-                        .into_iter()
-                        .map(|r| ((cs + r.start)..(cs + r.end), false)),
-                );
-                pieces.sort_by_key(|(r, _)| r.start);
-                for (r, is_dirty) in pieces {
-                    if is_dirty {
-                        push(r, Src::Dirty);
-                    } else {
-                        clean(r, &mut push);
-                    }
-                }
-            }
-        }
-        segs
-    }
-
-    /// Turns the segments of chunk `i` into one or two parts.
-    fn plan_chunk(
-        &self,
-        i: u64,
-        range: &Range<u64>,
-        segs: Vec<(Range<u64>, Src)>,
-        dirty: Option<Arc<(Vec<u8>, RangeSet)>>,
-        jobs: &mut Vec<Job>,
-    ) -> FsResult<()> {
-        let cs = i * self.chunk;
-        let part = |number: u32, r: Range<u64>, group: &[(Range<u64>, Src)]| -> Job {
-            if group.len() == 1 && group[0].1 == Src::Base {
-                Job::Copy { number, range: r }
-            } else {
-                let needs_dirty = group.iter().any(|(_, s)| *s == Src::Dirty);
-                Job::Put {
-                    number,
-                    range: r,
-                    dirty: if needs_dirty { dirty.clone() } else { None },
-                    chunk_start: cs,
-                }
-            }
-        };
-        let whole = |jobs: &mut Vec<Job>| -> FsResult<()> {
-            jobs.push(part(part_number(i, 0)?, range.clone(), &segs));
-            Ok(())
-        };
-        if segs.len() <= 1 || self.min_part_size_applies() {
-            return whole(jobs);
-        }
-        // Split after the first segment or before the last one, whichever leaves the longer
-        // run of base bytes as a part of its own (a copy).
-        let score = |g: &[(Range<u64>, Src)]| -> u64 {
-            if g.len() == 1 && g[0].1 == Src::Base {
-                g[0].0.end - g[0].0.start
-            } else {
-                0
-            }
-        };
-        let k = segs.len();
-        let a = score(&segs[..1]).max(score(&segs[1..]));
-        let b = score(&segs[..k - 1]).max(score(&segs[k - 1..]));
-        let cut = if a == 0 && b == 0 {
-            return whole(jobs);
-        } else if a >= b {
-            1
-        } else {
-            k - 1
-        };
-        let mid = segs[cut].0.start;
-        jobs.push(part(part_number(i, 0)?, range.start..mid, &segs[..cut]));
-        jobs.push(part(part_number(i, 1)?, mid..range.end, &segs[cut..]));
-        Ok(())
-    }
-
-    fn min_part_size_applies(&self) -> bool {
-        self.min_part > 0
-    }
-
-    /// The whole file (at most one chunk) as bytes.
-    async fn materialize_small(&mut self, ctx: &WriteCtx) -> FsResult<Bytes> {
-        let range = 0..self.size;
-        let dirty = match self.chunks.remove(&0) {
-            Some(Chunk::Dirty(d)) => Some(Arc::new((d.buf, d.ranges))),
-            Some(other) => {
-                self.chunks.insert(0, other);
-                return Err(FsError::Internal("small file with an uploaded part".into()));
-            }
-            None => None,
-        };
-        materialize(
-            ctx.store.as_ref(),
-            self.base.as_ref(),
-            self.base_valid,
-            range,
-            dirty.as_deref(),
-            0,
-        )
-        .await
-    }
 }
 
-/// Part number of sub-part `sub` (0 or 1) of chunk `i`.
-fn part_number(i: u64, sub: u64) -> FsResult<u32> {
-    u32::try_from(2 * i + 1 + sub)
-        .ok()
-        .filter(|n| *n <= objfs_store::MAX_PART_NUMBER)
-        .ok_or_else(|| FsError::TooBig(format!("chunk {i} is past the last part number")))
-}
-
-/// Builds bytes `range` (absolute) of the new file: base bytes below `base_valid`, zeros past
-/// it, dirty bytes (relative to `chunk_start`) over both.
-async fn materialize(
+/// Puts `body` as a new version of `key` with `meta`.
+async fn put_version(
     store: &dyn ObjectStore,
-    base: Option<&ObjectInfo>,
-    base_valid: u64,
-    range: Range<u64>,
-    dirty: Option<&(Vec<u8>, RangeSet)>,
-    chunk_start: u64,
-) -> FsResult<Bytes> {
-    let len = (range.end - range.start) as usize;
-    let rel = (range.start - chunk_start)..(range.end - chunk_start);
-    // Fully dirty: no base read, no copy of zeros.
-    if let Some((buf, ranges)) = dirty {
-        if ranges.covers(&rel) {
-            return Ok(Bytes::copy_from_slice(
-                &buf[rel.start as usize..rel.end as usize],
-            ));
-        }
-    }
-    let mut out = vec![0u8; len];
-    if let Some(b) = base {
-        let gaps = match dirty {
-            Some((_, ranges)) => ranges.gaps(&rel),
-            None => vec![rel.clone()],
-        };
-        let need_start = gaps.first().map(|g| g.start + chunk_start);
-        let need_end = gaps.last().map(|g| g.end + chunk_start);
-        if let (Some(s), Some(e)) = (need_start, need_end) {
-            let e = e.min(base_valid);
-            if s < e {
-                let got = store
-                    .get(
-                        &b.key,
-                        GetOptions {
-                            version: Some(b.version),
-                            range: Some(s..e),
-                        },
-                    )
-                    .await?
-                    .bytes()
-                    .await?;
-                if got.len() as u64 != e - s {
-                    return Err(FsError::Corrupt(format!(
-                        "{}: short read of the previous version",
-                        b.key
-                    )));
-                }
-                let dst = (s - range.start) as usize;
-                out[dst..dst + got.len()].copy_from_slice(&got);
-            }
-        }
-    }
-    if let Some((buf, ranges)) = dirty {
-        for r in ranges.within(&rel) {
-            let dst = (r.start + chunk_start - range.start) as usize;
-            out[dst..dst + (r.end - r.start) as usize]
-                .copy_from_slice(&buf[r.start as usize..r.end as usize]);
-        }
-    }
-    Ok(Bytes::from(out))
+    key: &str,
+    body: Body,
+    meta: Metadata,
+    durable: bool,
+) -> FsResult<ObjectInfo> {
+    let opts = PutOptions {
+        metadata: meta,
+        durable,
+        ..Default::default()
+    };
+    Ok(store.put(key, body, opts).await?)
 }
 
-async fn run_job(
+/// A new version of `to` that shares the data of the version `from` and carries `meta`
+/// (a metadata-only version when `to` is `from`'s key).
+pub async fn copy_version(
     store: &dyn ObjectStore,
-    up: &Upload,
-    base: Option<&ObjectInfo>,
-    base_valid: u64,
-    job: Job,
-) -> FsResult<CompletedPart> {
-    match job {
-        Job::Done(p) => Ok(p),
-        Job::Copy { number, range } => {
-            let b = base.ok_or_else(|| FsError::Internal("copy without a base".into()))?;
-            let pi = store
-                .upload_part_copy(
-                    &up.key,
-                    &up.id,
-                    number,
-                    &b.key,
-                    Some(b.version),
-                    Some(range),
-                )
-                .await?;
-            Ok(CompletedPart {
-                part_number: pi.part_number,
-                etag: pi.etag,
-            })
-        }
-        Job::Put {
-            number,
-            range,
-            dirty,
-            chunk_start,
-        } => {
-            let data = materialize(
-                store,
-                base,
-                base_valid,
-                range,
-                dirty.as_deref(),
-                chunk_start,
-            )
-            .await?;
-            let pi = store
-                .upload_part(&up.key, &up.id, number, Body::Bytes(data))
-                .await?;
-            Ok(CompletedPart {
-                part_number: pi.part_number,
-                etag: pi.etag,
-            })
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn rangeset_ops() {
-        let mut s = RangeSet::default();
-        s.insert(10..20);
-        s.insert(30..40);
-        s.insert(20..25);
-        assert_eq!(s.0, vec![10..25, 30..40]);
-        s.insert(0..100);
-        assert_eq!(s.0, vec![0..100]);
-        let mut s = RangeSet::default();
-        s.insert(10..20);
-        s.insert(30..40);
-        assert_eq!(s.gaps(&(0..50)), vec![0..10, 20..30, 40..50]);
-        assert_eq!(s.within(&(15..35)), vec![15..20, 30..35]);
-        assert!(s.covers(&(12..18)));
-        assert!(!s.covers(&(12..32)));
-        s.truncate(35);
-        assert_eq!(s.0, vec![10..20, 30..35]);
-        s.truncate(10);
-        assert!(s.is_empty());
-    }
+    from: &ObjectInfo,
+    to: &str,
+    meta: Metadata,
+    durable: bool,
+) -> FsResult<ObjectInfo> {
+    let opts = CopyOptions {
+        source_version: Some(from.version.clone()),
+        metadata: Some(meta),
+        durable,
+        ..Default::default()
+    };
+    Ok(store.copy(&from.key, to, opts).await?)
 }

@@ -1,0 +1,207 @@
+//! Directories: open directory handles and what `readdir` and `readdirplus` hand the
+//! kernel from them, and `statfs`.
+//!
+//! A handle pages through the delimited listing of its prefix (`dirhandle.rs`); plain readdir
+//! reports each entry's inode number without caching anything, readdirplus fetches the
+//! attributes the listing did not carry (concurrently) and counts each entry as a lookup.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use futures::StreamExt;
+
+use super::{lock, Entry, ObjFs, StatFs};
+use crate::attr::{Attrs, Kind, BLOCK_SIZE};
+use crate::dirhandle::{DirEntry, DirHandle, Item, NAME_MAX};
+use crate::error::{FsError, FsResult};
+use crate::inode::{key_ino, ROOT};
+
+/// Entries whose attributes readdirplus fetches at once.
+const PLUS_BATCH: usize = 64;
+/// Attribute fetches of readdirplus in flight at once.
+const PLUS_FETCHES: usize = 16;
+
+impl ObjFs {
+    /// Opens a directory; returns the handle.
+    pub async fn opendir(&self, ino: u64) -> FsResult<u64> {
+        let prefix = self.dir_prefix(ino)?;
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        lock(&self.dirs, "dirs")?.insert(
+            fh,
+            Arc::new(tokio::sync::Mutex::new(DirHandle::new(ino, prefix))),
+        );
+        Ok(fh)
+    }
+
+    /// Closes a directory handle.
+    pub fn releasedir(&self, fh: u64) {
+        if let Ok(mut d) = self.dirs.lock() {
+            d.remove(&fh);
+        }
+    }
+
+    fn dir_handle(&self, fh: u64) -> FsResult<Arc<tokio::sync::Mutex<DirHandle>>> {
+        lock(&self.dirs, "dirs")?
+            .get(&fh)
+            .cloned()
+            .ok_or(FsError::BadHandle(fh))
+    }
+
+    fn parent_of(&self, ino: u64) -> u64 {
+        self.table()
+            .ok()
+            .and_then(|t| t.get(ino).map(|n| n.parent))
+            .unwrap_or(ROOT)
+    }
+
+    /// Plain readdir from `offset`. `add(ino, next_offset, kind, name)` returns true when
+    /// the reply is full.
+    pub async fn readdir<F>(&self, ino: u64, fh: u64, offset: u64, mut add: F) -> FsResult<()>
+    where
+        F: FnMut(u64, u64, Kind, &str) -> bool,
+    {
+        let dh = self.dir_handle(fh)?;
+        let mut d = dh.lock().await;
+        let mut pos = offset;
+        loop {
+            let items = d.items(self.store.as_ref(), pos, PLUS_BATCH).await?;
+            if items.is_empty() {
+                return Ok(());
+            }
+            for (p, item) in items {
+                let (child, kind, name) = match &item {
+                    Item::Dot => (ino, Kind::Dir, "."),
+                    Item::DotDot => (self.parent_of(ino), Kind::Dir, ".."),
+                    Item::Entry(e) => {
+                        let known = self.table()?.child(ino, &e.name);
+                        let child = known.unwrap_or_else(|| {
+                            key_ino(&format!("{}{}", d.prefix(), e.name), e.kind)
+                        });
+                        (child, e.kind, e.name.as_str())
+                    }
+                };
+                if add(child, p + 1, kind, name) {
+                    return Ok(());
+                }
+                pos = p + 1;
+            }
+        }
+    }
+
+    /// readdirplus from `offset`: every entry comes with attributes and counts as a lookup
+    /// (unless the reply was full). `add(next_offset, name, entry)` returns true when full.
+    pub async fn readdirplus<F>(&self, ino: u64, fh: u64, offset: u64, mut add: F) -> FsResult<()>
+    where
+        F: FnMut(u64, &str, &Entry) -> bool,
+    {
+        let dh = self.dir_handle(fh)?;
+        let mut d = dh.lock().await;
+        // Entries give attributes to inodes by name: not while a rename moves names.
+        let _ns = self.namespace.read().await;
+        let mut pos = offset;
+        loop {
+            let items = d.items(self.store.as_ref(), pos, PLUS_BATCH).await?;
+            if items.is_empty() {
+                return Ok(());
+            }
+            // Fetch the attributes the listing did not give, concurrently.
+            let prefix = d.prefix().to_string();
+            let missing: Vec<(u64, DirEntry)> = items
+                .iter()
+                .filter_map(|(p, it)| match it {
+                    Item::Entry(e) if e.attrs.is_none() => Some((*p, (**e).clone())),
+                    _ => None,
+                })
+                .collect();
+            let fetched: Vec<(u64, FsResult<Attrs>)> = futures::stream::iter(missing)
+                .map(|(p, e)| {
+                    let prefix = prefix.clone();
+                    async move { (p, self.entry_attrs(&prefix, &e).await) }
+                })
+                .buffer_unordered(PLUS_FETCHES)
+                .collect()
+                .await;
+            let mut got: HashMap<u64, Attrs> = HashMap::new();
+            for (p, r) in fetched {
+                match r {
+                    Ok(a) => {
+                        d.set_attrs(p, a.clone());
+                        got.insert(p, a);
+                    }
+                    Err(e) if e.is_not_found() => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            for (p, item) in items {
+                pos = p + 1;
+                let (name, entry, counted) = match &item {
+                    Item::Dot | Item::DotDot => {
+                        let target = if matches!(item, Item::Dot) {
+                            ino
+                        } else {
+                            self.parent_of(ino)
+                        };
+                        let attr = match self.table()?.get(target).and_then(|n| n.attrs.clone()) {
+                            Some((a, _)) => a,
+                            None if target == ROOT => lock(&self.root_attrs, "root")?.clone(),
+                            None => self.implicit_dir_attrs(),
+                        };
+                        let name = if matches!(item, Item::Dot) { "." } else { ".." };
+                        (name.to_string(), self.entry(target, &attr), false)
+                    }
+                    Item::Entry(e) => {
+                        let attrs = match e.attrs.clone().or_else(|| got.get(&p).cloned()) {
+                            Some(a) => a,
+                            // Gone since the listing: skip it.
+                            None => continue,
+                        };
+                        let entry = self.remember(ino, &e.name, attrs)?;
+                        (e.name.clone(), entry, true)
+                    }
+                };
+                if add(p + 1, &name, &entry) {
+                    if counted {
+                        self.forget(entry.ino, 1);
+                    }
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    async fn entry_attrs(&self, prefix: &str, e: &DirEntry) -> FsResult<Attrs> {
+        let key = format!("{prefix}{}", e.name);
+        match (e.kind, &e.object) {
+            (Kind::Dir, _) => Ok(match self.head_marker(&key).await? {
+                Some(m) => Attrs::from_object(&m, true, &self.cfg),
+                None => self.implicit_dir_attrs(),
+            }),
+            (_, Some(o)) if self.features.list_returns_metadata => {
+                Ok(Attrs::from_object(o, false, &self.cfg))
+            }
+            _ => Ok(Attrs::from_object(
+                &self.head_existing(&key).await?,
+                false,
+                &self.cfg,
+            )),
+        }
+    }
+
+    /// Capacity of the store.
+    pub async fn statfs(&self) -> FsResult<StatFs> {
+        let c = self.store.capacity().await?;
+        let bs = u64::from(BLOCK_SIZE);
+        let ffree = c.free_bytes / bs;
+        Ok(StatFs {
+            blocks: c.total_bytes / bs,
+            bfree: c.free_bytes / bs,
+            bavail: c.free_bytes / bs,
+            files: c.objects.saturating_add(ffree),
+            ffree,
+            bsize: BLOCK_SIZE,
+            namelen: NAME_MAX as u32,
+            frsize: BLOCK_SIZE,
+        })
+    }
+}

@@ -1,0 +1,257 @@
+//! Renames: a file is one store rename (atomic, metadata only); a directory is a tree move
+//! (copy every key below it, then delete the originals).
+//!
+//! A rename holds the namespace lock exclusively and commits and holds every open writer of
+//! what it moves, so no byte is written to an old key while the keys change; the writers then
+//! follow their files to the new keys.
+
+use std::ffi::OsStr;
+
+use futures::StreamExt;
+use objfs_store::key::MAX_KEY_LEN;
+use objfs_store::{Condition, CopyOptions, ListRequest, ObjectInfo, RenameOptions};
+use tokio::sync::OwnedMutexGuard;
+
+use super::{check_name, is_precondition, marker_of, Found, ObjFs};
+use crate::error::{FsError, FsResult};
+use crate::write::Writer;
+
+/// Concurrent copies/deletes of a directory rename.
+const RENAME_CONCURRENCY: usize = 8;
+/// Keys of a directory rename copied before the copies are deleted.
+const RENAME_BATCH: usize = 100_000;
+/// Keys asked for per listing page of a tree move.
+const LIST_PAGE: usize = 1000;
+
+/// Writers a rename holds while it moves their files.
+type Held = Vec<(u64, OwnedMutexGuard<Writer>)>;
+
+impl ObjFs {
+    /// Renames a file or a whole directory. `flags` are renameat2's.
+    pub async fn rename(
+        &self,
+        parent: u64,
+        name: &OsStr,
+        newparent: u64,
+        newname: &OsStr,
+        flags: u32,
+    ) -> FsResult<()> {
+        self.check_rw()?;
+        let noreplace = flags & libc::RENAME_NOREPLACE != 0;
+        if flags & !libc::RENAME_NOREPLACE != 0 {
+            return Err(FsError::Invalid(format!("rename flags {flags:#x}")));
+        }
+        let name = check_name(name)?;
+        let newname = check_name(newname)?;
+        let src = self.child_key(parent, name)?;
+        let dst = self.child_key(newparent, newname)?;
+        if src == dst {
+            return Ok(());
+        }
+        let _ns = self.namespace.write().await;
+        let (sf, df) = tokio::join!(self.probe(&src), self.probe(&dst));
+        let sf = sf?.ok_or_else(|| FsError::NotFound(src.clone()))?;
+        let df = df?;
+        if noreplace && df.is_some() {
+            return Err(FsError::Exists(dst));
+        }
+        let (held, renamed) = match sf {
+            Found::Object(_) => {
+                if let Some(Found::Dir { .. }) = df {
+                    return Err(FsError::IsDir(dst));
+                }
+                self.rename_file(&src, &dst, noreplace).await?
+            }
+            Found::Dir { .. } => (self.rename_dir(&src, &dst, df).await?, None),
+        };
+        // Whatever was at the destination is gone; the source inode moves there.
+        self.detach_name(newparent, newname).await?;
+        {
+            let mut t = self.table()?;
+            if let Some(ino) = t.child(parent, name) {
+                t.rename(ino, newparent, newname);
+                // The moved inode now is the renamed version (same bytes, new key).
+                if let (Some(info), Some(n)) = (renamed, t.get_mut(ino)) {
+                    n.wrote(info);
+                }
+            }
+        }
+        self.rekey_writers(held).await;
+        self.keep_dir(parent).await
+    }
+
+    /// Renames the file `src` to `dst`: one store operation, atomic in the local store (a
+    /// crash leaves the file under one name, never two), metadata only, no data copied.
+    async fn rename_file(
+        &self,
+        src: &str,
+        dst: &str,
+        noreplace: bool,
+    ) -> FsResult<(Held, Option<ObjectInfo>)> {
+        let held = self.lock_writers_under(src, false).await?;
+        let opts = RenameOptions {
+            condition: if noreplace {
+                Condition::IfNotExists
+            } else {
+                Condition::None
+            },
+            ..Default::default()
+        };
+        match self.store.rename(src, dst, opts).await {
+            Ok(info) => Ok((held, Some(info))),
+            Err(e) if is_precondition(&e) => Err(FsError::Exists(dst.to_string())),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Moves the directory `src` (and everything below it) to `dst`, which is `df` now.
+    async fn rename_dir(&self, src: &str, dst: &str, df: Option<Found>) -> FsResult<Held> {
+        match &df {
+            Some(Found::Object(_)) => return Err(FsError::NotDir(dst.to_string())),
+            Some(Found::Dir { .. }) if !self.dir_is_empty(dst).await? => {
+                return Err(FsError::NotEmpty(dst.to_string()))
+            }
+            _ => {}
+        }
+        let (from, to) = (marker_of(src), marker_of(dst));
+        if dst.starts_with(&from) {
+            return Err(FsError::Invalid(format!("rename of {src} into itself")));
+        }
+        if to.len() > MAX_KEY_LEN {
+            return Err(FsError::NameTooLong(dst.to_string()));
+        }
+        let held = self.lock_writers_under(src, true).await?;
+        if let Some(Found::Dir { .. }) = df {
+            self.delete_marker(dst).await?;
+        }
+        self.move_tree(&from, &to).await?;
+        Ok(held)
+    }
+
+    /// Commits every open writer of `key` (or below it, for a directory) and keeps them
+    /// locked, so nothing is written to the old keys while a rename moves them.
+    async fn lock_writers_under(&self, key: &str, dir: bool) -> FsResult<Held> {
+        let writers = self.table()?.writers();
+        let below = marker_of(key);
+        let mut held = Vec::new();
+        for (ino, path, w) in writers {
+            let Some(path) = path else { continue };
+            if path == key || (dir && path.starts_with(&below)) {
+                let mut g = w.lock_owned().await;
+                self.commit_writer(ino, &mut g, false).await?;
+                held.push((ino, g));
+            }
+        }
+        Ok(held)
+    }
+
+    /// Points the writers held during a rename at their new keys (and bases).
+    async fn rekey_writers(&self, held: Held) {
+        for (ino, mut g) in held {
+            let path = self.table().ok().and_then(|t| t.path(ino));
+            let Some(path) = path else { continue };
+            if g.key == path {
+                continue;
+            }
+            g.key = path;
+            match self.store.head(&g.key, None).await {
+                Ok(info) => g.base = Some(info),
+                // The old version stays readable by its id; keep it as the base.
+                Err(e) => tracing::warn!(key = %g.key, error = %e, "renamed file not found"),
+            }
+        }
+    }
+
+    /// Copies every key under `from` to `to`, then deletes the originals: a crash leaves
+    /// duplicates, never a loss. Trees of more than [`RENAME_BATCH`] keys are moved in
+    /// batches of that many (copies, then deletes, per batch).
+    async fn move_tree(&self, from: &str, to: &str) -> FsResult<()> {
+        loop {
+            let (batch, more) = self.next_batch(from).await?;
+            self.copy_batch(&batch, from, to).await?;
+            // Then deletes.
+            let deletes: Vec<FsResult<()>> = futures::stream::iter(batch)
+                .map(|o| {
+                    let store = self.store.clone();
+                    async move {
+                        store.delete(&o.key).await?;
+                        Ok(())
+                    }
+                })
+                .buffered(RENAME_CONCURRENCY)
+                .collect()
+                .await;
+            for r in deletes {
+                r?;
+            }
+            if !more {
+                return Ok(());
+            }
+            // The listing starts again after the keys just deleted.
+        }
+    }
+
+    /// Up to [`RENAME_BATCH`] keys under `from`, and whether more are left.
+    async fn next_batch(&self, from: &str) -> FsResult<(Vec<ObjectInfo>, bool)> {
+        let mut token: Option<String> = None;
+        let mut batch: Vec<ObjectInfo> = Vec::new();
+        while batch.len() < RENAME_BATCH {
+            let page = self
+                .store
+                .list(&ListRequest {
+                    prefix: from.to_string(),
+                    continuation: token.clone(),
+                    max_keys: LIST_PAGE,
+                    ..Default::default()
+                })
+                .await?;
+            batch.extend(page.objects.into_iter().filter(|o| o.key.starts_with(from)));
+            token = page.next_token;
+            if token.is_none() {
+                return Ok((batch, false));
+            }
+        }
+        Ok((batch, true))
+    }
+
+    /// Copies `batch` from under `from` to under `to`; when a copy fails, the copies made are
+    /// deleted again so the tree stays where it was.
+    async fn copy_batch(&self, batch: &[ObjectInfo], from: &str, to: &str) -> FsResult<()> {
+        let copies: Vec<FsResult<String>> = futures::stream::iter(batch.iter().cloned())
+            .map(|o| {
+                let store = self.store.clone();
+                let dk = format!("{to}{}", o.key.strip_prefix(from).unwrap_or(&o.key));
+                async move {
+                    if dk.len() > MAX_KEY_LEN {
+                        return Err(FsError::NameTooLong(dk));
+                    }
+                    let opts = CopyOptions {
+                        source_version: Some(o.version.clone()),
+                        ..Default::default()
+                    };
+                    store.copy(&o.key, &dk, opts).await?;
+                    Ok(dk)
+                }
+            })
+            .buffered(RENAME_CONCURRENCY)
+            .collect()
+            .await;
+        let Some(pos) = copies.iter().position(|r| r.is_err()) else {
+            return Ok(());
+        };
+        let made: Vec<String> = copies
+            .iter()
+            .filter_map(|r| r.as_ref().ok().cloned())
+            .collect();
+        for k in made {
+            if let Err(e) = self.store.delete(&k).await {
+                tracing::warn!(key = %k, error = %e, "could not undo a copy of a failed rename");
+            }
+        }
+        Err(copies
+            .into_iter()
+            .nth(pos)
+            .and_then(|r| r.err())
+            .unwrap_or_else(|| FsError::Internal("rename failed".into())))
+    }
+}
