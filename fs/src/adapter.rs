@@ -65,6 +65,10 @@ pub fn file_type(kind: Kind) -> FileType {
         Kind::File => FileType::RegularFile,
         Kind::Dir => FileType::Directory,
         Kind::Symlink => FileType::Symlink,
+        Kind::Fifo => FileType::NamedPipe,
+        Kind::CharDev => FileType::CharDevice,
+        Kind::BlockDev => FileType::BlockDevice,
+        Kind::Socket => FileType::Socket,
     }
 }
 
@@ -83,7 +87,7 @@ pub fn file_attr(a: &Attr) -> FileAttr {
         nlink: a.nlink,
         uid: a.uid,
         gid: a.gid,
-        rdev: 0,
+        rdev: a.rdev,
         blksize: a.blksize,
         flags: 0,
     }
@@ -198,12 +202,13 @@ impl Filesystem for Adapter {
         name: &OsStr,
         mode: u32,
         _umask: u32,
-        _rdev: u32,
+        rdev: u32,
         reply: ReplyEntry,
     ) {
         let (fs, name, who) = (self.fs.clone(), owned(name), caller(req));
         self.spawn(async move {
-            reply_entry(reply, "mknod", fs.mknod(parent.0, &name, mode, who).await);
+            let made = fs.mknod(parent.0, &name, mode, rdev, who).await;
+            reply_entry(reply, "mknod", made);
         });
     }
 

@@ -33,6 +33,8 @@ pub const META_UID: &str = "x-amz-meta-uid";
 pub const META_GID: &str = "x-amz-meta-gid";
 /// Metadata name of the modification time in whole seconds (s3fs's).
 pub const META_MTIME: &str = "x-amz-meta-mtime";
+/// Metadata name of a device's number, decimal `st_rdev` (s3fs's).
+pub const META_RDEV: &str = "x-amz-meta-rdev";
 /// Metadata name of the nanoseconds part of the modification time (objfs's own).
 pub const META_MTIME_NSEC: &str = "x-objfs-mtime-nsec";
 
@@ -45,6 +47,14 @@ pub enum Kind {
     File,
     Dir,
     Symlink,
+    /// A named pipe (mkfifo): a zero-byte object; its data never reaches the store.
+    Fifo,
+    /// A character device: a zero-byte object with its device number.
+    CharDev,
+    /// A block device: a zero-byte object with its device number.
+    BlockDev,
+    /// A Unix-domain socket's name: a zero-byte object.
+    Socket,
 }
 
 impl Kind {
@@ -54,7 +64,32 @@ impl Kind {
             Kind::File => libc::S_IFREG,
             Kind::Dir => libc::S_IFDIR,
             Kind::Symlink => libc::S_IFLNK,
+            Kind::Fifo => libc::S_IFIFO,
+            Kind::CharDev => libc::S_IFCHR,
+            Kind::BlockDev => libc::S_IFBLK,
+            Kind::Socket => libc::S_IFSOCK,
         }
+    }
+
+    /// The kind of an object (not a directory marker) from its full mode; a mode without (or
+    /// with an unknown) type is a regular file.
+    pub fn of_object_mode(mode: Option<u32>) -> Kind {
+        match mode.map(|m| m & libc::S_IFMT) {
+            Some(libc::S_IFLNK) => Kind::Symlink,
+            Some(libc::S_IFIFO) => Kind::Fifo,
+            Some(libc::S_IFCHR) => Kind::CharDev,
+            Some(libc::S_IFBLK) => Kind::BlockDev,
+            Some(libc::S_IFSOCK) => Kind::Socket,
+            _ => Kind::File,
+        }
+    }
+
+    /// A FIFO, device or socket: an inode the kernel serves once it exists.
+    pub fn is_special(self) -> bool {
+        matches!(
+            self,
+            Kind::Fifo | Kind::CharDev | Kind::BlockDev | Kind::Socket
+        )
     }
 }
 
@@ -71,6 +106,8 @@ pub struct Attrs {
     pub mtime: SystemTime,
     /// When the version holding these attributes was made.
     pub ctime: SystemTime,
+    /// Device number of a character or block device (0 otherwise).
+    pub rdev: u32,
 }
 
 impl Attrs {
@@ -78,8 +115,8 @@ impl Attrs {
     pub fn default_for(kind: Kind, cfg: &FsConfig, now: SystemTime) -> Attrs {
         let perm = match kind {
             Kind::Dir => cfg.dir_mode,
-            Kind::File => cfg.file_mode,
             Kind::Symlink => 0o777,
+            _ => cfg.file_mode,
         } & 0o7777;
         Attrs {
             kind,
@@ -89,6 +126,7 @@ impl Attrs {
             gid: cfg.gid,
             mtime: now,
             ctime: now,
+            rdev: 0,
         }
     }
 
@@ -97,10 +135,8 @@ impl Attrs {
         let mode = info.metadata.get(META_MODE).and_then(|s| parse_mode(s));
         let kind = if dir {
             Kind::Dir
-        } else if mode.map(|m| m & libc::S_IFMT) == Some(libc::S_IFLNK) {
-            Kind::Symlink
         } else {
-            Kind::File
+            Kind::of_object_mode(mode)
         };
         let mut a = Attrs::default_for(kind, cfg, info.modified);
         if let Some(m) = mode {
@@ -123,6 +159,9 @@ impl Attrs {
         if let Some(t) = parse_mtime(&info.metadata) {
             a.mtime = t;
         }
+        if matches!(kind, Kind::CharDev | Kind::BlockDev) {
+            a.rdev = parse_u32(&info.metadata, META_RDEV).unwrap_or(0);
+        }
         a.size = if dir { 0 } else { info.size };
         a
     }
@@ -143,6 +182,11 @@ impl Attrs {
             .unwrap_or(Duration::ZERO);
         meta.insert(META_MTIME.into(), d.as_secs().to_string());
         meta.insert(META_MTIME_NSEC.into(), d.subsec_nanos().to_string());
+        if matches!(self.kind, Kind::CharDev | Kind::BlockDev) {
+            meta.insert(META_RDEV.into(), self.rdev.to_string());
+        } else {
+            meta.remove(META_RDEV);
+        }
     }
 
     /// What `stat` shows of inode `ino` with these attributes.
@@ -159,9 +203,15 @@ impl Attrs {
             nlink: if self.kind == Kind::Dir { 2 } else { 1 },
             uid: self.uid,
             gid: self.gid,
+            rdev: self.rdev,
             blksize: BLOCK_SIZE,
         }
     }
+}
+
+/// A decimal u32 metadata value.
+fn parse_u32(meta: &Metadata, name: &str) -> Option<u32> {
+    meta.get(name).and_then(|s| s.trim().parse().ok())
 }
 
 /// Parses a mode the way s3fs does (`strtol(s, NULL, 0)`): decimal, or octal with a leading

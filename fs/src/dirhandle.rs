@@ -232,14 +232,11 @@ impl DirHandle {
         if !Self::valid_name(name) || name.contains('/') {
             return;
         }
-        let kind = match o
-            .metadata
-            .get(META_MODE)
-            .and_then(|m| crate::attr::parse_mode(m))
-        {
-            Some(m) if m & libc::S_IFMT == libc::S_IFLNK => Kind::Symlink,
-            _ => Kind::File,
-        };
+        let kind = Kind::of_object_mode(
+            o.metadata
+                .get(META_MODE)
+                .and_then(|m| crate::attr::parse_mode(m)),
+        );
         self.pending.push_back(DirEntry {
             name: name.to_string(),
             kind,

@@ -648,11 +648,17 @@ async fn error_numbers() -> TestResult {
     );
     let f = lookup(&fs, "d/f").await?;
     assert_eq!(errno(fs.link(f.ino, 1, os("hard")).await), libc::EPERM);
+    let fifo = fs.mknod(1, os("fifo"), libc::S_IFIFO | 0o644, 0, ME).await?;
+    assert_eq!(fifo.attr.kind, Kind::Fifo);
+    let dev = fs
+        .mknod(1, os("dev"), libc::S_IFCHR | 0o600, 0x0103, ME)
+        .await?;
+    assert_eq!((dev.attr.kind, dev.attr.rdev), (Kind::CharDev, 0x0103));
     assert_eq!(
-        errno(fs.mknod(1, os("fifo"), libc::S_IFIFO | 0o644, ME).await),
-        libc::ENOTSUP
+        errno(fs.mknod(1, os("fifo"), libc::S_IFIFO | 0o644, 0, ME).await),
+        libc::EEXIST
     );
-    fs.mknod(1, os("regular"), libc::S_IFREG | 0o644, ME)
+    fs.mknod(1, os("regular"), libc::S_IFREG | 0o644, 0, ME)
         .await?;
     // rmdir of the last entry of an implicit directory keeps the directory.
     store

@@ -128,8 +128,8 @@ impl ObjFs {
                     .await?;
                 Attrs::from_object(&info, true, &self.cfg)
             }
-            Kind::Symlink if sa.size.is_some() => {
-                return Err(FsError::Invalid("truncate of a symlink".into()))
+            k if sa.size.is_some() && k != Kind::File => {
+                return Err(FsError::Invalid(format!("truncate of a {k:?}")))
             }
             _ if sa.size.is_some() => self.truncate_closed(ino, &key, &sa).await?,
             _ => {

@@ -39,6 +39,10 @@ impl ObjFs {
         if kind == Kind::Dir {
             return Err(FsError::IsDir(key));
         }
+        if kind.is_special() {
+            // The kernel serves FIFOs, devices and sockets itself; an open never gets here.
+            return Err(FsError::NotSupported(format!("open of special file {key}")));
+        }
         let (has_writer, detached, local, seq0) = {
             let t = self.table()?;
             let n = t.get(ino);

@@ -83,21 +83,31 @@ impl ObjFs {
         self.make_name(parent, name, Body::empty(), &a).await
     }
 
-    /// mknod: regular files only.
+    /// mknod: a regular file, FIFO, character or block device, or socket. A special file is a
+    /// zero-byte object whose mode (type bits included) and device number are its metadata;
+    /// opening it is the kernel's business and never reaches the store.
     pub async fn mknod(
         &self,
         parent: u64,
         name: &OsStr,
         mode: u32,
+        rdev: u32,
         caller: Caller,
     ) -> FsResult<Entry> {
         self.check_rw()?;
-        if !is_regular(mode) {
-            return Err(FsError::NotSupported(
-                "special files (devices, FIFOs, sockets)".into(),
-            ));
+        let kind = match mode & libc::S_IFMT {
+            0 | libc::S_IFREG => Kind::File,
+            libc::S_IFIFO => Kind::Fifo,
+            libc::S_IFCHR => Kind::CharDev,
+            libc::S_IFBLK => Kind::BlockDev,
+            libc::S_IFSOCK => Kind::Socket,
+            libc::S_IFDIR => return Err(FsError::Invalid("mknod of a directory".into())),
+            t => return Err(FsError::Invalid(format!("mknod of file type {t:o}"))),
+        };
+        let mut a = owned_attrs(kind, &self.cfg, mode, caller);
+        if matches!(kind, Kind::CharDev | Kind::BlockDev) {
+            a.rdev = rdev;
         }
-        let a = owned_attrs(Kind::File, &self.cfg, mode, caller);
         self.make_name(parent, name, Body::empty(), &a).await
     }
 

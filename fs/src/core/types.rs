@@ -32,6 +32,8 @@ pub struct Attr {
     pub nlink: u32,
     pub uid: u32,
     pub gid: u32,
+    /// Device number (character and block devices).
+    pub rdev: u32,
     /// Preferred I/O size.
     pub blksize: u32,
 }

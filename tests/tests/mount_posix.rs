@@ -1,0 +1,484 @@
+//! A POSIX behaviour suite of our own, written from POSIX and the Linux man pages (mknod(2),
+//! mkfifo(3), unix(7), chown(2), chmod(2), utimensat(2), rename(2), unlink(2), link(2),
+//! path_resolution(7)) and run against a real mount, as root and, with `allow_other`, as
+//! another user:
+//!
+//! - special files of every type (FIFO, character and block device, socket, regular file made
+//!   by mknod) through create, stat, readdir, chmod, chown, rename, a remount and unlink, and
+//!   FIFOs and sockets that carry data (the kernel's business once the inode exists);
+//! - a directory's mtime and ctime follow the entries created, removed and renamed in it;
+//! - chown clears the set-user-id and set-group-id bits; a write by another user clears them;
+//! - paths up to PATH_MAX (keys of 4,095 bytes), names up to 255 bytes, ENAMETOOLONG past;
+//! - access times with relatime rules, explicit atimes stored, `noatime`;
+//! - permissions enforced for another user; hard links refused with EPERM;
+//! - ioctl answered ENOTTY.
+//!
+//! The rsync sequence (setattr racing release) is in `mount_rsync.rs`.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{ErrorKind, Read, Write};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::thread;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use nix::sys::stat::{makedev, mknod, utimensat, Mode, SFlag, UtimensatFlags};
+use nix::sys::time::TimeSpec;
+use nix::unistd::mkfifo;
+use objfs_fs::FsConfig;
+use objfs_tests::mount_fixture::MountFixture;
+
+/// The user the "another user" checks run as.
+const NOBODY: u32 = 65534;
+
+fn errno_of(r: std::io::Result<impl Sized>) -> i32 {
+    match r {
+        Ok(_) => 0,
+        Err(e) => e.raw_os_error().unwrap_or(-1),
+    }
+}
+
+fn nix_errno(r: nix::Result<()>) -> i32 {
+    match r {
+        Ok(()) => 0,
+        Err(e) => e as i32,
+    }
+}
+
+fn now_secs() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+fn set_times(p: &Path, atime: Option<i64>, mtime: Option<i64>) {
+    let ts = |t: Option<i64>| match t {
+        Some(s) => TimeSpec::new(s, 0),
+        None => TimeSpec::UTIME_OMIT,
+    };
+    utimensat(
+        nix::fcntl::AT_FDCWD,
+        p,
+        &ts(atime),
+        &ts(mtime),
+        UtimensatFlags::NoFollowSymlink,
+    )
+    .unwrap_or_else(|e| panic!("utimensat {}: {e}", p.display()));
+}
+
+/// A mount other users can enter (the fixture's temporary directory is 0700).
+fn open_mount(test: &str, cfg: FsConfig) -> Option<MountFixture> {
+    let fx = MountFixture::with_config(test, cfg)?;
+    fs::set_permissions(fx.root(), fs::Permissions::from_mode(0o755)).expect("chmod tmp");
+    fs::set_permissions(&fx.mountpoint, fs::Permissions::from_mode(0o777)).expect("chmod mnt");
+    Some(fx)
+}
+
+fn shared_config() -> FsConfig {
+    FsConfig {
+        allow_other: true,
+        ..MountFixture::default_config()
+    }
+}
+
+/// Runs `sh -c script` as `uid`/`gid`; returns its exit code and stderr.
+fn sh_as(uid: u32, gid: u32, script: &str) -> (i32, String) {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .uid(uid)
+        .gid(gid)
+        .current_dir("/")
+        .output()
+        .expect("run sh");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Special {
+    Fifo,
+    Char,
+    Block,
+    Socket,
+    Regular,
+}
+
+impl Special {
+    const ALL: [Special; 5] = [
+        Special::Fifo,
+        Special::Char,
+        Special::Block,
+        Special::Socket,
+        Special::Regular,
+    ];
+
+    fn rdev(self) -> u64 {
+        match self {
+            Special::Char => makedev(1, 3),
+            Special::Block => makedev(7, 42),
+            _ => 0,
+        }
+    }
+
+    /// Makes one; a socket's listener is returned so the socket stays bound.
+    fn make(self, p: &Path) -> Option<UnixListener> {
+        let mode = Mode::from_bits_truncate(0o644);
+        let r = match self {
+            Special::Fifo => mkfifo(p, mode),
+            Special::Char => mknod(p, SFlag::S_IFCHR, mode, self.rdev()),
+            Special::Block => mknod(p, SFlag::S_IFBLK, mode, self.rdev()),
+            Special::Regular => mknod(p, SFlag::S_IFREG, mode, 0),
+            Special::Socket => {
+                return Some(
+                    UnixListener::bind(p).unwrap_or_else(|e| panic!("bind {}: {e}", p.display())),
+                )
+            }
+        };
+        r.unwrap_or_else(|e| panic!("{self:?} {}: {e}", p.display()));
+        None
+    }
+
+    fn matches(self, t: fs::FileType) -> bool {
+        match self {
+            Special::Fifo => t.is_fifo(),
+            Special::Char => t.is_char_device(),
+            Special::Block => t.is_block_device(),
+            Special::Socket => t.is_socket(),
+            Special::Regular => t.is_file(),
+        }
+    }
+}
+
+fn check_special(kind: Special, p: &Path, perm: u32, uid: u32, gid: u32, when: &str) {
+    let m = fs::symlink_metadata(p).unwrap_or_else(|e| panic!("{when}: stat {}: {e}", p.display()));
+    assert!(
+        kind.matches(m.file_type()),
+        "{when}: {} is {:?}, want {kind:?}",
+        p.display(),
+        m.file_type()
+    );
+    assert_eq!(m.permissions().mode() & 0o7777, perm, "{when}: mode of {kind:?}");
+    assert_eq!((m.uid(), m.gid()), (uid, gid), "{when}: owner of {kind:?}");
+    assert_eq!(m.rdev(), kind.rdev(), "{when}: rdev of {kind:?}");
+    assert_eq!(m.len(), 0, "{when}: size of {kind:?}");
+    let dir = p.parent().expect("parent");
+    let name = p.file_name().expect("name");
+    let listed = fs::read_dir(dir)
+        .expect("readdir")
+        .filter_map(Result::ok)
+        .find(|e| e.file_name() == name)
+        .unwrap_or_else(|| panic!("{when}: {kind:?} not listed"));
+    assert!(
+        kind.matches(listed.file_type().expect("d_type")),
+        "{when}: readdir type of {kind:?}"
+    );
+}
+
+#[test]
+fn special_files_of_every_type() {
+    let Some(mut fx) = MountFixture::new("special_files_of_every_type") else {
+        return;
+    };
+    fs::create_dir(fx.path("dev")).expect("mkdir");
+    let mut listeners = Vec::new();
+    for kind in Special::ALL {
+        let p = fx.path(format!("dev/{kind:?}"));
+        listeners.extend(kind.make(&p));
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o640)).expect("chmod");
+        check_special(kind, &p, 0o640, 0, 0, "made");
+        nix::unistd::chown(&p, Some(1234.into()), Some(5678.into())).expect("chown");
+        check_special(kind, &p, 0o640, 1234, 5678, "chowned");
+        let q = fx.path(format!("dev/{kind:?}-moved"));
+        fs::rename(&p, &q).expect("rename");
+        assert_eq!(errno_of(fs::symlink_metadata(&p)), libc::ENOENT);
+        check_special(kind, &q, 0o640, 1234, 5678, "renamed");
+        assert_eq!(
+            nix_errno(mknod(&q, SFlag::S_IFIFO, Mode::from_bits_truncate(0o644), 0)),
+            libc::EEXIST,
+            "mknod over {kind:?}"
+        );
+    }
+    drop(listeners);
+    fx.remount();
+    for kind in Special::ALL {
+        let q = fx.path(format!("dev/{kind:?}-moved"));
+        check_special(kind, &q, 0o640, 1234, 5678, "after remount");
+        fs::remove_file(&q).expect("unlink");
+        assert_eq!(errno_of(fs::symlink_metadata(&q)), libc::ENOENT);
+    }
+    assert_eq!(fs::read_dir(fx.path("dev")).expect("readdir").count(), 0);
+    assert_eq!(
+        nix_errno(mkfifo(&fx.path("no/such/dir"), Mode::from_bits_truncate(0o644))),
+        libc::ENOENT
+    );
+}
+
+#[test]
+fn fifos_and_sockets_carry_data() {
+    let Some(fx) = MountFixture::new("fifos_and_sockets_carry_data") else {
+        return;
+    };
+    let fifo = fx.path("pipe");
+    mkfifo(&fifo, Mode::from_bits_truncate(0o600)).expect("mkfifo");
+    let writer = {
+        let fifo = fifo.clone();
+        thread::spawn(move || {
+            let mut w = OpenOptions::new().write(true).open(&fifo).expect("open fifo w");
+            w.write_all(b"through the pipe").expect("write fifo");
+        })
+    };
+    let mut got = String::new();
+    File::open(&fifo)
+        .expect("open fifo r")
+        .read_to_string(&mut got)
+        .expect("read fifo");
+    writer.join().expect("writer");
+    assert_eq!(got, "through the pipe");
+
+    let sock = fx.path("sock");
+    let listener = UnixListener::bind(&sock).expect("bind");
+    let client = {
+        let sock = sock.clone();
+        thread::spawn(move || {
+            let mut s = UnixStream::connect(&sock).expect("connect");
+            s.write_all(b"hello socket").expect("send");
+        })
+    };
+    let (mut conn, _) = listener.accept().expect("accept");
+    let mut got = String::new();
+    conn.read_to_string(&mut got).expect("recv");
+    client.join().expect("client");
+    assert_eq!(got, "hello socket");
+}
+
+/// Sets `dir`'s times into the past, runs `op`, and checks its mtime and ctime moved to now.
+fn parent_changes(dir: &Path, what: &str, op: impl FnOnce()) {
+    set_times(dir, Some(1_000_000_000), Some(1_000_000_000));
+    let before = fs::metadata(dir).expect("stat dir");
+    assert_eq!(before.mtime(), 1_000_000_000, "{what}: utimens of the directory");
+    let start = now_secs() - 2;
+    op();
+    let after = fs::metadata(dir).expect("stat dir");
+    assert!(after.mtime() >= start, "{what}: mtime of {} not updated", dir.display());
+    assert!(after.ctime() >= start, "{what}: ctime of {} not updated", dir.display());
+}
+
+#[test]
+fn directory_times_follow_their_entries() {
+    let Some(mut fx) = MountFixture::new("directory_times_follow_their_entries") else {
+        return;
+    };
+    let d = fx.path("d");
+    let e = fx.path("e");
+    fs::create_dir(&d).expect("mkdir");
+    fs::create_dir(&e).expect("mkdir");
+    parent_changes(&d, "create", || fs::write(d.join("f"), b"x").expect("create"));
+    parent_changes(&d, "mkdir", || fs::create_dir(d.join("sub")).expect("mkdir"));
+    parent_changes(&d, "symlink", || {
+        std::os::unix::fs::symlink("f", d.join("l")).expect("symlink")
+    });
+    parent_changes(&d, "mkfifo", || {
+        mkfifo(&d.join("p"), Mode::from_bits_truncate(0o644)).expect("mkfifo")
+    });
+    parent_changes(&d, "unlink", || fs::remove_file(d.join("l")).expect("unlink"));
+    parent_changes(&d, "rmdir", || fs::remove_dir(d.join("sub")).expect("rmdir"));
+    parent_changes(&d, "rename within", || {
+        fs::rename(d.join("f"), d.join("g")).expect("rename")
+    });
+    // A rename between directories changes both.
+    set_times(&e, Some(1_000_000_000), Some(1_000_000_000));
+    parent_changes(&d, "rename out", || {
+        fs::rename(d.join("g"), e.join("g")).expect("rename")
+    });
+    assert!(fs::metadata(&e).expect("stat").mtime() > 1_000_000_000, "rename in");
+    // An explicit utimens of a directory is kept across a remount.
+    set_times(&d, Some(1_200_000_000), Some(1_200_000_000));
+    fx.remount();
+    assert_eq!(fs::metadata(fx.path("d")).expect("stat").mtime(), 1_200_000_000);
+}
+
+#[test]
+fn chown_and_foreign_writes_clear_setid_bits() {
+    let Some(fx) = open_mount("chown_and_foreign_writes_clear_setid_bits", shared_config()) else {
+        return;
+    };
+    let p = fx.path("prog");
+    fs::write(&p, b"#!/bin/sh\n").expect("write");
+    fs::set_permissions(&p, fs::Permissions::from_mode(0o6755)).expect("chmod");
+    assert_eq!(fs::metadata(&p).expect("stat").mode() & 0o7777, 0o6755);
+    nix::unistd::chown(&p, Some(4321.into()), Some(4321.into())).expect("chown");
+    let m = fs::metadata(&p).expect("stat");
+    assert_eq!(m.mode() & 0o7777, 0o755, "chown clears S_ISUID and S_ISGID");
+    assert_eq!((m.uid(), m.gid()), (4321, 4321));
+
+    // A write by a user who is not the owner clears them too.
+    let q = fx.path("shared");
+    fs::write(&q, b"data").expect("write");
+    fs::set_permissions(&q, fs::Permissions::from_mode(0o6777)).expect("chmod");
+    let (code, err) = sh_as(
+        NOBODY,
+        NOBODY,
+        &format!("printf more >> '{}'", q.display()),
+    );
+    assert_eq!(code, 0, "append as nobody: {err}");
+    let m = fs::metadata(&q).expect("stat");
+    assert_eq!(m.mode() & 0o6000, 0, "a write by another user clears the set-id bits");
+    assert_eq!(fs::read(&q).expect("read"), b"datamore");
+}
+
+#[test]
+fn paths_up_to_path_max() {
+    let Some(mut fx) = MountFixture::new("paths_up_to_path_max") else {
+        return;
+    };
+    let name = "n".repeat(200);
+    // 19 levels of 201 bytes = 3,819 bytes of key before the file name.
+    let mut dir = fx.mountpoint.clone();
+    let mut rel = PathBuf::new();
+    for _ in 0..19 {
+        dir.push(&name);
+        rel.push(&name);
+    }
+    fs::create_dir_all(&dir).expect("deep mkdir");
+    let file = dir.join("f".repeat(255));
+    fs::write(&file, b"deep").expect("write a 4,075-byte key");
+    assert_eq!(fs::read(&file).expect("read"), b"deep");
+    assert_eq!(
+        errno_of(fs::write(dir.join("f".repeat(256)), b"x")),
+        libc::ENAMETOOLONG,
+        "a 256-byte name"
+    );
+    let too_deep = dir.join("x".repeat(200)).join("y".repeat(100));
+    assert_eq!(
+        errno_of(fs::create_dir_all(&too_deep)),
+        libc::ENAMETOOLONG,
+        "a key over 4,095 bytes"
+    );
+    fx.remount();
+    let file = fx.mountpoint.join(&rel).join("f".repeat(255));
+    assert_eq!(fs::read(&file).expect("read after remount"), b"deep");
+}
+
+#[test]
+fn access_times_follow_relatime() {
+    let Some(mut fx) = MountFixture::new("access_times_follow_relatime") else {
+        return;
+    };
+    let p = fx.path("f");
+    fs::write(&p, b"read me").expect("write");
+    // An explicit atime is stored and read back, also after a remount.
+    set_times(&p, Some(1_100_000_000), Some(1_300_000_000));
+    let m = fs::metadata(&p).expect("stat");
+    assert_eq!((m.atime(), m.mtime()), (1_100_000_000, 1_300_000_000));
+    fx.remount();
+    let p = fx.path("f");
+    assert_eq!(fs::metadata(&p).expect("stat").atime(), 1_100_000_000);
+    // atime older than mtime: a read updates it.
+    let start = now_secs() - 2;
+    fs::read(&p).expect("read");
+    let a1 = fs::metadata(&p).expect("stat").atime();
+    assert!(a1 >= start, "relatime: a read after a write updates atime ({a1})");
+    // Newer than mtime and less than a day old: a read leaves it.
+    set_times(&p, Some(now_secs() - 3600), None);
+    let a2 = fs::metadata(&p).expect("stat").atime();
+    fs::read(&p).expect("read");
+    assert_eq!(fs::metadata(&p).expect("stat").atime(), a2, "relatime: no update");
+    // Older than a day: updated again, and the update survives a remount.
+    set_times(&p, Some(now_secs() - 2 * 86400), None);
+    fs::read(&p).expect("read");
+    let a3 = fs::metadata(&p).expect("stat").atime();
+    assert!(a3 >= start, "relatime: a day-old atime is refreshed");
+    fx.remount();
+    assert_eq!(fs::metadata(fx.path("f")).expect("stat").atime(), a3);
+}
+
+#[test]
+fn noatime_never_updates_access_times() {
+    let cfg = FsConfig {
+        extra_options: vec!["noatime".into()],
+        ..MountFixture::default_config()
+    };
+    let Some(fx) = MountFixture::with_config("noatime_never_updates_access_times", cfg) else {
+        return;
+    };
+    let p = fx.path("f");
+    fs::write(&p, b"x").expect("write");
+    set_times(&p, Some(1_100_000_000), None);
+    fs::read(&p).expect("read");
+    assert_eq!(fs::metadata(&p).expect("stat").atime(), 1_100_000_000);
+}
+
+#[test]
+fn another_user_meets_the_permissions() {
+    let Some(fx) = open_mount("another_user_meets_the_permissions", shared_config()) else {
+        return;
+    };
+    let closed = fx.path("closed");
+    let open = fx.path("open");
+    let sticky = fx.path("sticky");
+    for (d, mode) in [(&closed, 0o755), (&open, 0o777), (&sticky, 0o1777)] {
+        fs::create_dir(d).expect("mkdir");
+        fs::set_permissions(d, fs::Permissions::from_mode(mode)).expect("chmod");
+    }
+    fs::write(sticky.join("roots"), b"r").expect("write");
+    fs::set_permissions(sticky.join("roots"), fs::Permissions::from_mode(0o666)).expect("chmod");
+    let q = |p: &Path| format!("'{}'", p.display());
+    let cases = [
+        (format!("ls {}", q(&fx.mountpoint)), 0),
+        (format!("touch {}/x", q(&closed)), 1),
+        (format!("touch {}/mine && test -O {}/mine", q(&open), q(&open)), 0),
+        (format!("chmod 777 {}/roots", q(&sticky)), 1),
+        (format!("rm -f {}/roots", q(&sticky)), 1),
+        (format!("touch {}/own && rm {}/own", q(&sticky), q(&sticky)), 0),
+        (format!("printf ok > {}/roots", q(&sticky)), 0),
+    ];
+    for (script, want) in cases {
+        let (code, err) = sh_as(NOBODY, NOBODY, &script);
+        assert_eq!(code, want, "as nobody: {script}: {err}");
+    }
+    let mine = fs::metadata(open.join("mine")).expect("stat");
+    assert_eq!((mine.uid(), mine.gid()), (NOBODY, NOBODY), "owner of a new file");
+    assert!(sticky.join("roots").exists());
+}
+
+#[test]
+fn hard_links_are_refused() {
+    let Some(fx) = MountFixture::new("hard_links_are_refused") else {
+        return;
+    };
+    fs::write(fx.path("a"), b"x").expect("write");
+    let r = fs::hard_link(fx.path("a"), fx.path("b"));
+    assert_eq!(errno_of(r), libc::EPERM);
+    assert_eq!(
+        fs::symlink_metadata(fx.path("b")).map_err(|e| e.kind()).err(),
+        Some(ErrorKind::NotFound)
+    );
+}
+
+#[test]
+fn ioctl_is_enotty() {
+    let Some(fx) = MountFixture::new("ioctl_is_enotty") else {
+        return;
+    };
+    let p = fx.path("f");
+    fs::write(&p, b"x").expect("write");
+    let f = File::open(&p).expect("open");
+    let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
+    // SAFETY: TIOCGWINSZ writes one winsize into `ws`, which lives across the call.
+    let r = unsafe {
+        libc::ioctl(
+            std::os::fd::AsRawFd::as_raw_fd(&f),
+            libc::TIOCGWINSZ,
+            &mut ws,
+        )
+    };
+    let e = std::io::Error::last_os_error().raw_os_error();
+    assert_eq!((r, e), (-1, Some(libc::ENOTTY)));
+}
