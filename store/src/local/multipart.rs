@@ -2,22 +2,11 @@
 //! committed as part records; a part copy shares the source's extents; completion makes one
 //! version whose extents are the parts' extents, in order. No part's bytes are copied.
 
-use crate::error::{Result, StoreError};
-use crate::key::{validate, validate_prefix};
+use crate::error::Result;
+use crate::key::{validate, validate_part_number, validate_prefix};
 use crate::local::records::PartRecord;
 use crate::local::LocalStore;
-use crate::types::{
-    Body, CompletedPart, ObjectInfo, PartInfo, PutOptions, UploadInfo, VersionId, MAX_PART_NUMBER,
-};
-
-fn check_part_number(n: u32) -> Result<()> {
-    if n == 0 || n > MAX_PART_NUMBER {
-        return Err(StoreError::InvalidPart(format!(
-            "part number {n} is outside 1..={MAX_PART_NUMBER}"
-        )));
-    }
-    Ok(())
-}
+use crate::types::{Body, CompletedPart, ObjectInfo, PartInfo, PutOptions, UploadInfo, VersionId};
 
 impl LocalStore {
     pub(super) async fn start_upload(&self, key: &str, opts: PutOptions) -> Result<String> {
@@ -33,7 +22,7 @@ impl LocalStore {
         body: Body,
     ) -> Result<PartInfo> {
         validate(key)?;
-        check_part_number(part_number)?;
+        validate_part_number(part_number)?;
         // Refuse before writing any data when the upload does not exist.
         self.inline(|i| i.meta.upload(key, upload_id).map(|_| ()))?;
         let w = self.write_body(body).await?;
@@ -65,7 +54,7 @@ impl LocalStore {
     ) -> Result<PartInfo> {
         validate(key)?;
         validate(src)?;
-        check_part_number(part_number)?;
+        validate_part_number(part_number)?;
         self.inline(|i| {
             let rec =
                 i.meta
