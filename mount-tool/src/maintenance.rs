@@ -3,15 +3,17 @@
 //! The daemons normally run inside the mount process. These commands run the same workers in
 //! the foreground on a store that is not mounted (`--now`), or steer the ones running in the
 //! mount through the store's control and status files (`--pause`, `--resume`, `--status`),
-//! which work whichever process owns the store.
+//! which work whichever process owns the store: `--pause` writes `STORE/control/<daemon>`,
+//! and the mount's control watcher sends the daemon a pause command within about a second.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
-use objfs_store::local::worker::{read_status, set_paused};
-use objfs_store::local::{GcOptions, LocalStore, Progress};
+use objfs_store::local::control::{is_paused, set_paused};
+use objfs_store::local::worker::read_status;
+use objfs_store::local::{GcOptions, LocalStore, Progress, WorkerState};
 use objfs_store::StoreError;
 
 use crate::commands::human_bytes;
@@ -157,16 +159,14 @@ fn print_progress(name: &str, p: &Progress) {
 fn print_daemon(store: &Path, name: &str) {
     match read_status(store, name) {
         Some(st) => {
-            let paused = objfs_store::local::worker::is_paused(store, name);
-            println!(
-                "{name} daemon: {}{}",
-                st.state,
-                if paused && st.state != "paused" {
-                    " (pause requested)"
-                } else {
-                    ""
-                }
-            );
+            let paused = is_paused(store, name);
+            let pending = match (paused, st.state) {
+                (true, WorkerState::Paused) => "",
+                (true, _) => " (pause requested)",
+                (false, WorkerState::Paused) => " (resume requested)",
+                (false, _) => "",
+            };
+            println!("{name} daemon: {}{pending}", st.state);
             print_progress(name, &st.progress);
             if let Some(e) = st.last_error {
                 println!("{name}: last error: {e}");

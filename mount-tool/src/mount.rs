@@ -14,7 +14,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use nix::sys::signal::{SigSet, Signal};
 use objfs_fs::FsConfig;
-use objfs_store::local::{DaemonConfig, LocalConfig, LocalStore};
+use objfs_store::local::{wait_for_last_reference, DaemonConfig, LocalConfig, LocalStore};
 use objfs_store::{ObjectStore, StoreError};
 use tracing::{info, warn};
 
@@ -336,23 +336,15 @@ fn serve(
 /// Closes the store once the filesystem has let go of it (waits up to 30 s for background
 /// tasks to drop their references), so its lock is released and everything is synced.
 fn close_store(store: Arc<LocalStore>, path: &Path) {
-    let mut store = store;
-    for _ in 0..300 {
-        match Arc::try_unwrap(store) {
-            Ok(s) => {
-                if let Err(e) = s.close() {
-                    warn!("closing store {} failed: {e}", path.display());
-                }
-                return;
-            }
-            Err(s) => {
-                store = s;
-                std::thread::sleep(Duration::from_millis(100));
+    match wait_for_last_reference(store, Duration::from_secs(30)) {
+        Ok(s) => {
+            if let Err(e) = s.close() {
+                warn!("closing store {} failed: {e}", path.display());
             }
         }
+        Err(_) => warn!(
+            "store {} is still referenced after unmount; dropping it without close",
+            path.display()
+        ),
     }
-    warn!(
-        "store {} is still referenced after unmount; dropping it without close",
-        path.display()
-    );
 }

@@ -15,13 +15,12 @@ use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 
 use crate::error::{Result, StoreError};
-use crate::key::{validate, validate_prefix};
+use crate::key::{validate, validate_part_number as check_part_number, validate_prefix};
 use crate::store::ObjectStore;
 use crate::types::{
     resolve_range, Body, Capacity, CompletedPart, Condition, CopyOptions, GetOptions, GetResult,
     ListPage, ListRequest, ListVersionsRequest, Metadata, ObjectInfo, PartInfo, PutOptions,
     RenameOptions, StoreFeatures, UploadInfo, VersionId, VersionInfo, VersionsPage,
-    MAX_PART_NUMBER,
 };
 
 /// What `capacity()` reports as the size of the (unbounded) memory.
@@ -277,15 +276,6 @@ fn decode_token(token: &str) -> Result<Position> {
         'p' => Ok(Position::Prefix(name)),
         _ => Err(bad()),
     }
-}
-
-fn check_part_number(n: u32) -> Result<()> {
-    if n == 0 || n > MAX_PART_NUMBER {
-        return Err(StoreError::InvalidPart(format!(
-            "part number {n} is outside 1..={MAX_PART_NUMBER}"
-        )));
-    }
-    Ok(())
 }
 
 #[async_trait]

@@ -20,6 +20,7 @@ use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, StoreError};
+use crate::local::atomic_file;
 
 /// Format of the store as a whole; bumped on any incompatible change of any persisted part.
 pub const STORE_FORMAT: u32 = 1;
@@ -230,16 +231,9 @@ impl Marker {
 
     /// Writes the marker atomically (temp file, fsync, rename, fsync the directory).
     pub fn write(&self, root: &Path) -> Result<()> {
-        let tmp = root.join(format!("{MARKER}.tmp"));
         let text = serde_json::to_string_pretty(self)
             .map_err(|e| StoreError::Metadata(format!("encoding the marker: {e}")))?;
-        let ctx = |e| StoreError::io(format!("writing {}", tmp.display()), e);
-        let mut f = File::create(&tmp).map_err(ctx)?;
-        f.write_all(text.as_bytes()).map_err(ctx)?;
-        f.sync_all().map_err(ctx)?;
-        fs::rename(&tmp, root.join(MARKER))
-            .map_err(|e| StoreError::io(format!("renaming {}", tmp.display()), e))?;
-        crate::local::volume::sync_dir(root)
+        atomic_file::replace(&root.join(MARKER), text.as_bytes(), true)
     }
 
     /// The settings recorded in the marker.
@@ -329,15 +323,8 @@ impl DiskMarker {
 
     /// Writes the marker (temp file, fsync, rename, fsync the directory).
     pub fn write(&self, dir: &Path) -> Result<()> {
-        let tmp = dir.join(format!("{DISK_MARKER}.tmp"));
         let text = serde_json::to_string(self)
             .map_err(|e| StoreError::Metadata(format!("encoding the disk marker: {e}")))?;
-        let ctx = |e| StoreError::io(format!("writing {}", tmp.display()), e);
-        let mut f = File::create(&tmp).map_err(ctx)?;
-        f.write_all(text.as_bytes()).map_err(ctx)?;
-        f.sync_all().map_err(ctx)?;
-        fs::rename(&tmp, dir.join(DISK_MARKER))
-            .map_err(|e| StoreError::io(format!("renaming {}", tmp.display()), e))?;
-        crate::local::volume::sync_dir(dir)
+        atomic_file::replace(&dir.join(DISK_MARKER), text.as_bytes(), true)
     }
 }

@@ -19,12 +19,13 @@
 //! verify it). Degraded reads and scrub verify chunks against the table, so a corrupt shard is
 //! never fed to the decoder.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use crate::error::{Result, StoreError};
+use crate::local::atomic_file;
 use crate::local::erasure::SHARD_CHUNK;
 
 pub const SHARD_MAGIC: &[u8; 8] = b"OBJFSSHD";
@@ -43,6 +44,19 @@ pub struct ShardHeader {
 }
 
 impl ShardHeader {
+    /// The header of shard `index` of volume `volume`, coded K+M with shards of `shard_len`
+    /// bytes and the store's chunk size.
+    pub fn new(volume: u64, k: u8, m: u8, shard_len: u64, index: usize) -> ShardHeader {
+        ShardHeader {
+            index: index as u16,
+            k,
+            m,
+            volume,
+            shard_len,
+            chunk: SHARD_CHUNK as u32,
+        }
+    }
+
     pub fn encode(&self) -> [u8; 64] {
         let mut h = [0u8; 64];
         h[0..8].copy_from_slice(SHARD_MAGIC);
@@ -84,31 +98,18 @@ impl ShardHeader {
     }
 }
 
-/// Writes a complete shard file at `path` (through a temporary name, fsynced, renamed).
+/// Writes a complete shard file at `path` atomically (through a temporary name, fsynced,
+/// renamed, directory fsynced).
 pub fn write_shard(path: &Path, header: ShardHeader, data: &[u8]) -> Result<()> {
-    let tmp = path.with_extension(format!(
-        "{}.tmp",
-        path.extension().and_then(|e| e.to_str()).unwrap_or("s")
-    ));
-    let ctx = |e| StoreError::io(format!("writing shard {}", tmp.display()), e);
-    let file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&tmp)
-        .map_err(ctx)?;
-    file.write_all_at(&header.encode(), 0).map_err(ctx)?;
-    file.write_all_at(data, SHARD_HEADER_LEN).map_err(ctx)?;
-    let table: Vec<u8> = data
-        .chunks(header.chunk as usize)
-        .flat_map(|c| *blake3::hash(c).as_bytes())
-        .collect();
-    file.write_all_at(&table, header.table_offset())
-        .map_err(ctx)?;
-    file.sync_all().map_err(ctx)?;
-    std::fs::rename(&tmp, path)
-        .map_err(|e| StoreError::io(format!("renaming {}", tmp.display()), e))?;
-    Ok(())
+    atomic_file::replace_with(path, true, |file| {
+        file.write_all_at(&header.encode(), 0)?;
+        file.write_all_at(data, SHARD_HEADER_LEN)?;
+        let table: Vec<u8> = data
+            .chunks(header.chunk as usize)
+            .flat_map(|c| *blake3::hash(c).as_bytes())
+            .collect();
+        file.write_all_at(&table, header.table_offset())
+    })
 }
 
 /// Reads and checks the header of a shard file.
@@ -219,20 +220,14 @@ pub fn rewrite_chunks(file: &File, h: &ShardHeader, data_at: u64, data: &[u8]) -
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs::OpenOptions;
 
     #[test]
     fn write_verify_and_detect_rot() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("0000000000000001.s00");
         let data: Vec<u8> = (0..200_000u32).map(|i| (i % 239) as u8).collect();
-        let h = ShardHeader {
-            index: 0,
-            k: 2,
-            m: 1,
-            volume: 1,
-            shard_len: data.len() as u64,
-            chunk: SHARD_CHUNK as u32,
-        };
+        let h = ShardHeader::new(1, 2, 1, data.len() as u64, 0);
         write_shard(&path, h, &data).unwrap();
         let f = OpenOptions::new()
             .read(true)

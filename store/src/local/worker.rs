@@ -1,24 +1,40 @@
-//! One pattern for every background daemon (placement, scrub, gc), after garage's workers.
+//! One pattern for every background task of the local store (placement, scrub, gc, the
+//! flusher, the control-file watcher), after garage's workers.
 //!
 //! A [`Worker`] has a name and does its job in small units ([`Worker::step`]); it persists its
 //! own checkpoint after each unit so a restart resumes where it stopped. The runner around it
-//! owns everything else, the same for all: a thread, a [`WorkerStatus`] (state, progress,
-//! counters, last error), a throttle (after a unit that took `t`, sleep `t * tranquility`, so a
-//! tranquility of 2 uses at most a third of the disk's time), pausing through a control file
-//! (`<store>/control/<name>` containing `paused`, so `objfs scrub --pause` works while another
-//! process owns the store), a status file (`<store>/status/<name>.json`) for `objfs status`,
-//! and a clean, prompt stop.
+//! owns everything else, the same for all:
+//!
+//! * a thread, and a [`WorkerStatus`]: a [`WorkerState`], progress, counters, last error;
+//! * a throttle: after a unit that took `t`, sleep `t * tranquility` (state `throttled`), so a
+//!   tranquility of 2 uses at most a third of the disk's time; when idle, wait `idle_interval`;
+//! * errors back off: after the n-th failure in a row the runner waits `initial * 2^(n-1)`,
+//!   at most `max` ([`Backoff`]), then tries again;
+//! * commands over a channel ([`Command`]): [`WorkerHandle::pause`], [`WorkerHandle::resume`]
+//!   and a clean, prompt stop, each waking the worker from its sleep;
+//! * optionally a status file (`<store>/status/<name>.json`) for `objfs status`, written when
+//!   the state changes and at most once a second otherwise.
+//!
+//! ```text
+//!            step ok, more to do           step ok, nothing to do
+//!   Busy ──────────────────────▶ Throttled      Busy ─────▶ Idle
+//!    ▲  ◀── after t*tranquility ──┘              ▲ ◀─ after idle_interval ─┘
+//!    │  step failed ─▶ BackingOff ─ after the backoff ─▶ Busy
+//!    │  Pause (any time) ─▶ Paused ─ Resume ─▶ Busy
+//!    └─ Stop, or the worker says it is finished ─▶ Done
+//! ```
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
+use crate::local::atomic_file;
 use crate::local::volume::now_nanos;
 
 /// What a unit of work found.
@@ -28,6 +44,43 @@ pub enum Step {
     Busy,
     /// Nothing to do now.
     Idle,
+    /// The job is over for good (the runner ends).
+    Done,
+}
+
+/// What a worker is doing, as `objfs status` shows it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkerState {
+    /// Doing a unit of work.
+    #[serde(alias = "running", alias = "starting")]
+    Busy,
+    /// Resting between units of work (tranquility).
+    Throttled,
+    /// Nothing to do; looks again after `idle_interval`.
+    #[default]
+    Idle,
+    /// Paused by a command; does nothing until resumed.
+    Paused,
+    /// The last unit failed; tries again after a backoff.
+    #[serde(alias = "error")]
+    BackingOff,
+    /// Stopped, or finished for good.
+    #[serde(alias = "stopped")]
+    Done,
+}
+
+impl std::fmt::Display for WorkerState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            WorkerState::Busy => "busy",
+            WorkerState::Throttled => "throttled",
+            WorkerState::Idle => "idle",
+            WorkerState::Paused => "paused",
+            WorkerState::BackingOff => "backing off after an error",
+            WorkerState::Done => "done",
+        })
+    }
 }
 
 /// Progress a worker reports.
@@ -56,12 +109,38 @@ pub trait Worker: Send + 'static {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct WorkerStatus {
     pub name: String,
-    /// running, idle, paused, error, stopped.
-    pub state: String,
+    pub state: WorkerState,
     pub progress: Progress,
     pub last_error: Option<String>,
     /// When this status was written (ns since the epoch).
     pub updated: u64,
+}
+
+/// How long a worker waits after failures in a row: `initial`, doubling, at most `max`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    pub initial: Duration,
+    pub max: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff {
+            initial: Duration::from_secs(1),
+            max: Duration::from_secs(300),
+        }
+    }
+}
+
+impl Backoff {
+    /// The wait after the `failures`-th failure in a row (1 = the first).
+    pub fn delay(&self, failures: u32) -> Duration {
+        let doublings = failures.saturating_sub(1).min(30);
+        self.initial
+            .checked_mul(1u32 << doublings)
+            .unwrap_or(self.max)
+            .min(self.max)
+    }
 }
 
 /// How a runner paces its worker.
@@ -69,91 +148,91 @@ pub struct WorkerStatus {
 pub struct RunnerConfig {
     /// Sleep this many times the duration of each unit of work.
     pub tranquility: u32,
-    /// Sleep this long when the worker is idle or failed.
+    /// Sleep this long when the worker is idle.
     pub idle_interval: Duration,
-    /// The store directory (for control and status files).
-    pub store: PathBuf,
+    /// Waits after failures.
+    pub backoff: Backoff,
+    /// Where to publish `<name>.json` status files (`<store>/status`); none: memory only.
+    pub status_dir: Option<PathBuf>,
+    /// Start paused (a pause asked for before the worker started).
+    pub start_paused: bool,
 }
 
-/// Whether `<store>/control/<name>` asks the worker to pause.
-pub fn is_paused(store: &Path, name: &str) -> bool {
-    std::fs::read_to_string(store.join("control").join(name))
-        .map(|s| s.trim() == "paused")
-        .unwrap_or(false)
-}
-
-/// Pauses or resumes a worker of the store in `store` (whichever process runs it).
-pub fn set_paused(store: &Path, name: &str, paused: bool) -> std::io::Result<()> {
-    let dir = store.join("control");
-    std::fs::create_dir_all(&dir)?;
-    std::fs::write(
-        dir.join(name),
-        if paused { "paused\n" } else { "running\n" },
-    )
-}
-
-/// Reads the status file a worker of the store in `store` last wrote.
-pub fn read_status(store: &Path, name: &str) -> Option<WorkerStatus> {
-    let text = std::fs::read_to_string(store.join("status").join(format!("{name}.json"))).ok()?;
-    serde_json::from_str(&text).ok()
-}
-
-fn write_status(store: &Path, st: &WorkerStatus) {
-    let dir = store.join("status");
-    if std::fs::create_dir_all(&dir).is_err() {
-        return;
-    }
-    if let Ok(text) = serde_json::to_string_pretty(st) {
-        let tmp = dir.join(format!("{}.json.tmp", st.name));
-        if std::fs::write(&tmp, text).is_ok() {
-            let _ = std::fs::rename(&tmp, dir.join(format!("{}.json", st.name)));
+impl RunnerConfig {
+    /// A worker of the store in `store`, publishing its status there.
+    pub fn for_store(store: &Path, tranquility: u32, idle_interval: Duration) -> RunnerConfig {
+        RunnerConfig {
+            tranquility,
+            idle_interval,
+            backoff: Backoff::default(),
+            status_dir: Some(status_dir(store)),
+            start_paused: false,
         }
     }
 }
 
-/// Stop signal shared by a runner and its handle.
-#[derive(Default)]
-struct Stop {
-    flag: AtomicBool,
-    lock: Mutex<()>,
-    cv: Condvar,
+/// What can be asked of a running worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command {
+    /// Stop doing work (after the current unit) until resumed.
+    Pause,
+    Resume,
+    /// End after the current unit.
+    Stop,
 }
 
-impl Stop {
-    /// Sleeps up to `d`; returns true when asked to stop.
-    fn sleep(&self, d: Duration) -> bool {
-        if self.flag.load(Ordering::Acquire) {
-            return true;
-        }
-        let g = self.lock.lock().unwrap_or_else(|p| p.into_inner());
-        let _ = self
-            .cv
-            .wait_timeout_while(g, d, |_| !self.flag.load(Ordering::Acquire));
-        self.flag.load(Ordering::Acquire)
+/// Sends commands to one worker; cheap to clone (for a watcher that steers several).
+#[derive(Debug, Clone)]
+pub struct WorkerControl {
+    name: &'static str,
+    tx: Sender<Command>,
+}
+
+impl WorkerControl {
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// Sends a command; false when the worker has ended.
+    pub fn send(&self, c: Command) -> bool {
+        self.tx.send(c).is_ok()
     }
 }
 
 /// A running worker.
 pub struct WorkerHandle {
-    name: &'static str,
     status: Arc<Mutex<WorkerStatus>>,
-    stop: Arc<Stop>,
+    control: WorkerControl,
     thread: Option<JoinHandle<()>>,
 }
 
 impl WorkerHandle {
     pub fn name(&self) -> &'static str {
-        self.name
+        self.control.name
     }
 
     pub fn status(&self) -> WorkerStatus {
         self.status.lock().map(|s| s.clone()).unwrap_or_default()
     }
 
+    /// Asks the worker to pause after its current unit.
+    pub fn pause(&self) {
+        self.control.send(Command::Pause);
+    }
+
+    /// Asks a paused worker to go on.
+    pub fn resume(&self) {
+        self.control.send(Command::Resume);
+    }
+
+    /// A sender of commands to this worker.
+    pub fn control(&self) -> WorkerControl {
+        self.control.clone()
+    }
+
     /// Asks the worker to stop after its current unit, and waits for it.
     pub fn stop(&mut self) {
-        self.stop.flag.store(true, Ordering::Release);
-        self.stop.cv.notify_all();
+        self.control.send(Command::Stop);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -166,64 +245,176 @@ impl Drop for WorkerHandle {
     }
 }
 
-/// Runs `worker` on its own thread until stopped.
-pub fn spawn(mut worker: Box<dyn Worker>, cfg: RunnerConfig) -> std::io::Result<WorkerHandle> {
+/// `<store>/status`.
+fn status_dir(store: &Path) -> PathBuf {
+    store.join("status")
+}
+
+/// Reads the status file a worker of the store in `store` last wrote.
+pub fn read_status(store: &Path, name: &str) -> Option<WorkerStatus> {
+    let text = std::fs::read_to_string(status_dir(store).join(format!("{name}.json"))).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+fn write_status(dir: &Path, st: &WorkerStatus) {
+    if std::fs::create_dir_all(dir).is_err() {
+        return;
+    }
+    if let Ok(text) = serde_json::to_string_pretty(st) {
+        let path = dir.join(format!("{}.json", st.name));
+        let _ = atomic_file::replace(&path, text.as_bytes(), false);
+    }
+}
+
+/// The loop around one worker, on its own thread.
+struct Runner {
+    worker: Box<dyn Worker>,
+    cfg: RunnerConfig,
+    status: Arc<Mutex<WorkerStatus>>,
+    commands: Receiver<Command>,
+    paused: bool,
+    failures: u32,
+    /// The state last written to the status file, and when.
+    written: Option<(WorkerState, Instant)>,
+}
+
+impl Runner {
+    fn run(mut self) {
+        loop {
+            let (state, wait, error) = if self.paused {
+                (WorkerState::Paused, None, None)
+            } else {
+                self.step()
+            };
+            self.publish(state, error);
+            if state == WorkerState::Done || !self.wait(wait) {
+                break;
+            }
+        }
+        self.publish(WorkerState::Done, None);
+    }
+
+    /// Runs one unit: the state it leaves the worker in, how long to wait (`None`: until a
+    /// command), and the error it failed with.
+    fn step(&mut self) -> (WorkerState, Option<Duration>, Option<String>) {
+        self.set(|s| s.state = WorkerState::Busy);
+        let name = self.worker.name();
+        let t0 = Instant::now();
+        match self.worker.step() {
+            Ok(Step::Busy) => {
+                self.failures = 0;
+                let rest = t0.elapsed() * self.cfg.tranquility;
+                let state = if rest.is_zero() {
+                    WorkerState::Busy
+                } else {
+                    WorkerState::Throttled
+                };
+                (state, Some(rest), None)
+            }
+            Ok(Step::Idle) => {
+                self.failures = 0;
+                (WorkerState::Idle, Some(self.cfg.idle_interval), None)
+            }
+            Ok(Step::Done) => (WorkerState::Done, None, None),
+            Err(e) => {
+                self.failures = self.failures.saturating_add(1);
+                let wait = self.cfg.backoff.delay(self.failures);
+                tracing::error!(worker = name, error = %e, failures = self.failures, retry_in = ?wait, "worker step failed");
+                (WorkerState::BackingOff, Some(wait), Some(e.to_string()))
+            }
+        }
+    }
+
+    fn set(&self, f: impl FnOnce(&mut WorkerStatus)) -> WorkerStatus {
+        let mut s = self.status.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut s);
+        s.clone()
+    }
+
+    /// Records the state in memory, and in the status file when it changed or a second passed.
+    fn publish(&mut self, state: WorkerState, error: Option<String>) {
+        let progress = self.worker.progress();
+        let snapshot = self.set(|s| {
+            s.state = state;
+            s.progress = progress;
+            if error.is_some() {
+                s.last_error = error;
+            }
+            s.updated = now_nanos();
+        });
+        let Some(dir) = &self.cfg.status_dir else {
+            return;
+        };
+        let due = match self.written {
+            Some((last, at)) => last != state || at.elapsed() >= Duration::from_secs(1),
+            None => true,
+        };
+        if due {
+            write_status(dir, &snapshot);
+            self.written = Some((state, Instant::now()));
+        }
+    }
+
+    /// Waits `wait` (or, for `None`, until a command), applying commands as they come. Returns
+    /// early when the worker is paused or resumed; false when it must stop.
+    fn wait(&mut self, wait: Option<Duration>) -> bool {
+        let deadline = wait.map(|w| Instant::now() + w);
+        loop {
+            let received = match deadline {
+                None => self
+                    .commands
+                    .recv()
+                    .map_err(|_| RecvTimeoutError::Disconnected),
+                Some(t) => match t.checked_duration_since(Instant::now()) {
+                    Some(left) if !left.is_zero() => self.commands.recv_timeout(left),
+                    _ => return true,
+                },
+            };
+            match received {
+                Err(RecvTimeoutError::Timeout) => return true,
+                Ok(Command::Stop) | Err(RecvTimeoutError::Disconnected) => return false,
+                Ok(Command::Pause) if !self.paused => {
+                    self.paused = true;
+                    return true;
+                }
+                Ok(Command::Resume) if self.paused => {
+                    self.paused = false;
+                    return true;
+                }
+                Ok(_) => {}
+            }
+        }
+    }
+}
+
+/// Runs `worker` on its own thread until stopped (or finished).
+pub fn spawn(worker: Box<dyn Worker>, cfg: RunnerConfig) -> std::io::Result<WorkerHandle> {
     let name = worker.name();
     let status = Arc::new(Mutex::new(WorkerStatus {
         name: name.to_string(),
-        state: "starting".into(),
+        state: if cfg.start_paused {
+            WorkerState::Paused
+        } else {
+            WorkerState::Busy
+        },
         ..Default::default()
     }));
-    let stop = Arc::new(Stop::default());
-    let (st, sp) = (status.clone(), stop.clone());
+    let (tx, rx) = mpsc::channel();
+    let runner = Runner {
+        worker,
+        paused: cfg.start_paused,
+        cfg,
+        status: status.clone(),
+        commands: rx,
+        failures: 0,
+        written: None,
+    };
     let thread = std::thread::Builder::new()
         .name(format!("objfs-{name}"))
-        .spawn(move || {
-            let mut last_write = Instant::now() - Duration::from_secs(10);
-            loop {
-                if sp.flag.load(Ordering::Acquire) {
-                    break;
-                }
-                let (state, sleep, err) = if is_paused(&cfg.store, name) {
-                    ("paused", Duration::from_millis(500), None)
-                } else {
-                    let t0 = Instant::now();
-                    match worker.step() {
-                        Ok(Step::Busy) => ("running", t0.elapsed() * cfg.tranquility, None),
-                        Ok(Step::Idle) => ("idle", cfg.idle_interval, None),
-                        Err(e) => {
-                            tracing::error!(worker = name, error = %e, "worker step failed");
-                            ("error", cfg.idle_interval, Some(e.to_string()))
-                        }
-                    }
-                };
-                let snapshot = {
-                    let mut s = st.lock().unwrap_or_else(|p| p.into_inner());
-                    s.state = state.into();
-                    s.progress = worker.progress();
-                    if err.is_some() {
-                        s.last_error = err;
-                    }
-                    s.updated = now_nanos();
-                    s.clone()
-                };
-                if state != "running" || last_write.elapsed() >= Duration::from_secs(1) {
-                    write_status(&cfg.store, &snapshot);
-                    last_write = Instant::now();
-                }
-                if sp.sleep(sleep) {
-                    break;
-                }
-            }
-            let mut s = st.lock().unwrap_or_else(|p| p.into_inner());
-            s.state = "stopped".into();
-            s.updated = now_nanos();
-            write_status(&cfg.store, &s);
-        })?;
+        .spawn(move || runner.run())?;
     Ok(WorkerHandle {
-        name,
         status,
-        stop,
+        control: WorkerControl { name, tx },
         thread: Some(thread),
     })
 }
@@ -237,7 +428,7 @@ pub fn run_to_idle(
     loop {
         let step = worker.step()?;
         on_progress(&worker.progress());
-        if step == Step::Idle {
+        if step != Step::Busy {
             return Ok(worker.progress());
         }
     }
@@ -246,10 +437,13 @@ pub fn run_to_idle(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::StoreError;
 
     struct Counter {
         n: u64,
         limit: u64,
+        /// Steps that fail before the counting starts.
+        fail: u32,
     }
 
     impl Worker for Counter {
@@ -257,6 +451,10 @@ mod tests {
             "counter"
         }
         fn step(&mut self) -> Result<Step> {
+            if self.fail > 0 {
+                self.fail -= 1;
+                return Err(StoreError::Metadata("disk gone".into()));
+            }
             if self.n < self.limit {
                 self.n += 1;
                 Ok(Step::Busy)
@@ -273,34 +471,118 @@ mod tests {
         }
     }
 
-    #[test]
-    fn runs_pauses_reports_and_stops() {
-        let dir = tempfile::tempdir().unwrap();
-        let cfg = RunnerConfig {
-            tranquility: 0,
-            idle_interval: Duration::from_millis(20),
-            store: dir.path().to_path_buf(),
-        };
-        let mut h = spawn(Box::new(Counter { n: 0, limit: 50 }), cfg).unwrap();
+    fn wait_for(h: &WorkerHandle, what: impl Fn(&WorkerStatus) -> bool) -> WorkerStatus {
         let t0 = Instant::now();
-        while h.status().progress.done < 50 && t0.elapsed() < Duration::from_secs(5) {
+        loop {
+            let st = h.status();
+            if what(&st) || t0.elapsed() > Duration::from_secs(5) {
+                return st;
+            }
             std::thread::sleep(Duration::from_millis(5));
         }
-        assert_eq!(h.status().progress.done, 50);
-        std::thread::sleep(Duration::from_millis(60));
-        assert_eq!(read_status(dir.path(), "counter").unwrap().state, "idle");
-        set_paused(dir.path(), "counter", true).unwrap();
-        std::thread::sleep(Duration::from_millis(700));
-        assert_eq!(h.status().state, "paused");
+    }
+
+    #[test]
+    fn runs_pauses_resumes_reports_and_stops() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = RunnerConfig::for_store(dir.path(), 0, Duration::from_millis(20));
+        cfg.start_paused = true;
+        let mut h = spawn(
+            Box::new(Counter {
+                n: 0,
+                limit: 50,
+                fail: 0,
+            }),
+            cfg,
+        )
+        .unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(h.status().state, WorkerState::Paused);
+        assert_eq!(h.status().progress.done, 0, "a paused worker does nothing");
+        h.resume();
+        let st = wait_for(&h, |s| {
+            s.progress.done == 50 && s.state == WorkerState::Idle
+        });
+        assert_eq!(st.progress.done, 50);
+        assert_eq!(st.state, WorkerState::Idle);
+        assert_eq!(
+            read_status(dir.path(), "counter").unwrap().state,
+            WorkerState::Idle
+        );
+        h.pause();
+        let st = wait_for(&h, |s| s.state == WorkerState::Paused);
+        assert_eq!(st.state, WorkerState::Paused);
         let t = Instant::now();
         h.stop();
         assert!(t.elapsed() < Duration::from_secs(2), "stop must be prompt");
-        assert_eq!(read_status(dir.path(), "counter").unwrap().state, "stopped");
+        assert_eq!(
+            read_status(dir.path(), "counter").unwrap().state,
+            WorkerState::Done
+        );
+    }
+
+    #[test]
+    fn errors_back_off_and_the_worker_recovers() {
+        let cfg = RunnerConfig {
+            tranquility: 0,
+            idle_interval: Duration::from_secs(60),
+            backoff: Backoff {
+                initial: Duration::from_millis(10),
+                max: Duration::from_millis(40),
+            },
+            status_dir: None,
+            start_paused: false,
+        };
+        let h = spawn(
+            Box::new(Counter {
+                n: 0,
+                limit: 3,
+                fail: 4,
+            }),
+            cfg,
+        )
+        .unwrap();
+        // 10 + 20 + 40 + 40 ms of backoff, then the work.
+        let st = wait_for(&h, |s| s.progress.done == 3);
+        assert_eq!(st.progress.done, 3);
+        assert!(st.last_error.unwrap_or_default().contains("disk gone"));
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_its_bound() {
+        let b = Backoff {
+            initial: Duration::from_secs(1),
+            max: Duration::from_secs(10),
+        };
+        let d: Vec<u64> = (1..=6).map(|n| b.delay(n).as_secs()).collect();
+        assert_eq!(d, vec![1, 2, 4, 8, 10, 10]);
+        assert_eq!(b.delay(u32::MAX), Duration::from_secs(10));
+    }
+
+    #[test]
+    fn states_read_back_from_old_and_new_status_files() {
+        for (text, state) in [
+            ("\"running\"", WorkerState::Busy),
+            ("\"stopped\"", WorkerState::Done),
+            ("\"error\"", WorkerState::BackingOff),
+            ("\"throttled\"", WorkerState::Throttled),
+            ("\"backing_off\"", WorkerState::BackingOff),
+        ] {
+            assert_eq!(serde_json::from_str::<WorkerState>(text).unwrap(), state);
+        }
+        assert_eq!(
+            serde_json::to_string(&WorkerState::Paused).unwrap(),
+            "\"paused\""
+        );
     }
 
     #[test]
     fn run_to_idle_finishes_the_job() {
-        let mut c = Counter { n: 0, limit: 7 };
+        let mut c = Counter {
+            n: 0,
+            limit: 7,
+            fail: 0,
+        };
         let mut seen = 0;
         let p = run_to_idle(&mut c, |_| seen += 1).unwrap();
         assert_eq!(p.done, 7);

@@ -1,0 +1,200 @@
+//! Garbage collection: reclaims blobs nobody references (after a safety delay), compacts
+//! sealed volumes that are mostly garbage, aborts stale multipart uploads and removes files no
+//! volume record names. The [`Gc`] worker runs these phases in order; compaction does one
+//! volume per step.
+
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::error::{Result, StoreError};
+use crate::local::daemons::{live_blobs, nanos};
+use crate::local::records::VolumeState;
+use crate::local::volume::{blob_disk_len, now_nanos, BlobLocation, VOLUME_HEADER_LEN};
+use crate::local::worker::{Progress, Step, Worker};
+use crate::local::Inner;
+
+/// What gc reclaims and when.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GcOptions {
+    /// A blob nobody references is reclaimed this long after its last reference went (so reads
+    /// that already resolved it finish).
+    pub delay: Duration,
+    /// Compact a sealed volume when at least this share of it is garbage.
+    pub garbage_ratio: f64,
+    /// Abort multipart uploads older than this.
+    pub upload_ttl: Duration,
+    /// Delete files no volume record names once they are this old.
+    pub orphan_age: Duration,
+}
+
+impl Default for GcOptions {
+    fn default() -> Self {
+        GcOptions {
+            delay: Duration::from_secs(600),
+            garbage_ratio: 0.5,
+            upload_ttl: Duration::from_secs(24 * 3600),
+            orphan_age: Duration::from_secs(600),
+        }
+    }
+}
+
+/// Reclaims unreferenced blobs, compacts volumes with much garbage, aborts stale uploads and
+/// removes orphaned files. Phases run in order; compaction does one volume per step.
+pub struct Gc {
+    inner: Arc<Inner>,
+    opts: GcOptions,
+    phase: u8,
+    counters: std::collections::BTreeMap<String, u64>,
+}
+
+impl Gc {
+    pub(crate) fn new(inner: Arc<Inner>, opts: GcOptions) -> Self {
+        Gc {
+            inner,
+            opts,
+            phase: 0,
+            counters: Default::default(),
+        }
+    }
+
+    fn count(&mut self, name: &str, n: u64) {
+        *self.counters.entry(name.into()).or_insert(0) += n;
+    }
+
+    /// The sealed volume with the most garbage above the threshold, and its live blobs.
+    fn pick_volume(&self) -> Result<Option<(u64, Vec<BlobLocation>)>> {
+        let blobs = live_blobs(&self.inner)?;
+        let mut best: Option<(f64, u64)> = None;
+        for r in self.inner.disks.records() {
+            if r.state != VolumeState::Sealed || r.size <= VOLUME_HEADER_LEN {
+                continue;
+            }
+            let live: u64 = VOLUME_HEADER_LEN
+                + blobs
+                    .get(&r.id)
+                    .map(|b| b.iter().map(|l| blob_disk_len(l.len, l.block_size)).sum())
+                    .unwrap_or(0);
+            let garbage = 1.0 - live as f64 / r.size as f64;
+            if garbage >= self.opts.garbage_ratio && best.map(|(g, _)| garbage > g).unwrap_or(true)
+            {
+                best = Some((garbage, r.id));
+            }
+        }
+        Ok(best.map(|(_, id)| {
+            let locs = blobs.get(&id).cloned().unwrap_or_default();
+            (id, locs)
+        }))
+    }
+
+    /// Copies the live blobs of volume `id` into the active volume, switches their records in
+    /// one durable batch, then deletes the old volume.
+    fn compact(&mut self, id: u64, locs: &[BlobLocation]) -> Result<()> {
+        let inner = &self.inner;
+        let mut moves = Vec::with_capacity(locs.len());
+        let mut moved = 0u64;
+        for loc in locs {
+            let region = match inner.disks.read_region(loc) {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!(volume = id, blob = loc.blob, error = %e, "cannot compact: a live blob does not verify");
+                    self.count("compactions_skipped", 1);
+                    return Ok(());
+                }
+            };
+            let (vol, files, off) = inner.disks.reserve(&inner.meta, region.len() as u64)?;
+            for f in &files {
+                f.write_all_at(&region, off)
+                    .map_err(|e| StoreError::io(format!("compacting into volume {vol:016x}"), e))?;
+            }
+            moved += region.len() as u64;
+            moves.push((loc.blob, id, vol, off));
+        }
+        // The copies must be durable before the records point at them.
+        inner.disks.sync_dirty()?;
+        inner.meta.relocate_blobs(&moves)?;
+        let freed = inner.disks.delete_volume(&inner.meta, id)?;
+        self.count("volumes_compacted", 1);
+        self.count("bytes_moved", moved);
+        self.count("bytes_freed", freed);
+        Ok(())
+    }
+}
+
+impl Worker for Gc {
+    fn name(&self) -> &'static str {
+        "gc"
+    }
+
+    fn step(&mut self) -> Result<Step> {
+        let inner = self.inner.clone();
+        let _guard = inner.maintenance();
+        match self.phase {
+            0 => {
+                let cutoff = now_nanos().saturating_sub(nanos(self.opts.delay));
+                let (n, bytes) = inner.meta.reclaim_blobs(cutoff)?;
+                self.count("blobs_reclaimed", n);
+                self.count("blob_bytes_reclaimed", bytes);
+                self.phase = 1;
+                Ok(Step::Busy)
+            }
+            1 => {
+                match self.pick_volume()? {
+                    Some((id, locs)) => self.compact(id, &locs)?,
+                    None => self.phase = 2,
+                }
+                Ok(Step::Busy)
+            }
+            2 => {
+                let cutoff = now_nanos().saturating_sub(nanos(self.opts.upload_ttl));
+                for u in inner.meta.uploads("")? {
+                    let started = u
+                        .initiated
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map(nanos)
+                        .unwrap_or(0);
+                    if started <= cutoff {
+                        match inner.meta.commit_abort(&u.key, &u.upload_id) {
+                            Ok(()) => self.count("uploads_aborted", 1),
+                            Err(e) => {
+                                tracing::warn!(upload = %u.upload_id, error = %e, "could not abort a stale upload")
+                            }
+                        }
+                    }
+                }
+                self.phase = 3;
+                Ok(Step::Busy)
+            }
+            _ => {
+                for p in inner.disks.orphan_files(self.opts.orphan_age) {
+                    let size = std::fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
+                    if std::fs::remove_file(&p).is_ok() {
+                        tracing::info!(file = %p.display(), "removed an orphaned file");
+                        self.count("orphan_files_removed", 1);
+                        self.count("bytes_freed", size);
+                    }
+                }
+                self.phase = 0;
+                Ok(Step::Idle)
+            }
+        }
+    }
+
+    fn progress(&self) -> Progress {
+        Progress {
+            done: self.phase as u64,
+            total: 4,
+            counters: self.counters.clone(),
+            note: [
+                "reclaiming blobs",
+                "compacting volumes",
+                "aborting stale uploads",
+                "removing orphans",
+            ]
+            .get(self.phase as usize)
+            .unwrap_or(&"")
+            .to_string(),
+            ..Default::default()
+        }
+    }
+}
