@@ -121,10 +121,12 @@ impl Filesystem for Adapter {
         }
         let _ = config.set_max_background(64);
         let _ = config.set_congestion_threshold(48);
+        // No FUSE_HANDLE_KILLPRIV: the kernel then clears the set-user-id and set-group-id
+        // bits itself on chown, truncate and a write by a caller without CAP_FSETID, by
+        // sending the cleared mode in a setattr (only for files that have them).
         for flag in [
             InitFlags::FUSE_DO_READDIRPLUS,
             InitFlags::FUSE_PARALLEL_DIROPS,
-            InitFlags::FUSE_HANDLE_KILLPRIV,
             InitFlags::FUSE_MAX_PAGES,
         ] {
             let _ = config.add_capabilities(flag);
