@@ -648,7 +648,9 @@ async fn error_numbers() -> TestResult {
     );
     let f = lookup(&fs, "d/f").await?;
     assert_eq!(errno(fs.link(f.ino, 1, os("hard")).await), libc::EPERM);
-    let fifo = fs.mknod(1, os("fifo"), libc::S_IFIFO | 0o644, 0, ME).await?;
+    let fifo = fs
+        .mknod(1, os("fifo"), libc::S_IFIFO | 0o644, 0, ME)
+        .await?;
     assert_eq!(fifo.attr.kind, Kind::Fifo);
     let dev = fs
         .mknod(1, os("dev"), libc::S_IFCHR | 0o600, 0x0103, ME)

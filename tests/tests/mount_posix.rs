@@ -164,7 +164,11 @@ fn check_special(kind: Special, p: &Path, perm: u32, uid: u32, gid: u32, when: &
         p.display(),
         m.file_type()
     );
-    assert_eq!(m.permissions().mode() & 0o7777, perm, "{when}: mode of {kind:?}");
+    assert_eq!(
+        m.permissions().mode() & 0o7777,
+        perm,
+        "{when}: mode of {kind:?}"
+    );
     assert_eq!((m.uid(), m.gid()), (uid, gid), "{when}: owner of {kind:?}");
     assert_eq!(m.rdev(), kind.rdev(), "{when}: rdev of {kind:?}");
     assert_eq!(m.len(), 0, "{when}: size of {kind:?}");
@@ -200,7 +204,12 @@ fn special_files_of_every_type() {
         assert_eq!(errno_of(fs::symlink_metadata(&p)), libc::ENOENT);
         check_special(kind, &q, 0o640, 1234, 5678, "renamed");
         assert_eq!(
-            nix_errno(mknod(&q, SFlag::S_IFIFO, Mode::from_bits_truncate(0o644), 0)),
+            nix_errno(mknod(
+                &q,
+                SFlag::S_IFIFO,
+                Mode::from_bits_truncate(0o644),
+                0
+            )),
             libc::EEXIST,
             "mknod over {kind:?}"
         );
@@ -215,7 +224,10 @@ fn special_files_of_every_type() {
     }
     assert_eq!(fs::read_dir(fx.path("dev")).expect("readdir").count(), 0);
     assert_eq!(
-        nix_errno(mkfifo(&fx.path("no/such/dir"), Mode::from_bits_truncate(0o644))),
+        nix_errno(mkfifo(
+            &fx.path("no/such/dir"),
+            Mode::from_bits_truncate(0o644)
+        )),
         libc::ENOENT
     );
 }
@@ -230,7 +242,10 @@ fn fifos_and_sockets_carry_data() {
     let writer = {
         let fifo = fifo.clone();
         thread::spawn(move || {
-            let mut w = OpenOptions::new().write(true).open(&fifo).expect("open fifo w");
+            let mut w = OpenOptions::new()
+                .write(true)
+                .open(&fifo)
+                .expect("open fifo w");
             w.write_all(b"through the pipe").expect("write fifo");
         })
     };
@@ -262,12 +277,24 @@ fn fifos_and_sockets_carry_data() {
 fn parent_changes(dir: &Path, what: &str, op: impl FnOnce()) {
     set_times(dir, Some(1_000_000_000), Some(1_000_000_000));
     let before = fs::metadata(dir).expect("stat dir");
-    assert_eq!(before.mtime(), 1_000_000_000, "{what}: utimens of the directory");
+    assert_eq!(
+        before.mtime(),
+        1_000_000_000,
+        "{what}: utimens of the directory"
+    );
     let start = now_secs() - 2;
     op();
     let after = fs::metadata(dir).expect("stat dir");
-    assert!(after.mtime() >= start, "{what}: mtime of {} not updated", dir.display());
-    assert!(after.ctime() >= start, "{what}: ctime of {} not updated", dir.display());
+    assert!(
+        after.mtime() >= start,
+        "{what}: mtime of {} not updated",
+        dir.display()
+    );
+    assert!(
+        after.ctime() >= start,
+        "{what}: ctime of {} not updated",
+        dir.display()
+    );
 }
 
 #[test]
@@ -279,16 +306,24 @@ fn directory_times_follow_their_entries() {
     let e = fx.path("e");
     fs::create_dir(&d).expect("mkdir");
     fs::create_dir(&e).expect("mkdir");
-    parent_changes(&d, "create", || fs::write(d.join("f"), b"x").expect("create"));
-    parent_changes(&d, "mkdir", || fs::create_dir(d.join("sub")).expect("mkdir"));
+    parent_changes(&d, "create", || {
+        fs::write(d.join("f"), b"x").expect("create")
+    });
+    parent_changes(&d, "mkdir", || {
+        fs::create_dir(d.join("sub")).expect("mkdir")
+    });
     parent_changes(&d, "symlink", || {
         std::os::unix::fs::symlink("f", d.join("l")).expect("symlink")
     });
     parent_changes(&d, "mkfifo", || {
         mkfifo(&d.join("p"), Mode::from_bits_truncate(0o644)).expect("mkfifo")
     });
-    parent_changes(&d, "unlink", || fs::remove_file(d.join("l")).expect("unlink"));
-    parent_changes(&d, "rmdir", || fs::remove_dir(d.join("sub")).expect("rmdir"));
+    parent_changes(&d, "unlink", || {
+        fs::remove_file(d.join("l")).expect("unlink")
+    });
+    parent_changes(&d, "rmdir", || {
+        fs::remove_dir(d.join("sub")).expect("rmdir")
+    });
     parent_changes(&d, "rename within", || {
         fs::rename(d.join("f"), d.join("g")).expect("rename")
     });
@@ -297,11 +332,17 @@ fn directory_times_follow_their_entries() {
     parent_changes(&d, "rename out", || {
         fs::rename(d.join("g"), e.join("g")).expect("rename")
     });
-    assert!(fs::metadata(&e).expect("stat").mtime() > 1_000_000_000, "rename in");
+    assert!(
+        fs::metadata(&e).expect("stat").mtime() > 1_000_000_000,
+        "rename in"
+    );
     // An explicit utimens of a directory is kept across a remount.
     set_times(&d, Some(1_200_000_000), Some(1_200_000_000));
     fx.remount();
-    assert_eq!(fs::metadata(fx.path("d")).expect("stat").mtime(), 1_200_000_000);
+    assert_eq!(
+        fs::metadata(fx.path("d")).expect("stat").mtime(),
+        1_200_000_000
+    );
 }
 
 #[test]
@@ -322,14 +363,14 @@ fn chown_and_foreign_writes_clear_setid_bits() {
     let q = fx.path("shared");
     fs::write(&q, b"data").expect("write");
     fs::set_permissions(&q, fs::Permissions::from_mode(0o6777)).expect("chmod");
-    let (code, err) = sh_as(
-        NOBODY,
-        NOBODY,
-        &format!("printf more >> '{}'", q.display()),
-    );
+    let (code, err) = sh_as(NOBODY, NOBODY, &format!("printf more >> '{}'", q.display()));
     assert_eq!(code, 0, "append as nobody: {err}");
     let m = fs::metadata(&q).expect("stat");
-    assert_eq!(m.mode() & 0o6000, 0, "a write by another user clears the set-id bits");
+    assert_eq!(
+        m.mode() & 0o6000,
+        0,
+        "a write by another user clears the set-id bits"
+    );
     assert_eq!(fs::read(&q).expect("read"), b"datamore");
 }
 
@@ -384,12 +425,19 @@ fn access_times_follow_relatime() {
     let start = now_secs() - 2;
     fs::read(&p).expect("read");
     let a1 = fs::metadata(&p).expect("stat").atime();
-    assert!(a1 >= start, "relatime: a read after a write updates atime ({a1})");
+    assert!(
+        a1 >= start,
+        "relatime: a read after a write updates atime ({a1})"
+    );
     // Newer than mtime and less than a day old: a read leaves it.
     set_times(&p, Some(now_secs() - 3600), None);
     let a2 = fs::metadata(&p).expect("stat").atime();
     fs::read(&p).expect("read");
-    assert_eq!(fs::metadata(&p).expect("stat").atime(), a2, "relatime: no update");
+    assert_eq!(
+        fs::metadata(&p).expect("stat").atime(),
+        a2,
+        "relatime: no update"
+    );
     // Older than a day: updated again, and the update survives a remount.
     set_times(&p, Some(now_secs() - 2 * 86400), None);
     fs::read(&p).expect("read");
@@ -433,10 +481,16 @@ fn another_user_meets_the_permissions() {
     let cases = [
         (format!("ls {}", q(&fx.mountpoint)), 0),
         (format!("touch {}/x", q(&closed)), 1),
-        (format!("touch {}/mine && test -O {}/mine", q(&open), q(&open)), 0),
+        (
+            format!("touch {}/mine && test -O {}/mine", q(&open), q(&open)),
+            0,
+        ),
         (format!("chmod 777 {}/roots", q(&sticky)), 1),
         (format!("rm -f {}/roots", q(&sticky)), 1),
-        (format!("touch {}/own && rm {}/own", q(&sticky), q(&sticky)), 0),
+        (
+            format!("touch {}/own && rm {}/own", q(&sticky), q(&sticky)),
+            0,
+        ),
         (format!("printf ok > {}/roots", q(&sticky)), 0),
     ];
     for (script, want) in cases {
@@ -444,7 +498,11 @@ fn another_user_meets_the_permissions() {
         assert_eq!(code, want, "as nobody: {script}: {err}");
     }
     let mine = fs::metadata(open.join("mine")).expect("stat");
-    assert_eq!((mine.uid(), mine.gid()), (NOBODY, NOBODY), "owner of a new file");
+    assert_eq!(
+        (mine.uid(), mine.gid()),
+        (NOBODY, NOBODY),
+        "owner of a new file"
+    );
     assert!(sticky.join("roots").exists());
 }
 
@@ -457,7 +515,9 @@ fn hard_links_are_refused() {
     let r = fs::hard_link(fx.path("a"), fx.path("b"));
     assert_eq!(errno_of(r), libc::EPERM);
     assert_eq!(
-        fs::symlink_metadata(fx.path("b")).map_err(|e| e.kind()).err(),
+        fs::symlink_metadata(fx.path("b"))
+            .map_err(|e| e.kind())
+            .err(),
         Some(ErrorKind::NotFound)
     );
 }
