@@ -33,6 +33,10 @@ pub const META_UID: &str = "x-amz-meta-uid";
 pub const META_GID: &str = "x-amz-meta-gid";
 /// Metadata name of the modification time in whole seconds (s3fs's).
 pub const META_MTIME: &str = "x-amz-meta-mtime";
+/// Metadata name of the access time set by utimens, whole seconds (s3fs's).
+pub const META_ATIME: &str = "x-amz-meta-atime";
+/// Metadata name of the nanoseconds part of the access time (objfs's own).
+pub const META_ATIME_NSEC: &str = "x-objfs-atime-nsec";
 /// Metadata name of a device's number, decimal `st_rdev` (s3fs's).
 pub const META_RDEV: &str = "x-amz-meta-rdev";
 /// Metadata name of the nanoseconds part of the modification time (objfs's own).
@@ -104,6 +108,8 @@ pub struct Attrs {
     pub uid: u32,
     pub gid: u32,
     pub mtime: SystemTime,
+    /// Last access: set by utimens (stored) or by a read (relatime, kept beside the versions).
+    pub atime: SystemTime,
     /// When the version holding these attributes was made.
     pub ctime: SystemTime,
     /// Device number of a character or block device (0 otherwise).
@@ -125,6 +131,7 @@ impl Attrs {
             uid: cfg.uid,
             gid: cfg.gid,
             mtime: now,
+            atime: now,
             ctime: now,
             rdev: 0,
         }
@@ -159,6 +166,7 @@ impl Attrs {
         if let Some(t) = parse_mtime(&info.metadata) {
             a.mtime = t;
         }
+        a.atime = parse_time(&info.metadata, META_ATIME, META_ATIME_NSEC).unwrap_or(a.mtime);
         if matches!(kind, Kind::CharDev | Kind::BlockDev) {
             a.rdev = parse_u32(&info.metadata, META_RDEV).unwrap_or(0);
         }
@@ -182,6 +190,12 @@ impl Attrs {
             .unwrap_or(Duration::ZERO);
         meta.insert(META_MTIME.into(), d.as_secs().to_string());
         meta.insert(META_MTIME_NSEC.into(), d.subsec_nanos().to_string());
+        let d = self
+            .atime
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or(Duration::ZERO);
+        meta.insert(META_ATIME.into(), d.as_secs().to_string());
+        meta.insert(META_ATIME_NSEC.into(), d.subsec_nanos().to_string());
         if matches!(self.kind, Kind::CharDev | Kind::BlockDev) {
             meta.insert(META_RDEV.into(), self.rdev.to_string());
         } else {
@@ -196,7 +210,7 @@ impl Attrs {
             kind: self.kind,
             size: self.size,
             blocks: self.size.div_ceil(512),
-            atime: self.mtime,
+            atime: self.atime,
             mtime: self.mtime,
             ctime: self.ctime,
             perm: (self.perm & 0o7777) as u16,
@@ -230,7 +244,13 @@ pub fn parse_mode(s: &str) -> Option<u32> {
 /// Reads the mtime: `x-amz-meta-mtime` as `sec` or `sec.frac`, refined by
 /// `x-objfs-mtime-nsec` when the seconds value has no fraction.
 pub fn parse_mtime(meta: &Metadata) -> Option<SystemTime> {
-    let s = meta.get(META_MTIME)?.trim();
+    parse_time(meta, META_MTIME, META_MTIME_NSEC)
+}
+
+/// Reads a time stored as `secs` (whole seconds or `sec.frac`, s3fs's forms), refined by
+/// `nsec` when the seconds have no fraction.
+pub fn parse_time(meta: &Metadata, secs: &str, nsec: &str) -> Option<SystemTime> {
+    let s = meta.get(secs)?.trim();
     let (secs, frac) = match s.split_once('.') {
         Some((a, b)) => (a, Some(b)),
         None => (s, None),
@@ -247,7 +267,7 @@ pub fn parse_mtime(meta: &Metadata) -> Option<SystemTime> {
             }
         }
         None => meta
-            .get(META_MTIME_NSEC)
+            .get(nsec)
             .and_then(|n| n.trim().parse::<u32>().ok())
             .filter(|n| *n < 1_000_000_000)
             .unwrap_or(0),

@@ -77,14 +77,6 @@ impl ObjFs {
 
     /// Changes attributes (chmod, chown, utimens, truncate).
     pub async fn setattr(&self, ino: u64, sa: SetAttr) -> FsResult<Attr> {
-        let only_atime = sa.mode.is_none()
-            && sa.uid.is_none()
-            && sa.gid.is_none()
-            && sa.size.is_none()
-            && sa.mtime.is_none();
-        if only_atime {
-            return self.getattr(ino).await;
-        }
         self.check_rw()?;
         if ino == ROOT {
             if sa.size.is_some() {
@@ -102,7 +94,7 @@ impl ObjFs {
                 g.truncate(&self.wctx, size).await?;
             }
             let explicit = sa.mode.is_some() || sa.uid.is_some() || sa.gid.is_some();
-            if explicit || sa.mtime.is_some() {
+            if explicit || sa.mtime.is_some() || sa.atime.is_some() {
                 let mtime = apply_attrs(&mut g.attrs, &sa);
                 g.touch_meta(mtime);
                 self.publish_writer_meta(ino, &mut g, edit_attrs(&self.cfg, &sa))
@@ -374,6 +366,9 @@ fn apply_attrs(a: &mut Attrs, sa: &SetAttr) -> Option<SystemTime> {
     }
     if let Some(g) = sa.gid {
         a.gid = g;
+    }
+    if let Some(t) = sa.atime {
+        a.atime = t.resolve();
     }
     let t = sa.mtime.map(|t| t.resolve());
     if let Some(t) = t {
