@@ -23,6 +23,7 @@ pub mod maintenance;
 pub mod meta;
 pub mod records;
 pub mod shard;
+pub mod version;
 pub mod volume;
 pub mod worker;
 
@@ -811,10 +812,10 @@ impl LocalStore {
         pipe.finish().await.map(Written::assemble)
     }
 
-    fn info(key: &str, vid: VersionId, rec: &VersionRecord) -> ObjectInfo {
+    fn info(key: &str, vid: version::LocalVersion, rec: &VersionRecord) -> ObjectInfo {
         ObjectInfo {
             key: key.to_string(),
-            version: vid,
+            version: vid.id(),
             size: rec.size,
             modified: vid.time(),
             etag: rec.etag.clone(),
@@ -908,15 +909,6 @@ fn spawn_flusher(inner: &Arc<Inner>) -> (mpsc::Sender<()>, JoinHandle<()>) {
     }
 }
 
-fn check_part_number(n: u32) -> Result<()> {
-    if n == 0 || n > MAX_PART_NUMBER {
-        return Err(StoreError::InvalidPart(format!(
-            "part number {n} is outside 1..={MAX_PART_NUMBER}"
-        )));
-    }
-    Ok(())
-}
-
 /// Bodies and reads up to this size are handled inline on the calling task.
 const INLINE_LIMIT: u64 = 256 << 10;
 
@@ -932,6 +924,10 @@ impl ObjectStore for LocalStore {
             zero_copy: true,
             min_part_size: 0,
             atomic_rename: true,
+            versioning: true,
+            conditional_put: true,
+            part_copy: true,
+            max_key_len: crate::key::MAX_KEY_LEN,
         }
     }
 
