@@ -657,7 +657,7 @@ impl ObjFs {
                     key,
                     key,
                     CopyOptions {
-                        source_version: Some(cur.version),
+                        source_version: Some(cur.version.clone()),
                         metadata: Some(meta),
                         condition: Condition::IfVersion(cur.version),
                         ..Default::default()
@@ -1878,7 +1878,7 @@ impl ObjFs {
                             &okey,
                             &okey,
                             CopyOptions {
-                                source_version: Some(info.version),
+                                source_version: Some(info.version.clone()),
                                 metadata: Some(meta),
                                 condition: Condition::IfVersion(info.version),
                                 ..Default::default()

@@ -5,6 +5,7 @@
 
 use std::io;
 
+use objfs_store::key::KeyError;
 use objfs_store::{ErrorKind, StoreError};
 
 /// Result alias of the filesystem crate.
@@ -84,6 +85,31 @@ pub enum FsError {
     Internal(String),
 }
 
+/// The errno of a store error, by its kind (the store has no errno table of its own).
+pub fn store_errno(e: &StoreError) -> i32 {
+    match e.kind() {
+        ErrorKind::NotFound | ErrorKind::NoSuchVersion | ErrorKind::NoSuchUpload => libc::ENOENT,
+        ErrorKind::InvalidKey => match e {
+            StoreError::InvalidKey {
+                reason: KeyError::TooLong { .. },
+                ..
+            } => libc::ENAMETOOLONG,
+            _ => libc::EINVAL,
+        },
+        ErrorKind::InvalidPart | ErrorKind::InvalidRange | ErrorKind::InvalidArgument => {
+            libc::EINVAL
+        }
+        // A conditional write lost a race: the name exists now.
+        ErrorKind::PreconditionFailed => libc::EEXIST,
+        ErrorKind::NoSpace => libc::ENOSPC,
+        ErrorKind::Locked => libc::EBUSY,
+        ErrorKind::Unsupported => libc::ENOTSUP,
+        // Corrupt, NotAStore, UnsupportedFormat, Metadata, Backend, Io, a remote that is
+        // unavailable or throttling, and kinds added later.
+        _ => libc::EIO,
+    }
+}
+
 impl FsError {
     /// The errno a caller sees for this error. The only mapping of errors to errnos.
     pub fn errno(&self) -> i32 {
@@ -105,11 +131,7 @@ impl FsError {
             FsError::Range(_) => libc::ERANGE,
             FsError::Upload { no_space: true, .. } => libc::ENOSPC,
             FsError::Upload { .. } => libc::EIO,
-            FsError::Store(e) => match e.kind() {
-                // A conditional write lost a race: the name exists now.
-                ErrorKind::PreconditionFailed => libc::EEXIST,
-                _ => e.errno(),
-            },
+            FsError::Store(e) => store_errno(e),
             FsError::Mount(e) => e.raw_os_error().unwrap_or(libc::EIO),
             FsError::TooBig(_) => libc::EFBIG,
             FsError::Errno(e, _) => *e,

@@ -98,7 +98,7 @@ impl BlockCache {
     fn bkey(src: &Source, idx: u64) -> BlockKey {
         BlockKey {
             key: src.key.clone(),
-            version: src.version,
+            version: src.version.clone(),
             idx,
         }
     }
@@ -191,7 +191,7 @@ impl BlockCache {
                 .get(
                     &src.key,
                     GetOptions {
-                        version: Some(src.version),
+                        version: Some(src.version.clone()),
                         range: Some(start..end),
                     },
                 )

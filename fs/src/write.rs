@@ -591,7 +591,7 @@ impl Writer {
         }
         let src = Source {
             key: Arc::from(base.key.as_str()),
-            version: base.version,
+            version: base.version.clone(),
             size: base.size,
         };
         let data = ctx
@@ -744,7 +744,7 @@ impl Writer {
                         &b.key,
                         &self.key,
                         CopyOptions {
-                            source_version: Some(b.version),
+                            source_version: Some(b.version.clone()),
                             metadata: Some(meta),
                             durable,
                             ..Default::default()
@@ -1056,7 +1056,7 @@ async fn materialize(
                     .get(
                         &b.key,
                         GetOptions {
-                            version: Some(b.version),
+                            version: Some(b.version.clone()),
                             range: Some(s..e),
                         },
                     )
@@ -1101,7 +1101,7 @@ async fn run_job(
                     &up.id,
                     number,
                     &b.key,
-                    Some(b.version),
+                    Some(b.version.clone()),
                     Some(range),
                 )
                 .await?;
