@@ -375,17 +375,9 @@ macro_rules! __conformance_cases {
 mod tests {
     use super::*;
 
+    /// Everything: what the memory store (the reference model) supports.
     fn full() -> StoreFeatures {
-        StoreFeatures {
-            list_returns_metadata: true,
-            zero_copy: true,
-            min_part_size: 0,
-            atomic_rename: true,
-            versioning: true,
-            conditional_put: true,
-            part_copy: true,
-            max_key_len: MAX_KEY_LEN,
-        }
+        objfs_store::memory::MemoryStore::new().features()
     }
 
     #[test]
