@@ -408,6 +408,7 @@ mod tests {
         assert!(r.ran.contains(&"list_paging"));
         assert_eq!(r.ran.len() + r.skipped.len(), cases().len());
         let line = r.summary();
+        println!("{line}");
         assert!(line.contains("versions_ordering (versioning)"), "{line}");
         assert!(line.starts_with(&format!("conformance[s3]: {} of", r.ran.len())));
     }
