@@ -133,7 +133,15 @@ pub fn list_versions(meta: &Meta, req: &ListVersionsRequest) -> Result<VersionsP
     let end = prefix_successor(&floor).unwrap_or_else(|| vec![table::VERSION + 1]);
     // The key whose versions we start in the middle of (their first row is not the latest).
     let mut mid_key: Option<String> = None;
-    let mut start = match (&req.key_marker, &req.version_marker) {
+    // A version marker this store did not make is no position in its listing (checked first,
+    // whatever the key marker is, as the memory store does).
+    let version_marker = match &req.version_marker {
+        Some(vm) => Some(LocalVersion::parse(vm).ok_or_else(|| {
+            StoreError::InvalidArgument(format!("version marker {vm} is not one of ours"))
+        })?),
+        None => None,
+    };
+    let mut start = match (&req.key_marker, version_marker) {
         (None, _) => floor.clone(),
         (Some(km), vm) => {
             // A marker that is itself a common prefix (how a page that ended on a prefix
@@ -145,10 +153,6 @@ pub fn list_versions(meta: &Meta, req: &ListVersionsRequest) -> Result<VersionsP
                     None => return Ok(VersionsPage::default()),
                 }
             } else if let Some(vm) = vm {
-                // A marker this store did not make is no position in its listing.
-                let vm = LocalVersion::parse(vm).ok_or_else(|| {
-                    StoreError::InvalidArgument(format!("version marker {vm} is not one of ours"))
-                })?;
                 mid_key = Some(km.clone());
                 after(version_key(km, vm))
             } else {

@@ -1,8 +1,8 @@
 //! Version listing: order, paging with markers, delimiters.
 
-use objfs_store::{ListRequest, ListVersionsRequest, ObjectStore, VersionId};
+use objfs_store::{ErrorKind, ListRequest, ListVersionsRequest, ObjectStore, VersionId};
 
-use crate::support::{list_all, list_versions_all, walk_versions, VListed};
+use crate::support::{assert_kind, list_all, list_versions_all, walk_versions, VListed};
 
 use super::helpers::*;
 
@@ -171,6 +171,12 @@ pub async fn list_versions_paging(s: &dyn ObjectStore) {
         Vec::<VersionId>::new()
     );
     assert_eq!(ids(list_versions_all(s, &after("", None)).await).len(), 8);
+    // A version marker the store never made is no position.
+    assert_kind(
+        s.list_versions(&after(&k("a"), Some(never_made()))).await,
+        ErrorKind::InvalidArgument,
+        "a version marker the store never made",
+    );
     // is_latest is about the key, not the page.
     let p = s
         .list_versions(&after(&k("a"), Some(a[4].clone())))
