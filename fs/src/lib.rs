@@ -16,9 +16,6 @@
 //!
 //! Where the filesystem differs from POSIX is written down in `docs/SEMANTICS.md`.
 
-// `VersionId` is becoming an opaque id that is not `Copy`: the crate clones it already.
-#![allow(clippy::clone_on_copy)]
-
 pub mod adapter;
 pub mod attr;
 pub mod budget;

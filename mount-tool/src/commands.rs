@@ -6,10 +6,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use objfs_store::local::worker::read_status;
-use objfs_store::local::{EcSetting, LocalConfig, LocalStore, StoreStatus};
+use objfs_store::local::{EcSetting, LocalConfig, StoreStatus};
 use objfs_store::StoreError;
 
 use crate::cli::{InitArgs, StatusArgs, UmountArgs};
+use crate::location::{self, StoreLocation};
 use crate::mount::{explain_open_error, fs_name_for, store_of_source};
 use crate::options::parse_size;
 use crate::platform;
@@ -23,12 +24,13 @@ fn is_empty_dir(path: &Path) -> Result<bool> {
 
 /// `objfs init STORE`.
 pub fn init(a: &InitArgs) -> Result<()> {
-    let path = platform::absolute(&a.store)?;
+    let loc = StoreLocation::parse(&a.store)?;
+    let path = loc.supported_path()?.to_path_buf();
     match std::fs::metadata(&path) {
         Ok(m) if !m.is_dir() => bail!("{} exists and is not a directory", path.display()),
         Ok(_) => {
             if !is_empty_dir(&path)? {
-                match LocalStore::open(&path) {
+                match location::open(&loc) {
                     Ok(s) => {
                         s.close().ok();
                         bail!("{} is already an objfs store", path.display());
@@ -67,7 +69,7 @@ pub fn init(a: &InitArgs) -> Result<()> {
     if let Some(ec) = &a.ec {
         cfg.ec = parse_ec(ec)?;
     }
-    let store = LocalStore::init(&path, cfg).map_err(|e| explain_open_error(&path, e))?;
+    let store = location::init(&loc, cfg).map_err(|e| explain_open_error(&path, e))?;
     store
         .close()
         .with_context(|| format!("cannot close store {}", path.display()))?;
@@ -123,11 +125,12 @@ fn mounts_of(store: &Path) -> Vec<PathBuf> {
 /// The store's lock is held by a mount daemon while it is mounted; status then names the pid
 /// (and mount point) and fails, rather than show figures it cannot read consistently.
 pub fn status(a: &StatusArgs) -> Result<()> {
-    let path = platform::absolute(&a.store)?;
+    let loc = StoreLocation::parse(&a.store)?;
+    let path = loc.supported_path()?.to_path_buf();
     if !path.is_dir() {
         bail!("no store at {}", path.display());
     }
-    let store = match LocalStore::open(&path) {
+    let store = match location::open_local("status", &loc) {
         Ok(s) => s,
         Err(StoreError::Locked { pid, .. }) => {
             let mps = mounts_of(&path);
@@ -282,15 +285,16 @@ pub fn umount(a: &UmountArgs) -> Result<()> {
         );
     }
     // Which daemon serves it: the store's lock names the pid.
-    let daemon_pid =
-        store_of_source(&entry.source).and_then(|store| match LocalStore::open(&store) {
+    let daemon_pid = store_of_source(&entry.source).and_then(|store| {
+        match location::open(&StoreLocation::Local(store)) {
             Err(StoreError::Locked { pid, .. }) => Some(pid),
             Ok(s) => {
                 s.close().ok();
                 None
             }
             Err(_) => None,
-        });
+        }
+    });
     platform::unmount(&mp, a.lazy).with_context(|| format!("cannot unmount {}", mp.display()))?;
     if a.no_wait || a.lazy {
         return Ok(());

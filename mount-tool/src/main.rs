@@ -8,6 +8,7 @@ mod cli;
 mod commands;
 mod daemon;
 mod helper;
+mod location;
 mod logging;
 mod maintenance;
 mod mount;

@@ -17,6 +17,7 @@ use objfs_store::local::{GcOptions, LocalStore, Progress, WorkerState};
 use objfs_store::StoreError;
 
 use crate::commands::human_bytes;
+use crate::location::{self, StoreLocation};
 use crate::platform;
 
 pub const PLACE_EXAMPLES: &str = "\
@@ -127,7 +128,7 @@ pub enum DiskCommand {
 
 /// Opens the store for a foreground run, explaining a mounted store.
 fn open_for(what: &str, store: &Path) -> Result<LocalStore> {
-    match LocalStore::open(store) {
+    match location::open_local(what, &StoreLocation::Local(store.to_path_buf())) {
         Ok(s) => Ok(s),
         Err(StoreError::Locked { pid, .. }) => bail!(
             "{} is in use by pid {pid} (mounted?): its daemons run there; \
@@ -178,7 +179,7 @@ fn print_daemon(store: &Path, name: &str) {
 
 /// `objfs place`.
 pub fn place(a: &PlaceArgs) -> Result<()> {
-    let path = platform::absolute(&a.store)?;
+    let path = location::local_dir("place", &a.store)?;
     if !a.now {
         print_daemon(&path, "placement");
         return Ok(());
@@ -207,7 +208,7 @@ pub fn place(a: &PlaceArgs) -> Result<()> {
 
 /// `objfs scrub`.
 pub fn scrub(a: &ScrubArgs) -> Result<()> {
-    let path = platform::absolute(&a.store)?;
+    let path = location::local_dir("scrub", &a.store)?;
     if a.pause || a.resume {
         set_paused(&path, "scrub", a.pause)
             .with_context(|| format!("cannot write the control file of {}", path.display()))?;
@@ -234,7 +235,7 @@ pub fn scrub(a: &ScrubArgs) -> Result<()> {
 
 /// `objfs gc`.
 pub fn gc(a: &GcArgs) -> Result<()> {
-    let path = platform::absolute(&a.store)?;
+    let path = location::local_dir("gc", &a.store)?;
     if !a.now {
         print_daemon(&path, "gc");
         return Ok(());
@@ -266,7 +267,7 @@ pub fn gc(a: &GcArgs) -> Result<()> {
 pub fn disk(a: &DiskArgs) -> Result<()> {
     match &a.command {
         DiskCommand::Add { store, dir } => {
-            let path = platform::absolute(store)?;
+            let path = location::local_dir("disk add", store)?;
             let dir = platform::absolute(dir)?;
             let s = open_for("disk add", &path)?;
             s.add_disk(&dir)
@@ -276,7 +277,7 @@ pub fn disk(a: &DiskArgs) -> Result<()> {
             Ok(())
         }
         DiskCommand::Remove { store, dir } => {
-            let path = platform::absolute(store)?;
+            let path = location::local_dir("disk remove", store)?;
             let s = open_for("disk remove", &path)?;
             let dir = if s.status()?.disks.iter().any(|d| &d.path == dir) {
                 dir.clone()
@@ -294,7 +295,7 @@ pub fn disk(a: &DiskArgs) -> Result<()> {
             Ok(())
         }
         DiskCommand::Replace { store, old, new } => {
-            let path = platform::absolute(store)?;
+            let path = location::local_dir("disk replace", store)?;
             let new = platform::absolute(new)?;
             let s = open_for("disk replace", &path)?;
             // The store names its disks as given at init: accept the path as written or absolute.

@@ -20,6 +20,7 @@ use tracing::{info, warn};
 
 use crate::cli::MountArgs;
 use crate::daemon::{self, Notifier};
+use crate::location::{self, StoreLocation};
 use crate::options::{parse_mem_size, parse_seconds, MountSettings, MIN_PART_SIZE};
 use crate::{helper, logging, platform};
 
@@ -112,7 +113,9 @@ pub fn store_of_source(source: &str) -> Option<PathBuf> {
 /// Runs a mount request to the end (for the daemon: the parent exits inside).
 pub fn run(req: MountRequest) -> Result<()> {
     platform::check_fuse()?;
-    let store = platform::absolute(&req.store)?;
+    let store = StoreLocation::parse(&req.store)?
+        .supported_path()?
+        .to_path_buf();
     if store.exists() && !store.is_dir() {
         bail!("{} exists and is not a directory", store.display());
     }
@@ -221,8 +224,9 @@ fn open_store(path: &Path, notifier: &mut Notifier) -> Result<LocalStore> {
         std::fs::create_dir_all(parent)
             .with_context(|| format!("cannot create {}", parent.display()))?;
     }
+    let location = StoreLocation::Local(path.to_path_buf());
     let (store, created) =
-        LocalStore::open_or_init(path, LocalConfig::default()).map_err(|e| match e {
+        location::open_or_init(&location, LocalConfig::default()).map_err(|e| match e {
             StoreError::NotAStore { .. } if path.is_dir() => anyhow::anyhow!(
                 "refusing to use {}: it is not empty and is not an objfs store; give a new or \
                  empty directory (or an existing store)",
@@ -233,8 +237,14 @@ fn open_store(path: &Path, notifier: &mut Notifier) -> Result<LocalStore> {
     if created {
         notifier.info(&format!("created a new store at {}", path.display()));
     }
-    // Placement, scrub and gc run inside the mount process (docs/DURABILITY.md).
-    let mut store = store;
+    // Placement, scrub and gc run inside the mount process (docs/DURABILITY.md): the
+    // embedded store's own daemons.
+    let Some(mut store) = store.into_local() else {
+        bail!(
+            "{}: only local stores can be mounted by this build",
+            path.display()
+        );
+    };
     store
         .start_daemons(DaemonConfig::default())
         .map_err(|e| anyhow::anyhow!("cannot start the store's daemons: {e}"))?;

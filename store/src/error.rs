@@ -1,8 +1,15 @@
 //! The typed errors every backend returns.
 //!
-//! One enum for all backends so callers (the filesystem, the CLI) can map a failure to an errno
-//! or a message without knowing which backend produced it. Variants carry enough context (key,
-//! version, volume, block) to write a useful log line.
+//! One enum for all backends so callers (the filesystem, the CLI) can act on a failure without
+//! knowing which backend produced it. Variants carry enough context (key, version, volume,
+//! block) to write a useful log line. What a failure means to a caller is its [`ErrorKind`]:
+//! the filesystem maps kinds to errnos itself (objfs-fs's `error` module); this crate has no
+//! errno table. A backend's own library errors (sled, an HTTP client) are not variants here:
+//! they are wrapped in [`StoreError::Backend`], or mapped by the backend onto a kind that says
+//! what happened (a full disk is [`StoreError::NoSpace`] whatever reported it).
+//!
+//! Both enums are `#[non_exhaustive]`: remote backends will add failures (and already have a
+//! retryable class, [`StoreError::is_retryable`]).
 
 use std::io;
 use std::path::PathBuf;
@@ -15,6 +22,7 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 /// Every way an object-store operation can fail.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum StoreError {
     /// The key has no live version (never written, or its newest version is a delete marker).
     #[error("no such key: {key:?}")]
@@ -77,9 +85,27 @@ pub enum StoreError {
     #[error("not supported: {0}")]
     Unsupported(String),
 
-    /// The metadata database failed.
+    /// The metadata database failed (a record that does not encode, a task that died).
     #[error("metadata error: {0}")]
     Metadata(String),
+
+    /// A backend's own library failed in a way no other variant describes.
+    #[error("{backend}: {source}")]
+    Backend {
+        /// Which backend (or which of its parts), e.g. `"local metadata (sled)"`.
+        backend: &'static str,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+
+    /// A remote backend could not be reached or failed on its side (connection refused, a 5xx
+    /// answer). Retryable.
+    #[error("{what} is unavailable: {reason}")]
+    Unavailable { what: String, reason: String },
+
+    /// A remote backend asked us to slow down (S3's `503 SlowDown`). Retryable after a pause.
+    #[error("throttled by {what}: {reason}")]
+    Throttled { what: String, reason: String },
 
     /// An I/O error with what we were doing when it happened.
     #[error("{context}: {source}")]
@@ -118,41 +144,95 @@ impl StoreError {
             StoreError::UnsupportedFormat { .. } => ErrorKind::UnsupportedFormat,
             StoreError::Unsupported(_) => ErrorKind::Unsupported,
             StoreError::Metadata(_) => ErrorKind::Metadata,
+            StoreError::Backend { .. } => ErrorKind::Backend,
+            StoreError::Unavailable { .. } => ErrorKind::Unavailable,
+            StoreError::Throttled { .. } => ErrorKind::Throttled,
             StoreError::Io { .. } => ErrorKind::Io,
         }
     }
 
-    /// The errno a filesystem should report for this error.
-    pub fn errno(&self) -> i32 {
-        match self.kind() {
-            ErrorKind::NotFound | ErrorKind::NoSuchVersion | ErrorKind::NoSuchUpload => {
-                libc::ENOENT
-            }
-            ErrorKind::InvalidKey => match self {
-                StoreError::InvalidKey {
-                    reason: KeyError::TooLong { .. },
-                    ..
-                } => libc::ENAMETOOLONG,
-                _ => libc::EINVAL,
+    /// Whether trying the same operation again later may succeed (a remote that is down or
+    /// throttling). Nothing the local store returns is retryable.
+    pub fn is_retryable(&self) -> bool {
+        self.kind().is_retryable()
+    }
+
+    /// The same error again, for results shared between several waiters (one failed group
+    /// sync answers every caller it covered). Kind, context and message are kept (a full disk
+    /// stays [`StoreError::NoSpace`]); an I/O error keeps its `io::ErrorKind` and OS error code.
+    pub fn duplicate(&self) -> StoreError {
+        use StoreError::*;
+        match self {
+            NotFound { key } => NotFound { key: key.clone() },
+            NoSuchVersion { key, version } => NoSuchVersion {
+                key: key.clone(),
+                version: version.clone(),
             },
-            ErrorKind::InvalidPart | ErrorKind::InvalidRange | ErrorKind::InvalidArgument => {
-                libc::EINVAL
-            }
-            ErrorKind::PreconditionFailed => libc::EEXIST,
-            ErrorKind::NoSpace => libc::ENOSPC,
-            ErrorKind::Locked => libc::EBUSY,
-            ErrorKind::Unsupported => libc::ENOTSUP,
-            ErrorKind::Corrupt
-            | ErrorKind::NotAStore
-            | ErrorKind::UnsupportedFormat
-            | ErrorKind::Metadata
-            | ErrorKind::Io => libc::EIO,
+            NoSuchUpload { upload_id } => NoSuchUpload {
+                upload_id: upload_id.clone(),
+            },
+            InvalidKey { key, reason } => InvalidKey {
+                key: key.clone(),
+                reason: reason.clone(),
+            },
+            InvalidPart(m) => InvalidPart(m.clone()),
+            InvalidRange { start, end, size } => InvalidRange {
+                start: *start,
+                end: *end,
+                size: *size,
+            },
+            InvalidArgument(m) => InvalidArgument(m.clone()),
+            PreconditionFailed { key, reason } => PreconditionFailed {
+                key: key.clone(),
+                reason: reason.clone(),
+            },
+            Corrupt { what } => Corrupt { what: what.clone() },
+            NoSpace(m) => NoSpace(m.clone()),
+            Locked { path, pid } => Locked {
+                path: path.clone(),
+                pid: *pid,
+            },
+            NotAStore { path, reason } => NotAStore {
+                path: path.clone(),
+                reason: reason.clone(),
+            },
+            UnsupportedFormat {
+                path,
+                found,
+                supported,
+            } => UnsupportedFormat {
+                path: path.clone(),
+                found: *found,
+                supported: *supported,
+            },
+            Unsupported(m) => Unsupported(m.clone()),
+            Metadata(m) => Metadata(m.clone()),
+            Backend { backend, source } => Backend {
+                backend,
+                source: source.to_string().into(),
+            },
+            Unavailable { what, reason } => Unavailable {
+                what: what.clone(),
+                reason: reason.clone(),
+            },
+            Throttled { what, reason } => Throttled {
+                what: what.clone(),
+                reason: reason.clone(),
+            },
+            Io { context, source } => Io {
+                context: context.clone(),
+                source: match source.raw_os_error() {
+                    Some(code) => io::Error::from_raw_os_error(code),
+                    None => io::Error::new(source.kind(), source.to_string()),
+                },
+            },
         }
     }
 }
 
-/// The variant of a [`StoreError`] without its payload.
+/// The variant of a [`StoreError`] without its payload: what a caller acts on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum ErrorKind {
     NotFound,
     NoSuchVersion,
@@ -169,17 +249,15 @@ pub enum ErrorKind {
     UnsupportedFormat,
     Unsupported,
     Metadata,
+    Backend,
+    Unavailable,
+    Throttled,
     Io,
 }
 
-impl From<sled::Error> for StoreError {
-    fn from(e: sled::Error) -> Self {
-        match e {
-            sled::Error::Io(source) => StoreError::io("metadata database", source),
-            sled::Error::Corruption { at, .. } => StoreError::Corrupt {
-                what: format!("metadata database corrupt at {at:?}"),
-            },
-            other => StoreError::Metadata(other.to_string()),
-        }
+impl ErrorKind {
+    /// The retryable class: a remote that is down or throttling.
+    pub fn is_retryable(self) -> bool {
+        matches!(self, ErrorKind::Unavailable | ErrorKind::Throttled)
     }
 }

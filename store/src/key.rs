@@ -68,17 +68,6 @@ pub fn validate_prefix(prefix: &str) -> crate::Result<()> {
     validate(prefix)
 }
 
-/// Checks a multipart part number: S3's range, `1..=MAX_PART_NUMBER`, for every backend.
-pub fn validate_part_number(n: u32) -> crate::Result<()> {
-    let max = crate::types::MAX_PART_NUMBER;
-    if n == 0 || n > max {
-        return Err(crate::StoreError::InvalidPart(format!(
-            "part number {n} is outside 1..={max}"
-        )));
-    }
-    Ok(())
-}
-
 /// The smallest byte string greater than every string that starts with `prefix`, or `None`
 /// when no such string exists (the prefix is all 0xFF bytes).
 pub fn prefix_successor(prefix: &[u8]) -> Option<Vec<u8>> {

@@ -3,13 +3,17 @@
 //! * [`ObjectStore`] — the one async, object-safe API (S3 semantics) that the filesystem uses.
 //! * [`memory::MemoryStore`] — an in-memory backend, obviously right: the test double and the
 //!   reference model of the property tests.
-//! * [`local::LocalStore`] — the embedded store: sled metadata, data appended into volume files
+//! * `local::LocalStore` (feature `local`) — the embedded store: sled metadata, data appended into volume files
 //!   with per-block BLAKE3 checksums, crash-safe commits.
 //!
 //! Pure rules (keys, ranges) live in [`key`] and [`types`], free of I/O.
+//!
+//! Backends are cargo features: `local` (on by default) builds [`local`]; `memory` is always
+//! there; an `s3` backend will be a feature of its own.
 
 pub mod error;
 pub mod key;
+#[cfg(feature = "local")]
 pub mod local;
 pub mod memory;
 pub mod store;

@@ -13,7 +13,10 @@ use crate::types::*;
 /// * **Keys** follow [`crate::key::check_key`]; a bad key is [`StoreError::InvalidKey`]
 ///   (`crate::StoreError`) before anything else is looked at.
 /// * **Versions.** Every put, copy and completed multipart upload makes a new immutable version
-///   with a fresh [`VersionId`] greater than every id the store made before. `delete` adds a
+///   with a fresh [`VersionId`], different from every id the store made before. Ids are opaque:
+///   compared for equality only; a version's time is its `modified`, and newest first is the
+///   order `list_versions` returns. An id the backend did not make is `NoSuchVersion` (as a
+///   listing's `version_marker`, `InvalidArgument`). `delete` adds a
 ///   delete marker (a version without data) when the key has a live version, and does nothing
 ///   otherwise. `delete_version` removes one version (data or marker) for good; removing the
 ///   newest version makes the next newest one current again (so removing a delete marker

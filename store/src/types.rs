@@ -6,7 +6,8 @@ use std::fmt;
 use std::ops::Range;
 use std::pin::Pin;
 use std::str::FromStr;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::SystemTime;
 
 use bytes::{Bytes, BytesMut};
 use futures::{Stream, StreamExt};
@@ -17,59 +18,69 @@ use crate::error::{Result, StoreError};
 /// filesystem stores POSIX attributes here under s3fs's names (`x-amz-meta-mode`, ...).
 pub type Metadata = BTreeMap<String, String>;
 
-/// A version id: unique, and ordered by creation time.
+/// A version id: opaque to everything above the backend that made it.
 ///
-/// The high 64 bits are nanoseconds since the Unix epoch when the version was made; the low 64
-/// bits make ids unique among versions made in the same nanosecond. Its text form is 32 lower-case
-/// hex digits, so text order equals numeric order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
-pub struct VersionId(pub u128);
+/// Ids are compared only for equality (and hashed); they have no order. "Newest first" is the
+/// order in which [`crate::ObjectStore::list_versions`] returns versions, and a version's time
+/// is [`ObjectInfo::modified`] / [`VersionInfo::modified`]. Each backend decides what its ids
+/// look like (the local store: 32 hex digits of a time-ordered number; S3: its own strings,
+/// `null` in a bucket without versioning). The text form ([`fmt::Display`]) parses back
+/// ([`FromStr`]) to the same id.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct VersionId(Arc<str>);
+
+/// Longest text form of a version id that [`VersionId::from_str`] accepts (S3's ids are far
+/// shorter; the bound keeps a hostile string from being carried around).
+pub const MAX_VERSION_ID_LEN: usize = 1024;
 
 impl VersionId {
-    /// The smallest id made at `t` (for "as of T" lookups: every version made at or before `t`
-    /// is `<= VersionId::at(t).max_in_nanosecond()`).
-    pub fn at(t: SystemTime) -> VersionId {
-        let nanos = t
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or(Duration::ZERO)
-            .as_nanos()
-            .min(u64::MAX as u128);
-        VersionId(nanos << 64)
+    /// S3's id of the one version a key has in a bucket without versioning.
+    pub fn null() -> VersionId {
+        VersionId(Arc::from("null"))
     }
 
-    /// The largest id in the same nanosecond as `self`.
-    pub fn max_in_nanosecond(self) -> VersionId {
-        VersionId(self.0 | u64::MAX as u128)
+    /// Whether this is the [`VersionId::null`] id.
+    pub fn is_null(&self) -> bool {
+        &*self.0 == "null"
     }
 
-    /// When this version was made.
-    pub fn time(self) -> SystemTime {
-        UNIX_EPOCH + Duration::from_nanos((self.0 >> 64) as u64)
+    /// The text form.
+    pub fn as_str(&self) -> &str {
+        &self.0
     }
 
-    /// Big-endian bytes (sort order equals id order).
-    pub fn to_be_bytes(self) -> [u8; 16] {
-        self.0.to_be_bytes()
+    /// An id made by a backend of this crate (which guarantees the text rules itself).
+    pub(crate) fn from_backend(text: impl Into<Arc<str>>) -> VersionId {
+        VersionId(text.into())
     }
 }
 
 impl fmt::Display for VersionId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:032x}", self.0)
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for VersionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "VersionId({})", &*self.0)
     }
 }
 
 impl FromStr for VersionId {
     type Err = StoreError;
+    /// Any non-empty string of at most [`MAX_VERSION_ID_LEN`] visible ASCII characters. Whether
+    /// a backend ever made such an id is its own business: one it did not make is
+    /// `NoSuchVersion` there.
     fn from_str(s: &str) -> Result<Self> {
-        if s.len() != 32 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        if s.is_empty() || s.len() > MAX_VERSION_ID_LEN || !s.bytes().all(|b| b.is_ascii_graphic())
+        {
             return Err(StoreError::InvalidArgument(format!(
-                "version id {s:?} is not 32 hex digits"
+                "version id {:?} is not 1..={MAX_VERSION_ID_LEN} visible ASCII characters",
+                s.chars().take(64).collect::<String>()
             )));
         }
-        u128::from_str_radix(s, 16)
-            .map(VersionId)
-            .map_err(|e| StoreError::InvalidArgument(format!("version id {s:?}: {e}")))
+        Ok(VersionId(Arc::from(s)))
     }
 }
 
@@ -185,7 +196,7 @@ pub struct VersionsPage {
 }
 
 /// A condition on the key's current live version, checked atomically with the write.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub enum Condition {
     /// Write unconditionally.
     #[default]
@@ -263,6 +274,16 @@ pub struct CompletedPart {
 /// Highest part number (S3's limit).
 pub const MAX_PART_NUMBER: u32 = 10_000;
 
+/// Checks a multipart part number against `1..=MAX_PART_NUMBER` (shared by every backend).
+pub fn check_part_number(n: u32) -> Result<()> {
+    if n == 0 || n > MAX_PART_NUMBER {
+        return Err(StoreError::InvalidPart(format!(
+            "part number {n} is outside 1..={MAX_PART_NUMBER}"
+        )));
+    }
+    Ok(())
+}
+
 /// Capacity of the store, for `statfs`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Capacity {
@@ -276,7 +297,8 @@ pub struct Capacity {
     pub objects: u64,
 }
 
-/// What a backend can do, so the layers above can adapt.
+/// What a backend can do, so the layers above can adapt (and the conformance suite knows
+/// which of its cases apply).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StoreFeatures {
     /// Listings carry user metadata (no head needed per entry).
@@ -287,6 +309,15 @@ pub struct StoreFeatures {
     pub min_part_size: u64,
     /// `rename` is atomic (a crash leaves the object under one name, never two).
     pub atomic_rename: bool,
+    /// Every write makes a new version that stays readable by id, and deletes leave markers
+    /// (false for a bucket without versioning: one `null` version per key).
+    pub versioning: bool,
+    /// Writes honour [`Condition`] atomically (S3's `If-None-Match` / `If-Match`).
+    pub conditional_put: bool,
+    /// `upload_part_copy` is supported (S3's UploadPartCopy).
+    pub part_copy: bool,
+    /// Longest key in bytes.
+    pub max_key_len: usize,
 }
 
 /// A stream of byte chunks.

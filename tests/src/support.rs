@@ -3,7 +3,9 @@
 //! the paging invariants of the [`ObjectStore`] contract (order, page size, token presence).
 
 use std::any::Any;
+use std::collections::HashSet;
 use std::fmt::Debug;
+use std::time::SystemTime;
 
 use objfs_store::{
     ErrorKind, ListRequest, ListVersionsRequest, ObjectInfo, ObjectStore, Result, VersionId,
@@ -207,12 +209,13 @@ pub struct WalkedVersionsPage {
     pub next_version_marker: Option<VersionId>,
 }
 
-/// Sort key of a version-listing entry: key ascending, then version descending (a common
-/// prefix sorts as its name with no version).
-fn vorder(e: &VListed) -> (String, std::cmp::Reverse<Option<VersionId>>) {
+/// Where a version-listing entry stands: its name, and for a version its time. Version ids
+/// have no order: within a key, the order is the backend's (newest first), which the walker
+/// checks through the versions' times and by never seeing an id twice.
+fn vpos(e: &VListed) -> (String, Option<SystemTime>) {
     match e {
-        VListed::Version(v) => (v.key.clone(), std::cmp::Reverse(Some(v.version))),
-        VListed::Prefix(p) => (p.clone(), std::cmp::Reverse(None)),
+        VListed::Version(v) => (v.key.clone(), Some(v.modified)),
+        VListed::Prefix(p) => (p.clone(), None),
     }
 }
 
@@ -224,7 +227,8 @@ pub async fn walk_versions(
 ) -> Vec<WalkedVersionsPage> {
     let mut req = req.clone();
     let mut pages: Vec<WalkedVersionsPage> = Vec::new();
-    let mut last: Option<(String, std::cmp::Reverse<Option<VersionId>>)> = None;
+    let mut last: Option<(String, Option<SystemTime>)> = None;
+    let mut seen: HashSet<(String, VersionId)> = HashSet::new();
     loop {
         assert!(pages.len() < 100_000, "version listing does not end");
         let page = s
@@ -239,19 +243,30 @@ pub async fn walk_versions(
             .map(VListed::Version)
             .chain(page.common_prefixes.iter().cloned().map(VListed::Prefix))
             .collect();
-        // Versions come key asc / version desc within the vector.
-        let vs: Vec<_> = page.versions.iter().map(|v| (&v.key, v.version)).collect();
-        for w in vs.windows(2) {
+        // Versions come key asc / newest first within the vector, each seen once in the walk.
+        for w in page.versions.windows(2) {
             assert!(
-                w[0].0 < w[1].0 || (w[0].0 == w[1].0 && w[0].1 > w[1].1),
+                w[0].key < w[1].key || (w[0].key == w[1].key && w[0].modified >= w[1].modified),
                 "{what}: versions out of order: {w:?}"
             );
         }
+        for v in &page.versions {
+            assert!(
+                seen.insert((v.key.clone(), v.version.clone())),
+                "{what}: version {} of {:?} listed twice",
+                v.version,
+                v.key
+            );
+        }
         assert_strictly_sorted(page.common_prefixes.iter().map(|p| p.as_str()), &what);
-        entries.sort_by_key(vorder);
+        // A stable sort by name keeps each key's versions in the backend's order.
+        entries.sort_by(|a, b| a.name().cmp(b.name()));
         assert!(entries.len() <= req.page_size(), "{what}: page too big");
-        if let (Some(prev), Some(first)) = (&last, entries.first()) {
-            assert!(vorder(first) > *prev, "{what}: page does not continue");
+        if let (Some((pk, pt)), Some(first)) = (&last, entries.first()) {
+            let (fk, ft) = vpos(first);
+            let continues =
+                fk > *pk || (fk == *pk && matches!((pt, ft), (Some(p), Some(f)) if f <= *p));
+            assert!(continues, "{what}: page does not continue");
         }
         let truncated = page.next_key_marker.is_some();
         if page.next_version_marker.is_some() {
@@ -270,7 +285,11 @@ pub async fn walk_versions(
                         Some(v.key.as_str()),
                         "{what}"
                     );
-                    assert_eq!(page.next_version_marker, Some(v.version), "{what}");
+                    assert_eq!(
+                        page.next_version_marker.as_ref(),
+                        Some(&v.version),
+                        "{what}"
+                    );
                 }
                 Some(VListed::Prefix(p)) => {
                     assert_eq!(page.next_key_marker.as_deref(), Some(p.as_str()), "{what}");
@@ -283,13 +302,13 @@ pub async fn walk_versions(
             assert!(!entries.is_empty(), "{what}: markers led to an empty page");
         }
         if let Some(e) = entries.last() {
-            last = Some(vorder(e));
+            last = Some(vpos(e));
         }
         let (nk, nv) = (page.next_key_marker.clone(), page.next_version_marker);
         pages.push(WalkedVersionsPage {
             entries,
             next_key_marker: nk.clone(),
-            next_version_marker: nv,
+            next_version_marker: nv.clone(),
         });
         if nk.is_none() {
             return pages;

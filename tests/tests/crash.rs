@@ -75,7 +75,7 @@ async fn read_version(s: &LocalStore, key: &str, v: objfs_store::VersionId) -> V
         .get(
             key,
             GetOptions {
-                version: Some(v),
+                version: Some(v.clone()),
                 range: None,
             },
         )
@@ -119,7 +119,7 @@ async fn verify(s: &LocalStore, acks: &[Ack], round: Option<u64>) -> usize {
             }
             prev_seed = Some(seed);
             if round.is_none_or(|r| seed >> 32 == r) {
-                let got = read_version(s, key, v.version).await;
+                let got = read_version(s, key, v.version.clone()).await;
                 assert!(
                     got == keyed_bytes(key, seed, len),
                     "{key} version {} (seed {seed:#x}, {len} bytes): wrong bytes",
@@ -147,7 +147,7 @@ async fn verify(s: &LocalStore, acks: &[Ack], round: Option<u64>) -> usize {
             .unwrap_or_else(|| panic!("acknowledged {a:?} lost"));
         assert_eq!(v.size, a.len as u64);
         if round.is_none_or(|r| a.seed >> 32 == r) {
-            let got = read_version(s, &a.key, v.version).await;
+            let got = read_version(s, &a.key, v.version.clone()).await;
             assert!(
                 got == keyed_bytes(&a.key, a.seed, a.len),
                 "acknowledged {a:?}: wrong bytes"

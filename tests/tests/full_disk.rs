@@ -66,7 +66,7 @@ async fn full_disk_is_enospc_and_reads_go_on() {
         assert!(written < 100, "a 2 MiB disk cannot hold 10 MB");
     };
     assert_eq!(err.kind(), ErrorKind::NoSpace, "{err}");
-    assert_eq!(err.errno(), libc::ENOSPC);
+    assert_eq!(objfs_fs::error::store_errno(&err), libc::ENOSPC);
     assert!(written >= 5, "only {written} objects fit");
     for i in 0..written {
         let got = store

@@ -331,15 +331,14 @@ impl Harness {
     }
 
     fn register(&mut self, m: VersionId, l: VersionId, content: Option<Vec<u8>>) -> usize {
-        for (side, v) in [(M, m), (L, l)] {
-            if let Some(last) = self.pairs.last() {
-                assert!(
-                    v > last[side],
-                    "side {side}: version id {v} not greater than {}",
-                    last[side]
-                );
-            }
-            assert!(self.ords[side].insert(v, self.pairs.len()).is_none());
+        // Ids have no order: a new version is an id this side never returned before.
+        for (side, v) in [(M, &m), (L, &l)] {
+            assert!(
+                self.ords[side]
+                    .insert(v.clone(), self.pairs.len())
+                    .is_none(),
+                "side {side}: version id {v} returned for two versions"
+            );
         }
         self.pairs.push([m, l]);
         self.content.push(content);
@@ -347,7 +346,7 @@ impl Harness {
     }
 
     fn norm_info(&mut self, side: usize, i: &ObjectInfo, what: &str) -> NInfo {
-        let ord = self.ord(side, i.version, what);
+        let ord = self.ord(side, i.version.clone(), what);
         let content = self.content[ord]
             .clone()
             .unwrap_or_else(|| panic!("{what}: ObjectInfo for a delete marker"));
@@ -363,7 +362,7 @@ impl Harness {
     }
 
     fn norm_version(&mut self, side: usize, v: &VersionInfo, what: &str) -> NVersion {
-        let ord = self.ord(side, v.version, what);
+        let ord = self.ord(side, v.version.clone(), what);
         match self.content[ord].clone() {
             Some(c) => self.check_etag(side, &v.etag, &c, what),
             None => assert!(v.etag.is_empty() && v.size == 0, "{what}: marker with data"),
@@ -396,16 +395,17 @@ impl Harness {
     async fn pick(&self, key: &str, idx: usize) -> [VersionId; 2] {
         let vs = self.versions(key).await;
         if vs.is_empty() {
-            return [VersionId(1), VersionId(1)];
+            let never: VersionId = "never-made-by-any-backend".parse().unwrap();
+            return [never.clone(), never];
         }
-        let o = self.ord(M, vs[idx % vs.len()].version, "pick");
-        self.pairs[o]
+        let o = self.ord(M, vs[idx % vs.len()].version.clone(), "pick");
+        self.pairs[o].clone()
     }
 
     async fn condition(&self, key: &str, c: &Cond) -> [Condition; 2] {
         match c {
-            Cond::None => [Condition::None; 2],
-            Cond::IfNotExists => [Condition::IfNotExists; 2],
+            Cond::None => [Condition::None, Condition::None],
+            Cond::IfNotExists => [Condition::IfNotExists, Condition::IfNotExists],
             Cond::IfVersion(i) => {
                 let [m, l] = self.pick(key, *i).await;
                 [Condition::IfVersion(m), Condition::IfVersion(l)]
@@ -422,7 +422,7 @@ impl Harness {
                     .get(
                         &a.key,
                         GetOptions {
-                            version: Some(a.version),
+                            version: Some(a.version.clone()),
                             range: None,
                         },
                     )
@@ -432,7 +432,7 @@ impl Harness {
                     .await
                     .unwrap()
                     .to_vec();
-                self.register(a.version, b.version, Some(content));
+                self.register(a.version.clone(), b.version.clone(), Some(content));
                 let na = self.norm_info(M, &a, what);
                 let nb = self.norm_info(L, &b, what);
                 assert_eq!(na, nb, "{what}");
@@ -470,8 +470,8 @@ impl Harness {
                     condition: c,
                     durable: false,
                 };
-                let rm = self.mem.put(k, body(&data), opts(conds[M])).await;
-                let rl = self.l().put(k, body(&data), opts(conds[L])).await;
+                let rm = self.mem.put(k, body(&data), opts(conds[M].clone())).await;
+                let rl = self.l().put(k, body(&data), opts(conds[L].clone())).await;
                 self.new_version(&what, rm, rl).await;
             }
             Op::Get {
@@ -492,7 +492,7 @@ impl Harness {
                         .get(
                             k,
                             GetOptions {
-                                version: v.map(|p| p[side]),
+                                version: v.clone().map(|p| p[side].clone()),
                                 range: r.clone(),
                             },
                         )
@@ -518,7 +518,10 @@ impl Harness {
                 };
                 let mut out = Vec::new();
                 for side in [M, L] {
-                    let res = self.side(side).head(k, v.map(|p| p[side])).await;
+                    let res = self
+                        .side(side)
+                        .head(k, v.clone().map(|p| p[side].clone()))
+                        .await;
                     out.push(match res {
                         Ok(i) => Ok(self.norm_info(side, &i, &what)),
                         Err(e) => Err(e.kind()),
@@ -542,8 +545,8 @@ impl Harness {
             Op::DeleteVersion { key, idx } => {
                 let k = KEYS[*key];
                 let v = self.pick(k, *idx).await;
-                let rm = self.mem.delete_version(k, v[M]).await;
-                let rl = self.l().delete_version(k, v[L]).await;
+                let rm = self.mem.delete_version(k, v[M].clone()).await;
+                let rl = self.l().delete_version(k, v[L].clone()).await;
                 assert_eq!(kinds(&rm), kinds(&rl), "{what}: {rm:?} / {rl:?}");
             }
             Op::Copy {
@@ -560,9 +563,9 @@ impl Harness {
                 };
                 let conds = self.condition(d, cond).await;
                 let opts = |side: usize| CopyOptions {
-                    source_version: v.map(|p| p[side]),
+                    source_version: v.as_ref().map(|p| p[side].clone()),
                     metadata: meta.map(meta_of),
-                    condition: conds[side],
+                    condition: conds[side].clone(),
                     durable: false,
                 };
                 let rm = self.mem.copy(s, d, opts(M)).await;
@@ -605,7 +608,7 @@ impl Harness {
                     };
                     for side in [M, L] {
                         reqs[side].key_marker = Some(km.to_string());
-                        reqs[side].version_marker = vm.map(|p| p[side]);
+                        reqs[side].version_marker = vm.clone().map(|p| p[side].clone());
                     }
                 }
                 self.compare_list_versions(reqs, &what).await;
@@ -623,7 +626,7 @@ impl Harness {
                 for side in [M, L] {
                     let opts = PutOptions {
                         metadata: meta_of(*meta),
-                        condition: conds[side],
+                        condition: conds[side].clone(),
                         durable: false,
                     };
                     ids.push(self.side(side).create_multipart(k, opts).await.unwrap());
@@ -733,7 +736,7 @@ impl Harness {
                     .get(
                         s,
                         GetOptions {
-                            version: v.map(|p| p[M]),
+                            version: v.clone().map(|p| p[M].clone()),
                             range: r.clone(),
                         },
                     )
@@ -744,11 +747,18 @@ impl Harness {
                 };
                 let rm = self
                     .mem
-                    .upload_part_copy(&key, &ids[M], *n, s, v.map(|p| p[M]), r.clone())
+                    .upload_part_copy(
+                        &key,
+                        &ids[M],
+                        *n,
+                        s,
+                        v.clone().map(|p| p[M].clone()),
+                        r.clone(),
+                    )
                     .await;
                 let rl = self
                     .l()
-                    .upload_part_copy(&key, &ids[L], *n, s, v.map(|p| p[L]), r)
+                    .upload_part_copy(&key, &ids[L], *n, s, v.map(|p| p[L].clone()), r)
                     .await;
                 (*n, [rm, rl], content)
             }
@@ -912,8 +922,8 @@ impl Harness {
                 pm.next_key_marker, pl.next_key_marker,
                 "{what}: page {page} key marker"
             );
-            let om = pm.next_version_marker.map(|v| self.ord(M, v, what));
-            let ol = pl.next_version_marker.map(|v| self.ord(L, v, what));
+            let om = pm.next_version_marker.clone().map(|v| self.ord(M, v, what));
+            let ol = pl.next_version_marker.clone().map(|v| self.ord(L, v, what));
             assert_eq!(om, ol, "{what}: page {page} version marker");
             if pm.next_key_marker.is_none() {
                 return;

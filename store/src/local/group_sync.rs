@@ -16,8 +16,9 @@ struct State {
     /// Every ticket up to this one is durable.
     completed: u64,
     running: bool,
-    /// The last sync's failure, with the highest ticket it covered.
-    failed: Option<(u64, String)>,
+    /// The last sync's failure, with the highest ticket it covered. Every caller it covered
+    /// gets the same error (a full disk stays `NoSpace`), not a generic one.
+    failed: Option<(u64, StoreError)>,
 }
 
 /// Coalesces durability requests.
@@ -36,9 +37,7 @@ impl GroupSync {
         loop {
             if s.completed >= ticket {
                 return match &s.failed {
-                    Some((covered, msg)) if *covered >= ticket => {
-                        Err(StoreError::Metadata(format!("sync failed: {msg}")))
-                    }
+                    Some((covered, e)) if *covered >= ticket => Err(e.duplicate()),
                     _ => Ok(()),
                 };
             }
@@ -50,11 +49,9 @@ impl GroupSync {
                 s = self.state.lock().unwrap_or_else(|p| p.into_inner());
                 s.running = false;
                 s.completed = s.completed.max(target);
-                s.failed = result.as_ref().err().map(|e| (target, e.to_string()));
+                s.failed = result.as_ref().err().map(|e| (target, e.duplicate()));
                 self.cv.notify_all();
-                result
-                    .as_ref()
-                    .map_err(|e| StoreError::Metadata(format!("sync failed: {e}")))?;
+                result?;
                 continue;
             }
             s = self.cv.wait(s).unwrap_or_else(|p| p.into_inner());
@@ -105,5 +102,41 @@ mod tests {
             .sync(|| Err(StoreError::Metadata("disk gone".into())))
             .is_err());
         assert!(g.sync(|| Ok(())).is_ok());
+    }
+
+    #[test]
+    fn a_failed_sync_keeps_its_cause_for_every_waiter() {
+        use crate::error::ErrorKind;
+        let g = Arc::new(GroupSync::default());
+        let started = Arc::new(std::sync::Barrier::new(2));
+        let runner = {
+            let (g, started) = (g.clone(), started.clone());
+            std::thread::spawn(move || {
+                g.sync(|| {
+                    started.wait();
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                    Err(StoreError::NoSpace("volume 7".into()))
+                })
+            })
+        };
+        started.wait();
+        // Registered while the first sync runs: served by the next run, which fails too.
+        let waiter = g.sync(|| {
+            Err(StoreError::io(
+                "fsync",
+                std::io::Error::from_raw_os_error(libc::ENOSPC),
+            ))
+        });
+        let first = runner.join().unwrap().unwrap_err();
+        assert_eq!(first.kind(), ErrorKind::NoSpace, "{first}");
+        assert_eq!(waiter.unwrap_err().kind(), ErrorKind::NoSpace);
+        // A caller covered by a failed run it did not run itself gets the same kind.
+        let g = GroupSync::default();
+        let mut s = g.state.lock().unwrap();
+        s.requested = 1;
+        s.completed = 2;
+        s.failed = Some((2, StoreError::NoSpace("disk".into())));
+        drop(s);
+        assert_eq!(g.sync(|| Ok(())).unwrap_err().kind(), ErrorKind::NoSpace);
     }
 }

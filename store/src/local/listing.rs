@@ -11,6 +11,7 @@ use crate::error::{Result, StoreError};
 use crate::key::{prefix_successor, validate_prefix};
 use crate::local::meta::Meta;
 use crate::local::records::*;
+use crate::local::version::LocalVersion;
 use crate::types::*;
 
 enum Last {
@@ -101,11 +102,12 @@ pub fn list(meta: &Meta, req: &ListRequest) -> Result<ListPage> {
             return Ok(page);
         }
         let cur: CurrentRecord = decode(&v)?;
+        let vid = LocalVersion(cur.version);
         page.objects.push(ObjectInfo {
             key: key.to_string(),
-            version: VersionId(cur.version),
+            version: vid.id(),
             size: cur.size,
-            modified: VersionId(cur.version).time(),
+            modified: vid.time(),
             etag: cur.etag,
             metadata: cur.metadata,
         });
@@ -131,7 +133,15 @@ pub fn list_versions(meta: &Meta, req: &ListVersionsRequest) -> Result<VersionsP
     let end = prefix_successor(&floor).unwrap_or_else(|| vec![table::VERSION + 1]);
     // The key whose versions we start in the middle of (their first row is not the latest).
     let mut mid_key: Option<String> = None;
-    let mut start = match (&req.key_marker, req.version_marker) {
+    // A version marker this store did not make is no position in its listing (checked first,
+    // whatever the key marker is, as the memory store does).
+    let version_marker = match &req.version_marker {
+        Some(vm) => Some(LocalVersion::parse(vm).ok_or_else(|| {
+            StoreError::InvalidArgument(format!("version marker {vm} is not one of ours"))
+        })?),
+        None => None,
+    };
+    let mut start = match (&req.key_marker, version_marker) {
         (None, _) => floor.clone(),
         (Some(km), vm) => {
             // A marker that is itself a common prefix (how a page that ended on a prefix
@@ -157,7 +167,7 @@ pub fn list_versions(meta: &Meta, req: &ListVersionsRequest) -> Result<VersionsP
     }
     let mut page = VersionsPage::default();
     let mut count = 0usize;
-    let mut last: Option<(String, Option<VersionId>)> = None;
+    let mut last: Option<(String, Option<LocalVersion>)> = None;
     let mut prev_key = mid_key;
     let mut iter = meta.range(start, Some(end.clone()));
     loop {
@@ -184,7 +194,7 @@ pub fn list_versions(meta: &Meta, req: &ListVersionsRequest) -> Result<VersionsP
         let is_latest = prev_key.as_deref() != Some(key);
         page.versions.push(VersionInfo {
             key: key.to_string(),
-            version: vid,
+            version: vid.id(),
             is_latest,
             is_delete_marker: rec.delete_marker,
             size: rec.size,
@@ -199,10 +209,10 @@ pub fn list_versions(meta: &Meta, req: &ListVersionsRequest) -> Result<VersionsP
     Ok(page)
 }
 
-fn truncate(mut page: VersionsPage, last: Option<(String, Option<VersionId>)>) -> VersionsPage {
+fn truncate(mut page: VersionsPage, last: Option<(String, Option<LocalVersion>)>) -> VersionsPage {
     if let Some((k, v)) = last {
         page.next_key_marker = Some(k);
-        page.next_version_marker = v;
+        page.next_version_marker = v.map(LocalVersion::id);
     }
     page
 }

@@ -43,6 +43,7 @@ pub mod records;
 pub mod scrub;
 pub mod shard;
 pub mod status;
+pub mod version;
 pub mod volume;
 pub mod worker;
 pub mod write;
@@ -136,10 +137,10 @@ impl LocalStore {
             .map_err(|e| StoreError::Metadata(format!("a store task failed: {e}")))?
     }
 
-    fn info(key: &str, vid: VersionId, rec: &VersionRecord) -> ObjectInfo {
+    fn info(key: &str, vid: version::LocalVersion, rec: &VersionRecord) -> ObjectInfo {
         ObjectInfo {
             key: key.to_string(),
-            version: vid,
+            version: vid.id(),
             size: rec.size,
             modified: vid.time(),
             etag: rec.etag.clone(),
@@ -160,6 +161,10 @@ impl ObjectStore for LocalStore {
             zero_copy: true,
             min_part_size: 0,
             atomic_rename: true,
+            versioning: true,
+            conditional_put: true,
+            part_copy: true,
+            max_key_len: crate::key::MAX_KEY_LEN,
         }
     }
 

@@ -3,9 +3,10 @@
 //! version whose extents are the parts' extents, in order. No part's bytes are copied.
 
 use crate::error::Result;
-use crate::key::{validate, validate_part_number, validate_prefix};
+use crate::key::{validate, validate_prefix};
 use crate::local::records::PartRecord;
 use crate::local::LocalStore;
+use crate::types::check_part_number;
 use crate::types::{Body, CompletedPart, ObjectInfo, PartInfo, PutOptions, UploadInfo, VersionId};
 
 impl LocalStore {
@@ -22,7 +23,7 @@ impl LocalStore {
         body: Body,
     ) -> Result<PartInfo> {
         validate(key)?;
-        validate_part_number(part_number)?;
+        check_part_number(part_number)?;
         // Refuse before writing any data when the upload does not exist.
         self.inline(|i| i.meta.upload(key, upload_id).map(|_| ()))?;
         let w = self.write_body(body).await?;
@@ -54,7 +55,7 @@ impl LocalStore {
     ) -> Result<PartInfo> {
         validate(key)?;
         validate(src)?;
-        validate_part_number(part_number)?;
+        check_part_number(part_number)?;
         self.inline(|i| {
             let rec =
                 i.meta

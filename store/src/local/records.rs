@@ -1,9 +1,17 @@
 //! Persisted metadata records and the sled key encodings that index them.
 //!
-//! Every value is one format byte ([`RECORD_FORMAT`]) followed by the record in postcard's
-//! wire format (<https://postcard.jamesmunns.com/wire-format>): integers as LEB128 varints,
-//! strings and byte strings length-prefixed, `Vec`/`BTreeMap` as a varint count then the items,
-//! enums as a varint discriminant. docs/FORMAT.md lists every record field by field.
+//! Every value is one format byte followed by the record in postcard's wire format
+//! (<https://postcard.jamesmunns.com/wire-format>): integers as LEB128 varints, strings and byte
+//! strings length-prefixed, `Vec`/`BTreeMap` as a varint count then the items, enums as a varint
+//! discriminant. docs/FORMAT.md lists every record field by field.
+//!
+//! Records evolve one type at a time (after garage's `Migrate`): each record type has a current
+//! format ([`Migrate::FORMAT`], what this build writes) and knows the layout of its previous
+//! format ([`Migrate::Previous`]) and how to bring it up to date ([`Migrate::migrate`]).
+//! [`decode`] dispatches on the format byte: the current format decodes directly, an older one
+//! decodes as the previous layout (recursively) and migrates, anything else is refused as
+//! corrupt. Types still at their first format implement [`InitialFormat`] instead. A migrated
+//! record is rewritten in the current format the next time the store writes that row.
 //!
 //! All rows live in one sled tree so that one `Batch` commits a write atomically; the first byte
 //! of a sled key says which table the row belongs to.
@@ -11,10 +19,43 @@
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 use crate::error::{Result, StoreError};
-use crate::types::{Condition, Metadata, VersionId};
+use crate::local::version::LocalVersion;
+use crate::types::{Condition, Metadata};
 
-/// Format of every record value. Bump on incompatible change; readers refuse what they don't know.
-pub const RECORD_FORMAT: u8 = 1;
+/// The first format of every record type (and the only one of types that never changed).
+pub const INITIAL_FORMAT: u8 = 1;
+
+/// A persisted record type that can read its previous format.
+pub trait Migrate: Serialize + DeserializeOwned {
+    /// The format byte this build writes for this type.
+    const FORMAT: u8;
+    /// Whether a previous format exists (false only for [`InitialFormat`] types).
+    const HAS_PREVIOUS: bool = true;
+    /// The layout of the previous format.
+    type Previous: Migrate;
+    /// Brings a record of the previous format up to date.
+    fn migrate(previous: Self::Previous) -> Self;
+}
+
+/// A record type still at its first format: nothing to migrate from.
+pub trait InitialFormat: Serialize + DeserializeOwned {}
+
+/// The previous format of a type that has none (never decoded).
+#[derive(Debug, Serialize, Deserialize)]
+pub enum NoPrevious {}
+
+impl<T: InitialFormat> Migrate for T {
+    const FORMAT: u8 = INITIAL_FORMAT;
+    const HAS_PREVIOUS: bool = false;
+    type Previous = NoPrevious;
+    fn migrate(previous: NoPrevious) -> Self {
+        match previous {}
+    }
+}
+
+impl InitialFormat for NoPrevious {}
+impl InitialFormat for u64 {}
+impl InitialFormat for bool {}
 
 /// Table tags: the first byte of every sled key.
 pub mod table {
@@ -118,7 +159,8 @@ pub struct VolumeRecord {
     pub verified_at: u64,
 }
 
-/// A multipart upload in progress.
+/// A multipart upload in progress (format 2: the condition keeps the caller's version id as
+/// given, see [`StoredCondition`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UploadRecord {
     pub key: String,
@@ -128,12 +170,13 @@ pub struct UploadRecord {
     pub durable: bool,
 }
 
-/// [`Condition`] in persisted form.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// [`Condition`] in persisted form: the version is the opaque id's text, so a condition on an
+/// id this store did not make is kept as given (and fails at completion, as it must).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum StoredCondition {
     None,
     IfNotExists,
-    IfVersion(u128),
+    IfVersion(String),
 }
 
 impl From<Condition> for StoredCondition {
@@ -141,7 +184,7 @@ impl From<Condition> for StoredCondition {
         match c {
             Condition::None => StoredCondition::None,
             Condition::IfNotExists => StoredCondition::IfNotExists,
-            Condition::IfVersion(v) => StoredCondition::IfVersion(v.0),
+            Condition::IfVersion(v) => StoredCondition::IfVersion(v.as_str().to_string()),
         }
     }
 }
@@ -151,9 +194,54 @@ impl From<StoredCondition> for Condition {
         match c {
             StoredCondition::None => Condition::None,
             StoredCondition::IfNotExists => Condition::IfNotExists,
-            StoredCondition::IfVersion(v) => Condition::IfVersion(VersionId(v)),
+            // Only text that parsed as a VersionId is ever stored; anything else (a damaged
+            // row) can only be a version this store never made.
+            StoredCondition::IfVersion(v) => {
+                Condition::IfVersion(v.parse().unwrap_or_else(|_| LocalVersion::NEVER.id()))
+            }
         }
     }
+}
+
+impl Migrate for UploadRecord {
+    const FORMAT: u8 = 2;
+    type Previous = UploadRecordV1;
+    fn migrate(old: UploadRecordV1) -> Self {
+        UploadRecord {
+            key: old.key,
+            initiated: old.initiated,
+            metadata: old.metadata,
+            condition: match old.condition {
+                StoredConditionV1::None => StoredCondition::None,
+                StoredConditionV1::IfNotExists => StoredCondition::IfNotExists,
+                StoredConditionV1::IfVersion(v) => {
+                    StoredCondition::IfVersion(LocalVersion(v).to_string())
+                }
+            },
+            durable: old.durable,
+        }
+    }
+}
+
+/// [`UploadRecord`] as format 1 laid it out: the condition's version as the local store's
+/// `u128`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UploadRecordV1 {
+    pub key: String,
+    pub initiated: u64,
+    pub metadata: Metadata,
+    pub condition: StoredConditionV1,
+    pub durable: bool,
+}
+
+impl InitialFormat for UploadRecordV1 {}
+
+/// [`StoredCondition`] of format 1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StoredConditionV1 {
+    None,
+    IfNotExists,
+    IfVersion(u128),
 }
 
 /// An uploaded part.
@@ -176,19 +264,57 @@ pub struct StatsRecord {
     pub delete_markers: u64,
 }
 
-/// Encodes a record value.
-pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>> {
-    let mut out = vec![RECORD_FORMAT];
+impl InitialFormat for VersionRecord {}
+impl InitialFormat for CurrentRecord {}
+impl InitialFormat for BlobRecord {}
+impl InitialFormat for VolumeRecord {}
+impl InitialFormat for PartRecord {}
+impl InitialFormat for StatsRecord {}
+
+/// Encodes a record value in its type's current format.
+pub fn encode<T: Migrate>(value: &T) -> Result<Vec<u8>> {
+    encode_as(T::FORMAT, value)
+}
+
+/// Encodes `value` behind the format byte `format` (the current format of its type, or, in
+/// tests, an old layout under its old format byte).
+pub fn encode_as<T: Serialize>(format: u8, value: &T) -> Result<Vec<u8>> {
+    let mut out = vec![format];
     let body = postcard::to_stdvec(value)
         .map_err(|e| StoreError::Metadata(format!("encoding a record: {e}")))?;
     out.extend_from_slice(&body);
     Ok(out)
 }
 
-/// Decodes a record value, refusing unknown formats.
-pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+/// Decodes a record value: the current format directly, older formats through
+/// [`Migrate::migrate`]; unknown (newer) formats are refused.
+pub fn decode<T: Migrate>(bytes: &[u8]) -> Result<T> {
     match bytes.split_first() {
-        Some((&RECORD_FORMAT, body)) => {
+        Some((&format, body)) => decode_format(format, body),
+        None => Err(StoreError::Corrupt {
+            what: "empty metadata record".into(),
+        }),
+    }
+}
+
+fn decode_format<T: Migrate>(format: u8, body: &[u8]) -> Result<T> {
+    if format == T::FORMAT {
+        return postcard::from_bytes(body).map_err(|e| StoreError::Corrupt {
+            what: format!("metadata record (format {format}) does not decode: {e}"),
+        });
+    }
+    if T::HAS_PREVIOUS && format < T::FORMAT {
+        return decode_format::<T::Previous>(format, body).map(T::migrate);
+    }
+    Err(StoreError::Corrupt {
+        what: format!("metadata record has unknown format {format}"),
+    })
+}
+
+/// Decodes a value that has no record type of its own (a worker's checkpoint): format 1 only.
+pub fn decode_initial<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+    match bytes.split_first() {
+        Some((&INITIAL_FORMAT, body)) => {
             postcard::from_bytes(body).map_err(|e| StoreError::Corrupt {
                 what: format!("metadata record does not decode: {e}"),
             })
@@ -220,14 +346,14 @@ pub fn version_prefix(key: &str) -> Vec<u8> {
 }
 
 /// `v` + key + 0x00 + inverted version id.
-pub fn version_key(key: &str, version: VersionId) -> Vec<u8> {
+pub fn version_key(key: &str, version: LocalVersion) -> Vec<u8> {
     let mut k = version_prefix(key);
     k.extend_from_slice(&(u128::MAX - version.0).to_be_bytes());
     k
 }
 
 /// Splits a version row key into (key, version).
-pub fn parse_version_key(row: &[u8]) -> Result<(&str, VersionId)> {
+pub fn parse_version_key(row: &[u8]) -> Result<(&str, LocalVersion)> {
     let bad = || StoreError::Corrupt {
         what: format!("malformed version row key ({} bytes)", row.len()),
     };
@@ -241,7 +367,7 @@ pub fn parse_version_key(row: &[u8]) -> Result<(&str, VersionId)> {
     }
     let inv: [u8; 16] = inv.try_into().map_err(|_| bad())?;
     let key = std::str::from_utf8(key_bytes).map_err(|_| bad())?;
-    Ok((key, VersionId(u128::MAX - u128::from_be_bytes(inv))))
+    Ok((key, LocalVersion(u128::MAX - u128::from_be_bytes(inv))))
 }
 
 /// `b` + blob id.
@@ -325,15 +451,15 @@ mod tests {
 
     #[test]
     fn version_keys_sort_newest_first_and_round_trip() {
-        let a = version_key("k", VersionId(5));
-        let b = version_key("k", VersionId(9));
+        let a = version_key("k", LocalVersion(5));
+        let b = version_key("k", LocalVersion(9));
         assert!(b < a, "newer version must sort first");
-        assert!(version_key("k", VersionId(u128::MAX)) > current_key("zzz"));
+        assert!(version_key("k", LocalVersion(u128::MAX)) > current_key("zzz"));
         let (k, v) = parse_version_key(&a).unwrap();
-        assert_eq!((k, v), ("k", VersionId(5)));
+        assert_eq!((k, v), ("k", LocalVersion(5)));
         // all rows of "k" sort before any row of "k\x01" and "k/"
-        assert!(version_key("k", VersionId(0)) < version_prefix("k\u{1}"));
-        assert!(version_key("k", VersionId(0)) < version_prefix("k/"));
+        assert!(version_key("k", LocalVersion(0)) < version_prefix("k\u{1}"));
+        assert!(version_key("k", LocalVersion(0)) < version_prefix("k/"));
     }
 
     #[test]
@@ -356,6 +482,53 @@ mod tests {
         assert!(decode::<VersionRecord>(&bad).is_err());
         assert!(decode::<VersionRecord>(&[]).is_err());
         assert!(decode::<VersionRecord>(&bytes[..bytes.len() - 1]).is_err());
+    }
+
+    #[test]
+    fn upload_records_of_format_1_migrate() {
+        let v = LocalVersion((5u128 << 64) | 9);
+        let old = UploadRecordV1 {
+            key: "k".into(),
+            initiated: 42,
+            metadata: [("m".to_string(), "1".to_string())].into(),
+            condition: StoredConditionV1::IfVersion(v.0),
+            durable: true,
+        };
+        let bytes = encode_as(1, &old).unwrap();
+        let got: UploadRecord = decode(&bytes).unwrap();
+        assert_eq!(got.key, "k");
+        assert_eq!(got.initiated, 42);
+        assert_eq!(got.metadata, old.metadata);
+        assert!(got.durable);
+        assert_eq!(
+            Condition::from(got.condition.clone()),
+            Condition::IfVersion(v.id())
+        );
+        // Written back, it is format 2 and reads back the same.
+        let now = encode(&got).unwrap();
+        assert_eq!(now[0], 2);
+        assert_eq!(decode::<UploadRecord>(&now).unwrap(), got);
+        for c in [StoredConditionV1::None, StoredConditionV1::IfNotExists] {
+            let r = UploadRecordV1 {
+                condition: c,
+                ..old.clone()
+            };
+            let got: UploadRecord = decode(&encode_as(1, &r).unwrap()).unwrap();
+            assert_eq!(
+                Condition::from(got.condition),
+                Condition::from(UploadRecord::migrate(r).condition)
+            );
+        }
+        // A format newer than this build's, or none at all, is refused.
+        let mut newer = now.clone();
+        newer[0] = 3;
+        assert!(decode::<UploadRecord>(&newer).is_err());
+        let mut zero = now;
+        zero[0] = 0;
+        assert!(decode::<UploadRecord>(&zero).is_err());
+        // Types at their first format have no previous one.
+        assert!(decode::<u64>(&encode_as(2, &7u64).unwrap()).is_err());
+        assert_eq!(decode::<u64>(&encode(&7u64).unwrap()).unwrap(), 7);
     }
 
     #[test]

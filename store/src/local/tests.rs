@@ -3,6 +3,8 @@
 
 use super::*;
 use crate::ErrorKind;
+use bytes::Bytes;
+use version::LocalVersion;
 
 fn small() -> LocalConfig {
     LocalConfig {
@@ -79,7 +81,7 @@ async fn put_get_list_versions_and_reopen() {
         .get(
             "a/big",
             GetOptions {
-                version: Some(v1.version),
+                version: Some(v1.version.clone()),
                 ..Default::default()
             },
         )
@@ -100,7 +102,11 @@ async fn put_get_list_versions_and_reopen() {
         .put("a/big", "again".into(), PutOptions::default())
         .await
         .unwrap();
-    assert!(v3.version > v1.version);
+    let (l3, l1) = (
+        LocalVersion::parse(&v3.version).unwrap(),
+        LocalVersion::parse(&v1.version).unwrap(),
+    );
+    assert!(l3 > l1);
 }
 
 #[tokio::test]
@@ -188,4 +194,161 @@ async fn open_refuses_what_is_not_a_store() {
     std::fs::write(&marker, text).unwrap();
     let e = LocalStore::open(&s).err().unwrap();
     assert_eq!(e.kind(), ErrorKind::UnsupportedFormat, "{e}");
+}
+
+/// Rewrites every multipart upload row of a closed store in the previous (format 1) layout,
+/// and checks that every other row is format 1 already: afterwards the metadata is what the
+/// build before record format dispatch wrote.
+fn downgrade_to_format_1(path: &Path) {
+    use records::{
+        decode, encode_as, table, StoredCondition, StoredConditionV1, UploadRecord, UploadRecordV1,
+    };
+    let meta = meta::Meta::open(&path.join("meta")).unwrap();
+    let mut uploads = 0;
+    for row in meta.db.iter() {
+        let (k, v) = row.unwrap();
+        if k[0] != table::UPLOAD {
+            assert_eq!(v[0], 1, "row {:?} is not format 1", &k[..k.len().min(16)]);
+            continue;
+        }
+        assert_eq!(v[0], 2, "upload rows are written in format 2");
+        let r: UploadRecord = decode(&v).unwrap();
+        let condition = match r.condition {
+            StoredCondition::None => StoredConditionV1::None,
+            StoredCondition::IfNotExists => StoredConditionV1::IfNotExists,
+            StoredCondition::IfVersion(text) => {
+                let id: VersionId = text.parse().unwrap();
+                StoredConditionV1::IfVersion(LocalVersion::parse(&id).unwrap().0)
+            }
+        };
+        let old = UploadRecordV1 {
+            key: r.key,
+            initiated: r.initiated,
+            metadata: r.metadata,
+            condition,
+            durable: r.durable,
+        };
+        meta.db.insert(k, encode_as(1, &old).unwrap()).unwrap();
+        uploads += 1;
+    }
+    assert_eq!(uploads, 3);
+    meta.flush().unwrap();
+}
+
+#[tokio::test]
+async fn opens_a_store_written_in_the_previous_record_format() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s");
+    let store = LocalStore::init(&path, small()).unwrap();
+    let big: Vec<u8> = (0..40_000u32).map(|i| (i % 251) as u8).collect();
+    let v1 = store
+        .put("a/big", big.clone().into(), PutOptions::default())
+        .await
+        .unwrap();
+    let v2 = store
+        .put("a/big", "second".into(), PutOptions::default())
+        .await
+        .unwrap();
+    store
+        .put("gone", "x".into(), PutOptions::default())
+        .await
+        .unwrap();
+    let marker = store.delete("gone").await.unwrap().unwrap();
+    // Uploads whose completion checks a condition: on the current version (must still hold
+    // after migration), on an old version (must still fail) and on absence.
+    let mut uploads = Vec::new();
+    for (key, condition) in [
+        ("a/big", Condition::IfVersion(v2.version.clone())),
+        ("a/big", Condition::IfVersion(v1.version.clone())),
+        ("new", Condition::IfNotExists),
+    ] {
+        let opts = PutOptions {
+            metadata: [("x-amz-meta-mode".to_string(), "33188".to_string())].into(),
+            condition,
+            durable: false,
+        };
+        let id = store.create_multipart(key, opts).await.unwrap();
+        let part = store
+            .upload_part(key, &id, 1, Bytes::from(format!("part of {id}")).into())
+            .await
+            .unwrap();
+        uploads.push((key, id, part));
+    }
+    store.close().unwrap();
+
+    downgrade_to_format_1(&path);
+
+    let store = LocalStore::open(&path).unwrap();
+    let get = |key: &'static str, version: Option<VersionId>| {
+        let store = &store;
+        async move {
+            store
+                .get(
+                    key,
+                    GetOptions {
+                        version,
+                        range: None,
+                    },
+                )
+                .await
+                .unwrap()
+                .bytes()
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(&get("a/big", None).await[..], b"second");
+    assert_eq!(&get("a/big", Some(v1.version.clone())).await[..], &big[..]);
+    assert_eq!(
+        store.head("gone", None).await.unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+    let vers = store
+        .list_versions(&ListVersionsRequest::default())
+        .await
+        .unwrap();
+    let ids: Vec<_> = vers.versions.iter().map(|v| v.version.clone()).collect();
+    assert_eq!(
+        ids,
+        vec![
+            v2.version.clone(),
+            v1.version.clone(),
+            marker,
+            ids[3].clone()
+        ]
+    );
+    let listed = store.list_multipart_uploads("").await.unwrap();
+    assert_eq!(listed.len(), 3);
+    for (key, id, part) in &uploads {
+        assert_eq!(store.list_parts(key, id).await.unwrap(), vec![part.clone()]);
+    }
+    let done = |p: &PartInfo| {
+        vec![CompletedPart {
+            part_number: p.part_number,
+            etag: p.etag.clone(),
+        }]
+    };
+    let (key, id, part) = &uploads[1];
+    assert_eq!(
+        store
+            .complete_multipart(key, id, &done(part))
+            .await
+            .unwrap_err()
+            .kind(),
+        ErrorKind::PreconditionFailed,
+        "a condition on an old version must still fail after migration"
+    );
+    for (key, id, part) in [&uploads[0], &uploads[2]] {
+        let info = store
+            .complete_multipart(key, id, &done(part))
+            .await
+            .unwrap();
+        assert_eq!(info.metadata["x-amz-meta-mode"], "33188");
+        assert_eq!(
+            get(key, None).await,
+            Bytes::from(format!("part of {id}")),
+            "{key}"
+        );
+    }
+    store.close().unwrap();
 }

@@ -13,8 +13,13 @@ use crate::error::{Result, StoreError};
 use crate::key::prefix_successor;
 use crate::local::disks::VolumeCatalog;
 use crate::local::records::*;
+use crate::local::version::LocalVersion;
 use crate::local::volume::{now_nanos, BlobLocation};
 use crate::types::*;
+
+mod db;
+
+pub(crate) use db::{db_error, DbResult, Rows};
 
 /// Mutable state guarded by the commit lock.
 struct CommitState {
@@ -101,19 +106,19 @@ impl Meta {
                     tries += 1;
                     std::thread::sleep(std::time::Duration::from_millis(10));
                 }
-                Err(e) => return Err(e.into()),
+                Err(e) => return Err(db_error(e)),
             }
         };
-        let lease = match db.get(misc_key(misc::ID_LEASE))? {
+        let lease = match db.get(misc_key(misc::ID_LEASE)).db()? {
             Some(v) => decode::<u64>(&v)?,
             None => 1,
         };
-        let stats = match db.get(misc_key(misc::STATS))? {
+        let stats = match db.get(misc_key(misc::STATS)).db()? {
             Some(v) => decode(&v)?,
             None => StatsRecord::default(),
         };
         // Every version id ever handed out is below the lease (see `next_version`).
-        let vlease = match db.get(misc_key(misc::VERSION_HWM))? {
+        let vlease = match db.get(misc_key(misc::VERSION_HWM)).db()? {
             Some(v) => decode::<u64>(&v)?,
             None => 0,
         };
@@ -137,8 +142,10 @@ impl Meta {
         let mut ids = self.ids.lock().unwrap_or_else(|p| p.into_inner());
         if ids.next >= ids.lease {
             let lease = ids.next + ID_LEASE;
-            self.db.insert(misc_key(misc::ID_LEASE), encode(&lease)?)?;
-            self.db.flush()?;
+            self.db
+                .insert(misc_key(misc::ID_LEASE), encode(&lease)?)
+                .db()?;
+            self.db.flush().db()?;
             ids.lease = lease;
         }
         let id = ids.next;
@@ -148,26 +155,28 @@ impl Meta {
 
     /// Makes everything committed so far durable.
     pub fn flush(&self) -> Result<()> {
-        self.db.flush()?;
+        self.db.flush().db()?;
         Ok(())
     }
 
     /// Reads and sets the clean-shutdown flag; returns whether the last shutdown was clean.
     pub fn mark_open(&self) -> Result<bool> {
-        let was_clean = match self.db.get(misc_key(misc::CLEAN))? {
+        let was_clean = match self.db.get(misc_key(misc::CLEAN)).db()? {
             Some(v) => decode::<bool>(&v)?,
             None => true,
         };
-        self.db.insert(misc_key(misc::CLEAN), encode(&false)?)?;
-        self.db.flush()?;
+        self.db
+            .insert(misc_key(misc::CLEAN), encode(&false)?)
+            .db()?;
+        self.db.flush().db()?;
         Ok(was_clean)
     }
 
     /// Records a clean shutdown.
     pub fn mark_clean(&self) -> Result<()> {
         self.save_stats()?;
-        self.db.insert(misc_key(misc::CLEAN), encode(&true)?)?;
-        self.db.flush()?;
+        self.db.insert(misc_key(misc::CLEAN), encode(&true)?).db()?;
+        self.db.flush().db()?;
         Ok(())
     }
 
@@ -175,8 +184,8 @@ impl Meta {
         self.lock().stats
     }
 
-    fn get<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>> {
-        match self.db.get(key)? {
+    fn get<T: Migrate>(&self, key: &[u8]) -> Result<Option<T>> {
+        match self.db.get(key).db()? {
             Some(v) => Ok(Some(decode(&v)?)),
             None => Ok(None),
         }
@@ -186,7 +195,7 @@ impl Meta {
         self.get(&current_key(key))
     }
 
-    pub fn version(&self, key: &str, v: VersionId) -> Result<Option<VersionRecord>> {
+    pub fn version(&self, key: &str, v: LocalVersion) -> Result<Option<VersionRecord>> {
         self.get(&version_key(key, v))
     }
 
@@ -197,15 +206,15 @@ impl Meta {
     }
 
     /// The newest version row of `key` (delete markers included).
-    pub fn newest(&self, key: &str) -> Result<Option<(VersionId, VersionRecord)>> {
+    pub fn newest(&self, key: &str) -> Result<Option<(LocalVersion, VersionRecord)>> {
         self.nth_newest(key, 0)
     }
 
-    fn nth_newest(&self, key: &str, n: usize) -> Result<Option<(VersionId, VersionRecord)>> {
+    fn nth_newest(&self, key: &str, n: usize) -> Result<Option<(LocalVersion, VersionRecord)>> {
         let prefix = version_prefix(key);
         match self.db.scan_prefix(&prefix).nth(n) {
             Some(row) => {
-                let (k, v) = row?;
+                let (k, v) = row.db()?;
                 let (_, vid) = parse_version_key(&k)?;
                 Ok(Some((vid, decode(&v)?)))
             }
@@ -213,12 +222,13 @@ impl Meta {
         }
     }
 
-    /// The version a read asks for: the current live one, or a given one with data.
+    /// The version a read asks for: the current live one, or a given one with data (an id
+    /// this store cannot have made is `NoSuchVersion`).
     pub fn resolve(
         &self,
         key: &str,
         version: Option<VersionId>,
-    ) -> Result<(VersionId, VersionRecord)> {
+    ) -> Result<(LocalVersion, VersionRecord)> {
         match version {
             None => {
                 // The current pointer and its version row are written in one batch; a
@@ -227,24 +237,27 @@ impl Meta {
                     let Some(cur) = self.current(key)? else {
                         return Err(StoreError::NotFound { key: key.into() });
                     };
-                    let vid = VersionId(cur.version);
+                    let vid = LocalVersion(cur.version);
                     if let Some(rec) = self.version(key, vid)? {
                         return Ok((vid, rec));
                     }
                 }
                 Err(StoreError::NotFound { key: key.into() })
             }
-            Some(v) => match self.version(key, v)? {
-                Some(rec) if !rec.delete_marker => Ok((v, rec)),
-                _ => Err(StoreError::NoSuchVersion {
-                    key: key.into(),
-                    version: v,
-                }),
-            },
+            Some(id) => {
+                let v = LocalVersion::of(key, &id)?;
+                match self.version(key, v)? {
+                    Some(rec) if !rec.delete_marker => Ok((v, rec)),
+                    _ => Err(StoreError::NoSuchVersion {
+                        key: key.into(),
+                        version: id,
+                    }),
+                }
+            }
         }
     }
 
-    fn check_condition(&self, key: &str, cond: Condition) -> Result<()> {
+    fn check_condition(&self, key: &str, cond: &Condition) -> Result<()> {
         match cond {
             Condition::None => Ok(()),
             Condition::IfNotExists => match self.current(key)? {
@@ -255,10 +268,10 @@ impl Meta {
                 None => Ok(()),
             },
             Condition::IfVersion(v) => match self.current(key)? {
-                Some(c) if c.version == v.0 => Ok(()),
+                Some(c) if LocalVersion::parse(v) == Some(LocalVersion(c.version)) => Ok(()),
                 Some(c) => Err(StoreError::PreconditionFailed {
                     key: key.into(),
-                    reason: format!("current version is {}, not {v}", VersionId(c.version)),
+                    reason: format!("current version is {}, not {v}", LocalVersion(c.version)),
                 }),
                 None => Err(StoreError::PreconditionFailed {
                     key: key.into(),
@@ -272,24 +285,27 @@ impl Meta {
     /// moved (or went back). Ids must also grow across restarts, so a lease on id time is
     /// persisted, as a single insert that precedes (in sled's log) every batch using an id it
     /// covers; at open, ids restart above the lease. The lease moves once a second.
-    fn next_version(&self, state: &mut CommitState) -> Result<VersionId> {
+    fn next_version(&self, state: &mut CommitState) -> Result<LocalVersion> {
         let now = (now_nanos() as u128) << 64;
         let id = now.max(state.last_version + 1);
         let id_nanos = (id >> 64) as u64;
         if id_nanos >= state.lease_nanos {
             let lease = id_nanos.saturating_add(LEASE_NANOS);
             self.db
-                .insert(misc_key(misc::VERSION_HWM), encode(&lease)?)?;
+                .insert(misc_key(misc::VERSION_HWM), encode(&lease)?)
+                .db()?;
             state.lease_nanos = lease;
         }
         state.last_version = id;
-        Ok(VersionId(id))
+        Ok(LocalVersion(id))
     }
 
     /// Persists the counters (by the flusher and at close; recounted after a crash).
     pub fn save_stats(&self) -> Result<()> {
         let stats = self.lock().stats;
-        self.db.insert(misc_key(misc::STATS), encode(&stats)?)?;
+        self.db
+            .insert(misc_key(misc::STATS), encode(&stats)?)
+            .db()?;
         Ok(())
     }
 
@@ -298,13 +314,13 @@ impl Meta {
     pub fn recount_stats(&self) -> Result<StatsRecord> {
         let mut st = StatsRecord::default();
         for row in self.db.scan_prefix([table::CURRENT]) {
-            let (_, v) = row?;
+            let (_, v) = row.db()?;
             let cur: CurrentRecord = decode(&v)?;
             st.objects += 1;
             st.live_bytes += cur.size;
         }
         for row in self.db.scan_prefix([table::VERSION]) {
-            let (_, v) = row?;
+            let (_, v) = row.db()?;
             let rec: VersionRecord = decode(&v)?;
             st.versions += 1;
             if rec.delete_marker {
@@ -322,7 +338,7 @@ impl Meta {
         st: &mut StatsRecord,
         txn: &mut Txn,
         key: &str,
-        vid: VersionId,
+        vid: LocalVersion,
         rec: &VersionRecord,
     ) -> Result<()> {
         if let Some(prev) = self.current(key)? {
@@ -369,7 +385,7 @@ impl Meta {
         for (id, rec) in txn.new_blobs {
             txn.batch.insert(&blob_key(id)[..], encode(&rec)?);
         }
-        self.db.apply_batch(txn.batch)?;
+        self.db.apply_batch(txn.batch).db()?;
         state.stats = stats;
         Ok(())
     }
@@ -381,9 +397,9 @@ impl Meta {
         blobs: Vec<(u64, BlobRecord)>,
         rec: &VersionRecord,
         cond: Condition,
-    ) -> Result<VersionId> {
+    ) -> Result<LocalVersion> {
         let mut state = self.lock();
-        self.check_condition(key, cond)?;
+        self.check_condition(key, &cond)?;
         let mut txn = Txn::new();
         txn.new_blobs.extend(blobs);
         let mut st = state.stats;
@@ -399,10 +415,10 @@ impl Meta {
         src: &str,
         dst: &str,
         opts: &CopyOptions,
-    ) -> Result<(VersionId, VersionRecord)> {
+    ) -> Result<(LocalVersion, VersionRecord)> {
         let mut state = self.lock();
-        let (_, srec) = self.resolve(src, opts.source_version)?;
-        self.check_condition(dst, opts.condition)?;
+        let (_, srec) = self.resolve(src, opts.source_version.clone())?;
+        self.check_condition(dst, &opts.condition)?;
         let rec = VersionRecord {
             delete_marker: false,
             size: srec.size,
@@ -426,7 +442,7 @@ impl Meta {
         src: &str,
         dst: &str,
         opts: &RenameOptions,
-    ) -> Result<(VersionId, VersionRecord)> {
+    ) -> Result<(LocalVersion, VersionRecord)> {
         if src == dst {
             return Err(StoreError::InvalidArgument(format!(
                 "cannot rename {src:?} onto itself"
@@ -434,15 +450,15 @@ impl Meta {
         }
         let mut state = self.lock();
         let (sv, srec) = self.resolve(src, None)?;
-        if let Some(v) = opts.source_version {
-            if v != sv {
+        if let Some(v) = &opts.source_version {
+            if LocalVersion::parse(v) != Some(sv) {
                 return Err(StoreError::PreconditionFailed {
                     key: src.into(),
                     reason: format!("current version is {sv}, not {v}"),
                 });
             }
         }
-        self.check_condition(dst, opts.condition)?;
+        self.check_condition(dst, &opts.condition)?;
         let rec = VersionRecord {
             delete_marker: false,
             ..srec
@@ -483,15 +499,16 @@ impl Meta {
         let vid = self.next_version(&mut state)?;
         self.install_version(&mut st, &mut txn, key, vid, &rec)?;
         self.apply(&mut state, st, txn)?;
-        Ok(Some(vid))
+        Ok(Some(vid.id()))
     }
 
     /// Removes one version for good; the next newest becomes current.
-    pub fn commit_delete_version(&self, key: &str, v: VersionId) -> Result<()> {
+    pub fn commit_delete_version(&self, key: &str, id: VersionId) -> Result<()> {
         let mut state = self.lock();
+        let v = LocalVersion::of(key, &id)?;
         let no_such = || StoreError::NoSuchVersion {
             key: key.into(),
-            version: v,
+            version: id.clone(),
         };
         let rec = self.version(key, v)?.ok_or_else(no_such)?;
         let newest = self.newest(key)?.map(|(id, _)| id);
@@ -534,10 +551,10 @@ impl Meta {
             key: key.into(),
             initiated: now_nanos(),
             metadata: opts.metadata.clone(),
-            condition: opts.condition.into(),
+            condition: opts.condition.clone().into(),
             durable: opts.durable,
         };
-        self.db.insert(upload_key(&id), encode(&rec)?)?;
+        self.db.insert(upload_key(&id), encode(&rec)?).db()?;
         Ok(id)
     }
 
@@ -619,7 +636,7 @@ impl Meta {
         let mut out = Vec::new();
         let prefix = part_prefix(id);
         for row in self.db.scan_prefix(&prefix) {
-            let (k, v) = row?;
+            let (k, v) = row.db()?;
             let num: [u8; 4] = k[prefix.len()..]
                 .try_into()
                 .map_err(|_| StoreError::Corrupt {
@@ -636,7 +653,7 @@ impl Meta {
         key: &str,
         id: &str,
         list: &[CompletedPart],
-    ) -> Result<(VersionId, VersionRecord, bool)> {
+    ) -> Result<(LocalVersion, VersionRecord, bool)> {
         let mut state = self.lock();
         let upload = self.upload(key, id)?;
         if list.is_empty() {
@@ -675,7 +692,7 @@ impl Meta {
                 }
             }
         }
-        self.check_condition(key, upload.condition.into())?;
+        self.check_condition(key, &upload.condition.clone().into())?;
         let mut txn = Txn::new();
         let listed: std::collections::HashSet<u32> = list.iter().map(|p| p.part_number).collect();
         for (num, rec) in &parts {
@@ -715,7 +732,7 @@ impl Meta {
     pub fn uploads(&self, prefix: &str) -> Result<Vec<UploadInfo>> {
         let mut out = Vec::new();
         for row in self.db.scan_prefix([table::UPLOAD]) {
-            let (k, v) = row?;
+            let (k, v) = row.db()?;
             let rec: UploadRecord = decode(&v)?;
             if rec.key.starts_with(prefix) {
                 out.push(UploadInfo {
@@ -735,7 +752,7 @@ impl Meta {
     pub fn volumes(&self) -> Result<Vec<VolumeRecord>> {
         let mut out = Vec::new();
         for row in self.db.scan_prefix([table::VOLUME]) {
-            let (_, v) = row?;
+            let (_, v) = row.db()?;
             out.push(decode(&v)?);
         }
         Ok(out)
@@ -745,7 +762,7 @@ impl Meta {
     pub fn blobs_by_volume(&self) -> Result<HashMap<u64, Vec<BlobRow>>> {
         let mut out: HashMap<u64, Vec<BlobRow>> = HashMap::new();
         for row in self.db.scan_prefix([table::BLOB]) {
-            let (k, v) = row?;
+            let (k, v) = row.db()?;
             let id: [u8; 8] = k[1..].try_into().map_err(|_| StoreError::Corrupt {
                 what: "malformed blob row key".into(),
             })?;
@@ -775,7 +792,7 @@ impl Meta {
         let mut batch = sled::Batch::default();
         let (mut n, mut bytes) = (0, 0);
         for row in self.db.scan_prefix([table::BLOB]) {
-            let (k, v) = row?;
+            let (k, v) = row.db()?;
             let b: BlobRecord = decode(&v)?;
             if b.refs == 0 && b.freed_at != 0 && b.freed_at <= cutoff {
                 batch.remove(k);
@@ -783,7 +800,7 @@ impl Meta {
                 bytes += b.len;
             }
         }
-        self.db.apply_batch(batch)?;
+        self.db.apply_batch(batch).db()?;
         drop(state);
         Ok((n, bytes))
     }
@@ -802,29 +819,36 @@ impl Meta {
                 }
             }
         }
-        self.db.apply_batch(batch)?;
+        self.db.apply_batch(batch).db()?;
         drop(state);
-        self.db.flush()?;
+        self.db.flush().db()?;
         Ok(())
     }
 
     /// A worker's checkpoint.
     pub fn checkpoint<T: serde::de::DeserializeOwned>(&self, name: &str) -> Result<Option<T>> {
-        self.get(&misc_key(&format!("ckpt:{name}")))
+        match self.db.get(misc_key(&format!("ckpt:{name}"))).db()? {
+            Some(v) => Ok(Some(decode_initial(&v)?)),
+            None => Ok(None),
+        }
     }
 
     pub fn save_checkpoint<T: serde::Serialize>(&self, name: &str, value: &T) -> Result<()> {
         self.db
-            .insert(misc_key(&format!("ckpt:{name}")), encode(value)?)?;
+            .insert(
+                misc_key(&format!("ckpt:{name}")),
+                encode_as(INITIAL_FORMAT, value)?,
+            )
+            .db()?;
         Ok(())
     }
 
     /// Rows of one table whose keys start with `start` and are below `end`.
-    pub fn range(&self, start: Vec<u8>, end: Option<Vec<u8>>) -> sled::Iter {
-        match end {
+    pub fn range(&self, start: Vec<u8>, end: Option<Vec<u8>>) -> Rows {
+        Rows(match end {
             Some(end) => self.db.range(start..end),
             None => self.db.range(start..),
-        }
+        })
     }
 
     /// The first key (of any table) after every key starting with `prefix`.
@@ -839,19 +863,19 @@ impl VolumeCatalog for Meta {
     }
 
     fn save_volume(&self, rec: &VolumeRecord) -> Result<()> {
-        self.db.insert(volume_key(rec.id), encode(rec)?)?;
+        self.db.insert(volume_key(rec.id), encode(rec)?).db()?;
         Ok(())
     }
 
     fn save_volume_durably(&self, rec: &VolumeRecord) -> Result<()> {
         self.save_volume(rec)?;
-        self.db.flush()?;
+        self.db.flush().db()?;
         Ok(())
     }
 
     fn remove_volume(&self, id: u64) -> Result<()> {
-        self.db.remove(volume_key(id))?;
-        self.db.flush()?;
+        self.db.remove(volume_key(id)).db()?;
+        self.db.flush().db()?;
         Ok(())
     }
 }

@@ -1,0 +1,199 @@
+//! The store factory: every command opens "a store" from a location, here, instead of building
+//! a backend itself.
+//!
+//! A location is what the user typed for STORE: a path (a local store) or a URL. `file://`
+//! URLs are local paths; `s3://bucket/prefix` names an S3-compatible bucket, which this build
+//! cannot open yet (a clear "not supported yet" error, not a stray directory called `s3:`).
+//! [`Store`] is what the factory returns: one variant per backend. Commands that only make sense
+//! on the embedded store (durability: place, scrub, gc, disk; its status figures) ask for it
+//! with [`open_local`], which says so when the location is another kind.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Result};
+use objfs_store::local::{LocalConfig, LocalStore};
+use objfs_store::StoreError;
+
+use crate::platform;
+
+/// Where a store lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreLocation {
+    /// A local store directory (absolute).
+    Local(PathBuf),
+    /// A bucket (and key prefix) of an S3-compatible endpoint.
+    S3 { bucket: String, prefix: String },
+}
+
+impl StoreLocation {
+    /// Parses what the user gave as STORE.
+    pub fn parse(arg: &Path) -> Result<StoreLocation> {
+        let text = arg.to_string_lossy();
+        if let Some(rest) = text.strip_prefix("s3://") {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            if bucket.is_empty() {
+                bail!("{text}: an s3 location is s3://BUCKET[/PREFIX]");
+            }
+            return Ok(StoreLocation::S3 {
+                bucket: bucket.to_string(),
+                prefix: prefix.to_string(),
+            });
+        }
+        if let Some(path) = text.strip_prefix("file://") {
+            return Ok(StoreLocation::Local(platform::absolute(Path::new(path))?));
+        }
+        if let Some((scheme, _)) = text.split_once("://") {
+            if !scheme.is_empty() && scheme.chars().all(|c| c.is_ascii_alphanumeric()) {
+                bail!(
+                    "{text}: unknown store scheme {scheme:?} (give a directory, file:// or s3://)"
+                );
+            }
+        }
+        Ok(StoreLocation::Local(platform::absolute(arg)?))
+    }
+
+    /// The local directory, or an error naming `what` needs one.
+    pub fn local_path(&self, what: &str) -> Result<&Path> {
+        match self {
+            StoreLocation::Local(p) => Ok(p),
+            other => bail!("`objfs {what}` works on a local store only; {other} is not one"),
+        }
+    }
+
+    /// The local directory of a store this build can open (an s3 location is "not supported
+    /// yet").
+    pub fn supported_path(&self) -> Result<&Path, StoreError> {
+        match self {
+            StoreLocation::Local(p) => Ok(p),
+            other => Err(not_supported(other)),
+        }
+    }
+}
+
+impl fmt::Display for StoreLocation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreLocation::Local(p) => write!(f, "{}", p.display()),
+            StoreLocation::S3 { bucket, prefix } if prefix.is_empty() => write!(f, "s3://{bucket}"),
+            StoreLocation::S3 { bucket, prefix } => write!(f, "s3://{bucket}/{prefix}"),
+        }
+    }
+}
+
+/// An open store, by backend.
+pub enum Store {
+    Local(LocalStore),
+}
+
+impl Store {
+    /// Syncs and closes the store.
+    pub fn close(self) -> Result<(), StoreError> {
+        match self {
+            Store::Local(s) => s.close(),
+        }
+    }
+
+    /// The embedded store, when that is what this is.
+    pub fn into_local(self) -> Option<LocalStore> {
+        match self {
+            Store::Local(s) => Some(s),
+        }
+    }
+}
+
+/// The error for a location whose backend this build does not have.
+fn not_supported(loc: &StoreLocation) -> StoreError {
+    StoreError::Unsupported(format!(
+        "{loc}: s3 stores are not supported yet (this build has the local backend only)"
+    ))
+}
+
+/// Opens an existing store.
+pub fn open(loc: &StoreLocation) -> Result<Store, StoreError> {
+    match loc {
+        StoreLocation::Local(p) => LocalStore::open(p).map(Store::Local),
+        StoreLocation::S3 { .. } => Err(not_supported(loc)),
+    }
+}
+
+/// Opens a store, creating it (with `cfg`) when it does not exist yet; says whether it did.
+pub fn open_or_init(loc: &StoreLocation, cfg: LocalConfig) -> Result<(Store, bool), StoreError> {
+    match loc {
+        StoreLocation::Local(p) => {
+            LocalStore::open_or_init(p, cfg).map(|(s, created)| (Store::Local(s), created))
+        }
+        StoreLocation::S3 { .. } => Err(not_supported(loc)),
+    }
+}
+
+/// Creates a new, empty store.
+pub fn init(loc: &StoreLocation, cfg: LocalConfig) -> Result<Store, StoreError> {
+    match loc {
+        StoreLocation::Local(p) => LocalStore::init(p, cfg).map(Store::Local),
+        StoreLocation::S3 { .. } => Err(not_supported(loc)),
+    }
+}
+
+/// The directory of the local store that `arg` names, for a command that only the embedded
+/// store supports (`what`).
+pub fn local_dir(what: &str, arg: &Path) -> Result<PathBuf> {
+    Ok(StoreLocation::parse(arg)?.local_path(what)?.to_path_buf())
+}
+
+/// Opens the embedded store for a command that only it supports (`what`), with a clear error
+/// for other kinds of location.
+pub fn open_local(what: &str, loc: &StoreLocation) -> Result<LocalStore, StoreError> {
+    match loc {
+        StoreLocation::S3 { .. } => Err(StoreError::Unsupported(format!(
+            "`objfs {what}` works on a local store only; {loc} is an s3 location"
+        ))),
+        StoreLocation::Local(_) => match open(loc)? {
+            Store::Local(s) => Ok(s),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locations_parse() {
+        assert_eq!(
+            StoreLocation::parse(Path::new("s3://bucket/a/b")).unwrap(),
+            StoreLocation::S3 {
+                bucket: "bucket".into(),
+                prefix: "a/b".into()
+            }
+        );
+        assert_eq!(
+            StoreLocation::parse(Path::new("s3://bucket"))
+                .unwrap()
+                .to_string(),
+            "s3://bucket"
+        );
+        assert!(StoreLocation::parse(Path::new("s3:///x")).is_err());
+        assert!(StoreLocation::parse(Path::new("gs://b")).is_err());
+        assert_eq!(
+            StoreLocation::parse(Path::new("file:///srv/store")).unwrap(),
+            StoreLocation::Local(PathBuf::from("/srv/store"))
+        );
+        match StoreLocation::parse(Path::new("rel/store")).unwrap() {
+            StoreLocation::Local(p) => assert!(p.is_absolute() && p.ends_with("rel/store")),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn s3_is_not_supported_yet() {
+        let loc = StoreLocation::parse(Path::new("s3://bucket/p")).unwrap();
+        let e = open(&loc).err().unwrap();
+        assert!(e.to_string().contains("not supported yet"), "{e}");
+        let e = open_local("scrub", &loc).err().unwrap();
+        assert!(e.to_string().contains("local store only"), "{e}");
+        assert!(loc.local_path("gc").is_err());
+        assert!(local_dir("gc", Path::new("s3://b")).is_err());
+        assert!(loc.supported_path().is_err());
+    }
+}
