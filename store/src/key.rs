@@ -1,19 +1,26 @@
 //! Key rules, shared by every backend (a pure module: no I/O).
 //!
-//! A key is UTF-8 (guaranteed by `&str`), not empty, at most [`MAX_KEY_LEN`] bytes, has no NUL
-//! and no leading `/`. These are S3's rules plus the two that make keys usable as paths. The
-//! local store also relies on "no NUL": it separates a key from its version id with a 0 byte.
+//! A key is UTF-8 (guaranteed by `&str`), not empty, at most the backend's maximum length, has
+//! no NUL and no leading `/`. These are S3's rules plus the two that make keys usable as paths.
+//! The maximum is a backend capability (`StoreFeatures::max_key_len`): [`MAX_KEY_LEN`] (4,095
+//! bytes, Linux's PATH_MAX less its NUL, so any path of a mount is a key) for the local and
+//! memory stores, [`S3_MAX_KEY_LEN`] (1,024) for S3. The local store also relies on "no NUL": it
+//! separates a key from its version id with a 0 byte.
 
 use std::fmt;
 
-/// Longest key in bytes (S3's limit).
-pub const MAX_KEY_LEN: usize = 1024;
+/// Longest key in bytes of the local and memory stores (Linux's PATH_MAX less the NUL), and
+/// the longest any backend accepts.
+pub const MAX_KEY_LEN: usize = 4095;
+
+/// Longest key in bytes of S3 and S3-compatible stores.
+pub const S3_MAX_KEY_LEN: usize = 1024;
 
 /// Why a key was rejected.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KeyError {
     Empty,
-    TooLong { len: usize },
+    TooLong { len: usize, max: usize },
     Nul,
     LeadingSlash,
 }
@@ -22,8 +29,8 @@ impl fmt::Display for KeyError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             KeyError::Empty => write!(f, "key is empty"),
-            KeyError::TooLong { len } => {
-                write!(f, "key is {len} bytes, longer than {MAX_KEY_LEN}")
+            KeyError::TooLong { len, max } => {
+                write!(f, "key is {len} bytes, longer than {max}")
             }
             KeyError::Nul => write!(f, "key contains a NUL byte"),
             KeyError::LeadingSlash => write!(f, "key starts with '/'"),
@@ -33,13 +40,21 @@ impl fmt::Display for KeyError {
 
 impl std::error::Error for KeyError {}
 
-/// Checks `key` against the key rules.
+/// Checks `key` against the key rules with the longest key of the local and memory stores.
 pub fn check_key(key: &str) -> Result<(), KeyError> {
+    check_key_max(key, MAX_KEY_LEN)
+}
+
+/// Checks `key` against the key rules, for a backend whose longest key is `max` bytes.
+pub fn check_key_max(key: &str, max: usize) -> Result<(), KeyError> {
     if key.is_empty() {
         return Err(KeyError::Empty);
     }
-    if key.len() > MAX_KEY_LEN {
-        return Err(KeyError::TooLong { len: key.len() });
+    if key.len() > max {
+        return Err(KeyError::TooLong {
+            len: key.len(),
+            max,
+        });
     }
     if key.as_bytes().contains(&0) {
         return Err(KeyError::Nul);
@@ -90,10 +105,21 @@ mod tests {
         assert_eq!(check_key(""), Err(KeyError::Empty));
         assert_eq!(check_key("/a"), Err(KeyError::LeadingSlash));
         assert_eq!(check_key("a\0b"), Err(KeyError::Nul));
-        assert!(check_key(&"x".repeat(1024)).is_ok());
+        assert!(check_key(&"x".repeat(4095)).is_ok());
         assert_eq!(
-            check_key(&"x".repeat(1025)),
-            Err(KeyError::TooLong { len: 1025 })
+            check_key(&"x".repeat(4096)),
+            Err(KeyError::TooLong {
+                len: 4096,
+                max: 4095
+            })
+        );
+        assert!(check_key_max(&"x".repeat(1024), S3_MAX_KEY_LEN).is_ok());
+        assert_eq!(
+            check_key_max(&"x".repeat(1025), S3_MAX_KEY_LEN),
+            Err(KeyError::TooLong {
+                len: 1025,
+                max: 1024
+            })
         );
         assert!(check_key("a//b/ü/").is_ok());
     }

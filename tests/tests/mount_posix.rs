@@ -374,37 +374,49 @@ fn chown_and_foreign_writes_clear_setid_bits() {
     assert_eq!(fs::read(&q).expect("read"), b"datamore");
 }
 
+/// Runs a Python script that walks into `root` one component at a time (so that no path given
+/// to a syscall is longer than PATH_MAX) and prints what it found.
+fn deep_walk(root: &Path, script: &str) -> String {
+    let prog = format!(
+        "import os, errno\nos.chdir({:?})\n\
+         def down(names):\n    for n in names:\n        os.chdir(n)\n\
+         def try_(f):\n    try:\n        f()\n        return 'ok'\n    except OSError as e:\n        return errno.errorcode[e.errno]\n{script}",
+        root.display().to_string()
+    );
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(&prog)
+        .output()
+        .expect("run python3");
+    assert!(
+        out.status.success(),
+        "python3 failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
 #[test]
 fn paths_up_to_path_max() {
     let Some(mut fx) = MountFixture::new("paths_up_to_path_max") else {
         return;
     };
-    let name = "n".repeat(200);
-    // 19 levels of 201 bytes = 3,819 bytes of key before the file name.
-    let mut dir = fx.mountpoint.clone();
-    let mut rel = PathBuf::new();
-    for _ in 0..19 {
-        dir.push(&name);
-        rel.push(&name);
-    }
-    fs::create_dir_all(&dir).expect("deep mkdir");
-    let file = dir.join("f".repeat(255));
-    fs::write(&file, b"deep").expect("write a 4,075-byte key");
-    assert_eq!(fs::read(&file).expect("read"), b"deep");
-    assert_eq!(
-        errno_of(fs::write(dir.join("f".repeat(256)), b"x")),
-        libc::ENAMETOOLONG,
-        "a 256-byte name"
+    // 19 directories of 200 bytes (3,819 bytes of key with the slashes), then names that bring
+    // keys to 4,075 bytes (fine) and past 4,095 bytes (ENAMETOOLONG); 256-byte names never fit.
+    let made = deep_walk(
+        &fx.mountpoint,
+        "for i in range(19):\n    os.mkdir('n' * 200)\n    os.chdir('n' * 200)\n\
+         open('f' * 255, 'w').write('deep')\n\
+         print(try_(lambda: os.mkdir('x' * 200)), try_(lambda: os.mkdir('x' * 200 + '/' + 'y' * 100)),\n\
+               try_(lambda: open('g' * 256, 'w')), try_(lambda: open('x' * 200 + '/' + 'z' * 75, 'w')))",
     );
-    let too_deep = dir.join("x".repeat(200)).join("y".repeat(100));
-    assert_eq!(
-        errno_of(fs::create_dir_all(&too_deep)),
-        libc::ENAMETOOLONG,
-        "a key over 4,095 bytes"
-    );
+    assert_eq!(made, "ok ENAMETOOLONG ENAMETOOLONG ok");
     fx.remount();
-    let file = fx.mountpoint.join(&rel).join("f".repeat(255));
-    assert_eq!(fs::read(&file).expect("read after remount"), b"deep");
+    let read = deep_walk(
+        &fx.mountpoint,
+        "down(['n' * 200] * 19)\nprint(open('f' * 255).read(), len(os.listdir('x' * 200)))",
+    );
+    assert_eq!(read, "deep 1");
 }
 
 #[test]

@@ -6,7 +6,6 @@
 //! rewritten and deleted by the helpers of this module, so the rule "a directory is its
 //! prefix" lives in one file.
 
-use objfs_store::key::MAX_KEY_LEN;
 use objfs_store::{Body, Condition, ListPage, ListRequest, Metadata, ObjectInfo};
 
 use super::ObjFs;
@@ -34,7 +33,7 @@ impl ObjFs {
         max_keys: usize,
     ) -> FsResult<Option<ListPage>> {
         let prefix = marker_of(dir);
-        if prefix.len() > MAX_KEY_LEN {
+        if prefix.len() > self.max_key_len() {
             return Ok(None);
         }
         let req = ListRequest {

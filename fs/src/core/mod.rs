@@ -26,7 +26,6 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Instant, SystemTime};
 
-use objfs_store::key::MAX_KEY_LEN;
 use objfs_store::{
     Body, Condition, CopyOptions, ErrorKind, Metadata, ObjectInfo, ObjectStore, PutOptions,
     StoreError, StoreFeatures,
@@ -111,12 +110,20 @@ fn check_name(name: &OsStr) -> FsResult<&str> {
     Ok(s)
 }
 
-/// Checks that `key` fits the store's key length.
-fn check_key_len(key: &str) -> FsResult<()> {
-    if key.len() > MAX_KEY_LEN {
-        return Err(FsError::NameTooLong(format!("key of {} bytes", key.len())));
+impl ObjFs {
+    /// The longest key the store takes (a backend capability: 4,095 bytes locally, 1,024 on
+    /// S3); a longer path is ENAMETOOLONG.
+    pub(super) fn max_key_len(&self) -> usize {
+        self.features.max_key_len
     }
-    Ok(())
+
+    /// Checks that `key` fits the store's key length.
+    pub(super) fn check_key_len(&self, key: &str) -> FsResult<()> {
+        if key.len() > self.max_key_len() {
+            return Err(FsError::NameTooLong(format!("key of {} bytes", key.len())));
+        }
+        Ok(())
+    }
 }
 
 impl ObjFs {
@@ -226,7 +233,7 @@ impl ObjFs {
     /// Key of `name` in directory `parent`.
     fn child_key(&self, parent: u64, name: &str) -> FsResult<String> {
         let key = self.dir_prefix(parent)? + name;
-        check_key_len(&key)?;
+        self.check_key_len(&key)?;
         Ok(key)
     }
 

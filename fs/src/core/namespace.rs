@@ -12,7 +12,7 @@ use std::time::SystemTime;
 use bytes::Bytes;
 use objfs_store::{Body, ObjectInfo};
 
-use super::{check_key_len, check_name, marker_of, Caller, Entry, Found, ObjFs};
+use super::{check_name, marker_of, Caller, Entry, Found, ObjFs};
 use crate::attr::{Attrs, Kind};
 use crate::error::{FsError, FsResult};
 use crate::inode::ROOT;
@@ -161,7 +161,7 @@ impl ObjFs {
         let key = self.child_key(parent, name)?;
         let dir = attrs.kind == Kind::Dir;
         if dir {
-            check_key_len(&marker_of(&key))?;
+            self.check_key_len(&marker_of(&key))?;
         }
         if self.probe(&key).await?.is_some() {
             return Err(FsError::Exists(key));

@@ -8,7 +8,6 @@
 use std::ffi::OsStr;
 
 use futures::StreamExt;
-use objfs_store::key::MAX_KEY_LEN;
 use objfs_store::{Condition, CopyOptions, ListRequest, ObjectInfo, RenameOptions};
 use tokio::sync::OwnedMutexGuard;
 
@@ -117,7 +116,7 @@ impl ObjFs {
         if dst.starts_with(&from) {
             return Err(FsError::Invalid(format!("rename of {src} into itself")));
         }
-        if to.len() > MAX_KEY_LEN {
+        if to.len() > self.max_key_len() {
             return Err(FsError::NameTooLong(dst.to_string()));
         }
         let held = self.lock_writers_under(src, true).await?;
@@ -220,9 +219,10 @@ impl ObjFs {
         let copies: Vec<FsResult<String>> = futures::stream::iter(batch.iter().cloned())
             .map(|o| {
                 let store = self.store.clone();
+                let max_key_len = self.max_key_len();
                 let dk = format!("{to}{}", o.key.strip_prefix(from).unwrap_or(&o.key));
                 async move {
-                    if dk.len() > MAX_KEY_LEN {
+                    if dk.len() > max_key_len {
                         return Err(FsError::NameTooLong(dk));
                     }
                     let opts = CopyOptions {

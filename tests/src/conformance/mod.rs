@@ -44,7 +44,7 @@ use std::io::Write;
 use std::pin::Pin;
 use std::sync::Mutex;
 
-use objfs_store::key::MAX_KEY_LEN;
+use objfs_store::key::S3_MAX_KEY_LEN;
 use objfs_store::{ObjectStore, StoreFeatures};
 
 use crate::Fixture;
@@ -82,7 +82,8 @@ pub enum Capability {
     PartCopy,
     /// No minimum part size: the case uploads parts of a few bytes.
     SmallParts,
-    /// Keys as long as S3 allows ([`MAX_KEY_LEN`] bytes).
+    /// Keys at least as long as S3 allows ([`S3_MAX_KEY_LEN`] bytes); the cases test the
+    /// backend's own maximum (`StoreFeatures::max_key_len`).
     LongKeys,
 }
 
@@ -107,7 +108,7 @@ impl Capability {
             Capability::ConditionalPut => f.conditional_put,
             Capability::PartCopy => f.part_copy,
             Capability::SmallParts => f.min_part_size == 0,
-            Capability::LongKeys => f.max_key_len >= MAX_KEY_LEN,
+            Capability::LongKeys => f.max_key_len >= S3_MAX_KEY_LEN,
         }
     }
 }
