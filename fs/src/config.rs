@@ -43,6 +43,13 @@ pub struct FsConfig {
     pub xattr: bool,
 }
 
+impl FsConfig {
+    /// Reads never update access times (`-o noatime`); the default is relatime.
+    pub fn noatime(&self) -> bool {
+        self.extra_options.iter().any(|o| o == "noatime")
+    }
+}
+
 impl Default for FsConfig {
     fn default() -> Self {
         let (uid, gid) = (

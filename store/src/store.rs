@@ -3,7 +3,7 @@
 
 use async_trait::async_trait;
 
-use crate::error::Result;
+use crate::error::{Result, StoreError};
 use crate::types::*;
 
 /// A versioned object store with S3 semantics.
@@ -148,4 +148,23 @@ pub trait ObjectStore: Send + Sync + 'static {
 
     /// Capacity and usage.
     async fn capacity(&self) -> Result<Capacity>;
+
+    /// Records times beside `key` (see [`KeyTimes`]): each time given replaces the recorded
+    /// one; the key need not exist. Lazy: the record is kept with the next group commit, not
+    /// synced now, and never makes a version. Backends without
+    /// [`StoreFeatures::key_times`] answer `Unsupported`.
+    async fn set_key_times(&self, key: &str, times: KeyTimes) -> Result<()> {
+        let _ = times;
+        Err(StoreError::Unsupported(format!(
+            "{}: times beside keys ({key})",
+            self.describe()
+        )))
+    }
+
+    /// The times recorded beside `key` (all `None` when nothing is recorded, or when the
+    /// backend keeps none).
+    async fn key_times(&self, key: &str) -> Result<KeyTimes> {
+        let _ = key;
+        Ok(KeyTimes::default())
+    }
 }

@@ -318,6 +318,28 @@ pub struct StoreFeatures {
     pub part_copy: bool,
     /// Longest key in bytes.
     pub max_key_len: usize,
+    /// [`crate::ObjectStore::set_key_times`] keeps times beside keys (otherwise the mount
+    /// keeps them in memory only).
+    pub key_times: bool,
+}
+
+/// Times kept beside a key's versions, never versions themselves: the last access of a file
+/// (relatime updates by reads) and, on a directory's marker key (`d/`), the last time an entry
+/// was created, removed or renamed in it. `None` is "not recorded".
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KeyTimes {
+    pub accessed: Option<SystemTime>,
+    pub changed: Option<SystemTime>,
+}
+
+impl KeyTimes {
+    /// `self` with every time `newer` records replacing its own.
+    pub fn updated(self, newer: KeyTimes) -> KeyTimes {
+        KeyTimes {
+            accessed: newer.accessed.or(self.accessed),
+            changed: newer.changed.or(self.changed),
+        }
+    }
 }
 
 /// A stream of byte chunks.

@@ -62,17 +62,20 @@ impl ObjFs {
     async fn fetch_attrs(&self, kind: Kind, key: &str, cached: Option<Attrs>) -> FsResult<Attrs> {
         if kind != Kind::Dir {
             let info = self.head_existing(key).await?;
-            return Ok(Attrs::from_object(&info, false, &self.cfg));
+            let a = Attrs::from_object(&info, false, &self.cfg);
+            return Ok(self.with_times(key, a, true).await);
         }
         if let Some(m) = self.head_marker(key).await? {
-            return Ok(Attrs::from_object(&m, true, &self.cfg));
+            let a = Attrs::from_object(&m, true, &self.cfg);
+            return Ok(self.with_times(key, a, true).await);
         }
         if !self.has_keys_below(key).await? {
             return Err(FsError::NotFound(super::marker_of(key)));
         }
-        Ok(cached
+        let a = cached
             .filter(|c| c.kind == Kind::Dir)
-            .unwrap_or_else(|| self.implicit_dir_attrs()))
+            .unwrap_or_else(|| self.implicit_dir_attrs());
+        Ok(self.with_times(key, a, false).await)
     }
 
     /// Changes attributes (chmod, chown, utimens, truncate).

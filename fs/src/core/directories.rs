@@ -172,20 +172,20 @@ impl ObjFs {
 
     async fn entry_attrs(&self, prefix: &str, e: &DirEntry) -> FsResult<Attrs> {
         let key = format!("{prefix}{}", e.name);
-        match (e.kind, &e.object) {
-            (Kind::Dir, _) => Ok(match self.head_marker(&key).await? {
-                Some(m) => Attrs::from_object(&m, true, &self.cfg),
-                None => self.implicit_dir_attrs(),
-            }),
+        let (a, versioned) = match (e.kind, &e.object) {
+            (Kind::Dir, _) => match self.head_marker(&key).await? {
+                Some(m) => (Attrs::from_object(&m, true, &self.cfg), true),
+                None => (self.implicit_dir_attrs(), false),
+            },
             (_, Some(o)) if self.features.list_returns_metadata => {
-                Ok(Attrs::from_object(o, false, &self.cfg))
+                (Attrs::from_object(o, false, &self.cfg), true)
             }
-            _ => Ok(Attrs::from_object(
-                &self.head_existing(&key).await?,
-                false,
-                &self.cfg,
-            )),
-        }
+            _ => (
+                Attrs::from_object(&self.head_existing(&key).await?, false, &self.cfg),
+                true,
+            ),
+        };
+        Ok(self.with_times(&key, a, versioned).await)
     }
 
     /// Capacity of the store.

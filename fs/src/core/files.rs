@@ -99,6 +99,7 @@ impl ObjFs {
                 write,
                 pinned: Mutex::new(if write { (None, pinned.1) } else { pinned }),
                 ra: Mutex::new(ReadAhead::default()),
+                read_seen: std::sync::atomic::AtomicBool::new(false),
             }),
         );
         Ok(fh)
@@ -143,7 +144,10 @@ impl ObjFs {
             Some(Found::Dir { .. }) => return Err(FsError::IsDir(key)),
             Some(Found::Object(_)) => None,
             None => match self.put_new_file(&key, mode, caller).await {
-                Ok(i) => Some(i),
+                Ok(i) => {
+                    self.dir_changed(parent).await;
+                    Some(i)
+                }
                 Err(FsError::Exists(k)) if flags & libc::O_EXCL != 0 => {
                     return Err(FsError::Exists(k))
                 }
@@ -191,6 +195,9 @@ impl ObjFs {
     pub async fn read(&self, ino: u64, fh: u64, offset: u64, size: u32) -> FsResult<Bytes> {
         tracing::trace!(ino, fh, offset, size, "read");
         let h = self.handle(fh)?;
+        if !h.read_seen.swap(true, Ordering::Relaxed) {
+            self.file_read(h.ino).await?;
+        }
         let (writer, local, seq, key) = {
             let t = self.table()?;
             let n = t

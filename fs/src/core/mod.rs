@@ -18,6 +18,7 @@ mod files;
 mod markers;
 mod namespace;
 mod rename;
+mod times;
 pub mod types;
 
 use std::collections::HashMap;
@@ -57,6 +58,8 @@ struct FileHandle {
     /// inode's `local_seq` when it was chosen.
     pinned: Mutex<(Option<ObjectInfo>, u64)>,
     ra: Mutex<ReadAhead>,
+    /// A read went through this handle (relatime looks once per handle).
+    read_seen: std::sync::atomic::AtomicBool,
 }
 
 /// What a name resolves to in the store.
@@ -78,6 +81,8 @@ pub struct ObjFs {
     next_writer: AtomicU64,
     wctx: WriteCtx,
     root_attrs: Mutex<Attrs>,
+    /// Times beside keys this mount recorded or read (see `times.rs`).
+    times: Mutex<times::TimesCache>,
     /// Renames take it exclusively, opens shared: an open that resolves a name and pins its
     /// version never interleaves with a rename that hands the name to another inode.
     namespace: tokio::sync::RwLock<()>,
@@ -153,6 +158,7 @@ impl ObjFs {
             next_writer: AtomicU64::new(1),
             wctx,
             root_attrs: Mutex::new(root),
+            times: Mutex::new(times::TimesCache::new()),
             namespace: tokio::sync::RwLock::new(()),
             cfg,
         })

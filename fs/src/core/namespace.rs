@@ -42,7 +42,8 @@ impl ObjFs {
         }
         match self.probe(&key).await? {
             Some(f) => {
-                let attrs = self.found_attrs(&f);
+                let versioned = !matches!(f, Found::Dir { marker: None });
+                let attrs = self.with_times(&key, self.found_attrs(&f), versioned).await;
                 self.remember(parent, name, attrs)
             }
             None => Err(FsError::NotFound(key)),
@@ -172,6 +173,7 @@ impl ObjFs {
             self.put_if_absent(&key, body, attrs).await?
         };
         let info = made.ok_or_else(|| FsError::Exists(key.clone()))?;
+        self.dir_changed(parent).await;
         self.remember(parent, name, Attrs::from_object(&info, dir, &self.cfg))
     }
 
@@ -242,7 +244,9 @@ impl ObjFs {
             self.store.delete(&key).await?;
         }
         self.detach_name(parent, name).await?;
-        self.keep_dir(parent).await
+        self.keep_dir(parent).await?;
+        self.dir_changed(parent).await;
+        Ok(())
     }
 
     /// Unhooks the cached inode of `name`; its open writer (if any) will discard.

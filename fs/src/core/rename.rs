@@ -76,7 +76,12 @@ impl ObjFs {
             }
         }
         self.rekey_writers(held).await;
-        self.keep_dir(parent).await
+        self.keep_dir(parent).await?;
+        self.dir_changed(parent).await;
+        if newparent != parent {
+            self.dir_changed(newparent).await;
+        }
+        Ok(())
     }
 
     /// Renames the file `src` to `dst`: one store operation, atomic in the local store (a

@@ -12,9 +12,9 @@ use async_trait::async_trait;
 use objfs_fs::{Caller, Entry, FsConfig, FsError, Kind, ObjFs};
 use objfs_store::memory::MemoryStore;
 use objfs_store::{
-    Body, Capacity, CompletedPart, CopyOptions, GetOptions, GetResult, ListPage, ListRequest,
-    ListVersionsRequest, ObjectInfo, ObjectStore, PartInfo, PutOptions, RenameOptions, Result,
-    StoreError, StoreFeatures, UploadInfo, VersionId, VersionsPage,
+    Body, Capacity, CompletedPart, CopyOptions, GetOptions, GetResult, KeyTimes, ListPage,
+    ListRequest, ListVersionsRequest, ObjectInfo, ObjectStore, PartInfo, PutOptions, RenameOptions,
+    Result, StoreError, StoreFeatures, UploadInfo, VersionId, VersionsPage,
 };
 
 /// Counts of what went through a [`CountingStore`].
@@ -232,6 +232,12 @@ impl ObjectStore for CountingStore {
     }
     async fn capacity(&self) -> Result<Capacity> {
         self.inner.capacity().await
+    }
+    async fn set_key_times(&self, key: &str, times: KeyTimes) -> Result<()> {
+        self.inner.set_key_times(key, times).await
+    }
+    async fn key_times(&self, key: &str) -> Result<KeyTimes> {
+        self.inner.key_times(key).await
     }
 }
 

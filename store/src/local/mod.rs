@@ -165,7 +165,19 @@ impl ObjectStore for LocalStore {
             conditional_put: true,
             part_copy: true,
             max_key_len: crate::key::MAX_KEY_LEN,
+            key_times: true,
         }
+    }
+
+    async fn set_key_times(&self, key: &str, times: KeyTimes) -> Result<()> {
+        validate(key)?;
+        // A metadata insert of a few microseconds, not synced: no hop to the blocking pool.
+        self.inline(|i| i.meta.set_key_times(key, times))
+    }
+
+    async fn key_times(&self, key: &str) -> Result<KeyTimes> {
+        validate(key)?;
+        self.inline(|i| i.meta.key_times(key))
     }
 
     async fn put(&self, key: &str, body: Body, opts: PutOptions) -> Result<ObjectInfo> {

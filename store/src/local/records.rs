@@ -73,6 +73,8 @@ pub mod table {
     pub const UPLOAD: u8 = b'u';
     /// `p` + upload id + 0x00 + part number (u32 BE) -> [`super::PartRecord`].
     pub const PART: u8 = b'p';
+    /// `t` + key -> [`super::KeyTimesRecord`]: times kept beside a key's versions.
+    pub const KEY_TIMES: u8 = b't';
     /// `m` + name -> miscellaneous store state ([`super::StatsRecord`], version id high-water
     /// mark, clean-shutdown flag).
     pub const MISC: u8 = b'm';
@@ -270,6 +272,16 @@ impl InitialFormat for BlobRecord {}
 impl InitialFormat for VolumeRecord {}
 impl InitialFormat for PartRecord {}
 impl InitialFormat for StatsRecord {}
+impl InitialFormat for KeyTimesRecord {}
+
+/// Times kept beside a key: nanoseconds since the epoch, 0 for "not recorded".
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyTimesRecord {
+    /// Last access (relatime updates by reads).
+    pub accessed: u64,
+    /// On a directory marker key: the last time an entry was created, removed or renamed in it.
+    pub changed: u64,
+}
 
 /// Encodes a record value in its type's current format.
 pub fn encode<T: Migrate>(value: &T) -> Result<Vec<u8>> {
@@ -405,6 +417,14 @@ pub fn part_prefix(upload_id: &str) -> Vec<u8> {
 pub fn part_key(upload_id: &str, part: u32) -> Vec<u8> {
     let mut k = part_prefix(upload_id);
     k.extend_from_slice(&part.to_be_bytes());
+    k
+}
+
+/// `t` + key bytes.
+pub fn key_times_key(key: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(key.len() + 1);
+    k.push(table::KEY_TIMES);
+    k.extend_from_slice(key.as_bytes());
     k
 }
 

@@ -352,3 +352,23 @@ async fn opens_a_store_written_in_the_previous_record_format() {
     }
     store.close().unwrap();
 }
+
+#[tokio::test]
+async fn versions_after_a_clean_reopen_carry_the_real_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s");
+    let store = LocalStore::init(&path, small()).unwrap();
+    store
+        .put("k", Bytes::from_static(b"1").into(), PutOptions::default())
+        .await
+        .unwrap();
+    store.close().unwrap();
+    let store = LocalStore::open(&path).unwrap();
+    let info = store
+        .put("k", Bytes::from_static(b"2").into(), PutOptions::default())
+        .await
+        .unwrap();
+    // Not up to a version-id lease (1 s) ahead of the clock.
+    assert!(info.modified <= std::time::SystemTime::now());
+    store.close().unwrap();
+}

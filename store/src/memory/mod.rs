@@ -26,9 +26,9 @@ use crate::key::{validate, validate_prefix};
 use crate::store::ObjectStore;
 use crate::types::{
     check_part_number, resolve_range, Body, Capacity, CompletedPart, Condition, CopyOptions,
-    GetOptions, GetResult, ListPage, ListRequest, ListVersionsRequest, Metadata, ObjectInfo,
-    PartInfo, PutOptions, RenameOptions, StoreFeatures, UploadInfo, VersionId, VersionInfo,
-    VersionsPage,
+    GetOptions, GetResult, KeyTimes, ListPage, ListRequest, ListVersionsRequest, Metadata,
+    ObjectInfo, PartInfo, PutOptions, RenameOptions, StoreFeatures, UploadInfo, VersionId,
+    VersionInfo, VersionsPage,
 };
 
 /// What `capacity()` reports as the size of the (unbounded) memory.
@@ -104,6 +104,8 @@ struct State {
     last_modified: Option<SystemTime>,
     /// Uploads created so far (for ids and ordering).
     upload_seq: u64,
+    /// Times kept beside keys.
+    times: BTreeMap<String, KeyTimes>,
 }
 
 impl State {
@@ -247,7 +249,21 @@ impl ObjectStore for MemoryStore {
             conditional_put: true,
             part_copy: true,
             max_key_len: MAX_KEY_LEN,
+            key_times: true,
         }
+    }
+
+    async fn set_key_times(&self, key: &str, times: KeyTimes) -> Result<()> {
+        validate(key)?;
+        let mut st = self.lock();
+        let t = st.times.entry(key.to_string()).or_default();
+        *t = t.updated(times);
+        Ok(())
+    }
+
+    async fn key_times(&self, key: &str) -> Result<KeyTimes> {
+        validate(key)?;
+        Ok(self.lock().times.get(key).copied().unwrap_or_default())
     }
 
     async fn put(&self, key: &str, body: Body, opts: PutOptions) -> Result<ObjectInfo> {

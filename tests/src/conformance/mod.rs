@@ -82,6 +82,8 @@ pub enum Capability {
     PartCopy,
     /// No minimum part size: the case uploads parts of a few bytes.
     SmallParts,
+    /// Times kept beside keys (`set_key_times` / `key_times`).
+    KeyTimes,
     /// Keys at least as long as S3 allows ([`S3_MAX_KEY_LEN`] bytes); the cases test the
     /// backend's own maximum (`StoreFeatures::max_key_len`).
     LongKeys,
@@ -97,6 +99,7 @@ impl Capability {
             Capability::PartCopy => "part-copy",
             Capability::SmallParts => "no-minimum-part-size",
             Capability::LongKeys => "max-key-length",
+            Capability::KeyTimes => "key-times",
         }
     }
 
@@ -109,6 +112,7 @@ impl Capability {
             Capability::PartCopy => f.part_copy,
             Capability::SmallParts => f.min_part_size == 0,
             Capability::LongKeys => f.max_key_len >= S3_MAX_KEY_LEN,
+            Capability::KeyTimes => f.key_times,
         }
     }
 }
@@ -332,6 +336,7 @@ macro_rules! __conformance_cases {
             conditions [ConditionalPut, Versioning],
             invalid_keys [],
             key_shapes [LongKeys],
+            key_times_beside_versions [KeyTimes],
             rename_semantics [AtomicRename, Versioning, ConditionalPut],
             versions_ordering [Versioning],
             delete_markers [Versioning],

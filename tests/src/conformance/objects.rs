@@ -450,3 +450,58 @@ pub async fn key_shapes(s: &dyn ObjectStore) {
     }
     assert!(list_all(s, &list_req(ns, None, 0)).await.is_empty());
 }
+
+/// Times kept beside keys: recorded without a version, each time replacing only its own
+/// field, for keys that exist or not, and unchanged by writes of the key.
+pub async fn key_times_beside_versions(s: &dyn ObjectStore) {
+    use objfs_store::KeyTimes;
+    use std::time::{Duration, UNIX_EPOCH};
+    let k = "key_times/f";
+    assert_eq!(s.key_times(k).await.unwrap(), KeyTimes::default());
+    let v1 = put(s, k, "x").await.version;
+    let t1 = UNIX_EPOCH + Duration::new(1_700_000_000, 123);
+    let t2 = UNIX_EPOCH + Duration::new(1_700_000_500, 0);
+    s.set_key_times(
+        k,
+        KeyTimes {
+            accessed: Some(t1),
+            changed: None,
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(s.head(k, None).await.unwrap().version, v1, "no new version");
+    s.set_key_times(
+        k,
+        KeyTimes {
+            accessed: None,
+            changed: Some(t2),
+        },
+    )
+    .await
+    .unwrap();
+    let want = KeyTimes {
+        accessed: Some(t1),
+        changed: Some(t2),
+    };
+    assert_eq!(s.key_times(k).await.unwrap(), want);
+    put(s, k, "y").await;
+    assert_eq!(s.key_times(k).await.unwrap(), want, "kept across writes");
+    // A directory marker that does not exist (an implicit directory) holds times too.
+    let d = "key_times/implicit/";
+    s.set_key_times(
+        d,
+        KeyTimes {
+            accessed: None,
+            changed: Some(t2),
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(s.key_times(d).await.unwrap().changed, Some(t2));
+    assert_kind(
+        s.set_key_times("", KeyTimes::default()).await,
+        ErrorKind::InvalidKey,
+        "set_key_times with an empty key",
+    );
+}

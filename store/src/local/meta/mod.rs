@@ -18,6 +18,7 @@ use crate::local::volume::{now_nanos, BlobLocation};
 use crate::types::*;
 
 mod db;
+mod times;
 
 pub(crate) use db::{db_error, DbResult, Rows};
 
@@ -172,9 +173,21 @@ impl Meta {
         Ok(was_clean)
     }
 
-    /// Records a clean shutdown.
+    /// Records a clean shutdown. The version-id lease shrinks to just past the last id made,
+    /// so the next open issues ids (and version times) from now, not from up to a lease ahead
+    /// (the lease only matters after a crash, when the last id made is not known).
     pub fn mark_clean(&self) -> Result<()> {
         self.save_stats()?;
+        {
+            let mut state = self.lock();
+            let next = ((state.last_version >> 64) as u64).saturating_add(1);
+            if next < state.lease_nanos {
+                self.db
+                    .insert(misc_key(misc::VERSION_HWM), encode(&next)?)
+                    .db()?;
+                state.lease_nanos = next;
+            }
+        }
         self.db.insert(misc_key(misc::CLEAN), encode(&true)?).db()?;
         self.db.flush().db()?;
         Ok(())

@@ -1,0 +1,171 @@
+//! Times that are not versions: a file's last access (relatime) and a directory's last entry
+//! change. The design rulings keep them beside the keys (`ObjectStore::set_key_times`), never
+//! as versions: reading a file or creating an entry in a directory makes no version.
+//!
+//! This mount keeps the times it recorded or read in a bounded cache (so `stat` after a change
+//! costs no store call), writes each change through to the store (a lazy record, durable with
+//! the next group commit), and merges them into the attributes it reports:
+//!
+//! - a directory's mtime and ctime are the time of its last entry change when that is newer
+//!   than its marker's version (an explicit `utimens` makes a newer version and wins);
+//! - a file's atime is its last recorded access when that is newer than its version (a
+//!   `utimens` with an explicit atime makes a newer version and wins).
+//!
+//! On a store without `key_times` the cache is all there is: the times last while the mount
+//! lives (and while the cache keeps them).
+
+use std::num::NonZeroUsize;
+use std::time::{Duration, SystemTime};
+
+use lru::LruCache;
+use objfs_store::KeyTimes;
+
+use super::{lock, marker_of, ObjFs};
+use crate::attr::{Attrs, Kind};
+use crate::error::FsResult;
+use crate::inode::ROOT;
+
+/// Keys whose times the mount remembers.
+const CACHED_TIMES: usize = 65_536;
+/// relatime: an atime older than this is refreshed by a read even when newer than mtime.
+const RELATIME_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
+
+/// The cache of times beside keys.
+pub(crate) struct TimesCache(LruCache<String, KeyTimes>);
+
+impl TimesCache {
+    pub(crate) fn new() -> TimesCache {
+        TimesCache(LruCache::new(
+            NonZeroUsize::new(CACHED_TIMES).unwrap_or(NonZeroUsize::MIN),
+        ))
+    }
+}
+
+/// Merges recorded times into attributes: `versioned` says whether `a` comes from a version
+/// (then only times newer than that version count) or is a default (an implicit directory).
+pub(crate) fn merge_times(a: &mut Attrs, t: KeyTimes, versioned: bool) {
+    let newer = |x: SystemTime| !versioned || x > a.ctime;
+    if a.kind == Kind::Dir {
+        if let Some(c) = t.changed.filter(|c| newer(*c)) {
+            a.mtime = c;
+            a.ctime = c;
+        }
+    } else if let Some(at) = t.accessed.filter(|x| newer(*x)) {
+        a.atime = at;
+    }
+}
+
+/// Whether relatime refreshes an atime at `now`.
+pub(crate) fn relatime_due(a: &Attrs, now: SystemTime) -> bool {
+    a.atime <= a.mtime
+        || a.atime <= a.ctime
+        || now.duration_since(a.atime).unwrap_or(Duration::ZERO) >= RELATIME_MAX_AGE
+}
+
+impl ObjFs {
+    /// The times recorded beside `tkey` (the cache, else the store).
+    pub(super) async fn times_of(&self, tkey: &str) -> KeyTimes {
+        if let Ok(mut c) = lock(&self.times, "times") {
+            if let Some(t) = c.0.get(tkey) {
+                return *t;
+            }
+        }
+        if !self.features.key_times {
+            return KeyTimes::default();
+        }
+        let t = match self.store.key_times(tkey).await {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::debug!(key = tkey, error = %e, "times beside the key unavailable");
+                KeyTimes::default()
+            }
+        };
+        if let Ok(mut c) = lock(&self.times, "times") {
+            c.0.put(tkey.to_string(), t);
+        }
+        t
+    }
+
+    /// Records `t` beside `tkey`: in the cache, and in the store when it keeps times (a
+    /// failure there is logged, not returned: these times are not acknowledged changes).
+    async fn record_times(&self, tkey: &str, t: KeyTimes) {
+        if let Ok(mut c) = lock(&self.times, "times") {
+            let now = c.0.get(tkey).copied().unwrap_or_default().updated(t);
+            c.0.put(tkey.to_string(), now);
+        }
+        if self.features.key_times {
+            if let Err(e) = self.store.set_key_times(tkey, t).await {
+                tracing::debug!(key = tkey, error = %e, "recording times beside the key failed");
+            }
+        }
+    }
+
+    /// The attributes of the object or directory `key` with the times recorded beside it.
+    pub(super) async fn with_times(&self, key: &str, mut a: Attrs, versioned: bool) -> Attrs {
+        let tkey = if a.kind == Kind::Dir {
+            marker_of(key)
+        } else {
+            key.to_string()
+        };
+        let t = self.times_of(&tkey).await;
+        merge_times(&mut a, t, versioned);
+        a
+    }
+
+    /// An entry was created, removed or renamed in directory `dir`: its mtime and ctime are
+    /// now.
+    pub(super) async fn dir_changed(&self, dir: u64) {
+        let now = SystemTime::now();
+        if dir == ROOT {
+            if let Ok(mut r) = lock(&self.root_attrs, "root") {
+                r.mtime = now;
+                r.ctime = now;
+            }
+            return;
+        }
+        let Ok((_, key)) = self.key_of(dir) else {
+            return;
+        };
+        if let Ok(mut t) = self.table() {
+            if let Some((a, _)) = t.get_mut(dir).and_then(|n| n.attrs.as_mut()) {
+                a.mtime = now;
+                a.ctime = now;
+            }
+        }
+        let t = KeyTimes {
+            accessed: None,
+            changed: Some(now),
+        };
+        self.record_times(&marker_of(&key), t).await;
+    }
+
+    /// A read of `ino` (the first through a handle): relatime refreshes its atime, unless the
+    /// mount is `noatime`.
+    pub(super) async fn file_read(&self, ino: u64) -> FsResult<()> {
+        if self.cfg.noatime() {
+            return Ok(());
+        }
+        let cached = self.table()?.get(ino).and_then(|n| n.attrs.clone());
+        let Some((a, _)) = cached else {
+            return Ok(());
+        };
+        let now = SystemTime::now();
+        if a.kind != Kind::File || !relatime_due(&a, now) {
+            return Ok(());
+        }
+        let Ok((_, key)) = self.key_of(ino) else {
+            return Ok(());
+        };
+        if let Ok(mut t) = self.table() {
+            if let Some((a, _)) = t.get_mut(ino).and_then(|n| n.attrs.as_mut()) {
+                a.atime = now;
+            }
+        }
+        let t = KeyTimes {
+            accessed: Some(now),
+            changed: None,
+        };
+        self.record_times(&key, t).await;
+        Ok(())
+    }
+}
