@@ -633,7 +633,7 @@ async fn error_numbers() -> TestResult {
         errno(fs.mkdir(1, os(&long), 0o755, ME).await),
         libc::ENAMETOOLONG
     );
-    // A key longer than the store's 4,095 bytes through nesting (20 x 201 = 4,020 is fine).
+    // A key longer than the store's 4,096 bytes through nesting (20 x 201 = 4,020 is fine).
     let mut parent = 1;
     let comp = "c".repeat(200);
     for _ in 0..20 {

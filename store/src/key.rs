@@ -2,16 +2,17 @@
 //!
 //! A key is UTF-8 (guaranteed by `&str`), not empty, at most the backend's maximum length, has
 //! no NUL and no leading `/`. These are S3's rules plus the two that make keys usable as paths.
-//! The maximum is a backend capability (`StoreFeatures::max_key_len`): [`MAX_KEY_LEN`] (4,095
-//! bytes, Linux's PATH_MAX less its NUL, so any path of a mount is a key) for the local and
-//! memory stores, [`S3_MAX_KEY_LEN`] (1,024) for S3. The local store also relies on "no NUL": it
+//! The maximum is a backend capability (`StoreFeatures::max_key_len`): [`MAX_KEY_LEN`] (4,096
+//! bytes, Linux's PATH_MAX: any path the kernel accepts, at most 4,095 bytes, is a key, and so
+//! is its directory marker `path/`) for the local and memory stores, [`S3_MAX_KEY_LEN`]
+//! (1,024) for S3. The local store also relies on "no NUL": it
 //! separates a key from its version id with a 0 byte.
 
 use std::fmt;
 
-/// Longest key in bytes of the local and memory stores (Linux's PATH_MAX less the NUL), and
-/// the longest any backend accepts.
-pub const MAX_KEY_LEN: usize = 4095;
+/// Longest key in bytes of the local and memory stores (Linux's PATH_MAX: a path of up to
+/// 4,095 bytes plus the `/` of its directory marker), and the longest any backend accepts.
+pub const MAX_KEY_LEN: usize = 4096;
 
 /// Longest key in bytes of S3 and S3-compatible stores.
 pub const S3_MAX_KEY_LEN: usize = 1024;
@@ -105,12 +106,12 @@ mod tests {
         assert_eq!(check_key(""), Err(KeyError::Empty));
         assert_eq!(check_key("/a"), Err(KeyError::LeadingSlash));
         assert_eq!(check_key("a\0b"), Err(KeyError::Nul));
-        assert!(check_key(&"x".repeat(4095)).is_ok());
+        assert!(check_key(&"x".repeat(4096)).is_ok());
         assert_eq!(
-            check_key(&"x".repeat(4096)),
+            check_key(&"x".repeat(4097)),
             Err(KeyError::TooLong {
-                len: 4096,
-                max: 4095
+                len: 4097,
+                max: 4096
             })
         );
         assert!(check_key_max(&"x".repeat(1024), S3_MAX_KEY_LEN).is_ok());

@@ -37,7 +37,12 @@ impl ObjFs {
         };
         if let Some((a, at)) = &cached {
             if live || at.elapsed() < self.cfg.attr_ttl {
-                return Ok(a.to_attr(ino));
+                let mut attr = a.to_attr(ino);
+                if detached {
+                    // Unlinked (or replaced) while open: no name links to it any more.
+                    attr.nlink = 0;
+                }
+                return Ok(attr);
             }
         }
         if detached {

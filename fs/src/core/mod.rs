@@ -116,7 +116,7 @@ fn check_name(name: &OsStr) -> FsResult<&str> {
 }
 
 impl ObjFs {
-    /// The longest key the store takes (a backend capability: 4,095 bytes locally, 1,024 on
+    /// The longest key the store takes (a backend capability: 4,096 bytes locally, 1,024 on
     /// S3); a longer path is ENAMETOOLONG.
     pub(super) fn max_key_len(&self) -> usize {
         self.features.max_key_len

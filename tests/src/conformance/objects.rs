@@ -405,7 +405,7 @@ pub async fn invalid_keys(s: &dyn ObjectStore) {
 }
 
 /// Keys of every legal shape work: runs of '/', trailing '/', unicode, spaces, and keys of the
-/// backend's maximum length (4,095 bytes locally, 1,024 on S3).
+/// backend's maximum length (4,096 bytes locally, 1,024 on S3).
 pub async fn key_shapes(s: &dyn ObjectStore) {
     let ns = "key_shapes/";
     let mut keys: Vec<String> = [
