@@ -323,6 +323,25 @@ pub struct StoreFeatures {
     pub key_times: bool,
 }
 
+impl StoreFeatures {
+    /// Everything an embedded store (local, memory) does: metadata in listings, zero-copy
+    /// copies, no minimum part size, atomic rename, versioning, conditional writes, part copies,
+    /// keys up to [`crate::key::MAX_KEY_LEN`] bytes and times beside keys.
+    pub const fn embedded() -> StoreFeatures {
+        StoreFeatures {
+            list_returns_metadata: true,
+            zero_copy: true,
+            min_part_size: 0,
+            atomic_rename: true,
+            versioning: true,
+            conditional_put: true,
+            part_copy: true,
+            max_key_len: crate::key::MAX_KEY_LEN,
+            key_times: true,
+        }
+    }
+}
+
 /// Times kept beside a key's versions, never versions themselves: the last access of a file
 /// (relatime updates by reads) and, on a directory's marker key (`d/`), the last time an entry
 /// was created, removed or renamed in it. `None` is "not recorded".

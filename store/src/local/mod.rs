@@ -156,17 +156,7 @@ impl ObjectStore for LocalStore {
     }
 
     fn features(&self) -> StoreFeatures {
-        StoreFeatures {
-            list_returns_metadata: true,
-            zero_copy: true,
-            min_part_size: 0,
-            atomic_rename: true,
-            versioning: true,
-            conditional_put: true,
-            part_copy: true,
-            max_key_len: crate::key::MAX_KEY_LEN,
-            key_times: true,
-        }
+        StoreFeatures::embedded()
     }
 
     async fn set_key_times(&self, key: &str, times: KeyTimes) -> Result<()> {

@@ -21,7 +21,6 @@ use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 
 use crate::error::{Result, StoreError};
-use crate::key::MAX_KEY_LEN;
 use crate::key::{validate, validate_prefix};
 use crate::store::ObjectStore;
 use crate::types::{
@@ -240,17 +239,7 @@ impl ObjectStore for MemoryStore {
     }
 
     fn features(&self) -> StoreFeatures {
-        StoreFeatures {
-            list_returns_metadata: true,
-            zero_copy: true,
-            min_part_size: 0,
-            atomic_rename: true,
-            versioning: true,
-            conditional_put: true,
-            part_copy: true,
-            max_key_len: MAX_KEY_LEN,
-            key_times: true,
-        }
+        StoreFeatures::embedded()
     }
 
     async fn set_key_times(&self, key: &str, times: KeyTimes) -> Result<()> {
