@@ -113,7 +113,9 @@ impl Disks {
             },
             verified_at: 0,
         };
-        cat.save_volume(&rec)?;
+        // Durable before any blob in it is committed: a replay after a power loss verifies
+        // the blobs of unsynced log records against the volumes it knows.
+        cat.save_volume_durably(&rec)?;
         self.set_record(rec);
         Ok(Active {
             id,

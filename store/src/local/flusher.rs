@@ -1,11 +1,13 @@
-//! The background flusher: every `flush_interval` (5 s by default) it makes the writes that
-//! did not ask for durability durable, with the same group sync durable writes use (fsync the
-//! volumes written, then flush the metadata), and only when something changed. It is a
-//! [`Worker`] like the daemons; it holds the store weakly and ends when the store is gone.
+//! The background flusher: every `flush_interval` (5 s by default), and sooner when many rows
+//! wait in memory, it checkpoints the metadata log: the writes that did not ask for durability
+//! are made durable with the same group sync durable writes use (fsync the volumes written,
+//! then the log), and the logged rows move into sled ([`crate::local::meta::Meta::checkpoint_log`]).
+//! It acts only when something changed. It is a [`Worker`] like the daemons; it holds the store
+//! weakly and ends when the store is gone.
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::error::Result;
 use crate::local::worker::{self, Backoff, Progress, RunnerConfig, Step, Worker, WorkerHandle};
@@ -17,7 +19,14 @@ pub(crate) struct Flusher {
     /// The metadata generation the last sync covered.
     flushed: u64,
     syncs: u64,
+    interval: Duration,
+    last: Instant,
 }
+
+/// Rows in memory that trigger a checkpoint before the interval is up.
+const EARLY_ROWS: usize = crate::local::meta::MAX_ACTIVE_ROWS / 4;
+/// How often the flusher looks at the backlog.
+const POLL: Duration = Duration::from_millis(100);
 
 impl Worker for Flusher {
     fn name(&self) -> &'static str {
@@ -29,10 +38,16 @@ impl Worker for Flusher {
             return Ok(Step::Done);
         };
         let generation = inner.generation.load(Ordering::Acquire);
-        if generation != self.flushed || inner.disks.has_dirty() {
-            inner.sync_all()?;
+        let (logged, rows) = inner.meta.log_backlog();
+        let due = self.last.elapsed() >= self.interval;
+        let changed = logged || generation != self.flushed || inner.disks.has_dirty();
+        if rows >= EARLY_ROWS || (due && changed) {
+            if !inner.meta.checkpoint_log(|| inner.sync_all())? {
+                inner.sync_all()?;
+            }
             self.flushed = generation;
             self.syncs += 1;
+            self.last = Instant::now();
         }
         Ok(Step::Idle)
     }
@@ -54,7 +69,7 @@ pub(crate) fn start(inner: &Arc<Inner>) -> std::io::Result<WorkerHandle> {
     let interval = inner.cfg.flush_interval.max(Duration::from_millis(1));
     let cfg = RunnerConfig {
         tranquility: 0,
-        idle_interval: interval,
+        idle_interval: interval.min(POLL),
         backoff: Backoff {
             initial: interval,
             max: interval * 4,
@@ -66,6 +81,8 @@ pub(crate) fn start(inner: &Arc<Inner>) -> std::io::Result<WorkerHandle> {
         inner: Arc::downgrade(inner),
         flushed: 0,
         syncs: 0,
+        interval,
+        last: Instant::now(),
     };
     worker::spawn(Box::new(flusher), cfg)
 }

@@ -112,7 +112,7 @@ impl LocalStore {
         }
         // The marker is written last: a store without one is an interrupted init, which a
         // later init may overwrite.
-        let meta = Meta::open(&path.join("meta"))?;
+        let meta = Meta::open(&path.join("meta"), &path.join("wal"))?;
         marker.write(path)?;
         Self::open_locked(path, marker, lock, cfg.flush_interval, Some(meta))
     }
@@ -155,23 +155,41 @@ impl LocalStore {
         // first one's shutdown).
         let meta = match meta {
             Some(m) => m,
-            None => Meta::open(&path.join("meta"))?,
+            None => Meta::open(&path.join("meta"), &path.join("wal"))?,
         };
-        let last_shutdown_clean = meta.mark_open()?;
-        if !last_shutdown_clean {
-            tracing::warn!(store = %path.display(), "store was not closed cleanly; recounting");
-            meta.recount_stats()?;
-        }
         let (replicas, _) = cfg.policy();
         let paths = marker.disk_paths(path);
-        seal_torn_volumes(&meta, &paths)?;
         let disks = Disks::open(
-            paths,
+            paths.clone(),
             marker.created,
             replicas as usize,
             cfg.volume_size,
             meta.volumes()?,
         )?;
+        // Log records beyond the last sync are kept only if the blobs they introduce verify
+        // (after a power loss their data may not have reached the disk).
+        let replay = meta.finish_recovery(|blob, rec| {
+            let loc = volume::BlobLocation {
+                blob,
+                volume: rec.volume,
+                offset: rec.offset,
+                len: rec.len,
+                block_size: rec.block_size,
+            };
+            disks.read_region(&loc).is_ok()
+        })?;
+        if replay.replayed > 0 || replay.dropped > 0 {
+            tracing::info!(store = %path.display(), replayed = replay.replayed, dropped = replay.dropped, "replayed the metadata log");
+        }
+        let last_shutdown_clean = meta.mark_open()?;
+        if !last_shutdown_clean {
+            tracing::warn!(store = %path.display(), "store was not closed cleanly; recounting");
+            meta.recount_stats()?;
+        }
+        seal_torn_volumes(&meta, &paths)?;
+        for v in meta.volumes()? {
+            disks.set_record(v);
+        }
         for d in &marker.removed {
             disks.retire(*d, true);
         }

@@ -92,7 +92,7 @@ pub fn list(meta: &Meta, req: &ListRequest) -> Result<ListPage> {
             let skip = prefix_successor(&with_table(table::CURRENT, cp));
             last = Some(Last::Prefix(cp.to_string()));
             match skip {
-                Some(s) if s < end => iter = meta.range(s, Some(end.clone())),
+                Some(s) if s < end => iter.seek(s),
                 _ => break,
             }
             continue;
@@ -182,7 +182,7 @@ pub fn list_versions(meta: &Meta, req: &ListVersionsRequest) -> Result<VersionsP
             count += 1;
             last = Some((cp.to_string(), None));
             match prefix_successor(&with_table(table::VERSION, cp)) {
-                Some(s) if s < end => iter = meta.range(s, Some(end.clone())),
+                Some(s) if s < end => iter.seek(s),
                 _ => break,
             }
             continue;

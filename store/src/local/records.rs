@@ -441,6 +441,9 @@ pub mod misc {
     pub const VERSION_HWM: &str = "version-hwm";
     pub const CLEAN: &str = "clean-shutdown";
     pub const ID_LEASE: &str = "id-lease";
+    /// The last metadata log segment whose records are all in sled (written only to sled,
+    /// flushed with the rows it covers).
+    pub const LOG_APPLIED: &str = "log-applied";
 }
 
 /// The extents that cover `range` of an object made of `extents` (a pure function: used by

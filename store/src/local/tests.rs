@@ -203,7 +203,7 @@ fn downgrade_to_format_1(path: &Path) {
     use records::{
         decode, encode_as, table, StoredCondition, StoredConditionV1, UploadRecord, UploadRecordV1,
     };
-    let meta = meta::Meta::open(&path.join("meta")).unwrap();
+    let meta = meta::Meta::open(&path.join("meta"), &path.join("wal")).unwrap();
     let mut uploads = 0;
     for row in meta.db.iter() {
         let (k, v) = row.unwrap();
@@ -232,7 +232,7 @@ fn downgrade_to_format_1(path: &Path) {
         uploads += 1;
     }
     assert_eq!(uploads, 3);
-    meta.flush().unwrap();
+    meta.db.flush().unwrap();
 }
 
 #[tokio::test]

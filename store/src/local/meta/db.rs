@@ -1,5 +1,4 @@
-//! The sled side of the metadata: what sled's failures mean to a caller, and range scans with
-//! those failures already mapped. The shared error enum knows nothing of sled, so the mapping
+//! The sled side of the metadata: what sled's failures mean to a caller. The shared error enum knows nothing of sled, so the mapping
 //! lives here, private to the local store.
 
 use crate::error::{Result, StoreError};
@@ -28,15 +27,5 @@ pub(crate) trait DbResult<T> {
 impl<T> DbResult<T> for std::result::Result<T, sled::Error> {
     fn db(self) -> Result<T> {
         self.map_err(db_error)
-    }
-}
-
-/// The rows of a range scan, with sled's errors already mapped.
-pub struct Rows(pub(super) sled::Iter);
-
-impl Iterator for Rows {
-    type Item = Result<(sled::IVec, sled::IVec)>;
-    fn next(&mut self) -> Option<Self::Item> {
-        self.0.next().map(|r| r.db())
     }
 }

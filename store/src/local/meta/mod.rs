@@ -1,12 +1,12 @@
-//! The local store's metadata: typed operations over one sled tree.
+//! The local store's metadata: typed operations over sled, fronted by a write-ahead log.
 //!
-//! Reads go straight to sled. Every mutation runs under one commit lock and ends in a single
-//! `sled::Batch`, so a write's rows (version, current pointer, blob reference counts, counters,
-//! last version id) are applied atomically: after a crash either all of them are there or none.
-//! The lock also makes version ids follow commit order, so "newest id" means "last committed".
+//! Every mutation runs under one commit lock and ends in a single log record
+//! ([`log`]) whose rows (version, current pointer, blob reference counts, last version id) go
+//! to the in-memory tables ([`memtable`]) at once and to sled at the next checkpoint; reads see
+//! the tables first, then sled. After a crash a record is replayed whole or not at all. The
+//! lock also makes version ids follow commit order, so "newest id" means "last committed".
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
 use crate::error::{Result, StoreError};
@@ -18,13 +18,21 @@ use crate::local::volume::{now_nanos, BlobLocation};
 use crate::types::*;
 
 mod db;
+pub mod log;
+mod memtable;
+mod open;
 mod times;
 
-pub(crate) use db::{db_error, DbResult, Rows};
+pub(crate) use db::{db_error, DbResult};
+pub use memtable::Merged as Rows;
+use memtable::Tables;
+pub(crate) use memtable::MAX_ACTIVE_ROWS;
 
 /// Mutable state guarded by the commit lock.
 struct CommitState {
     stats: StatsRecord,
+    /// The counters as last written (they are written only when they changed).
+    saved_stats: StatsRecord,
     last_version: u128,
     /// Nanosecond time up to which version ids are covered by the persisted lease.
     lease_nanos: u64,
@@ -39,8 +47,20 @@ pub type BlobRow = (BlobLocation, u64, u64);
 /// Typed metadata over sled.
 pub struct Meta {
     pub(crate) db: sled::Db,
+    tables: Tables,
     commit: Mutex<CommitState>,
     ids: Mutex<IdLease>,
+    /// What the log held at open beyond its last sync, until [`Meta::finish_recovery`].
+    pending: Mutex<Option<log::Recovered>>,
+}
+
+/// What recovery did at open.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Replay {
+    /// Log records applied (changes a crash had not yet checkpointed into sled).
+    pub replayed: usize,
+    /// Records dropped because data they point at did not survive (only after a power loss).
+    pub dropped: usize,
 }
 
 /// Ids for blobs, volumes and uploads: handed out from memory below a lease that is persisted
@@ -57,7 +77,7 @@ const ID_LEASE: u64 = 1 << 20;
 
 /// One mutation being built: rows to write plus reference-count changes.
 struct Txn {
-    batch: sled::Batch,
+    ops: Vec<log::Op>,
     new_blobs: HashMap<u64, BlobRecord>,
     deltas: HashMap<u64, i64>,
 }
@@ -65,10 +85,21 @@ struct Txn {
 impl Txn {
     fn new() -> Self {
         Txn {
-            batch: sled::Batch::default(),
+            ops: Vec::new(),
             new_blobs: HashMap::new(),
             deltas: HashMap::new(),
         }
+    }
+
+    fn insert(&mut self, key: impl AsRef<[u8]>, value: Vec<u8>) {
+        self.ops.push((
+            sled::IVec::from(key.as_ref()),
+            Some(sled::IVec::from(value)),
+        ));
+    }
+
+    fn remove(&mut self, key: impl AsRef<[u8]>) {
+        self.ops.push((sled::IVec::from(key.as_ref()), None));
     }
 
     fn add_refs(&mut self, extents: &[Extent], delta: i64) {
@@ -83,57 +114,6 @@ fn sub(a: u64, b: u64) -> u64 {
 }
 
 impl Meta {
-    /// Opens (or creates) the database at `path`.
-    pub fn open(path: &Path) -> Result<Meta> {
-        let config = sled::Config::new()
-            .path(path)
-            .cache_capacity(64 << 20)
-            // We flush ourselves, after the data files are synced (see LocalStore's flusher).
-            .flush_every_ms(None)
-            .mode(sled::Mode::HighThroughput);
-        // The caller holds the store's own lock, so sled's lock can only be held by a sled of
-        // this process that is still shutting down (sled 0.34 releases it from a background
-        // thread after drop): wait for it, briefly.
-        let mut tries = 0;
-        let db = loop {
-            match config.open() {
-                Ok(db) => break db,
-                // sled 0.34 reports it as `Other` wrapping "could not acquire lock ... WouldBlock".
-                Err(sled::Error::Io(e))
-                    if tries < 500
-                        && (e.kind() == std::io::ErrorKind::WouldBlock
-                            || e.to_string().contains("could not acquire lock")) =>
-                {
-                    tries += 1;
-                    std::thread::sleep(std::time::Duration::from_millis(10));
-                }
-                Err(e) => return Err(db_error(e)),
-            }
-        };
-        let lease = match db.get(misc_key(misc::ID_LEASE)).db()? {
-            Some(v) => decode::<u64>(&v)?,
-            None => 1,
-        };
-        let stats = match db.get(misc_key(misc::STATS)).db()? {
-            Some(v) => decode(&v)?,
-            None => StatsRecord::default(),
-        };
-        // Every version id ever handed out is below the lease (see `next_version`).
-        let vlease = match db.get(misc_key(misc::VERSION_HWM)).db()? {
-            Some(v) => decode::<u64>(&v)?,
-            None => 0,
-        };
-        Ok(Meta {
-            db,
-            commit: Mutex::new(CommitState {
-                stats,
-                last_version: (vlease as u128) << 64,
-                lease_nanos: vlease,
-            }),
-            ids: Mutex::new(IdLease { next: lease, lease }),
-        })
-    }
-
     fn lock(&self) -> MutexGuard<'_, CommitState> {
         self.commit.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -154,43 +134,19 @@ impl Meta {
         Ok(id)
     }
 
-    /// Makes everything committed so far durable.
+    /// Makes everything committed so far durable (the log's fdatasync; the caller synced the
+    /// volumes first).
     pub fn flush(&self) -> Result<()> {
-        self.db.flush().db()?;
-        Ok(())
+        self.tables.sync()
     }
 
-    /// Reads and sets the clean-shutdown flag; returns whether the last shutdown was clean.
-    pub fn mark_open(&self) -> Result<bool> {
-        let was_clean = match self.db.get(misc_key(misc::CLEAN)).db()? {
-            Some(v) => decode::<bool>(&v)?,
-            None => true,
-        };
-        self.db
-            .insert(misc_key(misc::CLEAN), encode(&false)?)
-            .db()?;
-        self.db.flush().db()?;
-        Ok(was_clean)
-    }
-
-    /// Records a clean shutdown. The version-id lease shrinks to just past the last id made,
-    /// so the next open issues ids (and version times) from now, not from up to a lease ahead
-    /// (the lease only matters after a crash, when the last id made is not known).
-    pub fn mark_clean(&self) -> Result<()> {
-        self.save_stats()?;
-        {
-            let mut state = self.lock();
-            let next = ((state.last_version >> 64) as u64).saturating_add(1);
-            if next < state.lease_nanos {
-                self.db
-                    .insert(misc_key(misc::VERSION_HWM), encode(&next)?)
-                    .db()?;
-                state.lease_nanos = next;
-            }
-        }
-        self.db.insert(misc_key(misc::CLEAN), encode(&true)?).db()?;
-        self.db.flush().db()?;
-        Ok(())
+    /// Commits rows that carry no fresh data (no reference counts, no version).
+    fn write_rows(&self, txn: Txn) -> Result<()> {
+        self.tables.commit(log::Batch {
+            seq: 0,
+            ops: txn.ops,
+            fresh_blobs: Vec::new(),
+        })
     }
 
     pub fn stats(&self) -> StatsRecord {
@@ -198,7 +154,7 @@ impl Meta {
     }
 
     fn get<T: Migrate>(&self, key: &[u8]) -> Result<Option<T>> {
-        match self.db.get(key).db()? {
+        match self.tables.get(key)? {
             Some(v) => Ok(Some(decode(&v)?)),
             None => Ok(None),
         }
@@ -224,10 +180,9 @@ impl Meta {
     }
 
     fn nth_newest(&self, key: &str, n: usize) -> Result<Option<(LocalVersion, VersionRecord)>> {
-        let prefix = version_prefix(key);
-        match self.db.scan_prefix(&prefix).nth(n) {
+        match self.scan_prefix(version_prefix(key)).nth(n) {
             Some(row) => {
-                let (k, v) = row.db()?;
+                let (k, v) = row?;
                 let (_, vid) = parse_version_key(&k)?;
                 Ok(Some((vid, decode(&v)?)))
             }
@@ -298,15 +253,14 @@ impl Meta {
     /// moved (or went back). Ids must also grow across restarts, so a lease on id time is
     /// persisted, as a single insert that precedes (in sled's log) every batch using an id it
     /// covers; at open, ids restart above the lease. The lease moves once a second.
-    fn next_version(&self, state: &mut CommitState) -> Result<LocalVersion> {
+    fn next_version(&self, state: &mut CommitState, txn: &mut Txn) -> Result<LocalVersion> {
         let now = (now_nanos() as u128) << 64;
         let id = now.max(state.last_version + 1);
         let id_nanos = (id >> 64) as u64;
         if id_nanos >= state.lease_nanos {
+            // In the same record as the first version it covers (a failed commit resets it).
             let lease = id_nanos.saturating_add(LEASE_NANOS);
-            self.db
-                .insert(misc_key(misc::VERSION_HWM), encode(&lease)?)
-                .db()?;
+            txn.insert(misc_key(misc::VERSION_HWM), encode(&lease)?);
             state.lease_nanos = lease;
         }
         state.last_version = id;
@@ -315,10 +269,14 @@ impl Meta {
 
     /// Persists the counters (by the flusher and at close; recounted after a crash).
     pub fn save_stats(&self) -> Result<()> {
-        let stats = self.lock().stats;
-        self.db
-            .insert(misc_key(misc::STATS), encode(&stats)?)
-            .db()?;
+        let mut state = self.lock();
+        if state.stats == state.saved_stats {
+            return Ok(());
+        }
+        let mut txn = Txn::new();
+        txn.insert(misc_key(misc::STATS), encode(&state.stats)?);
+        self.write_rows(txn)?;
+        state.saved_stats = state.stats;
         Ok(())
     }
 
@@ -326,14 +284,14 @@ impl Meta {
     /// may be behind).
     pub fn recount_stats(&self) -> Result<StatsRecord> {
         let mut st = StatsRecord::default();
-        for row in self.db.scan_prefix([table::CURRENT]) {
-            let (_, v) = row.db()?;
+        for row in self.scan_prefix([table::CURRENT]) {
+            let (_, v) = row?;
             let cur: CurrentRecord = decode(&v)?;
             st.objects += 1;
             st.live_bytes += cur.size;
         }
-        for row in self.db.scan_prefix([table::VERSION]) {
-            let (_, v) = row.db()?;
+        for row in self.scan_prefix([table::VERSION]) {
+            let (_, v) = row?;
             let rec: VersionRecord = decode(&v)?;
             st.versions += 1;
             if rec.delete_marker {
@@ -358,11 +316,11 @@ impl Meta {
             st.objects = sub(st.objects, 1);
             st.live_bytes = sub(st.live_bytes, prev.size);
         }
-        txn.batch.insert(version_key(key, vid), encode(rec)?);
+        txn.insert(version_key(key, vid), encode(rec)?);
         st.versions += 1;
         if rec.delete_marker {
             st.delete_markers += 1;
-            txn.batch.remove(current_key(key));
+            txn.remove(current_key(key));
         } else {
             st.objects += 1;
             st.live_bytes += rec.size;
@@ -372,7 +330,7 @@ impl Meta {
                 etag: rec.etag.clone(),
                 metadata: rec.metadata.clone(),
             };
-            txn.batch.insert(current_key(key), encode(&cur)?);
+            txn.insert(current_key(key), encode(&cur)?);
         }
         Ok(())
     }
@@ -380,7 +338,8 @@ impl Meta {
     /// Applies the reference-count changes, the counters and the batch, atomically.
     fn apply(&self, state: &mut CommitState, stats: StatsRecord, mut txn: Txn) -> Result<()> {
         let now = now_nanos();
-        for (id, delta) in txn.deltas {
+        let fresh_blobs: Vec<u64> = txn.new_blobs.keys().copied().collect();
+        for (id, delta) in std::mem::take(&mut txn.deltas) {
             let mut rec = match txn.new_blobs.remove(&id) {
                 Some(r) => r,
                 None => self.blob(id)?,
@@ -393,12 +352,21 @@ impl Meta {
             if rec.refs == 0 && rec.freed_at == 0 {
                 rec.freed_at = now;
             }
-            txn.batch.insert(&blob_key(id)[..], encode(&rec)?);
+            txn.insert(&blob_key(id)[..], encode(&rec)?);
         }
-        for (id, rec) in txn.new_blobs {
-            txn.batch.insert(&blob_key(id)[..], encode(&rec)?);
+        for (id, rec) in std::mem::take(&mut txn.new_blobs) {
+            txn.insert(&blob_key(id)[..], encode(&rec)?);
         }
-        self.db.apply_batch(txn.batch).db()?;
+        let logged = self.tables.commit(log::Batch {
+            seq: 0,
+            ops: txn.ops,
+            fresh_blobs,
+        });
+        if logged.is_err() {
+            // A version-id lease in the lost record must be written again by the next commit.
+            state.lease_nanos = 0;
+        }
+        logged?;
         state.stats = stats;
         Ok(())
     }
@@ -416,7 +384,7 @@ impl Meta {
         let mut txn = Txn::new();
         txn.new_blobs.extend(blobs);
         let mut st = state.stats;
-        let vid = self.next_version(&mut state)?;
+        let vid = self.next_version(&mut state, &mut txn)?;
         self.install_version(&mut st, &mut txn, key, vid, rec)?;
         self.apply(&mut state, st, txn)?;
         Ok(vid)
@@ -442,7 +410,7 @@ impl Meta {
         let mut txn = Txn::new();
         txn.add_refs(&rec.extents, 1);
         let mut st = state.stats;
-        let vid = self.next_version(&mut state)?;
+        let vid = self.next_version(&mut state, &mut txn)?;
         self.install_version(&mut st, &mut txn, dst, vid, &rec)?;
         self.apply(&mut state, st, txn)?;
         Ok((vid, rec))
@@ -486,9 +454,9 @@ impl Meta {
         let mut txn = Txn::new();
         txn.add_refs(&rec.extents, 1);
         let mut st = state.stats;
-        let vid = self.next_version(&mut state)?;
+        let vid = self.next_version(&mut state, &mut txn)?;
         self.install_version(&mut st, &mut txn, dst, vid, &rec)?;
-        let mid = self.next_version(&mut state)?;
+        let mid = self.next_version(&mut state, &mut txn)?;
         self.install_version(&mut st, &mut txn, src, mid, &marker)?;
         self.apply(&mut state, st, txn)?;
         Ok((vid, rec))
@@ -509,7 +477,7 @@ impl Meta {
         };
         let mut txn = Txn::new();
         let mut st = state.stats;
-        let vid = self.next_version(&mut state)?;
+        let vid = self.next_version(&mut state, &mut txn)?;
         self.install_version(&mut st, &mut txn, key, vid, &rec)?;
         self.apply(&mut state, st, txn)?;
         Ok(Some(vid.id()))
@@ -527,7 +495,7 @@ impl Meta {
         let newest = self.newest(key)?.map(|(id, _)| id);
         let mut txn = Txn::new();
         let mut st = state.stats;
-        txn.batch.remove(version_key(key, v));
+        txn.remove(version_key(key, v));
         txn.add_refs(&rec.extents, -1);
         st.versions = sub(st.versions, 1);
         if rec.delete_marker {
@@ -548,9 +516,9 @@ impl Meta {
                         etag: nrec.etag,
                         metadata: nrec.metadata,
                     };
-                    txn.batch.insert(current_key(key), encode(&cur)?);
+                    txn.insert(current_key(key), encode(&cur)?);
                 }
-                _ => txn.batch.remove(current_key(key)),
+                _ => txn.remove(current_key(key)),
             }
         }
         self.apply(&mut state, st, txn)
@@ -567,7 +535,9 @@ impl Meta {
             condition: opts.condition.clone().into(),
             durable: opts.durable,
         };
-        self.db.insert(upload_key(&id), encode(&rec)?).db()?;
+        let mut txn = Txn::new();
+        txn.insert(upload_key(&id), encode(&rec)?);
+        self.write_rows(txn)?;
         Ok(id)
     }
 
@@ -589,7 +559,7 @@ impl Meta {
         if let Some(old) = self.get::<PartRecord>(&part_key(id, part))? {
             txn.add_refs(&old.extents, -1);
         }
-        txn.batch.insert(part_key(id, part), encode(rec)?);
+        txn.insert(part_key(id, part), encode(rec)?);
         Ok(())
     }
 
@@ -648,8 +618,8 @@ impl Meta {
     pub fn parts(&self, id: &str) -> Result<Vec<(u32, PartRecord)>> {
         let mut out = Vec::new();
         let prefix = part_prefix(id);
-        for row in self.db.scan_prefix(&prefix) {
-            let (k, v) = row.db()?;
+        for row in self.scan_prefix(&prefix) {
+            let (k, v) = row?;
             let num: [u8; 4] = k[prefix.len()..]
                 .try_into()
                 .map_err(|_| StoreError::Corrupt {
@@ -712,9 +682,9 @@ impl Meta {
             if !listed.contains(num) {
                 txn.add_refs(&rec.extents, -1);
             }
-            txn.batch.remove(part_key(id, *num));
+            txn.remove(part_key(id, *num));
         }
-        txn.batch.remove(upload_key(id));
+        txn.remove(upload_key(id));
         let rec = VersionRecord {
             delete_marker: false,
             size,
@@ -723,7 +693,7 @@ impl Meta {
             extents,
         };
         let mut st = state.stats;
-        let vid = self.next_version(&mut state)?;
+        let vid = self.next_version(&mut state, &mut txn)?;
         self.install_version(&mut st, &mut txn, key, vid, &rec)?;
         self.apply(&mut state, st, txn)?;
         Ok((vid, rec, upload.durable))
@@ -735,17 +705,17 @@ impl Meta {
         let mut txn = Txn::new();
         for (num, rec) in self.parts(id)? {
             txn.add_refs(&rec.extents, -1);
-            txn.batch.remove(part_key(id, num));
+            txn.remove(part_key(id, num));
         }
-        txn.batch.remove(upload_key(id));
+        txn.remove(upload_key(id));
         let st = state.stats;
         self.apply(&mut state, st, txn)
     }
 
     pub fn uploads(&self, prefix: &str) -> Result<Vec<UploadInfo>> {
         let mut out = Vec::new();
-        for row in self.db.scan_prefix([table::UPLOAD]) {
-            let (k, v) = row.db()?;
+        for row in self.scan_prefix([table::UPLOAD]) {
+            let (k, v) = row?;
             let rec: UploadRecord = decode(&v)?;
             if rec.key.starts_with(prefix) {
                 out.push(UploadInfo {
@@ -764,8 +734,8 @@ impl Meta {
 
     pub fn volumes(&self) -> Result<Vec<VolumeRecord>> {
         let mut out = Vec::new();
-        for row in self.db.scan_prefix([table::VOLUME]) {
-            let (_, v) = row.db()?;
+        for row in self.scan_prefix([table::VOLUME]) {
+            let (_, v) = row?;
             out.push(decode(&v)?);
         }
         Ok(out)
@@ -774,8 +744,8 @@ impl Meta {
     /// Every blob row, grouped by volume: (location, reference count, freed_at).
     pub fn blobs_by_volume(&self) -> Result<HashMap<u64, Vec<BlobRow>>> {
         let mut out: HashMap<u64, Vec<BlobRow>> = HashMap::new();
-        for row in self.db.scan_prefix([table::BLOB]) {
-            let (k, v) = row.db()?;
+        for row in self.scan_prefix([table::BLOB]) {
+            let (k, v) = row?;
             let id: [u8; 8] = k[1..].try_into().map_err(|_| StoreError::Corrupt {
                 what: "malformed blob row key".into(),
             })?;
@@ -801,67 +771,71 @@ impl Meta {
     /// Removes blob rows nobody references any more, freed before `cutoff` (ns). Returns
     /// (rows removed, data bytes they held).
     pub fn reclaim_blobs(&self, cutoff: u64) -> Result<(u64, u64)> {
-        let state = self.lock();
-        let mut batch = sled::Batch::default();
+        let _state = self.lock();
+        let mut txn = Txn::new();
         let (mut n, mut bytes) = (0, 0);
-        for row in self.db.scan_prefix([table::BLOB]) {
-            let (k, v) = row.db()?;
+        for row in self.scan_prefix([table::BLOB]) {
+            let (k, v) = row?;
             let b: BlobRecord = decode(&v)?;
             if b.refs == 0 && b.freed_at != 0 && b.freed_at <= cutoff {
-                batch.remove(k);
+                txn.remove(k);
                 n += 1;
                 bytes += b.len;
             }
         }
-        self.db.apply_batch(batch).db()?;
-        drop(state);
+        self.write_rows(txn)?;
         Ok((n, bytes))
     }
 
     /// Points blobs at their new place after compaction copied them: (blob, from volume, to
-    /// volume, to offset). Durable when it returns. Blobs removed or moved meanwhile are skipped.
+    /// volume, to offset). Durable when it returns (the caller synced the copies first).
+    /// Blobs removed or moved meanwhile are skipped.
     pub fn relocate_blobs(&self, moves: &[(u64, u64, u64, u64)]) -> Result<()> {
-        let state = self.lock();
-        let mut batch = sled::Batch::default();
-        for &(blob, from, to, offset) in moves {
-            if let Some(mut rec) = self.get::<BlobRecord>(&blob_key(blob))? {
-                if rec.volume == from {
-                    rec.volume = to;
-                    rec.offset = offset;
-                    batch.insert(&blob_key(blob)[..], encode(&rec)?);
+        {
+            let _state = self.lock();
+            let mut txn = Txn::new();
+            for &(blob, from, to, offset) in moves {
+                if let Some(mut rec) = self.get::<BlobRecord>(&blob_key(blob))? {
+                    if rec.volume == from {
+                        rec.volume = to;
+                        rec.offset = offset;
+                        txn.insert(blob_key(blob), encode(&rec)?);
+                    }
                 }
             }
+            self.write_rows(txn)?;
         }
-        self.db.apply_batch(batch).db()?;
-        drop(state);
-        self.db.flush().db()?;
-        Ok(())
+        self.tables.sync()
     }
 
     /// A worker's checkpoint.
     pub fn checkpoint<T: serde::de::DeserializeOwned>(&self, name: &str) -> Result<Option<T>> {
-        match self.db.get(misc_key(&format!("ckpt:{name}"))).db()? {
+        match self.tables.get(&misc_key(&format!("ckpt:{name}")))? {
             Some(v) => Ok(Some(decode_initial(&v)?)),
             None => Ok(None),
         }
     }
 
     pub fn save_checkpoint<T: serde::Serialize>(&self, name: &str, value: &T) -> Result<()> {
-        self.db
-            .insert(
-                misc_key(&format!("ckpt:{name}")),
-                encode_as(INITIAL_FORMAT, value)?,
-            )
-            .db()?;
-        Ok(())
+        let mut txn = Txn::new();
+        txn.insert(
+            misc_key(&format!("ckpt:{name}")),
+            encode_as(INITIAL_FORMAT, value)?,
+        );
+        self.write_rows(txn)
     }
 
-    /// Rows of one table whose keys start with `start` and are below `end`.
+    /// Rows whose keys start with `start` and are below `end` (merged over the log's tables
+    /// and sled).
     pub fn range(&self, start: Vec<u8>, end: Option<Vec<u8>>) -> Rows {
-        Rows(match end {
-            Some(end) => self.db.range(start..end),
-            None => self.db.range(start..),
-        })
+        self.tables.range(start, end)
+    }
+
+    /// Rows whose keys start with `prefix`.
+    fn scan_prefix(&self, prefix: impl AsRef<[u8]>) -> Rows {
+        let p = prefix.as_ref().to_vec();
+        let end = prefix_successor(&p);
+        self.tables.range(p, end)
     }
 
     /// The first key (of any table) after every key starting with `prefix`.
@@ -876,19 +850,20 @@ impl VolumeCatalog for Meta {
     }
 
     fn save_volume(&self, rec: &VolumeRecord) -> Result<()> {
-        self.db.insert(volume_key(rec.id), encode(rec)?).db()?;
-        Ok(())
+        let mut txn = Txn::new();
+        txn.insert(volume_key(rec.id), encode(rec)?);
+        self.write_rows(txn)
     }
 
     fn save_volume_durably(&self, rec: &VolumeRecord) -> Result<()> {
         self.save_volume(rec)?;
-        self.db.flush().db()?;
-        Ok(())
+        self.tables.sync()
     }
 
     fn remove_volume(&self, id: u64) -> Result<()> {
-        self.db.remove(volume_key(id)).db()?;
-        self.db.flush().db()?;
-        Ok(())
+        let mut txn = Txn::new();
+        txn.remove(volume_key(id));
+        self.write_rows(txn)?;
+        self.tables.sync()
     }
 }

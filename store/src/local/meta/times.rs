@@ -4,7 +4,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use super::{db::DbResult, Meta};
+use super::Meta;
 use crate::error::Result;
 use crate::local::records::{decode, encode, key_times_key, KeyTimesRecord};
 use crate::types::KeyTimes;
@@ -23,7 +23,7 @@ fn from_nanos(n: u64) -> Option<SystemTime> {
 impl Meta {
     /// The times recorded beside `key`.
     pub fn key_times(&self, key: &str) -> Result<KeyTimes> {
-        Ok(match self.db.get(key_times_key(key)).db()? {
+        Ok(match self.tables.get(&key_times_key(key))? {
             Some(v) => {
                 let r: KeyTimesRecord = decode(&v)?;
                 KeyTimes {
@@ -43,7 +43,8 @@ impl Meta {
             accessed: to_nanos(now.accessed),
             changed: to_nanos(now.changed),
         };
-        self.db.insert(row, encode(&rec)?).db()?;
-        Ok(())
+        let mut txn = super::Txn::new();
+        txn.insert(row, encode(&rec)?);
+        self.write_rows(txn)
     }
 }

@@ -1,0 +1,360 @@
+//! The rows committed since the last checkpoint, in memory, in front of sled.
+//!
+//! A commit appends its record to the log ([`super::log`]) and puts its rows in the active
+//! table, both under one write lock, so the log's order is the tables' order. Reads look in the
+//! active table, then the frozen ones (newest first), then sled; a range scan merges a snapshot
+//! of the tables' rows in the range with a sled iterator.
+//!
+//! A checkpoint freezes the active table and starts a new log segment at the same instant,
+//! waits for a group sync that covers the frozen rows (volumes, then the log: data before
+//! metadata), applies them to sled in large batches, flushes sled, records the last segment
+//! it covered, and removes those segments. sled therefore only ever holds rows whose record and
+//! data were fsynced, and a replay after a crash starts from sled's last flush.
+
+use std::cmp::Ordering;
+use std::collections::BTreeMap;
+use std::ops::Bound;
+use std::sync::{Arc, Condvar, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::Duration;
+
+use sled::IVec;
+
+use super::db::{db_error, DbResult};
+use super::log::{self, Batch, FsLogDir, LogWriter};
+use crate::error::{Result, StoreError};
+use crate::local::records::{encode, misc, misc_key};
+
+/// Rows by key: a put (`Some`) or a remove (`None`) that hides sled's row.
+type Rows = BTreeMap<IVec, Option<IVec>>;
+
+/// A table no longer written, waiting for its checkpoint.
+struct Frozen {
+    rows: Rows,
+    /// The last log record whose rows it holds.
+    last_seq: u64,
+}
+
+struct Mem {
+    active: Rows,
+    frozen: Vec<Arc<Frozen>>,
+    /// None until recovery has finished (no commit may be logged before).
+    log: Option<LogWriter<FsLogDir>>,
+    /// Segments that hold records not yet checkpointed into sled.
+    segments: Vec<u64>,
+    /// Every record up to this one is fsynced.
+    synced_through: u64,
+}
+
+/// The log, the in-memory tables and sled, read and written as one database.
+pub(crate) struct Tables {
+    db: sled::Db,
+    dir: Arc<FsLogDir>,
+    mem: RwLock<Mem>,
+    /// One checkpoint at a time (the flusher's and the one at close).
+    checkpointing: Mutex<()>,
+    /// Commits wait here while the active table is full (a checkpoint empties it).
+    room: Condvar,
+    room_lock: Mutex<()>,
+}
+
+/// Rows the active table may hold before commits wait for a checkpoint (the flusher starts
+/// one at a quarter of this): memory stays bounded when sled cannot keep up.
+pub(crate) const MAX_ACTIVE_ROWS: usize = 400_000;
+
+/// Rows a checkpoint applies to sled per batch.
+const APPLY_CHUNK: usize = 16_384;
+
+impl Tables {
+    pub fn new(db: sled::Db, dir: FsLogDir) -> Tables {
+        Tables {
+            db,
+            dir: Arc::new(dir),
+            mem: RwLock::new(Mem {
+                active: Rows::new(),
+                frozen: Vec::new(),
+                log: None,
+                segments: Vec::new(),
+                synced_through: 0,
+            }),
+            checkpointing: Mutex::new(()),
+            room: Condvar::new(),
+            room_lock: Mutex::new(()),
+        }
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, Mem> {
+        self.mem.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Mem> {
+        self.mem.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The log's directory.
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir.path
+    }
+
+    /// Starts logging in a fresh segment `id` (after recovery emptied the log).
+    pub fn start_log(&self, id: u64, next_seq: u64) -> Result<()> {
+        let w = LogWriter::create(self.dir.clone(), id, next_seq)?;
+        let mut m = self.write();
+        m.segments = vec![id];
+        m.synced_through = next_seq.saturating_sub(1);
+        m.log = Some(w);
+        Ok(())
+    }
+
+    /// The current row of `key`.
+    pub fn get(&self, key: &[u8]) -> Result<Option<IVec>> {
+        {
+            let m = self.read();
+            if let Some(v) = m.active.get(key) {
+                return Ok(v.clone());
+            }
+            for f in m.frozen.iter().rev() {
+                if let Some(v) = f.rows.get(key) {
+                    return Ok(v.clone());
+                }
+            }
+        }
+        self.db.get(key).db()
+    }
+
+    /// Rows from `start` (inclusive) to `end` (exclusive; `None`: to the end).
+    pub fn range(&self, start: Vec<u8>, end: Option<Vec<u8>>) -> Merged {
+        let mut overlay = Rows::new();
+        {
+            let m = self.read();
+            let bounds = (
+                Bound::Included(&start[..]),
+                match &end {
+                    Some(e) => Bound::Excluded(&e[..]),
+                    None => Bound::Unbounded,
+                },
+            );
+            let empty = matches!(&end, Some(e) if e[..] <= start[..]);
+            let tables = m.frozen.iter().map(|f| &f.rows).chain([&m.active]);
+            for t in tables {
+                // (BTreeMap::range panics on an inverted range; sled's yields nothing.)
+                if t.is_empty() || empty {
+                    continue;
+                }
+                for (k, v) in t.range::<[u8], _>(bounds) {
+                    overlay.insert(k.clone(), v.clone());
+                }
+            }
+        }
+        let sled = sled_range(&self.db, &start, &end);
+        Merged {
+            overlay: overlay.into_iter().collect(),
+            pos: 0,
+            sled,
+            peeked: None,
+            db: self.db.clone(),
+            end,
+        }
+    }
+
+    /// Logs `batch` and makes its rows visible. When this returns the change survives the
+    /// death of the process; it survives power loss after the next [`Tables::sync`].
+    pub fn commit(&self, mut batch: Batch) -> Result<()> {
+        if batch.ops.is_empty() {
+            return Ok(());
+        }
+        let mut m = self.write();
+        while m.active.len() >= MAX_ACTIVE_ROWS {
+            drop(m);
+            let g = self.room_lock.lock().unwrap_or_else(|p| p.into_inner());
+            let _ = self.room.wait_timeout(g, Duration::from_millis(50));
+            m = self.write();
+        }
+        let log = m.log.as_mut().ok_or_else(|| {
+            StoreError::Metadata("the metadata log is not open (store still recovering)".into())
+        })?;
+        log.append(&mut batch)?;
+        for (k, v) in batch.ops {
+            m.active.insert(k, v);
+        }
+        Ok(())
+    }
+
+    /// Rows in the active table (the flusher checkpoints early when it grows).
+    pub fn active_rows(&self) -> usize {
+        self.read().active.len()
+    }
+
+    /// Whether anything was committed since the last checkpoint.
+    pub fn dirty(&self) -> bool {
+        let m = self.read();
+        !m.active.is_empty() || !m.frozen.is_empty()
+    }
+
+    /// fdatasyncs the log through its last record (and the directory when a segment was
+    /// created), then records that it did. Runs without blocking commits.
+    pub fn sync(&self) -> Result<()> {
+        let handles = {
+            let mut m = self.write();
+            match m.log.as_mut() {
+                Some(l) => l.sync_handles(),
+                None => return Ok(()),
+            }
+        };
+        if let Err(e) = handles.run(&*self.dir) {
+            if let Some(l) = self.write().log.as_mut() {
+                l.sync_failed(handles);
+            }
+            return Err(e);
+        }
+        let mut m = self.write();
+        if handles.through > m.synced_through {
+            m.synced_through = handles.through;
+            if let Some(l) = m.log.as_mut() {
+                // The mark only spares a replay the check of fsynced records; losing it is
+                // harmless, so a failure to write it is only logged.
+                if let Err(e) = l.append_synced(handles.through) {
+                    tracing::warn!(error = %e, "could not mark the metadata log synced");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Checkpoints: freezes the rows committed so far and starts a new segment, runs `sync`
+    /// (which must make the volumes and then the log durable), applies the frozen rows to
+    /// sled, flushes sled and removes the segments it now covers. Returns whether there was
+    /// anything to do.
+    pub fn checkpoint(&self, sync: impl FnOnce() -> Result<()>) -> Result<bool> {
+        let _one = self.checkpointing.lock().unwrap_or_else(|p| p.into_inner());
+        let cut = {
+            let mut m = self.write();
+            if m.active.is_empty() && m.frozen.is_empty() {
+                return Ok(false);
+            }
+            let log = m.log.as_mut().ok_or_else(|| {
+                StoreError::Metadata("the metadata log is not open (store still recovering)".into())
+            })?;
+            let last_seq = log.last_seq();
+            let cut = log.rotate()?;
+            let rows = std::mem::take(&mut m.active);
+            if !rows.is_empty() {
+                m.frozen.push(Arc::new(Frozen { rows, last_seq }));
+            }
+            m.segments.push(cut);
+            cut
+        };
+        self.room.notify_all();
+        sync()?;
+        let (frozen, synced) = {
+            let m = self.read();
+            (m.frozen.clone(), m.synced_through)
+        };
+        if frozen.iter().any(|f| f.last_seq > synced) {
+            // `sync` did not cover the log: never let sled hold rows ahead of it.
+            self.sync()?;
+        }
+        for f in &frozen {
+            apply_rows(&self.db, &f.rows)?;
+        }
+        self.db
+            .insert(misc_key(misc::LOG_APPLIED), encode(&(cut - 1))?)
+            .db()?;
+        self.db.flush().db()?;
+        let old = {
+            let mut m = self.write();
+            m.frozen
+                .retain(|f| !frozen.iter().any(|g| Arc::ptr_eq(f, g)));
+            let (old, keep): (Vec<u64>, Vec<u64>) = m.segments.iter().partition(|&&s| s < cut);
+            m.segments = keep;
+            old
+        };
+        log::remove_below(&*self.dir, old, cut);
+        Ok(true)
+    }
+}
+
+/// Applies rows to sled in batches (a replay or a checkpoint: not atomic as a whole, which is
+/// fine because the log that holds them stays until sled is flushed).
+pub(crate) fn apply_rows<'a>(
+    db: &sled::Db,
+    rows: impl IntoIterator<Item = (&'a IVec, &'a Option<IVec>)>,
+) -> Result<()> {
+    let mut batch = sled::Batch::default();
+    let mut n = 0;
+    for (k, v) in rows {
+        match v {
+            Some(v) => batch.insert(k.clone(), v.clone()),
+            None => batch.remove(k.clone()),
+        }
+        n += 1;
+        if n == APPLY_CHUNK {
+            db.apply_batch(std::mem::take(&mut batch))
+                .map_err(db_error)?;
+            n = 0;
+        }
+    }
+    if n > 0 {
+        db.apply_batch(batch).map_err(db_error)?;
+    }
+    Ok(())
+}
+
+fn sled_range(db: &sled::Db, start: &[u8], end: &Option<Vec<u8>>) -> sled::Iter {
+    match end {
+        Some(e) => db.range(start.to_vec()..e.clone()),
+        None => db.range(start.to_vec()..),
+    }
+}
+
+/// A range scan over the tables and sled, in key order, removes hidden. The tables' rows are
+/// a snapshot taken when the scan started; sled's are read as the scan goes.
+pub struct Merged {
+    overlay: Vec<(IVec, Option<IVec>)>,
+    pos: usize,
+    sled: sled::Iter,
+    peeked: Option<(IVec, IVec)>,
+    db: sled::Db,
+    end: Option<Vec<u8>>,
+}
+
+impl Merged {
+    /// Continues the scan from `start` (forward only: skipping a listing's common prefix).
+    pub fn seek(&mut self, start: Vec<u8>) {
+        self.pos += self.overlay[self.pos..].partition_point(|(k, _)| k[..] < start[..]);
+        self.peeked = None;
+        self.sled = sled_range(&self.db, &start, &self.end);
+    }
+}
+
+impl Iterator for Merged {
+    type Item = Result<(IVec, IVec)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if self.peeked.is_none() {
+                match self.sled.next() {
+                    Some(Ok(row)) => self.peeked = Some(row),
+                    Some(Err(e)) => return Some(Err(db_error(e))),
+                    None => {}
+                }
+            }
+            let order = match (self.overlay.get(self.pos), &self.peeked) {
+                (None, None) => return None,
+                (Some(_), None) => Ordering::Less,
+                (None, Some(_)) => Ordering::Greater,
+                (Some((ok, _)), Some((sk, _))) => ok.cmp(sk),
+            };
+            match order {
+                Ordering::Greater => return self.peeked.take().map(Ok),
+                // The table's row replaces sled's.
+                Ordering::Equal => self.peeked = None,
+                Ordering::Less => {}
+            }
+            let (k, v) = self.overlay[self.pos].clone();
+            self.pos += 1;
+            if let Some(v) = v {
+                return Some(Ok((k, v)));
+            }
+        }
+    }
+}

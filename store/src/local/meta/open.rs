@@ -1,0 +1,199 @@
+//! Opening and closing the metadata: sled, the replay of the log after a crash, the
+//! clean-shutdown flag, and the checkpoint that moves logged rows into sled.
+//!
+//! Opening has two steps because a replay after a power loss needs the volumes: [`Meta::open`]
+//! opens sled and applies the log records that a sync covered; the store then opens its disks
+//! and calls [`Meta::finish_recovery`], which applies the later records whose fresh blobs
+//! still verify, checkpoints, and starts a new log.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use super::log::{self, FsLogDir};
+use super::memtable::{apply_rows, Tables};
+use super::{db_error, CommitState, DbResult, IdLease, Meta, Replay, Txn};
+use crate::error::Result;
+use crate::local::records::*;
+
+fn open_sled(path: &Path) -> Result<sled::Db> {
+    let config = sled::Config::new()
+        .path(path)
+        .cache_capacity(64 << 20)
+        // Only checkpoints flush, after the volumes and the log are synced.
+        .flush_every_ms(None)
+        .mode(sled::Mode::HighThroughput);
+    // The caller holds the store's own lock, so sled's lock can only be held by a sled of
+    // this process that is still shutting down (sled 0.34 releases it from a background
+    // thread after drop): wait for it, briefly.
+    let mut tries = 0;
+    loop {
+        match config.open() {
+            Ok(db) => return Ok(db),
+            // sled 0.34 reports it as `Other` wrapping "could not acquire lock ... WouldBlock".
+            Err(sled::Error::Io(e))
+                if tries < 500
+                    && (e.kind() == std::io::ErrorKind::WouldBlock
+                        || e.to_string().contains("could not acquire lock")) =>
+            {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(e) => return Err(db_error(e)),
+        }
+    }
+}
+
+fn read_misc<T: Migrate>(db: &sled::Db, name: &str) -> Result<Option<T>> {
+    match db.get(misc_key(name)).db()? {
+        Some(v) => Ok(Some(decode(&v)?)),
+        None => Ok(None),
+    }
+}
+
+impl Meta {
+    /// Opens (or creates) the database at `path` with its log in `log_dir`, and applies the
+    /// log records a sync covered. [`Meta::finish_recovery`] must follow before any commit.
+    pub fn open(path: &Path, log_dir: &Path) -> Result<Meta> {
+        let db = open_sled(path)?;
+        let dir = FsLogDir {
+            path: log_dir.to_path_buf(),
+        };
+        let applied = read_misc::<u64>(&db, misc::LOG_APPLIED)?.unwrap_or(0);
+        let segments = log::read_all(&dir, applied)?;
+        let recovered = log::recover(applied + 1, &segments)?;
+        if let Some(t) = &recovered.tear {
+            tracing::info!(segment = t.segment, offset = t.offset, reason = %t.reason,
+                "metadata log ends with a torn record (a crash mid-append; it was never acknowledged)");
+        }
+        for b in &recovered.trusted {
+            apply_rows(&db, b.ops.iter().map(|(k, v)| (k, v)))?;
+        }
+        let lease = read_misc::<u64>(&db, misc::ID_LEASE)?.unwrap_or(1);
+        Ok(Meta {
+            tables: Tables::new(db.clone(), dir),
+            db,
+            commit: Mutex::new(CommitState {
+                stats: StatsRecord::default(),
+                saved_stats: StatsRecord::default(),
+                last_version: 0,
+                lease_nanos: 0,
+            }),
+            ids: Mutex::new(IdLease { next: lease, lease }),
+            pending: Mutex::new(Some(recovered)),
+        })
+    }
+
+    /// Ends recovery: applies the log records beyond the last sync whose fresh blobs
+    /// `verify` accepts (in order, stopping at the first that fails), makes sled durable,
+    /// removes the old log and starts a new one. Commits work from here on.
+    pub fn finish_recovery(
+        &self,
+        mut verify: impl FnMut(u64, &BlobRecord) -> bool,
+    ) -> Result<Replay> {
+        let Some(rec) = self
+            .pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        else {
+            return Ok(Replay::default());
+        };
+        let trusted = rec.trusted.len();
+        let (kept, dropped) = log::keep_verified(rec.suspect, |b| {
+            b.fresh_blobs.iter().all(|id| {
+                let row = blob_key(*id);
+                let found = b.ops.iter().rev().find(|(k, _)| k[..] == row[..]);
+                match found
+                    .and_then(|(_, v)| v.as_ref())
+                    .map(|v| decode::<BlobRecord>(v))
+                {
+                    Some(Ok(r)) => verify(*id, &r),
+                    _ => false,
+                }
+            })
+        });
+        for b in &kept {
+            apply_rows(&self.db, b.ops.iter().map(|(k, v)| (k, v)))?;
+        }
+        if dropped > 0 {
+            tracing::warn!(
+                dropped,
+                "metadata log: dropped records written after the last sync whose data did not survive (power loss)"
+            );
+        }
+        // The new log starts after every segment present, so none of them is read again.
+        let dir = FsLogDir {
+            path: self.tables_dir().to_path_buf(),
+        };
+        let existing = dir.list()?;
+        let applied = read_misc::<u64>(&self.db, misc::LOG_APPLIED)?.unwrap_or(0);
+        let last = existing.last().copied().unwrap_or(0).max(applied);
+        self.db
+            .insert(misc_key(misc::LOG_APPLIED), encode(&last)?)
+            .db()?;
+        self.db.flush().db()?;
+        log::remove_below(&dir, existing, last + 1);
+        self.tables.start_log(last + 1, rec.last_seq + 1)?;
+        // The counters and the version-id lease as the replay left them.
+        let stats = read_misc(&self.db, misc::STATS)?.unwrap_or_default();
+        // Every version id ever handed out is below the lease (see `next_version`).
+        let vlease = read_misc::<u64>(&self.db, misc::VERSION_HWM)?.unwrap_or(0);
+        *self.lock() = CommitState {
+            stats,
+            saved_stats: stats,
+            last_version: (vlease as u128) << 64,
+            lease_nanos: vlease,
+        };
+        Ok(Replay {
+            replayed: trusted + kept.len(),
+            dropped,
+        })
+    }
+
+    fn tables_dir(&self) -> &Path {
+        self.tables.dir()
+    }
+
+    /// Moves what was committed into sled: `sync` must make the volumes and then the log
+    /// durable (the store's group sync); see [`Tables::checkpoint`].
+    pub fn checkpoint_log(&self, sync: impl FnOnce() -> Result<()>) -> Result<bool> {
+        self.tables.checkpoint(sync)
+    }
+
+    /// Whether rows are waiting for a checkpoint, and how many are in the active table.
+    pub fn log_backlog(&self) -> (bool, usize) {
+        (self.tables.dirty(), self.tables.active_rows())
+    }
+
+    /// Reads and sets the clean-shutdown flag; returns whether the last shutdown was clean.
+    pub fn mark_open(&self) -> Result<bool> {
+        let was_clean = read_misc::<bool>(&self.db, misc::CLEAN)?.unwrap_or(true);
+        self.db
+            .insert(misc_key(misc::CLEAN), encode(&false)?)
+            .db()?;
+        self.db.flush().db()?;
+        Ok(was_clean)
+    }
+
+    /// Records a clean shutdown: everything logged goes into sled, the log is emptied, and the
+    /// version-id lease shrinks to just past the last id made, so the next open issues ids
+    /// (and version times) from now, not from up to a lease ahead (the lease only matters
+    /// after a crash, when the last id made is not known). The caller synced the volumes.
+    pub fn mark_clean(&self) -> Result<()> {
+        self.save_stats()?;
+        {
+            let mut state = self.lock();
+            let next = ((state.last_version >> 64) as u64).saturating_add(1);
+            if next < state.lease_nanos {
+                let mut txn = Txn::new();
+                txn.insert(misc_key(misc::VERSION_HWM), encode(&next)?);
+                self.write_rows(txn)?;
+                state.lease_nanos = next;
+            }
+        }
+        self.tables.checkpoint(|| self.tables.sync())?;
+        self.db.insert(misc_key(misc::CLEAN), encode(&true)?).db()?;
+        self.db.flush().db()?;
+        Ok(())
+    }
+}
