@@ -200,9 +200,19 @@ impl DaemonMount {
         child.wait().expect("reap the mount daemon")
     }
 
-    /// `fusermount3 -u -z` of a mount whose daemon is gone.
+    /// SIGTERM to the daemon (it finishes uploads, unmounts, lazily when busy, and closes the
+    /// store once the last open descriptor lets go) and reap it.
+    pub fn sigterm(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("the daemon runs");
+        let _ = kill(Pid::from_raw(self.pid as i32), Signal::SIGTERM);
+        child.wait().expect("reap the mount daemon")
+    }
+
+    /// `fusermount3 -u -z` of a mount whose daemon is gone (nothing when it is not mounted).
     pub fn detach(&mut self) {
-        force_unmount(&self.mountpoint);
+        if is_mounted(&self.mountpoint) {
+            force_unmount(&self.mountpoint);
+        }
         self.attached = false;
         assert!(
             !is_mounted(&self.mountpoint),

@@ -15,7 +15,10 @@
 //! The older `crash.rs` checks only durable acknowledgements (and passes on a store that keeps
 //! non-durable changes in memory); this one fails on such a store.
 //!
-//! Knobs: `OBJFS_CRASH_ROUNDS` (default 30), `OBJFS_CRASH_SEED` (replay),
+//! `durable_store_ops_survive_sigkill` is the control: the same with every operation durable
+//! before it is acknowledged, which any store must pass (it checks this file's model).
+//!
+//! Knobs: `OBJFS_CRASH_ROUNDS` (default 30; 10 for the control), `OBJFS_CRASH_SEED` (replay),
 //! `OBJFS_CRASH_KEEP_GOING=1` (run every round, adopt what was found, fail at the end with
 //! totals).
 
@@ -230,12 +233,18 @@ fn show(o: Option<&Obj>) -> String {
     }
 }
 
-fn spawn_child(path: &Path, round: u64, seed: u64) -> (Child, mpsc::Receiver<(String, Instant)>) {
+fn spawn_child(
+    path: &Path,
+    round: u64,
+    seed: u64,
+    all_durable: bool,
+) -> (Child, mpsc::Receiver<(String, Instant)>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_crash_ops"))
         .arg(path)
         .arg(round.to_string())
         .arg(seed.to_string())
         .arg("1000000")
+        .args(all_durable.then_some("durable"))
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -291,13 +300,27 @@ fn env_u64(name: &str) -> Option<u64> {
     })
 }
 
+/// Every store operation that returned before the kill, durable or not, is there after a
+/// reopen (fails on a store that keeps non-durable changes in process memory).
 #[test]
 fn acknowledged_store_ops_survive_sigkill() {
+    crash_rounds("acknowledged_store_ops_survive_sigkill", false, 30);
+}
+
+/// The control: every operation durable before it is acknowledged (the child runs with
+/// `durable`). Any store must pass it; it shows that the model of this file is right, so a
+/// failure of the test above is the store's.
+#[test]
+fn durable_store_ops_survive_sigkill() {
+    crash_rounds("durable_store_ops_survive_sigkill", true, 10);
+}
+
+fn crash_rounds(test: &str, all_durable: bool, default_rounds: u64) {
     let started = Instant::now();
     let seed = env_u64("OBJFS_CRASH_SEED").unwrap_or_else(rand::random);
-    let rounds = env_u64("OBJFS_CRASH_ROUNDS").unwrap_or(30);
+    let rounds = env_u64("OBJFS_CRASH_ROUNDS").unwrap_or(default_rounds);
     let keep_going = std::env::var("OBJFS_CRASH_KEEP_GOING").is_ok_and(|v| v == "1");
-    println!("OBJFS_CRASH_SEED={seed} OBJFS_CRASH_ROUNDS={rounds}");
+    println!("{test}: OBJFS_CRASH_SEED={seed} OBJFS_CRASH_ROUNDS={rounds}");
     let mut rng = StdRng::seed_from_u64(seed);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("store");
@@ -322,7 +345,7 @@ fn acknowledged_store_ops_survive_sigkill() {
     let (mut lost_total, mut lost_durable, mut lost_oldest_ms) = (0u64, 0u64, 0u128);
 
     for round in 0..rounds {
-        let (child, rx) = spawn_child(&path, round, seed);
+        let (child, rx) = spawn_child(&path, round, seed, all_durable);
         let mut child = KillOnDrop(Some(child));
         let mut log = ChildLog::default();
         // Most rounds kill while the child works; every fourth at any moment from its start,
@@ -368,7 +391,7 @@ fn acknowledged_store_ops_survive_sigkill() {
         let mut covered = false;
         for (n, op, _) in acked.iter().rev() {
             covered |= matches!(op, SOp::Sync);
-            durable.insert(*n, covered || op.durable());
+            durable.insert(*n, all_durable || covered || op.durable());
         }
         let mut acked_state = model.clone();
         let mut last_touch: HashMap<String, (u64, &SOp, Instant)> = HashMap::new();
@@ -509,7 +532,7 @@ fn acknowledged_store_ops_survive_sigkill() {
     }
 
     let summary = format!(
-        "{bad_rounds} of the rounds run lost acknowledged ops; {acked_total} ops acknowledged \
+        "{test}: {bad_rounds} of the rounds run lost acknowledged ops; {acked_total} ops acknowledged \
          ({durable_total} durably; {by_kind:?}); {lost_total} acknowledged ops lost \
          ({lost_durable} of them durable), acknowledged up to {lost_oldest_ms} ms before the \
          kill; {:?}; OBJFS_CRASH_SEED={seed}",

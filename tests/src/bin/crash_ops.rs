@@ -4,7 +4,9 @@
 //! operation it prints `BEGIN <n> <op...>` and after it returned `ACK <n>` (each line flushed),
 //! so the parent knows which operations were acknowledged and which one was in flight.
 //!
-//! Usage: `crash_ops <store dir> <round> <seed> <max ops>`. Operations:
+//! Usage: `crash_ops <store dir> <round> <seed> <max ops> [durable]`; with `durable` every
+//! operation is durable before its `ACK` (puts, copies and renames with `durable: true`, a
+//! delete followed by a sync): the control run, which any store must pass. Operations:
 //!
 //! * `PUT <key> <seed> <len> <durable>` and `MPU <key> <seed> <len> <durable>` (multipart:
 //!   parts of 64 KiB uploaded in reverse order, then complete): a new version of `key` with
@@ -116,6 +118,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
     let round: u64 = args.get(2).ok_or(usage)?.parse()?;
     let seed: u64 = args.get(3).ok_or(usage)?.parse()?;
     let max: u64 = args.get(4).ok_or(usage)?.parse()?;
+    let all_durable = args.get(5).is_some_and(|a| a == "durable");
     let mut rng = StdRng::seed_from_u64(seed ^ round.wrapping_mul(0x9E37_79B9_7F4A_7C15));
 
     let store = open(&path)?;
@@ -146,7 +149,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
                 (rng.random_range(1..KEYS) + other[1..].parse::<u32>()?) % KEYS
             );
         }
-        let durable = rng.random_range(0..16u32) == 0;
+        let durable = all_durable || rng.random_range(0..16u32) == 0;
         let wseed = (round << 32) | n;
         let choice = rng.random_range(0..1000u32);
         match (choice, src) {
@@ -190,11 +193,17 @@ async fn main() -> Result<(), Box<dyn Error>> {
             (750..=849, Some(src)) => {
                 line(&mut out, &format!("BEGIN {n} DEL {src}"))?;
                 store.delete(&src).await?;
+                if all_durable {
+                    store.sync().await?;
+                }
                 live.remove(&src);
             }
             (850..=994, _) => {
                 line(&mut out, &format!("BEGIN {n} DEL {key}"))?;
                 store.delete(&key).await?;
+                if all_durable {
+                    store.sync().await?;
+                }
                 live.remove(&key);
             }
             _ => {
