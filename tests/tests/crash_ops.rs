@@ -12,6 +12,10 @@
 //! still in the key's history. Operations acknowledged durably (`durable`, or followed by an
 //! acknowledged `sync`) are counted apart: losing those was never allowed.
 //!
+//! Most rounds kill the child at a random moment of its first 0.4 s of work (every fourth
+//! from its start, so that opening and recovering are interrupted too); every fourth is quiet:
+//! 1-12 operations, then the kill 0.3-4.5 s later.
+//!
 //! The older `crash.rs` checks only durable acknowledgements (and passes on a store that keeps
 //! non-durable changes in memory); this one fails on such a store.
 //!
@@ -237,13 +241,14 @@ fn spawn_child(
     path: &Path,
     round: u64,
     seed: u64,
+    max_ops: u64,
     all_durable: bool,
 ) -> (Child, mpsc::Receiver<(String, Instant)>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_crash_ops"))
         .arg(path)
         .arg(round.to_string())
         .arg(seed.to_string())
-        .arg("1000000")
+        .arg(max_ops.to_string())
         .args(all_durable.then_some("durable"))
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -345,7 +350,15 @@ fn crash_rounds(test: &str, all_durable: bool, default_rounds: u64) {
     let (mut lost_total, mut lost_durable, mut lost_oldest_ms) = (0u64, 0u64, 0u128);
 
     for round in 0..rounds {
-        let (child, rx) = spawn_child(&path, round, seed, all_durable);
+        // Every fourth round is quiet: a few operations, then the child waits for the kill
+        // 0.3-4.5 s later (the store used to keep such changes in memory until its flush).
+        let quiet = round % 4 == 1;
+        let max_ops = if quiet {
+            rng.random_range(1..=12)
+        } else {
+            1_000_000
+        };
+        let (child, rx) = spawn_child(&path, round, seed, max_ops, all_durable);
         let mut child = KillOnDrop(Some(child));
         let mut log = ChildLog::default();
         // Most rounds kill while the child works; every fourth at any moment from its start,
@@ -359,7 +372,11 @@ fn crash_rounds(test: &str, all_durable: bool, default_rounds: u64) {
                 .expect("crash_ops did not open the store");
             log.line(&line, at);
             assert!(log.opened, "first line is OPEN, got {line:?}");
-            Duration::from_millis(rng.random_range(0..400))
+            if quiet {
+                Duration::from_millis(rng.random_range(300..4500))
+            } else {
+                Duration::from_millis(rng.random_range(0..400))
+            }
         };
         std::thread::sleep(delay);
         let kill_time = Instant::now();
@@ -504,8 +521,9 @@ fn crash_rounds(test: &str, all_durable: bool, default_rounds: u64) {
             }
         }
         println!(
-            "round {round}: killed {} ms after {}: {} ops acknowledged ({} durably), in flight: \
+            "round {round}: {}killed {} ms after {}: {} ops acknowledged ({} durably), in flight: \
              {}: {}",
+            if quiet { "quiet, " } else { "" },
             delay.as_millis(),
             if early { "start" } else { "open" },
             acked.len(),

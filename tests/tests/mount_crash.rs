@@ -13,6 +13,11 @@
 //! has in flight fails (ENOTCONN): it is **ambiguous** and may show its before- or after-state
 //! (a create in flight may also show the empty file that `open(O_CREAT)` made).
 //!
+//! The kill comes at a random moment: within the first 40 ms of a round (one in four), at any
+//! moment of 2.5 s of heavy writing (two in four), or in a quiet round (one in four) where each
+//! writer does 1-12 operations and then waits for the kill 0.3-4.5 s after the start (`cp f
+//! mnt/; kill -9`).
+//!
 //! After the kill the dead mount is detached (`fusermount3 -u -z`), the store is mounted again
 //! (which recovers it), and each writer's directory must be exactly one of its acceptable
 //! states: the acknowledged state, or that plus its in-flight operation. Files are compared
@@ -437,11 +442,15 @@ impl Gen<'_> {
             .map(|i| format!("d{i}"))
             .filter(|d| !t.contains_key(d))
             .collect();
-        let empty_dirs: Vec<String> = dirs
-            .iter()
-            .filter(|d| !t.keys().any(|k| k.starts_with(&format!("{d}/"))))
-            .cloned()
-            .collect();
+        // Files below each directory (rmdir of a directory that is not empty unlinks one of
+        // its files instead, so directories do empty and come and go).
+        let inside = |d: &str| -> Vec<String> {
+            files
+                .iter()
+                .filter(|f| f.starts_with(&format!("{d}/")))
+                .cloned()
+                .collect()
+        };
         // (kind, weight, possible)
         let kinds: &[(&str, u32, bool)] = if self.fsync {
             &[
@@ -461,7 +470,7 @@ impl Gen<'_> {
                 ("chmod", 8, !files.is_empty()),
                 ("utimens", 6, !files.is_empty()),
                 ("mkdir", 5, !free_dirs.is_empty()),
-                ("rmdir", 5, !empty_dirs.is_empty()),
+                ("rmdir", 6, !dirs.is_empty()),
             ]
         };
         let total: u32 = kinds.iter().filter(|k| k.2).map(|k| k.1).sum();
@@ -548,9 +557,17 @@ impl Gen<'_> {
                 path: self.pick(&free_dirs),
                 mode: 0o750 & !self.umask,
             },
-            "rmdir" => Op::Rmdir {
-                path: self.pick(&empty_dirs),
-            },
+            "rmdir" => {
+                let dir = self.pick(&dirs);
+                let below = inside(&dir);
+                if below.is_empty() {
+                    Op::Rmdir { path: dir }
+                } else {
+                    Op::Unlink {
+                        path: self.pick(&below),
+                    }
+                }
+            }
             _ => unreachable!(),
         }
     }
@@ -717,14 +734,22 @@ struct WriterLog {
     error: Option<(String, Instant)>,
 }
 
-fn run_writer(dir: &Path, mut tree: Tree, mut gen: Gen, stop: &AtomicBool) -> WriterLog {
+/// Runs operations until one fails (the daemon died) or, with `limit`, until that many were
+/// acknowledged (then the writer stays idle until the kill).
+fn run_writer(
+    dir: &Path,
+    mut tree: Tree,
+    mut gen: Gen,
+    stop: &AtomicBool,
+    limit: Option<usize>,
+) -> WriterLog {
     let mut log = WriterLog {
         acked: Vec::new(),
         inflight: None,
         error: None,
     };
     let mut io_rng = StdRng::seed_from_u64(gen.rng.random());
-    while !stop.load(Ordering::Relaxed) {
+    while !stop.load(Ordering::Relaxed) && limit.is_none_or(|n| log.acked.len() < n) {
         let op = gen.next(&tree);
         match execute(&op, dir, gen.fsync, &mut io_rng) {
             Outcome::Done => {
@@ -842,12 +867,15 @@ fn crash_rounds(test: &str, fsync: bool, default_rounds: u64, end: End) {
     let mut failures: Vec<String> = Vec::new();
 
     for round in 0..rounds {
-        // Every fourth round dies within the first operations; the others at any moment of
-        // the next 2.5 s (the store used to keep unsynced changes in memory for up to 5 s).
-        let delay = if round % 4 == 0 {
-            Duration::from_millis(rng.random_range(0..40))
-        } else {
-            Duration::from_millis(rng.random_range(40..2500))
+        // Every fourth round dies within the first operations; every fourth is quiet: each
+        // writer does a few operations and waits, and the kill comes 0.3-4.5 s later (`cp f
+        // mnt/; kill -9`: the store used to keep such changes in memory until its flush every
+        // 5 s); the others die at any moment of 2.5 s of heavy writing.
+        let quiet = round % 4 == 2;
+        let delay = match round % 4 {
+            0 => Duration::from_millis(rng.random_range(0..40)),
+            2 => Duration::from_millis(rng.random_range(300..4500)),
+            _ => Duration::from_millis(rng.random_range(40..2500)),
         };
         let stop = AtomicBool::new(false);
         let mut kill_time = Instant::now();
@@ -865,7 +893,8 @@ fn crash_rounds(test: &str, fsync: bool, default_rounds: u64, end: End) {
                         labels: &labels,
                     };
                     let (dir, tree, stop) = (mnt.join(format!("w{w}")), trees[w].clone(), &stop);
-                    s.spawn(move || run_writer(&dir, tree, gen, stop))
+                    let limit = quiet.then(|| rng.random_range(1..=12));
+                    s.spawn(move || run_writer(&dir, tree, gen, stop, limit))
                 })
                 .collect();
             std::thread::sleep(delay);
@@ -904,7 +933,7 @@ fn crash_rounds(test: &str, fsync: bool, default_rounds: u64, end: End) {
                         .map(|o| o.describe(&labels))
                         .unwrap_or_default()
                 );
-            } else {
+            } else if !quiet {
                 panic!("round {round}: writer w{w} stopped without an error");
             }
         }
@@ -1009,8 +1038,9 @@ fn crash_rounds(test: &str, fsync: bool, default_rounds: u64, end: End) {
         totals.acked += acked_round as u64;
         let inflight = logs.iter().filter(|l| l.inflight.is_some()).count();
         println!(
-            "round {round}: {} after {} ms: {acked_round} ops acknowledged, {inflight} in \
+            "round {round}: {}{} after {} ms: {acked_round} ops acknowledged, {inflight} in \
              flight: {}",
+            if quiet { "quiet, " } else { "" },
             match end {
                 End::Kill9 => "killed",
                 End::Clean => "unmounted",
