@@ -3,12 +3,15 @@
 //! invariants, and deterministic content generators shared by the property, crash and
 //! corruption tests and the `crash_writer` helper binary.
 //!
-//! `mount_fixture` (owned by the mount tests) mounts a real objfs for `tests/tests/mount_*.rs`.
+//! `mount_fixture` (owned by the mount tests) mounts a real objfs for `tests/tests/mount_*.rs`;
+//! `daemon_mount` runs the real `objfs` binary as the mount daemon, for the kill -9 tests.
 //!
 //! Nothing else here knows a concrete backend beyond the [`objfs_store::ObjectStore`] trait, so
 //! this library builds whatever state the backends are in.
 
 pub mod conformance;
+pub mod crash_support;
+pub mod daemon_mount;
 pub mod mount_fixture;
 pub mod support;
 

@@ -8,6 +8,12 @@
 //! A second test kills the child right after one unsynced write, many times, and checks that
 //! the next process can still write (ids of volume files must not be reused after a crash).
 //!
+//! The last two are about sled's recovery at open being killed (the cause of this file's old
+//! flake, about 1 run in 15, "metadata database corrupt at None"): one builds the exact state
+//! such a kill leaves, deterministically; the other (ignored: slow) kills real opens in a loop.
+//! `tests/tests/crash_ops.rs` is the variant where every operation that returned, durable or
+//! not, must survive.
+//!
 //! `OBJFS_CRASH_SEED` replays a run (the seed is printed at the start).
 
 use std::collections::{BTreeMap, HashMap};
@@ -22,6 +28,7 @@ use objfs_store::local::{LocalConfig, LocalStore};
 use objfs_store::{
     ErrorKind, GetOptions, ListRequest, ListVersionsRequest, ObjectStore, StoreError,
 };
+use objfs_tests::crash_support::{describe_meta_dir, torn_sled_snapshots};
 use objfs_tests::keyed_bytes;
 use objfs_tests::support::{list_all, list_versions_all, Listed, VListed};
 use rand::{Rng, SeedableRng};
@@ -272,10 +279,16 @@ fn acknowledged_writes_survive_sigkill() {
         );
         acks.extend(out.acks);
 
-        let store = match LocalStore::open(&path) {
-            Ok(s) => s,
-            Err(e) => panic!("round {round}: the store does not open after a crash: {e}"),
-        };
+        let store =
+            match LocalStore::open(&path) {
+                Ok(s) => s,
+                Err(e) => panic!(
+                "round {round}: the store does not open after a crash (killed {delay} ms after \
+                 {}): {e}\n{}",
+                if out.opened.is_some() { "it opened the store" } else { "it started" },
+                describe_meta_dir(&path)
+            ),
+            };
         if out.opened.is_some() {
             let st = store.status().unwrap();
             assert!(
@@ -383,4 +396,163 @@ fn writes_work_after_a_crash_right_after_the_first_write() {
         // Give sled's threads time to let go of the database (see `reopen`).
         drop(reopen(&path));
     }
+}
+
+/// The newest finished sled snapshot (`snap.<16 hex digits>`) in `<store>/meta`, as its lsn.
+fn newest_snapshot_lsn(store: &Path) -> Option<u64> {
+    std::fs::read_dir(store.join("meta"))
+        .ok()?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let hex = name.strip_prefix("snap.")?;
+            (hex.len() == 16).then(|| u64::from_str_radix(hex, 16).ok())?
+        })
+        .max()
+}
+
+/// sled 0.34 writes a snapshot while it opens a database whose log grew since the last one:
+/// `snap.<lsn>.generating` is created, written, fsynced and renamed to `snap.<lsn>`. sled also
+/// counts `.generating` files as snapshots (its filter skips only `.in___motion`), and that
+/// name sorts after every finished snapshot; so a process killed between the create and the
+/// rename leaves a file that every later open reads as the newest snapshot: empty ("empty/
+/// corrupt snapshot file found") or torn (crc mismatch), and the store never opens again
+/// ("metadata database corrupt at None"). That was the flake of
+/// `acknowledged_writes_survive_sigkill` (a round that kills the child ~5 ms after its start).
+///
+/// This builds exactly the state such a kill leaves, after a store with data was closed and
+/// opened again (so the log is past its snapshot): an empty, then a torn, `.generating`
+/// snapshot named after the newest one's successor. The store must open, with its data. (The
+/// fix belongs in the store's open: such a file is never needed, the snapshot it would have
+/// held is rebuilt from the previous one and the log; see docs/DURABILITY.md.)
+#[test]
+fn a_snapshot_left_unfinished_at_open_does_not_brick_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let keys: Vec<String> = (0..50).map(|i| format!("obj/{i:03}")).collect();
+    let store = LocalStore::init(&path, LocalConfig::default()).unwrap();
+    rt.block_on(async {
+        for (i, k) in keys.iter().enumerate() {
+            store
+                .put(
+                    k,
+                    keyed_bytes(k, i as u64, 3000 + i).into(),
+                    Default::default(),
+                )
+                .await
+                .unwrap();
+        }
+    });
+    store.close().unwrap();
+    // An open after writes writes a snapshot: now there is a finished one to shadow.
+    reopen(&path).close().unwrap();
+    for torn in [false, true] {
+        let lsn = newest_snapshot_lsn(&path).unwrap_or(0);
+        let name = format!("snap.{:016X}.generating", lsn + 1);
+        let bytes = if torn {
+            // The first bytes of a real snapshot: what a kill in the middle of the write leaves.
+            let real = std::fs::read(path.join("meta").join(format!("snap.{lsn:016X}")))
+                .unwrap_or_else(|_| vec![0x79; 64]);
+            real[..real.len() / 2].to_vec()
+        } else {
+            Vec::new()
+        };
+        std::fs::write(path.join("meta").join(&name), &bytes).unwrap();
+        assert_eq!(torn_sled_snapshots(&path).len(), 1);
+        let store = match LocalStore::open(&path) {
+            Ok(s) => s,
+            Err(e) => panic!(
+                "a store whose open was killed while sled wrote its snapshot ({name}, {} B) \
+                 does not open: {e}\n{}",
+                bytes.len(),
+                describe_meta_dir(&path)
+            ),
+        };
+        rt.block_on(async {
+            for (i, k) in keys.iter().enumerate() {
+                let got = store
+                    .get(k, GetOptions::default())
+                    .await
+                    .unwrap_or_else(|e| panic!("get {k}: {e}"))
+                    .bytes()
+                    .await
+                    .unwrap();
+                assert!(
+                    got == keyed_bytes(k, i as u64, 3000 + i),
+                    "{k}: wrong bytes"
+                );
+            }
+        });
+        store.close().unwrap();
+        // Give sled's threads time to let go of the database (see `reopen`).
+        drop(reopen(&path));
+    }
+}
+
+/// The same with real kills: the child (which opens the store, then writes) is killed 0-15 ms
+/// after it starts, over and over, so that some kills land inside sled's recovery at open; every
+/// time the store must open. A kill lands in the snapshot window about once in 250 tries here,
+/// so this takes a while: run it with
+/// `cargo test --release -p objfs-tests --test crash -- --ignored kills_during_open`
+/// (`OBJFS_CRASH_ROUNDS` tries, default 600).
+#[test]
+#[ignore = "slow (minutes); reproduces the sled snapshot-at-open failure with real kills"]
+fn kills_during_open_never_brick_the_store() {
+    let tries: u64 = std::env::var("OBJFS_CRASH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(600);
+    let seed: u64 = std::env::var("OBJFS_CRASH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(rand::random);
+    println!("OBJFS_CRASH_SEED={seed}");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store");
+    let cfg = LocalConfig {
+        volume_size: 1 << 20,
+        block_size: 4096,
+        blob_size: 64 << 10,
+        ..Default::default()
+    };
+    LocalStore::init(&path, cfg).unwrap().close().unwrap();
+    // Kills that left an unfinished sled snapshot (the state the deterministic test builds).
+    let mut unfinished = 0;
+    for i in 0..tries {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_crash_writer"))
+            .arg(&path)
+            .arg(i.to_string())
+            .arg(MAX_WRITES.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn crash_writer");
+        // Every fifth try lets the child write for a while, so the log keeps growing past
+        // the last snapshot and the next open has a snapshot to write.
+        let ms = if i % 5 == 4 {
+            rng.random_range(100..300)
+        } else {
+            rng.random_range(0..15)
+        };
+        std::thread::sleep(Duration::from_millis(ms));
+        let _ = child.kill();
+        let _ = child.wait();
+        if !torn_sled_snapshots(&path).is_empty() {
+            unfinished += 1;
+        }
+        match LocalStore::open(&path) {
+            Ok(s) => s.close().unwrap(),
+            Err(e) => panic!(
+                "try {i}: the store does not open after a kill {ms} ms after the child \
+                 started: {e}\n{}",
+                describe_meta_dir(&path)
+            ),
+        }
+    }
+    println!("{tries} kills, {unfinished} of them left an unfinished sled snapshot; all reopened");
 }
