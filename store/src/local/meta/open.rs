@@ -12,10 +12,37 @@ use std::sync::Mutex;
 use super::log::{self, FsLogDir};
 use super::memtable::{apply_rows, Tables};
 use super::{db_error, CommitState, DbResult, IdLease, Meta, Replay, Txn};
-use crate::error::Result;
+use crate::error::{Result, StoreError};
 use crate::local::records::*;
 
+/// sled 0.34 writes `snap.<lsn>.generating`, fsyncs it and renames it to `snap.<lsn>`, but
+/// also lists `.generating` files as snapshots (they sort last): a process killed between the
+/// create and the rename leaves a store sled can never open again ("corrupt at None"). Such a
+/// file is never needed: sled rebuilds that snapshot from the previous one (removed only after
+/// the rename) and its log. The caller holds the store's lock, so no sled is writing it.
+fn remove_unfinished_snapshots(dir: &Path) -> Result<()> {
+    let ctx = |e| StoreError::io(format!("reading {}", dir.display()), e);
+    let entries = match std::fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(ctx(e)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(ctx)?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with("snap.") && name.ends_with(".generating") {
+            let p = entry.path();
+            tracing::warn!(file = %p.display(), "removing a metadata snapshot an interrupted open left unfinished");
+            std::fs::remove_file(&p)
+                .map_err(|e| StoreError::io(format!("removing {}", p.display()), e))?;
+        }
+    }
+    Ok(())
+}
+
 fn open_sled(path: &Path) -> Result<sled::Db> {
+    remove_unfinished_snapshots(path)?;
     let config = sled::Config::new()
         .path(path)
         .cache_capacity(64 << 20)
