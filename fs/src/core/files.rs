@@ -350,7 +350,8 @@ impl ObjFs {
         res
     }
 
-    /// Completes the pending uploads of every open file and makes everything durable.
+    /// Completes the pending uploads of every open file, writes the times that wait in memory,
+    /// and makes everything durable.
     pub async fn flush_all(&self) -> FsResult<()> {
         let writers = self.table()?.writers();
         let mut first: Option<FsError> = None;
@@ -364,6 +365,7 @@ impl ObjFs {
                 }
             }
         }
+        self.flush_times().await;
         if let Err(e) = self.store.sync().await {
             first.get_or_insert(e.into());
         }

@@ -43,6 +43,7 @@ use crate::read::{BlockCache, ReadAhead};
 use crate::write::{WriteCtx, Writer, WriterCell};
 
 pub use markers::marker_of;
+pub use times::{MAX_DIRTY_TIMES, TIMES_FLUSH_INTERVAL};
 pub use types::{Attr, Caller, Entry, SetAttr, SetTime, StatFs};
 
 /// Concurrent part uploads of the whole mount.
