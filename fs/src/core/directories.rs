@@ -65,7 +65,11 @@ impl ObjFs {
         let mut d = dh.lock().await;
         let mut pos = offset;
         loop {
-            let items = d.items(self.store.as_ref(), pos, PLUS_BATCH).await?;
+            let items = d
+                .items(self.store.as_ref(), pos, PLUS_BATCH, &|| {
+                    self.pending_entries(ino)
+                })
+                .await?;
             if items.is_empty() {
                 return Ok(());
             }
@@ -101,7 +105,11 @@ impl ObjFs {
         let _ns = self.namespace.read().await;
         let mut pos = offset;
         loop {
-            let items = d.items(self.store.as_ref(), pos, PLUS_BATCH).await?;
+            let items = d
+                .items(self.store.as_ref(), pos, PLUS_BATCH, &|| {
+                    self.pending_entries(ino)
+                })
+                .await?;
             if items.is_empty() {
                 return Ok(());
             }
@@ -168,6 +176,25 @@ impl ObjFs {
                 }
             }
         }
+    }
+
+    /// The pending files of directory `ino` as listing entries (see `dirhandle.rs`).
+    fn pending_entries(&self, ino: u64) -> Vec<DirEntry> {
+        let Ok(t) = self.table() else {
+            return Vec::new();
+        };
+        t.pending_in(ino)
+            .into_iter()
+            .filter_map(|(name, child)| {
+                let (a, _) = t.get(child)?.attrs.clone()?;
+                Some(DirEntry {
+                    name,
+                    kind: Kind::File,
+                    object: None,
+                    attrs: Some(a),
+                })
+            })
+            .collect()
     }
 
     async fn entry_attrs(&self, prefix: &str, e: &DirEntry) -> FsResult<Attrs> {
