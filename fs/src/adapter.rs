@@ -93,6 +93,36 @@ pub fn file_attr(a: &Attr) -> FileAttr {
     }
 }
 
+/// The attributes of a negative entry: inode 0 tells the kernel "no such name" (cached for
+/// the entry's TTL).
+fn negative_attr() -> FileAttr {
+    file_attr(&Attr {
+        ino: 0,
+        kind: Kind::File,
+        size: 0,
+        blocks: 0,
+        atime: SystemTime::UNIX_EPOCH,
+        mtime: SystemTime::UNIX_EPOCH,
+        ctime: SystemTime::UNIX_EPOCH,
+        perm: 0,
+        nlink: 0,
+        uid: 0,
+        gid: 0,
+        rdev: 0,
+        blksize: 0,
+    })
+}
+
+/// How the kernel treats an open file: a read-only one needs no FLUSH at its close (nothing
+/// to commit), so the kernel sends none (`FOPEN_NOFLUSH`).
+fn open_flags(flags: i32) -> FopenFlags {
+    if flags & libc::O_ACCMODE == libc::O_RDONLY {
+        FopenFlags::FOPEN_NOFLUSH
+    } else {
+        FopenFlags::empty()
+    }
+}
+
 fn set_time(t: TimeOrNow) -> SetTime {
     match t {
         TimeOrNow::SpecificTime(t) => SetTime::At(t),
@@ -137,7 +167,18 @@ impl Filesystem for Adapter {
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let (fs, name) = (self.fs.clone(), owned(name));
         self.spawn(async move {
-            reply_entry(reply, "lookup", fs.lookup(parent.0, &name).await);
+            match fs.lookup(parent.0, &name).await {
+                Err(e) if e.is_not_found() => {
+                    // A name the core knows absent is a negative entry the kernel may keep
+                    // for as long as the core would answer the same (see core/names.rs).
+                    let ttl = name.to_str().and_then(|n| fs.known_absent(parent.0, n));
+                    match ttl {
+                        Some(ttl) => reply.entry(&ttl, &negative_attr(), Generation(0)),
+                        None => reply.error(errno("lookup", &e)),
+                    }
+                }
+                r => reply_entry(reply, "lookup", r),
+            }
         });
     }
 
@@ -301,7 +342,7 @@ impl Filesystem for Adapter {
         let fs = self.fs.clone();
         self.spawn(async move {
             match fs.open(ino.0, flags.0).await {
-                Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+                Ok(fh) => reply.opened(FileHandle(fh), open_flags(flags.0)),
                 Err(e) => reply.error(errno("open", &e)),
             }
         });
