@@ -1,9 +1,12 @@
 //! The fuser adapter: translates kernel requests into [`ObjFs`] calls and results into
 //! replies, and nothing else.
 //!
-//! fuser calls are synchronous; each request (except `forget`, which does no I/O) is spawned
-//! onto the mount's tokio runtime and replied to from the task, so the FUSE loop never waits
-//! on the store and many requests run at once. Errors become errnos through
+//! fuser calls are synchronous; each request that needs the store is spawned onto the mount's
+//! tokio runtime and replied to from the task, so the FUSE loop never waits on the store and
+//! many requests run at once. What the core can answer from memory (cached attributes, names
+//! known absent, files open for writing, opendir, the release of a read-only handle, forget)
+//! is answered on the FUSE thread at once: a hop to a runtime worker costs more than the
+//! answer. Errors become errnos through
 //! [`FsError::errno`] (the crate's one mapping) in [`errno`], which also logs the unexpected
 //! ones. The core's plain types ([`Attr`], [`Kind`], [`SetTime`]) become fuser's records
 //! here and nowhere else.
@@ -165,20 +168,14 @@ impl Filesystem for Adapter {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        // Answered from memory when the core can, without a trip through the runtime.
+        if let Some(r) = self.fs.lookup_cached(parent.0, name) {
+            return reply_lookup(&self.fs, reply, parent.0, name, r);
+        }
         let (fs, name) = (self.fs.clone(), owned(name));
         self.spawn(async move {
-            match fs.lookup(parent.0, &name).await {
-                Err(e) if e.is_not_found() => {
-                    // A name the core knows absent is a negative entry the kernel may keep
-                    // for as long as the core would answer the same (see core/names.rs).
-                    let ttl = name.to_str().and_then(|n| fs.known_absent(parent.0, n));
-                    match ttl {
-                        Some(ttl) => reply.entry(&ttl, &negative_attr(), Generation(0)),
-                        None => reply.error(errno("lookup", &e)),
-                    }
-                }
-                r => reply_entry(reply, "lookup", r),
-            }
+            let r = fs.lookup(parent.0, &name).await;
+            reply_lookup(&fs, reply, parent.0, &name, r);
         });
     }
 
@@ -187,6 +184,9 @@ impl Filesystem for Adapter {
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        if let Some(a) = self.fs.getattr_cached(ino.0) {
+            return reply.attr(&self.fs.config().attr_ttl, &file_attr(&a));
+        }
         let fs = self.fs.clone();
         self.spawn(async move {
             let r = fs.getattr(ino.0).await;
@@ -413,6 +413,9 @@ impl Filesystem for Adapter {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        if let Some(r) = self.fs.release_read(fh.0) {
+            return reply_empty(reply, "release", r);
+        }
         let fs = self.fs.clone();
         self.spawn(async move {
             reply_empty(reply, "release", fs.release(ino.0, fh.0).await);
@@ -434,13 +437,10 @@ impl Filesystem for Adapter {
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        let fs = self.fs.clone();
-        self.spawn(async move {
-            match fs.opendir(ino.0).await {
-                Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
-                Err(e) => reply.error(errno("opendir", &e)),
-            }
-        });
+        match self.fs.opendir_now(ino.0) {
+            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+            Err(e) => reply.error(errno("opendir", &e)),
+        }
     }
 
     fn readdir(
@@ -703,6 +703,21 @@ fn reply_entry(reply: ReplyEntry, op: &str, r: FsResult<Entry>) {
     match r {
         Ok(e) => reply.entry(&e.ttl, &file_attr(&e.attr), Generation(e.generation)),
         Err(e) => reply.error(errno(op, &e)),
+    }
+}
+
+/// Replies to a lookup: a name the core knows absent is a negative entry (inode 0) that the
+/// kernel keeps for as long as the core would answer the same (see `core/names.rs`).
+fn reply_lookup(fs: &ObjFs, reply: ReplyEntry, parent: u64, name: &OsStr, r: FsResult<Entry>) {
+    match r {
+        Err(e) if e.is_not_found() => {
+            let ttl = name.to_str().and_then(|n| fs.known_absent(parent, n));
+            match ttl {
+                Some(ttl) => reply.entry(&ttl, &negative_attr(), Generation(0)),
+                None => reply.error(errno("lookup", &e)),
+            }
+        }
+        r => reply_entry(reply, "lookup", r),
     }
 }
 

@@ -398,6 +398,20 @@ impl ObjFs {
         }
     }
 
+    /// Ends a read-only handle at once (it has nothing to commit); `None` for a write handle,
+    /// which [`Self::release`] must end. The adapter answers these without a trip through
+    /// the runtime.
+    pub fn release_read(&self, fh: u64) -> Option<FsResult<()>> {
+        let h = {
+            let mut hs = lock(&self.handles, "handles").ok()?;
+            if hs.get(&fh)?.write {
+                return None;
+            }
+            hs.remove(&fh)?
+        };
+        Some(self.table().map(|mut t| t.close(h.ino)))
+    }
+
     /// The last close of a handle: the last write handle of a file commits and drops the
     /// writer.
     pub async fn release(&self, _ino: u64, fh: u64) -> FsResult<()> {

@@ -21,8 +21,38 @@ use crate::inode::ROOT;
 const MAX_TARGET: usize = 4095;
 
 impl ObjFs {
+    /// A lookup answered from memory when it can be: ENOENT for a name known absent (see
+    /// `names.rs`), the entry of a file open for writing here (its writer's attributes);
+    /// `None` when the store must be asked ([`Self::lookup`]). The adapter answers these
+    /// without a trip through the runtime.
+    pub fn lookup_cached(&self, parent: u64, name: &OsStr) -> Option<FsResult<Entry>> {
+        let name = match check_name(name) {
+            Ok(n) => n,
+            Err(e) => return Some(Err(e)),
+        };
+        // Not while a rename moves names.
+        let _ns = self.namespace.try_read().ok()?;
+        let key = match self.child_key(parent, name) {
+            Ok(k) => k,
+            Err(e) => return Some(Err(e)),
+        };
+        if self.known_absent(parent, name).is_some() {
+            return Some(Err(FsError::NotFound(key)));
+        }
+        let mut t = self.table().ok()?;
+        let n = t.child(parent, name).and_then(|ino| t.get(ino))?;
+        // Only an open writer's attributes are exact without the store.
+        n.writer.as_ref()?;
+        let (a, _) = n.attrs.clone()?;
+        let ino = t.lookup(parent, name, a.kind);
+        Some(Ok(self.entry(ino, &a)))
+    }
+
     /// Looks `name` up in directory `parent`.
     pub async fn lookup(&self, parent: u64, name: &OsStr) -> FsResult<Entry> {
+        if let Some(r) = self.lookup_cached(parent, name) {
+            return r;
+        }
         let name = check_name(name)?;
         let _ns = self.namespace.read().await;
         let key = self.child_key(parent, name)?;

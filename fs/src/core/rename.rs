@@ -6,13 +6,15 @@
 //! follow their files to the new keys.
 
 use std::ffi::OsStr;
+use std::time::Instant;
 
 use futures::StreamExt;
 use objfs_store::{Condition, CopyOptions, ListRequest, ObjectInfo, RenameOptions};
 use tokio::sync::OwnedMutexGuard;
 
 use super::{check_name, is_precondition, marker_of, Found, ObjFs};
-use crate::attr::Kind;
+
+use crate::attr::{Attrs, Kind};
 use crate::error::{FsError, FsResult};
 use crate::write::Writer;
 
@@ -70,7 +72,8 @@ impl ObjFs {
             if let Some(Found::Dir { .. }) = df {
                 return Err(FsError::IsDir(dst));
             }
-            self.rename_file(&src, &dst, noreplace).await?
+            self.rename_file((parent, name), &src, &dst, noreplace)
+                .await?
         };
         // Whatever was at the destination is gone; the source inode moves there.
         self.detach_name(newparent, newname).await?;
@@ -80,6 +83,13 @@ impl ObjFs {
                 t.rename(ino, newparent, newname);
                 // The moved inode now is the renamed version (same bytes, new key).
                 if let Some(info) = renamed {
+                    // What the mount knows of it is exact now.
+                    if let Some(n) = t.get_mut(ino) {
+                        if n.writer.is_none() {
+                            let a = Attrs::from_object(&info, false, &self.cfg);
+                            n.attrs = Some((a, Instant::now()));
+                        }
+                    }
                     t.wrote(ino, info);
                 }
             }
@@ -176,11 +186,12 @@ impl ObjFs {
     /// crash leaves the file under one name, never two), metadata only, no data copied.
     async fn rename_file(
         &self,
+        (parent, name): (u64, &str),
         src: &str,
         dst: &str,
         noreplace: bool,
     ) -> FsResult<(Held, Option<ObjectInfo>)> {
-        let held = self.lock_writers_under(src, false).await?;
+        let held = self.lock_writer_of(parent, name).await?;
         let opts = RenameOptions {
             condition: if noreplace {
                 Condition::IfNotExists
@@ -220,6 +231,20 @@ impl ObjFs {
         }
         self.move_tree(&from, &to).await?;
         Ok(held)
+    }
+
+    /// Commits the open writer of the file `name` in `parent` (if any) and keeps it locked: what
+    /// [`Self::lock_writers_under`] does for one file, without a look at every open file.
+    async fn lock_writer_of(&self, parent: u64, name: &str) -> FsResult<Held> {
+        let ino = self.table()?.child(parent, name);
+        let Some(ino) = ino else {
+            return Ok(Vec::new());
+        };
+        let Some(mut g) = self.current_writer(ino).await? else {
+            return Ok(Vec::new());
+        };
+        self.commit_writer(ino, &mut g, false).await?;
+        Ok(vec![(ino, g)])
     }
 
     /// Commits every open writer of `key` (or below it, for a directory) and keeps them
