@@ -224,6 +224,8 @@ async fn names_known_absent_answer_without_the_store() -> TestResult {
     fs.rename(1, os("ln"), 1, os("ln2"), 0).await?;
     assert!(fs.known_absent(1, "ln").is_some());
     assert_eq!(fs.lookup(1, os("ln2")).await?.attr.kind, Kind::Symlink);
+    fs.forget_absent_names();
+    assert!(fs.known_absent(1, "ln").is_none());
     Ok(())
 }
 

@@ -136,6 +136,14 @@ impl ObjFs {
         }
     }
 
+    /// Forgets every name known absent: for a change this mount did not make through the
+    /// kernel (a restore through the control channel) that the kernel is told about as well.
+    pub fn forget_absent_names(&self) {
+        if let Ok(mut c) = lock(&self.names, "names") {
+            *c = NameCache::new();
+        }
+    }
+
     /// `dir` was removed or moved: what this mount knew of its names is dropped.
     pub(super) fn dir_forgotten(&self, dir: u64) {
         if let Ok(mut c) = lock(&self.names, "names") {
