@@ -1,9 +1,12 @@
 //! The fuser adapter: translates kernel requests into [`ObjFs`] calls and results into
 //! replies, and nothing else.
 //!
-//! fuser calls are synchronous; each request (except `forget`, which does no I/O) is spawned
-//! onto the mount's tokio runtime and replied to from the task, so the FUSE loop never waits
-//! on the store and many requests run at once. Errors become errnos through
+//! fuser calls are synchronous; each request that needs the store is spawned onto the mount's
+//! tokio runtime and replied to from the task, so the FUSE loop never waits on the store and
+//! many requests run at once. What the core can answer from memory (cached attributes, names
+//! known absent, files open for writing, opendir, the release of a read-only handle, forget)
+//! is answered on the FUSE thread at once: a hop to a runtime worker costs more than the
+//! answer. Errors become errnos through
 //! [`FsError::errno`] (the crate's one mapping) in [`errno`], which also logs the unexpected
 //! ones. The core's plain types ([`Attr`], [`Kind`], [`SetTime`]) become fuser's records
 //! here and nowhere else.
@@ -93,6 +96,36 @@ pub fn file_attr(a: &Attr) -> FileAttr {
     }
 }
 
+/// The attributes of a negative entry: inode 0 tells the kernel "no such name" (cached for
+/// the entry's TTL).
+fn negative_attr() -> FileAttr {
+    file_attr(&Attr {
+        ino: 0,
+        kind: Kind::File,
+        size: 0,
+        blocks: 0,
+        atime: SystemTime::UNIX_EPOCH,
+        mtime: SystemTime::UNIX_EPOCH,
+        ctime: SystemTime::UNIX_EPOCH,
+        perm: 0,
+        nlink: 0,
+        uid: 0,
+        gid: 0,
+        rdev: 0,
+        blksize: 0,
+    })
+}
+
+/// How the kernel treats an open file: a read-only one needs no FLUSH at its close (nothing
+/// to commit), so the kernel sends none (`FOPEN_NOFLUSH`).
+fn open_flags(flags: i32) -> FopenFlags {
+    if flags & libc::O_ACCMODE == libc::O_RDONLY {
+        FopenFlags::FOPEN_NOFLUSH
+    } else {
+        FopenFlags::empty()
+    }
+}
+
 fn set_time(t: TimeOrNow) -> SetTime {
     match t {
         TimeOrNow::SpecificTime(t) => SetTime::At(t),
@@ -135,9 +168,14 @@ impl Filesystem for Adapter {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        // Answered from memory when the core can, without a trip through the runtime.
+        if let Some(r) = self.fs.lookup_cached(parent.0, name) {
+            return reply_lookup(&self.fs, reply, parent.0, name, r);
+        }
         let (fs, name) = (self.fs.clone(), owned(name));
         self.spawn(async move {
-            reply_entry(reply, "lookup", fs.lookup(parent.0, &name).await);
+            let r = fs.lookup(parent.0, &name).await;
+            reply_lookup(&fs, reply, parent.0, &name, r);
         });
     }
 
@@ -146,6 +184,9 @@ impl Filesystem for Adapter {
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        if let Some(a) = self.fs.getattr_cached(ino.0) {
+            return reply.attr(&self.fs.config().attr_ttl, &file_attr(&a));
+        }
         let fs = self.fs.clone();
         self.spawn(async move {
             let r = fs.getattr(ino.0).await;
@@ -301,7 +342,7 @@ impl Filesystem for Adapter {
         let fs = self.fs.clone();
         self.spawn(async move {
             match fs.open(ino.0, flags.0).await {
-                Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+                Ok(fh) => reply.opened(FileHandle(fh), open_flags(flags.0)),
                 Err(e) => reply.error(errno("open", &e)),
             }
         });
@@ -372,6 +413,9 @@ impl Filesystem for Adapter {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        if let Some(r) = self.fs.release_read(fh.0) {
+            return reply_empty(reply, "release", r);
+        }
         let fs = self.fs.clone();
         self.spawn(async move {
             reply_empty(reply, "release", fs.release(ino.0, fh.0).await);
@@ -393,13 +437,10 @@ impl Filesystem for Adapter {
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        let fs = self.fs.clone();
-        self.spawn(async move {
-            match fs.opendir(ino.0).await {
-                Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
-                Err(e) => reply.error(errno("opendir", &e)),
-            }
-        });
+        match self.fs.opendir_now(ino.0) {
+            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+            Err(e) => reply.error(errno("opendir", &e)),
+        }
     }
 
     fn readdir(
@@ -662,6 +703,21 @@ fn reply_entry(reply: ReplyEntry, op: &str, r: FsResult<Entry>) {
     match r {
         Ok(e) => reply.entry(&e.ttl, &file_attr(&e.attr), Generation(e.generation)),
         Err(e) => reply.error(errno(op, &e)),
+    }
+}
+
+/// Replies to a lookup: a name the core knows absent is a negative entry (inode 0) that the
+/// kernel keeps for as long as the core would answer the same (see `core/names.rs`).
+fn reply_lookup(fs: &ObjFs, reply: ReplyEntry, parent: u64, name: &OsStr, r: FsResult<Entry>) {
+    match r {
+        Err(e) if e.is_not_found() => {
+            let ttl = name.to_str().and_then(|n| fs.known_absent(parent, n));
+            match ttl {
+                Some(ttl) => reply.entry(&ttl, &negative_attr(), Generation(0)),
+                None => reply.error(errno("lookup", &e)),
+            }
+        }
+        r => reply_entry(reply, "lookup", r),
     }
 }
 

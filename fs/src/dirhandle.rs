@@ -13,6 +13,10 @@
 //! marker `d/` itself is skipped, as are names that are empty, `.`, `..`, or longer than 255
 //! bytes. When a file `x` and a directory `x/` both exist the directory wins: the file is
 //! held back until the listing has passed `x/`, and dropped if `x/` shows up.
+//!
+//! Files this mount created and has not closed yet (pending files: not in the store) are
+//! merged into the listing in key order: the caller hands them over when a listing starts
+//! ([`Extras`]), and a name the store lists as well is shown once.
 
 use std::collections::VecDeque;
 
@@ -39,6 +43,9 @@ pub struct DirEntry {
     pub attrs: Option<Attrs>,
 }
 
+/// What a listing adds to the store's entries when it starts: the directory's pending files.
+pub type Extras<'a> = &'a (dyn Fn() -> Vec<DirEntry> + Send + Sync);
+
 /// An item of the stream: `.`, `..`, or an entry.
 #[derive(Debug, Clone)]
 pub enum Item {
@@ -60,6 +67,8 @@ pub struct DirHandle {
     /// Files whose name might still turn out to be a directory.
     pending: VecDeque<DirEntry>,
     read_any: bool,
+    /// Entries the store does not list yet (pending files), sorted by name, merged in.
+    extra: VecDeque<DirEntry>,
 }
 
 impl DirHandle {
@@ -75,6 +84,7 @@ impl DirHandle {
             done: false,
             pending: VecDeque::new(),
             read_any: false,
+            extra: VecDeque::new(),
         }
     }
 
@@ -90,14 +100,17 @@ impl DirHandle {
         self.started = false;
         self.done = false;
         self.pending.clear();
+        self.extra.clear();
     }
 
-    /// Up to `n` items from stream position `pos`, each with its position.
+    /// Up to `n` items from stream position `pos`, each with its position; `extras` gives
+    /// the entries to merge in when a listing (re)starts.
     pub async fn items(
         &mut self,
         store: &dyn ObjectStore,
         pos: u64,
         n: usize,
+        extras: Extras<'_>,
     ) -> FsResult<Vec<(u64, Item)>> {
         if pos == 0 && self.read_any {
             self.restart();
@@ -118,7 +131,7 @@ impl DirHandle {
         }
         let need_end = want + (n - out.len()) as u64;
         while !self.done && self.win_start + (self.window.len() as u64) < need_end {
-            self.fetch_page(store).await?;
+            self.fetch_page(store, extras).await?;
             // Keep memory bounded while skipping forward.
             let keep_from = want.saturating_sub(SLACK as u64);
             while self.win_start < keep_from && !self.window.is_empty() {
@@ -157,9 +170,14 @@ impl DirHandle {
         }
     }
 
-    async fn fetch_page(&mut self, store: &dyn ObjectStore) -> FsResult<()> {
+    async fn fetch_page(&mut self, store: &dyn ObjectStore, extras: Extras<'_>) -> FsResult<()> {
         if self.done {
             return Ok(());
+        }
+        if !self.started {
+            let mut e = extras();
+            e.sort_by(|a, b| a.name.cmp(&b.name));
+            self.extra = e.into();
         }
         if self.started && self.token.is_none() {
             self.finish();
@@ -187,9 +205,11 @@ impl DirHandle {
             };
             if take_obj {
                 if let Some(o) = objs.next() {
+                    self.push_extras_before(Some(&o.key));
                     self.push_object(o);
                 }
             } else if let Some(p) = pres.next() {
+                self.push_extras_before(Some(&p));
                 self.push_prefix(p);
             }
         }
@@ -200,6 +220,7 @@ impl DirHandle {
     }
 
     fn finish(&mut self) {
+        self.push_extras_before(None);
         self.done = true;
         while let Some(e) = self.pending.pop_front() {
             self.window.push_back(e);
@@ -220,6 +241,26 @@ impl DirHandle {
                 }
             } else {
                 break;
+            }
+        }
+    }
+
+    /// Merges the extra entries whose key sorts before `key` (all of them for `None`); one
+    /// whose key is `key` is dropped (the store lists it).
+    fn push_extras_before(&mut self, key: Option<&str>) {
+        while let Some(front) = self.extra.front() {
+            let k = format!("{}{}", self.prefix, front.name);
+            if let Some(key) = key {
+                if k.as_str() >= key {
+                    if k == key {
+                        self.extra.pop_front();
+                    }
+                    return;
+                }
+            }
+            self.release_before(&k);
+            if let Some(e) = self.extra.pop_front() {
+                self.pending.push_back(e);
             }
         }
     }
@@ -290,7 +331,7 @@ mod tests {
         let mut pos = 0;
         let mut seen = Vec::new();
         loop {
-            let items = h.items(&store, pos, 100).await?;
+            let items = h.items(&store, pos, 100, &Vec::new).await?;
             if items.is_empty() {
                 break;
             }
@@ -309,7 +350,7 @@ mod tests {
         assert_eq!(seen.len(), 6000);
         // Far behind the window: listed again from the start, same entry at the offset.
         let (p, name) = seen[10].clone();
-        let again = h.items(&store, p, 1).await?;
+        let again = h.items(&store, p, 1, &Vec::new).await?;
         match &again[0].1 {
             Item::Entry(e) => assert_eq!(e.name, name),
             other => panic!("{other:?}"),

@@ -15,7 +15,7 @@
 //! the next free number. A renamed inode keeps its number while the kernel holds it.
 
 use std::collections::hash_map::DefaultHasher;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::Instant;
@@ -51,13 +51,25 @@ pub struct Node {
     pub writer: Option<Arc<WriterCell>>,
     /// Open handles that write (the writer goes when the last one is released).
     pub write_handles: u32,
+    /// Created by this mount and not in the store yet: its first version is made when it is
+    /// closed (or fsynced). Listed in its directory from the table's pending names.
+    pending: bool,
+    /// When this directory's marker was last seen to exist (a directory with a marker does
+    /// not vanish when its last entry goes, so removing an entry need not look).
+    pub marker_seen: Option<Instant>,
 }
 
 impl Node {
-    /// Records a version this mount wrote of this inode.
-    pub fn wrote(&mut self, info: ObjectInfo) {
+    /// Records a version this mount wrote of this inode (see [`InodeTable::wrote`], which
+    /// also ends a pending file's pending state).
+    fn wrote(&mut self, info: ObjectInfo) {
         self.local_version = Some(info);
         self.local_seq += 1;
+    }
+
+    /// Whether this is a file created by this mount that has no version in the store yet.
+    pub fn is_pending(&self) -> bool {
+        self.pending
     }
 
     fn new(parent: u64, name: String, kind: Kind) -> Node {
@@ -74,6 +86,8 @@ impl Node {
             local_seq: 0,
             writer: None,
             write_handles: 0,
+            pending: false,
+            marker_seen: None,
         }
     }
 
@@ -88,6 +102,8 @@ impl Node {
 pub struct InodeTable {
     nodes: HashMap<u64, Node>,
     names: HashMap<(u64, String), u64>,
+    /// Pending files (created here, not in the store yet) by directory, by name.
+    pending: HashMap<u64, BTreeMap<String, u64>>,
 }
 
 impl Default for InodeTable {
@@ -104,6 +120,7 @@ impl InodeTable {
         InodeTable {
             nodes,
             names: HashMap::new(),
+            pending: HashMap::new(),
         }
     }
 
@@ -230,6 +247,7 @@ impl InodeTable {
             }
             let parent = n.parent;
             let key = (parent, n.name.clone());
+            self.unpend(cur);
             self.nodes.remove(&cur);
             if self.names.get(&key) == Some(&cur) {
                 self.names.remove(&key);
@@ -246,6 +264,7 @@ impl InodeTable {
     /// rename replaced it). The inode stays until the kernel forgets it.
     pub fn detach(&mut self, parent: u64, name: &str) -> Option<u64> {
         let ino = self.names.remove(&(parent, name.to_string()))?;
+        self.unpend(ino);
         if let Some(n) = self.nodes.get_mut(&ino) {
             // Its attributes are frozen: the name now belongs to another file (or none), so
             // they can never be fetched again, and open handles still need them (fstat).
@@ -265,6 +284,8 @@ impl InodeTable {
             return;
         };
         let old = (n.parent, n.name.clone());
+        let pending = n.pending;
+        self.unpend(ino);
         if self.names.get(&old) == Some(&ino) {
             self.names.remove(&old);
         }
@@ -280,7 +301,63 @@ impl InodeTable {
             p.children += 1;
         }
         self.names.insert((new_parent, new_name.to_string()), ino);
+        if pending {
+            self.set_pending(ino);
+        }
         self.maybe_drop(old.0);
+    }
+
+    /// Marks `ino` a pending file: created by this mount, in no version yet.
+    pub fn set_pending(&mut self, ino: u64) {
+        let Some(n) = self.nodes.get_mut(&ino) else {
+            return;
+        };
+        n.pending = true;
+        self.pending
+            .entry(n.parent)
+            .or_default()
+            .insert(n.name.clone(), ino);
+    }
+
+    /// Ends the pending state of `ino` (it has a version now, or is gone).
+    fn unpend(&mut self, ino: u64) {
+        let Some(n) = self.nodes.get_mut(&ino) else {
+            return;
+        };
+        if !n.pending {
+            return;
+        }
+        n.pending = false;
+        if let Some(names) = self.pending.get_mut(&n.parent) {
+            if names.get(&n.name) == Some(&ino) {
+                names.remove(&n.name);
+            }
+            if names.is_empty() {
+                self.pending.remove(&n.parent);
+            }
+        }
+    }
+
+    /// Records a version this mount wrote of `ino`: every handle of the mount reads it, and a
+    /// pending file is pending no more.
+    pub fn wrote(&mut self, ino: u64, info: ObjectInfo) {
+        self.unpend(ino);
+        if let Some(n) = self.nodes.get_mut(&ino) {
+            n.wrote(info);
+        }
+    }
+
+    /// The pending files of directory `dir`, by name.
+    pub fn pending_in(&self, dir: u64) -> Vec<(String, u64)> {
+        self.pending
+            .get(&dir)
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), *v)).collect())
+            .unwrap_or_default()
+    }
+
+    /// Whether directory `dir` holds a pending file.
+    pub fn has_pending(&self, dir: u64) -> bool {
+        self.pending.get(&dir).is_some_and(|m| !m.is_empty())
     }
 
     /// Every inode with an open writer, with its key.

@@ -13,7 +13,7 @@ use tokio::runtime::Runtime;
 
 use crate::adapter::Adapter;
 use crate::config::FsConfig;
-use crate::core::ObjFs;
+use crate::core::{ObjFs, TIMES_FLUSH_INTERVAL};
 use crate::error::{FsError, FsResult};
 
 /// How the session thread ended.
@@ -104,6 +104,7 @@ pub fn mount(
     let options = mount_options(&cfg);
     tracing::info!(store = %store.describe(), mountpoint = %mountpoint.display(), "mounting");
     let fs = ObjFs::new(store, cfg);
+    spawn_times_flusher(rt.handle(), &fs);
     let adapter = Adapter::new(fs.clone(), rt.handle().clone());
     let mut session = Session::new(adapter, mountpoint, &options)?;
     let unmounter = session.unmount_callable();
@@ -143,6 +144,25 @@ pub fn mount(
     std::fs::metadata(mountpoint)?;
     tracing::info!(mountpoint = %mountpoint.display(), "mounted");
     Ok(h)
+}
+
+/// Writes the times that wait in memory about once per [`TIMES_FLUSH_INTERVAL`], for as long
+/// as the core lives (the runtime's end stops it).
+fn spawn_times_flusher(rt: &tokio::runtime::Handle, fs: &Arc<ObjFs>) {
+    let weak = Arc::downgrade(fs);
+    rt.spawn(async move {
+        let mut tick = tokio::time::interval(TIMES_FLUSH_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let Some(fs) = weak.upgrade() else {
+                return;
+            };
+            if fs.dirty_times() > 0 {
+                fs.flush_times().await;
+            }
+        }
+    });
 }
 
 /// Runs `f` on the runtime and waits for it from a plain thread (also safe when the caller

@@ -22,29 +22,40 @@ use crate::write::{copy_version, Writer};
 use crate::xattr;
 
 impl ObjFs {
+    /// The attributes of `ino` when they are at hand (cached within the TTL, an open writer's,
+    /// an unlinked open file's, the root's); `None` when the store must be asked
+    /// ([`Self::getattr`]). The adapter answers these without a trip through the runtime.
+    pub fn getattr_cached(&self, ino: u64) -> Option<Attr> {
+        if ino == ROOT {
+            return lock(&self.root_attrs, "root").ok().map(|r| r.to_attr(ROOT));
+        }
+        let t = self.table().ok()?;
+        let n = t.get(ino)?;
+        let (a, at) = n.attrs.as_ref()?;
+        let live = n.writer.is_some() || n.detached;
+        if !live && at.elapsed() >= self.cfg.attr_ttl {
+            return None;
+        }
+        let mut attr = a.to_attr(ino);
+        if n.detached {
+            // Unlinked (or replaced) while open: no name links to it any more.
+            attr.nlink = 0;
+        }
+        Some(attr)
+    }
+
     /// Attributes of `ino`.
     pub async fn getattr(&self, ino: u64) -> FsResult<Attr> {
-        if ino == ROOT {
-            return Ok(lock(&self.root_attrs, "root")?.to_attr(ROOT));
+        if let Some(a) = self.getattr_cached(ino) {
+            return Ok(a);
         }
-        let (kind, key, cached, live, detached) = {
+        let (kind, key, cached, detached) = {
             let t = self.table()?;
             let n = t
                 .get(ino)
                 .ok_or_else(|| FsError::NotFound(format!("inode {ino}")))?;
-            let live = n.writer.is_some() || n.detached;
-            (n.kind, t.path(ino), n.attrs.clone(), live, n.detached)
+            (n.kind, t.path(ino), n.attrs.clone(), n.detached)
         };
-        if let Some((a, at)) = &cached {
-            if live || at.elapsed() < self.cfg.attr_ttl {
-                let mut attr = a.to_attr(ino);
-                if detached {
-                    // Unlinked (or replaced) while open: no name links to it any more.
-                    attr.nlink = 0;
-                }
-                return Ok(attr);
-            }
-        }
         if detached {
             // Detached without cached attributes: its old name belongs to someone else now.
             return Err(FsError::NotFound(format!("inode {ino} (removed)")));

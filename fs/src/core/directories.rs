@@ -25,6 +25,12 @@ const PLUS_FETCHES: usize = 16;
 impl ObjFs {
     /// Opens a directory; returns the handle.
     pub async fn opendir(&self, ino: u64) -> FsResult<u64> {
+        self.opendir_now(ino)
+    }
+
+    /// [`Self::opendir`] without a runtime: it does no I/O (the listing starts at the first
+    /// readdir).
+    pub fn opendir_now(&self, ino: u64) -> FsResult<u64> {
         let prefix = self.dir_prefix(ino)?;
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         lock(&self.dirs, "dirs")?.insert(
@@ -65,7 +71,11 @@ impl ObjFs {
         let mut d = dh.lock().await;
         let mut pos = offset;
         loop {
-            let items = d.items(self.store.as_ref(), pos, PLUS_BATCH).await?;
+            let items = d
+                .items(self.store.as_ref(), pos, PLUS_BATCH, &|| {
+                    self.pending_entries(ino)
+                })
+                .await?;
             if items.is_empty() {
                 return Ok(());
             }
@@ -101,7 +111,11 @@ impl ObjFs {
         let _ns = self.namespace.read().await;
         let mut pos = offset;
         loop {
-            let items = d.items(self.store.as_ref(), pos, PLUS_BATCH).await?;
+            let items = d
+                .items(self.store.as_ref(), pos, PLUS_BATCH, &|| {
+                    self.pending_entries(ino)
+                })
+                .await?;
             if items.is_empty() {
                 return Ok(());
             }
@@ -114,7 +128,7 @@ impl ObjFs {
                     _ => None,
                 })
                 .collect();
-            let fetched: Vec<(u64, FsResult<Attrs>)> = futures::stream::iter(missing)
+            let fetched: Vec<(u64, FsResult<(Attrs, bool)>)> = futures::stream::iter(missing)
                 .map(|(p, e)| {
                     let prefix = prefix.clone();
                     async move { (p, self.entry_attrs(&prefix, &e).await) }
@@ -122,12 +136,12 @@ impl ObjFs {
                 .buffer_unordered(PLUS_FETCHES)
                 .collect()
                 .await;
-            let mut got: HashMap<u64, Attrs> = HashMap::new();
+            let mut got: HashMap<u64, (Attrs, bool)> = HashMap::new();
             for (p, r) in fetched {
                 match r {
-                    Ok(a) => {
+                    Ok((a, marker)) => {
                         d.set_attrs(p, a.clone());
-                        got.insert(p, a);
+                        got.insert(p, (a, marker));
                     }
                     Err(e) if e.is_not_found() => {}
                     Err(e) => return Err(e),
@@ -151,12 +165,18 @@ impl ObjFs {
                         (name.to_string(), self.entry(target, &attr), false)
                     }
                     Item::Entry(e) => {
-                        let attrs = match e.attrs.clone().or_else(|| got.get(&p).cloned()) {
-                            Some(a) => a,
-                            // Gone since the listing: skip it.
-                            None => continue,
+                        let (attrs, marker) = match e.attrs.clone() {
+                            Some(a) => (a, false),
+                            None => match got.get(&p).cloned() {
+                                Some(f) => f,
+                                // Gone since the listing: skip it.
+                                None => continue,
+                            },
                         };
                         let entry = self.remember(ino, &e.name, attrs)?;
+                        if marker {
+                            self.marker_seen(entry.ino);
+                        }
                         (e.name.clone(), entry, true)
                     }
                 };
@@ -170,7 +190,28 @@ impl ObjFs {
         }
     }
 
-    async fn entry_attrs(&self, prefix: &str, e: &DirEntry) -> FsResult<Attrs> {
+    /// The pending files of directory `ino` as listing entries (see `dirhandle.rs`).
+    fn pending_entries(&self, ino: u64) -> Vec<DirEntry> {
+        let Ok(t) = self.table() else {
+            return Vec::new();
+        };
+        t.pending_in(ino)
+            .into_iter()
+            .filter_map(|(name, child)| {
+                let (a, _) = t.get(child)?.attrs.clone()?;
+                Some(DirEntry {
+                    name,
+                    kind: Kind::File,
+                    object: None,
+                    attrs: Some(a),
+                })
+            })
+            .collect()
+    }
+
+    /// The attributes of a listed entry that the listing did not carry, and whether it is a
+    /// directory with a marker.
+    async fn entry_attrs(&self, prefix: &str, e: &DirEntry) -> FsResult<(Attrs, bool)> {
         let key = format!("{prefix}{}", e.name);
         let (a, versioned) = match (e.kind, &e.object) {
             (Kind::Dir, _) => match self.head_marker(&key).await? {
@@ -185,7 +226,8 @@ impl ObjFs {
                 true,
             ),
         };
-        Ok(self.with_times(&key, a, versioned).await)
+        let marker = e.kind == Kind::Dir && versioned;
+        Ok((self.with_times(&key, a, versioned).await, marker))
     }
 
     /// Capacity of the store.

@@ -13,12 +13,12 @@ use std::time::{Instant, SystemTime};
 use bytes::Bytes;
 use objfs_store::ObjectInfo;
 
-use super::namespace::is_regular;
+use super::namespace::{is_regular, owned_attrs};
 use super::{check_name, lock, Caller, Entry, FileHandle, Found, ObjFs, SetAttr};
 use crate::attr::{Attrs, Kind};
 use crate::error::{FsError, FsResult};
 use crate::read::{ReadAhead, Source};
-use crate::write::Writer;
+use crate::write::{Writer, WriterCell};
 
 impl ObjFs {
     fn handle(&self, fh: u64) -> FsResult<Arc<FileHandle>> {
@@ -90,19 +90,8 @@ impl ObjFs {
             }
             (pinned, n.local_seq)
         };
-        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         self.table()?.open(ino);
-        lock(&self.handles, "handles")?.insert(
-            fh,
-            Arc::new(FileHandle {
-                ino,
-                write,
-                pinned: Mutex::new(if write { (None, pinned.1) } else { pinned }),
-                ra: Mutex::new(ReadAhead::default()),
-                read_seen: std::sync::atomic::AtomicBool::new(false),
-            }),
-        );
-        Ok(fh)
+        self.new_handle(ino, write, if write { (None, pinned.1) } else { pinned })
     }
 
     /// Counts a write handle on `n`, making its writer over `base` when there is none.
@@ -112,18 +101,53 @@ impl ObjFs {
                 Some(b) => Attrs::from_object(b, false, &self.cfg),
                 None => Attrs::default_for(Kind::File, &self.cfg, SystemTime::now()),
             };
-            let id = self.next_writer.fetch_add(1, Ordering::Relaxed);
-            let w = Writer::new(id, key.to_string(), base, attrs, &self.wctx);
+            let w = self.new_writer(key, base, attrs);
             let a = w.current_attrs();
-            let cell = Arc::new(tokio::sync::Mutex::new(w));
-            self.wctx.budget.register(&cell);
-            n.writer = Some(cell);
+            n.writer = Some(self.register_writer(w));
             n.attrs = Some((a, Instant::now()));
         }
         n.write_handles += 1;
     }
 
+    fn new_writer(&self, key: &str, base: Option<ObjectInfo>, attrs: Attrs) -> Writer {
+        let id = self.next_writer.fetch_add(1, Ordering::Relaxed);
+        Writer::new(id, key.to_string(), base, attrs, &self.wctx)
+    }
+
+    fn register_writer(&self, w: Writer) -> Arc<WriterCell> {
+        let cell = Arc::new(tokio::sync::Mutex::new(w));
+        self.wctx.budget.register(&cell);
+        cell
+    }
+
+    fn new_handle(
+        &self,
+        ino: u64,
+        write: bool,
+        pinned: (Option<ObjectInfo>, u64),
+    ) -> FsResult<u64> {
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        lock(&self.handles, "handles")?.insert(
+            fh,
+            Arc::new(FileHandle {
+                ino,
+                write,
+                pinned: Mutex::new(pinned),
+                ra: Mutex::new(ReadAhead::default()),
+                read_seen: std::sync::atomic::AtomicBool::new(false),
+            }),
+        );
+        Ok(fh)
+    }
+
     /// Creates and opens a file.
+    ///
+    /// A new name is made in this mount only (a *pending* file: inode, attributes and a writer
+    /// with no base): lookups, `stat` and listings of this mount show it at once, and its first
+    /// version — empty when nothing was written — is made when it is closed (or fsynced), so
+    /// a small file costs one store commit. Other clients see it from then on, as with every
+    /// object store. An existing name is opened (and truncated with `O_TRUNC`); `O_EXCL`
+    /// fails with EEXIST for a name in the store or pending in this mount.
     pub async fn create(
         &self,
         parent: u64,
@@ -138,34 +162,98 @@ impl ObjFs {
         if !is_regular(mode) {
             return Err(FsError::NotSupported("special files".into()));
         }
-        let existing = self.probe(&key).await?;
-        let info = match existing {
-            Some(_) if flags & libc::O_EXCL != 0 => return Err(FsError::Exists(key)),
-            Some(Found::Dir { .. }) => return Err(FsError::IsDir(key)),
-            Some(Found::Object(_)) => None,
-            None => match self.put_new_file(&key, mode, caller).await {
-                Ok(i) => {
-                    self.dir_changed(parent).await;
-                    Some(i)
-                }
-                Err(FsError::Exists(k)) if flags & libc::O_EXCL != 0 => {
-                    return Err(FsError::Exists(k))
-                }
-                Err(FsError::Exists(_)) => None,
-                Err(e) => return Err(e),
-            },
-        };
-        let entry = match info {
-            Some(i) => {
-                let e = self.remember(parent, name_s, Attrs::from_object(&i, false, &self.cfg))?;
-                self.note_version(e.ino, &i);
-                e
+        let excl = flags & libc::O_EXCL != 0;
+        if self.open_for_writing(parent, name_s)? {
+            // Pending, or being written: it exists in this mount.
+            if excl {
+                return Err(FsError::Exists(key));
             }
-            None => self.lookup(parent, name).await?,
+            return self.create_existing(parent, name, &key, flags).await;
+        }
+        let existing = if self.known_absent(parent, name_s).is_some() {
+            None
+        } else {
+            self.probe(&key).await?
         };
+        match existing {
+            Some(_) if excl => Err(FsError::Exists(key)),
+            Some(Found::Dir { .. }) => Err(FsError::IsDir(key)),
+            Some(Found::Object(_)) | Some(Found::Pending) => {
+                self.create_existing(parent, name, &key, flags).await
+            }
+            None => {
+                let attrs = owned_attrs(Kind::File, &self.cfg, mode, caller);
+                match self.create_pending(parent, name_s, &key, attrs)? {
+                    Some(made) => {
+                        self.dir_changed(parent).await;
+                        Ok(made)
+                    }
+                    // Another create of this mount made it meanwhile.
+                    None if excl => Err(FsError::Exists(key)),
+                    None => self.create_existing(parent, name, &key, flags).await,
+                }
+            }
+        }
+    }
+
+    /// Whether `name` in `parent` is a file this mount has open for writing (pending or not).
+    fn open_for_writing(&self, parent: u64, name: &str) -> FsResult<bool> {
+        let t = self.table()?;
+        Ok(t.child(parent, name)
+            .and_then(|ino| t.get(ino))
+            .is_some_and(|n| n.writer.is_some()))
+    }
+
+    /// Makes the pending file `name` in `parent` and its first write handle; `None` when a
+    /// file of that name is open for writing in this mount already.
+    fn create_pending(
+        &self,
+        parent: u64,
+        name: &str,
+        key: &str,
+        attrs: Attrs,
+    ) -> FsResult<Option<(Entry, u64)>> {
+        let mut w = self.new_writer(key, None, attrs);
+        // Dirty from the start: a close with nothing written still makes the empty object.
+        w.touch_meta(None);
+        let a = w.current_attrs();
+        let ino = {
+            let mut t = self.table()?;
+            if let Some(old) = t.child(parent, name) {
+                if t.get(old).is_some_and(|n| n.writer.is_some()) {
+                    return Ok(None);
+                }
+                // What this mount knew under the name is gone from the store.
+                t.detach(parent, name);
+            }
+            let ino = t.lookup(parent, name, Kind::File);
+            let n = t
+                .get_mut(ino)
+                .ok_or_else(|| FsError::Internal(format!("inode {ino} vanished")))?;
+            n.writer = Some(self.register_writer(w));
+            n.write_handles = 1;
+            n.attrs = Some((a.clone(), Instant::now()));
+            t.set_pending(ino);
+            t.open(ino);
+            ino
+        };
+        self.name_made(parent, name);
+        let fh = self.new_handle(ino, true, (None, 0))?;
+        Ok(Some((self.entry(ino, &a), fh)))
+    }
+
+    /// create(2) of a name that exists: opens it (truncated with `O_TRUNC`).
+    async fn create_existing(
+        &self,
+        parent: u64,
+        name: &OsStr,
+        key: &str,
+        flags: i32,
+    ) -> FsResult<(Entry, u64)> {
+        let entry = self.lookup(parent, name).await?;
         if entry.attr.kind == Kind::Dir {
             self.forget(entry.ino, 1);
-            return Err(FsError::IsDir(key));
+            return Err(FsError::IsDir(key.to_string()));
         }
         match self.open(entry.ino, flags).await {
             Ok(fh) => {
@@ -310,6 +398,20 @@ impl ObjFs {
         }
     }
 
+    /// Ends a read-only handle at once (it has nothing to commit); `None` for a write handle,
+    /// which [`Self::release`] must end. The adapter answers these without a trip through
+    /// the runtime.
+    pub fn release_read(&self, fh: u64) -> Option<FsResult<()>> {
+        let h = {
+            let mut hs = lock(&self.handles, "handles").ok()?;
+            if hs.get(&fh)?.write {
+                return None;
+            }
+            hs.remove(&fh)?
+        };
+        Some(self.table().map(|mut t| t.close(h.ino)))
+    }
+
     /// The last close of a handle: the last write handle of a file commits and drops the
     /// writer.
     pub async fn release(&self, _ino: u64, fh: u64) -> FsResult<()> {
@@ -333,13 +435,29 @@ impl ObjFs {
                 let r = g.commit(&self.wctx, false).await;
                 let attrs = g.current_attrs();
                 let mut t = self.table()?;
-                if let Some(n) = t.get_mut(h.ino) {
-                    if let Ok(Some(info)) = &r {
-                        n.wrote(info.clone());
+                if let Ok(Some(info)) = &r {
+                    t.wrote(h.ino, info.clone());
+                }
+                if t.get(h.ino).is_some_and(|n| n.is_pending()) {
+                    if let Some(b) = &g.base {
+                        t.wrote(h.ino, b.clone());
                     }
+                }
+                let mut gone = None;
+                if let Some(n) = t.get_mut(h.ino) {
                     n.attrs = Some((attrs, Instant::now()));
                     if n.write_handles == 0 {
                         n.writer = None;
+                        if n.is_pending() {
+                            // Created here and never made into a version (its commit
+                            // failed): there is no such file.
+                            gone = Some((n.parent, n.name.clone()));
+                        }
+                    }
+                }
+                if let Some((parent, name)) = gone {
+                    if t.child(parent, &name) == Some(h.ino) {
+                        t.detach(parent, &name);
                     }
                 }
                 drop(g);
@@ -350,7 +468,8 @@ impl ObjFs {
         res
     }
 
-    /// Completes the pending uploads of every open file and makes everything durable.
+    /// Completes the pending uploads of every open file, writes the times that wait in memory,
+    /// and makes everything durable.
     pub async fn flush_all(&self) -> FsResult<()> {
         let writers = self.table()?.writers();
         let mut first: Option<FsError> = None;
@@ -364,6 +483,7 @@ impl ObjFs {
                 }
             }
         }
+        self.flush_times().await;
         if let Err(e) = self.store.sync().await {
             first.get_or_insert(e.into());
         }

@@ -6,6 +6,8 @@
 //! rewritten and deleted by the helpers of this module, so the rule "a directory is its
 //! prefix" lives in one file.
 
+use std::time::Instant;
+
 use objfs_store::{Body, Condition, ListPage, ListRequest, Metadata, ObjectInfo};
 
 use super::ObjFs;
@@ -19,6 +21,26 @@ pub fn marker_of(dir: &str) -> String {
 }
 
 impl ObjFs {
+    /// Directory `ino` was seen to have a marker just now.
+    pub(super) fn marker_seen(&self, ino: u64) {
+        if let Ok(mut t) = self.table() {
+            if let Some(n) = t.get_mut(ino) {
+                n.marker_seen = Some(Instant::now());
+            }
+        }
+    }
+
+    /// Whether directory `ino` was seen to have a marker within the attribute TTL: then it
+    /// outlives its last entry without a look at the store. (A marker goes only with an rmdir
+    /// of the empty directory or a rename of it; another client doing either is seen within
+    /// the TTL, like every cached attribute.)
+    pub(super) fn marker_known(&self, ino: u64) -> bool {
+        self.table()
+            .ok()
+            .and_then(|t| t.get(ino).and_then(|n| n.marker_seen))
+            .is_some_and(|at| at.elapsed() < self.cfg.attr_ttl)
+    }
+
     /// The marker of directory `dir`, or `None` when it has none (an implicit directory, or
     /// no directory at all).
     pub(super) async fn head_marker(&self, dir: &str) -> FsResult<Option<ObjectInfo>> {

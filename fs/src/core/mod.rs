@@ -10,12 +10,14 @@
 //! module: `namespace` (lookup, create and remove names), `rename` (renames and tree
 //! moves), `files` (open files: read, write, flush, release), `attributes` (getattr,
 //! setattr, xattrs), `directories` (readdir handles, statfs), `markers` (every store call
-//! on a directory marker). This module holds the struct and the helpers they share.
+//! on a directory marker), `times` (times beside keys, written lazily), `names` (names known
+//! to be absent). This module holds the struct and the helpers they share.
 
 mod attributes;
 mod directories;
 mod files;
 mod markers;
+mod names;
 mod namespace;
 mod rename;
 mod times;
@@ -43,6 +45,7 @@ use crate::read::{BlockCache, ReadAhead};
 use crate::write::{WriteCtx, Writer, WriterCell};
 
 pub use markers::marker_of;
+pub use times::{MAX_DIRTY_TIMES, TIMES_FLUSH_INTERVAL};
 pub use types::{Attr, Caller, Entry, SetAttr, SetTime, StatFs};
 
 /// Concurrent part uploads of the whole mount.
@@ -62,10 +65,14 @@ struct FileHandle {
     read_seen: std::sync::atomic::AtomicBool,
 }
 
-/// What a name resolves to in the store.
+/// What a name resolves to in the store (or, `Pending`, in this mount only).
 enum Found {
-    Dir { marker: Option<ObjectInfo> },
+    Dir {
+        marker: Option<ObjectInfo>,
+    },
     Object(ObjectInfo),
+    /// A file created by this mount that has no version yet.
+    Pending,
 }
 
 /// The filesystem core.
@@ -83,6 +90,8 @@ pub struct ObjFs {
     root_attrs: Mutex<Attrs>,
     /// Times beside keys this mount recorded or read (see `times.rs`).
     times: Mutex<times::TimesCache>,
+    /// Names this mount knows to be absent (see `names.rs`).
+    names: Mutex<names::NameCache>,
     /// Renames take it exclusively, opens shared: an open that resolves a name and pins its
     /// version never interleaves with a rename that hands the name to another inode.
     namespace: tokio::sync::RwLock<()>,
@@ -159,6 +168,7 @@ impl ObjFs {
             wctx,
             root_attrs: Mutex::new(root),
             times: Mutex::new(times::TimesCache::new()),
+            names: Mutex::new(names::NameCache::new()),
             namespace: tokio::sync::RwLock::new(()),
             cfg,
         })
@@ -252,6 +262,7 @@ impl ObjFs {
             Found::Dir { marker: Some(m) } => Attrs::from_object(m, true, &self.cfg),
             Found::Dir { marker: None } => self.implicit_dir_attrs(),
             Found::Object(o) => Attrs::from_object(o, false, &self.cfg),
+            Found::Pending => Attrs::default_for(Kind::File, &self.cfg, SystemTime::now()),
         }
     }
 
@@ -427,7 +438,26 @@ impl ObjFs {
             self.note_version(ino, info);
             self.cache_attrs(ino, &g.current_attrs());
         }
+        self.settle_pending(ino, g);
         res
+    }
+
+    /// A pending file whose writer made a version on its own (a checkpoint while writing) is
+    /// in the store: pending no more. Returns whether `ino` is still pending.
+    fn settle_pending(&self, ino: u64, g: &Writer) -> bool {
+        let Ok(mut t) = self.table() else {
+            return false;
+        };
+        if !t.get(ino).is_some_and(|n| n.is_pending()) {
+            return false;
+        }
+        match &g.base {
+            Some(b) => {
+                t.wrote(ino, b.clone());
+                false
+            }
+            None => true,
+        }
     }
 
     /// Records a version this mount wrote of `ino`; returns the inode's new `local_seq`.
@@ -435,13 +465,8 @@ impl ObjFs {
         let Ok(mut t) = self.table() else {
             return 0;
         };
-        match t.get_mut(ino) {
-            Some(n) => {
-                n.wrote(info.clone());
-                n.local_seq
-            }
-            None => 0,
-        }
+        t.wrote(ino, info.clone());
+        t.get(ino).map_or(0, |n| n.local_seq)
     }
 
     fn local_seq(&self, ino: u64) -> FsResult<u64> {

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::time::SystemTime;
 
 use bytes::Bytes;
-use objfs_store::{Body, ObjectInfo};
+use objfs_store::Body;
 
 use super::{check_name, marker_of, Caller, Entry, Found, ObjFs};
 use crate::attr::{Attrs, Kind};
@@ -21,8 +21,38 @@ use crate::inode::ROOT;
 const MAX_TARGET: usize = 4095;
 
 impl ObjFs {
+    /// A lookup answered from memory when it can be: ENOENT for a name known absent (see
+    /// `names.rs`), the entry of a file open for writing here (its writer's attributes);
+    /// `None` when the store must be asked ([`Self::lookup`]). The adapter answers these
+    /// without a trip through the runtime.
+    pub fn lookup_cached(&self, parent: u64, name: &OsStr) -> Option<FsResult<Entry>> {
+        let name = match check_name(name) {
+            Ok(n) => n,
+            Err(e) => return Some(Err(e)),
+        };
+        // Not while a rename moves names.
+        let _ns = self.namespace.try_read().ok()?;
+        let key = match self.child_key(parent, name) {
+            Ok(k) => k,
+            Err(e) => return Some(Err(e)),
+        };
+        if self.known_absent(parent, name).is_some() {
+            return Some(Err(FsError::NotFound(key)));
+        }
+        let mut t = self.table().ok()?;
+        let n = t.child(parent, name).and_then(|ino| t.get(ino))?;
+        // Only an open writer's attributes are exact without the store.
+        n.writer.as_ref()?;
+        let (a, _) = n.attrs.clone()?;
+        let ino = t.lookup(parent, name, a.kind);
+        Some(Ok(self.entry(ino, &a)))
+    }
+
     /// Looks `name` up in directory `parent`.
     pub async fn lookup(&self, parent: u64, name: &OsStr) -> FsResult<Entry> {
+        if let Some(r) = self.lookup_cached(parent, name) {
+            return r;
+        }
         let name = check_name(name)?;
         let _ns = self.namespace.read().await;
         let key = self.child_key(parent, name)?;
@@ -40,13 +70,31 @@ impl ObjFs {
                 }
             }
         }
+        if self.known_absent(parent, name).is_some() {
+            return Err(FsError::NotFound(key));
+        }
         match self.probe(&key).await? {
             Some(f) => {
                 let versioned = !matches!(f, Found::Dir { marker: None });
+                let marker = matches!(f, Found::Dir { marker: Some(_) });
                 let attrs = self.with_times(&key, self.found_attrs(&f), versioned).await;
-                self.remember(parent, name, attrs)
+                let e = self.remember(parent, name, attrs)?;
+                if marker {
+                    self.marker_seen(e.ino);
+                }
+                Ok(e)
             }
-            None => Err(FsError::NotFound(key)),
+            None => {
+                self.name_gone(parent, name);
+                // An inode this mount still had under the name is gone from the store.
+                let mut t = self.table()?;
+                if let Some(ino) = t.child(parent, name) {
+                    if t.get(ino).is_some_and(|n| n.writer.is_none()) {
+                        t.detach(parent, name);
+                    }
+                }
+                Err(FsError::NotFound(key))
+            }
         }
     }
 
@@ -112,19 +160,6 @@ impl ObjFs {
         self.make_name(parent, name, Body::empty(), &a).await
     }
 
-    /// Writes an empty file at `key` unless something is there (EEXIST).
-    pub(super) async fn put_new_file(
-        &self,
-        key: &str,
-        mode: u32,
-        caller: Caller,
-    ) -> FsResult<ObjectInfo> {
-        let a = owned_attrs(Kind::File, &self.cfg, mode, caller);
-        self.put_if_absent(key, Body::empty(), &a)
-            .await?
-            .ok_or_else(|| FsError::Exists(key.to_string()))
-    }
-
     /// Creates a symlink: an object whose body is the target.
     pub async fn symlink(
         &self,
@@ -164,7 +199,9 @@ impl ObjFs {
         if dir {
             self.check_key_len(&marker_of(&key))?;
         }
-        if self.probe(&key).await?.is_some() {
+        if self.exists_here(parent, name)?
+            || (self.known_absent(parent, name).is_none() && self.probe(&key).await?.is_some())
+        {
             return Err(FsError::Exists(key));
         }
         let made = if dir {
@@ -173,8 +210,33 @@ impl ObjFs {
             self.put_if_absent(&key, body, attrs).await?
         };
         let info = made.ok_or_else(|| FsError::Exists(key.clone()))?;
+        self.name_made(parent, name);
         self.dir_changed(parent).await;
-        self.remember(parent, name, Attrs::from_object(&info, dir, &self.cfg))
+        let e = self.remember(parent, name, Attrs::from_object(&info, dir, &self.cfg))?;
+        if dir {
+            self.marker_seen(e.ino);
+            self.dir_made(e.ino);
+        }
+        Ok(e)
+    }
+
+    /// The kind of what this mount saw under `name` in `parent` within the attribute TTL (or
+    /// has open for writing), if anything.
+    pub(super) fn fresh_kind(&self, parent: u64, name: &str) -> FsResult<Option<Kind>> {
+        let t = self.table()?;
+        let n = t.child(parent, name).and_then(|i| t.get(i));
+        Ok(n.and_then(|n| match &n.attrs {
+            Some((a, at)) if n.writer.is_some() || at.elapsed() < self.cfg.attr_ttl => Some(a.kind),
+            _ => None,
+        }))
+    }
+
+    /// Whether `name` in `parent` is a file pending in this mount (not in the store yet).
+    pub(super) fn exists_here(&self, parent: u64, name: &str) -> FsResult<bool> {
+        let t = self.table()?;
+        Ok(t.child(parent, name)
+            .and_then(|i| t.get(i))
+            .is_some_and(|n| n.is_pending()))
     }
 
     /// Hard links are not supported (EPERM).
@@ -185,7 +247,7 @@ impl ObjFs {
     /// Keeps an implicit directory alive after its last entry went away, by writing its
     /// marker (otherwise it would vanish under the user's feet).
     pub(super) async fn keep_dir(&self, dir: u64) -> FsResult<()> {
-        if dir == ROOT {
+        if dir == ROOT || self.marker_known(dir) {
             return Ok(());
         }
         let (key, attrs) = {
@@ -201,8 +263,15 @@ impl ObjFs {
         let Some(key) = key else {
             return Ok(());
         };
-        if self.has_keys_below(&key).await? {
-            return Ok(());
+        if let Some(page) = self.list_below(&key, 1).await? {
+            let marker = marker_of(&key);
+            if page.objects.first().is_some_and(|o| o.key == marker) {
+                self.marker_seen(dir);
+                return Ok(());
+            }
+            if !page.objects.is_empty() || !page.common_prefixes.is_empty() {
+                return Ok(());
+            }
         }
         let a = attrs
             .map(|(a, _)| a)
@@ -210,6 +279,7 @@ impl ObjFs {
             .unwrap_or_else(|| self.implicit_dir_attrs());
         // Someone else made it meanwhile: fine.
         self.create_marker(&key, &a).await?;
+        self.marker_seen(dir);
         Ok(())
     }
 
@@ -224,26 +294,70 @@ impl ObjFs {
     }
 
     /// Removes `name` from `parent`: a directory (`dir`, only when empty: its marker goes)
-    /// or else a file or symlink. Its inode is detached and the parent kept.
+    /// or else a file or symlink. Its inode is detached and the parent kept. A pending file
+    /// (created here, never closed) is only forgotten: the store never had it.
     async fn remove(&self, parent: u64, name: &OsStr, dir: bool) -> FsResult<()> {
         self.check_rw()?;
         let name = check_name(name)?;
         let key = self.child_key(parent, name)?;
-        match self.probe(&key).await? {
-            None => return Err(FsError::NotFound(key)),
-            Some(Found::Dir { .. }) if !dir => return Err(FsError::IsDir(key)),
-            Some(Found::Object(_)) if dir => return Err(FsError::NotDir(key)),
-            Some(_) => {}
+        let (pending, child) = {
+            let t = self.table()?;
+            let child = t.child(parent, name);
+            let pending = child.and_then(|i| t.get(i)).is_some_and(|n| n.is_pending());
+            (pending, child)
+        };
+        if let (true, Some(c)) = (pending, child) {
+            if dir {
+                return Err(FsError::NotDir(key));
+            }
+            if let Some(mut g) = self.current_writer(c).await? {
+                // Still pending with its writer held: no commit can make it a version now.
+                if self.settle_pending(c, &g) {
+                    g.unlinked = true;
+                    {
+                        let mut t = self.table()?;
+                        if t.child(parent, name) == Some(c) {
+                            t.detach(parent, name);
+                        }
+                    }
+                    drop(g);
+                    self.name_gone(parent, name);
+                    self.dir_changed(parent).await;
+                    return Ok(());
+                }
+            }
+        }
+        // What this mount saw under the name within the TTL needs no second look.
+        let known = self.fresh_kind(parent, name)?;
+        let is_dir = match known {
+            Some(k) => k == Kind::Dir,
+            None => match self.probe(&key).await? {
+                None => return Err(FsError::NotFound(key)),
+                Some(f) => matches!(f, Found::Dir { .. }),
+            },
+        };
+        match (is_dir, dir) {
+            (true, false) => return Err(FsError::IsDir(key)),
+            (false, true) => return Err(FsError::NotDir(key)),
+            _ => {}
         }
         if dir {
-            if !self.dir_is_empty(&key).await? {
+            let has_pending = child.is_some_and(|c| self.table().is_ok_and(|t| t.has_pending(c)));
+            if has_pending || !self.dir_is_empty(&key).await? {
                 return Err(FsError::NotEmpty(key));
             }
             self.delete_marker(&key).await?;
-        } else {
-            self.store.delete(&key).await?;
+            if let Some(c) = child {
+                self.dir_forgotten(c);
+            }
+        } else if self.store.delete(&key).await?.is_none() && known.is_some() {
+            // Gone from the store since this mount last looked (another client removed it).
+            self.detach_name(parent, name).await?;
+            self.name_gone(parent, name);
+            return Err(FsError::NotFound(key));
         }
         self.detach_name(parent, name).await?;
+        self.name_gone(parent, name);
         self.keep_dir(parent).await?;
         self.dir_changed(parent).await;
         Ok(())
@@ -274,7 +388,7 @@ pub(super) fn is_regular(mode: u32) -> bool {
 
 /// The mount's default attributes of a new `kind` with `mode`'s permissions, owned by
 /// `caller`.
-fn owned_attrs(kind: Kind, cfg: &crate::FsConfig, mode: u32, caller: Caller) -> Attrs {
+pub(super) fn owned_attrs(kind: Kind, cfg: &crate::FsConfig, mode: u32, caller: Caller) -> Attrs {
     let mut a = Attrs::default_for(kind, cfg, SystemTime::now());
     a.perm = mode & 0o7777;
     a.uid = caller.uid;

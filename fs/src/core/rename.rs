@@ -6,12 +6,15 @@
 //! follow their files to the new keys.
 
 use std::ffi::OsStr;
+use std::time::Instant;
 
 use futures::StreamExt;
 use objfs_store::{Condition, CopyOptions, ListRequest, ObjectInfo, RenameOptions};
 use tokio::sync::OwnedMutexGuard;
 
 use super::{check_name, is_precondition, marker_of, Found, ObjFs};
+
+use crate::attr::{Attrs, Kind};
 use crate::error::{FsError, FsResult};
 use crate::write::Writer;
 
@@ -48,20 +51,29 @@ impl ObjFs {
             return Ok(());
         }
         let _ns = self.namespace.write().await;
-        let (sf, df) = tokio::join!(self.probe(&src), self.probe(&dst));
-        let sf = sf?.ok_or_else(|| FsError::NotFound(src.clone()))?;
+        if self
+            .rename_pending(parent, name, newparent, newname, &dst, noreplace)
+            .await?
+        {
+            return Ok(());
+        }
+        let (src_dir, df) = tokio::join!(
+            self.probe_src(parent, name, &src),
+            self.probe_dst(newparent, newname, &dst)
+        );
+        let src_dir = src_dir?;
         let df = df?;
         if noreplace && df.is_some() {
             return Err(FsError::Exists(dst));
         }
-        let (held, renamed) = match sf {
-            Found::Object(_) => {
-                if let Some(Found::Dir { .. }) = df {
-                    return Err(FsError::IsDir(dst));
-                }
-                self.rename_file(&src, &dst, noreplace).await?
+        let (held, renamed) = if src_dir {
+            (self.rename_dir(&src, &dst, df).await?, None)
+        } else {
+            if let Some(Found::Dir { .. }) = df {
+                return Err(FsError::IsDir(dst));
             }
-            Found::Dir { .. } => (self.rename_dir(&src, &dst, df).await?, None),
+            self.rename_file((parent, name), &src, &dst, noreplace)
+                .await?
         };
         // Whatever was at the destination is gone; the source inode moves there.
         self.detach_name(newparent, newname).await?;
@@ -70,12 +82,21 @@ impl ObjFs {
             if let Some(ino) = t.child(parent, name) {
                 t.rename(ino, newparent, newname);
                 // The moved inode now is the renamed version (same bytes, new key).
-                if let (Some(info), Some(n)) = (renamed, t.get_mut(ino)) {
-                    n.wrote(info);
+                if let Some(info) = renamed {
+                    // What the mount knows of it is exact now.
+                    if let Some(n) = t.get_mut(ino) {
+                        if n.writer.is_none() {
+                            let a = Attrs::from_object(&info, false, &self.cfg);
+                            n.attrs = Some((a, Instant::now()));
+                        }
+                    }
+                    t.wrote(ino, info);
                 }
             }
         }
         self.rekey_writers(held).await;
+        self.name_gone(parent, name);
+        self.name_made(newparent, newname);
         self.keep_dir(parent).await?;
         self.dir_changed(parent).await;
         if newparent != parent {
@@ -84,15 +105,93 @@ impl ObjFs {
         Ok(())
     }
 
+    /// Whether the source of a rename is a directory (ENOENT when it is nothing): what this
+    /// mount saw under the name within the TTL, else what the store holds.
+    async fn probe_src(&self, parent: u64, name: &str, src: &str) -> FsResult<bool> {
+        if let Some(kind) = self.fresh_kind(parent, name)? {
+            return Ok(kind == Kind::Dir);
+        }
+        match self.probe(src).await? {
+            Some(f) => Ok(matches!(f, Found::Dir { .. })),
+            None => Err(FsError::NotFound(src.to_string())),
+        }
+    }
+
+    /// What the destination of a rename is: nothing when this mount knows the name absent
+    /// (see `names.rs`), else what the store holds, or a file pending in this mount.
+    async fn probe_dst(&self, parent: u64, name: &str, dst: &str) -> FsResult<Option<Found>> {
+        if self.exists_here(parent, name)? {
+            return Ok(Some(Found::Pending));
+        }
+        if self.known_absent(parent, name).is_some() {
+            return Ok(None);
+        }
+        self.probe(dst).await
+    }
+
+    /// Renames a pending file (created here, not in the store yet): when nothing is at the
+    /// destination in the store, the file only changes its name in this mount and its first
+    /// version goes to the new key at its close; no store call. Over an existing object, the
+    /// file is committed first and renamed as any other. Returns whether it was done here.
+    async fn rename_pending(
+        &self,
+        parent: u64,
+        name: &str,
+        newparent: u64,
+        newname: &str,
+        dst: &str,
+        noreplace: bool,
+    ) -> FsResult<bool> {
+        let ino = {
+            let t = self.table()?;
+            match t.child(parent, name) {
+                Some(i) if t.get(i).is_some_and(|n| n.is_pending()) => i,
+                _ => return Ok(false),
+            }
+        };
+        let Some(mut g) = self.current_writer(ino).await? else {
+            return Ok(false);
+        };
+        if !self.settle_pending(ino, &g) {
+            // Its close (or a checkpoint) made it a version meanwhile.
+            return Ok(false);
+        }
+        match self.probe_dst(newparent, newname, dst).await? {
+            Some(_) if noreplace => return Err(FsError::Exists(dst.to_string())),
+            Some(Found::Dir { .. }) => return Err(FsError::IsDir(dst.to_string())),
+            Some(Found::Object(_)) => {
+                // Replaces a file of the store: commit first, then a store rename.
+                self.commit_writer(ino, &mut g, false).await?;
+                return Ok(false);
+            }
+            Some(Found::Pending) | None => {}
+        }
+        self.detach_name(newparent, newname).await?;
+        {
+            let mut t = self.table()?;
+            t.rename(ino, newparent, newname);
+        }
+        g.key = dst.to_string();
+        drop(g);
+        self.name_gone(parent, name);
+        self.name_made(newparent, newname);
+        self.dir_changed(parent).await;
+        if newparent != parent {
+            self.dir_changed(newparent).await;
+        }
+        Ok(true)
+    }
+
     /// Renames the file `src` to `dst`: one store operation, atomic in the local store (a
     /// crash leaves the file under one name, never two), metadata only, no data copied.
     async fn rename_file(
         &self,
+        (parent, name): (u64, &str),
         src: &str,
         dst: &str,
         noreplace: bool,
     ) -> FsResult<(Held, Option<ObjectInfo>)> {
-        let held = self.lock_writers_under(src, false).await?;
+        let held = self.lock_writer_of(parent, name).await?;
         let opts = RenameOptions {
             condition: if noreplace {
                 Condition::IfNotExists
@@ -111,7 +210,9 @@ impl ObjFs {
     /// Moves the directory `src` (and everything below it) to `dst`, which is `df` now.
     async fn rename_dir(&self, src: &str, dst: &str, df: Option<Found>) -> FsResult<Held> {
         match &df {
-            Some(Found::Object(_)) => return Err(FsError::NotDir(dst.to_string())),
+            Some(Found::Object(_)) | Some(Found::Pending) => {
+                return Err(FsError::NotDir(dst.to_string()))
+            }
             Some(Found::Dir { .. }) if !self.dir_is_empty(dst).await? => {
                 return Err(FsError::NotEmpty(dst.to_string()))
             }
@@ -130,6 +231,20 @@ impl ObjFs {
         }
         self.move_tree(&from, &to).await?;
         Ok(held)
+    }
+
+    /// Commits the open writer of the file `name` in `parent` (if any) and keeps it locked: what
+    /// [`Self::lock_writers_under`] does for one file, without a look at every open file.
+    async fn lock_writer_of(&self, parent: u64, name: &str) -> FsResult<Held> {
+        let ino = self.table()?.child(parent, name);
+        let Some(ino) = ino else {
+            return Ok(Vec::new());
+        };
+        let Some(mut g) = self.current_writer(ino).await? else {
+            return Ok(Vec::new());
+        };
+        self.commit_writer(ino, &mut g, false).await?;
+        Ok(vec![(ino, g)])
     }
 
     /// Commits every open writer of `key` (or below it, for a directory) and keeps them

@@ -3,8 +3,13 @@
 //! as versions: reading a file or creating an entry in a directory makes no version.
 //!
 //! This mount keeps the times it recorded or read in a bounded cache (so `stat` after a change
-//! costs no store call), writes each change through to the store (a lazy record, durable with
-//! the next group commit), and merges them into the attributes it reports:
+//! costs no store call) and merges them into the attributes it reports. Changes are written
+//! to the store lazily: the newest time per key is held in memory and written by
+//! [`ObjFs::flush_times`] — about once a second by the mount ([`TIMES_FLUSH_INTERVAL`]), at
+//! `flush_all` (unmount, SIGTERM), or at once when [`MAX_DIRTY_TIMES`] keys wait. A directory
+//! that gets a thousand entries in a second costs one record, not a thousand. A crash of the
+//! mount loses at most the last interval's times; no version and no name depends on them.
+//! The attributes reported:
 //!
 //! - a directory's mtime and ctime are the time of its last entry change when that is newer
 //!   than its marker's version (an explicit `utimens` makes a newer version and wins);
@@ -14,6 +19,7 @@
 //! On a store without `key_times` the cache is all there is: the times last while the mount
 //! lives (and while the cache keeps them).
 
+use std::collections::HashMap;
 use std::num::NonZeroUsize;
 use std::time::{Duration, SystemTime};
 
@@ -27,17 +33,34 @@ use crate::inode::ROOT;
 
 /// Keys whose times the mount remembers.
 const CACHED_TIMES: usize = 65_536;
+/// Keys whose new times may wait in memory; one more writes them all.
+pub const MAX_DIRTY_TIMES: usize = 4096;
+/// How often the mount writes the times that wait.
+pub const TIMES_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 /// relatime: an atime older than this is refreshed by a read even when newer than mtime.
 const RELATIME_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
 
-/// The cache of times beside keys.
-pub(crate) struct TimesCache(LruCache<String, KeyTimes>);
+/// The cache of times beside keys, and the changes not written to the store yet.
+pub(crate) struct TimesCache {
+    cache: LruCache<String, KeyTimes>,
+    dirty: HashMap<String, KeyTimes>,
+}
 
 impl TimesCache {
     pub(crate) fn new() -> TimesCache {
-        TimesCache(LruCache::new(
-            NonZeroUsize::new(CACHED_TIMES).unwrap_or(NonZeroUsize::MIN),
-        ))
+        TimesCache {
+            cache: LruCache::new(NonZeroUsize::new(CACHED_TIMES).unwrap_or(NonZeroUsize::MIN)),
+            dirty: HashMap::new(),
+        }
+    }
+
+    fn get(&mut self, key: &str) -> Option<KeyTimes> {
+        let cached = self.cache.get(key).copied();
+        match (self.dirty.get(key).copied(), cached) {
+            (Some(d), Some(c)) => Some(c.updated(d)),
+            (Some(d), None) => Some(d),
+            (None, c) => c,
+        }
     }
 }
 
@@ -66,8 +89,8 @@ impl ObjFs {
     /// The times recorded beside `tkey` (the cache, else the store).
     pub(super) async fn times_of(&self, tkey: &str) -> KeyTimes {
         if let Ok(mut c) = lock(&self.times, "times") {
-            if let Some(t) = c.0.get(tkey) {
-                return *t;
+            if let Some(t) = c.get(tkey) {
+                return t;
             }
         }
         if !self.features.key_times {
@@ -81,23 +104,54 @@ impl ObjFs {
             }
         };
         if let Ok(mut c) = lock(&self.times, "times") {
-            c.0.put(tkey.to_string(), t);
+            // Merged with a change recorded while the store answered.
+            let t = match c.dirty.get(tkey) {
+                Some(d) => t.updated(*d),
+                None => t,
+            };
+            c.cache.put(tkey.to_string(), t);
+            return t;
         }
         t
     }
 
-    /// Records `t` beside `tkey`: in the cache, and in the store when it keeps times (a
-    /// failure there is logged, not returned: these times are not acknowledged changes).
+    /// Records `t` beside `tkey`: in the cache at once, and in the store lazily when it keeps
+    /// times (see the module docs).
     async fn record_times(&self, tkey: &str, t: KeyTimes) {
-        if let Ok(mut c) = lock(&self.times, "times") {
-            let now = c.0.get(tkey).copied().unwrap_or_default().updated(t);
-            c.0.put(tkey.to_string(), now);
+        let full = match lock(&self.times, "times") {
+            Ok(mut c) => {
+                let now = c.get(tkey).unwrap_or_default().updated(t);
+                c.cache.put(tkey.to_string(), now);
+                if self.features.key_times {
+                    let d = c.dirty.entry(tkey.to_string()).or_default();
+                    *d = d.updated(t);
+                }
+                c.dirty.len() >= MAX_DIRTY_TIMES
+            }
+            Err(_) => false,
+        };
+        if full {
+            self.flush_times().await;
         }
-        if self.features.key_times {
-            if let Err(e) = self.store.set_key_times(tkey, t).await {
-                tracing::debug!(key = tkey, error = %e, "recording times beside the key failed");
+    }
+
+    /// Writes the times that wait in memory to the store. A failure is logged, not returned:
+    /// these times are not acknowledged changes.
+    pub async fn flush_times(&self) {
+        let dirty = match lock(&self.times, "times") {
+            Ok(mut c) => std::mem::take(&mut c.dirty),
+            Err(_) => return,
+        };
+        for (key, t) in dirty {
+            if let Err(e) = self.store.set_key_times(&key, t).await {
+                tracing::debug!(key, error = %e, "recording times beside the key failed");
             }
         }
+    }
+
+    /// How many keys have times not written to the store yet.
+    pub fn dirty_times(&self) -> usize {
+        lock(&self.times, "times").map_or(0, |c| c.dirty.len())
     }
 
     /// The attributes of the object or directory `key` with the times recorded beside it.

@@ -32,11 +32,30 @@ pub struct Counts {
     pub lists: AtomicU64,
     pub heads: AtomicU64,
     pub completes: AtomicU64,
+    pub deletes: AtomicU64,
+    pub renames: AtomicU64,
+    pub times_sets: AtomicU64,
+    /// Puts and copies asked to be durable.
+    pub durable: AtomicU64,
 }
 
 impl Counts {
     pub fn get(a: &AtomicU64) -> u64 {
         a.load(Ordering::SeqCst)
+    }
+    /// Every call that changes the store (a metadata commit each).
+    pub fn commits(&self) -> u64 {
+        [
+            &self.puts,
+            &self.copies,
+            &self.completes,
+            &self.deletes,
+            &self.renames,
+            &self.times_sets,
+        ]
+        .iter()
+        .map(|a| Self::get(a))
+        .sum()
     }
     pub fn reset(&self) {
         for a in [
@@ -52,6 +71,10 @@ impl Counts {
             &self.lists,
             &self.heads,
             &self.completes,
+            &self.deletes,
+            &self.renames,
+            &self.times_sets,
+            &self.durable,
         ] {
             a.store(0, Ordering::SeqCst);
         }
@@ -126,6 +149,9 @@ impl ObjectStore for CountingStore {
         self.pause().await;
         let b = body.collect().await?;
         self.counts.puts.fetch_add(1, Ordering::SeqCst);
+        if opts.durable {
+            self.counts.durable.fetch_add(1, Ordering::SeqCst);
+        }
         self.counts
             .put_bytes
             .fetch_add(b.len() as u64, Ordering::SeqCst);
@@ -144,16 +170,21 @@ impl ObjectStore for CountingStore {
         self.inner.head(key, version).await
     }
     async fn delete(&self, key: &str) -> Result<Option<VersionId>> {
+        self.counts.deletes.fetch_add(1, Ordering::SeqCst);
         self.inner.delete(key).await
     }
     async fn delete_version(&self, key: &str, version: VersionId) -> Result<()> {
         self.inner.delete_version(key, version).await
     }
     async fn rename(&self, src: &str, dst: &str, opts: RenameOptions) -> Result<ObjectInfo> {
+        self.counts.renames.fetch_add(1, Ordering::SeqCst);
         self.inner.rename(src, dst, opts).await
     }
     async fn copy(&self, src: &str, dst: &str, opts: CopyOptions) -> Result<ObjectInfo> {
         self.counts.copies.fetch_add(1, Ordering::SeqCst);
+        if opts.durable {
+            self.counts.durable.fetch_add(1, Ordering::SeqCst);
+        }
         self.pause().await;
         self.inner.copy(src, dst, opts).await
     }
@@ -234,6 +265,7 @@ impl ObjectStore for CountingStore {
         self.inner.capacity().await
     }
     async fn set_key_times(&self, key: &str, times: KeyTimes) -> Result<()> {
+        self.counts.times_sets.fetch_add(1, Ordering::SeqCst);
         self.inner.set_key_times(key, times).await
     }
     async fn key_times(&self, key: &str) -> Result<KeyTimes> {
