@@ -272,16 +272,30 @@ pub fn gc(a: &GcArgs) -> Result<()> {
     Ok(())
 }
 
+/// A disk path as the store may name it: absolute paths as given (a failed disk cannot be
+/// resolved), relative ones against this command's directory (the mount process's is `/`).
+fn from_here(p: &std::path::Path) -> Result<PathBuf> {
+    if p.is_absolute() {
+        return Ok(p.to_path_buf());
+    }
+    crate::platform::absolute(p)
+}
+
 /// `objfs disk`.
 pub fn disk(a: &DiskArgs) -> Result<()> {
     let abs = crate::platform::absolute;
     let (store, req) = match &a.command {
         DiskCommand::Add { store, dir } => (store, Request::DiskAdd { dir: abs(dir)? }),
-        DiskCommand::Remove { store, dir } => (store, Request::DiskRemove { dir: dir.clone() }),
+        DiskCommand::Remove { store, dir } => (
+            store,
+            Request::DiskRemove {
+                dir: from_here(dir)?,
+            },
+        ),
         DiskCommand::Replace { store, old, new } => (
             store,
             Request::DiskReplace {
-                old: old.clone(),
+                old: from_here(old)?,
                 new: abs(new)?,
             },
         ),

@@ -136,6 +136,8 @@ fn is_stale(r: &Record) -> bool {
 pub fn register(loc: &StoreLocation, record: &Record) -> Result<(Registration, UnixListener)> {
     let dir = runtime_dir();
     ensure_dir(&dir)?;
+    // Sweep what crashed mounts left behind.
+    let _ = all();
     let key = key(loc);
     let (sock, rec) = (socket_path(&dir, &key), record_path(&dir, &key));
     if let Some(old) = read_record(&rec) {
@@ -208,26 +210,28 @@ pub fn lookup_store(loc: &StoreLocation) -> Option<Mounted> {
     live(&runtime_dir(), &key(loc))
 }
 
+/// Every live registered mount; stale records found on the way are removed.
+pub fn all() -> Vec<Mounted> {
+    let dir = runtime_dir();
+    let Ok(entries) = fs::read_dir(&dir) else {
+        return Vec::new();
+    };
+    let keys: Vec<String> = entries
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let key = name.strip_suffix(".json")?;
+            (!key.starts_with('.')).then(|| key.to_string())
+        })
+        .collect();
+    keys.iter().filter_map(|k| live(&dir, k)).collect()
+}
+
 /// The registered mount at `mountpoint` (absolute), if any.
 pub fn lookup_mountpoint(mountpoint: &Path) -> Option<Mounted> {
-    let dir = runtime_dir();
-    let entries = fs::read_dir(&dir).ok()?;
-    for e in entries.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        let Some(key) = name.strip_suffix(".json") else {
-            continue;
-        };
-        if key.starts_with('.') {
-            continue;
-        }
-        let matches = read_record(&e.path()).is_some_and(|r| r.mountpoint == mountpoint);
-        if matches {
-            if let Some(m) = live(&dir, key) {
-                return Some(m);
-            }
-        }
-    }
-    None
+    all()
+        .into_iter()
+        .find(|m| m.record.mountpoint == mountpoint)
 }
 
 #[cfg(test)]

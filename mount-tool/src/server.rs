@@ -136,6 +136,10 @@ fn serve(conn: UnixStream, shared: &Shared) -> std::io::Result<()> {
     let mut writer = conn.try_clone()?;
     let mut line = String::new();
     BufReader::new(conn).read_line(&mut line)?;
+    if line.trim().is_empty() {
+        // A liveness probe (runtime.rs): connected and went away.
+        return Ok(());
+    }
     let env: Envelope = match serde_json::from_str(line.trim()) {
         Ok(e) => e,
         Err(e) => return send(&mut writer, &Reply::Error(format!("bad request: {e}"))),

@@ -212,7 +212,20 @@ impl LocalStore {
         }
         let out = job();
         if !was_paused {
+            let resumed_at = now_nanos();
             w.resume();
+            // Until the worker has re-read its checkpoint and published its status, a report
+            // would show its figures from before the job.
+            let t0 = Instant::now();
+            while t0.elapsed() < Duration::from_secs(5) {
+                let st = w.status();
+                if st.state == WorkerState::Done
+                    || (st.state != WorkerState::Paused && st.updated >= resumed_at)
+                {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
         }
         out
     }
