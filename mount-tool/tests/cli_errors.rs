@@ -186,6 +186,14 @@ fn a_dead_mount_is_recognised_and_cleared() {
     }
     let pid = lock_pid(&store).unwrap();
     assert_eq!(names(&rt.join("objfs")).len(), 2, "socket and record");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &std::path::Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&rt.join("objfs")), 0o700);
+        for n in names(&rt.join("objfs")) {
+            assert_eq!(mode(&rt.join("objfs").join(&n)), 0o600, "{n}");
+        }
+    }
     // SAFETY: killing the mount process this test started.
     unsafe { libc::kill(pid, libc::SIGKILL) };
     wait_until("the mount process to die", || !alive(pid));

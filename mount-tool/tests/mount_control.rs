@@ -161,4 +161,17 @@ fn status_scrub_gc_place_through_the_control_channel_while_writing() {
         placed_bytes
     );
     assert_eq!(st["daemons"][1]["running"], false);
+    // Unmounted --now runs show up in the daemon reports at once, with their figures.
+    ok(&["scrub", s(&store), "--now", "-q"]);
+    let v = json(&["scrub", s(&store), "--json"]);
+    let last = &v["daemon"]["progress"]["last"];
+    assert!(
+        last["counters"]["bytes_checked"].as_u64().unwrap() > 0,
+        "{v}"
+    );
+    assert!(last["finished"].as_u64().unwrap() > 0, "{v}");
+    ok(&["gc", s(&store), "--now", "-q"]);
+    let text = ok(&["gc", s(&store)]);
+    assert!(text.contains("gc: not running"), "{text}");
+    assert!(text.contains("4/4 phases"), "{text}");
 }
