@@ -56,7 +56,7 @@ impl Feedback {
                 } else {
                     (p.run.items_done, p.run.items_total.max(1))
                 };
-                let b = bar.get_or_insert_with(|| new_bar(&p.job, by_bytes));
+                let b = bar.get_or_insert_with(|| new_bar(&p.job, by_bytes, len.max(pos)));
                 b.set_length(len.max(pos));
                 b.set_position(pos);
                 let items = if p.run.items_total > 0 {
@@ -87,7 +87,7 @@ impl Drop for Feedback {
     }
 }
 
-fn new_bar(job: &str, by_bytes: bool) -> ProgressBar {
+fn new_bar(job: &str, by_bytes: bool, len: u64) -> ProgressBar {
     let template = if by_bytes {
         "{prefix} [{bar:30}] {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} ETA {eta} {msg}"
     } else {
@@ -96,7 +96,7 @@ fn new_bar(job: &str, by_bytes: bool) -> ProgressBar {
     let style = ProgressStyle::with_template(template)
         .unwrap_or_else(|_| ProgressStyle::default_bar())
         .progress_chars("=> ");
-    let b = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
+    let b = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr());
     b.set_style(style);
     b.set_prefix(job.to_string());
     b.enable_steady_tick(Duration::from_millis(250));

@@ -160,16 +160,17 @@ fn serve(conn: UnixStream, shared: &Shared) -> std::io::Result<()> {
     };
     info!(request = ?env.request, "control request");
     let mut progress_writer = writer.try_clone()?;
-    let mut last = std::time::Instant::now() - Duration::from_secs(1);
+    let mut last: Option<std::time::Instant> = None;
     let mut on_progress = |p: &ops::JobProgress| {
         if shared.stopping.load(Ordering::SeqCst) {
             return false;
         }
         // At most ten lines a second; a client that went away stops the job.
-        if last.elapsed() < Duration::from_millis(100) && p.run.items_done < p.run.items_total {
+        let recent = last.is_some_and(|t| t.elapsed() < Duration::from_millis(100));
+        if recent && p.run.items_done < p.run.items_total {
             return true;
         }
-        last = std::time::Instant::now();
+        last = Some(std::time::Instant::now());
         send(&mut progress_writer, &Reply::Progress(p.clone())).is_ok()
     };
     let result = ops::execute(&store, Some(&shared.record), &env.request, &mut on_progress);
