@@ -46,9 +46,28 @@ fn mount_options(cfg: &FsConfig) -> Config {
     } else {
         MountOption::RW
     });
+    let mut acl = if cfg.allow_other {
+        SessionACL::All
+    } else {
+        SessionACL::Owner
+    };
     for o in &cfg.extra_options {
         for part in o.split(',').filter(|p| !p.is_empty()) {
             let opt = match part {
+                // fusermount3 handles auto_unmount, and fuser wants allow_root (or
+                // allow_other) with it; root and the owner is what a plain mount allows anyway.
+                "auto_unmount" => {
+                    if acl == SessionACL::Owner {
+                        acl = SessionACL::RootAndOwner;
+                    }
+                    MountOption::AutoUnmount
+                }
+                "allow_root" => {
+                    if acl == SessionACL::Owner {
+                        acl = SessionACL::RootAndOwner;
+                    }
+                    continue;
+                }
                 "ro" => MountOption::RO,
                 "rw" => MountOption::RW,
                 "noatime" => MountOption::NoAtime,
@@ -58,13 +77,9 @@ fn mount_options(cfg: &FsConfig) -> Config {
                 "dirsync" => MountOption::DirSync,
                 "sync" => MountOption::Sync,
                 "async" => MountOption::Async,
-                "allow_other"
-                | "allow_root"
-                | "default_permissions"
-                | "nodev"
-                | "nosuid"
-                | "dev"
-                | "suid" => continue,
+                "allow_other" | "default_permissions" | "nodev" | "nosuid" | "dev" | "suid" => {
+                    continue
+                }
                 p if p.starts_with("fsname=") || p.starts_with("subtype=") => continue,
                 other => MountOption::CUSTOM(other.to_string()),
             };
@@ -80,11 +95,7 @@ fn mount_options(cfg: &FsConfig) -> Config {
     }
     let mut c = Config::default();
     c.mount_options = opts;
-    c.acl = if cfg.allow_other {
-        SessionACL::All
-    } else {
-        SessionACL::Owner
-    };
+    c.acl = acl;
     c.n_threads = Some(1);
     c
 }

@@ -7,31 +7,43 @@ use clap::{Args, Parser, Subcommand};
 const MAIN_EXAMPLES: &str = "\
 Examples:
   objfs init ~/.objfs/store                   create an empty store
-  objfs mount ~/.objfs/store ~/objfs          mount it (creating it if needed)
-  objfs status ~/.objfs/store                 objects, versions, space
+  objfs mount ~/.objfs/store ~/objfs          mount it (the default location is created if needed)
+  objfs status ~/objfs                        objects, versions, space, daemons (also while mounted)
   objfs umount ~/objfs                        finish uploads and unmount
+  objfs completions bash > /etc/bash_completion.d/objfs
+  objfs man > /usr/local/share/man/man1/objfs.1
 
-Logs: set RUST_LOG (e.g. RUST_LOG=objfs=debug); quiet (warnings only) by default.
+Commands that take STORE also take the mount point of a mounted store; while it is mounted
+they talk to the mount process over its control socket.
+Exit codes: 0 success, 1 failure, 2 usage error.
+Logs: set RUST_LOG (e.g. RUST_LOG=objfs=debug); a mount daemon logs to STORE/objfs.log.
 As a mount(8) helper: ln -s \"$(command -v objfs)\" /sbin/mount.objfs (see docs/OPERATIONS.md).";
 
 const MOUNT_EXAMPLES: &str = "\
 Examples:
-  objfs mount ~/.objfs/store ~/objfs
+  objfs mount ~/.objfs/store ~/objfs                   the default store is created if missing
+  objfs mount --init /srv/objfs/store /mnt/objfs       create a new store there and mount it
   objfs mount --foreground ~/.objfs/store ~/objfs      stay attached; Ctrl-C unmounts
   objfs mount --read-only /srv/objfs/store /mnt/objfs
   objfs mount -o allow_other,part_size=16M,attr_ttl=0.5 /srv/objfs/store /mnt/objfs
   objfs mount --cache-size 1G --max-memory 512M --log-file /var/log/objfs.log STORE MNT
 
-The store is created when STORE does not exist or is an empty directory; a non-empty
-directory that is not a store is refused. The mount point is created when missing.
+STORE must be an existing store, except with --init or at the default location
+~/.objfs/store, where a missing or empty directory becomes a new store. The mount point is
+created when missing; a non-empty one is refused unless --allow-non-empty; a dead mount left
+there by a killed daemon is cleared (fusermount3 -u -z).
 Without --foreground the command returns once the mount is ready (exit 0), or prints why it
-failed (exit 1); the daemon keeps running until `objfs umount MOUNTPOINT`. SIGINT and SIGTERM
-finish pending uploads, unmount and close the store.
+failed (exit 1); the daemon keeps running until `objfs umount MOUNTPOINT` and logs to
+STORE/objfs.log unless --log-file says otherwise. SIGINT and SIGTERM finish pending uploads,
+unmount and close the store.
 
--o options understood by objfs: ro, allow_other, part_size=SIZE, max_memory=SIZE,
+-o options understood by objfs: ro, allow_other, noxattr, part_size=SIZE, max_memory=SIZE,
 cache_size=SIZE, attr_ttl=SECONDS, uid=N, gid=N, file_mode=OCTAL, dir_mode=OCTAL, fsname=NAME,
-log_file=PATH, foreground. fstab-only options (defaults, noauto, _netdev, nofail, x-*, ...) are
-ignored; any other option is passed through to FUSE (e.g. noexec, nosuid, default_permissions).
+log_file=PATH, foreground, allow_non_empty. Passed to FUSE: rw, allow_root, auto_unmount,
+default_permissions, noatime, atime, relatime, nodiratime, strictatime, exec, noexec, suid,
+nosuid, dev, nodev, sync, async, dirsync, max_read=N, blksize=N, subtype=NAME. fstab-only
+options (defaults, auto, noauto, user, users, nouser, owner, group, _netdev, nofail, loop,
+comment=..., x-*) are ignored. Any other option is an error naming it (exit 2).
 Sizes take K, M, G, T suffixes (powers of 1024).";
 
 const UMOUNT_EXAMPLES: &str = "\
@@ -51,10 +63,22 @@ STORE must not exist or be an empty directory.";
 const STATUS_EXAMPLES: &str = "\
 Examples:
   objfs status ~/.objfs/store
-  objfs status --json ~/.objfs/store
+  objfs status ~/objfs                        the mount point works too
+  objfs status --json ~/.objfs/store          the schema is in docs/OPERATIONS.md
 
-While the store is mounted its lock is held by the mount daemon: status then says which pid
-mounts it and exits 1 (unmount first, or look at `df MOUNTPOINT` for space).";
+While the store is mounted the mount process answers (over its control socket), with the
+same figures plus the mount point, its pid and its log file.";
+
+const COMPLETIONS_EXAMPLES: &str = "\
+Examples:
+  objfs completions bash > /etc/bash_completion.d/objfs
+  objfs completions zsh > \"${fpath[1]}/_objfs\"
+  objfs completions fish > ~/.config/fish/completions/objfs.fish";
+
+const MAN_EXAMPLES: &str = "\
+Examples:
+  objfs man > /usr/local/share/man/man1/objfs.1 && man objfs
+  objfs man --dir /usr/local/share/man/man1     objfs.1 and one page per subcommand";
 
 /// objfs: a versioned object store mounted as a filesystem.
 #[derive(Debug, Parser)]
@@ -91,15 +115,43 @@ pub enum Command {
     /// Manage the store's disks: add, remove (moving data off first), replace a failed one.
     #[command(after_help = crate::maintenance::DISK_EXAMPLES)]
     Disk(crate::maintenance::DiskArgs),
+    /// Print a shell completion script.
+    #[command(after_help = COMPLETIONS_EXAMPLES)]
+    Completions(CompletionsArgs),
+    /// Print the manual page (roff), or write one page per command into a directory.
+    #[command(after_help = MAN_EXAMPLES)]
+    Man(ManArgs),
+}
+
+/// `objfs completions`.
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+/// `objfs man`.
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// Write objfs.1 and objfs-SUBCOMMAND.1 into this directory instead of printing objfs.1.
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
 }
 
 /// `objfs mount`.
 #[derive(Debug, Args, Clone, Default)]
 pub struct MountArgs {
-    /// The store directory (created if it does not exist or is empty).
+    /// The store: a directory holding a store (or, with --init, where to create one).
     pub store: PathBuf,
     /// Where to mount it (created if it does not exist).
     pub mountpoint: PathBuf,
+    /// Create a new store at STORE when it is missing or an empty directory.
+    #[arg(long)]
+    pub init: bool,
+    /// Mount over a mount point that is not empty (its files are hidden while mounted).
+    #[arg(long)]
+    pub allow_non_empty: bool,
     /// Stay in the foreground instead of returning once mounted.
     #[arg(short, long)]
     pub foreground: bool,
@@ -125,7 +177,8 @@ pub struct MountArgs {
     /// default 1).
     #[arg(long, value_name = "SECONDS")]
     pub attr_ttl: Option<String>,
-    /// Where the daemon writes its log (appended; default: nowhere).
+    /// Where the mount writes its log, also with --foreground (appended, rotated at 10 MiB;
+    /// default: STORE/objfs.log for a daemon, stderr in the foreground).
     #[arg(long, value_name = "PATH")]
     pub log_file: Option<PathBuf>,
 }
@@ -167,9 +220,9 @@ pub struct InitArgs {
 /// `objfs status`.
 #[derive(Debug, Args)]
 pub struct StatusArgs {
-    /// The store directory.
+    /// The store directory, or the mount point of a mounted store.
     pub store: PathBuf,
-    /// Print JSON instead of a table.
+    /// Print JSON instead of text (schema in docs/OPERATIONS.md).
     #[arg(long)]
     pub json: bool,
 }

@@ -2,8 +2,9 @@
 //!
 //! The parent forks at once (no threads, no runtime, no store open yet: sled and the
 //! filesystem start threads, which do not survive a fork). The child calls `setsid`, moves to
-//! `/`, points its standard streams at `/dev/null` (stderr at the log file when one is given),
-//! then opens the store and mounts. It talks to the parent over a pipe, one line per message:
+//! `/`, points its standard streams at `/dev/null` (stderr at the log file when one is given;
+//! the default log in the store directory takes stderr over once the store is open), then
+//! opens the store and mounts. It talks to the parent over a pipe, one line per message:
 //!
 //! * `info <text>`  — something the user should see (e.g. "created a new store"); the parent
 //!   prints it and keeps waiting;
@@ -15,7 +16,6 @@
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::path::Path;
 
 use anyhow::{Context, Result};
 use nix::sys::wait::{waitpid, WaitStatus};
@@ -71,18 +71,7 @@ impl Notifier {
 /// through.
 ///
 /// Must be called while the process has a single thread.
-pub fn daemonize(log_file: Option<&Path>, quiet: bool) -> Result<Notifier> {
-    // Open the log file before forking so that a bad path is reported plainly.
-    let log = match log_file {
-        Some(p) => Some(
-            OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(p)
-                .with_context(|| format!("cannot open log file {}", p.display()))?,
-        ),
-        None => None,
-    };
+pub fn daemonize(log: Option<File>, quiet: bool) -> Result<Notifier> {
     let (read_end, write_end) = nix::unistd::pipe().context("cannot create a pipe")?;
     std::io::stdout().flush().ok();
     std::io::stderr().flush().ok();
@@ -123,6 +112,11 @@ fn setup_child(log: Option<File>) -> Result<()> {
     Ok(())
 }
 
+/// Points stderr at `file` (the daemon's log, once it is known).
+pub fn redirect_stderr(file: &File) -> Result<()> {
+    redirect(file.as_raw_fd(), libc::STDERR_FILENO)
+}
+
 fn redirect(from: i32, to: i32) -> Result<()> {
     // SAFETY: dup2 on two open descriptors; `to` is one of the standard streams.
     let rc = unsafe { libc::dup2(from, to) };
@@ -154,6 +148,6 @@ fn wait_for_child(child: Pid, read_end: OwnedFd, quiet: bool) -> i32 {
         Ok(other) => format!("ended ({other:?})"),
         Err(e) => format!("could not be waited for ({e})"),
     };
-    eprintln!("objfs: the mount daemon {how} before the mount was ready (use --log-file or --foreground to see why)");
+    eprintln!("objfs: the mount daemon {how} before the mount was ready (see its log: STORE/objfs.log or --log-file; or mount with --foreground)");
     1
 }

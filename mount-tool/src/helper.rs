@@ -83,7 +83,7 @@ pub fn is_fuse_option(opt: &str) -> bool {
     let name = opt.split_once('=').map_or(opt, |(n, _)| n);
     matches!(
         name,
-        "dev"
+        "rw" | "dev"
             | "nodev"
             | "suid"
             | "nosuid"

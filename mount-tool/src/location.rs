@@ -4,9 +4,7 @@
 //! A location is what the user typed for STORE: a path (a local store) or a URL. `file://`
 //! URLs are local paths; `s3://bucket/prefix` names an S3-compatible bucket, which this build
 //! cannot open yet (a clear "not supported yet" error, not a stray directory called `s3:`).
-//! [`Store`] is what the factory returns: one variant per backend. Commands that only make sense
-//! on the embedded store (durability: place, scrub, gc, disk; its status figures) ask for it
-//! with [`open_local`], which says so when the location is another kind.
+//! [`Store`] is what the factory returns: one variant per backend.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -51,14 +49,6 @@ impl StoreLocation {
             }
         }
         Ok(StoreLocation::Local(platform::absolute(arg)?))
-    }
-
-    /// The local directory, or an error naming `what` needs one.
-    pub fn local_path(&self, what: &str) -> Result<&Path> {
-        match self {
-            StoreLocation::Local(p) => Ok(p),
-            other => bail!("`objfs {what}` works on a local store only; {other} is not one"),
-        }
     }
 
     /// The local directory of a store this build can open (an s3 location is "not supported
@@ -135,25 +125,6 @@ pub fn init(loc: &StoreLocation, cfg: LocalConfig) -> Result<Store, StoreError> 
     }
 }
 
-/// The directory of the local store that `arg` names, for a command that only the embedded
-/// store supports (`what`).
-pub fn local_dir(what: &str, arg: &Path) -> Result<PathBuf> {
-    Ok(StoreLocation::parse(arg)?.local_path(what)?.to_path_buf())
-}
-
-/// Opens the embedded store for a command that only it supports (`what`), with a clear error
-/// for other kinds of location.
-pub fn open_local(what: &str, loc: &StoreLocation) -> Result<LocalStore, StoreError> {
-    match loc {
-        StoreLocation::S3 { .. } => Err(StoreError::Unsupported(format!(
-            "`objfs {what}` works on a local store only; {loc} is an s3 location"
-        ))),
-        StoreLocation::Local(_) => match open(loc)? {
-            Store::Local(s) => Ok(s),
-        },
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -190,10 +161,6 @@ mod tests {
         let loc = StoreLocation::parse(Path::new("s3://bucket/p")).unwrap();
         let e = open(&loc).err().unwrap();
         assert!(e.to_string().contains("not supported yet"), "{e}");
-        let e = open_local("scrub", &loc).err().unwrap();
-        assert!(e.to_string().contains("local store only"), "{e}");
-        assert!(loc.local_path("gc").is_err());
-        assert!(local_dir("gc", Path::new("s3://b")).is_err());
         assert!(loc.supported_path().is_err());
     }
 }

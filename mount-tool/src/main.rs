@@ -1,21 +1,31 @@
-//! `objfs`: create, mount, inspect and unmount objfs stores.
+//! `objfs`: create, mount, inspect, maintain and unmount objfs stores.
 //!
 //! One binary, two faces: `objfs SUBCOMMAND ...` (clap), and, when invoked as `mount.objfs`
-//! (a symlink in /sbin), the mount(8) helper syntax. Errors print as `objfs: <message>` and
-//! exit 1; usage errors exit 2 (clap's default).
+//! (a symlink in /sbin), the mount(8) helper syntax. Errors print as `objfs: <message>`;
+//! failures exit 1, usage errors exit 2 (clap's own and [`UsageError`]s: a bad option value,
+//! an unknown `-o` option). The mount(8) helper exits 1 for both, as mount(8) expects.
 
 mod cli;
+mod client;
 mod commands;
 mod daemon;
 mod helper;
 mod location;
 mod logging;
 mod maintenance;
+mod manual;
 mod mount;
+mod ops;
 mod options;
 mod platform;
+mod progress;
+mod render;
+mod runtime;
+mod server;
+mod target;
 
 use std::ffi::OsString;
+use std::fmt;
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -25,12 +35,29 @@ use clap::Parser;
 use crate::cli::{Cli, Command};
 use crate::mount::MountRequest;
 
+/// A mistake in how the command was called (exit 2), as opposed to a failure (exit 1).
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl fmt::Display for UsageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+/// A usage error with `msg`.
+pub fn usage(msg: impl Into<String>) -> anyhow::Error {
+    anyhow::Error::new(UsageError(msg.into()))
+}
+
 fn run(cli: Cli) -> Result<()> {
     if let Command::Mount(a) = &cli.command {
-        // The mount sets up its own logging (a daemon may log to a file).
+        // The mount sets up its own logging (a daemon logs to a file).
         return mount::run(MountRequest::from_args(a)?);
     }
-    logging::init(None);
+    logging::init_stderr();
     match cli.command {
         Command::Mount(_) => Ok(()),
         Command::Umount(a) => commands::umount(&a),
@@ -40,6 +67,8 @@ fn run(cli: Cli) -> Result<()> {
         Command::Scrub(a) => maintenance::scrub(&a),
         Command::Gc(a) => maintenance::gc(&a),
         Command::Disk(a) => maintenance::disk(&a),
+        Command::Completions(a) => manual::completions(&a),
+        Command::Man(a) => manual::man(&a),
     }
 }
 
@@ -67,7 +96,8 @@ fn main() -> ExitCode {
         .and_then(|a| Path::new(a).file_name())
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let result = if invoked_as == "mount.objfs" {
+    let helper = invoked_as == "mount.objfs";
+    let result = if helper {
         run_helper(args.get(1..).unwrap_or(&[]))
     } else {
         run(Cli::parse())
@@ -76,7 +106,12 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("objfs: {e:#}");
-            ExitCode::FAILURE
+            let usage_error = e.chain().any(|c| c.is::<UsageError>());
+            if usage_error && !helper {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }

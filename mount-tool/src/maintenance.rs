@@ -1,42 +1,45 @@
-//! `objfs place`, `objfs scrub`, `objfs gc` and `objfs disk`: the store's daemons on demand.
+//! `objfs place`, `objfs scrub`, `objfs gc` and `objfs disk`: the store's daemons and disks.
 //!
-//! The daemons normally run inside the mount process. These commands run the same workers in
-//! the foreground on a store that is not mounted (`--now`), or steer the ones running in the
-//! mount through the store's control and status files (`--pause`, `--resume`, `--status`),
-//! which work whichever process owns the store: `--pause` writes `STORE/control/<daemon>`,
-//! and the mount's control watcher sends the daemon a pause command within about a second.
+//! Each command resolves its STORE argument (a store or a mount point, target.rs) and sends a
+//! request there: to the mount process over the control socket when the store is mounted, or
+//! to the store it opens itself when it is not; the output is the same. `--now` runs a
+//! daemon's job to its end (in the mount process, with the daemon of the same name paused
+//! meanwhile), `--pause` / `--resume` reach the daemon as commands (and are remembered in
+//! `STORE/control/<daemon>`, so the next mount starts it paused), and by default the command
+//! shows what the daemon is doing and did.
 
-use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::path::PathBuf;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use clap::{Args, Subcommand};
-use objfs_store::local::control::{is_paused, set_paused};
-use objfs_store::local::worker::read_status;
-use objfs_store::local::{GcOptions, LocalStore, Progress, WorkerState};
-use objfs_store::StoreError;
+use objfs_store::local::daemons::DaemonReport;
+use objfs_store::local::worker::RunReport;
+use serde_json::Value;
 
-use crate::commands::human_bytes;
-use crate::location::{self, StoreLocation};
-use crate::platform;
+use crate::ops::{DaemonAction, GcSettings, Request};
+use crate::progress::Feedback;
+use crate::render::{self, counters_text, human_bytes, run_progress_text};
+use crate::target::{self, Target};
 
 pub const PLACE_EXAMPLES: &str = "\
 Examples:
-  objfs place /srv/objfs --now     seal the open volume and erasure-code every sealed volume
-  objfs place /srv/objfs           show what placement has done (also while mounted)";
+  objfs place /srv/objfs --now      seal the open volume and erasure-code every sealed volume
+  objfs place /mnt/objfs --now      the same on a mounted store (by its mount point)
+  objfs place /srv/objfs            show what placement is doing and did
+  objfs place /srv/objfs --pause    pause the placement daemon (kept across remounts)";
 
 pub const SCRUB_EXAMPLES: &str = "\
 Examples:
   objfs scrub /srv/objfs --now      verify every copy and shard now, repair what is bad
-  objfs scrub /srv/objfs --pause    pause the scrub of the mounted store
+  objfs scrub /srv/objfs --pause    pause the scrub daemon (kept across remounts)
   objfs scrub /srv/objfs --resume
-  objfs scrub /srv/objfs --status   the last pass: bytes checked, bad, repaired, unrepairable";
+  objfs scrub /srv/objfs --json     the current and last pass: bytes checked, bad, repaired, ...";
 
 pub const GC_EXAMPLES: &str = "\
 Examples:
   objfs gc /srv/objfs --now                 reclaim deleted data, compact, abort stale uploads
   objfs gc /srv/objfs --now --delay 0       also reclaim data deleted a moment ago
-  objfs gc /srv/objfs                       show what gc has done (also while mounted)";
+  objfs gc /srv/objfs                       show what gc is doing and did";
 
 pub const DISK_EXAMPLES: &str = "\
 Examples:
@@ -44,50 +47,57 @@ Examples:
   objfs disk add /srv/objfs /mnt/d6                   new volumes use it at once
   objfs disk remove /srv/objfs /mnt/d0                moves its data off first";
 
+/// What `place`, `scrub` and `gc` share.
+#[derive(Debug, Args)]
+pub struct DaemonArgs {
+    /// The store directory, or the mount point of a mounted store.
+    pub store: PathBuf,
+    /// Run the job to its end now, with progress (in the mount process if mounted).
+    #[arg(long, conflicts_with_all = ["pause", "resume", "status"])]
+    pub now: bool,
+    /// Pause the daemon (and start it paused at the next mount).
+    #[arg(long, conflicts_with_all = ["resume", "status"])]
+    pub pause: bool,
+    /// Resume a paused daemon.
+    #[arg(long, conflicts_with = "status")]
+    pub resume: bool,
+    /// Show the daemon's state, its current run and its last run (the default).
+    #[arg(long)]
+    pub status: bool,
+    /// Print JSON instead of text (schema in docs/OPERATIONS.md).
+    #[arg(long)]
+    pub json: bool,
+    /// No progress display.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
 /// `objfs place`.
 #[derive(Debug, Args)]
 pub struct PlaceArgs {
-    /// The store directory.
-    pub store: PathBuf,
-    /// Seal the open volume and erasure-code everything pending now, then exit.
-    #[arg(long)]
-    pub now: bool,
+    #[command(flatten)]
+    pub common: DaemonArgs,
 }
 
 /// `objfs scrub`.
 #[derive(Debug, Args)]
 pub struct ScrubArgs {
-    /// The store directory.
-    pub store: PathBuf,
-    /// Run a whole pass now in the foreground (the store must not be mounted).
-    #[arg(long, conflicts_with_all = ["pause", "resume", "status"])]
-    pub now: bool,
-    /// Pause the scrub daemon (of the mount that owns the store).
-    #[arg(long, conflicts_with_all = ["resume", "status"])]
-    pub pause: bool,
-    /// Resume a paused scrub daemon.
-    #[arg(long, conflicts_with = "status")]
-    pub resume: bool,
-    /// Show the scrub daemon's state and its last pass (the default).
-    #[arg(long)]
-    pub status: bool,
+    #[command(flatten)]
+    pub common: DaemonArgs,
 }
 
 /// `objfs gc`.
 #[derive(Debug, Args)]
 pub struct GcArgs {
-    /// The store directory.
-    pub store: PathBuf,
-    /// Run every gc phase now in the foreground (the store must not be mounted).
-    #[arg(long)]
-    pub now: bool,
-    /// Reclaim data only once it has been unreferenced this many seconds (default 600).
+    #[command(flatten)]
+    pub common: DaemonArgs,
+    /// With --now: reclaim data only once it has been unreferenced this many seconds.
     #[arg(long, value_name = "SECONDS", default_value_t = 600)]
     pub delay: u64,
-    /// Abort multipart uploads older than this many seconds (default 86400).
+    /// With --now: abort multipart uploads older than this many seconds.
     #[arg(long, value_name = "SECONDS", default_value_t = 86_400)]
     pub upload_ttl: u64,
-    /// Compact a volume when at least this share of it is garbage (default 0.5).
+    /// With --now: compact a volume when at least this share of it is garbage (0 to 1).
     #[arg(long, value_name = "RATIO", default_value_t = 0.5)]
     pub garbage_ratio: f64,
 }
@@ -97,27 +107,33 @@ pub struct GcArgs {
 pub struct DiskArgs {
     #[command(subcommand)]
     pub command: DiskCommand,
+    /// Print JSON instead of text (schema in docs/OPERATIONS.md).
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// No progress display.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum DiskCommand {
     /// Add an empty directory as a new disk (existing data stays where it is).
     Add {
-        /// The store directory.
+        /// The store directory, or the mount point of a mounted store.
         store: PathBuf,
         /// An empty (or missing) directory.
         dir: PathBuf,
     },
     /// Take a disk out of service, moving every replica and shard on it to other disks first.
     Remove {
-        /// The store directory.
+        /// The store directory, or the mount point of a mounted store.
         store: PathBuf,
         /// The disk directory, as `objfs status` shows it.
         dir: PathBuf,
     },
     /// Replace a failed or missing disk by an empty directory; a scrub then rebuilds it.
     Replace {
-        /// The store directory.
+        /// The store directory, or the mount point of a mounted store.
         store: PathBuf,
         /// The disk directory being replaced, as the store names it (see `objfs status`).
         old: PathBuf,
@@ -126,105 +142,104 @@ pub enum DiskCommand {
     },
 }
 
-/// Opens the store for a foreground run, explaining a mounted store.
-fn open_for(what: &str, store: &Path) -> Result<LocalStore> {
-    match location::open_local(what, &StoreLocation::Local(store.to_path_buf())) {
-        Ok(s) => Ok(s),
-        Err(StoreError::Locked { pid, .. }) => bail!(
-            "{} is in use by pid {pid} (mounted?): its daemons run there; \
-             use `objfs {what} {} --status` (scrub also takes --pause/--resume), or unmount first",
-            store.display(),
-            store.display()
-        ),
-        Err(e) => Err(e).with_context(|| format!("cannot open store {}", store.display())),
-    }
+fn print_json(v: &Value) {
+    println!("{v}");
 }
 
-fn print_progress(name: &str, p: &Progress) {
-    let mut line = format!("{name}: {}", p.note);
-    if p.total > 0 {
-        line.push_str(&format!(", {}/{}", p.done, p.total));
+/// `place`, `scrub` or `gc` without `--now`: show, pause or resume the daemon.
+fn steer(name: &str, a: &DaemonArgs) -> Result<()> {
+    let target = target::resolve(&a.store)?;
+    let action = if a.pause {
+        DaemonAction::Pause
+    } else if a.resume {
+        DaemonAction::Resume
+    } else {
+        DaemonAction::Show
+    };
+    let req = Request::Daemon {
+        name: name.to_string(),
+        action,
+    };
+    let v = target.execute(&req, &mut Feedback::new(true))?;
+    if a.json {
+        print_json(&v);
+        return Ok(());
     }
-    for (k, v) in &p.counters {
-        let v = if k.contains("bytes") {
-            human_bytes(*v)
-        } else {
-            v.to_string()
-        };
-        line.push_str(&format!(", {k} {v}"));
-    }
-    println!("{line}");
-}
-
-/// Prints the status file a daemon last wrote, or says there is none.
-fn print_daemon(store: &Path, name: &str) {
-    match read_status(store, name) {
-        Some(st) => {
-            let paused = is_paused(store, name);
-            let pending = match (paused, st.state) {
-                (true, WorkerState::Paused) => "",
-                (true, _) => " (pause requested)",
-                (false, WorkerState::Paused) => " (resume requested)",
-                (false, _) => "",
-            };
-            println!("{name} daemon: {}{pending}", st.state);
-            print_progress(name, &st.progress);
-            if let Some(e) = st.last_error {
-                println!("{name}: last error: {e}");
+    match action {
+        DaemonAction::Show => {
+            let d: DaemonReport = serde_json::from_value(v["daemon"].clone())?;
+            print!("{}", render::daemon_text(&d, render::mount_of(&v).as_ref()));
+        }
+        DaemonAction::Pause | DaemonAction::Resume => {
+            let verb = if a.pause { "paused" } else { "resumed" };
+            if v["running"].as_bool() == Some(true) {
+                println!("{name} daemon {verb}");
+            } else {
+                println!(
+                    "{name} daemon {verb} (the store is not mounted: the next mount starts it {})",
+                    if a.pause { "paused" } else { "running" }
+                );
             }
         }
-        None => println!("{name} daemon: has not run on this store yet"),
     }
+    Ok(())
+}
+
+/// `place|scrub|gc --now`: runs the job with progress; returns its report.
+fn run_now(name: &str, a: &DaemonArgs, gc: Option<GcSettings>) -> Result<Value> {
+    let target = target::resolve(&a.store)?;
+    let mut fb = Feedback::new(a.quiet);
+    let req = Request::Run {
+        name: name.to_string(),
+        gc,
+    };
+    let v = target.execute(&req, &mut fb)?;
+    if a.json {
+        print_json(&v);
+        return Ok(v);
+    }
+    if let Some(why) = v["nothing_to_do"].as_str() {
+        println!("{why}: nothing to place");
+        return Ok(v);
+    }
+    let run: Option<RunReport> = serde_json::from_value(v["run"].clone())?;
+    if v["finished"].as_bool() != Some(true) {
+        println!("{name}: stopped before the end (the mount is going away)");
+    }
+    match &run {
+        Some(run) => {
+            println!("{name}: {}", run_progress_text(name, run));
+            println!("{name}: {}", counters_text(&run.counters));
+        }
+        None => println!("{name}: nothing to do"),
+    }
+    Ok(v)
 }
 
 /// `objfs place`.
 pub fn place(a: &PlaceArgs) -> Result<()> {
-    let path = location::local_dir("place", &a.store)?;
+    let a = &a.common;
     if !a.now {
-        print_daemon(&path, "placement");
-        return Ok(());
+        return steer("placement", a);
     }
-    let store = open_for("place", &path)?;
-    let st = store.status()?;
-    if st.ec.is_none() {
-        println!("this store has no erasure coding configured (replicas only): nothing to place");
-        store.close()?;
-        return Ok(());
+    let v = run_now("placement", a, None)?;
+    if !a.json && v["nothing_to_do"].is_null() {
+        println!(
+            "{} of {} volumes erasure-coded",
+            v["placed_volumes"], v["volumes"]
+        );
     }
-    let p = store.place_now(|p| {
-        if p.done > 0 {
-            eprintln!("placed {} volume(s), {} waiting", p.done, p.queue);
-        }
-    })?;
-    print_progress("placement", &p);
-    let st = store.status()?;
-    println!(
-        "{} of {} volumes erasure-coded",
-        st.placed_volumes, st.volumes
-    );
-    store.close()?;
     Ok(())
 }
 
 /// `objfs scrub`.
 pub fn scrub(a: &ScrubArgs) -> Result<()> {
-    let path = location::local_dir("scrub", &a.store)?;
-    if a.pause || a.resume {
-        set_paused(&path, "scrub", a.pause)
-            .with_context(|| format!("cannot write the control file of {}", path.display()))?;
-        println!("scrub {}", if a.pause { "paused" } else { "resumed" });
-        return Ok(());
-    }
+    let a = &a.common;
     if !a.now {
-        print_daemon(&path, "scrub");
-        return Ok(());
+        return steer("scrub", a);
     }
-    let store = open_for("scrub", &path)?;
-    let p = store.scrub_now(|p| eprint!("\rscrub: {}/{} volumes", p.done, p.total))?;
-    eprintln!();
-    print_progress("scrub", &p);
-    store.close()?;
-    let unrepairable = p.counters.get("unrepairable").copied().unwrap_or(0);
+    let v = run_now("scrub", a, None)?;
+    let unrepairable = v["run"]["counters"]["unrepairable"].as_u64().unwrap_or(0);
     if unrepairable > 0 {
         bail!(
             "{unrepairable} damaged block(s) or shard chunk(s) could not be repaired (see the log)"
@@ -235,85 +250,80 @@ pub fn scrub(a: &ScrubArgs) -> Result<()> {
 
 /// `objfs gc`.
 pub fn gc(a: &GcArgs) -> Result<()> {
-    let path = location::local_dir("gc", &a.store)?;
-    if !a.now {
-        print_daemon(&path, "gc");
-        return Ok(());
+    if !a.common.now {
+        return steer("gc", &a.common);
     }
     if !(0.0..=1.0).contains(&a.garbage_ratio) {
-        bail!("--garbage-ratio must be between 0 and 1");
+        return Err(crate::usage("--garbage-ratio must be between 0 and 1"));
     }
-    let store = open_for("gc", &path)?;
-    let before = store.status()?.volume_bytes;
-    let opts = GcOptions {
-        delay: Duration::from_secs(a.delay),
-        upload_ttl: Duration::from_secs(a.upload_ttl),
+    let settings = GcSettings {
+        delay_secs: a.delay,
+        upload_ttl_secs: a.upload_ttl,
         garbage_ratio: a.garbage_ratio,
-        ..Default::default()
     };
-    let p = store.gc_now(opts, |_| {})?;
-    let after = store.status()?.volume_bytes;
-    print_progress("gc", &p);
-    println!(
-        "volume files: {} -> {}",
-        human_bytes(before),
-        human_bytes(after)
-    );
-    store.close()?;
+    let v = run_now("gc", &a.common, Some(settings))?;
+    if !a.common.json {
+        println!(
+            "volume files: {} -> {}",
+            human_bytes(v["volume_bytes_before"].as_u64().unwrap_or(0)),
+            human_bytes(v["volume_bytes_after"].as_u64().unwrap_or(0))
+        );
+    }
     Ok(())
+}
+
+/// A disk path as the store may name it: absolute paths as given (a failed disk cannot be
+/// resolved), relative ones against this command's directory (the mount process's is `/`).
+fn from_here(p: &std::path::Path) -> Result<PathBuf> {
+    if p.is_absolute() {
+        return Ok(p.to_path_buf());
+    }
+    crate::platform::absolute(p)
 }
 
 /// `objfs disk`.
 pub fn disk(a: &DiskArgs) -> Result<()> {
-    match &a.command {
-        DiskCommand::Add { store, dir } => {
-            let path = location::local_dir("disk add", store)?;
-            let dir = platform::absolute(dir)?;
-            let s = open_for("disk add", &path)?;
-            s.add_disk(&dir)
-                .with_context(|| format!("cannot add disk {}", dir.display()))?;
-            s.close()?;
-            println!("disk {} added; new volumes use it", dir.display());
-            Ok(())
-        }
-        DiskCommand::Remove { store, dir } => {
-            let path = location::local_dir("disk remove", store)?;
-            let s = open_for("disk remove", &path)?;
-            let dir = if s.status()?.disks.iter().any(|d| &d.path == dir) {
-                dir.clone()
-            } else {
-                platform::absolute(dir)?
+    let abs = crate::platform::absolute;
+    let (store, req) = match &a.command {
+        DiskCommand::Add { store, dir } => (store, Request::DiskAdd { dir: abs(dir)? }),
+        DiskCommand::Remove { store, dir } => (
+            store,
+            Request::DiskRemove {
+                dir: from_here(dir)?,
+            },
+        ),
+        DiskCommand::Replace { store, old, new } => (
+            store,
+            Request::DiskReplace {
+                old: from_here(old)?,
+                new: abs(new)?,
+            },
+        ),
+    };
+    let target = target::resolve(store)?;
+    let mut fb = Feedback::new(a.quiet);
+    let v = target.execute(&req, &mut fb)?;
+    if a.json {
+        print_json(&v);
+        return Ok(());
+    }
+    let disk = v["disk"].as_str().unwrap_or("");
+    match v["action"].as_str() {
+        Some("add") => println!("disk {disk} added; new volumes use it"),
+        Some("remove") => println!(
+            "disk {disk} removed: {} replica(s)/shard(s) moved to other disks; it holds nothing of the store now",
+            v["moved"]
+        ),
+        _ => {
+            let store_arg = match &target {
+                Target::Mounted(m) => m.record.mountpoint.display().to_string(),
+                Target::Local(p) => p.display().to_string(),
             };
-            let moved = s
-                .remove_disk(&dir)
-                .with_context(|| format!("cannot remove disk {}", dir.display()))?;
-            s.close()?;
             println!(
-                "disk {} removed: {moved} replica(s)/shard(s) moved to other disks; it holds nothing of the store now",
-                dir.display()
-            );
-            Ok(())
-        }
-        DiskCommand::Replace { store, old, new } => {
-            let path = location::local_dir("disk replace", store)?;
-            let new = platform::absolute(new)?;
-            let s = open_for("disk replace", &path)?;
-            // The store names its disks as given at init: accept the path as written or absolute.
-            let old = if s.status()?.disks.iter().any(|d| &d.path == old) {
-                old.clone()
-            } else {
-                platform::absolute(old)?
-            };
-            s.replace_disk(&old, &new)
-                .with_context(|| format!("cannot replace disk {}", old.display()))?;
-            s.close()?;
-            println!(
-                "disk {} replaced by {}; run `objfs scrub {} --now` to rebuild its data",
-                old.display(),
-                new.display(),
-                path.display()
-            );
-            Ok(())
+                "disk {disk} replaced by {}; run `objfs scrub {store_arg} --now` to rebuild its data",
+                v["new"].as_str().unwrap_or("")
+            )
         }
     }
+    Ok(())
 }

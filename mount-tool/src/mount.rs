@@ -1,10 +1,12 @@
-//! `objfs mount` (and `mount.objfs`): open or create the store, mount it, serve until
-//! unmounted or signalled, then finish uploads, unmount and close the store.
+//! `objfs mount` (and `mount.objfs`): open (or, when asked, create) the store, register its
+//! control socket, mount it, serve until unmounted or signalled, then finish uploads, unmount,
+//! unregister and close the store.
 //!
-//! Order matters: everything that can be checked without threads (paths, options, FUSE being
-//! there) is checked first, in the process the user started, so mistakes are reported
-//! directly. Then the process forks (unless `--foreground`); only the child opens the store
-//! (sled starts threads) and mounts.
+//! Order matters: everything that can be checked without threads (the store path, the mount
+//! point, options, FUSE being there) is checked first, in the process the user started, so
+//! mistakes are reported directly and nothing is created for a mount that cannot work. Then
+//! the process forks (unless `--foreground`); only the child opens the store (sled starts
+//! threads), registers itself (runtime.rs, server.rs) and mounts.
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, RecvTimeoutError};
@@ -14,6 +16,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use nix::sys::signal::{SigSet, Signal};
 use objfs_fs::FsConfig;
+use objfs_store::local::config::MARKER;
 use objfs_store::local::{wait_for_last_reference, DaemonConfig, LocalConfig, LocalStore};
 use objfs_store::{ObjectStore, StoreError};
 use tracing::{info, warn};
@@ -21,7 +24,10 @@ use tracing::{info, warn};
 use crate::cli::MountArgs;
 use crate::daemon::{self, Notifier};
 use crate::location::{self, StoreLocation};
+use crate::logging::RotatingFile;
 use crate::options::{parse_mem_size, parse_seconds, MountSettings, MIN_PART_SIZE};
+use crate::runtime::{self, Record};
+use crate::server::ControlServer;
 use crate::{helper, logging, platform};
 
 /// A mount to perform, whichever command line it came from.
@@ -32,6 +38,8 @@ pub struct MountRequest {
     pub settings: MountSettings,
     /// Print nothing on success (mount(8) helper without -v).
     pub quiet: bool,
+    /// Create the store when STORE is missing or an empty directory (`--init`).
+    pub init: bool,
 }
 
 impl MountRequest {
@@ -44,23 +52,27 @@ impl MountRequest {
         if a.foreground {
             s.foreground = true;
         }
+        if a.allow_non_empty {
+            s.allow_non_empty = true;
+        }
         if a.read_only {
             s.fs.read_only = true;
         }
         if a.allow_other {
             s.fs.allow_other = true;
         }
+        let bad = |e: anyhow::Error| crate::usage(format!("{e:#}"));
         if let Some(v) = &a.part_size {
-            s.fs.part_size = Some(parse_mem_size(v, "--part-size", MIN_PART_SIZE)?);
+            s.fs.part_size = Some(parse_mem_size(v, "--part-size", MIN_PART_SIZE).map_err(bad)?);
         }
         if let Some(v) = &a.max_memory {
-            s.fs.max_memory = Some(parse_mem_size(v, "--max-memory", 1)?);
+            s.fs.max_memory = Some(parse_mem_size(v, "--max-memory", 1).map_err(bad)?);
         }
         if let Some(v) = &a.cache_size {
-            s.fs.cache_size = Some(parse_mem_size(v, "--cache-size", 0)?);
+            s.fs.cache_size = Some(parse_mem_size(v, "--cache-size", 0).map_err(bad)?);
         }
         if let Some(v) = &a.attr_ttl {
-            s.fs.attr_ttl = Some(parse_seconds(v).context("bad --attr-ttl")?);
+            s.fs.attr_ttl = Some(parse_seconds(v).context("bad --attr-ttl").map_err(bad)?);
         }
         if let Some(p) = &a.log_file {
             s.log_file = Some(p.clone());
@@ -70,6 +82,7 @@ impl MountRequest {
             mountpoint: a.mountpoint.clone(),
             settings: s,
             quiet: false,
+            init: a.init,
         })
     }
 
@@ -82,20 +95,12 @@ impl MountRequest {
         for list in &h.options {
             s.apply_option_list(list)?;
         }
-        if s.sloppy {
-            s.fs.extra_options.retain(|o| {
-                let keep = helper::is_fuse_option(o);
-                if !keep {
-                    warn!("ignoring unknown option {o:?} (sloppy mode)");
-                }
-                keep
-            });
-        }
         Ok(MountRequest {
             store: h.store.clone(),
             mountpoint: h.mountpoint.clone(),
             settings: s,
             quiet: !h.verbose,
+            init: false,
         })
     }
 }
@@ -105,21 +110,23 @@ pub fn fs_name_for(store: &Path) -> String {
     format!("objfs:{}", store.display())
 }
 
-/// The store path named by an objfs mount table source, if it is one.
-pub fn store_of_source(source: &str) -> Option<PathBuf> {
-    source.strip_prefix("objfs:").map(PathBuf::from)
-}
-
 /// Runs a mount request to the end (for the daemon: the parent exits inside).
 pub fn run(req: MountRequest) -> Result<()> {
     platform::check_fuse()?;
     let store = StoreLocation::parse(&req.store)?
         .supported_path()?
         .to_path_buf();
-    if store.exists() && !store.is_dir() {
-        bail!("{} exists and is not a directory", store.display());
+    let create = check_store(&store, req.init)?;
+    if let Some(m) = runtime::lookup_store(&StoreLocation::Local(store.clone())) {
+        bail!(
+            "store {} is already mounted at {} (pid {}); unmount it first (`objfs umount {}`)",
+            store.display(),
+            m.record.mountpoint.display(),
+            m.record.pid,
+            m.record.mountpoint.display()
+        );
     }
-    let (mountpoint, create_mp) = check_mountpoint(&req.mountpoint)?;
+    let (mountpoint, create_mp) = check_mountpoint(&req.mountpoint, req.settings.allow_non_empty)?;
     let mut cfg = req.settings.fs.to_fs_config(&fs_name_for(&store));
     if cfg.fs_name.is_empty() {
         cfg.fs_name = "objfs".into();
@@ -128,14 +135,25 @@ pub fn run(req: MountRequest) -> Result<()> {
         Some(p) => Some(platform::absolute(p)?),
         None => None,
     };
+    // A given log file is opened now, so that a bad path is reported plainly.
+    let log = match &log_file {
+        Some(p) => Some(RotatingFile::open(p, logging::MAX_LOG_BYTES)?),
+        None => None,
+    };
 
-    let mut notifier = if req.settings.foreground {
-        logging::init(None);
+    let foreground = req.settings.foreground;
+    let mut notifier = if foreground {
+        match &log {
+            Some(f) => logging::init_file(f.clone()),
+            None => logging::init_stderr(),
+        }
         Notifier::foreground()
     } else {
-        let n = daemon::daemonize(log_file.as_deref(), req.quiet)?;
-        logging::init(log_file.as_deref());
-        n
+        let stderr = match &log {
+            Some(f) => Some(f.try_clone_file()?),
+            None => None,
+        };
+        daemon::daemonize(stderr, req.quiet)?
     };
     // Block the termination signals before any thread starts, so every thread inherits the
     // mask and only our signal thread receives them (through sigwait).
@@ -144,14 +162,17 @@ pub fn run(req: MountRequest) -> Result<()> {
         .thread_block()
         .context("cannot block termination signals")?;
 
-    match serve(
-        &store,
-        (&mountpoint, create_mp),
-        cfg,
-        &mut notifier,
-        req.settings.foreground,
-        req.quiet,
-    ) {
+    let plan = Plan {
+        store: &store,
+        create,
+        mountpoint: &mountpoint,
+        create_mp,
+        foreground,
+        quiet: req.quiet,
+        log,
+        read_only: cfg.read_only,
+    };
+    match serve(plan, cfg, &mut notifier) {
         Ok(()) => Ok(()),
         Err(e) => {
             notifier.error(&format!("{e:#}"));
@@ -160,23 +181,101 @@ pub fn run(req: MountRequest) -> Result<()> {
     }
 }
 
+/// The default store location, `~/.objfs/store`, where `objfs mount` may create a store
+/// without `--init` (so the README's first command works on a fresh machine).
+fn default_store() -> Option<PathBuf> {
+    let home = std::env::var_os("HOME").filter(|h| !h.is_empty())?;
+    platform::absolute(&PathBuf::from(home).join(".objfs").join("store")).ok()
+}
+
+/// Checks the store path before anything is created; returns whether a new store is to be
+/// made there. Says what it found and what to do otherwise.
+fn check_store(path: &Path, init: bool) -> Result<bool> {
+    let shown = path.display();
+    let may_create = init || default_store().is_some_and(|d| d == path);
+    let how =
+        format!("create one with `objfs init {shown}` or `objfs mount --init {shown} MOUNTPOINT`");
+    match std::fs::metadata(path) {
+        Ok(m) if !m.is_dir() => {
+            bail!("{shown} exists and is not a directory: it cannot be a store")
+        }
+        Ok(_) if path.join(MARKER).is_file() => Ok(false),
+        Ok(_) => {
+            let empty = std::fs::read_dir(path)
+                .with_context(|| format!("cannot read {shown}"))?
+                .next()
+                .is_none();
+            match (empty, may_create) {
+                (true, true) => Ok(true),
+                (true, false) => bail!("{shown} is an empty directory, not an objfs store; {how}"),
+                (false, _) => bail!(
+                    "refusing to use {shown}: it is not empty and is not an objfs store; give a \
+                     store, or a new or empty directory with --init"
+                ),
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if may_create {
+                Ok(true)
+            } else {
+                bail!("no objfs store at {shown}: it does not exist; {how}")
+            }
+        }
+        Err(e) => Err(e).with_context(|| format!("cannot use {shown}")),
+    }
+}
+
 /// Checks the mount point; returns its absolute path and whether it must be created (that is
 /// done by the mount process once the store is open, so a failed mount leaves nothing behind).
-fn check_mountpoint(mp: &Path) -> Result<(PathBuf, bool)> {
+/// A dead mount left there by a killed mount process is cleared.
+fn check_mountpoint(mp: &Path, allow_non_empty: bool) -> Result<(PathBuf, bool)> {
     let abs = platform::absolute(mp)?;
+    let shown = abs.display();
     if let Some(entry) = platform::find_mount(&abs)? {
-        bail!(
-            "{} is already a mount point ({} from {}); unmount it first",
-            abs.display(),
-            entry.fstype,
-            entry.source
-        );
+        match std::fs::metadata(&abs) {
+            Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) && entry.is_fuse() => {
+                // The process behind it is gone (kill -9, crash): detach what is left.
+                let (prog, args) = platform::unmount_command(&abs, true)?;
+                let cmd = format!(
+                    "{} {}",
+                    prog.display(),
+                    args.iter()
+                        .map(|a| a.to_string_lossy().into_owned())
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                );
+                platform::unmount(&abs, true).with_context(|| {
+                    format!(
+                        "{shown} is a dead mount ({e}) and clearing it failed; run `{cmd}` and mount again"
+                    )
+                })?;
+                eprintln!("objfs: {shown} was a dead mount ({e}); cleared it with `{cmd}`");
+            }
+            _ => {
+                let by = match runtime::lookup_mountpoint(&abs) {
+                    Some(m) => format!("objfs mount of {} by pid {}", m.record.store, m.record.pid),
+                    None => format!("{} from {}", entry.fstype, entry.source),
+                };
+                bail!("{shown} is already a mount point ({by}); unmount it first (`objfs umount {shown}`)");
+            }
+        }
     }
     match std::fs::metadata(&abs) {
-        Ok(m) if m.is_dir() => Ok((abs, false)),
-        Ok(_) => bail!("mount point {} is not a directory", abs.display()),
+        Ok(m) if m.is_dir() => {
+            let entries = std::fs::read_dir(&abs)
+                .with_context(|| format!("cannot read mount point {shown}"))?
+                .count();
+            if entries > 0 && !allow_non_empty {
+                bail!(
+                    "mount point {shown} is not empty ({entries} entries), and mounting would hide \
+                     them; give an empty directory, or --allow-non-empty to mount over them"
+                );
+            }
+            Ok((abs, false))
+        }
+        Ok(_) => bail!("mount point {shown} is not a directory"),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok((abs, true)),
-        Err(e) => Err(e).with_context(|| format!("cannot use mount point {}", abs.display())),
+        Err(e) => Err(e).with_context(|| format!("cannot use mount point {shown}")),
     }
 }
 
@@ -218,25 +317,23 @@ pub fn explain_open_error(path: &Path, e: StoreError) -> anyhow::Error {
     }
 }
 
-/// Opens the store, creating it when the path is missing or an empty directory.
-fn open_store(path: &Path, notifier: &mut Notifier) -> Result<LocalStore> {
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent)
-            .with_context(|| format!("cannot create {}", parent.display()))?;
-    }
+/// Opens the store (creating it when `create`) and starts its daemons.
+fn open_store(path: &Path, create: bool, notifier: &mut Notifier) -> Result<LocalStore> {
     let location = StoreLocation::Local(path.to_path_buf());
-    let (store, created) =
-        location::open_or_init(&location, LocalConfig::default()).map_err(|e| match e {
-            StoreError::NotAStore { .. } if path.is_dir() => anyhow::anyhow!(
-                "refusing to use {}: it is not empty and is not an objfs store; give a new or \
-                 empty directory (or an existing store)",
-                path.display()
-            ),
-            e => explain_open_error(path, e),
-        })?;
-    if created {
-        notifier.info(&format!("created a new store at {}", path.display()));
-    }
+    let store = if create {
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("cannot create {}", parent.display()))?;
+        }
+        let (store, created) = location::open_or_init(&location, LocalConfig::default())
+            .map_err(|e| explain_open_error(path, e))?;
+        if created {
+            notifier.info(&format!("created a new store at {}", path.display()));
+        }
+        store
+    } else {
+        location::open(&location).map_err(|e| explain_open_error(path, e))?
+    };
     // Placement, scrub and gc run inside the mount process (docs/DURABILITY.md): the
     // embedded store's own daemons.
     let Some(mut store) = store.into_local() else {
@@ -251,36 +348,98 @@ fn open_store(path: &Path, notifier: &mut Notifier) -> Result<LocalStore> {
     Ok(store)
 }
 
-/// Opens, mounts, waits, and tears down in order.
-fn serve(
-    store_path: &Path,
-    (mountpoint, create_mp): (&Path, bool),
-    cfg: FsConfig,
-    notifier: &mut Notifier,
+/// What [`serve`] sets up.
+struct Plan<'a> {
+    store: &'a Path,
+    create: bool,
+    mountpoint: &'a Path,
+    create_mp: bool,
     foreground: bool,
     quiet: bool,
-) -> Result<()> {
-    let store = Arc::new(open_store(store_path, notifier)?);
-    let mounted = create_mountpoint(mountpoint, create_mp).and_then(|mp| {
-        let dyn_store: Arc<dyn ObjectStore> = store.clone();
-        objfs_fs::mount(dyn_store, &mp, cfg)
-            .map(|h| (h, mp))
-            .map_err(anyhow::Error::new)
-            .with_context(|| format!("cannot mount {}", mountpoint.display()))
-    });
-    let (handle, mountpoint) = match mounted {
-        Ok(x) => x,
+    /// The log file given on the command line (opened already).
+    log: Option<RotatingFile>,
+    read_only: bool,
+}
+
+/// The daemon's default log: `STORE/objfs.log`, from now on also its stderr.
+fn start_default_log(store: &Path) -> Result<PathBuf> {
+    let path = logging::default_log_file(store);
+    let f = RotatingFile::open(&path, logging::MAX_LOG_BYTES)?;
+    daemon::redirect_stderr(&f.try_clone_file()?)?;
+    logging::init_file(f);
+    Ok(path)
+}
+
+/// Opens, registers, mounts, waits, and tears down in order.
+fn serve(plan: Plan<'_>, cfg: FsConfig, notifier: &mut Notifier) -> Result<()> {
+    let store_path = plan.store;
+    let store = open_store(store_path, plan.create, notifier)?;
+    let store_path = store_path
+        .canonicalize()
+        .unwrap_or_else(|_| store_path.to_path_buf());
+    // A daemon logs to its --log-file (set up before the fork) or, by default, into the store.
+    let log_file = match (&plan.log, plan.foreground) {
+        (Some(f), false) => {
+            logging::init_file(f.clone());
+            plan_log_path(&plan)
+        }
+        (Some(_), true) => plan_log_path(&plan),
+        (None, false) => Some(start_default_log(&store_path)?),
+        (None, true) => None,
+    };
+    let store = Arc::new(store);
+    let mountpoint = plan.mountpoint;
+    let create_mp = plan.create_mp;
+    let mp = match create_mountpoint(mountpoint, create_mp) {
+        Ok(mp) => mp,
         Err(e) => {
-            if create_mp {
-                let _ = std::fs::remove_dir(mountpoint);
-            }
-            close_store(store, store_path);
+            close_store(store, &store_path);
             return Err(e);
         }
     };
-    let mountpoint = mountpoint.as_path();
+    let record = Record {
+        version: runtime::RECORD_VERSION,
+        store: store_path.display().to_string(),
+        mountpoint: mp.clone(),
+        pid: std::process::id(),
+        log_file: log_file.clone(),
+        read_only: plan.read_only,
+        started: crate::render::now_ns(),
+    };
+    let server = runtime::register(&StoreLocation::Local(store_path.clone()), &record).and_then(
+        |(reg, listener)| {
+            ControlServer::start(listener, reg, store.clone(), record)
+                .context("cannot start the control server")
+        },
+    );
+    let mut server = match server {
+        Ok(s) => s,
+        Err(e) => {
+            if create_mp {
+                let _ = std::fs::remove_dir(&mp);
+            }
+            close_store(store, &store_path);
+            return Err(e);
+        }
+    };
+    let dyn_store: Arc<dyn ObjectStore> = store.clone();
+    let handle = match objfs_fs::mount(dyn_store, &mp, cfg)
+        .map_err(anyhow::Error::new)
+        .with_context(|| format!("cannot mount {}", mountpoint.display()))
+    {
+        Ok(h) => h,
+        Err(e) => {
+            server.stop();
+            if create_mp {
+                let _ = std::fs::remove_dir(&mp);
+            }
+            close_store(store, &store_path);
+            return Err(e);
+        }
+    };
+    let mountpoint = mp.as_path();
     info!(store = %store_path.display(), mountpoint = %mountpoint.display(), "mounted");
-    if foreground && !quiet {
+    if plan.foreground && !plan.quiet {
         eprintln!(
             "objfs: mounted {} at {} (pid {}); Ctrl-C or `objfs umount {}` to unmount",
             store_path.display(),
@@ -339,8 +498,15 @@ fn serve(
             }
         }
     };
-    close_store(store, store_path);
+    // No new commands; jobs running for one stop at their next unit.
+    server.stop();
+    close_store(store, &store_path);
     result
+}
+
+/// The absolute path of the log file given on the command line.
+fn plan_log_path(plan: &Plan<'_>) -> Option<PathBuf> {
+    plan.log.as_ref().map(|f| f.path().to_path_buf())
 }
 
 /// Closes the store once the filesystem has let go of it (waits up to 30 s for background

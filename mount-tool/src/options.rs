@@ -1,9 +1,10 @@
 //! Mount options: human sizes (`8M`, `1G`), durations in seconds, and `-o opt[,opt]` lists.
 //!
 //! Both `objfs mount` and the `mount.objfs` helper funnel their options through
-//! [`MountSettings`], so `-o part_size=16M` and `--part-size 16M` mean the same thing. Options we
-//! do not know are passed through to the kernel (fusermount3) unchanged; options that only mean
-//! something to mount(8) or fstab (`defaults`, `noauto`, `_netdev`, `x-*`, ...) are dropped.
+//! [`MountSettings`], so `-o part_size=16M` and `--part-size 16M` mean the same thing. The
+//! FUSE and kernel options we know (helper.rs) are passed through; options that only mean
+//! something to mount(8) or fstab (`defaults`, `noauto`, `_netdev`, `x-*`, ...) are dropped;
+//! any other option is a usage error that names it (dropped with a warning in sloppy mode).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -99,6 +100,8 @@ pub struct MountSettings {
     pub log_file: Option<PathBuf>,
     /// Accept unknown options silently (mount(8)'s `-s`).
     pub sloppy: bool,
+    /// Mount over a mount point that is not empty.
+    pub allow_non_empty: bool,
 }
 
 /// The parts of [`FsConfig`] that options can set; `None` keeps the default.
@@ -174,15 +177,26 @@ impl MountSettings {
         Ok(())
     }
 
-    /// Applies one option, `name` or `name=value`.
+    /// Applies one option, `name` or `name=value`; every mistake is a usage error.
     pub fn apply_option(&mut self, opt: &str) -> Result<()> {
+        self.apply_one(opt).map_err(|e| {
+            if e.chain().any(|c| c.is::<crate::UsageError>()) {
+                e
+            } else {
+                crate::usage(format!("-o {opt}: {e:#}"))
+            }
+        })
+    }
+
+    fn apply_one(&mut self, opt: &str) -> Result<()> {
         let (name, value) = match opt.split_once('=') {
             Some((n, v)) => (n, Some(v)),
             None => (opt, None),
         };
         let need = |v: Option<&str>| -> Result<String> {
-            v.map(str::to_string)
-                .with_context(|| format!("option {name} needs a value: -o {name}=VALUE"))
+            v.map(str::to_string).ok_or_else(|| {
+                crate::usage(format!("option {name} needs a value: -o {name}=VALUE"))
+            })
         };
         let fs = &mut self.fs;
         match name {
@@ -208,8 +222,18 @@ impl MountSettings {
             "fsname" => fs.fs_name = Some(need(value)?),
             "log_file" => self.log_file = Some(PathBuf::from(need(value)?)),
             "foreground" => self.foreground = true,
+            "allow_non_empty" | "nonempty" => self.allow_non_empty = true,
             n if is_userspace_only(n) => {}
-            _ => fs.extra_options.push(opt.to_string()),
+            _ if crate::helper::is_fuse_option(opt) => fs.extra_options.push(opt.to_string()),
+            _ if self.sloppy => {
+                tracing::warn!("ignoring unknown option {opt:?} (sloppy mode)");
+            }
+            _ => {
+                return Err(crate::usage(format!(
+                    "unknown mount option {name:?} in -o {opt}: see `objfs mount --help` for \
+                     the options objfs and FUSE understand"
+                )))
+            }
         }
         Ok(())
     }

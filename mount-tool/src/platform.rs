@@ -245,15 +245,36 @@ pub fn unmount(mountpoint: &Path, lazy: bool) -> Result<()> {
     Ok(())
 }
 
-/// Whether process `pid` is still alive.
+/// Whether process `pid` is still alive (a zombie, dead but not yet reaped by its parent,
+/// is not).
 pub fn process_alive(pid: u32) -> bool {
-    let Ok(pid) = i32::try_from(pid) else {
+    let Ok(raw) = i32::try_from(pid) else {
         return false;
     };
-    match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) {
+    let exists = match nix::sys::signal::kill(nix::unistd::Pid::from_raw(raw), None) {
         Ok(()) => true,
         Err(nix::errno::Errno::EPERM) => true,
         Err(_) => false,
+    };
+    exists && !is_zombie(pid)
+}
+
+/// Whether `pid` is a zombie (Linux: state `Z` in /proc/PID/stat; elsewhere never known).
+fn is_zombie(pid: u32) -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|st| {
+                st.rsplit(')')
+                    .next()
+                    .is_some_and(|rest| rest.trim_start().starts_with('Z'))
+            })
+            .unwrap_or(false)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = pid;
+        false
     }
 }
 

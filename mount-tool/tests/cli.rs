@@ -5,144 +5,14 @@
 //! Mount tests always unmount through a Drop guard (`fusermount3 -u -z`, then wait for the
 //! daemon). They skip loudly when FUSE is absent, and fail instead under OBJFS_REQUIRE_FUSE=1.
 
+mod common;
+
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_objfs");
-
-fn objfs(args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run objfs")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = objfs(args);
-    assert!(
-        out.status.success(),
-        "objfs {args:?} failed ({}):\n{}{}",
-        out.status,
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-    text(&out.stdout)
-}
-
-/// Runs a command that must fail with `code`; returns its stderr.
-fn fails(args: &[&str], code: i32) -> String {
-    let out = objfs(args);
-    assert_eq!(
-        out.status.code(),
-        Some(code),
-        "objfs {args:?}: expected exit {code}, got {}:\n{}{}",
-        out.status,
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-    text(&out.stderr)
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().expect("utf-8 path")
-}
-
-fn is_mounted(mp: &Path) -> bool {
-    let want = s(mp).replace(' ', "\\040");
-    fs::read_to_string("/proc/self/mountinfo")
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .any(|m| m == want)
-}
-
-fn fuse_missing(test: &str) -> bool {
-    let why = if !Path::new("/dev/fuse").exists() {
-        Some("/dev/fuse does not exist")
-    } else if !["/usr/bin/fusermount3", "/bin/fusermount3"]
-        .iter()
-        .any(|p| Path::new(p).exists())
-    {
-        Some("fusermount3 is not installed")
-    } else {
-        None
-    };
-    match why {
-        None => false,
-        Some(why) => {
-            if std::env::var("OBJFS_REQUIRE_FUSE").is_ok_and(|v| v == "1") {
-                panic!("{test}: FUSE is required (OBJFS_REQUIRE_FUSE=1) but {why}");
-            }
-            eprintln!("!!! SKIPPING {test}: {why}; install fuse3 to run it !!!");
-            true
-        }
-    }
-}
-
-/// The pid in a store's LOCK file (the process that owns it).
-fn lock_pid(store: &Path) -> Option<i32> {
-    fs::read_to_string(store.join("LOCK"))
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
-}
-
-fn alive(pid: i32) -> bool {
-    // SAFETY: kill with signal 0 only checks for existence.
-    let r = unsafe { libc::kill(pid, 0) };
-    if r != 0 {
-        return false;
-    }
-    // A zombie is not alive for our purposes.
-    fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|st| {
-            !st.rsplit(')')
-                .next()
-                .unwrap_or("")
-                .trim_start()
-                .starts_with('Z')
-        })
-        .unwrap_or(false)
-}
-
-/// Unmounts on drop, whatever happened, and waits for the daemon to go away.
-struct MountGuard {
-    mountpoint: PathBuf,
-    store: PathBuf,
-}
-
-impl Drop for MountGuard {
-    fn drop(&mut self) {
-        let pid = lock_pid(&self.store);
-        if is_mounted(&self.mountpoint) {
-            let _ = Command::new("fusermount3")
-                .args(["-u", "-z"])
-                .arg(&self.mountpoint)
-                .status();
-        }
-        if let Some(pid) = pid {
-            let start = Instant::now();
-            while alive(pid) && start.elapsed() < Duration::from_secs(30) {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-    }
-}
-
-fn guard(store: &Path, mp: &Path) -> MountGuard {
-    MountGuard {
-        mountpoint: mp.to_path_buf(),
-        store: store.to_path_buf(),
-    }
-}
+use common::*;
 
 #[test]
 fn help_of_every_subcommand_has_examples() {
@@ -177,18 +47,27 @@ fn usage_errors_exit_2() {
 }
 
 #[test]
-fn bad_option_values_exit_1_with_a_message() {
+fn bad_option_values_are_usage_errors_with_a_message() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = dir.path().join("store");
     let mp = dir.path().join("mnt");
-    let err = fails(&["mount", "--part-size", "8Q", s(&store), s(&mp)], 1);
+    let err = fails(
+        &["mount", "--init", "--part-size", "8Q", s(&store), s(&mp)],
+        2,
+    );
     assert!(err.starts_with("objfs: "), "{err}");
     assert!(err.contains("unknown unit"), "{err}");
-    let err = fails(&["mount", "--attr-ttl=-1", s(&store), s(&mp)], 1);
+    let err = fails(&["mount", "--init", "--attr-ttl=-1", s(&store), s(&mp)], 2);
     assert!(err.contains("attr-ttl"), "{err}");
-    let err = fails(&["mount", "-o", "part_size", s(&store), s(&mp)], 1);
+    let err = fails(
+        &["mount", "--init", "-o", "part_size", s(&store), s(&mp)],
+        2,
+    );
     assert!(err.contains("needs a value"), "{err}");
+    let err = fails(&["init", "--ec", "x", s(&store)], 2);
+    assert!(err.contains("--ec"), "{err}");
     assert!(!store.exists(), "a bad option must not create the store");
+    assert!(!mp.exists(), "a bad option must not create the mount point");
 }
 
 #[test]
@@ -218,7 +97,8 @@ fn init_then_status() {
     let err = fails(&["init", s(&store)], 1);
     assert!(err.contains("already an objfs store"), "{err}");
     let err = fails(&["status", s(&dir.path().join("missing"))], 1);
-    assert!(err.contains("no store"), "{err}");
+    assert!(err.contains("no objfs store"), "{err}");
+    assert!(!dir.path().join("missing").exists());
 }
 
 #[test]
@@ -258,7 +138,7 @@ fn mount_ls_umount_status() {
     let store = dir.path().join("store");
     let mp = dir.path().join("mnt"); // does not exist: mount creates it
     let _g = guard(&store, &mp);
-    let out = objfs(&["mount", s(&store), s(&mp)]);
+    let out = objfs(&["mount", "--init", s(&store), s(&mp)]);
     assert!(out.status.success(), "mount failed: {}", text(&out.stderr));
     assert!(
         text(&out.stderr).contains("created a new store"),
@@ -308,21 +188,27 @@ fn mounting_a_store_twice_says_who_holds_it() {
     let mp2 = dir.path().join("mnt2");
     let _g1 = guard(&store, &mp1);
     let _g2 = guard(&store, &mp2);
-    ok(&["mount", s(&store), s(&mp1)]);
+    ok(&["mount", "--init", s(&store), s(&mp1)]);
     let pid = lock_pid(&store).expect("the daemon's pid in LOCK");
     let err = fails(&["mount", s(&store), s(&mp2)], 1);
-    assert!(err.contains(&format!("in use by pid {pid}")), "{err}");
-    assert!(!is_mounted(&mp2));
-    let err = fails(&["status", s(&store)], 1);
-    assert!(err.contains(&format!("mounted by pid {pid}")), "{err}");
     assert!(
-        err.contains(s(&mp1)),
-        "status should name the mount point: {err}"
+        err.contains(&format!("already mounted at {}", s(&mp1))),
+        "{err}"
     );
+    assert!(err.contains(&format!("pid {pid}")), "{err}");
+    assert!(!is_mounted(&mp2));
+    assert!(
+        !mp2.exists(),
+        "a refused mount must not create its mount point"
+    );
+    // status works while mounted (through the mount process) and names the mount.
+    let st = ok(&["status", s(&store)]);
+    assert!(st.contains(&format!("at {} by pid {pid}", s(&mp1))), "{st}");
     // Mounting over an existing mount point is refused too.
     let other = dir.path().join("other");
-    let err = fails(&["mount", s(&other), s(&mp1)], 1);
+    let err = fails(&["mount", "--init", s(&other), s(&mp1)], 1);
     assert!(err.contains("already a mount point"), "{err}");
+    assert!(!other.exists());
     ok(&["umount", s(&mp1)]);
     assert!(!alive(pid), "the daemon is still running after umount");
 }
@@ -374,17 +260,6 @@ fn mount_helper_syntax_read_only() {
     assert!(text(&out.stderr).contains("usage: mount.objfs"));
 }
 
-fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "timed out waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 struct KillOnDrop(Child);
 
 impl Drop for KillOnDrop {
@@ -408,6 +283,7 @@ fn foreground_mount_stops_cleanly_on_sigterm() {
     let child = Command::new(BIN)
         .args([
             "mount",
+            "--init",
             "--foreground",
             s(&store),
             s(&mp),

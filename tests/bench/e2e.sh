@@ -54,7 +54,7 @@ trap cleanup EXIT
 
 do_mount() {
     # shellcheck disable=SC2086
-    "$BIN" mount "$STORE" "$MNT" --log-file "$LOG" $MOUNT_OPTS
+    "$BIN" mount --init "$STORE" "$MNT" --log-file "$LOG" $MOUNT_OPTS
 }
 remount() {
     "$BIN" umount "$MNT"

@@ -7,6 +7,7 @@ use std::path::Path;
 use crate::error::{Result, StoreError};
 use crate::local::config::Marker;
 use crate::local::daemons::live_blobs;
+use crate::local::worker::RunReport;
 use crate::local::LocalStore;
 
 impl LocalStore {
@@ -34,6 +35,15 @@ impl LocalStore {
     /// Takes a disk out of service: moves every replica and shard on it to other disks
     /// (refused, with the reason, when the policy would no longer fit), then records it removed.
     pub fn remove_disk(&self, path: &Path) -> Result<u64> {
+        self.remove_disk_with(path, &mut |_| {})
+    }
+
+    /// [`LocalStore::remove_disk`], telling `on_progress` how far the data movement is.
+    pub fn remove_disk_with(
+        &self,
+        path: &Path,
+        on_progress: &mut dyn FnMut(&RunReport),
+    ) -> Result<u64> {
         let _guard = self.inner.maintenance();
         let mut marker = Marker::read(&self.inner.root)?;
         let paths = marker.disk_paths(&self.inner.root);
@@ -72,7 +82,10 @@ impl LocalStore {
         self.inner.disks.seal_active(&self.inner.meta)?;
         self.inner.sync_all()?;
         let blobs = live_blobs(&self.inner)?;
-        let moved = self.inner.disks.drain(&self.inner.meta, index, &blobs)?;
+        let moved = self
+            .inner
+            .disks
+            .drain(&self.inner.meta, index, &blobs, on_progress)?;
         marker.removed.push(index);
         marker.write(&self.inner.root)?;
         self.inner.disks.retire(index, true);

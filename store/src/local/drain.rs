@@ -7,19 +7,43 @@ use std::collections::HashMap;
 
 use crate::error::{Result, StoreError};
 use crate::local::disks::{Disks, VolumeCatalog};
+use crate::local::records::{Layout, VolumeRecord};
 use crate::local::volume::BlobLocation;
+use crate::local::worker::RunReport;
+
+/// The bytes one member (a replica or a shard) of a volume holds.
+fn member_len(rec: &VolumeRecord) -> u64 {
+    match &rec.layout {
+        Layout::Replicated { .. } => rec.size,
+        Layout::Erasure { shard_len, .. } => *shard_len,
+    }
+}
 
 impl Disks {
     /// Moves every member on disk `d` elsewhere. `blobs` are the live blobs by volume.
-    /// Returns how many replicas and shards were moved.
+    /// Returns how many replicas and shards were moved. `on_progress` hears after each member
+    /// what is done and what there is to do in all.
     pub fn drain(
         &self,
         cat: &dyn VolumeCatalog,
         d: u32,
         blobs: &HashMap<u64, Vec<BlobLocation>>,
+        on_progress: &mut dyn FnMut(&RunReport),
     ) -> Result<u64> {
         let mut moved = 0;
-        for rec in self.records() {
+        let todo: Vec<_> = self
+            .records()
+            .into_iter()
+            .filter(|rec| self.layout(rec).disks().contains(&d))
+            .collect();
+        let mut run = RunReport::start(0, 0);
+        for rec in &todo {
+            let members = self.layout(rec).disks().iter().filter(|x| **x == d).count() as u64;
+            run.items_total += members;
+            run.bytes_total += members * member_len(rec);
+        }
+        on_progress(&run);
+        for rec in todo {
             let positions: Vec<usize> = self
                 .layout(&rec)
                 .disks()
@@ -42,7 +66,7 @@ impl Disks {
                 };
                 let locs = blobs.get(&rec.id).map(|v| v.as_slice()).unwrap_or(&[]);
                 layout.rebuild_member(pos, target, locs)?;
-                let new = crate::local::records::VolumeRecord {
+                let new = VolumeRecord {
                     layout: layout.moved(pos, target),
                     ..cur.clone()
                 };
@@ -53,6 +77,10 @@ impl Disks {
                 self.forget_handles(rec.id);
                 let _ = std::fs::remove_file(old_file);
                 moved += 1;
+                run.items_done += 1;
+                run.bytes_done += member_len(&rec);
+                run.count("members_moved", 1);
+                on_progress(&run);
             }
         }
         Ok(moved)

@@ -9,9 +9,10 @@ use std::time::Duration;
 
 use crate::error::{Result, StoreError};
 use crate::local::daemons::{live_blobs, nanos};
+use crate::local::placement::load_last;
 use crate::local::records::VolumeState;
 use crate::local::volume::{blob_disk_len, now_nanos, BlobLocation, VOLUME_HEADER_LEN};
-use crate::local::worker::{Progress, Step, Worker};
+use crate::local::worker::{Progress, RunReport, Step, Worker};
 use crate::local::Inner;
 
 /// What gc reclaims and when.
@@ -41,25 +42,47 @@ impl Default for GcOptions {
 
 /// Reclaims unreferenced blobs, compacts volumes with much garbage, aborts stale uploads and
 /// removes orphaned files. Phases run in order; compaction does one volume per step.
+///
+/// A run is one round of the four phases; its figures are reported while it runs and, once it
+/// has finished, kept (persisted) as the last run.
 pub struct Gc {
     inner: Arc<Inner>,
     opts: GcOptions,
     phase: u8,
-    counters: std::collections::BTreeMap<String, u64>,
+    run: Option<RunReport>,
+    last: Option<RunReport>,
 }
+
+/// The checkpoint name under which gc keeps its last finished run.
+const LAST_RUN: &str = "gc-last-run";
+
+/// The phases, in order, as status shows them.
+const PHASES: [&str; 4] = [
+    "reclaiming blobs",
+    "compacting volumes",
+    "aborting stale uploads",
+    "removing orphans",
+];
 
 impl Gc {
     pub(crate) fn new(inner: Arc<Inner>, opts: GcOptions) -> Self {
+        let last = load_last(&inner, LAST_RUN);
         Gc {
             inner,
             opts,
             phase: 0,
-            counters: Default::default(),
+            run: None,
+            last,
         }
     }
 
     fn count(&mut self, name: &str, n: u64) {
-        *self.counters.entry(name.into()).or_insert(0) += n;
+        if let Some(run) = &mut self.run {
+            run.count(name, n);
+            if name == "bytes_freed" {
+                run.bytes_done += n;
+            }
+        }
     }
 
     /// The sealed volume with the most garbage above the threshold, and its live blobs.
@@ -129,6 +152,52 @@ impl Worker for Gc {
     fn step(&mut self) -> Result<Step> {
         let inner = self.inner.clone();
         let _guard = inner.maintenance();
+        if self.run.is_none() {
+            self.run = Some(RunReport::start(PHASES.len() as u64, 0));
+        }
+        let step = self.phase_step(&inner)?;
+        if let Some(run) = &mut self.run {
+            run.items_done = u64::from(self.phase);
+        }
+        if step == Step::Idle {
+            if let Some(mut run) = self.run.take() {
+                run.items_done = run.items_total;
+                run.finish();
+                self.inner.meta.save_checkpoint(LAST_RUN, &run)?;
+                self.last = Some(run);
+            }
+        }
+        Ok(step)
+    }
+
+    fn progress(&self) -> Progress {
+        let run = self.run.as_ref();
+        Progress {
+            done: run.map_or(0, |_| u64::from(self.phase)),
+            total: PHASES.len() as u64,
+            counters: run
+                .or(self.last.as_ref())
+                .map(|r| r.counters.clone())
+                .unwrap_or_default(),
+            note: match run {
+                Some(_) => PHASES.get(self.phase as usize).unwrap_or(&"").to_string(),
+                None => "waiting for the next round".to_string(),
+            },
+            current: self.run.clone(),
+            last: self.last.clone(),
+            ..Default::default()
+        }
+    }
+
+    fn on_resume(&mut self) {
+        // A `gc --now` in this process may have run a round meanwhile.
+        self.last = load_last(&self.inner, LAST_RUN);
+    }
+}
+
+impl Gc {
+    /// One unit of the current phase.
+    fn phase_step(&mut self, inner: &Inner) -> Result<Step> {
         match self.phase {
             0 => {
                 let cutoff = now_nanos().saturating_sub(nanos(self.opts.delay));
@@ -177,24 +246,6 @@ impl Worker for Gc {
                 self.phase = 0;
                 Ok(Step::Idle)
             }
-        }
-    }
-
-    fn progress(&self) -> Progress {
-        Progress {
-            done: self.phase as u64,
-            total: 4,
-            counters: self.counters.clone(),
-            note: [
-                "reclaiming blobs",
-                "compacting volumes",
-                "aborting stale uploads",
-                "removing orphans",
-            ]
-            .get(self.phase as usize)
-            .unwrap_or(&"")
-            .to_string(),
-            ..Default::default()
         }
     }
 }

@@ -16,7 +16,7 @@ use crate::local::records::{Layout, VolumeRecord, VolumeState};
 use crate::local::volume::{
     blob_disk_len, now_nanos, volume_header, BlobLocation, VOLUME_HEADER_LEN,
 };
-use crate::local::worker::{Progress, Step, Worker};
+use crate::local::worker::{Progress, RunReport, Step, Worker};
 use crate::local::Inner;
 
 impl Disks {
@@ -124,27 +124,51 @@ impl Disks {
     }
 }
 
-/// Erasure-codes sealed volumes older than `min_age`, one volume per step.
+/// The checkpoint name under which placement keeps its last finished run.
+const LAST_RUN: &str = "placement-last-run";
+
+/// Erasure-codes sealed volumes older than `min_age`, one volume per step. A run is one batch:
+/// from the moment it finds volumes to place until its queue is empty.
 pub struct Placement {
     inner: Arc<Inner>,
     min_age: Duration,
     queue: Vec<u64>,
     blobs: HashMap<u64, Vec<BlobLocation>>,
-    placed: u64,
-    bytes: u64,
-    waiting: u64,
+    run: Option<RunReport>,
+    last: Option<RunReport>,
 }
 
 impl Placement {
     pub(crate) fn new(inner: Arc<Inner>, min_age: Duration) -> Self {
+        let last = load_last(&inner, LAST_RUN);
         Placement {
             inner,
             min_age,
             queue: Vec::new(),
             blobs: HashMap::new(),
-            placed: 0,
-            bytes: 0,
-            waiting: 0,
+            run: None,
+            last,
+        }
+    }
+
+    /// Ends the current run: it becomes the last one, persisted.
+    fn finish_run(&mut self) -> Result<()> {
+        if let Some(mut run) = self.run.take() {
+            run.finish();
+            self.inner.meta.save_checkpoint(LAST_RUN, &run)?;
+            self.last = Some(run);
+        }
+        Ok(())
+    }
+}
+
+/// A daemon's last run as persisted under `name` (none when unreadable: it is only a report).
+pub(crate) fn load_last(inner: &Inner, name: &str) -> Option<RunReport> {
+    match inner.meta.checkpoint::<RunReport>(name) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(checkpoint = name, error = %e, "cannot read a daemon's last run");
+            None
         }
     }
 }
@@ -160,7 +184,7 @@ impl Worker for Placement {
         };
         if self.queue.is_empty() {
             let cutoff = now_nanos().saturating_sub(nanos(self.min_age));
-            self.queue = self
+            let ready: Vec<(u64, u64)> = self
                 .inner
                 .disks
                 .records()
@@ -170,48 +194,85 @@ impl Worker for Placement {
                         && matches!(r.layout, Layout::Replicated { .. })
                         && r.created <= cutoff
                 })
-                .map(|r| r.id)
-                .rev()
+                .map(|r| (r.id, r.size))
                 .collect();
-            if self.queue.is_empty() {
+            if ready.is_empty() {
                 return Ok(Step::Idle);
             }
+            let bytes: u64 = ready.iter().map(|(_, s)| s).sum();
+            self.run = Some(RunReport::start(ready.len() as u64, bytes));
+            self.queue = ready.into_iter().map(|(id, _)| id).rev().collect();
             self.blobs = live_blobs(&self.inner)?;
         }
         let Some(id) = self.queue.pop() else {
             return Ok(Step::Idle);
         };
-        let _guard = self.inner.maintenance();
-        let locs = self.blobs.remove(&id).unwrap_or_default();
-        let size = self.inner.disks.record(id).map(|r| r.size).unwrap_or(0);
-        if self.inner.disks.place(&self.inner.meta, id, &locs, k, m)? {
-            self.placed += 1;
-            self.bytes += size;
+        let placed = {
+            let _guard = self.inner.maintenance();
+            let locs = self.blobs.remove(&id).unwrap_or_default();
+            let size = self.inner.disks.record(id).map(|r| r.size).unwrap_or(0);
+            let placed = self.inner.disks.place(&self.inner.meta, id, &locs, k, m)?;
+            if let Some(run) = &mut self.run {
+                run.items_done += 1;
+                run.bytes_done += size;
+                if placed {
+                    run.count("volumes_placed", 1);
+                    run.count("bytes_placed", size);
+                }
+            }
+            placed
+        };
+        if placed {
             tracing::info!(volume = id, "placed volume as {k}+{m}");
-        } else {
-            self.waiting += 1;
+        } else if let Some(run) = &mut self.run {
+            // Not eligible (already placed by someone else, or too few disks online).
+            if self.inner.disks.record(id).is_some_and(|r| {
+                r.state == VolumeState::Sealed && matches!(r.layout, Layout::Replicated { .. })
+            }) {
+                run.count("volumes_waiting_for_disks", 1);
+            }
         }
-        Ok(if self.queue.is_empty() {
-            Step::Idle
-        } else {
-            Step::Busy
-        })
+        if self.queue.is_empty() {
+            self.finish_run()?;
+            return Ok(Step::Idle);
+        }
+        Ok(Step::Busy)
     }
 
     fn progress(&self) -> Progress {
+        let run = self.run.as_ref();
         let mut p = Progress {
-            done: self.placed,
+            done: run.map_or(0, |r| r.items_done),
+            total: run.map_or(0, |r| r.items_total),
             queue: self.queue.len() as u64,
             note: match self.inner.cfg.policy().1 {
+                Some((k, m)) if run.is_some() => format!("erasure coding {k}+{m}: placing"),
                 Some((k, m)) => format!("erasure coding {k}+{m}"),
                 None => "no erasure coding configured".into(),
             },
+            current: self.run.clone(),
+            last: self.last.clone(),
             ..Default::default()
         };
-        p.counters.insert("volumes_placed".into(), self.placed);
-        p.counters.insert("bytes_placed".into(), self.bytes);
-        p.counters
-            .insert("volumes_waiting_for_disks".into(), self.waiting);
+        // The figures of the current run, or else of the last one.
+        if let Some(r) = run.or(self.last.as_ref()) {
+            p.counters = r.counters.clone();
+        }
+        for c in [
+            "volumes_placed",
+            "bytes_placed",
+            "volumes_waiting_for_disks",
+        ] {
+            p.counters.entry(c.into()).or_insert(0);
+        }
         p
+    }
+
+    fn on_resume(&mut self) {
+        // A `place --now` may have placed what was queued; look again.
+        self.queue.clear();
+        self.blobs.clear();
+        self.run = None;
+        self.last = load_last(&self.inner, LAST_RUN);
     }
 }

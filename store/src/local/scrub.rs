@@ -3,7 +3,7 @@
 //! worker walks all of them, one per step, in checkpointed passes (a killed process resumes
 //! its pass where it stopped).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,8 +12,9 @@ use serde::{Deserialize, Serialize};
 use crate::error::Result;
 use crate::local::daemons::{live_blobs, nanos};
 use crate::local::disks::{Disks, VolumeCatalog};
-use crate::local::volume::{now_nanos, BlobLocation};
-use crate::local::worker::{Progress, Step, Worker};
+use crate::local::records::Layout;
+use crate::local::volume::{blob_disk_len, now_nanos, BlobLocation};
+use crate::local::worker::{Progress, RunReport, Step, Worker};
 use crate::local::Inner;
 
 /// What one scrub of one volume found and did.
@@ -67,6 +68,21 @@ pub struct ScrubTotals {
     pub offline: u64,
 }
 
+/// The counters of a scrub pass, by name.
+fn totals_counters(t: &ScrubTotals) -> BTreeMap<String, u64> {
+    [
+        ("volumes", t.volumes),
+        ("bytes_checked", t.bytes_checked),
+        ("bad", t.bad),
+        ("repaired", t.repaired),
+        ("unrepairable", t.unrepairable),
+        ("offline", t.offline),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
+}
+
 impl ScrubTotals {
     fn add(&mut self, r: ScrubReport) {
         self.volumes += 1;
@@ -97,6 +113,29 @@ pub struct Scrub {
     interval: Duration,
     ckpt: ScrubCheckpoint,
     blobs: Option<HashMap<u64, Vec<BlobLocation>>>,
+    /// What the pass in progress will read in all (an estimate made when it starts).
+    bytes_total: u64,
+}
+
+/// The bytes a scrub of every volume reads: each live blob on each replica, each shard whole.
+fn bytes_to_check(inner: &Inner, blobs: &HashMap<u64, Vec<BlobLocation>>) -> u64 {
+    inner
+        .disks
+        .records()
+        .iter()
+        .map(|r| match &r.layout {
+            Layout::Replicated { disks } => {
+                let live: u64 = blobs
+                    .get(&r.id)
+                    .map(|b| b.iter().map(|l| blob_disk_len(l.len, l.block_size)).sum())
+                    .unwrap_or(0);
+                live * disks.len() as u64
+            }
+            Layout::Erasure {
+                k, m, shard_len, ..
+            } => shard_len * (u64::from(*k) + u64::from(*m)),
+        })
+        .sum()
 }
 
 impl Scrub {
@@ -107,6 +146,7 @@ impl Scrub {
             interval,
             ckpt,
             blobs: None,
+            bytes_total: 0,
         })
     }
 
@@ -140,9 +180,13 @@ impl Worker for Scrub {
             }
             self.start_now();
         }
-        let blobs = match &mut self.blobs {
-            Some(b) => b,
-            None => self.blobs.insert(live_blobs(&self.inner)?),
+        if self.blobs.is_none() {
+            let b = live_blobs(&self.inner)?;
+            self.bytes_total = bytes_to_check(&self.inner, &b);
+            self.blobs = Some(b);
+        }
+        let Some(blobs) = self.blobs.as_mut() else {
+            return Ok(Step::Idle);
         };
         let next = self
             .inner
@@ -176,7 +220,8 @@ impl Worker for Scrub {
     }
 
     fn progress(&self) -> Progress {
-        let t = if self.ckpt.pass_started != 0 {
+        let running = self.ckpt.pass_started != 0;
+        let t = if running {
             self.ckpt.totals
         } else {
             self.ckpt.last_pass
@@ -185,7 +230,7 @@ impl Worker for Scrub {
         let mut p = Progress {
             done: t.volumes,
             total,
-            note: if self.ckpt.pass_started != 0 {
+            note: if running {
                 "pass in progress".into()
             } else if self.ckpt.last_pass_finished != 0 {
                 "last pass finished".into()
@@ -194,13 +239,43 @@ impl Worker for Scrub {
             },
             ..Default::default()
         };
-        p.counters.insert("bytes_checked".into(), t.bytes_checked);
-        p.counters.insert("bad".into(), t.bad);
-        p.counters.insert("repaired".into(), t.repaired);
-        p.counters.insert("unrepairable".into(), t.unrepairable);
-        p.counters.insert("offline".into(), t.offline);
-        p.counters
-            .insert("last_pass_finished".into(), self.ckpt.last_pass_finished);
+        p.counters = totals_counters(&t);
+        if running {
+            let mut run = RunReport {
+                started: self.ckpt.pass_started,
+                items_done: self.ckpt.totals.volumes,
+                items_total: total.max(self.ckpt.totals.volumes),
+                bytes_done: self.ckpt.totals.bytes_checked,
+                bytes_total: self.bytes_total.max(self.ckpt.totals.bytes_checked),
+                counters: totals_counters(&self.ckpt.totals),
+                ..Default::default()
+            };
+            run.counters.remove("volumes");
+            p.current = Some(run);
+        }
+        if self.ckpt.last_pass_finished != 0 {
+            let l = self.ckpt.last_pass;
+            let mut run = RunReport {
+                started: self.ckpt.last_pass_started,
+                finished: self.ckpt.last_pass_finished,
+                items_done: l.volumes,
+                items_total: l.volumes,
+                bytes_done: l.bytes_checked,
+                bytes_total: l.bytes_checked,
+                counters: totals_counters(&l),
+            };
+            run.counters.remove("volumes");
+            p.last = Some(run);
+        }
         p
+    }
+
+    fn on_resume(&mut self) {
+        // A `scrub --now` in this process may have run a pass meanwhile.
+        match self.inner.meta.checkpoint("scrub") {
+            Ok(c) => self.ckpt = c.unwrap_or_default(),
+            Err(e) => tracing::warn!(error = %e, "cannot re-read the scrub checkpoint"),
+        }
+        self.blobs = None;
     }
 }

@@ -1,7 +1,8 @@
 //! What `objfs status` and `df` show of a local store: counts and sizes, the policy and its
 //! overhead, every disk with its space, warnings an operator should act on, and the logical
-//! capacity (what the disks hold divided by the redundancy).
+//! capacity (the store's own files plus the disks' free space, divided by the redundancy).
 
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Result, StoreError};
@@ -122,26 +123,33 @@ impl Inner {
         })
     }
 
-    /// Logical capacity and use.
+    /// Logical capacity and use, as `df` on a mount shows it: the store's own footprint (its
+    /// volume and shard files) plus the free space of its disks (each filesystem counted
+    /// once, however many disks share it), both divided by the redundancy. So "used" is what
+    /// the store holds, not what everything else on the host disk holds.
     pub(crate) fn capacity(&self) -> Result<Capacity> {
-        let (mut total_bytes, mut free_bytes) = (0, 0);
+        let mut free_bytes = 0u64;
+        let mut seen = std::collections::HashSet::new();
         for d in self.disks.online() {
-            let (t, f) = disk_space(&self.disks.path(d))?;
-            total_bytes += t;
+            let path = self.disks.path(d);
+            let dev = std::fs::metadata(&path).map(|m| m.dev()).ok();
+            if dev.is_some_and(|dev| !seen.insert(dev)) {
+                continue;
+            }
+            let (_, f) = disk_space(&path)?;
             free_bytes += f;
         }
+        let own = self.disks.file_bytes();
         // Logical capacity: what the disks hold divided by the redundancy.
         let (replicas, ec) = self.cfg.policy();
         let over = erasure::overhead(ec, replicas)
             .max(replicas as f64)
             .max(1.0);
-        let (total_bytes, free_bytes) = (
-            (total_bytes as f64 / over) as u64,
-            (free_bytes as f64 / over) as u64,
-        );
+        let used_on_disk = (own as f64 / over) as u64;
+        let free_bytes = (free_bytes as f64 / over) as u64;
         let s = self.meta.stats();
         Ok(Capacity {
-            total_bytes,
+            total_bytes: used_on_disk.saturating_add(free_bytes),
             free_bytes,
             used_bytes: s.live_bytes,
             objects: s.objects,

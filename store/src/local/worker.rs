@@ -95,6 +95,51 @@ pub struct Progress {
     pub counters: BTreeMap<String, u64>,
     /// A line about the current or last pass.
     pub note: String,
+    /// The run in progress (a placement batch, a scrub pass, a round of gc phases), if any.
+    #[serde(default)]
+    pub current: Option<RunReport>,
+    /// The last run that finished (in this process or, persisted, in an earlier one).
+    #[serde(default)]
+    pub last: Option<RunReport>,
+}
+
+/// One run of a daemon: when, how far, and what it found and did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunReport {
+    /// When the run started (ns since the epoch).
+    pub started: u64,
+    /// When it finished (ns since the epoch); 0 while it runs.
+    pub finished: u64,
+    /// Units (volumes, phases, disk members) done and to do; total 0 = unknown.
+    pub items_done: u64,
+    pub items_total: u64,
+    /// Bytes done and to do; total 0 = unknown.
+    pub bytes_done: u64,
+    pub bytes_total: u64,
+    /// What it found and did, by name (the same names as [`Progress::counters`]).
+    pub counters: BTreeMap<String, u64>,
+}
+
+impl RunReport {
+    /// A run starting now.
+    pub fn start(items_total: u64, bytes_total: u64) -> RunReport {
+        RunReport {
+            started: now_nanos(),
+            items_total,
+            bytes_total,
+            ..Default::default()
+        }
+    }
+
+    /// Adds `n` to counter `name`.
+    pub fn count(&mut self, name: &str, n: u64) {
+        *self.counters.entry(name.to_string()).or_insert(0) += n;
+    }
+
+    /// Marks the run finished now.
+    pub fn finish(&mut self) {
+        self.finished = now_nanos().max(self.started);
+    }
 }
 
 /// A background job done in small units.
@@ -103,6 +148,10 @@ pub trait Worker: Send + 'static {
     /// Does one unit of work (and persists the worker's checkpoint).
     fn step(&mut self) -> Result<Step>;
     fn progress(&self) -> Progress;
+    /// Called when the worker is resumed after a pause: someone else (a `--now` run in the
+    /// same process) may have done its work meanwhile, so a worker re-reads its checkpoint
+    /// here.
+    fn on_resume(&mut self) {}
 }
 
 /// The state of a worker, as `objfs status` shows it.
@@ -379,6 +428,7 @@ impl Runner {
                 }
                 Ok(Command::Resume) if self.paused => {
                     self.paused = false;
+                    self.worker.on_resume();
                     return true;
                 }
                 Ok(_) => {}
@@ -425,13 +475,37 @@ pub fn run_to_idle(
     worker: &mut dyn Worker,
     mut on_progress: impl FnMut(&Progress),
 ) -> Result<Progress> {
+    run_until(worker, |p| {
+        on_progress(p);
+        true
+    })
+    .map(|(p, _)| p)
+}
+
+/// Like [`run_to_idle`], but `on_progress` may stop the run between two units by returning
+/// false (a client that went away, an unmount). Returns the progress and whether the job ran
+/// to its end.
+pub fn run_until(
+    worker: &mut dyn Worker,
+    mut on_progress: impl FnMut(&Progress) -> bool,
+) -> Result<(Progress, bool)> {
     loop {
         let step = worker.step()?;
-        on_progress(&worker.progress());
+        let p = worker.progress();
+        let go_on = on_progress(&p);
         if step != Step::Busy {
-            return Ok(worker.progress());
+            return Ok((p, true));
+        }
+        if !go_on {
+            return Ok((p, false));
         }
     }
+}
+
+/// Writes the status file of `st` in the store in `store` (a `--now` run in a process without
+/// daemons records what it did, so the file never shows an older state than the store has).
+pub fn record_status(store: &Path, st: &WorkerStatus) {
+    write_status(&status_dir(store), st);
 }
 
 #[cfg(test)]

@@ -1,0 +1,131 @@
+//! What a command's STORE argument names, and running a request there.
+//!
+//! The argument may be a mount point or a store location. It is looked up in the runtime
+//! registry (runtime.rs): a mounted store is served by its mount process, over the control
+//! socket. Otherwise it must be an existing local store — checked by reading only, so a typo
+//! never creates anything — which the command opens itself. Either way the request goes through
+//! [`crate::ops::execute`], so the output is the same.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use objfs_store::local::config::MARKER;
+use objfs_store::local::LocalStore;
+use objfs_store::StoreError;
+use serde_json::Value;
+
+use crate::location::StoreLocation;
+use crate::ops::{self, Request};
+use crate::progress::Feedback;
+use crate::runtime::{self, Mounted};
+use crate::{client, platform};
+
+/// A store a command works on.
+pub enum Target {
+    /// Mounted: its mount process executes the requests.
+    Mounted(Mounted),
+    /// Not mounted: a local store directory (it has a store marker).
+    Local(PathBuf),
+}
+
+/// Resolves a command's STORE (or mount point) argument.
+pub fn resolve(arg: &Path) -> Result<Target> {
+    let text = arg.to_string_lossy();
+    if !text.contains("://") {
+        let abs = platform::absolute(arg)?;
+        if let Some(m) = runtime::lookup_mountpoint(&abs) {
+            return Ok(Target::Mounted(m));
+        }
+    }
+    let loc = StoreLocation::parse(arg)?;
+    if let Some(m) = runtime::lookup_store(&loc) {
+        return Ok(Target::Mounted(m));
+    }
+    let path = loc.supported_path()?.to_path_buf();
+    check_is_store(&path)?;
+    Ok(Target::Local(path))
+}
+
+/// Fails, with what was found and what to do, unless `path` holds a store. Reads only.
+pub fn check_is_store(path: &Path) -> Result<()> {
+    let shown = path.display();
+    let meta = match std::fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            bail!("no objfs store at {shown}: it does not exist (create one with `objfs init {shown}`)")
+        }
+        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => bail!(
+            "{shown} is a dead mount (its process is gone: {e}); clear it with `fusermount3 -u -z {shown}`"
+        ),
+        Err(e) => return Err(e).with_context(|| format!("cannot use {shown}")),
+    };
+    if !meta.is_dir() {
+        bail!("{shown} is not an objfs store: it is not a directory");
+    }
+    if path.join(MARKER).is_file() {
+        return Ok(());
+    }
+    if let Ok(Some(entry)) = platform::find_mount(path) {
+        if entry.is_fuse() {
+            bail!(
+                "{shown} is a FUSE mount point ({}) that no objfs mount of this user has \
+                 registered in {}; give the store directory, or run the command as the user who mounted it",
+                entry.source,
+                runtime::runtime_dir().display()
+            );
+        }
+    }
+    let empty = std::fs::read_dir(path)
+        .map(|mut d| d.next().is_none())
+        .unwrap_or(false);
+    if empty {
+        bail!("{shown} is an empty directory, not an objfs store (create one with `objfs init {shown}`)");
+    }
+    bail!("{shown} is not an objfs store (it has no {MARKER})")
+}
+
+impl Target {
+    /// Executes `req` where the store is, showing progress on `feedback`.
+    pub fn execute(&self, req: &Request, feedback: &mut Feedback) -> Result<Value> {
+        let out = match self {
+            Target::Mounted(m) => client::call(m, req, &mut |p| feedback.update(p)),
+            Target::Local(path) => {
+                let store = open_unmounted(path)?;
+                let out = ops::execute(&store, None, req, &mut |p| {
+                    feedback.update(p);
+                    true
+                });
+                let closed = store.close();
+                let out = out?;
+                closed.with_context(|| format!("cannot close store {}", path.display()))?;
+                Ok(out)
+            }
+        };
+        feedback.finish();
+        out
+    }
+}
+
+/// Opens a store that no registered mount serves, explaining a lock held by another process.
+fn open_unmounted(path: &Path) -> Result<LocalStore> {
+    match LocalStore::open(path) {
+        Ok(s) => Ok(s),
+        Err(StoreError::Locked { pid, .. }) => {
+            let alive = platform::process_alive(pid);
+            if alive {
+                bail!(
+                    "store {} is in use by pid {pid}, which has no control socket in {} \
+                     (another command running on it, a mount by another user, or a mount with \
+                     another XDG_RUNTIME_DIR); wait for it or run the command as that user",
+                    path.display(),
+                    runtime::runtime_dir().display()
+                )
+            }
+            bail!(
+                "store {} is locked by pid {pid}, which is gone; try again",
+                path.display()
+            )
+        }
+        Err(e) => Err(crate::mount::explain_open_error(path, e)),
+    }
+}
