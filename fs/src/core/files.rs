@@ -388,6 +388,13 @@ impl ObjFs {
         self.commit_handle(&h, false).await
     }
 
+    /// fsync(2) of a directory: every change this mount has made to the namespace (renames,
+    /// unlinks, mkdirs, closed files) becomes durable: the store's group sync. A file created
+    /// and still open has no name in the store yet (it gets one at its close).
+    pub async fn fsyncdir(&self) -> FsResult<()> {
+        Ok(self.store.sync().await?)
+    }
+
     /// fsync(2): completes the upload and makes it durable.
     pub async fn fsync(&self, _ino: u64, fh: u64, _datasync: bool) -> FsResult<()> {
         let h = self.handle(fh)?;
