@@ -124,9 +124,13 @@ impl DaemonMount {
             .append(true)
             .open(log)
             .unwrap_or_else(|e| panic!("open the daemon log {}: {e}", log.display()));
+        // A store that does not exist yet is made by this first mount (objfs mount creates
+        // a store only when asked to, outside the default location).
+        let init = !store.join("objfs-store.json").exists();
         let child = Command::new(&bin)
             .arg("mount")
             .arg("--foreground")
+            .args(init.then_some("--init"))
             .args(args)
             .arg(store)
             .arg(mountpoint)
