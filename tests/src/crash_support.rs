@@ -1,8 +1,66 @@
-//! Helpers of the crash tests: what a store's metadata directory looks like when it does not
-//! open after a crash, so the failure message says which file is in which state.
+//! Helpers of the crash tests: the seed and the small-blob store they share, the multipart
+//! upload their writers make, and what a store's metadata directory looks like when it does
+//! not open after a crash, so the failure message says which file is in which state.
 
+use std::error::Error;
 use std::fs;
 use std::path::Path;
+
+use objfs_store::local::{LocalConfig, LocalStore};
+use objfs_store::{Body, CompletedPart, ObjectStore, PutOptions};
+
+/// The seed of a randomised crash test: `OBJFS_CRASH_SEED` to replay one, else a random one.
+pub fn crash_seed() -> u64 {
+    std::env::var("OBJFS_CRASH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(rand::random)
+}
+
+/// Makes (and closes) a store at `path` with small volumes and blobs, so a few writes span
+/// many blobs and volumes.
+pub fn init_small_store(path: &Path, volume_size: u64) {
+    let cfg = LocalConfig {
+        volume_size,
+        block_size: 4096,
+        blob_size: 64 << 10,
+        ..Default::default()
+    };
+    LocalStore::init(path, cfg)
+        .and_then(|s| s.close())
+        .unwrap_or_else(|e| panic!("init {}: {e}", path.display()));
+}
+
+/// Writes `data` as a multipart upload of `part`-byte parts (an empty body is one empty
+/// part), uploading the parts in reverse order to exercise out-of-order parts.
+pub async fn multipart_put(
+    store: &LocalStore,
+    key: &str,
+    data: &[u8],
+    part: usize,
+    opts: PutOptions,
+) -> Result<(), Box<dyn Error>> {
+    let id = store.create_multipart(key, opts).await?;
+    let chunks: Vec<&[u8]> = if data.is_empty() {
+        vec![&[][..]]
+    } else {
+        data.chunks(part).collect()
+    };
+    let mut parts = Vec::new();
+    for (i, c) in chunks.iter().enumerate().rev() {
+        let n = i as u32 + 1;
+        let p = store
+            .upload_part(key, &id, n, Body::from(c.to_vec()))
+            .await?;
+        parts.push(CompletedPart {
+            part_number: n,
+            etag: p.etag,
+        });
+    }
+    parts.reverse();
+    store.complete_multipart(key, &id, &parts).await?;
+    Ok(())
+}
 
 /// The files of `<store>/meta` (sled's directory) with their sizes, and a diagnosis when a
 /// known bad state is recognised.

@@ -28,7 +28,9 @@ use objfs_store::local::{LocalConfig, LocalStore};
 use objfs_store::{
     ErrorKind, GetOptions, ListRequest, ListVersionsRequest, ObjectStore, StoreError,
 };
-use objfs_tests::crash_support::{describe_meta_dir, torn_sled_snapshots};
+use objfs_tests::crash_support::{
+    crash_seed, describe_meta_dir, init_small_store, torn_sled_snapshots,
+};
 use objfs_tests::keyed_bytes;
 use objfs_tests::support::{list_all, list_versions_all, Listed, VListed};
 use rand::{Rng, SeedableRng};
@@ -190,21 +192,12 @@ fn assert_locked(path: &Path, pid: u32) {
 #[test]
 fn acknowledged_writes_survive_sigkill() {
     let started = Instant::now();
-    let seed: u64 = std::env::var("OBJFS_CRASH_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(rand::random);
+    let seed: u64 = crash_seed();
     println!("OBJFS_CRASH_SEED={seed}");
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("store");
-    let cfg = LocalConfig {
-        volume_size: 1 << 20,
-        block_size: 4096,
-        blob_size: 64 << 10,
-        ..Default::default()
-    };
-    LocalStore::init(&path, cfg).unwrap().close().unwrap();
+    init_small_store(&path, 1 << 20);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -353,13 +346,7 @@ fn reopen(path: &Path) -> LocalStore {
 fn writes_work_after_a_crash_right_after_the_first_write() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("store");
-    let cfg = LocalConfig {
-        volume_size: 1 << 20,
-        block_size: 4096,
-        blob_size: 64 << 10,
-        ..Default::default()
-    };
-    LocalStore::init(&path, cfg).unwrap().close().unwrap();
+    init_small_store(&path, 1 << 20);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -506,21 +493,12 @@ fn kills_during_open_never_brick_the_store() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(600);
-    let seed: u64 = std::env::var("OBJFS_CRASH_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(rand::random);
+    let seed: u64 = crash_seed();
     println!("OBJFS_CRASH_SEED={seed}");
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("store");
-    let cfg = LocalConfig {
-        volume_size: 1 << 20,
-        block_size: 4096,
-        blob_size: 64 << 10,
-        ..Default::default()
-    };
-    LocalStore::init(&path, cfg).unwrap().close().unwrap();
+    init_small_store(&path, 1 << 20);
     // Kills that left an unfinished sled snapshot (the state the deterministic test builds).
     let mut unfinished = 0;
     for i in 0..tries {

@@ -34,9 +34,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use objfs_store::local::{LocalConfig, LocalStore};
+use objfs_store::local::LocalStore;
 use objfs_store::{GetOptions, ListRequest, ListVersionsRequest, ObjectStore};
-use objfs_tests::crash_support::describe_meta_dir;
+use objfs_tests::crash_support::{describe_meta_dir, init_small_store};
 use objfs_tests::keyed_bytes;
 use objfs_tests::support::{list_all, list_versions_all, Listed, VListed};
 use rand::rngs::StdRng;
@@ -329,13 +329,7 @@ fn crash_rounds(test: &str, all_durable: bool, default_rounds: u64) {
     let mut rng = StdRng::seed_from_u64(seed);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("store");
-    let cfg = LocalConfig {
-        volume_size: 4 << 20,
-        block_size: 4096,
-        blob_size: 64 << 10,
-        ..Default::default()
-    };
-    LocalStore::init(&path, cfg).unwrap().close().unwrap();
+    init_small_store(&path, 4 << 20);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

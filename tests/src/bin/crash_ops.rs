@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use objfs_store::local::LocalStore;
 use objfs_store::{
-    Body, CompletedPart, CopyOptions, ListRequest, Metadata, ObjectStore, PutOptions, RenameOptions,
+    Body, CopyOptions, ListRequest, Metadata, ObjectStore, PutOptions, RenameOptions,
 };
 use objfs_tests::keyed_bytes;
 use objfs_tests::support::{list_all, Listed};
@@ -79,26 +79,7 @@ async fn multipart(
     data: &[u8],
     opts: PutOptions,
 ) -> Result<(), Box<dyn Error>> {
-    let id = store.create_multipart(key, opts).await?;
-    let chunks: Vec<&[u8]> = if data.is_empty() {
-        vec![&[][..]]
-    } else {
-        data.chunks(PART).collect()
-    };
-    let mut parts = Vec::new();
-    for (i, c) in chunks.iter().enumerate().rev() {
-        let n = i as u32 + 1;
-        let p = store
-            .upload_part(key, &id, n, Body::from(c.to_vec()))
-            .await?;
-        parts.push(CompletedPart {
-            part_number: n,
-            etag: p.etag,
-        });
-    }
-    parts.reverse();
-    store.complete_multipart(key, &id, &parts).await?;
-    Ok(())
+    objfs_tests::crash_support::multipart_put(store, key, data, PART, opts).await
 }
 
 fn size(rng: &mut StdRng) -> usize {

@@ -22,7 +22,7 @@
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use sled::IVec;
@@ -565,10 +565,6 @@ impl<D: LogDir> LogWriter<D> {
         })
     }
 
-    pub fn segment(&self) -> u64 {
-        self.id
-    }
-
     /// The sequence number of the last record appended (0 before any).
     pub fn last_seq(&self) -> u64 {
         self.next_seq - 1
@@ -640,10 +636,6 @@ impl<D: LogDir> LogWriter<D> {
             .extend(h.files.into_iter().filter(|f| !Arc::ptr_eq(f, &current)));
         self.dir_dirty |= h.dir;
     }
-
-    pub fn dir(&self) -> &Arc<D> {
-        &self.dir
-    }
 }
 
 impl<F: LogFile> SyncHandles<F> {
@@ -680,11 +672,6 @@ pub fn remove_below<D: LogDir>(dir: &D, ids: impl IntoIterator<Item = u64>, belo
             }
         }
     }
-}
-
-/// A store path's log directory.
-pub fn dir_of(store_meta: &Path) -> PathBuf {
-    store_meta.with_file_name("wal")
 }
 
 #[cfg(test)]

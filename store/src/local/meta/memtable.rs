@@ -91,8 +91,8 @@ impl Tables {
     }
 
     /// The log's directory.
-    pub fn dir(&self) -> &std::path::Path {
-        &self.dir.path
+    pub fn log_dir(&self) -> &FsLogDir {
+        &self.dir
     }
 
     /// Starts logging in a fresh segment `id` (after recovery emptied the log).
@@ -179,15 +179,11 @@ impl Tables {
         Ok(())
     }
 
-    /// Rows in the active table (the flusher checkpoints early when it grows).
-    pub fn active_rows(&self) -> usize {
-        self.read().active.len()
-    }
-
-    /// Whether anything was committed since the last checkpoint.
-    pub fn dirty(&self) -> bool {
+    /// Whether anything was committed since the last checkpoint, and the rows in the active
+    /// table (the flusher checkpoints early when it grows).
+    pub fn backlog(&self) -> (bool, usize) {
         let m = self.read();
-        !m.active.is_empty() || !m.frozen.is_empty()
+        (!m.active.is_empty() || !m.frozen.is_empty(), m.active.len())
     }
 
     /// fdatasyncs the log through its last record (and the directory when a segment was

@@ -149,9 +149,7 @@ impl Meta {
             );
         }
         // The new log starts after every segment present, so none of them is read again.
-        let dir = FsLogDir {
-            path: self.tables_dir().to_path_buf(),
-        };
+        let dir = self.tables.log_dir();
         let existing = dir.list()?;
         let applied = read_misc::<u64>(&self.db, misc::LOG_APPLIED)?.unwrap_or(0);
         let last = existing.last().copied().unwrap_or(0).max(applied);
@@ -159,7 +157,7 @@ impl Meta {
             .insert(misc_key(misc::LOG_APPLIED), encode(&last)?)
             .db()?;
         self.db.flush().db()?;
-        log::remove_below(&dir, existing, last + 1);
+        log::remove_below(dir, existing, last + 1);
         self.tables.start_log(last + 1, rec.last_seq + 1)?;
         // The counters and the version-id lease as the replay left them.
         let stats = read_misc(&self.db, misc::STATS)?.unwrap_or_default();
@@ -177,10 +175,6 @@ impl Meta {
         })
     }
 
-    fn tables_dir(&self) -> &Path {
-        self.tables.dir()
-    }
-
     /// Moves what was committed into sled: `sync` must make the volumes and then the log
     /// durable (the store's group sync); see [`Tables::checkpoint`].
     pub fn checkpoint_log(&self, sync: impl FnOnce() -> Result<()>) -> Result<bool> {
@@ -189,7 +183,7 @@ impl Meta {
 
     /// Whether rows are waiting for a checkpoint, and how many are in the active table.
     pub fn log_backlog(&self) -> (bool, usize) {
-        (self.tables.dirty(), self.tables.active_rows())
+        self.tables.backlog()
     }
 
     /// Reads and sets the clean-shutdown flag; returns whether the last shutdown was clean.
