@@ -233,7 +233,7 @@ fn check_mountpoint(mp: &Path, allow_non_empty: bool) -> Result<(PathBuf, bool)>
     let shown = abs.display();
     if let Some(entry) = platform::find_mount(&abs)? {
         match std::fs::metadata(&abs) {
-            Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) && entry.is_fuse() => {
+            Err(e) if platform::is_dead_mount_error(&e) && entry.is_fuse() => {
                 // The process behind it is gone (kill -9, crash): detach what is left.
                 let (prog, args) = platform::unmount_command(&abs, true)?;
                 let cmd = format!(

@@ -34,6 +34,16 @@ impl MountEntry {
     }
 }
 
+/// Whether a stat failed because the FUSE process behind the path is gone: the kernel answers
+/// ENOTCONN, or ECONNABORTED once the connection was aborted (newer kernels, `auto_unmount`'s
+/// helper, or a write to `/sys/fs/fuse/connections/N/abort`).
+pub fn is_dead_mount_error(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::ENOTCONN) | Some(libc::ECONNABORTED)
+    )
+}
+
 /// Makes `path` absolute without touching it when it cannot be resolved (a dead FUSE mount
 /// fails every stat with ENOTCONN, yet must still be found in the mount table).
 pub fn absolute(path: &Path) -> Result<PathBuf> {

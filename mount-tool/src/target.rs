@@ -54,7 +54,7 @@ pub fn check_is_store(path: &Path) -> Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             bail!("no objfs store at {shown}: it does not exist (create one with `objfs init {shown}`)")
         }
-        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => bail!(
+        Err(e) if platform::is_dead_mount_error(&e) => bail!(
             "{shown} is a dead mount (its process is gone: {e}); clear it with `fusermount3 -u -z {shown}`"
         ),
         Err(e) => return Err(e).with_context(|| format!("cannot use {shown}")),
