@@ -165,6 +165,7 @@ pub fn store_errno(e: &StoreError) -> i32 {
         ErrorKind::NoSpace => libc::ENOSPC,
         ErrorKind::Locked => libc::EBUSY,
         ErrorKind::Unsupported => libc::ENOTSUP,
+        ErrorKind::PermissionDenied => libc::EACCES,
         _ => libc::EIO,
     }
 }
