@@ -76,6 +76,8 @@ impl Failure {
                 Some(format!("the request could not be built: {}", chain(e)))
             }
             SdkError::ResponseError(_) => Some(format!("the response was unreadable: {}", chain(e))),
+            // A service error without an S3 code: say what the SDK saw.
+            _ if e.code().is_none() => Some(chain(e)),
             _ => None,
         };
         Failure {

@@ -57,6 +57,16 @@ impl S3Store {
                 if matches!(f.status, Some(501)) || f.code.as_deref() == Some("NotImplemented") {
                     return Ok(false);
                 }
+                // An answer the SDK cannot parse (moto names its root element
+                // `GetBucketVersioningResponse`): read the status from the body.
+                let body = e
+                    .raw_response()
+                    .filter(|r| r.status().as_u16() == 200)
+                    .and_then(|r| r.body().bytes())
+                    .map(|b| String::from_utf8_lossy(b).into_owned());
+                if let Some(body) = body {
+                    return Ok(body.contains("<Status>Enabled</Status>"));
+                }
                 Err(f.into_error(self.ctx("GetBucketVersioning", "")))
             }
         }
