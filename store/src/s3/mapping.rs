@@ -221,6 +221,38 @@ pub fn millis_from_s3(t: Option<&aws_sdk_s3::primitives::DateTime>) -> i64 {
     t.map(|t| t.to_millis().unwrap_or(i64::MAX)).unwrap_or(0)
 }
 
+/// The text of the first `<tag>...</tag>` in `xml`.
+fn element<'a>(xml: &'a str, tag: &str) -> Option<&'a str> {
+    let open = format!("<{tag}>");
+    let close = format!("</{tag}>");
+    let start = xml.find(&open)? + open.len();
+    let end = start + xml[start..].find(&close)?;
+    Some(&xml[start..end])
+}
+
+/// A ListParts answer read by hand, for servers whose answer the SDK does not parse (moto
+/// names its root element `ListPartsResponse`): (parts as (number, etag, size), next marker
+/// when truncated).
+pub fn parse_list_parts(xml: &str) -> Option<(Vec<(u32, String, u64)>, Option<String>)> {
+    let mut parts = Vec::new();
+    let mut rest = xml;
+    while let Some(i) = rest.find("<Part>") {
+        let body = &rest[i + 6..];
+        let end = body.find("</Part>")?;
+        let part = &body[..end];
+        let n = element(part, "PartNumber")?.trim().parse().ok()?;
+        let etag = element(part, "ETag")?.replace("&quot;", "\"");
+        let size = element(part, "Size")?.trim().parse().ok()?;
+        parts.push((n, etag.trim_matches('"').to_string(), size));
+        rest = &body[end..];
+    }
+    let truncated = element(xml, "IsTruncated").is_some_and(|t| t.trim() == "true");
+    let next = element(xml, "NextPartNumberMarker")
+        .filter(|_| truncated)
+        .map(|m| m.trim().to_string());
+    Some((parts, next))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -277,6 +309,21 @@ mod tests {
         assert!(parse_url("s3://B").is_err());
         assert!(parse_url("s3://").is_err());
         assert_eq!(normalize_prefix("/x//").unwrap(), "x/");
+    }
+
+    #[test]
+    fn list_parts_by_hand() {
+        let xml = "<ListPartsResponse><IsTruncated>true</IsTruncated>\
+            <NextPartNumberMarker>2</NextPartNumberMarker>\
+            <Part><PartNumber>1</PartNumber><ETag>&quot;ab&quot;</ETag><Size>5</Size></Part>\
+            <Part><PartNumber>2</PartNumber><ETag>\"cd\"</ETag><Size>7</Size></Part>\
+            </ListPartsResponse>";
+        let (parts, next) = parse_list_parts(xml).unwrap();
+        assert_eq!(
+            parts,
+            vec![(1, "ab".to_string(), 5), (2, "cd".to_string(), 7)]
+        );
+        assert_eq!(next.as_deref(), Some("2"));
     }
 
     #[test]

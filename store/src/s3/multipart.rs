@@ -255,7 +255,7 @@ impl S3Store {
         let mut parts = Vec::new();
         let mut marker: Option<String> = None;
         loop {
-            let out = self
+            let sent = self
                 .client
                 .list_parts()
                 .bucket(&self.bucket)
@@ -263,20 +263,48 @@ impl S3Store {
                 .upload_id(upload_id)
                 .set_part_number_marker(marker.take())
                 .send()
-                .await
-                .map_err(|e| errors::map(self.ctx("ListParts", key).upload(upload_id), e))?;
-            for p in out.parts() {
-                parts.push(PartInfo {
-                    part_number: p.part_number().unwrap_or(0).max(0) as u32,
-                    etag: clean_etag(p.e_tag()),
-                    size: p.size().unwrap_or(0).max(0) as u64,
-                });
-            }
-            match out.next_part_number_marker() {
-                Some(m) if out.is_truncated() == Some(true) && !m.is_empty() => {
-                    marker = Some(m.to_string())
+                .await;
+            let ctx = self.ctx("ListParts", key).upload(upload_id);
+            let (page, next) = match sent {
+                Ok(out) => {
+                    let page: Vec<(u32, String, u64)> = out
+                        .parts()
+                        .iter()
+                        .map(|p| {
+                            (
+                                p.part_number().unwrap_or(0).max(0) as u32,
+                                clean_etag(p.e_tag()),
+                                p.size().unwrap_or(0).max(0) as u64,
+                            )
+                        })
+                        .collect();
+                    let next = out
+                        .next_part_number_marker()
+                        .filter(|m| out.is_truncated() == Some(true) && !m.is_empty())
+                        .map(str::to_string);
+                    (page, next)
                 }
-                _ => break,
+                Err(e) => {
+                    // An answer the SDK does not parse (moto's root element): read by hand.
+                    let by_hand = e
+                        .raw_response()
+                        .filter(|r| r.status().as_u16() == 200)
+                        .and_then(|r| r.body().bytes())
+                        .and_then(|b| mapping::parse_list_parts(&String::from_utf8_lossy(b)));
+                    match by_hand {
+                        Some(p) => p,
+                        None => return Err(errors::map(ctx, e)),
+                    }
+                }
+            };
+            parts.extend(page.into_iter().map(|(part_number, etag, size)| PartInfo {
+                part_number,
+                etag,
+                size,
+            }));
+            match next {
+                Some(m) => marker = Some(m),
+                None => break,
             }
         }
         parts.sort_by_key(|p| p.part_number);
