@@ -77,7 +77,8 @@ impl Failure {
             }
             SdkError::ResponseError(_) => Some(format!("the response was unreadable: {}", chain(e))),
             // A service error without an S3 code: say what the SDK saw.
-            _ if e.code().is_none() => Some(chain(e)),
+            // (An error status without a body, as HEAD answers, says enough by its status.)
+            _ if e.code().is_none() && status.is_none_or(|s| s < 300) => Some(chain(e)),
             _ => None,
         };
         Failure {
