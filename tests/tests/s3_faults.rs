@@ -130,7 +130,11 @@ async fn read_request(sock: &mut TcpStream) -> std::io::Result<String> {
     Ok(head)
 }
 
-async fn answer(mut sock: TcpStream, script: Script, counter: Arc<AtomicUsize>) -> std::io::Result<()> {
+async fn answer(
+    mut sock: TcpStream,
+    script: Script,
+    counter: Arc<AtomicUsize>,
+) -> std::io::Result<()> {
     loop {
         let head = read_request(&mut sock).await?;
         let n = counter.fetch_add(1, Ordering::SeqCst);
@@ -155,7 +159,11 @@ async fn answer(mut sock: TcpStream, script: Script, counter: Arc<AtomicUsize>) 
                 "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code>\
                  <Message>injected</Message><RequestId>fake-{n}</RequestId></Error>"
             );
-            let body = if head.starts_with("head ") { String::new() } else { body };
+            let body = if head.starts_with("head ") {
+                String::new()
+            } else {
+                body
+            };
             let resp = format!(
                 "HTTP/1.1 {status} {reason}\r\ncontent-type: application/xml\r\n\
                  x-amz-request-id: fake-{n}\r\ncontent-length: {}\r\n\r\n{body}",
@@ -166,7 +174,8 @@ async fn answer(mut sock: TcpStream, script: Script, counter: Arc<AtomicUsize>) 
         }
         let first = head.lines().next().unwrap_or_default().to_string();
         if first.starts_with("get ") && first.contains("versioning") {
-            let body = "<VersioningConfiguration xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"/>";
+            let body =
+                "<VersioningConfiguration xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"/>";
             let resp = format!(
                 "HTTP/1.1 200 OK\r\ncontent-type: application/xml\r\ncontent-length: {}\r\n\r\n{body}",
                 body.len()
@@ -188,7 +197,8 @@ async fn answer(mut sock: TcpStream, script: Script, counter: Arc<AtomicUsize>) 
             }
             sock.write_all(BODY).await?;
         } else {
-            sock.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n").await?;
+            sock.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                .await?;
         }
     }
 }
@@ -196,7 +206,9 @@ async fn answer(mut sock: TcpStream, script: Script, counter: Arc<AtomicUsize>) 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retries_5xx_then_succeeds_with_the_right_bytes() {
     let fake = FakeS3::start(Script::FailFirst(2, 503)).await;
-    let store = S3Store::open(fake.config()).await.expect("open after retries");
+    let store = S3Store::open(fake.config())
+        .await
+        .expect("open after retries");
     assert!(!store.features().versioning);
     assert!(fake.requests() >= 4, "two failures and two answers at open");
     let got = store.get("key", GetOptions::default()).await.expect("get");
@@ -208,13 +220,21 @@ async fn retries_5xx_then_succeeds_with_the_right_bytes() {
 async fn persistent_500_fails_after_bounded_retries() {
     let fake = FakeS3::start(Script::Always(500)).await;
     let start = Instant::now();
-    let err = S3Store::open(fake.config()).await.expect_err("open must fail");
+    let err = S3Store::open(fake.config())
+        .await
+        .expect_err("open must fail");
     assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
     assert!(err.is_retryable());
     let msg = err.to_string();
     // HeadBucket answers have no body: the status (and request id) say what failed.
-    assert!(msg.contains("HTTP 500") && msg.contains("HeadBucket"), "{msg}");
-    assert!(msg.contains("request fake-"), "the request id is in the message: {msg}");
+    assert!(
+        msg.contains("HTTP 500") && msg.contains("HeadBucket"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("request fake-"),
+        "the request id is in the message: {msg}"
+    );
     assert_eq!(fake.requests(), 3, "max_attempts requests, no more");
     assert!(start.elapsed() < Duration::from_secs(10));
 }
@@ -222,7 +242,9 @@ async fn persistent_500_fails_after_bounded_retries() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slowdown_is_throttled_after_retries() {
     let fake = FakeS3::start(Script::Always(503)).await;
-    let err = S3Store::open(fake.config()).await.expect_err("open must fail");
+    let err = S3Store::open(fake.config())
+        .await
+        .expect_err("open must fail");
     assert_eq!(err.kind(), ErrorKind::Throttled, "{err}");
     assert_eq!(fake.requests(), 3);
 }
@@ -230,7 +252,9 @@ async fn slowdown_is_throttled_after_retries() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forbidden_is_permission_denied_without_retries() {
     let fake = FakeS3::start(Script::Always(403)).await;
-    let err = S3Store::open(fake.config()).await.expect_err("open must fail");
+    let err = S3Store::open(fake.config())
+        .await
+        .expect_err("open must fail");
     assert_eq!(err.kind(), ErrorKind::PermissionDenied, "{err}");
     assert_eq!(fake.requests(), 1, "a 403 is not retried");
 }
@@ -238,7 +262,9 @@ async fn forbidden_is_permission_denied_without_retries() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_bucket_is_clear_at_open() {
     let fake = FakeS3::start(Script::Always(404)).await;
-    let err = S3Store::open(fake.config()).await.expect_err("open must fail");
+    let err = S3Store::open(fake.config())
+        .await
+        .expect_err("open must fail");
     assert_eq!(err.kind(), ErrorKind::NoSuchBucket, "{err}");
     assert!(err.to_string().contains("\"bucket\""), "{err}");
 }

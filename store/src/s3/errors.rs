@@ -2,12 +2,15 @@
 //! the S3 error code, the HTTP status and the request id in the message, so that a failure in
 //! a log says which request failed and why.
 
+use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::operation::RequestId;
-use aws_sdk_s3::config::http::HttpResponse;
 
 use crate::error::StoreError;
 use crate::types::VersionId;
+
+/// The code of a request the SDK refused to build (bad input).
+const NOT_SENT: &str = "RequestNotSent";
 
 /// What a failed request was about, for the error it becomes.
 #[derive(Debug, Clone, Copy)]
@@ -72,15 +75,23 @@ impl Failure {
                 None => "cannot reach the endpoint".to_string(),
             }),
             SdkError::TimeoutError(_) => Some("the request timed out".to_string()),
-            SdkError::ConstructionFailure(_) => {
-                Some(format!("the request could not be built: {}", chain(e)))
+
+            SdkError::ResponseError(_) => {
+                Some(format!("the response was unreadable: {}", chain(e)))
             }
-            SdkError::ResponseError(_) => Some(format!("the response was unreadable: {}", chain(e))),
             // A service error without an S3 code: say what the SDK saw.
             // (An error status without a body, as HEAD answers, says enough by its status.)
             _ if e.code().is_none() && status.is_none_or(|s| s < 300) => Some(chain(e)),
             _ => None,
         };
+        if let SdkError::ConstructionFailure(_) = e {
+            // Bad input the SDK refused to send: not the server's failure.
+            return Failure {
+                code: Some(NOT_SENT.to_string()),
+                message: Some(format!("the request could not be built: {}", chain(e))),
+                ..Default::default()
+            };
+        }
         Failure {
             status,
             code: e.code().map(str::to_string),
@@ -140,6 +151,7 @@ impl Failure {
             return StoreError::Unavailable { what, reason };
         }
         match (self.status.unwrap_or(0), code) {
+            (_, NOT_SENT) => StoreError::InvalidArgument(format!("{what}: {reason}")),
             (_, "NoSuchBucket") => StoreError::NoSuchBucket(format!("{what}: {reason}")),
             (_, "NoSuchUpload") => StoreError::NoSuchUpload {
                 upload_id: ctx.upload_id.unwrap_or_default().to_string(),
@@ -228,7 +240,11 @@ mod tests {
             (f(400, "InvalidArgument"), ctx, ErrorKind::InvalidArgument),
             (f(404, "NoSuchBucket"), ctx, ErrorKind::NoSuchBucket),
             (f(404, "NoSuchUpload"), ctx, ErrorKind::NoSuchUpload),
-            (f(412, "PreconditionFailed"), ctx, ErrorKind::PreconditionFailed),
+            (
+                f(412, "PreconditionFailed"),
+                ctx,
+                ErrorKind::PreconditionFailed,
+            ),
             (f(403, "AccessDenied"), ctx, ErrorKind::PermissionDenied),
             (f(503, "SlowDown"), ctx, ErrorKind::Throttled),
             (f(500, "InternalError"), ctx, ErrorKind::Unavailable),
@@ -238,7 +254,10 @@ mod tests {
             assert_eq!(e.kind(), kind, "{fail:?} -> {e}");
         }
         let e = f(500, "InternalError").into_error(ctx).to_string();
-        assert!(e.contains("InternalError") && e.contains("RID") && e.contains("500"), "{e}");
+        assert!(
+            e.contains("InternalError") && e.contains("RID") && e.contains("500"),
+            "{e}"
+        );
         let t = Failure {
             transport: Some("cannot reach the endpoint: connection refused".into()),
             ..Default::default()

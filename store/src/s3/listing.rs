@@ -163,7 +163,11 @@ impl S3Store {
             .bucket(&self.bucket)
             .prefix(&full_prefix)
             .set_delimiter(req.delimiter.clone().filter(|d| !d.is_empty()))
-            .set_key_marker(req.key_marker.as_ref().map(|k| format!("{}{k}", self.prefix)))
+            .set_key_marker(
+                req.key_marker
+                    .as_ref()
+                    .map(|k| format!("{}{k}", self.prefix)),
+            )
             .set_version_id_marker(req.version_marker.as_ref().map(|v| v.to_string()))
             .max_keys(req.page_size().clamp(1, 1000) as i32)
             .send()
@@ -259,10 +263,7 @@ impl S3Store {
             .buffered(self.concurrency * 2)
             .collect()
             .await;
-        heads
-            .into_iter()
-            .filter_map(|h| h.transpose())
-            .collect()
+        heads.into_iter().filter_map(|h| h.transpose()).collect()
     }
 
     /// A bucket without versioning: its objects, each a `null` version, by ListObjectsV2.
@@ -335,7 +336,11 @@ impl S3Store {
         };
         loop {
             let page = self.list_object_versions(&req).await?;
-            if page.versions.iter().any(|v| v.key == key && v.version == *version) {
+            if page
+                .versions
+                .iter()
+                .any(|v| v.key == key && v.version == *version)
+            {
                 return Ok(true);
             }
             let past = page.versions.last().is_some_and(|v| v.key.as_str() > key);

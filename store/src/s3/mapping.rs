@@ -333,10 +333,7 @@ mod tests {
             "b/a%20b/%C3%BC%3F?versionId=v1"
         );
         assert_eq!(http_range(&(0..10)), "bytes=0-9");
-        assert_eq!(
-            parse_content_range("bytes 3-6/1000"),
-            Some((3..7, 1000))
-        );
+        assert_eq!(parse_content_range("bytes 3-6/1000"), Some((3..7, 1000)));
         assert_eq!(parse_content_range("bytes */1000"), None);
         assert_eq!(parse_content_range("bytes 5-4/10"), None);
         assert_eq!(clean_etag(Some("\"abc-2\"")), "abc-2");

@@ -79,6 +79,9 @@ pub struct S3Config {
     pub part_size: u64,
     /// Whether the bucket honours conditional writes; `None` probes it at open.
     pub conditional_put: Option<bool>,
+    /// The server's smallest part other than the last (5 MiB on S3 and Garage; a test server
+    /// may accept less), reported in [`StoreFeatures::min_part_size`].
+    pub min_part_size: u64,
 }
 
 impl S3Config {
@@ -100,6 +103,7 @@ impl S3Config {
             concurrency: 8,
             part_size: 8 << 20,
             conditional_put: None,
+            min_part_size: S3_MIN_PART_SIZE,
         })
     }
 
@@ -163,7 +167,7 @@ impl S3Store {
             features: StoreFeatures {
                 list_returns_metadata: false,
                 zero_copy: false,
-                min_part_size: S3_MIN_PART_SIZE,
+                min_part_size: cfg.min_part_size,
                 atomic_rename: false,
                 versioning: false,
                 conditional_put: false,

@@ -21,6 +21,16 @@ use crate::types::*;
 /// Part size of a copy above 5 GiB (S3 allows 5 MiB to 5 GiB per part, 10,000 parts).
 const COPY_PART_SIZE: u64 = 512 << 20;
 
+/// An empty upload id names no upload (the SDK would refuse to send it).
+fn check_upload_id(id: &str) -> Result<()> {
+    if id.is_empty() {
+        return Err(StoreError::NoSuchUpload {
+            upload_id: String::new(),
+        });
+    }
+    Ok(())
+}
+
 fn part_number_i32(n: u32) -> Result<i32> {
     check_part_number(n)?;
     Ok(n as i32)
@@ -106,7 +116,11 @@ impl S3Store {
             .bucket(&self.bucket)
             .key(full)
             .upload_id(upload_id)
-            .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(list)).build());
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(list))
+                    .build(),
+            );
         req = match pre {
             Precondition::None => req,
             Precondition::Absent => req.if_none_match("*"),
@@ -221,6 +235,7 @@ impl S3Store {
         body: Body,
     ) -> Result<PartInfo> {
         let full = self.full_key(key)?;
+        check_upload_id(upload_id)?;
         check_part_number(n)?;
         let bytes = body.collect().await?;
         self.send_part(key, &full, upload_id, n, bytes).await
@@ -237,6 +252,7 @@ impl S3Store {
     ) -> Result<PartInfo> {
         let full = self.full_key(key)?;
         let sfull = self.full_key(src)?;
+        check_upload_id(upload_id)?;
         check_part_number(n)?;
         let source = self.head_full(src, &sfull, src_version.as_ref()).await?;
         let r = resolve_range(range.as_ref(), source.size)?;
@@ -252,6 +268,7 @@ impl S3Store {
 
     pub(super) async fn mp_list_parts(&self, key: &str, upload_id: &str) -> Result<Vec<PartInfo>> {
         let full = self.full_key(key)?;
+        check_upload_id(upload_id)?;
         let mut parts = Vec::new();
         let mut marker: Option<String> = None;
         loop {
@@ -318,6 +335,7 @@ impl S3Store {
         parts: &[CompletedPart],
     ) -> Result<ObjectInfo> {
         let full = self.full_key(key)?;
+        check_upload_id(upload_id)?;
         if parts.is_empty() {
             return Err(StoreError::InvalidPart("no parts to complete".into()));
         }
@@ -331,18 +349,43 @@ impl S3Store {
                 )));
             }
         }
+        // Some servers complete an upload a second time without complaint (moto, and S3 for a
+        // while): the upload must still be there.
+        self.check_upload(key, &full, upload_id).await?;
         let cond = self.conditions().get(upload_id).cloned();
         let pre = match &cond {
             Some(c) => self.precondition(key, &full, c).await?,
             None => Precondition::None,
         };
-        let info = self.finish_upload(key, &full, upload_id, parts, &pre).await?;
+        let info = self
+            .finish_upload(key, &full, upload_id, parts, &pre)
+            .await?;
         self.conditions().remove(upload_id);
         Ok(info)
     }
 
+    /// NoSuchUpload unless the upload is in progress (ListParts of at most one part).
+    async fn check_upload(&self, key: &str, full: &str, upload_id: &str) -> Result<()> {
+        let sent = self
+            .client
+            .list_parts()
+            .bucket(&self.bucket)
+            .key(full)
+            .upload_id(upload_id)
+            .max_parts(1)
+            .send()
+            .await;
+        match sent {
+            Ok(_) => Ok(()),
+            // An answer the SDK does not parse (moto's root element) is still an answer.
+            Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 200) => Ok(()),
+            Err(e) => Err(errors::map(self.ctx("ListParts", key).upload(upload_id), e)),
+        }
+    }
+
     pub(super) async fn mp_abort(&self, key: &str, upload_id: &str) -> Result<()> {
         let full = self.full_key(key)?;
+        check_upload_id(upload_id)?;
         self.abort_upload(key, &full, upload_id).await?;
         self.conditions().remove(upload_id);
         Ok(())

@@ -56,38 +56,35 @@ impl Described<'_> {
 /// A byte stream that fails unless exactly `expected` bytes came (a short or long body is an
 /// error, never data).
 fn checked(body: ByteStream, expected: u64, what: String) -> ByteStream2 {
-    let s = futures::stream::unfold(
-        (body, 0u64, false),
-        move |(mut body, seen, done)| {
-            let what = what.clone();
-            async move {
-                if done {
-                    return None;
-                }
-                match body.next().await {
-                    Some(Ok(chunk)) => {
-                        let seen = seen + chunk.len() as u64;
-                        if seen > expected {
-                            let e = short(&what, seen, expected);
-                            return Some((Err(e), (body, seen, true)));
-                        }
-                        Some((Ok(chunk), (body, seen, false)))
-                    }
-                    Some(Err(e)) => Some((
-                        Err(StoreError::Unavailable {
-                            what,
-                            reason: format!("the body broke off: {e}"),
-                        }),
-                        (body, seen, true),
-                    )),
-                    None if seen != expected => {
-                        Some((Err(short(&what, seen, expected)), (body, seen, true)))
-                    }
-                    None => None,
-                }
+    let s = futures::stream::unfold((body, 0u64, false), move |(mut body, seen, done)| {
+        let what = what.clone();
+        async move {
+            if done {
+                return None;
             }
-        },
-    );
+            match body.next().await {
+                Some(Ok(chunk)) => {
+                    let seen = seen + chunk.len() as u64;
+                    if seen > expected {
+                        let e = short(&what, seen, expected);
+                        return Some((Err(e), (body, seen, true)));
+                    }
+                    Some((Ok(chunk), (body, seen, false)))
+                }
+                Some(Err(e)) => Some((
+                    Err(StoreError::Unavailable {
+                        what,
+                        reason: format!("the body broke off: {e}"),
+                    }),
+                    (body, seen, true),
+                )),
+                None if seen != expected => {
+                    Some((Err(short(&what, seen, expected)), (body, seen, true)))
+                }
+                None => None,
+            }
+        }
+    });
     Box::pin(s)
 }
 
@@ -270,9 +267,7 @@ impl S3Store {
         pre: Precondition,
     ) -> Result<ObjectInfo> {
         let upload_id = self.create_upload(key, full, meta).await?;
-        let uploaded = self
-            .upload_stream(key, full, &upload_id, first, rest)
-            .await;
+        let uploaded = self.upload_stream(key, full, &upload_id, first, rest).await;
         let result = match uploaded {
             Ok(parts) => {
                 self.finish_upload(key, full, &upload_id, &parts_list(&parts), &pre)
@@ -401,9 +396,10 @@ impl S3Store {
             let all = Body::Stream(body).collect().await?;
             let lo = (want.start - got.start) as usize;
             let hi = (want.end.min(got.end) - got.start) as usize;
-            let data = all.get(lo..hi).map(Bytes::copy_from_slice).ok_or_else(|| {
-                short(&what, all.len() as u64, hi as u64)
-            })?;
+            let data = all
+                .get(lo..hi)
+                .map(Bytes::copy_from_slice)
+                .ok_or_else(|| short(&what, all.len() as u64, hi as u64))?;
             return Ok(GetResult {
                 info,
                 range: want.start..want.start + data.len() as u64,
@@ -444,8 +440,8 @@ impl S3Store {
         let full = full.to_string();
         let key = key.to_string();
         let location = self.location.clone();
-        let pin_version = (self.features.versioning && !info.version.is_null())
-            .then(|| info.version.to_string());
+        let pin_version =
+            (self.features.versioning && !info.version.is_null()).then(|| info.version.to_string());
         let etag = quoted_etag(&info.etag);
         let version = info.version.clone();
         let s = futures::stream::iter(ranges)
@@ -607,7 +603,15 @@ impl S3Store {
                 None => mapping::metadata_to_s3(&source.metadata)?,
             };
             return self
-                .copy_by_parts(dst, &dfull, &sfull, src_version.as_deref(), source.size, meta, pre)
+                .copy_by_parts(
+                    dst,
+                    &dfull,
+                    &sfull,
+                    src_version.as_deref(),
+                    source.size,
+                    meta,
+                    pre,
+                )
                 .await;
         }
         let mut req = self

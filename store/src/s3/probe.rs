@@ -16,12 +16,7 @@ use crate::error::{Result, StoreError};
 impl S3Store {
     /// HeadBucket: the bucket exists and these credentials reach it.
     pub(super) async fn check_bucket(&self) -> Result<()> {
-        let sent = self
-            .client
-            .head_bucket()
-            .bucket(&self.bucket)
-            .send()
-            .await;
+        let sent = self.client.head_bucket().bucket(&self.bucket).send().await;
         match sent {
             Ok(_) => Ok(()),
             Err(e) => {
