@@ -230,10 +230,13 @@ fn element<'a>(xml: &'a str, tag: &str) -> Option<&'a str> {
     Some(&xml[start..end])
 }
 
+/// A part as ListParts gives it: (number, etag, size).
+pub type ListedPart = (u32, String, u64);
+
 /// A ListParts answer read by hand, for servers whose answer the SDK does not parse (moto
 /// names its root element `ListPartsResponse`): (parts as (number, etag, size), next marker
 /// when truncated).
-pub fn parse_list_parts(xml: &str) -> Option<(Vec<(u32, String, u64)>, Option<String>)> {
+pub fn parse_list_parts(xml: &str) -> Option<(Vec<ListedPart>, Option<String>)> {
     let mut parts = Vec::new();
     let mut rest = xml;
     while let Some(i) = rest.find("<Part>") {

@@ -231,7 +231,7 @@ impl S3Store {
     /// (its one version is the current one).
     fn version_param(&self, v: Option<&VersionId>) -> Option<String> {
         match v {
-            Some(v) if !(v.is_null() && !self.features.versioning) => Some(v.to_string()),
+            Some(v) if !v.is_null() || self.features.versioning => Some(v.to_string()),
             _ => None,
         }
     }

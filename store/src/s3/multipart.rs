@@ -284,7 +284,7 @@ impl S3Store {
             let ctx = self.ctx("ListParts", key).upload(upload_id);
             let (page, next) = match sent {
                 Ok(out) => {
-                    let page: Vec<(u32, String, u64)> = out
+                    let page: Vec<mapping::ListedPart> = out
                         .parts()
                         .iter()
                         .map(|p| {
