@@ -193,6 +193,16 @@ impl S3Store {
         Ok(store)
     }
 
+    /// The bucket.
+    pub fn bucket(&self) -> &str {
+        &self.bucket
+    }
+
+    /// The prefix every key is stored under (empty, or ending in `/`).
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
     /// The full key of a store key (checked against the key rules first).
     fn full_key(&self, key: &str) -> Result<String> {
         crate::key::check_key_max(key, self.features.max_key_len).map_err(|reason| {

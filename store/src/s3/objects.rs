@@ -98,6 +98,21 @@ fn short(what: &str, seen: u64, expected: u64) -> StoreError {
 }
 
 impl S3Store {
+    /// `NoSuchVersion` without a request for an id a bucket without versioning cannot have
+    /// (its one version is `null`).
+    fn check_version_possible(
+        &self,
+        ctx: errors::Ctx<'_>,
+        version: Option<&VersionId>,
+    ) -> Result<()> {
+        match version {
+            Some(v) if !self.features.versioning && !v.is_null() => {
+                Err(Failure::default().into_missing(ctx))
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Head of a full key, as the store key `key`.
     pub(super) async fn head_full(
         &self,
@@ -106,11 +121,7 @@ impl S3Store {
         version: Option<&VersionId>,
     ) -> Result<ObjectInfo> {
         let ctx = self.ctx("HeadObject", key).version(version);
-        if let Some(v) = version {
-            if !self.features.versioning && !v.is_null() {
-                return Err(Failure::default().into_missing(ctx));
-            }
-        }
+        self.check_version_possible(ctx, version)?;
         let out = self
             .client
             .head_object()
@@ -337,11 +348,7 @@ impl S3Store {
         };
         let first_end = end.min(start.saturating_add(self.part_size));
         let ctx = self.ctx("GetObject", key).version(version);
-        if let Some(v) = version {
-            if !self.features.versioning && !v.is_null() {
-                return Err(Failure::default().into_missing(ctx));
-            }
-        }
+        self.check_version_possible(ctx, version)?;
         let sent = self
             .client
             .get_object()
