@@ -96,8 +96,10 @@ impl S3Store {
             ),
             None => None,
         };
+        // A start before the prefix is the prefix's start (Garage lists nothing for it when
+        // other keys lie between the two).
         let start_after = match (&token, &req.start_after) {
-            (None, Some(s)) => Some(format!("{}{s}", self.prefix)),
+            (None, Some(s)) => Some(format!("{}{s}", self.prefix)).filter(|s| *s >= full_prefix),
             _ => None,
         };
         let raw = self
@@ -272,14 +274,18 @@ impl S3Store {
         req: &ListVersionsRequest,
         full_prefix: &str,
     ) -> Result<VersionsPage> {
-        let start_after = req.key_marker.as_ref().map(|m| {
-            let rolled = super::mapping::rolls_up(&req.prefix, req.delimiter.as_deref(), m);
-            let mut s = format!("{}{m}", self.prefix);
-            if rolled {
-                s.push(PAST_PREFIX);
-            }
-            s
-        });
+        let start_after = req
+            .key_marker
+            .as_ref()
+            .map(|m| {
+                let rolled = super::mapping::rolls_up(&req.prefix, req.delimiter.as_deref(), m);
+                let mut s = format!("{}{m}", self.prefix);
+                if rolled {
+                    s.push(PAST_PREFIX);
+                }
+                s
+            })
+            .filter(|s| s.as_str() >= full_prefix);
         let raw = self
             .list_raw(
                 &req.prefix,
