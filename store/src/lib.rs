@@ -12,10 +12,12 @@
 //! there; an `s3` backend will be a feature of its own.
 
 pub mod error;
+pub mod history;
 pub mod key;
 #[cfg(feature = "local")]
 pub mod local;
 pub mod memory;
+mod paging;
 pub mod store;
 pub mod types;
 

@@ -321,6 +321,9 @@ pub struct StoreFeatures {
     /// [`crate::ObjectStore::set_key_times`] keeps times beside keys (otherwise the mount
     /// keeps them in memory only).
     pub key_times: bool,
+    /// [`crate::ObjectStore::get_record`] and friends keep records (named snapshots, the
+    /// retention policy, restore checkpoints).
+    pub records: bool,
 }
 
 impl StoreFeatures {
@@ -338,6 +341,7 @@ impl StoreFeatures {
             part_copy: true,
             max_key_len: crate::key::MAX_KEY_LEN,
             key_times: true,
+            records: true,
         }
     }
 }

@@ -53,6 +53,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 
 use config::StoreLock;
 pub use config::{EcSetting, LocalConfig};
@@ -168,6 +169,27 @@ impl ObjectStore for LocalStore {
     async fn key_times(&self, key: &str) -> Result<KeyTimes> {
         validate(key)?;
         self.inline(|i| i.meta.key_times(key))
+    }
+
+    async fn get_record(&self, name: &str) -> Result<Option<Bytes>> {
+        crate::key::validate_record_name(name)?;
+        self.inline(|i| Ok(i.meta.store_record(name)?.map(Bytes::from)))
+    }
+
+    async fn put_record(&self, name: &str, value: Option<Bytes>, durable: bool) -> Result<()> {
+        crate::key::validate_record_name(name)?;
+        self.inline(|i| i.meta.set_store_record(name, value.map(|v| v.to_vec())))?;
+        self.sync_if(durable).await
+    }
+
+    async fn list_records(&self, prefix: &str) -> Result<Vec<(String, Bytes)>> {
+        self.inline(|i| {
+            Ok(i.meta
+                .store_records(prefix)?
+                .into_iter()
+                .map(|(n, v)| (n, Bytes::from(v)))
+                .collect())
+        })
     }
 
     async fn put(&self, key: &str, body: Body, opts: PutOptions) -> Result<ObjectInfo> {

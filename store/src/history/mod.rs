@@ -1,0 +1,8 @@
+//! History over any backend: the store as of a moment ([`as_of`], the default of
+//! `head_at`/`list_at`), moments as people write them ([`time`]) and named snapshots
+//! ([`snapshots`]). Everything here goes through the [`crate::ObjectStore`] trait, so it
+//! works the same on every backend that keeps versions and records.
+
+pub mod as_of;
+pub mod snapshots;
+pub mod time;
