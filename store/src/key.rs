@@ -97,6 +97,37 @@ pub fn prefix_successor(prefix: &[u8]) -> Option<Vec<u8>> {
     None
 }
 
+/// Longest record name in bytes (see [`crate::ObjectStore::get_record`]).
+pub const MAX_RECORD_NAME_LEN: usize = 512;
+
+/// Checks a record name: 1..=[`MAX_RECORD_NAME_LEN`] bytes of ASCII letters, digits and
+/// `/ . _ - @ : +`, not starting with `/`. Record names are chosen by code (`snapshot/NAME`,
+/// `retention`, `restore/ID`), but a snapshot's name comes from the user, so the rule is
+/// strict enough to be a file name and an S3 key under any backend.
+pub fn check_record_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > MAX_RECORD_NAME_LEN {
+        return Err(format!(
+            "record name {:?} is not 1..={MAX_RECORD_NAME_LEN} bytes",
+            name.chars().take(64).collect::<String>()
+        ));
+    }
+    if name.starts_with('/') {
+        return Err(format!("record name {name:?} starts with '/'"));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || "/._-@:+".contains(*c)))
+    {
+        return Err(format!("record name {name:?} contains {c:?}"));
+    }
+    Ok(())
+}
+
+/// [`check_record_name`] as a store error (`InvalidArgument`).
+pub fn validate_record_name(name: &str) -> crate::Result<()> {
+    check_record_name(name).map_err(crate::StoreError::InvalidArgument)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -132,35 +163,4 @@ mod tests {
         assert_eq!(prefix_successor(b"\xff\xff"), None);
         assert_eq!(prefix_successor(b""), None);
     }
-}
-
-/// Longest record name in bytes (see [`crate::ObjectStore::get_record`]).
-pub const MAX_RECORD_NAME_LEN: usize = 512;
-
-/// Checks a record name: 1..=[`MAX_RECORD_NAME_LEN`] bytes of ASCII letters, digits and
-/// `/ . _ - @ : +`, not starting with `/`. Record names are chosen by code (`snapshot/NAME`,
-/// `retention`, `restore/ID`), but a snapshot's name comes from the user, so the rule is
-/// strict enough to be a file name and an S3 key under any backend.
-pub fn check_record_name(name: &str) -> Result<(), String> {
-    if name.is_empty() || name.len() > MAX_RECORD_NAME_LEN {
-        return Err(format!(
-            "record name {:?} is not 1..={MAX_RECORD_NAME_LEN} bytes",
-            name.chars().take(64).collect::<String>()
-        ));
-    }
-    if name.starts_with('/') {
-        return Err(format!("record name {name:?} starts with '/'"));
-    }
-    if let Some(c) = name
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || "/._-@:+".contains(*c)))
-    {
-        return Err(format!("record name {name:?} contains {c:?}"));
-    }
-    Ok(())
-}
-
-/// [`check_record_name`] as a store error (`InvalidArgument`).
-pub fn validate_record_name(name: &str) -> crate::Result<()> {
-    check_record_name(name).map_err(crate::StoreError::InvalidArgument)
 }
