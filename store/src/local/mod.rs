@@ -13,6 +13,7 @@
 //!
 //! This file holds the shared state and the [`ObjectStore`] impl; each concept has its own
 //! module: [`lifecycle`] (init, open, close), [`write`] and [`read`] (the data paths),
+//! [`listing`] and [`as_of`] (the store now and as of a moment),
 //! [`multipart`], [`status`], the disks and volume layouts ([`disks`], [`append`], [`layout`]),
 //! the daemons ([`daemons`], [`placement`], [`scrub`], [`gc`], [`drain`]) and the one worker
 //! pattern they all run on ([`worker`], [`control`]).
@@ -21,6 +22,7 @@
 //! only hand work to it.
 
 pub mod append;
+pub mod as_of;
 pub mod atomic_file;
 pub mod config;
 pub mod control;
@@ -253,6 +255,16 @@ impl ObjectStore for LocalStore {
     async fn list(&self, req: &ListRequest) -> Result<ListPage> {
         let req = req.clone();
         self.blocking(move |i| listing::list(&i.meta, &req)).await
+    }
+
+    async fn head_at(&self, key: &str, at: std::time::SystemTime) -> Result<ObjectInfo> {
+        self.inline(|i| as_of::head_at(&i.meta, key, at))
+    }
+
+    async fn list_at(&self, req: &ListRequest, at: std::time::SystemTime) -> Result<ListPage> {
+        let req = req.clone();
+        self.blocking(move |i| as_of::list_at(&i.meta, &req, at))
+            .await
     }
 
     async fn list_versions(&self, req: &ListVersionsRequest) -> Result<VersionsPage> {
