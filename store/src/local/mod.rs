@@ -15,7 +15,8 @@
 //! module: [`lifecycle`] (init, open, close), [`write`] and [`read`] (the data paths),
 //! [`listing`] and [`as_of`] (the store now and as of a moment),
 //! [`multipart`], [`status`], the disks and volume layouts ([`disks`], [`append`], [`layout`]),
-//! the daemons ([`daemons`], [`placement`], [`scrub`], [`gc`], [`drain`]) and the one worker
+//! the daemons ([`daemons`], [`placement`], [`scrub`], [`gc`] with its [`retention`] pass,
+//! [`drain`]) and the one worker
 //! pattern they all run on ([`worker`], [`control`]).
 //!
 //! The store's blocking I/O runs on tokio's blocking pool; the async [`ObjectStore`] methods
@@ -42,6 +43,7 @@ pub mod multipart;
 pub mod placement;
 pub mod read;
 pub mod records;
+pub(crate) mod retention;
 pub mod scrub;
 pub mod shard;
 pub mod status;
