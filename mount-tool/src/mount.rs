@@ -437,6 +437,8 @@ fn serve(plan: Plan<'_>, cfg: FsConfig, notifier: &mut Notifier) -> Result<()> {
             return Err(e);
         }
     };
+    let fs = handle.fs().clone();
+    server.set_invalidator(Arc::new(move |_keys: &[String]| fs.forget_absent_names()));
     let mountpoint = mp.as_path();
     info!(store = %store_path.display(), mountpoint = %mountpoint.display(), "mounted");
     if plan.foreground && !plan.quiet {

@@ -119,7 +119,7 @@ pub struct Progress {
 /// Who watches a restore: its progress, each step settled, each batch of changed keys (the
 /// mount invalidates the kernel's caches of them). Returning false from
 /// [`Watch::progress`] stops the job at its next step; it can be resumed.
-pub trait Watch: Send {
+pub trait Watch {
     fn progress(&mut self, _p: &Progress) -> bool {
         true
     }
