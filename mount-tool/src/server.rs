@@ -87,6 +87,10 @@ impl ControlServer {
         if let Ok(mut s) = self.shared.store.lock() {
             s.take();
         }
+        // The invalidator may hold the filesystem, and through it the store.
+        if let Ok(mut f) = self.shared.invalidator.lock() {
+            f.take();
+        }
     }
 }
 
