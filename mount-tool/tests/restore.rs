@@ -267,7 +267,7 @@ fn restore_killed_with_sigkill_resumes_and_changes_every_planned_key_once() {
     assert_eq!(planned.len(), n);
 
     // Kill the run at random moments until one finishes.
-    let mut rng = Lcg(0x5eed_0f_4e57_04e5);
+    let mut rng = Lcg(0x5eed_0f4e_5704_e5a1);
     let (mut kills, mut resumed) = (0, 0);
     let finished = loop {
         assert!(kills < 60, "the restore never finished");
