@@ -346,8 +346,12 @@ pub async fn load_done(store: &dyn ObjectStore, id: &str, n: u64) -> Result<Opti
         .map(Some)
 }
 
-/// Checks chunk `n` off with the outcomes of its steps (durably: a chunk checked off is never
-/// executed again).
+/// Checks chunk `n` off with the outcomes of its steps. Not synced: a record written after the
+/// chunk's copies cannot outlive them (the local store replays its log in order and drops
+/// everything after a record it lost; an S3 write is durable once acknowledged), so after a
+/// power loss a chunk is either checked off with its changes or executed again, which
+/// recognises the changes that survived. The job's record, written when it finishes, is
+/// synced, and with it every change of the job.
 pub async fn save_done(
     store: &dyn ObjectStore,
     id: &str,
@@ -374,6 +378,6 @@ pub async fn save_done(
             .collect(),
     };
     store
-        .put_record(&name, Some(encode(&name, &rec)?), true)
+        .put_record(&name, Some(encode(&name, &rec)?), false)
         .await
 }

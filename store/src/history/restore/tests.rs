@@ -12,7 +12,7 @@ use super::job::{self, JobState};
 use super::*;
 use crate::memory::MemoryStore;
 use crate::store::ObjectStore;
-use crate::types::{ListRequest, ListVersionsRequest, Metadata, PutOptions};
+use crate::types::{Condition, ListRequest, ListVersionsRequest, Metadata, PutOptions};
 
 const KEYS: &[&str] = &[
     "p/a", "p/b", "p/d/", "p/d/x", "p/d/y", "p/e/f/g", "p/z", "pq", "q/a",
@@ -346,4 +346,47 @@ async fn moments_in_the_future_are_refused() {
         .unwrap_err();
     assert!(e.to_string().contains("future"), "{e}");
     assert!(job::list(&store).await.unwrap().is_empty());
+}
+
+/// `delete_if` (what `--exact` uses) on both embedded backends: a marker only when the
+/// condition on the current version holds, nothing changed otherwise.
+#[tokio::test]
+async fn delete_if_deletes_only_the_expected_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let local = crate::local::LocalStore::init(&dir.path().join("s"), Default::default()).unwrap();
+    let memory = MemoryStore::new();
+    for store in [&local as &dyn ObjectStore, &memory] {
+        let v1 = store
+            .put("k", "1".into(), PutOptions::default())
+            .await
+            .unwrap();
+        let v2 = store
+            .put("k", "2".into(), PutOptions::default())
+            .await
+            .unwrap();
+        let stale = Condition::IfVersion(v1.version.clone());
+        let e = store.delete_if("k", stale).await.unwrap_err();
+        assert_eq!(e.kind(), crate::ErrorKind::PreconditionFailed);
+        let e = store
+            .delete_if("k", Condition::IfNotExists)
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind(), crate::ErrorKind::PreconditionFailed);
+        assert_eq!(store.head("k", None).await.unwrap().version, v2.version);
+        let current = Condition::IfVersion(v2.version.clone());
+        let marker = store.delete_if("k", current.clone()).await.unwrap();
+        assert!(marker.is_some());
+        assert_eq!(
+            store.head("k", None).await.unwrap_err().kind(),
+            crate::ErrorKind::NotFound
+        );
+        // Deleted: the old condition fails, IfNotExists holds and adds nothing.
+        let e = store.delete_if("k", current).await.unwrap_err();
+        assert_eq!(e.kind(), crate::ErrorKind::PreconditionFailed);
+        assert_eq!(
+            store.delete_if("k", Condition::IfNotExists).await.unwrap(),
+            None
+        );
+    }
+    local.close().unwrap();
 }
