@@ -6,6 +6,10 @@
 //! under each sub-prefix are listed in parallel, at most `jobs` listings at a time. A level is
 //! split again while there are fewer sub-prefixes than `jobs` (up to [`MAX_SPLIT_DEPTH`]
 //! levels), so that a prefix with one big directory still lists in parallel.
+//!
+//! On a backend whose version listings carry no metadata (S3), each restoring step's source
+//! metadata is read with a head, and a key counts as unchanged when its current version has
+//! the etag of its version of the moment (a metadata-only change is not seen there).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -96,6 +100,29 @@ async fn list_and_decide<S: ObjectStore + ?Sized>(
     Ok(found)
 }
 
+/// Reads the metadata of each step's source version, for backends whose version listings do
+/// not carry it (S3): one head per undelete or revert, `jobs` at a time. Without it the
+/// restored versions would lose their POSIX attributes.
+async fn fill_metadata<S: ObjectStore + ?Sized>(
+    store: &S,
+    steps: &mut [Step],
+    jobs: usize,
+) -> Result<()> {
+    let heads = stream::iter(steps.iter().enumerate())
+        .filter_map(|(i, s)| async move { s.source.clone().map(|v| (i, s.key.clone(), v)) })
+        .map(|(i, key, v)| async move { store.head(&key, Some(v)).await.map(|info| (i, info)) })
+        .buffer_unordered(jobs)
+        .collect::<Vec<_>>()
+        .await;
+    for h in heads {
+        let (i, info) = h?;
+        if let Some(step) = steps.get_mut(i) {
+            step.source_metadata = info.metadata;
+        }
+    }
+    Ok(())
+}
+
 /// Plans the restore of every key under `prefix` to what it showed at `at` (`exact`: keys
 /// made since are deleted too), listing at most `jobs` sub-prefixes at a time.
 pub async fn plan<S: ObjectStore + ?Sized>(
@@ -145,6 +172,9 @@ pub async fn plan<S: ObjectStore + ?Sized>(
         report(watch, &counts);
     }
     drop(listings);
+    if !store.features().list_returns_metadata {
+        fill_metadata(store, &mut steps, jobs).await?;
+    }
     steps.sort_by(|a, b| a.key.cmp(&b.key));
     Ok(Plan {
         steps,
