@@ -437,6 +437,13 @@ fn serve(plan: Plan<'_>, cfg: FsConfig, notifier: &mut Notifier) -> Result<()> {
             return Err(e);
         }
     };
+    // Weak: the filesystem (and the store it holds) must go when the mount ends.
+    let fs = Arc::downgrade(handle.fs());
+    server.set_invalidator(Arc::new(move |_keys: &[String]| {
+        if let Some(fs) = fs.upgrade() {
+            fs.forget_absent_names();
+        }
+    }));
     let mountpoint = mp.as_path();
     info!(store = %store_path.display(), mountpoint = %mountpoint.display(), "mounted");
     if plan.foreground && !plan.quiet {

@@ -59,6 +59,8 @@ pub enum Request {
         old: PathBuf,
         new: PathBuf,
     },
+    /// `objfs restore` (restore.rs).
+    Restore(crate::restore::RestoreRequest),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -191,6 +193,7 @@ pub fn execute(
                 }
             }
         }
+        Request::Restore(r) => crate::restore::execute(store, r, on_progress, &mut |_| {}),
         Request::Run { name, gc } => run_job(store, daemon_name(name)?, gc.as_ref(), on_progress),
         Request::DiskAdd { dir } => {
             store

@@ -21,11 +21,15 @@ use tracing::{info, warn};
 use crate::ops::{self, Envelope, Reply, PROTOCOL_VERSION};
 use crate::runtime::{Record, Registration};
 
+/// Told which keys a command changed in the store behind the kernel's back.
+pub type Invalidator = Arc<dyn Fn(&[String]) + Send + Sync>;
+
 /// What every connection needs.
 struct Shared {
     store: Mutex<Option<Arc<LocalStore>>>,
     record: Record,
     stopping: AtomicBool,
+    invalidator: Mutex<Option<Invalidator>>,
 }
 
 /// The running server; [`ControlServer::stop`] (or dropping it) ends it.
@@ -47,6 +51,7 @@ impl ControlServer {
             store: Mutex::new(Some(store)),
             record,
             stopping: AtomicBool::new(false),
+            invalidator: Mutex::new(None),
         });
         let s = shared.clone();
         let thread = std::thread::Builder::new()
@@ -57,6 +62,14 @@ impl ControlServer {
             registration: Some(registration),
             thread: Some(thread),
         })
+    }
+
+    /// Installs what [`keys_changed`] calls: the mounted filesystem's invalidation of the keys
+    /// a command changed (the mount installs it once the filesystem is up).
+    pub fn set_invalidator(&self, f: Invalidator) {
+        if let Ok(mut slot) = self.shared.invalidator.lock() {
+            *slot = Some(f);
+        }
     }
 
     /// Stops serving: no new connections, the socket and record removed, running jobs asked
@@ -73,6 +86,10 @@ impl ControlServer {
         self.registration = None;
         if let Ok(mut s) = self.shared.store.lock() {
             s.take();
+        }
+        // The invalidator may hold the filesystem, and through it the store.
+        if let Ok(mut f) = self.shared.invalidator.lock() {
+            f.take();
         }
     }
 }
@@ -173,10 +190,33 @@ fn serve(conn: UnixStream, shared: &Shared) -> std::io::Result<()> {
         last = Some(std::time::Instant::now());
         send(&mut progress_writer, &Reply::Progress(p.clone())).is_ok()
     };
-    let result = ops::execute(&store, Some(&shared.record), &env.request, &mut on_progress);
+    let result = match &env.request {
+        ops::Request::Restore(r) => {
+            crate::restore::execute(&store, r, &mut on_progress, &mut |keys| {
+                keys_changed(shared, keys)
+            })
+        }
+        req => ops::execute(&store, Some(&shared.record), req, &mut on_progress),
+    };
     drop(store);
     match result {
         Ok(v) => send(&mut writer, &Reply::Done(v)),
         Err(e) => send(&mut writer, &Reply::Error(format!("{e:#}"))),
+    }
+}
+
+/// The keys a command run here (a restore) changed in the store, which the kernel did not see:
+/// the mount must drop what it and the kernel cache of them (names known absent, entries,
+/// attributes, pages), or it would show the old state until its TTLs expire. Calls the
+/// invalidator the mount installed ([`ControlServer::set_invalidator`]); the lead wires the
+/// filesystem's per-key kernel invalidation (`ObjFs::invalidate_keys`, branch pastfs) into it
+/// at merge.
+fn keys_changed(shared: &Shared, keys: &[String]) {
+    if keys.is_empty() {
+        return;
+    }
+    let f = shared.invalidator.lock().ok().and_then(|f| f.clone());
+    if let Some(f) = f {
+        f(keys);
     }
 }

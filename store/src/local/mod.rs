@@ -215,7 +215,16 @@ impl ObjectStore for LocalStore {
     async fn delete(&self, key: &str) -> Result<Option<VersionId>> {
         validate(key)?;
         self.inline(|i| {
-            let r = i.meta.commit_delete(key)?;
+            let r = i.meta.commit_delete(key, &Condition::None)?;
+            i.bump();
+            Ok(r)
+        })
+    }
+
+    async fn delete_if(&self, key: &str, condition: Condition) -> Result<Option<VersionId>> {
+        validate(key)?;
+        self.inline(|i| {
+            let r = i.meta.commit_delete(key, &condition)?;
             i.bump();
             Ok(r)
         })
