@@ -95,6 +95,9 @@ pub struct RestoreRequest {
     pub dry_run: bool,
     pub jobs: usize,
     pub replan: bool,
+    /// Report every key changed (`--json`), not only conflicts and failures.
+    #[serde(default)]
+    pub every_key: bool,
 }
 
 /// A path inside a mount: the mount, and the key prefix of the directory it names. The path
@@ -187,6 +190,7 @@ pub fn command(a: &RestoreArgs) -> Result<()> {
         dry_run: a.dry_run,
         jobs: a.jobs,
         replan: a.replan,
+        every_key: a.json,
     });
     let mut fb = Feedback::new(a.quiet);
     let v = target.execute(&req, &mut fb)?;
@@ -328,6 +332,8 @@ struct Watcher<'a> {
     on_changed: &'a mut dyn FnMut(&[String]),
     run: RunReport,
     changes: Vec<Value>,
+    /// Keep a line for every key changed, not only for conflicts and failures.
+    every_key: bool,
     by_action: [u64; 3],
 }
 
@@ -367,7 +373,12 @@ impl Watch for Watcher<'_> {
         if let Outcome::Done { .. } = outcome {
             self.by_action[action_index(step.action)] += 1;
         }
-        if *outcome == Outcome::Already {
+        let wanted = match outcome {
+            Outcome::Already => false,
+            Outcome::Done { .. } => self.every_key,
+            Outcome::Conflict { .. } | Outcome::Failed { .. } => true,
+        };
+        if !wanted {
             return;
         }
         let mut v = step_json(step);
@@ -421,6 +432,7 @@ pub fn execute(
         on_changed,
         run: RunReport::start(0, 0),
         changes: Vec::new(),
+        every_key: req.every_key,
         by_action: [0; 3],
     };
     rt.block_on(run(store, req, &mut w))
