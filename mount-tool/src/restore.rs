@@ -334,6 +334,8 @@ struct Watcher<'a> {
     changes: Vec<Value>,
     /// Keep a line for every key changed, not only for conflicts and failures.
     every_key: bool,
+    /// What the progress display says while the steps run (the job, resumed or not).
+    exec_note: String,
     by_action: [u64; 3],
 }
 
@@ -353,7 +355,7 @@ impl Watch for Watcher<'_> {
                 p.keys_listed, p.versions_listed
             )
         } else {
-            "keys".to_string()
+            self.exec_note.clone()
         };
         if p.planning {
             self.run.items_done = p.keys_listed;
@@ -433,6 +435,7 @@ pub fn execute(
         run: RunReport::start(0, 0),
         changes: Vec::new(),
         every_key: req.every_key,
+        exec_note: String::new(),
         by_action: [0; 3],
     };
     rt.block_on(run(store, req, &mut w))
@@ -498,6 +501,10 @@ async fn run(store: &LocalStore, req: &RestoreRequest, w: &mut Watcher<'_>) -> R
         return Ok(json!({ "note": note, "summary": summary, "steps": steps }));
     }
     w.run = RunReport::start(job.steps, 0);
+    w.exec_note = match job.state {
+        JobState::Running => format!("keys, job {} resumed", job.id),
+        _ => format!("keys, job {}", job.id),
+    };
     let report = restore::execute(store, &mut job, req.jobs, w)
         .await
         .with_context(|| format!("restore job {} stopped", job.id))?;
