@@ -95,10 +95,16 @@ fn new_bar(job: &str, by_bytes: bool, len: u64) -> ProgressBar {
     let template = if by_bytes {
         "{prefix} [{bar:30}] {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} ETA {eta} {msg}"
     } else {
-        "{prefix} [{bar:30}] {pos}/{len} {per_sec} ETA {eta} {msg}"
+        "{prefix} [{bar:30}] {pos}/{len} {rate} ETA {eta} {msg}"
     };
     let style = ProgressStyle::with_template(template)
         .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .with_key(
+            "rate",
+            |s: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                let _ = write!(w, "{:.0}/s", s.per_sec());
+            },
+        )
         .progress_chars("=> ");
     let b = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr());
     b.set_style(style);

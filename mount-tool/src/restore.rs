@@ -95,6 +95,9 @@ pub struct RestoreRequest {
     pub dry_run: bool,
     pub jobs: usize,
     pub replan: bool,
+    /// Report every key changed (`--json`), not only conflicts and failures.
+    #[serde(default)]
+    pub every_key: bool,
 }
 
 /// A path inside a mount: the mount, and the key prefix of the directory it names. The path
@@ -187,6 +190,7 @@ pub fn command(a: &RestoreArgs) -> Result<()> {
         dry_run: a.dry_run,
         jobs: a.jobs,
         replan: a.replan,
+        every_key: a.json,
     });
     let mut fb = Feedback::new(a.quiet);
     let v = target.execute(&req, &mut fb)?;
@@ -328,6 +332,10 @@ struct Watcher<'a> {
     on_changed: &'a mut dyn FnMut(&[String]),
     run: RunReport,
     changes: Vec<Value>,
+    /// Keep a line for every key changed, not only for conflicts and failures.
+    every_key: bool,
+    /// What the progress display says while the steps run (the job, resumed or not).
+    exec_note: String,
     by_action: [u64; 3],
 }
 
@@ -347,7 +355,7 @@ impl Watch for Watcher<'_> {
                 p.keys_listed, p.versions_listed
             )
         } else {
-            "keys".to_string()
+            self.exec_note.clone()
         };
         if p.planning {
             self.run.items_done = p.keys_listed;
@@ -367,7 +375,12 @@ impl Watch for Watcher<'_> {
         if let Outcome::Done { .. } = outcome {
             self.by_action[action_index(step.action)] += 1;
         }
-        if *outcome == Outcome::Already {
+        let wanted = match outcome {
+            Outcome::Already => false,
+            Outcome::Done { .. } => self.every_key,
+            Outcome::Conflict { .. } | Outcome::Failed { .. } => true,
+        };
+        if !wanted {
             return;
         }
         let mut v = step_json(step);
@@ -421,6 +434,8 @@ pub fn execute(
         on_changed,
         run: RunReport::start(0, 0),
         changes: Vec::new(),
+        every_key: req.every_key,
+        exec_note: String::new(),
         by_action: [0; 3],
     };
     rt.block_on(run(store, req, &mut w))
@@ -486,6 +501,10 @@ async fn run(store: &LocalStore, req: &RestoreRequest, w: &mut Watcher<'_>) -> R
         return Ok(json!({ "note": note, "summary": summary, "steps": steps }));
     }
     w.run = RunReport::start(job.steps, 0);
+    w.exec_note = match job.state {
+        JobState::Running => format!("keys, job {} resumed", job.id),
+        _ => format!("keys, job {}", job.id),
+    };
     let report = restore::execute(store, &mut job, req.jobs, w)
         .await
         .with_context(|| format!("restore job {} stopped", job.id))?;

@@ -390,3 +390,174 @@ async fn delete_if_deletes_only_the_expected_version() {
     }
     local.close().unwrap();
 }
+
+/// The memory store as a backend whose version listings carry no metadata (S3's
+/// ListObjectVersions): everything else as the memory store does it.
+struct NoListedMetadata(MemoryStore);
+
+#[async_trait::async_trait]
+impl ObjectStore for NoListedMetadata {
+    fn describe(&self) -> String {
+        "memory without listed metadata".into()
+    }
+    fn features(&self) -> crate::types::StoreFeatures {
+        crate::types::StoreFeatures {
+            list_returns_metadata: false,
+            ..self.0.features()
+        }
+    }
+    async fn put(
+        &self,
+        key: &str,
+        body: crate::types::Body,
+        opts: PutOptions,
+    ) -> crate::Result<crate::types::ObjectInfo> {
+        self.0.put(key, body, opts).await
+    }
+    async fn get(
+        &self,
+        key: &str,
+        opts: crate::types::GetOptions,
+    ) -> crate::Result<crate::types::GetResult> {
+        self.0.get(key, opts).await
+    }
+    async fn head(
+        &self,
+        key: &str,
+        version: Option<crate::types::VersionId>,
+    ) -> crate::Result<crate::types::ObjectInfo> {
+        self.0.head(key, version).await
+    }
+    async fn delete(&self, key: &str) -> crate::Result<Option<crate::types::VersionId>> {
+        self.0.delete(key).await
+    }
+    async fn delete_version(&self, key: &str, v: crate::types::VersionId) -> crate::Result<()> {
+        self.0.delete_version(key, v).await
+    }
+    async fn copy(
+        &self,
+        src: &str,
+        dst: &str,
+        opts: crate::types::CopyOptions,
+    ) -> crate::Result<crate::types::ObjectInfo> {
+        self.0.copy(src, dst, opts).await
+    }
+    async fn list(&self, req: &ListRequest) -> crate::Result<crate::types::ListPage> {
+        self.0.list(req).await
+    }
+    async fn list_versions(
+        &self,
+        req: &ListVersionsRequest,
+    ) -> crate::Result<crate::types::VersionsPage> {
+        let mut page = self.0.list_versions(req).await?;
+        for v in &mut page.versions {
+            v.metadata.clear();
+        }
+        Ok(page)
+    }
+    async fn create_multipart(&self, key: &str, opts: PutOptions) -> crate::Result<String> {
+        self.0.create_multipart(key, opts).await
+    }
+    async fn upload_part(
+        &self,
+        key: &str,
+        upload_id: &str,
+        n: u32,
+        body: crate::types::Body,
+    ) -> crate::Result<crate::types::PartInfo> {
+        self.0.upload_part(key, upload_id, n, body).await
+    }
+    async fn upload_part_copy(
+        &self,
+        key: &str,
+        upload_id: &str,
+        n: u32,
+        src: &str,
+        v: Option<crate::types::VersionId>,
+        range: Option<std::ops::Range<u64>>,
+    ) -> crate::Result<crate::types::PartInfo> {
+        self.0
+            .upload_part_copy(key, upload_id, n, src, v, range)
+            .await
+    }
+    async fn list_parts(
+        &self,
+        key: &str,
+        upload_id: &str,
+    ) -> crate::Result<Vec<crate::types::PartInfo>> {
+        self.0.list_parts(key, upload_id).await
+    }
+    async fn complete_multipart(
+        &self,
+        key: &str,
+        upload_id: &str,
+        parts: &[crate::types::CompletedPart],
+    ) -> crate::Result<crate::types::ObjectInfo> {
+        self.0.complete_multipart(key, upload_id, parts).await
+    }
+    async fn abort_multipart(&self, key: &str, upload_id: &str) -> crate::Result<()> {
+        self.0.abort_multipart(key, upload_id).await
+    }
+    async fn list_multipart_uploads(
+        &self,
+        prefix: &str,
+    ) -> crate::Result<Vec<crate::types::UploadInfo>> {
+        self.0.list_multipart_uploads(prefix).await
+    }
+    async fn sync(&self) -> crate::Result<()> {
+        self.0.sync().await
+    }
+    async fn capacity(&self) -> crate::Result<crate::types::Capacity> {
+        self.0.capacity().await
+    }
+    async fn get_record(&self, name: &str) -> crate::Result<Option<bytes::Bytes>> {
+        self.0.get_record(name).await
+    }
+    async fn put_record(
+        &self,
+        name: &str,
+        value: Option<bytes::Bytes>,
+        durable: bool,
+    ) -> crate::Result<()> {
+        self.0.put_record(name, value, durable).await
+    }
+    async fn list_records(&self, prefix: &str) -> crate::Result<Vec<(String, bytes::Bytes)>> {
+        self.0.list_records(prefix).await
+    }
+}
+
+/// Where listings carry no metadata, the plan reads each source's metadata, so a restored
+/// version keeps its POSIX attributes.
+#[tokio::test]
+async fn restored_versions_keep_their_metadata_where_listings_carry_none() {
+    let store = NoListedMetadata(MemoryStore::new());
+    let mode = |m: &str| {
+        let mut meta = Metadata::new();
+        meta.insert("x-amz-meta-mode".into(), m.into());
+        PutOptions {
+            metadata: meta,
+            ..Default::default()
+        }
+    };
+    store.put("p/a", "a".into(), mode("33152")).await.unwrap();
+    store.put("p/b", "b".into(), mode("33188")).await.unwrap();
+    let at = moment();
+    store.delete("p/a").await.unwrap();
+    store.put("p/b", "b2".into(), mode("33261")).await.unwrap();
+    let (mut job, steps) = plan_job(
+        &store,
+        &req(at, "t", false, 4),
+        SystemTime::now(),
+        &mut Unwatched,
+    )
+    .await
+    .unwrap();
+    assert_eq!(steps.len(), 2);
+    let report = execute(&store, &mut job, 4, &mut Unwatched).await.unwrap();
+    assert!(report.all_succeeded(), "{report:?}");
+    for (k, m) in [("p/a", "33152"), ("p/b", "33188")] {
+        let info = store.head(k, None).await.unwrap();
+        assert_eq!(info.metadata["x-amz-meta-mode"], m, "{k}");
+        assert!(info.metadata.contains_key(RESTORED_FROM));
+    }
+}
