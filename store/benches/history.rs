@@ -19,7 +19,7 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use common::{bench_dir, mean_ns, rt};
+use common::{bench_dir, count_versions, mean_ns, rt};
 use criterion::{Criterion, Throughput};
 use objfs_store::history::{self, snapshots};
 use objfs_store::local::{LocalConfig, LocalStore};
@@ -130,23 +130,7 @@ fn main() {
         .throughput(Throughput::Elements((KEYS * VERSIONS) as u64));
     g.bench_function("objfs", |b| {
         b.iter(|| {
-            let mut req = ListVersionsRequest {
-                prefix: "hist/".into(),
-                max_keys: 1000,
-                ..Default::default()
-            };
-            let mut n = 0;
-            loop {
-                let page = rt.block_on(store.list_versions(&req)).expect("versions");
-                n += page.versions.len();
-                match page.next_key_marker {
-                    Some(k) => {
-                        req.key_marker = Some(k);
-                        req.version_marker = page.next_version_marker;
-                    }
-                    None => break,
-                }
-            }
+            let n = count_versions(&rt, &store, "hist/");
             assert_eq!(n, KEYS * VERSIONS);
         })
     });

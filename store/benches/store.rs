@@ -15,7 +15,7 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{bench_dir, mean_ns, rt};
+use common::{bench_dir, count_versions, mean_ns, rt};
 use criterion::{BenchmarkId, Criterion, Throughput};
 use objfs_store::local::{LocalConfig, LocalStore};
 use objfs_store::*;
@@ -230,23 +230,7 @@ fn listing(c: &mut Criterion) {
         .throughput(Throughput::Elements(10_000));
     g.bench_function("objfs", |b| {
         b.iter(|| {
-            let mut req = ListVersionsRequest {
-                prefix: "hist/key".into(),
-                max_keys: 1000,
-                ..Default::default()
-            };
-            let mut n = 0;
-            loop {
-                let page = rt.block_on(store.list_versions(&req)).expect("list");
-                n += page.versions.len();
-                match page.next_key_marker {
-                    Some(k) => {
-                        req.key_marker = Some(k);
-                        req.version_marker = page.next_version_marker;
-                    }
-                    None => break,
-                }
-            }
+            let n = count_versions(&rt, store.as_ref(), "hist/key");
             assert_eq!(n, 10_000);
         })
     });

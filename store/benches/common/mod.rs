@@ -28,3 +28,30 @@ pub fn mean_ns(group: &str, id: &str) -> Option<f64> {
     let v: serde_json::Value = serde_json::from_str(&text).ok()?;
     v["mean"]["point_estimate"].as_f64()
 }
+
+/// Lists every version under `prefix`, 1,000 a page; returns how many there were.
+pub fn count_versions(
+    rt: &tokio::runtime::Runtime,
+    store: &dyn objfs_store::ObjectStore,
+    prefix: &str,
+) -> usize {
+    let mut req = objfs_store::ListVersionsRequest {
+        prefix: prefix.into(),
+        max_keys: 1000,
+        ..Default::default()
+    };
+    let mut n = 0;
+    loop {
+        let page = rt
+            .block_on(store.list_versions(&req))
+            .expect("list_versions");
+        n += page.versions.len();
+        match page.next_key_marker {
+            Some(k) => {
+                req.key_marker = Some(k);
+                req.version_marker = page.next_version_marker;
+            }
+            None => return n,
+        }
+    }
+}
