@@ -159,7 +159,8 @@ impl Cursor {
             return Ok(Some(KeyAt { key, version: None }));
         }
         let rec: VersionRecord = decode(&v)?;
-        self.skip_rest_of(&key)?;
+        // A key with a version after the moment has had several: seek past the rest at once.
+        self.seek(Some(after_key(&key)));
         Ok(Some(KeyAt {
             key,
             version: Some((vid, rec)),
