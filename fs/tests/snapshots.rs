@@ -54,6 +54,9 @@ async fn history() -> (Arc<MemoryStore>, Arc<ObjFs>, SystemTime) {
     fs.symlink(d, os("link"), p("a"), ME)
         .await
         .expect("symlink");
+    fs.mknod(d, os("pipe"), libc::S_IFIFO | 0o620, 0, ME)
+        .await
+        .expect("mkfifo");
     let sub = fs.mkdir(d, os("sub"), 0o755, ME).await.expect("mkdir").ino;
     write_file(&fs, sub, "deep", &pattern(300_000, 3)).await;
     let t1 = tick().await;
@@ -91,6 +94,7 @@ async fn a_moment_shows_the_tree_as_it_was() -> TestResult {
             ("a".to_string(), Kind::File),
             ("gone".to_string(), Kind::File),
             ("link".to_string(), Kind::Symlink),
+            ("pipe".to_string(), Kind::Fifo),
             ("sub".to_string(), Kind::Dir),
         ]
     );
@@ -100,6 +104,8 @@ async fn a_moment_shows_the_tree_as_it_was() -> TestResult {
     );
     let gone = lookup(&fs, &format!("{root}/d/gone")).await?;
     assert_eq!(read_file(&fs, gone.ino).await, b"deleted later");
+    let pipe = lookup(&fs, &format!("{root}/d/pipe")).await?;
+    assert_eq!((pipe.attr.kind, pipe.attr.perm), (Kind::Fifo, 0o620));
     let link = lookup(&fs, &format!("{root}/d/link")).await?;
     assert_eq!(&fs.readlink(link.ino).await?[..], b"a");
     let deep = lookup(&fs, &format!("{root}/d/sub/deep")).await?;

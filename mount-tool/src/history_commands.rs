@@ -206,7 +206,18 @@ pub fn moment(text: &str) -> Result<SystemTime> {
 /// mount point above it; the key is the path below it (below `.snapshots/X/` there: the same
 /// key's history), with a trailing `/` for a directory (its marker).
 fn mounted_path(path: &Path) -> Result<(Target, String)> {
-    let abs = platform::absolute(path)?;
+    // A symlink names itself, not its target: only the directories above it are resolved.
+    let abs = match (path.parent(), path.file_name()) {
+        (Some(parent), Some(name)) => {
+            let parent = if parent.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                parent
+            };
+            platform::absolute(parent)?.join(name)
+        }
+        _ => platform::absolute(path)?,
+    };
     let m = runtime::all()
         .into_iter()
         .filter(|m| abs.starts_with(&m.record.mountpoint))
