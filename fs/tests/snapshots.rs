@@ -341,10 +341,18 @@ async fn invalidation_forgets_absent_names_and_attributes_and_tells_the_kernel()
     store
         .put("d/f", Body::from(&b"x"[..]), PutOptions::default())
         .await?;
+    assert_eq!(errno(fs.lookup(d, os("zz-later")).await), libc::ENOENT);
     fs.invalidate_prefix("d/");
     assert_eq!(fs.getattr(f).await?.size, 1);
     let told = rec.0.lock().unwrap().clone();
     assert!(told.contains(&format!("inode {f}")), "{told:?}");
     assert!(told.contains(&format!("entry {d} f")), "{told:?}");
+    // The kernel's negative entry of a name under the prefix goes too.
+    assert!(told.contains(&format!("entry {d} zz-later")), "{told:?}");
+    rec.0.lock().unwrap().clear();
+    assert_eq!(errno(fs.lookup(d, os("other")).await), libc::ENOENT);
+    fs.invalidate_prefix("elsewhere/");
+    let told = rec.0.lock().unwrap().clone();
+    assert!(!told.contains(&format!("entry {d} other")), "{told:?}");
     Ok(())
 }

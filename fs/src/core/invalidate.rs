@@ -7,6 +7,11 @@
 //! `inval_inode`; `mount.rs`). Without a notifier (the core used without a mount) only the
 //! core forgets.
 //!
+//! Negative entries go too: every name this mount told the kernel absent that is one of the
+//! keys, lies under the prefix, or is a directory above one of them. (Names in a directory
+//! this mount made less than the attribute TTL ago are known absent as a whole, not one by
+//! one: the kernel may keep a negative entry of such a name for the rest of that TTL.)
+//!
 //! Open files keep reading the version they opened (close-to-open, as with every change made
 //! elsewhere); the next open sees the change.
 
@@ -78,6 +83,12 @@ impl ObjFs {
                 }
             }
         }
+        self.absent_entries(&mut inv, |k| {
+            keys.iter().any(|key| {
+                let key = key.trim_end_matches('/');
+                key == k || key.strip_prefix(k).is_some_and(|r| r.starts_with('/'))
+            })
+        });
         self.forget_absent_names();
         self.notify(inv);
     }
@@ -101,6 +112,12 @@ impl ObjFs {
                 }
             }
         }
+        self.absent_entries(&mut inv, |k| {
+            k.starts_with(prefix)
+                || prefix
+                    .strip_prefix(k)
+                    .is_some_and(|r| r.is_empty() || r.starts_with('/'))
+        });
         self.forget_absent_names();
         self.notify(inv);
     }
@@ -116,6 +133,27 @@ impl ObjFs {
             }
         }
         self.notify(inv);
+    }
+
+    /// Adds the negative entries this mount handed out for names whose key `hit` picks.
+    fn absent_entries(&self, inv: &mut Invalidations, hit: impl Fn(&str) -> bool) {
+        let absent = self.absent_names();
+        let Ok(t) = self.table() else {
+            return;
+        };
+        for (dir, name) in absent {
+            let Some(path) = t.path(dir) else {
+                continue;
+            };
+            let key = if path.is_empty() {
+                name.clone()
+            } else {
+                format!("{path}/{name}")
+            };
+            if t.view(dir) == Some(crate::inode::View::Live) && hit(&key) {
+                inv.entries.push((dir, name));
+            }
+        }
     }
 
     fn notify(&self, inv: Invalidations) {
