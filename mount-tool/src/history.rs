@@ -297,7 +297,7 @@ fn policy_json(p: &Policy) -> Value {
 
 /// Why `retention show --dry-run` has no figure yet.
 pub const NO_DRY_RUN: &str =
-    "not available in this build: gc does not expire versions by the policy yet";
+    "not available in this build: `retention show` does not compute what gc would free yet";
 
 /// `objfs retention show`.
 pub fn retention_show(store: &LocalStore, dry_run: bool) -> Result<Value> {
