@@ -86,10 +86,14 @@ impl ObjFs {
     }
 
     /// Whether `name` in `parent` (or, without a name, `parent` itself) is in the past: the
-    /// snapshot directory, or anything in a view of a moment.
+    /// snapshot directory, or anything in a view of a moment. (An inode the table does not
+    /// know is not: the live paths answer ENOENT for it.)
     pub(super) fn in_past(&self, parent: u64, name: Option<&str>) -> bool {
         (parent == ROOT && name == Some(SNAPDIR))
-            || self.table().ok().and_then(|t| t.view(parent)) != Some(View::Live)
+            || matches!(
+                self.table().ok().and_then(|t| t.view(parent)),
+                Some(View::Snapshots | View::At(_))
+            )
     }
 
     /// Refuses (EROFS) a change on a read-only mount, of `.snapshots`, or of anything under
