@@ -356,3 +356,70 @@ async fn invalidation_forgets_absent_names_and_attributes_and_tells_the_kernel()
     assert!(!told.contains(&format!("entry {d} other")), "{told:?}");
     Ok(())
 }
+
+/// Every file under directory `ino` (recursively) with its bytes, and every directory (as
+/// `path/`), by path below it.
+async fn tree(fs: &ObjFs, ino: u64, prefix: &str, out: &mut Vec<(String, Vec<u8>)>) {
+    for (name, kind) in list_dir(fs, ino).await {
+        let e = fs
+            .lookup(ino, os(&name))
+            .await
+            .expect("lookup a listed name");
+        let path = format!("{prefix}{name}");
+        if kind == Kind::Dir {
+            out.push((format!("{path}/"), Vec::new()));
+            Box::pin(tree(fs, e.ino, &format!("{path}/"), out)).await;
+        } else {
+            out.push((path, read_file(fs, e.ino).await));
+        }
+        fs.forget(e.ino, 1);
+    }
+}
+
+/// 40 random writes, unlinks and renames; the live tree after each, read back later through
+/// `.snapshots/@TIME` of the moment after it, is the same, byte for byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_moment_reads_back_the_tree_it_had() -> TestResult {
+    let store = Arc::new(MemoryStore::new());
+    let fs = new_fs(store.clone(), cfg());
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut next = |n: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n
+    };
+    let mut moments = Vec::new();
+    for step in 0..40 {
+        let dir = format!("d{}", next(3));
+        let d = match lookup(&fs, &dir).await {
+            Ok(e) => e.ino,
+            Err(_) => fs.mkdir(1, os(&dir), 0o755, ME).await?.ino,
+        };
+        let name = format!("f{}", next(4));
+        match next(4) {
+            0 | 1 => {
+                let len = next(3000) as usize;
+                write_file(&fs, d, &name, &pattern(len, step as u8)).await;
+            }
+            2 => {
+                let _ = fs.unlink(d, os(&name)).await;
+            }
+            _ => {
+                let to = format!("f{}", next(4));
+                let _ = fs.rename(d, os(&name), d, os(&to), 0).await;
+            }
+        }
+        let when = tick().await;
+        let mut now = Vec::new();
+        tree(&fs, 1, "", &mut now).await;
+        moments.push((when, now));
+    }
+    for (when, then) in moments {
+        let root = lookup(&fs, &at(when)).await?;
+        let mut seen = Vec::new();
+        tree(&fs, root.ino, "", &mut seen).await;
+        assert_eq!(seen, then, "as of {}", format_rfc3339(when));
+    }
+    Ok(())
+}
