@@ -377,11 +377,18 @@ async fn tree(fs: &ObjFs, ino: u64, prefix: &str, out: &mut Vec<(String, Vec<u8>
 }
 
 /// 40 random writes, unlinks and renames; the live tree after each, read back later through
-/// `.snapshots/@TIME` of the moment after it, is the same, byte for byte.
+/// `.snapshots/@TIME` of the moment after it, is the same, byte for byte. On the memory store
+/// and on the local store.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_moment_reads_back_the_tree_it_had() -> TestResult {
-    let store = Arc::new(MemoryStore::new());
-    let fs = new_fs(store.clone(), cfg());
+    moments_read_back(Arc::new(MemoryStore::new())).await?;
+    let dir = tempfile::tempdir()?;
+    let local = objfs_store::local::LocalStore::init(dir.path(), Default::default())?;
+    moments_read_back(Arc::new(local)).await
+}
+
+async fn moments_read_back(store: Arc<dyn ObjectStore>) -> TestResult {
+    let fs = new_fs(store, cfg());
     let mut seed = 0x2545_f491_4f6c_dd1du64;
     let mut next = |n: u64| {
         seed ^= seed << 13;
