@@ -210,6 +210,7 @@ pub fn run(req: MountRequest) -> Result<()> {
         quiet: req.quiet,
         log,
         read_only: cfg.read_only,
+        at: cfg.at,
     };
     match serve(plan, cfg, &mut notifier) {
         Ok(()) => Ok(()),
@@ -435,6 +436,8 @@ struct Plan<'a> {
     /// The log file given on the command line (opened already).
     log: Option<RotatingFile>,
     read_only: bool,
+    /// The moment of a `mount --at`.
+    at: Option<std::time::SystemTime>,
 }
 
 /// The daemon's default log: `STORE/objfs.log`, from now on also its stderr.
@@ -481,6 +484,7 @@ fn serve(plan: Plan<'_>, cfg: FsConfig, notifier: &mut Notifier) -> Result<()> {
         log_file: log_file.clone(),
         read_only: plan.read_only,
         started: crate::render::now_ns(),
+        at: plan.at.map(crate::history::to_ns),
     };
     let server = runtime::register(&StoreLocation::Local(store_path.clone()), &record).and_then(
         |(reg, listener)| {

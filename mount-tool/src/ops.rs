@@ -160,6 +160,8 @@ pub fn mount_json(record: Option<&Record>) -> Value {
             "log_file": r.log_file.as_ref().map(|p| p.display().to_string()),
             "read_only": r.read_only,
             "started": r.started,
+            "at_ns": r.at,
+            "at_mounts": [],
         }),
         None => Value::Null,
     }

@@ -45,7 +45,13 @@ struct Shared {
     /// The live mount's filesystem, told what requests changed.
     fs: Mutex<Option<Arc<ObjFs>>>,
     /// The `mount --at` mounts served here.
-    at_mounts: Mutex<Vec<MountHandle>>,
+    at_mounts: Mutex<Vec<AtMount>>,
+}
+
+/// A `mount --at` served here.
+struct AtMount {
+    handle: MountHandle,
+    at_ns: u64,
 }
 
 /// The running server; [`ControlServer::stop`] (or dropping it) ends it.
@@ -105,7 +111,7 @@ impl ControlServer {
             Ok(mut m) => std::mem::take(&mut *m),
             Err(_) => Vec::new(),
         };
-        for h in at_mounts {
+        for AtMount { handle: h, .. } in at_mounts {
             let mp = h.mountpoint().to_path_buf();
             if let Err(e) = h.unmount() {
                 warn!(mountpoint = %mp.display(), "unmounting a mount --at: {e}");
@@ -237,8 +243,11 @@ fn serve(conn: UnixStream, shared: &Shared) -> std::io::Result<()> {
         last = Some(std::time::Instant::now());
         send(&mut progress_writer, &Reply::Progress(p.clone())).is_ok()
     };
-    let result = ops::execute(&store, Some(&shared.record), &env.request, &mut on_progress);
+    let mut result = ops::execute(&store, Some(&shared.record), &env.request, &mut on_progress);
     drop(store);
+    if let (Request::Status, Ok(v)) = (&env.request, &mut result) {
+        v["mount"]["at_mounts"] = served_at_mounts(shared);
+    }
     // Also after a failure: a job stopped half-way changed what it did.
     invalidate(shared, &env.request);
     match result {
@@ -281,19 +290,37 @@ fn serve_cat(w: &mut UnixStream, store: &LocalStore, spec: &CatSpec) -> std::io:
     Ok(())
 }
 
+/// The `--at` mounts served here, as status shows them.
+fn served_at_mounts(shared: &Shared) -> Value {
+    let list: Vec<Value> = match shared.at_mounts.lock() {
+        Ok(m) => m
+            .iter()
+            .filter(|a| !a.handle.is_finished())
+            .map(|a| {
+                json!({
+                    "mountpoint": a.handle.mountpoint().display().to_string(),
+                    "at_ns": a.at_ns,
+                })
+            })
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    Value::Array(list)
+}
+
 /// Drops the `--at` mounts that were unmounted from outside (`objfs umount`).
 fn reap_at_mounts(shared: &Shared) {
-    let done: Vec<MountHandle> = match shared.at_mounts.lock() {
+    let done: Vec<AtMount> = match shared.at_mounts.lock() {
         Ok(mut m) => {
             let (done, live) = std::mem::take(&mut *m)
                 .into_iter()
-                .partition(|h: &MountHandle| h.is_finished());
+                .partition(|a: &AtMount| a.handle.is_finished());
             *m = live;
             done
         }
         Err(_) => return,
     };
-    for h in done {
+    for AtMount { handle: h, .. } in done {
         info!(mountpoint = %h.mountpoint().display(), "a mount --at served here was unmounted");
         if let Err(e) = h.join() {
             warn!("mount --at ended: {e}");
@@ -344,7 +371,7 @@ fn mount_at(
         "pid": std::process::id(),
     });
     match shared.at_mounts.lock() {
-        Ok(mut m) => m.push(h),
+        Ok(mut m) => m.push(AtMount { handle: h, at_ns }),
         Err(_) => anyhow::bail!("the server's state is poisoned"),
     }
     Ok(v)

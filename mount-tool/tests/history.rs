@@ -267,6 +267,9 @@ fn snapshots_directory_versions_cat_and_mount_at_on_a_mounted_store() {
     assert!(is_mounted(&at1));
     assert_eq!(lock_pid(&store), Some(pid));
     assert_eq!(fs::read(at1.join("d/a")).unwrap(), b"one\n");
+    let st = env.json(&["status", "--json", s(&mp)]);
+    assert_eq!(st["mount"]["at_mounts"][0]["mountpoint"], s(&at1), "{st}");
+    assert!(env.ok(&["status", s(&store)]).contains("also serves:"));
     tool(
         "diff",
         &["-r", &format!("{snap}/d"), s(&at1.join("d"))],
@@ -371,6 +374,9 @@ fn history_commands_and_mount_at_on_an_unmounted_store() {
         assert!(at.join(".snapshots/then/d/sub").is_dir());
         erofs(fs::write(at.join("d/a"), b"x"));
         // Commands reach its process like any mount's.
+        let st = env.json(&["status", "--json", s(&store)]);
+        assert_eq!(st["mount"]["read_only"], true);
+        assert!(st["mount"]["at_ns"].as_u64().is_some(), "{st}");
         let v = env.json(&["snapshot", "list", s(&at), "--json"]);
         assert_eq!(v["snapshots"][0]["name"], "then");
         let v = env.json(&["versions", "--json", s(&at.join("d/a"))]);
