@@ -27,15 +27,7 @@ impl Env {
     }
 
     fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "objfs {args:?} failed ({}):\n{}{}",
-            out.status,
-            text(&out.stdout),
-            text(&out.stderr)
-        );
-        text(&out.stdout)
+        succeeded(args, self.run(args))
     }
 
     fn json(&self, args: &[&str]) -> serde_json::Value {
@@ -123,17 +115,27 @@ fn erofs(r: std::io::Result<impl std::fmt::Debug>) {
     }
 }
 
-#[test]
-fn snapshots_directory_versions_cat_and_mount_at_on_a_mounted_store() {
-    if fuse_missing("snapshots_directory_versions_cat_and_mount_at_on_a_mounted_store") {
-        return;
+/// A temporary directory with a runtime directory, and the paths of a store and a mount
+/// point in it; `None` (loudly) without FUSE.
+fn setup(test: &str) -> Option<(tempfile::TempDir, Env, PathBuf, PathBuf)> {
+    if fuse_missing(test) {
+        return None;
     }
     let dir = tempfile::tempdir().unwrap();
     let env = Env {
         rt: dir.path().join("run"),
     };
-    let store = dir.path().join("store");
-    let mp = dir.path().join("m");
+    let (store, mp) = (dir.path().join("store"), dir.path().join("m"));
+    Some((dir, env, store, mp))
+}
+
+#[test]
+fn snapshots_directory_versions_cat_and_mount_at_on_a_mounted_store() {
+    let Some((dir, env, store, mp)) =
+        setup("snapshots_directory_versions_cat_and_mount_at_on_a_mounted_store")
+    else {
+        return;
+    };
     let at1 = dir.path().join("at1");
     let at2 = dir.path().join("at2");
     env.ok(&["init", s(&store)]);
@@ -297,15 +299,10 @@ fn snapshots_directory_versions_cat_and_mount_at_on_a_mounted_store() {
 
 #[test]
 fn history_commands_and_mount_at_on_an_unmounted_store() {
-    if fuse_missing("history_commands_and_mount_at_on_an_unmounted_store") {
+    let Some((dir, env, store, mp)) = setup("history_commands_and_mount_at_on_an_unmounted_store")
+    else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let env = Env {
-        rt: dir.path().join("run"),
     };
-    let store = dir.path().join("store");
-    let mp = dir.path().join("m");
     let at = dir.path().join("at");
     env.ok(&["init", s(&store), "--keep-all", "10m", "--daily", "30d"]);
     let t;
