@@ -15,7 +15,7 @@ Examples:
 
 Commands that take STORE also take the mount point of a mounted store; while it is mounted
 they talk to the mount process over its control socket.
-Exit codes: 0 success, 1 failure, 2 usage error.
+Exit codes: 0 success, 1 failure, 2 usage error (restore: 3 conflicts, 4 failed steps).
 Logs: set RUST_LOG (e.g. RUST_LOG=objfs=debug); a mount daemon logs to STORE/objfs.log.
 As a mount(8) helper: ln -s \"$(command -v objfs)\" /sbin/mount.objfs (see docs/OPERATIONS.md).";
 
@@ -133,6 +133,9 @@ pub enum Command {
     /// Show or change how long history is kept.
     #[command(after_help = crate::history_commands::RETENTION_EXAMPLES)]
     Retention(crate::history_commands::RetentionArgs),
+    /// Bring a directory (or key prefix) back to what it was at a moment; resumable.
+    #[command(after_help = crate::restore::RESTORE_EXAMPLES)]
+    Restore(crate::restore::RestoreArgs),
     /// Print a shell completion script.
     #[command(after_help = COMPLETIONS_EXAMPLES)]
     Completions(CompletionsArgs),

@@ -21,9 +21,8 @@ use objfs_store::{
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-/// The metadata entry a restore leaves on the version it makes (`SOURCE@MOMENT;job=ID`),
-/// as `objfs restore` writes it.
-pub const RESTORED_FROM: &str = "x-amz-meta-objfs-restored-from";
+/// The metadata entry a restore leaves on the version it makes (`SOURCE@MOMENT;job=ID`).
+use objfs_store::history::restore::RESTORED_FROM;
 
 /// Bytes `cat` reads from the store at a time.
 const CAT_CHUNK: u64 = 8 << 20;

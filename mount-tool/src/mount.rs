@@ -518,6 +518,15 @@ fn serve(plan: Plan<'_>, cfg: FsConfig, notifier: &mut Notifier) -> Result<()> {
         }
     };
     server.set_fs(handle.fs().clone());
+    // Weak: the filesystem (and the store it holds) must go when the mount ends.
+    let fs = Arc::downgrade(handle.fs());
+    server.set_invalidator(Arc::new(move |keys: &[String]| {
+        if let Some(fs) = fs.upgrade() {
+            // Entries, attributes and negative entries of the keys, in the mount and the
+            // kernel (FUSE notifications).
+            fs.invalidate_keys(keys);
+        }
+    }));
     let mountpoint = mp.as_path();
     info!(store = %store_path.display(), mountpoint = %mountpoint.display(), "mounted");
     if plan.foreground && !plan.quiet {

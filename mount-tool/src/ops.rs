@@ -90,6 +90,8 @@ pub enum Request {
         #[serde(default)]
         options: Vec<String>,
     },
+    /// `objfs restore` (restore.rs).
+    Restore(crate::restore::RestoreRequest),
 }
 
 /// What a request changed behind the kernel's back: the mount that serves it tells the
@@ -248,6 +250,7 @@ pub fn execute(
                 }
             }
         }
+        Request::Restore(r) => crate::restore::execute(store, r, on_progress, &mut |_| {}),
         Request::Run { name, gc } => run_job(store, daemon_name(name)?, gc.as_ref(), on_progress),
         Request::DiskAdd { dir } => {
             store

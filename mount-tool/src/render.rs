@@ -96,6 +96,7 @@ fn unit_of(job: &str) -> &'static str {
     match job {
         "gc" => "phases",
         "disk remove" => "replicas/shards",
+        "restore" => "keys",
         _ => "volumes",
     }
 }

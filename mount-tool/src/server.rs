@@ -37,6 +37,9 @@ use crate::ops::{self, Envelope, Reply, Request, PROTOCOL_VERSION};
 use crate::options::MountSettings;
 use crate::runtime::{Record, Registration};
 
+/// Told which keys a command changed in the store behind the kernel's back.
+pub type Invalidator = Arc<dyn Fn(&[String]) + Send + Sync>;
+
 /// What every connection needs.
 struct Shared {
     store: Mutex<Option<Arc<LocalStore>>>,
@@ -46,6 +49,7 @@ struct Shared {
     fs: Mutex<Option<Arc<ObjFs>>>,
     /// The `mount --at` mounts served here.
     at_mounts: Mutex<Vec<AtMount>>,
+    invalidator: Mutex<Option<Invalidator>>,
 }
 
 /// A `mount --at` served here.
@@ -75,6 +79,7 @@ impl ControlServer {
             stopping: AtomicBool::new(false),
             fs: Mutex::new(None),
             at_mounts: Mutex::new(Vec::new()),
+            invalidator: Mutex::new(None),
         });
         let s = shared.clone();
         let thread = std::thread::Builder::new()
@@ -92,6 +97,14 @@ impl ControlServer {
     pub fn set_fs(&self, fs: Arc<ObjFs>) {
         if let Ok(mut f) = self.shared.fs.lock() {
             *f = Some(fs);
+        }
+    }
+
+    /// Installs what [`keys_changed`] calls: the mounted filesystem's invalidation of the keys
+    /// a command changed (the mount installs it once the filesystem is up).
+    pub fn set_invalidator(&self, f: Invalidator) {
+        if let Ok(mut slot) = self.shared.invalidator.lock() {
+            *slot = Some(f);
         }
     }
 
@@ -124,6 +137,10 @@ impl ControlServer {
         }
         if let Ok(mut s) = self.shared.store.lock() {
             s.take();
+        }
+        // The invalidator may hold the filesystem, and through it the store.
+        if let Ok(mut f) = self.shared.invalidator.lock() {
+            f.take();
         }
     }
 }
@@ -243,7 +260,14 @@ fn serve(conn: UnixStream, shared: &Shared) -> std::io::Result<()> {
         last = Some(std::time::Instant::now());
         send(&mut progress_writer, &Reply::Progress(p.clone())).is_ok()
     };
-    let mut result = ops::execute(&store, Some(&shared.record), &env.request, &mut on_progress);
+    let mut result = match &env.request {
+        ops::Request::Restore(r) => {
+            crate::restore::execute(&store, r, &mut on_progress, &mut |keys| {
+                keys_changed(shared, keys)
+            })
+        }
+        req => ops::execute(&store, Some(&shared.record), req, &mut on_progress),
+    };
     drop(store);
     if let (Request::Status, Ok(v)) = (&env.request, &mut result) {
         v["mount"]["at_mounts"] = served_at_mounts(shared);
@@ -375,4 +399,19 @@ fn mount_at(
         Err(_) => anyhow::bail!("the server's state is poisoned"),
     }
     Ok(v)
+}
+/// The keys a command run here (a restore) changed in the store, which the kernel did not see:
+/// the mount must drop what it and the kernel cache of them (names known absent, entries,
+/// attributes, pages), or it would show the old state until its TTLs expire. Calls the
+/// invalidator the mount installed ([`ControlServer::set_invalidator`]); the lead wires the
+/// filesystem's per-key kernel invalidation (`ObjFs::invalidate_keys`, branch pastfs) into it
+/// at merge.
+fn keys_changed(shared: &Shared, keys: &[String]) {
+    if keys.is_empty() {
+        return;
+    }
+    let f = shared.invalidator.lock().ok().and_then(|f| f.clone());
+    if let Some(f) = f {
+        f(keys);
+    }
 }

@@ -73,6 +73,37 @@ pub trait ObjectStore: Send + Sync + 'static {
     /// when there was nothing to delete.
     async fn delete(&self, key: &str) -> Result<Option<VersionId>>;
 
+    /// [`ObjectStore::delete`] only when `condition` holds for the key's current live version
+    /// (else `PreconditionFailed`, and nothing changes): restore deletes a key only if it is
+    /// still the version its plan saw. Backends with [`StoreFeatures::conditional_put`] (local,
+    /// memory) check and delete in one step; this default checks with a `head` first, so a
+    /// write between the two is not noticed.
+    async fn delete_if(&self, key: &str, condition: Condition) -> Result<Option<VersionId>> {
+        let current = match self.head(key, None).await {
+            Ok(info) => Some(info.version),
+            Err(StoreError::NotFound { .. }) => None,
+            Err(e) => return Err(e),
+        };
+        let failed = |reason: String| StoreError::PreconditionFailed {
+            key: key.to_string(),
+            reason,
+        };
+        match (&condition, current) {
+            (Condition::None, _) | (Condition::IfNotExists, None) => {}
+            (Condition::IfNotExists, Some(v)) => {
+                return Err(failed(format!("live version {v} exists")))
+            }
+            (Condition::IfVersion(want), Some(v)) if *want == v => {}
+            (Condition::IfVersion(want), Some(v)) => {
+                return Err(failed(format!("current version is {v}, not {want}")))
+            }
+            (Condition::IfVersion(want), None) => {
+                return Err(failed(format!("no live version (expected {want})")))
+            }
+        }
+        self.delete(key).await
+    }
+
     /// Removes one version (or delete marker) of `key` for good.
     async fn delete_version(&self, key: &str, version: VersionId) -> Result<()>;
 

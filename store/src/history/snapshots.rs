@@ -74,7 +74,8 @@ fn from_ns(ns: u64) -> SystemTime {
 }
 
 impl Snapshot {
-    fn encode(&self) -> Result<Bytes> {
+    /// The record's bytes.
+    pub(crate) fn encode(&self) -> Result<Bytes> {
         let rec = Record {
             format: FORMAT,
             name: self.name.clone(),
@@ -91,7 +92,8 @@ impl Snapshot {
             .map_err(|e| StoreError::Metadata(format!("snapshot {}: {e}", self.name)))
     }
 
-    fn decode(record: &str, bytes: &[u8]) -> Result<Snapshot> {
+    /// Reads the bytes of record `record`.
+    pub(crate) fn decode(record: &str, bytes: &[u8]) -> Result<Snapshot> {
         let corrupt = |why: String| StoreError::Corrupt {
             what: format!("store record {record}: {why}"),
         };

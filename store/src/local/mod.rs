@@ -13,14 +13,17 @@
 //!
 //! This file holds the shared state and the [`ObjectStore`] impl; each concept has its own
 //! module: [`lifecycle`] (init, open, close), [`write`] and [`read`] (the data paths),
+//! [`listing`] and [`as_of`] (the store now and as of a moment),
 //! [`multipart`], [`status`], the disks and volume layouts ([`disks`], [`append`], [`layout`]),
-//! the daemons ([`daemons`], [`placement`], [`scrub`], [`gc`], [`drain`]) and the one worker
+//! the daemons ([`daemons`], [`placement`], [`scrub`], [`gc`] with its [`retention`] pass,
+//! [`drain`]) and the one worker
 //! pattern they all run on ([`worker`], [`control`]).
 //!
 //! The store's blocking I/O runs on tokio's blocking pool; the async [`ObjectStore`] methods
 //! only hand work to it.
 
 pub mod append;
+pub mod as_of;
 pub mod atomic_file;
 pub mod config;
 pub mod control;
@@ -40,6 +43,7 @@ pub mod multipart;
 pub mod placement;
 pub mod read;
 pub mod records;
+pub(crate) mod retention;
 pub mod scrub;
 pub mod shard;
 pub mod status;
@@ -211,7 +215,16 @@ impl ObjectStore for LocalStore {
     async fn delete(&self, key: &str) -> Result<Option<VersionId>> {
         validate(key)?;
         self.inline(|i| {
-            let r = i.meta.commit_delete(key)?;
+            let r = i.meta.commit_delete(key, &Condition::None)?;
+            i.bump();
+            Ok(r)
+        })
+    }
+
+    async fn delete_if(&self, key: &str, condition: Condition) -> Result<Option<VersionId>> {
+        validate(key)?;
+        self.inline(|i| {
+            let r = i.meta.commit_delete(key, &condition)?;
             i.bump();
             Ok(r)
         })
@@ -253,6 +266,16 @@ impl ObjectStore for LocalStore {
     async fn list(&self, req: &ListRequest) -> Result<ListPage> {
         let req = req.clone();
         self.blocking(move |i| listing::list(&i.meta, &req)).await
+    }
+
+    async fn head_at(&self, key: &str, at: std::time::SystemTime) -> Result<ObjectInfo> {
+        self.inline(|i| as_of::head_at(&i.meta, key, at))
+    }
+
+    async fn list_at(&self, req: &ListRequest, at: std::time::SystemTime) -> Result<ListPage> {
+        let req = req.clone();
+        self.blocking(move |i| as_of::list_at(&i.meta, &req, at))
+            .await
     }
 
     async fn list_versions(&self, req: &ListVersionsRequest) -> Result<VersionsPage> {

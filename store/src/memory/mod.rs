@@ -295,6 +295,16 @@ impl ObjectStore for MemoryStore {
         Ok(Some(st.push_marker(key)))
     }
 
+    async fn delete_if(&self, key: &str, condition: Condition) -> Result<Option<VersionId>> {
+        validate(key)?;
+        let mut st = self.lock();
+        st.check_condition(key, &condition)?;
+        if st.live(key).is_none() {
+            return Ok(None);
+        }
+        Ok(Some(st.push_marker(key)))
+    }
+
     async fn delete_version(&self, key: &str, version: VersionId) -> Result<()> {
         validate(key)?;
         let mut st = self.lock();

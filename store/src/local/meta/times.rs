@@ -65,6 +65,8 @@ impl Meta {
     /// Writes (`Some`) or removes (`None`) a store record: in the log when this returns, in
     /// sled with the next checkpoint.
     pub fn set_store_record(&self, name: &str, value: Option<Vec<u8>>) -> Result<()> {
+        // Under the commit lock, as [`Meta::update_store_record`] is.
+        let _state = self.lock();
         let mut txn = super::Txn::new();
         match value {
             Some(value) => txn.insert(store_record_key(name), encode(&StoreRecordRow { value })?),
@@ -85,5 +87,26 @@ impl Meta {
             out.push((name, decode::<StoreRecordRow>(&v)?.value));
         }
         Ok(out)
+    }
+
+    /// Rewrites store record `name` with `f` when it exists, atomically with respect to
+    /// [`Meta::set_store_record`] (a record removed meanwhile stays removed). Returns whether
+    /// it existed.
+    pub fn update_store_record(
+        &self,
+        name: &str,
+        f: impl FnOnce(&[u8]) -> Result<Vec<u8>>,
+    ) -> Result<bool> {
+        let _state = self.lock();
+        let Some(old) = self.store_record(name)? else {
+            return Ok(false);
+        };
+        let mut txn = super::Txn::new();
+        txn.insert(
+            store_record_key(name),
+            encode(&StoreRecordRow { value: f(&old)? })?,
+        );
+        self.write_rows(txn)?;
+        Ok(true)
     }
 }
