@@ -294,18 +294,65 @@ fn policy_json(p: &Policy) -> Value {
     })
 }
 
-/// Why `retention show --dry-run` has no figure yet.
-pub const NO_DRY_RUN: &str =
-    "not available in this build: `retention show` does not compute what gc would free yet";
+/// What gc's retention pass would expire now under `p`: every key's versions walked in
+/// order and decided by the policy's pure expiry (`retention::Expiry`, what gc applies), with
+/// the named snapshots. Returns (versions, their logical bytes).
+async fn would_expire(store: &LocalStore, p: &Policy) -> Result<(u64, u64)> {
+    let snaps: Vec<SystemTime> = snapshots::list(store).await?.iter().map(|s| s.at).collect();
+    let expiry = retention::Expiry::new(p, &snaps, SystemTime::now());
+    let (mut versions, mut bytes) = (0u64, 0u64);
+    let mut decide = |key_versions: &mut Vec<VersionInfo>| {
+        let facts: Vec<retention::VersionFacts> = key_versions
+            .iter()
+            .map(|v| retention::VersionFacts {
+                modified: v.modified,
+                delete_marker: v.is_delete_marker,
+            })
+            .collect();
+        for (v, d) in key_versions.iter().zip(expiry.decide(&facts)) {
+            if d == retention::Decision::Expire {
+                versions += 1;
+                bytes += v.size;
+            }
+        }
+        key_versions.clear();
+    };
+    let mut req = ListVersionsRequest::default();
+    let mut cur: Vec<VersionInfo> = Vec::new();
+    loop {
+        let page = store.list_versions(&req).await?;
+        for v in page.versions {
+            if cur.last().is_some_and(|l| l.key != v.key) {
+                decide(&mut cur);
+            }
+            cur.push(v);
+        }
+        match page.next_key_marker {
+            Some(k) => {
+                req.key_marker = Some(k);
+                req.version_marker = page.next_version_marker;
+            }
+            None => break,
+        }
+    }
+    decide(&mut cur);
+    Ok((versions, bytes))
+}
 
 /// `objfs retention show`.
 pub fn retention_show(store: &LocalStore, dry_run: bool) -> Result<Value> {
     let p = block(async { Ok(retention::load(store).await?) })?;
     let set = block(async { Ok(store.get_record(retention::RECORD).await?.is_some()) })?;
+    let dry = if dry_run {
+        let (versions, bytes) = block(would_expire(store, &p))?;
+        json!({"available": true, "versions": versions, "free_bytes": bytes})
+    } else {
+        Value::Null
+    };
     Ok(json!({
         "policy": policy_json(&p),
         "default": !set,
-        "dry_run": if dry_run { json!({"available": false, "reason": NO_DRY_RUN}) } else { Value::Null },
+        "dry_run": dry,
     }))
 }
 

@@ -484,7 +484,13 @@ fn retention_text(v: &Value) -> String {
     let dry = &v["dry_run"];
     if !dry.is_null() {
         match dry["free_bytes"].as_u64() {
-            Some(b) => out += &format!("gc would free now: {}\n", human_bytes(b)),
+            Some(b) => {
+                out += &format!(
+                    "gc would expire now: {} versions, {} (logical: bytes shared with kept versions stay)\n",
+                    dry["versions"].as_u64().unwrap_or(0),
+                    human_bytes(b)
+                )
+            }
             None => {
                 out += &format!(
                     "dry run: {}\n",

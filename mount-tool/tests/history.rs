@@ -353,7 +353,9 @@ fn history_commands_and_mount_at_on_an_unmounted_store() {
     assert_eq!(v["policy"]["daily_s"], 30 * 86_400);
     assert_eq!(v["policy"]["hourly_s"], 7 * 86_400);
     assert_eq!(v["default"], false);
-    assert_eq!(v["dry_run"]["available"], false);
+    // Nothing is older than --keep-all 10m yet: nothing would expire.
+    assert_eq!(v["dry_run"]["available"], true);
+    assert_eq!(v["dry_run"]["versions"], 0, "{v}");
     let v = env.json(&["retention", "set", s(&store), "--hourly", "2d", "--json"]);
     assert_eq!(v["policy"]["hourly_s"], 2 * 86_400);
     assert_eq!(v["policy"]["keep_all_s"], 600);
@@ -384,4 +386,21 @@ fn history_commands_and_mount_at_on_an_unmounted_store() {
     assert_eq!(v["snapshot"]["name"], "then");
     let v = env.json(&["snapshot", "list", s(&store), "--json"]);
     assert!(v["snapshots"].as_array().unwrap().is_empty());
+    // Keep nothing but what is current: the dry run counts the old versions (and the delete
+    // markers and what they hid), and changes nothing.
+    let zero = [
+        "--keep-all",
+        "0s",
+        "--hourly",
+        "0s",
+        "--daily",
+        "0s",
+        "--deleted",
+        "0s",
+    ];
+    env.ok(&[&["retention", "set", s(&store)][..], &zero[..]].concat());
+    let v = env.json(&["retention", "show", s(&store), "--dry-run", "--json"]);
+    assert!(v["dry_run"]["versions"].as_u64().unwrap() > 0, "{v}");
+    let again = env.json(&["retention", "show", s(&store), "--dry-run", "--json"]);
+    assert_eq!(again["dry_run"]["versions"], v["dry_run"]["versions"]);
 }
