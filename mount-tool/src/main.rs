@@ -10,6 +10,8 @@ mod client;
 mod commands;
 mod daemon;
 mod helper;
+mod history;
+mod history_commands;
 mod location;
 mod logging;
 mod maintenance;
@@ -85,6 +87,10 @@ fn run(cli: Cli) -> Result<()> {
         Command::Scrub(a) => maintenance::scrub(&a),
         Command::Gc(a) => maintenance::gc(&a),
         Command::Disk(a) => maintenance::disk(&a),
+        Command::Versions(a) => history_commands::versions(&a),
+        Command::Cat(a) => history_commands::cat(&a),
+        Command::Snapshot(a) => history_commands::snapshot(&a),
+        Command::Retention(a) => history_commands::retention(&a),
         Command::Restore(a) => restore::command(&a),
         Command::Completions(a) => manual::completions(&a),
         Command::Man(a) => manual::man(&a),
