@@ -14,12 +14,15 @@
 //! version listing reached ~3,300 versions/s). `OBJFS_BENCH_KEYS` changes the 100,000 keys,
 //! `OBJFS_BENCH_JOBS` the parallelism (default 16, the command's default).
 
+#[allow(dead_code)] // each bench uses part of what the benches share
+mod common;
+
 use std::path::Path;
 use std::time::{Instant, SystemTime};
 
 use objfs_store::history::restore::{self, Unwatched};
 use objfs_store::local::{LocalConfig, LocalStore};
-use objfs_store::{ListVersionsRequest, ObjectStore, PutOptions};
+use objfs_store::{ObjectStore, PutOptions};
 
 /// Keys per second the whole restore must reach.
 const TARGET_KEYS_PER_SEC: f64 = 20_000.0;
@@ -36,25 +39,6 @@ fn bench_dir() -> tempfile::TempDir {
     let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench-tmp");
     let _ = std::fs::create_dir_all(&base);
     tempfile::tempdir_in(base).expect("bench dir")
-}
-
-async fn list_all_versions(store: &LocalStore, prefix: &str) -> usize {
-    let mut req = ListVersionsRequest {
-        prefix: prefix.into(),
-        ..Default::default()
-    };
-    let mut n = 0;
-    loop {
-        let page = store.list_versions(&req).await.expect("list versions");
-        n += page.versions.len();
-        match page.next_key_marker {
-            Some(k) => {
-                req.key_marker = Some(k);
-                req.version_marker = page.next_version_marker;
-            }
-            None => return n,
-        }
-    }
 }
 
 fn rate(n: usize, secs: f64) -> f64 {
@@ -84,7 +68,7 @@ async fn layout(name: &str, prefix: &str, key: impl Fn(usize) -> String, n: usiz
     store.sync().await.expect("sync");
 
     let started = Instant::now();
-    let versions = list_all_versions(&store, prefix).await;
+    let versions = common::count_versions_async(&store, prefix).await;
     let list_secs = started.elapsed().as_secs_f64();
 
     let req = restore::Request {
@@ -104,7 +88,7 @@ async fn layout(name: &str, prefix: &str, key: impl Fn(usize) -> String, n: usiz
     // The same listing again, now that the background checkpoint of the deletes into sled
     // (which the first one competed with) is done: the fairer baseline for the plan.
     let started = Instant::now();
-    let versions_again = list_all_versions(&store, prefix).await;
+    let versions_again = common::count_versions_async(&store, prefix).await;
     let list_again_secs = started.elapsed().as_secs_f64();
     assert_eq!(versions, versions_again);
     eprintln!("restore/{name}: executing");

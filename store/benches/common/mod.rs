@@ -35,6 +35,11 @@ pub fn count_versions(
     store: &dyn objfs_store::ObjectStore,
     prefix: &str,
 ) -> usize {
+    rt.block_on(count_versions_async(store, prefix))
+}
+
+/// [`count_versions`] from inside a runtime.
+pub async fn count_versions_async(store: &dyn objfs_store::ObjectStore, prefix: &str) -> usize {
     let mut req = objfs_store::ListVersionsRequest {
         prefix: prefix.into(),
         max_keys: 1000,
@@ -42,9 +47,7 @@ pub fn count_versions(
     };
     let mut n = 0;
     loop {
-        let page = rt
-            .block_on(store.list_versions(&req))
-            .expect("list_versions");
+        let page = store.list_versions(&req).await.expect("list_versions");
         n += page.versions.len();
         match page.next_key_marker {
             Some(k) => {
