@@ -7,8 +7,9 @@
 //! The store's history API is async (`objfs_store::history`); these run it on a small
 //! runtime of their own, on the thread that serves the request.
 
+pub use objfs_store::history::time::{from_ns, to_ns};
 use std::io::Write;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use anyhow::{bail, Context, Result};
 use objfs_fs::attr::{parse_mode, Kind, META_GID, META_MODE, META_UID};
@@ -77,16 +78,6 @@ fn block<T>(f: impl std::future::Future<Output = Result<T>>) -> Result<T> {
         .build()
         .context("cannot start a runtime")?
         .block_on(f)
-}
-
-pub fn to_ns(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos().min(u64::MAX as u128) as u64)
-        .unwrap_or(0)
-}
-
-pub fn from_ns(ns: u64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_nanos(ns)
 }
 
 /// A time in a report: ns since the epoch and its RFC 3339 form.

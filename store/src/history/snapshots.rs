@@ -7,11 +7,12 @@
 //! fields. `exclusive` is what the snapshot alone holds (the bytes deleting it would let gc
 //! free), measured by gc's retention pass and kept here so `snapshot list` needs no scan.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+use super::time::{from_ns, to_ns};
 use crate::error::{Result, StoreError};
 use crate::store::ObjectStore;
 
@@ -61,16 +62,6 @@ struct ExclusiveRecord {
     bytes: u64,
     versions: u64,
     measured_ns: u64,
-}
-
-fn to_ns(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos().min(u64::MAX as u128) as u64)
-        .unwrap_or(0)
-}
-
-fn from_ns(ns: u64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_nanos(ns)
 }
 
 impl Snapshot {
@@ -227,6 +218,7 @@ pub async fn save_exclusive(store: &dyn ObjectStore, name: &str, ex: Exclusive) 
 mod tests {
     use super::*;
     use crate::memory::MemoryStore;
+    use std::time::Duration;
 
     #[tokio::test]
     async fn create_list_delete() {

@@ -61,6 +61,19 @@ pub fn parse_moment(s: &str, now: SystemTime) -> Result<SystemTime, TimeError> {
         .ok_or_else(|| err("it is before 1970".into()))
 }
 
+/// `t` as nanoseconds since the Unix epoch, the unit of every time in the history records
+/// (0 before the epoch, saturating after year 2554).
+pub fn to_ns(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos().min(u64::MAX as u128) as u64)
+        .unwrap_or(0)
+}
+
+/// The moment `ns` nanoseconds after the Unix epoch (the inverse of [`to_ns`]).
+pub fn from_ns(ns: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_nanos(ns)
+}
+
 /// The RFC 3339 form of `t` in UTC, to the second when it has no fraction and to the
 /// nanosecond otherwise: what `.snapshots/@TIME` names and what [`parse_absolute`] reads back
 /// to the same moment.

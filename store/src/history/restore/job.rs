@@ -11,13 +11,14 @@
 //!
 //! Every record is JSON with a format number; docs/FORMAT.md lists the fields.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use super::{Action, Outcome, Step, CHUNK_STEPS};
 use crate::error::{Result, StoreError};
+pub(crate) use crate::history::time::{from_ns, to_ns};
 use crate::store::ObjectStore;
 use crate::types::{Metadata, VersionId};
 
@@ -109,16 +110,6 @@ struct OutcomeRecord {
 struct DoneRecord {
     format: u32,
     outcomes: Vec<OutcomeRecord>,
-}
-
-pub(crate) fn to_ns(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos().min(u64::MAX as u128) as u64)
-        .unwrap_or(0)
-}
-
-pub(crate) fn from_ns(ns: u64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_nanos(ns)
 }
 
 fn corrupt(record: &str, why: impl std::fmt::Display) -> StoreError {
