@@ -12,6 +12,8 @@ conformance suite checks the backend against S3's behaviour (arguments are moto_
   entries, and the versions of a key come newest first by the order they were made.
 * ListObjectsV2 with start-after inside a common prefix still returns that prefix when keys
   after start-after roll up into it.
+* A common prefix is listed only when a live key rolls up into it (moto also lists one whose
+  keys are all deleted: their delete markers are current).
 
 * UploadPart, UploadPartCopy, ListParts and AbortMultipartUpload answer NoSuchUpload unless
   the upload exists for that key (moto: 500 for an unknown id, and any key goes).
@@ -32,7 +34,7 @@ import moto.core.serialize  # noqa: E402 (after the settings above)
 import moto.core.utils
 import moto.s3.models
 from moto.s3.exceptions import InvalidArgumentError, NoSuchUpload
-from moto.s3.models import FakeKey, FakeMultipart, S3Backend
+from moto.s3.models import FakeDeleteMarker, FakeKey, FakeMultipart, S3Backend
 from moto.s3.responses import S3Response
 from moto.server import main
 
@@ -114,6 +116,25 @@ def list_object_versions(
 
 
 S3Backend.list_object_versions = list_object_versions
+
+_list_objects = S3Backend.list_objects
+
+
+def list_objects(self, bucket, prefix, delimiter, marker, max_keys):
+    keys, folders, truncated, next_marker = _list_objects(
+        self, bucket, prefix, delimiter, marker, max_keys
+    )
+    if folders:
+        live = [
+            name
+            for name, key in bucket.keys.items()
+            if not isinstance(key, FakeDeleteMarker)
+        ]
+        folders = [f for f in folders if any(n.startswith(f) for n in live)]
+    return keys, folders, truncated, next_marker
+
+
+S3Backend.list_objects = list_objects
 
 _list_objects_v2 = S3Backend.list_objects_v2
 

@@ -52,6 +52,23 @@ impl Adapter {
     }
 }
 
+/// The kernel of a live mount as the core's [`KernelNotifier`]: fuser's notifications.
+pub struct FuseNotifier(pub fuser::Notifier);
+
+impl crate::core::KernelNotifier for FuseNotifier {
+    fn inval_entry(&self, parent: u64, name: &str) {
+        if let Err(e) = self.0.inval_entry(INodeNo(parent), OsStr::new(name)) {
+            tracing::debug!(parent, name, error = %e, "inval_entry");
+        }
+    }
+
+    fn inval_inode(&self, ino: u64) {
+        if let Err(e) = self.0.inval_inode(INodeNo(ino), 0, 0) {
+            tracing::debug!(ino, error = %e, "inval_inode");
+        }
+    }
+}
+
 /// A core error as the errno replied to the kernel (and the log line for unexpected ones).
 pub fn errno(op: &str, e: &FsError) -> Errno {
     if e.is_expected() {

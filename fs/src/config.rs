@@ -1,7 +1,7 @@
 //! Mount configuration: every knob the command line can turn, with the defaults the issue
 //! asks for, in one plain struct shared by the core, the adapter and the mount entry point.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 /// Default size of a multipart part (8 MiB).
 pub const DEFAULT_PART_SIZE: usize = 8 * 1024 * 1024;
@@ -41,6 +41,13 @@ pub struct FsConfig {
     /// Serve user extended attributes. Off (`-o noxattr`), every xattr request fails with
     /// ENOSYS once and the kernel stops asking: `ls -l` then costs no xattr round trip per file.
     pub xattr: bool,
+    /// List `.snapshots` in the root directory (`-o snapdir=visible`). Hidden by default; it
+    /// can be looked up either way.
+    pub snapdir_visible: bool,
+    /// Show the store as it was at this moment, read-only (`objfs mount --at`).
+    pub at: Option<SystemTime>,
+    /// When the store was created, if known: `.snapshots` lists no kept moment before it.
+    pub store_created: Option<SystemTime>,
 }
 
 impl FsConfig {
@@ -70,6 +77,9 @@ impl Default for FsConfig {
             fs_name: "objfs".to_string(),
             extra_options: Vec::new(),
             xattr: true,
+            snapdir_visible: false,
+            at: None,
+            store_created: None,
         }
     }
 }

@@ -17,13 +17,20 @@
 //! Files this mount created and has not closed yet (pending files: not in the store) are
 //! merged into the listing in key order: the caller hands them over when a listing starts
 //! ([`Extras`]), and a name the store lists as well is shown once.
+//!
+//! What is listed is a [`Listing`]: the store now, the store as of a moment (`list_at`, for
+//! the directories of a snapshot view), or the snapshot directory (named snapshots and the
+//! moments the retention policy keeps complete). In the mount's root a key named `.snapshots`
+//! is never listed: the snapshot directory has that name.
 
 use std::collections::VecDeque;
+use std::time::SystemTime;
 
-use objfs_store::{ListRequest, ObjectInfo, ObjectStore};
+use objfs_store::{ListPage, ListRequest, ObjectInfo, ObjectStore};
 
 use crate::attr::{Attrs, Kind, META_MODE};
 use crate::error::FsResult;
+use crate::inode::SNAPDIR;
 
 /// Entries kept behind the furthest offset read.
 pub const SLACK: usize = 1024;
@@ -41,6 +48,19 @@ pub struct DirEntry {
     pub object: Option<ObjectInfo>,
     /// Attributes, once known (readdirplus fills them in).
     pub attrs: Option<Attrs>,
+    /// The moment an entry of the snapshot directory shows.
+    pub at: Option<SystemTime>,
+}
+
+/// What a directory handle lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listing {
+    /// The store now.
+    Live,
+    /// The store as it was at a moment.
+    At(SystemTime),
+    /// The snapshot directory; no kept moment before `since` (the store's creation).
+    Snapshots { since: Option<SystemTime> },
 }
 
 /// What a listing adds to the store's entries when it starts: the directory's pending files.
@@ -58,6 +78,12 @@ pub enum Item {
 pub struct DirHandle {
     pub ino: u64,
     prefix: String,
+    /// The whole path of the directory with a trailing `/` (`""` for the root): what inode
+    /// numbers hash (it differs from `prefix` in a snapshot view).
+    path_prefix: String,
+    listing: Listing,
+    /// The mount's root: a key named `.snapshots` is not listed.
+    hide_snapdir: bool,
     window: VecDeque<DirEntry>,
     /// Entry index (0 = first entry after `..`) of `window[0]`.
     win_start: u64,
@@ -74,9 +100,24 @@ pub struct DirHandle {
 impl DirHandle {
     /// A handle on the directory whose listing prefix is `prefix` (`""` for the root).
     pub fn new(ino: u64, prefix: String) -> DirHandle {
+        let path_prefix = prefix.clone();
+        DirHandle::with_listing(ino, prefix, path_prefix, Listing::Live)
+    }
+
+    /// A handle that lists `listing` under `prefix`, for the directory whose whole path is
+    /// `path_prefix`.
+    pub fn with_listing(
+        ino: u64,
+        prefix: String,
+        path_prefix: String,
+        listing: Listing,
+    ) -> DirHandle {
         DirHandle {
             ino,
+            hide_snapdir: ino == crate::inode::ROOT,
             prefix,
+            path_prefix,
+            listing,
             window: VecDeque::new(),
             win_start: 0,
             token: None,
@@ -91,6 +132,16 @@ impl DirHandle {
     /// The listing prefix.
     pub fn prefix(&self) -> &str {
         &self.prefix
+    }
+
+    /// The directory's whole path with a trailing `/` (what inode numbers hash).
+    pub fn path_prefix(&self) -> &str {
+        &self.path_prefix
+    }
+
+    /// What the handle lists.
+    pub fn listing(&self) -> Listing {
+        self.listing
     }
 
     fn restart(&mut self) {
@@ -190,7 +241,23 @@ impl DirHandle {
             max_keys: PAGE,
             ..Default::default()
         };
-        let page = store.list(&req).await?;
+        let page = match self.listing {
+            Listing::Live => store.list(&req).await?,
+            Listing::At(t) => store.list_at(&req, t).await?,
+            Listing::Snapshots { since } => {
+                // Small and listed at once: named snapshots and kept moments, in name order.
+                for (name, at) in crate::core::snapshots::snapdir_entries(store, since).await? {
+                    self.window.push_back(DirEntry {
+                        name,
+                        kind: Kind::Dir,
+                        object: None,
+                        attrs: None,
+                        at: Some(at),
+                    });
+                }
+                ListPage::default()
+            }
+        };
         self.started = true;
         self.token = page.next_token.clone();
         // Merge objects and common prefixes in key order.
@@ -227,8 +294,12 @@ impl DirHandle {
         }
     }
 
-    fn valid_name(name: &str) -> bool {
-        !name.is_empty() && name != "." && name != ".." && name.len() <= NAME_MAX
+    fn valid_name(&self, name: &str) -> bool {
+        !name.is_empty()
+            && name != "."
+            && name != ".."
+            && name.len() <= NAME_MAX
+            && !(self.hide_snapdir && name == SNAPDIR)
     }
 
     /// Releases held-back files that sort before `key` as directories.
@@ -252,7 +323,8 @@ impl DirHandle {
             let k = format!("{}{}", self.prefix, front.name);
             if let Some(key) = key {
                 if k.as_str() >= key {
-                    if k == key {
+                    // (A hidden `.snapshots` key does not stand for the snapshot directory.)
+                    if k == key && !(self.hide_snapdir && front.name == SNAPDIR) {
                         self.extra.pop_front();
                     }
                     return;
@@ -270,7 +342,7 @@ impl DirHandle {
         let Some(name) = o.key.strip_prefix(&self.prefix) else {
             return;
         };
-        if !Self::valid_name(name) || name.contains('/') {
+        if !self.valid_name(name) || name.contains('/') {
             return;
         }
         let kind = Kind::of_object_mode(
@@ -283,6 +355,7 @@ impl DirHandle {
             kind,
             object: Some(o),
             attrs: None,
+            at: None,
         });
     }
 
@@ -294,7 +367,7 @@ impl DirHandle {
         else {
             return;
         };
-        if !Self::valid_name(name) || name.contains('/') {
+        if !self.valid_name(name) || name.contains('/') {
             return;
         }
         // The directory wins over a file of the same name. Files still held back stay held
@@ -305,6 +378,7 @@ impl DirHandle {
             kind: Kind::Dir,
             object: None,
             attrs: None,
+            at: None,
         });
     }
 }

@@ -13,12 +13,18 @@
 //! and plain `readdir` can report the number `stat` will show without caching anything. A
 //! collision with a different live entry (about 1 in 10^7 for a million live inodes) takes
 //! the next free number. A renamed inode keeps its number while the kernel holds it.
+//!
+//! Every inode belongs to a [`View`]: the live namespace, the `.snapshots` directory, or the
+//! tree as of a moment (below `.snapshots/@TIME` or `.snapshots/NAME`, or the whole mount of
+//! `objfs mount --at`). An inode's key inside its view ([`InodeTable::view_key`]) is the
+//! path below the view's root, and its number hashes its whole path, so the same key in two
+//! views is two inodes.
 
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use objfs_store::ObjectInfo;
 
@@ -28,6 +34,20 @@ use crate::write::WriterCell;
 
 /// The root directory's inode number.
 pub const ROOT: u64 = 1;
+
+/// The name of the snapshot directory in the root of every mount.
+pub const SNAPDIR: &str = ".snapshots";
+
+/// Which tree an inode belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum View {
+    /// The store as it is now.
+    Live,
+    /// The `.snapshots` directory itself.
+    Snapshots,
+    /// The store as it was at a moment (read-only).
+    At(SystemTime),
+}
 
 /// One cached inode.
 pub struct Node {
@@ -57,6 +77,8 @@ pub struct Node {
     /// When this directory's marker was last seen to exist (a directory with a marker does
     /// not vanish when its last entry goes, so removing an entry need not look).
     pub marker_seen: Option<Instant>,
+    /// The tree this inode belongs to.
+    pub view: View,
 }
 
 impl Node {
@@ -72,7 +94,7 @@ impl Node {
         self.pending
     }
 
-    fn new(parent: u64, name: String, kind: Kind) -> Node {
+    fn new(parent: u64, name: String, kind: Kind, view: View) -> Node {
         Node {
             parent,
             name,
@@ -88,6 +110,7 @@ impl Node {
             write_handles: 0,
             pending: false,
             marker_seen: None,
+            view,
         }
     }
 
@@ -116,7 +139,7 @@ impl InodeTable {
     /// A table holding only the root.
     pub fn new() -> InodeTable {
         let mut nodes = HashMap::new();
-        nodes.insert(ROOT, Node::new(ROOT, String::new(), Kind::Dir));
+        nodes.insert(ROOT, Node::new(ROOT, String::new(), Kind::Dir, View::Live));
         InodeTable {
             nodes,
             names: HashMap::new(),
@@ -171,11 +194,60 @@ impl InodeTable {
         Some(if p.is_empty() { p } else { marker_of(&p) })
     }
 
+    /// Makes the whole table a view of the store at a moment (`objfs mount --at`): the root
+    /// and everything below it.
+    pub fn set_root_view(&mut self, view: View) {
+        if let Some(r) = self.nodes.get_mut(&ROOT) {
+            r.view = view;
+        }
+    }
+
+    /// The view of `ino`.
+    pub fn view(&self, ino: u64) -> Option<View> {
+        self.nodes.get(&ino).map(|n| n.view)
+    }
+
+    /// The view a child `name` of `parent` belongs to when nobody says otherwise: the
+    /// snapshot directory in the root, else the parent's view.
+    fn child_view(&self, parent: u64, name: &str) -> View {
+        if parent == ROOT && name == SNAPDIR {
+            return View::Snapshots;
+        }
+        self.view(parent).unwrap_or(View::Live)
+    }
+
+    /// The view of `ino` and its key inside it: the path below the view's root (`""` for
+    /// the root of a view, `a/b` below it).
+    pub fn view_key(&self, ino: u64) -> Option<(View, String)> {
+        let view = self.view(ino)?;
+        let mut parts: Vec<&str> = Vec::new();
+        let mut cur = ino;
+        while cur != ROOT {
+            let n = self.nodes.get(&cur)?;
+            if self.view(n.parent)? != view {
+                break;
+            }
+            parts.push(&n.name);
+            cur = n.parent;
+            if parts.len() > 4096 {
+                return None;
+            }
+        }
+        parts.reverse();
+        Some((view, parts.join("/")))
+    }
+
     /// Records one kernel lookup of `name` in `parent` as a `kind`, returning its inode.
     /// An existing inode of another kind under that name is detached and a new one made
     /// (the kernel must not see an inode change type).
     pub fn lookup(&mut self, parent: u64, name: &str, kind: Kind) -> u64 {
-        let ino = self.insert(parent, name, kind);
+        let view = self.child_view(parent, name);
+        self.lookup_in(parent, name, kind, view)
+    }
+
+    /// [`Self::lookup`] of an inode of `view` (the root of a snapshot view).
+    pub fn lookup_in(&mut self, parent: u64, name: &str, kind: Kind, view: View) -> u64 {
+        let ino = self.insert_in(parent, name, kind, view);
         if let Some(n) = self.nodes.get_mut(&ino) {
             n.lookups += 1;
         }
@@ -185,8 +257,16 @@ impl InodeTable {
     /// The inode for `name` in `parent` as a `kind`, made if needed, without a lookup
     /// reference (the caller must give it one, or open it, or let [`Self::maybe_drop`] go).
     pub fn insert(&mut self, parent: u64, name: &str, kind: Kind) -> u64 {
+        let view = self.child_view(parent, name);
+        self.insert_in(parent, name, kind, view)
+    }
+
+    /// [`Self::insert`] of an inode of `view`. An inode of another kind or view under the
+    /// name is detached first (a named snapshot made again of another moment is another
+    /// tree).
+    pub fn insert_in(&mut self, parent: u64, name: &str, kind: Kind, view: View) -> u64 {
         if let Some(ino) = self.child(parent, name) {
-            if self.nodes.get(&ino).map(|n| n.kind) == Some(kind) {
+            if self.nodes.get(&ino).map(|n| (n.kind, n.view)) == Some((kind, view)) {
                 return ino;
             }
             self.detach(parent, name);
@@ -201,12 +281,33 @@ impl InodeTable {
             ino = if ino >= MAX_INO { FIRST_INO } else { ino + 1 };
         }
         self.nodes
-            .insert(ino, Node::new(parent, name.to_string(), kind));
+            .insert(ino, Node::new(parent, name.to_string(), kind, view));
         self.names.insert((parent, name.to_string()), ino);
         if let Some(p) = self.nodes.get_mut(&parent) {
             p.children += 1;
         }
         ino
+    }
+
+    /// The inode cached under `key` in the live view, if any (walking down from the root).
+    pub fn find_live(&self, key: &str) -> Option<u64> {
+        if self.view(ROOT) != Some(View::Live) {
+            return None;
+        }
+        let mut cur = ROOT;
+        for part in key.split('/').filter(|p| !p.is_empty()) {
+            cur = self.child(cur, part)?;
+        }
+        Some(cur)
+    }
+
+    /// Every cached inode of the live view (the root excluded), with its key.
+    pub fn live_inodes(&self) -> Vec<(u64, String)> {
+        self.nodes
+            .iter()
+            .filter(|(ino, n)| **ino != ROOT && n.view == View::Live)
+            .filter_map(|(ino, _)| Some((*ino, self.path(*ino)?)))
+            .collect()
     }
 
     /// Drops `n` kernel lookups of `ino` (FUSE forget).

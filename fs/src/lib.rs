@@ -29,7 +29,7 @@ pub mod read;
 pub mod write;
 pub mod xattr;
 
-pub use crate::core::{Attr, Caller, Entry, ObjFs, SetAttr, SetTime, StatFs};
+pub use crate::core::{Attr, Caller, Entry, KernelNotifier, ObjFs, SetAttr, SetTime, StatFs};
 pub use attr::Kind;
 pub use config::FsConfig;
 pub use error::{FsError, FsResult};

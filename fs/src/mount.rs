@@ -118,6 +118,7 @@ pub fn mount(
     spawn_times_flusher(rt.handle(), &fs);
     let adapter = Adapter::new(fs.clone(), rt.handle().clone());
     let mut session = Session::new(adapter, mountpoint, &options)?;
+    fs.set_notifier(Arc::new(crate::adapter::FuseNotifier(session.notifier())));
     let unmounter = session.unmount_callable();
     let done = Arc::new((Mutex::new(Done::default()), Condvar::new()));
     let thread = {

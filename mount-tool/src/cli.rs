@@ -15,7 +15,7 @@ Examples:
 
 Commands that take STORE also take the mount point of a mounted store; while it is mounted
 they talk to the mount process over its control socket.
-Exit codes: 0 success, 1 failure, 2 usage error.
+Exit codes: 0 success, 1 failure, 2 usage error (restore: 3 conflicts, 4 failed steps).
 Logs: set RUST_LOG (e.g. RUST_LOG=objfs=debug); a mount daemon logs to STORE/objfs.log.
 As a mount(8) helper: ln -s \"$(command -v objfs)\" /sbin/mount.objfs (see docs/OPERATIONS.md).";
 
@@ -27,6 +27,7 @@ Examples:
   objfs mount --read-only /srv/objfs/store /mnt/objfs
   objfs mount -o allow_other,part_size=16M,attr_ttl=0.5 /srv/objfs/store /mnt/objfs
   objfs mount --cache-size 1G --max-memory 512M --log-file /var/log/objfs.log STORE MNT
+  objfs mount --at -1h ~/.objfs/store /tmp/an-hour-ago  read-only, as the store was an hour ago
 
 STORE must be an existing store, except with --init or at the default location
 ~/.objfs/store, where a missing or empty directory becomes a new store. The mount point is
@@ -37,7 +38,12 @@ failed (exit 1); the daemon keeps running until `objfs umount MOUNTPOINT` and lo
 STORE/objfs.log unless --log-file says otherwise. SIGINT and SIGTERM finish pending uploads,
 unmount and close the store.
 
--o options understood by objfs: ro, allow_other, noxattr, part_size=SIZE, max_memory=SIZE,
+Every mount has a hidden, read-only .snapshots/ in its root: .snapshots/@RFC3339-TIME/ and
+.snapshots/NAME/ are the tree as it was then (-o snapdir=visible lists it in the root).
+With --at, while the store is mounted, its mount process serves the second mount point; it
+ends with `objfs umount` of either (unmounting the live mount ends it too).
+
+-o options understood by objfs: ro, allow_other, noxattr, snapdir=hidden|visible, part_size=SIZE, max_memory=SIZE,
 cache_size=SIZE, attr_ttl=SECONDS, uid=N, gid=N, file_mode=OCTAL, dir_mode=OCTAL, fsname=NAME,
 log_file=PATH, foreground, allow_non_empty. Passed to FUSE: rw, allow_root, auto_unmount,
 default_permissions, noatime, atime, relatime, nodiratime, strictatime, exec, noexec, suid,
@@ -115,6 +121,21 @@ pub enum Command {
     /// Manage the store's disks: add, remove (moving data off first), replace a failed one.
     #[command(after_help = crate::maintenance::DISK_EXAMPLES)]
     Disk(crate::maintenance::DiskArgs),
+    /// List every version and delete marker of a file, newest first.
+    #[command(after_help = crate::history_commands::VERSIONS_EXAMPLES)]
+    Versions(crate::history_commands::VersionsArgs),
+    /// Write an old version of a file to stdout (by id, or as of a moment).
+    #[command(after_help = crate::history_commands::CAT_EXAMPLES)]
+    Cat(crate::history_commands::CatArgs),
+    /// Named snapshots: create, list, delete.
+    #[command(after_help = crate::history_commands::SNAPSHOT_EXAMPLES)]
+    Snapshot(crate::history_commands::SnapshotArgs),
+    /// Show or change how long history is kept.
+    #[command(after_help = crate::history_commands::RETENTION_EXAMPLES)]
+    Retention(crate::history_commands::RetentionArgs),
+    /// Bring a directory (or key prefix) back to what it was at a moment; resumable.
+    #[command(after_help = crate::restore::RESTORE_EXAMPLES)]
+    Restore(crate::restore::RestoreArgs),
     /// Print a shell completion script.
     #[command(after_help = COMPLETIONS_EXAMPLES)]
     Completions(CompletionsArgs),
@@ -181,6 +202,10 @@ pub struct MountArgs {
     /// default: STORE/objfs.log for a daemon, stderr in the foreground).
     #[arg(long, value_name = "PATH")]
     pub log_file: Option<PathBuf>,
+    /// Mount the store as it was at TIME, read-only: RFC 3339, or -15m, -2h, -3d before now.
+    /// While the store is mounted, its mount process serves this mount too.
+    #[arg(long, value_name = "TIME", allow_hyphen_values = true)]
+    pub at: Option<String>,
 }
 
 /// `objfs umount`.
@@ -215,6 +240,10 @@ pub struct InitArgs {
     /// Copies of new data on distinct disks before it is acknowledged. Default: by disk count.
     #[arg(long, value_name = "R")]
     pub replicas: Option<u8>,
+    /// How long history is kept (default: every version 24h, hourly 7d, daily 90d, deleted
+    /// keys 90d; see `objfs retention --help`).
+    #[command(flatten)]
+    pub retention: crate::history_commands::RetentionOptions,
 }
 
 /// `objfs status`.

@@ -75,7 +75,12 @@ pub fn init(a: &InitArgs) -> Result<()> {
     if let Some(ec) = &a.ec {
         cfg.ec = parse_ec(ec).map_err(|e| crate::usage(format!("{e:#}")))?;
     }
+    // A bad duration is reported before anything is created.
+    a.retention.change()?;
     let store = location::init(&loc, cfg).map_err(|e| explain_open_error(&path, e))?;
+    if let Some(local) = store.local() {
+        crate::history_commands::init_retention(local, &a.retention)?;
+    }
     store
         .close()
         .with_context(|| format!("cannot close store {}", path.display()))?;

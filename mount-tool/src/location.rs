@@ -85,6 +85,13 @@ impl Store {
     }
 
     /// The embedded store, when that is what this is.
+    /// The local store, if this is one.
+    pub fn local(&self) -> Option<&LocalStore> {
+        match self {
+            Store::Local(s) => Some(s),
+        }
+    }
+
     pub fn into_local(self) -> Option<LocalStore> {
         match self {
             Store::Local(s) => Some(s),

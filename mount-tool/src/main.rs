@@ -10,6 +10,8 @@ mod client;
 mod commands;
 mod daemon;
 mod helper;
+mod history;
+mod history_commands;
 mod location;
 mod logging;
 mod maintenance;
@@ -20,6 +22,7 @@ mod options;
 mod platform;
 mod progress;
 mod render;
+mod restore;
 mod runtime;
 mod server;
 mod target;
@@ -47,6 +50,23 @@ impl fmt::Display for UsageError {
 
 impl std::error::Error for UsageError {}
 
+/// A failure with its own exit code (restore's conflicts and failed steps).
+#[derive(Debug)]
+pub struct ExitWith(pub u8, pub String);
+
+impl fmt::Display for ExitWith {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.1)
+    }
+}
+
+impl std::error::Error for ExitWith {}
+
+/// A failure `msg` that exits with `code`.
+pub fn exit_with(code: u8, msg: impl Into<String>) -> anyhow::Error {
+    anyhow::Error::new(ExitWith(code, msg.into()))
+}
+
 /// A usage error with `msg`.
 pub fn usage(msg: impl Into<String>) -> anyhow::Error {
     anyhow::Error::new(UsageError(msg.into()))
@@ -67,6 +87,11 @@ fn run(cli: Cli) -> Result<()> {
         Command::Scrub(a) => maintenance::scrub(&a),
         Command::Gc(a) => maintenance::gc(&a),
         Command::Disk(a) => maintenance::disk(&a),
+        Command::Versions(a) => history_commands::versions(&a),
+        Command::Cat(a) => history_commands::cat(&a),
+        Command::Snapshot(a) => history_commands::snapshot(&a),
+        Command::Retention(a) => history_commands::retention(&a),
+        Command::Restore(a) => restore::command(&a),
         Command::Completions(a) => manual::completions(&a),
         Command::Man(a) => manual::man(&a),
     }
@@ -107,7 +132,12 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("objfs: {e:#}");
             let usage_error = e.chain().any(|c| c.is::<UsageError>());
-            if usage_error && !helper {
+            let own_code = e
+                .chain()
+                .find_map(|c| c.downcast_ref::<ExitWith>().map(|x| x.0));
+            if let Some(code) = own_code {
+                ExitCode::from(code)
+            } else if usage_error && !helper {
                 ExitCode::from(2)
             } else {
                 ExitCode::FAILURE

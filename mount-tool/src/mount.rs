@@ -7,6 +7,11 @@
 //! mistakes are reported directly and nothing is created for a mount that cannot work. Then
 //! the process forks (unless `--foreground`); only the child opens the store (sled starts
 //! threads), registers itself (runtime.rs, server.rs) and mounts.
+//!
+//! `--at TIME` mounts the store as it was then, read-only. When the store is mounted already,
+//! its mount process owns it (sled has one owner), so the command asks that process to serve
+//! the second mount point over the control channel and returns; otherwise it mounts as usual,
+//! with a read-only view of the moment.
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, RecvTimeoutError};
@@ -40,6 +45,10 @@ pub struct MountRequest {
     pub quiet: bool,
     /// Create the store when STORE is missing or an empty directory (`--init`).
     pub init: bool,
+    /// Mount the store as it was at this moment, read-only (`--at`).
+    pub at: Option<std::time::SystemTime>,
+    /// The `-o` lists and flags as given, for a mount process asked to serve `--at`.
+    pub option_lists: Vec<String>,
 }
 
 impl MountRequest {
@@ -77,12 +86,32 @@ impl MountRequest {
         if let Some(p) = &a.log_file {
             s.log_file = Some(p.clone());
         }
+        let at = match &a.at {
+            Some(t) => Some(crate::history_commands::moment(t)?),
+            None => None,
+        };
+        if at.is_some() && a.init {
+            return Err(crate::usage(
+                "--at shows the past of an existing store: not with --init",
+            ));
+        }
+        let mut option_lists = a.options.clone();
+        if a.allow_other {
+            option_lists.push("allow_other".into());
+        }
+        for (name, v) in [("cache_size", &a.cache_size), ("attr_ttl", &a.attr_ttl)] {
+            if let Some(v) = v {
+                option_lists.push(format!("{name}={v}"));
+            }
+        }
         Ok(MountRequest {
             store: a.store.clone(),
             mountpoint: a.mountpoint.clone(),
             settings: s,
             quiet: false,
             init: a.init,
+            at,
+            option_lists,
         })
     }
 
@@ -101,6 +130,8 @@ impl MountRequest {
             settings: s,
             quiet: !h.verbose,
             init: false,
+            at: None,
+            option_lists: h.options.clone(),
         })
     }
 }
@@ -118,6 +149,9 @@ pub fn run(req: MountRequest) -> Result<()> {
         .to_path_buf();
     let create = check_store(&store, req.init)?;
     if let Some(m) = runtime::lookup_store(&StoreLocation::Local(store.clone())) {
+        if let Some(at) = req.at {
+            return mount_at_by(&m, &req, at);
+        }
         bail!(
             "store {} is already mounted at {} (pid {}); unmount it first (`objfs umount {}`)",
             store.display(),
@@ -131,6 +165,11 @@ pub fn run(req: MountRequest) -> Result<()> {
     if cfg.fs_name.is_empty() {
         cfg.fs_name = "objfs".into();
     }
+    if let Some(at) = req.at {
+        cfg.at = Some(at);
+        cfg.read_only = true;
+    }
+    cfg.store_created = crate::server::store_created(&store);
     let log_file = match &req.settings.log_file {
         Some(p) => Some(platform::absolute(p)?),
         None => None,
@@ -171,12 +210,50 @@ pub fn run(req: MountRequest) -> Result<()> {
         quiet: req.quiet,
         log,
         read_only: cfg.read_only,
+        at: cfg.at,
     };
     match serve(plan, cfg, &mut notifier) {
         Ok(()) => Ok(()),
         Err(e) => {
             notifier.error(&format!("{e:#}"));
             Err(e)
+        }
+    }
+}
+
+/// `mount --at` of a store that `m` has mounted: its mount process serves the new mount
+/// point (the store has one owner).
+fn mount_at_by(m: &runtime::Mounted, req: &MountRequest, at: std::time::SystemTime) -> Result<()> {
+    let (mountpoint, create_mp) = check_mountpoint(&req.mountpoint, req.settings.allow_non_empty)?;
+    let mp = create_mountpoint(&mountpoint, create_mp)?;
+    let r = crate::client::call(
+        m,
+        &crate::ops::Request::MountAt {
+            mountpoint: mp.clone(),
+            at_ns: crate::history::to_ns(at),
+            options: req.option_lists.clone(),
+        },
+        &mut |_| {},
+    );
+    match r {
+        Ok(v) => {
+            if !req.quiet {
+                eprintln!(
+                    "objfs: mounted {} as of {} at {} (read-only, served by the mount process of {}, pid {})",
+                    m.record.store,
+                    v["at"].as_str().unwrap_or("?"),
+                    mp.display(),
+                    m.record.mountpoint.display(),
+                    m.record.pid
+                );
+            }
+            Ok(())
+        }
+        Err(e) => {
+            if create_mp {
+                let _ = std::fs::remove_dir(&mp);
+            }
+            Err(e.context(format!("cannot mount {} as of a moment", mp.display())))
         }
     }
 }
@@ -359,6 +436,8 @@ struct Plan<'a> {
     /// The log file given on the command line (opened already).
     log: Option<RotatingFile>,
     read_only: bool,
+    /// The moment of a `mount --at`.
+    at: Option<std::time::SystemTime>,
 }
 
 /// The daemon's default log: `STORE/objfs.log`, from now on also its stderr.
@@ -405,6 +484,7 @@ fn serve(plan: Plan<'_>, cfg: FsConfig, notifier: &mut Notifier) -> Result<()> {
         log_file: log_file.clone(),
         read_only: plan.read_only,
         started: crate::render::now_ns(),
+        at: plan.at.map(crate::history::to_ns),
     };
     let server = runtime::register(&StoreLocation::Local(store_path.clone()), &record).and_then(
         |(reg, listener)| {
@@ -437,6 +517,16 @@ fn serve(plan: Plan<'_>, cfg: FsConfig, notifier: &mut Notifier) -> Result<()> {
             return Err(e);
         }
     };
+    server.set_fs(handle.fs().clone());
+    // Weak: the filesystem (and the store it holds) must go when the mount ends.
+    let fs = Arc::downgrade(handle.fs());
+    server.set_invalidator(Arc::new(move |keys: &[String]| {
+        if let Some(fs) = fs.upgrade() {
+            // Entries, attributes and negative entries of the keys, in the mount and the
+            // kernel (FUSE notifications).
+            fs.invalidate_keys(keys);
+        }
+    }));
     let mountpoint = mp.as_path();
     info!(store = %store_path.display(), mountpoint = %mountpoint.display(), "mounted");
     if plan.foreground && !plan.quiet {

@@ -20,6 +20,7 @@ use objfs_store::local::{GcOptions, LocalStore, StoreStatus};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use crate::history::{self, CatSpec, RetentionChange};
 use crate::runtime::Record;
 
 /// The protocol version a client sends and a server accepts.
@@ -59,6 +60,62 @@ pub enum Request {
         old: PathBuf,
         new: PathBuf,
     },
+    /// `objfs versions`: every version and delete marker of a key, newest first.
+    Versions {
+        key: String,
+    },
+    /// `objfs cat`: one version's bytes. The answer line says which version and its size;
+    /// the bytes follow it raw on the connection (server.rs).
+    Cat(CatSpec),
+    SnapshotCreate {
+        name: String,
+        /// The moment (ns since the epoch); now when absent.
+        #[serde(default)]
+        at_ns: Option<u64>,
+    },
+    SnapshotList,
+    SnapshotDelete {
+        name: String,
+    },
+    RetentionShow {
+        #[serde(default)]
+        dry_run: bool,
+    },
+    RetentionSet(RetentionChange),
+    /// `objfs mount --at` of a mounted store: the mount process serves a read-only mount of
+    /// that moment at `mountpoint` (sled has one owner), with these `-o` options.
+    MountAt {
+        mountpoint: PathBuf,
+        at_ns: u64,
+        #[serde(default)]
+        options: Vec<String>,
+    },
+    /// `objfs restore` (restore.rs).
+    Restore(crate::restore::RestoreRequest),
+}
+
+/// What a request changed behind the kernel's back: the mount that serves it tells the
+/// kernel (`objfs_fs::ObjFs::invalidate_keys` and friends, server.rs).
+#[derive(Debug, Default, PartialEq)]
+pub struct Invalidation {
+    pub keys: Vec<String>,
+    pub prefixes: Vec<String>,
+    pub snapshots: Vec<String>,
+}
+
+impl Request {
+    /// What executing this request may have changed in the namespace a mount shows.
+    pub fn invalidation(&self) -> Invalidation {
+        match self {
+            Request::SnapshotCreate { name, .. } | Request::SnapshotDelete { name } => {
+                Invalidation {
+                    snapshots: vec![name.clone()],
+                    ..Default::default()
+                }
+            }
+            _ => Invalidation::default(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -105,6 +162,8 @@ pub fn mount_json(record: Option<&Record>) -> Value {
             "log_file": r.log_file.as_ref().map(|p| p.display().to_string()),
             "read_only": r.read_only,
             "started": r.started,
+            "at_ns": r.at,
+            "at_mounts": [],
         }),
         None => Value::Null,
     }
@@ -191,6 +250,7 @@ pub fn execute(
                 }
             }
         }
+        Request::Restore(r) => crate::restore::execute(store, r, on_progress, &mut |_| {}),
         Request::Run { name, gc } => run_job(store, daemon_name(name)?, gc.as_ref(), on_progress),
         Request::DiskAdd { dir } => {
             store
@@ -224,6 +284,16 @@ pub fn execute(
                 "store": store.path().display().to_string(),
                 "moved": 0,
             }))
+        }
+        Request::Versions { key } => history::versions(store, key),
+        Request::Cat(spec) => Ok(history::cat_header(&history::resolve(store, spec)?)),
+        Request::SnapshotCreate { name, at_ns } => history::snapshot_create(store, name, *at_ns),
+        Request::SnapshotList => history::snapshot_list(store),
+        Request::SnapshotDelete { name } => history::snapshot_delete(store, name),
+        Request::RetentionShow { dry_run } => history::retention_show(store, *dry_run),
+        Request::RetentionSet(change) => history::retention_set(store, change),
+        Request::MountAt { .. } => {
+            bail!("only the process that mounts the store serves another mount of it")
         }
     }
 }

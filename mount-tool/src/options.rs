@@ -121,6 +121,8 @@ pub struct FsConfigOverrides {
     pub extra_options: Vec<String>,
     /// `-o noxattr`: no extended attributes (faster `ls -l`).
     pub no_xattr: bool,
+    /// `-o snapdir=visible`: list `.snapshots` in the root.
+    pub snapdir_visible: bool,
 }
 
 impl FsConfigOverrides {
@@ -144,6 +146,8 @@ impl FsConfigOverrides {
                 .unwrap_or_else(|| default_fs_name.to_string()),
             extra_options: self.extra_options.clone(),
             xattr: !self.no_xattr,
+            snapdir_visible: self.snapdir_visible,
+            ..d
         }
     }
 }
@@ -203,6 +207,13 @@ impl MountSettings {
             "ro" => fs.read_only = true,
             "allow_other" => fs.allow_other = true,
             "noxattr" => fs.no_xattr = true,
+            "snapdir" => {
+                fs.snapdir_visible = match need(value)?.as_str() {
+                    "visible" => true,
+                    "hidden" => false,
+                    v => bail!("snapdir={v}: say snapdir=hidden or snapdir=visible"),
+                }
+            }
             "part_size" => {
                 fs.part_size = Some(parse_mem_size(&need(value)?, "part_size", MIN_PART_SIZE)?)
             }

@@ -1,5 +1,5 @@
-//! Feedback while a long job runs (place, scrub, gc, disk remove): an indicatif bar with bytes
-//! and items done, rate and ETA when stderr is a terminal; a plain line every few seconds when
+//! Feedback while a long job runs (place, scrub, gc, disk remove, restore): an indicatif bar
+//! with bytes or items done, rate and ETA when stderr is a terminal; a plain line every few seconds when
 //! it is not (a log, a pipe); nothing with `--quiet`. Progress always goes to stderr, so
 //! stdout carries only the report (or its JSON).
 
@@ -57,6 +57,10 @@ impl Feedback {
                     (p.run.items_done, p.run.items_total.max(1))
                 };
                 let b = bar.get_or_insert_with(|| new_bar(&p.job, by_bytes, len.max(pos)));
+                if pos < b.position() {
+                    // A new phase (restore: planning, then executing): rate and ETA anew.
+                    b.reset();
+                }
                 b.set_length(len.max(pos));
                 b.set_position(pos);
                 let items = if p.run.items_total > 0 {
@@ -91,10 +95,16 @@ fn new_bar(job: &str, by_bytes: bool, len: u64) -> ProgressBar {
     let template = if by_bytes {
         "{prefix} [{bar:30}] {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} ETA {eta} {msg}"
     } else {
-        "{prefix} [{bar:30}] {pos}/{len} ETA {eta} {msg}"
+        "{prefix} [{bar:30}] {pos}/{len} {rate} ETA {eta} {msg}"
     };
     let style = ProgressStyle::with_template(template)
         .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .with_key(
+            "rate",
+            |s: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                let _ = write!(w, "{:.0}/s", s.per_sec());
+            },
+        )
         .progress_chars("=> ");
     let b = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr());
     b.set_style(style);

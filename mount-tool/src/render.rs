@@ -96,6 +96,7 @@ fn unit_of(job: &str) -> &'static str {
     match job {
         "gc" => "phases",
         "disk remove" => "replicas/shards",
+        "restore" => "keys",
         _ => "volumes",
     }
 }
@@ -219,6 +220,19 @@ pub struct MountView {
     pub log_file: Option<String>,
     pub read_only: bool,
     pub started: u64,
+    /// The moment a `mount --at` shows.
+    #[serde(default)]
+    pub at_ns: Option<u64>,
+    /// The `mount --at` mounts this process serves.
+    #[serde(default)]
+    pub at_mounts: Vec<AtMountView>,
+}
+
+/// A `mount --at` served by a live mount's process.
+#[derive(Debug, Clone, Deserialize)]
+pub struct AtMountView {
+    pub mountpoint: String,
+    pub at_ns: u64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -270,6 +284,17 @@ pub fn status_text(v: &Value) -> anyhow::Result<String> {
                 local_time(m.started),
                 if m.read_only { " (read-only)" } else { "" }
             );
+            if let Some(at) = m.at_ns {
+                let _ = writeln!(s, "as of:           {} (mount --at)", local_time(at));
+            }
+            for a in &m.at_mounts {
+                let _ = writeln!(
+                    s,
+                    "also serves:     {} as of {} (mount --at, read-only)",
+                    a.mountpoint,
+                    local_time(a.at_ns)
+                );
+            }
             let _ = writeln!(
                 s,
                 "log:             {}",

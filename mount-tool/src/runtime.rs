@@ -42,6 +42,9 @@ pub struct Record {
     pub read_only: bool,
     /// When the mount started (ns since the epoch).
     pub started: u64,
+    /// The moment a `mount --at` shows (ns since the epoch); absent for a live mount.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<u64>,
 }
 
 /// The runtime directory of this user.

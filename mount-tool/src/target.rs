@@ -85,6 +85,28 @@ pub fn check_is_store(path: &Path) -> Result<()> {
 }
 
 impl Target {
+    /// `cat`: writes the version `spec` names to `out`; returns which version it was.
+    pub fn cat(
+        &self,
+        spec: &crate::history::CatSpec,
+        out: &mut dyn std::io::Write,
+    ) -> Result<Value> {
+        match self {
+            Target::Mounted(m) => client::call_raw(m, &Request::Cat(spec.clone()), out),
+            Target::Local(path) => {
+                let store = open_unmounted(path)?;
+                let out = crate::history::resolve(&store, spec).and_then(|info| {
+                    crate::history::write_version(&store, &info, out)?;
+                    Ok(crate::history::cat_header(&info))
+                });
+                let closed = store.close();
+                let out = out?;
+                closed.with_context(|| format!("cannot close store {}", path.display()))?;
+                Ok(out)
+            }
+        }
+    }
+
     /// Executes `req` where the store is, showing progress on `feedback`.
     pub fn execute(&self, req: &Request, feedback: &mut Feedback) -> Result<Value> {
         let out = match self {

@@ -9,24 +9,18 @@
 //! After criterion's report, a table of ratios (objfs / native throughput) is printed from
 //! criterion's own estimates. `OBJFS_BENCH_KEYS` lowers the 1,000,000 keys for a quick run.
 
+mod common;
+
 use std::hint::black_box;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::{bench_dir, count_versions, mean_ns, rt};
 use criterion::{BenchmarkId, Criterion, Throughput};
 use objfs_store::local::{LocalConfig, LocalStore};
 use objfs_store::*;
 
 const SIZES: [(usize, &str); 3] = [(4 << 10, "4KiB"), (1 << 20, "1MiB"), (64 << 20, "64MiB")];
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
-}
 
 fn data(n: usize) -> bytes::Bytes {
     let mut v = vec![0u8; n];
@@ -38,13 +32,6 @@ fn data(n: usize) -> bytes::Bytes {
         *b = x as u8;
     }
     v.into()
-}
-
-fn bench_dir() -> tempfile::TempDir {
-    // Same disk as the build (not tmpfs): native and objfs share it.
-    let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench-tmp");
-    let _ = std::fs::create_dir_all(&base);
-    tempfile::tempdir_in(base).expect("bench dir")
 }
 
 fn put_get(c: &mut Criterion) {
@@ -243,36 +230,11 @@ fn listing(c: &mut Criterion) {
         .throughput(Throughput::Elements(10_000));
     g.bench_function("objfs", |b| {
         b.iter(|| {
-            let mut req = ListVersionsRequest {
-                prefix: "hist/key".into(),
-                max_keys: 1000,
-                ..Default::default()
-            };
-            let mut n = 0;
-            loop {
-                let page = rt.block_on(store.list_versions(&req)).expect("list");
-                n += page.versions.len();
-                match page.next_key_marker {
-                    Some(k) => {
-                        req.key_marker = Some(k);
-                        req.version_marker = page.next_version_marker;
-                    }
-                    None => break,
-                }
-            }
+            let n = count_versions(&rt, store.as_ref(), "hist/key");
             assert_eq!(n, 10_000);
         })
     });
     g.finish();
-}
-
-/// criterion's mean estimate (ns) of one benchmark, from its JSON output.
-fn mean_ns(group: &str, id: &str) -> Option<f64> {
-    let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/criterion");
-    let text =
-        std::fs::read_to_string(base.join(group).join(id).join("new/estimates.json")).ok()?;
-    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
-    v["mean"]["point_estimate"].as_f64()
 }
 
 fn report() {

@@ -21,9 +21,16 @@ pub const S3_MAX_KEY_LEN: usize = 1024;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KeyError {
     Empty,
-    TooLong { len: usize, max: usize },
+    TooLong {
+        len: usize,
+        max: usize,
+    },
     Nul,
     LeadingSlash,
+    /// The key lies under a prefix the backend keeps for itself (S3's `.objfs/`).
+    Reserved {
+        prefix: &'static str,
+    },
 }
 
 impl fmt::Display for KeyError {
@@ -35,6 +42,12 @@ impl fmt::Display for KeyError {
             }
             KeyError::Nul => write!(f, "key contains a NUL byte"),
             KeyError::LeadingSlash => write!(f, "key starts with '/'"),
+            KeyError::Reserved { prefix } => {
+                write!(
+                    f,
+                    "keys under {prefix} are reserved for the store's own records"
+                )
+            }
         }
     }
 }
@@ -95,6 +108,37 @@ pub fn prefix_successor(prefix: &[u8]) -> Option<Vec<u8>> {
         }
     }
     None
+}
+
+/// Longest record name in bytes (see [`crate::ObjectStore::get_record`]).
+pub const MAX_RECORD_NAME_LEN: usize = 512;
+
+/// Checks a record name: 1..=[`MAX_RECORD_NAME_LEN`] bytes of ASCII letters, digits and
+/// `/ . _ - @ : +`, not starting with `/`. Record names are chosen by code (`snapshot/NAME`,
+/// `retention`, `restore/ID`), but a snapshot's name comes from the user, so the rule is
+/// strict enough to be a file name and an S3 key under any backend.
+pub fn check_record_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > MAX_RECORD_NAME_LEN {
+        return Err(format!(
+            "record name {:?} is not 1..={MAX_RECORD_NAME_LEN} bytes",
+            name.chars().take(64).collect::<String>()
+        ));
+    }
+    if name.starts_with('/') {
+        return Err(format!("record name {name:?} starts with '/'"));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || "/._-@:+".contains(*c)))
+    {
+        return Err(format!("record name {name:?} contains {c:?}"));
+    }
+    Ok(())
+}
+
+/// [`check_record_name`] as a store error (`InvalidArgument`).
+pub fn validate_record_name(name: &str) -> crate::Result<()> {
+    check_record_name(name).map_err(crate::StoreError::InvalidArgument)
 }
 
 #[cfg(test)]

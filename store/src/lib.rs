@@ -12,10 +12,12 @@
 //! there; `s3` (off by default) builds [`s3`], the backend on an S3 bucket (aws-sdk-s3).
 
 pub mod error;
+pub mod history;
 pub mod key;
 #[cfg(feature = "local")]
 pub mod local;
 pub mod memory;
+mod paging;
 #[cfg(feature = "s3")]
 pub mod s3;
 pub mod store;

@@ -1,7 +1,10 @@
 //! The [`ObjectStore`] trait: one versioned, S3-shaped API that every backend implements and
 //! one conformance suite checks (`tests/`), so the filesystem never knows which backend it runs on.
 
+use std::time::SystemTime;
+
 use async_trait::async_trait;
+use bytes::Bytes;
 
 use crate::error::{Result, StoreError};
 use crate::types::*;
@@ -37,6 +40,16 @@ use crate::types::*;
 ///   re-uploading a number replaces that part; complete takes a list of (number, etag) in strictly
 ///   increasing order that must match uploaded parts, and concatenates them. Parts that were
 ///   uploaded but not listed are discarded. An upload id is valid only with its key.
+/// * **History** (`head_at`, `list_at`): the store as it was at a moment `at`: for each key,
+///   its newest version whose `modified` is not after `at`, unless that is a delete marker.
+///   The defaults compute it from `list_versions` (cost O(versions)); a backend that can seek
+///   to a key's version at a time (the local store) overrides them so that a listing as of a
+///   moment costs O(entries at that level).
+/// * **Records** (`get_record`, `put_record`, `list_records`): small named values the store
+///   keeps apart from its keys: never listed by `list`, never versioned. Named snapshots, the
+///   retention policy and restore checkpoints live there. Names follow
+///   [`crate::key::check_record_name`]. A `put_record` that returned survives a crash of the
+///   process; with `durable` (or after `sync`) a power loss too.
 /// * **Durability**: a write with `durable: true`, or any write followed by a successful `sync`,
 ///   survives a crash. Any write is atomic: after a crash it is wholly present or wholly absent.
 #[async_trait]
@@ -59,6 +72,37 @@ pub trait ObjectStore: Send + Sync + 'static {
     /// Adds a delete marker when `key` has a live version; returns the marker's id, or `None`
     /// when there was nothing to delete.
     async fn delete(&self, key: &str) -> Result<Option<VersionId>>;
+
+    /// [`ObjectStore::delete`] only when `condition` holds for the key's current live version
+    /// (else `PreconditionFailed`, and nothing changes): restore deletes a key only if it is
+    /// still the version its plan saw. Backends with [`StoreFeatures::conditional_put`] (local,
+    /// memory) check and delete in one step; this default checks with a `head` first, so a
+    /// write between the two is not noticed.
+    async fn delete_if(&self, key: &str, condition: Condition) -> Result<Option<VersionId>> {
+        let current = match self.head(key, None).await {
+            Ok(info) => Some(info.version),
+            Err(StoreError::NotFound { .. }) => None,
+            Err(e) => return Err(e),
+        };
+        let failed = |reason: String| StoreError::PreconditionFailed {
+            key: key.to_string(),
+            reason,
+        };
+        match (&condition, current) {
+            (Condition::None, _) | (Condition::IfNotExists, None) => {}
+            (Condition::IfNotExists, Some(v)) => {
+                return Err(failed(format!("live version {v} exists")))
+            }
+            (Condition::IfVersion(want), Some(v)) if *want == v => {}
+            (Condition::IfVersion(want), Some(v)) => {
+                return Err(failed(format!("current version is {v}, not {want}")))
+            }
+            (Condition::IfVersion(want), None) => {
+                return Err(failed(format!("no live version (expected {want})")))
+            }
+        }
+        self.delete(key).await
+    }
 
     /// Removes one version (or delete marker) of `key` for good.
     async fn delete_version(&self, key: &str, version: VersionId) -> Result<()>;
@@ -148,6 +192,44 @@ pub trait ObjectStore: Send + Sync + 'static {
 
     /// Capacity and usage.
     async fn capacity(&self) -> Result<Capacity>;
+
+    /// The version of `key` that was current at `at`: its newest version made at or before
+    /// `at`. `NotFound` when there is none or it is a delete marker.
+    async fn head_at(&self, key: &str, at: SystemTime) -> Result<ObjectInfo> {
+        crate::history::as_of::head_at_by_versions(self, key, at).await
+    }
+
+    /// [`ObjectStore::list`] as the store was at `at` (see "History" above). The page and
+    /// token rules are `list`'s; a token is valid only for the same request and `at`.
+    async fn list_at(&self, req: &ListRequest, at: SystemTime) -> Result<ListPage> {
+        crate::history::as_of::list_at_by_versions(self, req, at).await
+    }
+
+    /// A record (see "Records" above), `None` when there is none. Backends without
+    /// [`StoreFeatures::records`] answer `Unsupported`.
+    async fn get_record(&self, name: &str) -> Result<Option<Bytes>> {
+        Err(StoreError::Unsupported(format!(
+            "{}: store records ({name})",
+            self.describe()
+        )))
+    }
+
+    /// Writes (`Some`) or removes (`None`) a record.
+    async fn put_record(&self, name: &str, value: Option<Bytes>, durable: bool) -> Result<()> {
+        let _ = (value, durable);
+        Err(StoreError::Unsupported(format!(
+            "{}: store records ({name})",
+            self.describe()
+        )))
+    }
+
+    /// The records whose names start with `prefix`, in byte order of their names.
+    async fn list_records(&self, prefix: &str) -> Result<Vec<(String, Bytes)>> {
+        Err(StoreError::Unsupported(format!(
+            "{}: store records ({prefix})",
+            self.describe()
+        )))
+    }
 
     /// Records times beside `key` (see [`KeyTimes`]): each time given replaces the recorded
     /// one; the key need not exist. Lazy: the record is kept with the next group commit, not

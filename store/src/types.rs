@@ -321,6 +321,12 @@ pub struct StoreFeatures {
     /// [`crate::ObjectStore::set_key_times`] keeps times beside keys (otherwise the mount
     /// keeps them in memory only).
     pub key_times: bool,
+    /// [`crate::ObjectStore::get_record`] and friends keep records (named snapshots, the
+    /// retention policy, restore checkpoints).
+    pub records: bool,
+    /// The finest difference between two versions' times the backend keeps: versions made
+    /// at least this far apart have different `modified` times (S3 stamps whole seconds).
+    pub time_resolution: std::time::Duration,
 }
 
 impl StoreFeatures {
@@ -338,6 +344,8 @@ impl StoreFeatures {
             part_copy: true,
             max_key_len: crate::key::MAX_KEY_LEN,
             key_times: true,
+            records: true,
+            time_resolution: std::time::Duration::from_nanos(1),
         }
     }
 }

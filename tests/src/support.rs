@@ -102,16 +102,26 @@ fn assert_strictly_sorted<'a>(names: impl Iterator<Item = &'a str>, what: &str) 
 /// pages continue where the previous one ended, and that a token is followed by a non-empty
 /// page. Returns the pages.
 pub async fn walk_list(s: &dyn ObjectStore, req: &ListRequest) -> Vec<WalkedPage> {
+    walk_list_at(s, req, None).await
+}
+
+/// [`walk_list`] of the listing as of `at` (`list_at`), or of now (`list`) when `at` is `None`.
+pub async fn walk_list_at(
+    s: &dyn ObjectStore,
+    req: &ListRequest,
+    at: Option<SystemTime>,
+) -> Vec<WalkedPage> {
     let mut req = req.clone();
     let mut pages: Vec<WalkedPage> = Vec::new();
     let mut last: Option<Listed> = None;
     loop {
         assert!(pages.len() < 100_000, "listing does not end: {req:?}");
-        let page = s
-            .list(&req)
-            .await
-            .unwrap_or_else(|e| panic!("list {req:?}: {e}"));
-        let what = format!("list {req:?}");
+        let page = match at {
+            Some(at) => s.list_at(&req, at).await,
+            None => s.list(&req).await,
+        }
+        .unwrap_or_else(|e| panic!("list {req:?} at {at:?}: {e}"));
+        let what = format!("list {req:?} at {at:?}");
         assert_strictly_sorted(page.objects.iter().map(|o| o.key.as_str()), &what);
         assert_strictly_sorted(page.common_prefixes.iter().map(|p| p.as_str()), &what);
         let mut entries: Vec<Listed> = page

@@ -11,9 +11,14 @@
 //! A small key alphabet (`a`, `a/b`, `b/`, `c.d`, ...) makes collisions, roll-ups and
 //! prefix-boundary cases frequent. "Reopen" closes the LocalStore and opens it again.
 //! `OBJFS_MODEL_CASES` overrides the number of cases (64 by default).
+//!
+//! Time travel: after every step the harness notes the moment (the shared clock, which both
+//! stores take their version times from, moved on before the next step), and `ListAt` /
+//! `HeadAt` read both stores as of a moment taken from an earlier step (or the future).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use objfs_store::local::{LocalConfig, LocalStore};
@@ -117,6 +122,20 @@ enum Op {
         max_keys: usize,
         marker: Option<(usize, Option<usize>)>,
     },
+    /// `list_at` as of the moment after an earlier step (`moment` modulo the steps so far;
+    /// one past them is the future).
+    ListAt {
+        prefix: usize,
+        delim: Option<usize>,
+        max_keys: usize,
+        start_after: Option<usize>,
+        moment: usize,
+    },
+    /// `head_at` as of such a moment.
+    HeadAt {
+        key: usize,
+        moment: usize,
+    },
     Multipart {
         key: usize,
         meta: Option<u8>,
@@ -185,6 +204,9 @@ fn op() -> impl Strategy<Value = Op> {
         3 => (0..PREFIXES.len(), prop::option::of(0..DELIMITERS.len()), 0..4usize,
               prop::option::of((0..MARKERS.len(), prop::option::of(0..4usize))))
             .prop_map(|(prefix, delim, max_keys, marker)| Op::ListVersions { prefix, delim, max_keys, marker }),
+        3 => (0..PREFIXES.len(), prop::option::of(0..DELIMITERS.len()), 0..4usize, prop::option::of(0..MARKERS.len()), 0..64usize)
+            .prop_map(|(prefix, delim, max_keys, start_after, moment)| Op::ListAt { prefix, delim, max_keys, start_after, moment }),
+        3 => (key(), 0..64usize).prop_map(|(key, moment)| Op::HeadAt { key, moment }),
         2 => (key(), prop::option::of(0..3u8), cond(), prop::collection::vec(part_spec(), 0..5), finish())
             .prop_map(|(key, meta, cond, parts, finish)| Op::Multipart { key, meta, cond, parts, finish }),
         1 => (0..4usize, finish()).prop_map(|(idx, finish)| Op::FinishOpen { idx, finish }),
@@ -241,6 +263,22 @@ fn meta_of(m: Option<u8>) -> Metadata {
     }
 }
 
+/// The listing request an `Op::List` or `Op::ListAt` names.
+fn list_request(
+    prefix: usize,
+    delim: Option<usize>,
+    max_keys: usize,
+    start_after: Option<usize>,
+) -> ListRequest {
+    ListRequest {
+        prefix: PREFIXES[prefix].to_string(),
+        delimiter: delim.map(|d| DELIMITERS[d].to_string()),
+        start_after: start_after.map(|m| MARKERS[m].to_string()),
+        continuation: None,
+        max_keys,
+    }
+}
+
 fn kinds<T>(r: &Result<T>) -> Option<ErrorKind> {
     r.as_ref().err().map(|e| e.kind())
 }
@@ -272,6 +310,17 @@ struct Harness {
     /// Etag -> the bytes it stands for, per side.
     etags: [HashMap<String, Vec<u8>>; 2],
     uploads: Vec<Upload>,
+    /// The moment before the first step and after each step.
+    moments: Vec<SystemTime>,
+}
+
+/// Now, once the clock has moved past it: a version made after this call is later.
+fn moment_now() -> SystemTime {
+    let t = SystemTime::now();
+    while SystemTime::now() <= t {
+        std::hint::spin_loop();
+    }
+    t
 }
 
 impl Harness {
@@ -295,6 +344,7 @@ impl Harness {
             content: Vec::new(),
             etags: [HashMap::new(), HashMap::new()],
             uploads: Vec::new(),
+            moments: vec![moment_now()],
         }
     }
 
@@ -578,14 +628,32 @@ impl Harness {
                 max_keys,
                 start_after,
             } => {
-                let req = ListRequest {
-                    prefix: PREFIXES[*prefix].to_string(),
-                    delimiter: delim.map(|d| DELIMITERS[d].to_string()),
-                    start_after: start_after.map(|m| MARKERS[m].to_string()),
-                    continuation: None,
-                    max_keys: *max_keys,
-                };
-                self.compare_list(&req, &what).await;
+                let req = list_request(*prefix, *delim, *max_keys, *start_after);
+                self.compare_list(&req, None, &what).await;
+            }
+            Op::ListAt {
+                prefix,
+                delim,
+                max_keys,
+                start_after,
+                moment,
+            } => {
+                let req = list_request(*prefix, *delim, *max_keys, *start_after);
+                let at = self.moment(*moment);
+                self.compare_list(&req, Some(at), &what).await;
+            }
+            Op::HeadAt { key, moment } => {
+                let k = KEYS[*key];
+                let at = self.moment(*moment);
+                let mut out = Vec::new();
+                for side in [M, L] {
+                    let res = self.side(side).head_at(k, at).await;
+                    out.push(match res {
+                        Ok(i) => Ok(self.norm_info(side, &i, &what)),
+                        Err(e) => Err(e.kind()),
+                    });
+                }
+                assert_eq!(out[0], out[1], "{what}");
             }
             Op::ListVersions {
                 prefix,
@@ -846,12 +914,27 @@ impl Harness {
         }
     }
 
-    async fn compare_list(&mut self, req: &ListRequest, what: &str) {
+    /// The moment after step `idx` (modulo the steps so far; one past them: an hour ahead).
+    fn moment(&self, idx: usize) -> SystemTime {
+        let n = self.moments.len();
+        match self.moments.get(idx % (n + 1)) {
+            Some(t) => *t,
+            None => SystemTime::now() + Duration::from_secs(3600),
+        }
+    }
+
+    /// Compares a listing of now (`at` = `None`) or as of `at`, page by page.
+    async fn compare_list(&mut self, req: &ListRequest, at: Option<SystemTime>, what: &str) {
         let mut reqs = [req.clone(), req.clone()];
         for page in 0.. {
             assert!(page < 1000, "{what}: listing does not end");
-            let rm = self.mem.list(&reqs[M]).await;
-            let rl = self.l().list(&reqs[L]).await;
+            let (rm, rl) = match at {
+                Some(at) => (
+                    self.mem.list_at(&reqs[M], at).await,
+                    self.l().list_at(&reqs[L], at).await,
+                ),
+                None => (self.mem.list(&reqs[M]).await, self.l().list(&reqs[L]).await),
+            };
             let (pm, pl) = match (rm, rl) {
                 (Ok(a), Ok(b)) => (a, b),
                 (Err(a), Err(b)) => {
@@ -962,6 +1045,7 @@ impl Harness {
         for (i, op) in ops.iter().enumerate() {
             self.apply(op).await;
             self.compare_state(&format!("step {i} {op:?}")).await;
+            self.moments.push(moment_now());
         }
     }
 }
@@ -1118,6 +1202,15 @@ fn fixed_sequence_through_every_operation() {
             },
         },
         Op::DeleteVersion { key: 0, idx: 0 },
+        Op::ListAt {
+            prefix: 0,
+            delim: Some(0),
+            max_keys: 1,
+            start_after: None,
+            moment: 3,
+        },
+        Op::HeadAt { key: 0, moment: 2 },
+        Op::HeadAt { key: 0, moment: 63 },
         Op::Capacity,
         Op::Sync,
         Op::Reopen,

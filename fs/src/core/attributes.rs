@@ -17,7 +17,7 @@ use super::{lock, Attr, ObjFs, SetAttr};
 use crate::attr::{Attrs, Kind};
 use crate::config::FsConfig;
 use crate::error::{FsError, FsResult};
-use crate::inode::ROOT;
+use crate::inode::{View, ROOT};
 use crate::write::{copy_version, Writer};
 use crate::xattr;
 
@@ -32,7 +32,8 @@ impl ObjFs {
         let t = self.table().ok()?;
         let n = t.get(ino)?;
         let (a, at) = n.attrs.as_ref()?;
-        let live = n.writer.is_some() || n.detached;
+        // An open writer's, a detached inode's and the past's attributes never go stale.
+        let live = n.writer.is_some() || n.detached || n.view != View::Live;
         if !live && at.elapsed() >= self.cfg.attr_ttl {
             return None;
         }
@@ -48,6 +49,9 @@ impl ObjFs {
     pub async fn getattr(&self, ino: u64) -> FsResult<Attr> {
         if let Some(a) = self.getattr_cached(ino) {
             return Ok(a);
+        }
+        if self.in_past(ino, None) {
+            return self.getattr_past(ino).await;
         }
         let (kind, key, cached, detached) = {
             let t = self.table()?;
@@ -96,7 +100,7 @@ impl ObjFs {
 
     /// Changes attributes (chmod, chown, utimens, truncate).
     pub async fn setattr(&self, ino: u64, sa: SetAttr) -> FsResult<Attr> {
-        self.check_rw()?;
+        self.check_change(ino, None)?;
         if ino == ROOT {
             if sa.size.is_some() {
                 return Err(FsError::IsDir("/".into()));
@@ -263,6 +267,9 @@ impl ObjFs {
     /// Metadata of `ino` for xattrs: its current version (a directory's marker), or `None`
     /// for the root and implicit directories.
     async fn xattr_source(&self, ino: u64) -> FsResult<Option<ObjectInfo>> {
+        if self.in_past(ino, None) {
+            return self.xattr_source_past(ino).await;
+        }
         if ino == ROOT {
             return Ok(None);
         }
@@ -309,7 +316,7 @@ impl ObjFs {
 
     /// setxattr.
     pub async fn setxattr(&self, ino: u64, name: &OsStr, value: &[u8], flags: i32) -> FsResult<()> {
-        self.check_rw()?;
+        self.check_change(ino, None)?;
         let name = name
             .to_str()
             .ok_or_else(|| FsError::NotSupported(format!("xattr name {name:?}")))?;
@@ -320,7 +327,7 @@ impl ObjFs {
 
     /// removexattr.
     pub async fn removexattr(&self, ino: u64, name: &OsStr) -> FsResult<()> {
-        self.check_rw()?;
+        self.check_change(ino, None)?;
         let name = name
             .to_str()
             .ok_or_else(|| FsError::NoAttr(format!("{name:?}")))?;

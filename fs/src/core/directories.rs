@@ -13,9 +13,9 @@ use futures::StreamExt;
 
 use super::{lock, Entry, ObjFs, StatFs};
 use crate::attr::{Attrs, Kind, BLOCK_SIZE};
-use crate::dirhandle::{DirEntry, DirHandle, Item, NAME_MAX};
+use crate::dirhandle::{DirEntry, DirHandle, Item, Listing, NAME_MAX};
 use crate::error::{FsError, FsResult};
-use crate::inode::{key_ino, ROOT};
+use crate::inode::{key_ino, View, ROOT};
 
 /// Entries whose attributes readdirplus fetches at once.
 const PLUS_BATCH: usize = 64;
@@ -31,12 +31,13 @@ impl ObjFs {
     /// [`Self::opendir`] without a runtime: it does no I/O (the listing starts at the first
     /// readdir).
     pub fn opendir_now(&self, ino: u64) -> FsResult<u64> {
-        let prefix = self.dir_prefix(ino)?;
+        let handle = if self.in_past(ino, None) {
+            self.opendir_past(ino)?
+        } else {
+            DirHandle::new(ino, self.dir_prefix(ino)?)
+        };
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-        lock(&self.dirs, "dirs")?.insert(
-            fh,
-            Arc::new(tokio::sync::Mutex::new(DirHandle::new(ino, prefix))),
-        );
+        lock(&self.dirs, "dirs")?.insert(fh, Arc::new(tokio::sync::Mutex::new(handle)));
         Ok(fh)
     }
 
@@ -86,7 +87,7 @@ impl ObjFs {
                     Item::Entry(e) => {
                         let known = self.table()?.child(ino, &e.name);
                         let child = known.unwrap_or_else(|| {
-                            key_ino(&format!("{}{}", d.prefix(), e.name), e.kind)
+                            key_ino(&format!("{}{}", d.path_prefix(), e.name), e.kind)
                         });
                         (child, e.kind, e.name.as_str())
                     }
@@ -121,6 +122,7 @@ impl ObjFs {
             }
             // Fetch the attributes the listing did not give, concurrently.
             let prefix = d.prefix().to_string();
+            let listing = d.listing();
             let missing: Vec<(u64, DirEntry)> = items
                 .iter()
                 .filter_map(|(p, it)| match it {
@@ -131,7 +133,16 @@ impl ObjFs {
             let fetched: Vec<(u64, FsResult<(Attrs, bool)>)> = futures::stream::iter(missing)
                 .map(|(p, e)| {
                     let prefix = prefix.clone();
-                    async move { (p, self.entry_attrs(&prefix, &e).await) }
+                    async move {
+                        let r = match listing {
+                            Listing::Live => self.entry_attrs(&prefix, &e).await,
+                            past => self
+                                .entry_attrs_past(past, &prefix, &e)
+                                .await
+                                .map(|(a, _)| (a, false)),
+                        };
+                        (p, r)
+                    }
                 })
                 .buffer_unordered(PLUS_FETCHES)
                 .collect()
@@ -173,7 +184,11 @@ impl ObjFs {
                                 None => continue,
                             },
                         };
-                        let entry = self.remember(ino, &e.name, attrs)?;
+                        let entry = match e.at {
+                            // An entry of `.snapshots`: the root of a view of its moment.
+                            Some(at) => self.remember_in(ino, &e.name, attrs, View::At(at))?,
+                            None => self.remember(ino, &e.name, attrs)?,
+                        };
                         if marker {
                             self.marker_seen(entry.ino);
                         }
@@ -192,6 +207,11 @@ impl ObjFs {
 
     /// The pending files of directory `ino` as listing entries (see `dirhandle.rs`).
     fn pending_entries(&self, ino: u64) -> Vec<DirEntry> {
+        let snapdir = if ino == ROOT {
+            self.snapdir_entry()
+        } else {
+            None
+        };
         let Ok(t) = self.table() else {
             return Vec::new();
         };
@@ -204,8 +224,10 @@ impl ObjFs {
                     kind: Kind::File,
                     object: None,
                     attrs: Some(a),
+                    at: None,
                 })
             })
+            .chain(snapdir)
             .collect()
     }
 

@@ -30,6 +30,9 @@ impl ObjFs {
 
     /// Opens a file; returns the handle.
     pub async fn open(&self, ino: u64, flags: i32) -> FsResult<u64> {
+        if self.in_past(ino, None) {
+            return self.open_past(ino, flags).await;
+        }
         let write = flags & libc::O_ACCMODE != libc::O_RDONLY;
         if write {
             self.check_rw()?;
@@ -120,7 +123,7 @@ impl ObjFs {
         cell
     }
 
-    fn new_handle(
+    pub(super) fn new_handle(
         &self,
         ino: u64,
         write: bool,
@@ -156,8 +159,8 @@ impl ObjFs {
         flags: i32,
         caller: Caller,
     ) -> FsResult<(Entry, u64)> {
-        self.check_rw()?;
         let name_s = check_name(name)?;
+        self.check_change(parent, Some(name_s))?;
         let key = self.child_key(parent, name_s)?;
         if !is_regular(mode) {
             return Err(FsError::NotSupported("special files".into()));

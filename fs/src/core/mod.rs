@@ -11,15 +11,18 @@
 //! moves), `files` (open files: read, write, flush, release), `attributes` (getattr,
 //! setattr, xattrs), `directories` (readdir handles, statfs), `markers` (every store call
 //! on a directory marker), `times` (times beside keys, written lazily), `names` (names known
-//! to be absent). This module holds the struct and the helpers they share.
+//! to be absent), `snapshots` (the past: `.snapshots/` and `mount --at`, read-only),
+//! `invalidate` (forgetting what changed outside the kernel's view). This module holds the struct and the helpers they share.
 
 mod attributes;
 mod directories;
 mod files;
+mod invalidate;
 mod markers;
 mod names;
 mod namespace;
 mod rename;
+pub mod snapshots;
 mod times;
 pub mod types;
 
@@ -40,10 +43,11 @@ use crate::budget::MemBudget;
 use crate::config::FsConfig;
 use crate::dirhandle::{DirHandle, NAME_MAX};
 use crate::error::{FsError, FsResult};
-use crate::inode::InodeTable;
+use crate::inode::{InodeTable, View};
 use crate::read::{BlockCache, ReadAhead};
 use crate::write::{WriteCtx, Writer, WriterCell};
 
+pub use invalidate::KernelNotifier;
 pub use markers::marker_of;
 pub use times::{MAX_DIRTY_TIMES, TIMES_FLUSH_INTERVAL};
 pub use types::{Attr, Caller, Entry, SetAttr, SetTime, StatFs};
@@ -95,6 +99,8 @@ pub struct ObjFs {
     /// Renames take it exclusively, opens shared: an open that resolves a name and pins its
     /// version never interleaves with a rename that hands the name to another inode.
     namespace: tokio::sync::RwLock<()>,
+    /// Where invalidations of changes made outside the kernel go (see `invalidate.rs`).
+    notifier: Mutex<Option<Arc<dyn KernelNotifier>>>,
 }
 
 fn lock<'a, T>(m: &'a Mutex<T>, what: &str) -> FsResult<MutexGuard<'a, T>> {
@@ -154,13 +160,22 @@ impl ObjFs {
             part_size: cfg.part_size.max(1) as u64,
             min_part: features.min_part_size,
         };
-        let mut root = Attrs::default_for(Kind::Dir, &cfg, now);
-        root.mtime = now;
+        let mut cfg = cfg;
+        let mut inodes = InodeTable::new();
+        if let Some(at) = cfg.at {
+            // `objfs mount --at`: the whole mount is the store as of that moment.
+            cfg.read_only = true;
+            inodes.set_root_view(View::At(at));
+        }
+        let mut root = Attrs::default_for(Kind::Dir, &cfg, cfg.at.unwrap_or(now));
+        if cfg.at.is_none() {
+            root.mtime = now;
+        }
         Arc::new(ObjFs {
             store,
             features,
             started: now,
-            inodes: Mutex::new(InodeTable::new()),
+            inodes: Mutex::new(inodes),
             handles: Mutex::new(HashMap::new()),
             dirs: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
@@ -170,6 +185,7 @@ impl ObjFs {
             times: Mutex::new(times::TimesCache::new()),
             names: Mutex::new(names::NameCache::new()),
             namespace: tokio::sync::RwLock::new(()),
+            notifier: Mutex::new(None),
             cfg,
         })
     }
@@ -220,12 +236,15 @@ impl ObjFs {
         }
     }
 
-    /// Key of inode `ino`.
+    /// Key of inode `ino` (EROFS for an inode in the past: see `snapshots.rs`).
     fn key_of(&self, ino: u64) -> FsResult<(Kind, String)> {
         let t = self.table()?;
         let n = t
             .get(ino)
             .ok_or_else(|| FsError::NotFound(format!("inode {ino}")))?;
+        if n.view != View::Live {
+            return Err(FsError::ReadOnly);
+        }
         let kind = n.kind;
         let key = t
             .path(ino)
@@ -241,6 +260,9 @@ impl ObjFs {
             .ok_or_else(|| FsError::NotFound(format!("inode {ino}")))?;
         if n.kind != Kind::Dir {
             return Err(FsError::NotDir(n.name.clone()));
+        }
+        if n.view != View::Live {
+            return Err(FsError::ReadOnly);
         }
         t.dir_prefix(ino)
             .ok_or_else(|| FsError::NotFound(format!("inode {ino}")))

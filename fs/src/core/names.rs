@@ -136,6 +136,14 @@ impl ObjFs {
         }
     }
 
+    /// The names known absent one by one (not those of directories made here), by directory.
+    pub(super) fn absent_names(&self) -> Vec<(u64, String)> {
+        match lock(&self.names, "names") {
+            Ok(c) => c.absent.iter().map(|(k, _)| k.clone()).collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
     /// Forgets every name known absent: for a change this mount did not make through the
     /// kernel (a restore through the control channel) that the kernel is told about as well.
     pub fn forget_absent_names(&self) {

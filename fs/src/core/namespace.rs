@@ -30,6 +30,9 @@ impl ObjFs {
             Ok(n) => n,
             Err(e) => return Some(Err(e)),
         };
+        if self.in_past(parent, Some(name)) {
+            return self.lookup_past_cached(parent, name);
+        }
         // Not while a rename moves names.
         let _ns = self.namespace.try_read().ok()?;
         let key = match self.child_key(parent, name) {
@@ -54,6 +57,9 @@ impl ObjFs {
             return r;
         }
         let name = check_name(name)?;
+        if self.in_past(parent, Some(name)) {
+            return self.lookup_past(parent, name).await;
+        }
         let _ns = self.namespace.read().await;
         let key = self.child_key(parent, name)?;
         // A file this mount is writing answers from memory.
@@ -107,6 +113,9 @@ impl ObjFs {
 
     /// Reads a symlink's target.
     pub async fn readlink(&self, ino: u64) -> FsResult<Bytes> {
+        if self.in_past(ino, None) {
+            return self.readlink_past(ino).await;
+        }
         let (kind, key) = self.key_of(ino)?;
         if kind != Kind::Symlink {
             return Err(FsError::Invalid(format!("{key} is not a symlink")));
@@ -194,6 +203,7 @@ impl ObjFs {
         attrs: &Attrs,
     ) -> FsResult<Entry> {
         let name = check_name(name)?;
+        self.check_change(parent, Some(name))?;
         let key = self.child_key(parent, name)?;
         let dir = attrs.kind == Kind::Dir;
         if dir {
@@ -240,7 +250,9 @@ impl ObjFs {
     }
 
     /// Hard links are not supported (EPERM).
-    pub async fn link(&self, _ino: u64, _newparent: u64, _newname: &OsStr) -> FsResult<Entry> {
+    pub async fn link(&self, ino: u64, newparent: u64, newname: &OsStr) -> FsResult<Entry> {
+        self.check_change(newparent, newname.to_str())?;
+        self.check_change(ino, None)?;
         Err(FsError::NotPermitted("hard links are not supported".into()))
     }
 
@@ -297,8 +309,8 @@ impl ObjFs {
     /// or else a file or symlink. Its inode is detached and the parent kept. A pending file
     /// (created here, never closed) is only forgotten: the store never had it.
     async fn remove(&self, parent: u64, name: &OsStr, dir: bool) -> FsResult<()> {
-        self.check_rw()?;
         let name = check_name(name)?;
+        self.check_change(parent, Some(name))?;
         let key = self.child_key(parent, name)?;
         let (pending, child) = {
             let t = self.table()?;

@@ -38,7 +38,8 @@ impl ObjFs {
         newname: &OsStr,
         flags: u32,
     ) -> FsResult<()> {
-        self.check_rw()?;
+        self.check_change(parent, name.to_str())?;
+        self.check_change(newparent, newname.to_str())?;
         let noreplace = flags & libc::RENAME_NOREPLACE != 0;
         if flags & !libc::RENAME_NOREPLACE != 0 {
             return Err(FsError::Invalid(format!("rename flags {flags:#x}")));

@@ -22,7 +22,11 @@ pub fn text(b: &[u8]) -> String {
 }
 
 pub fn ok(args: &[&str]) -> String {
-    let out = objfs(args);
+    succeeded(args, objfs(args))
+}
+
+/// The stdout of a run of `objfs args` that must have succeeded.
+pub fn succeeded(args: &[&str], out: Output) -> String {
     assert!(
         out.status.success(),
         "objfs {args:?} failed ({}):\n{}{}",

@@ -276,7 +276,8 @@ impl LocalStore {
         })
     }
 
-    /// Runs every gc phase once now.
+    /// Runs every gc phase once now (a retention pass included, or the rest of one a
+    /// stopped process left unfinished).
     pub fn gc_now(
         &self,
         opts: GcOptions,
@@ -298,6 +299,7 @@ impl LocalStore {
         self.with_daemon_paused("gc", || {
             self.inner.sync_all()?;
             let mut w = Gc::new(self.inner.clone(), opts);
+            w.force_retention();
             worker::run_until(&mut w, on_progress)
         })
     }

@@ -1,16 +1,18 @@
-//! Garbage collection: reclaims blobs nobody references (after a safety delay), compacts
-//! sealed volumes that are mostly garbage, aborts stale multipart uploads and removes files no
-//! volume record names. The [`Gc`] worker runs these phases in order; compaction does one
-//! volume per step.
+//! Garbage collection: expires versions by the retention policy (see [`super::retention`]),
+//! reclaims blobs nobody references (after a safety delay), compacts sealed volumes that are
+//! mostly garbage, aborts stale multipart uploads and removes files no volume record names.
+//! The [`Gc`] worker runs these phases in order; the retention pass does a batch of keys per
+//! step, compaction one volume per step.
 
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use crate::error::{Result, StoreError};
 use crate::local::daemons::{live_blobs, nanos};
 use crate::local::placement::load_last;
 use crate::local::records::VolumeState;
+use crate::local::retention::RetentionPass;
 use crate::local::volume::{blob_disk_len, now_nanos, BlobLocation, VOLUME_HEADER_LEN};
 use crate::local::worker::{Progress, RunReport, Step, Worker};
 use crate::local::Inner;
@@ -27,6 +29,12 @@ pub struct GcOptions {
     pub upload_ttl: Duration,
     /// Delete files no volume record names once they are this old.
     pub orphan_age: Duration,
+    /// A round runs a retention pass when the last one finished at least this long ago
+    /// (`gc --now` runs one every time).
+    pub retention_interval: Duration,
+    /// Apply the retention policy as at this moment instead of the clock's now (to see what
+    /// the policy does later, and in tests).
+    pub now: Option<SystemTime>,
 }
 
 impl Default for GcOptions {
@@ -36,14 +44,17 @@ impl Default for GcOptions {
             garbage_ratio: 0.5,
             upload_ttl: Duration::from_secs(24 * 3600),
             orphan_age: Duration::from_secs(600),
+            retention_interval: Duration::from_secs(3600),
+            now: None,
         }
     }
 }
 
-/// Reclaims unreferenced blobs, compacts volumes with much garbage, aborts stale uploads and
-/// removes orphaned files. Phases run in order; compaction does one volume per step.
+/// Expires versions, reclaims unreferenced blobs, compacts volumes with much garbage, aborts
+/// stale uploads and removes orphaned files. Phases run in order; the retention pass does a
+/// batch of keys per step, compaction one volume per step.
 ///
-/// A run is one round of the four phases; its figures are reported while it runs and, once it
+/// A run is one round of the five phases; its figures are reported while it runs and, once it
 /// has finished, kept (persisted) as the last run.
 pub struct Gc {
     inner: Arc<Inner>,
@@ -51,13 +62,17 @@ pub struct Gc {
     phase: u8,
     run: Option<RunReport>,
     last: Option<RunReport>,
+    retention: Option<RetentionPass>,
+    /// Run a retention pass this round whatever `retention_interval` says.
+    force_retention: bool,
 }
 
 /// The checkpoint name under which gc keeps its last finished run.
 const LAST_RUN: &str = "gc-last-run";
 
 /// The phases, in order, as status shows them.
-const PHASES: [&str; 4] = [
+const PHASES: [&str; 5] = [
+    "expiring versions",
     "reclaiming blobs",
     "compacting volumes",
     "aborting stale uploads",
@@ -73,7 +88,39 @@ impl Gc {
             phase: 0,
             run: None,
             last,
+            retention: None,
+            force_retention: false,
         }
+    }
+
+    /// Makes this worker's next round run a retention pass (`gc --now`).
+    pub(crate) fn force_retention(&mut self) {
+        self.force_retention = true;
+    }
+
+    /// One batch of the retention pass (starting one when due); whether the pass is over for
+    /// this round.
+    fn retention_step(&mut self, inner: &Inner) -> Result<bool> {
+        if self.retention.is_none() {
+            self.retention = Some(RetentionPass::load(&inner.meta)?);
+        }
+        let now = self.opts.now.unwrap_or_else(SystemTime::now);
+        let interval = self.opts.retention_interval;
+        let force = std::mem::take(&mut self.force_retention);
+        let Some(pass) = self.retention.as_mut() else {
+            return Ok(true);
+        };
+        if !pass.active() {
+            if !(force || pass.due(interval, now)) {
+                return Ok(true);
+            }
+            pass.start(&inner.meta, now)?;
+        }
+        let batch = pass.step(&inner.meta)?;
+        self.count("retention_keys_scanned", batch.keys);
+        self.count("versions_expired", batch.versions_expired);
+        self.count("version_bytes_expired", batch.bytes_expired);
+        Ok(batch.done)
     }
 
     fn count(&mut self, name: &str, n: u64) {
@@ -192,6 +239,8 @@ impl Worker for Gc {
     fn on_resume(&mut self) {
         // A `gc --now` in this process may have run a round meanwhile.
         self.last = load_last(&self.inner, LAST_RUN);
+        // ... and moved the retention pass on: read its position again.
+        self.retention = None;
     }
 }
 
@@ -200,21 +249,27 @@ impl Gc {
     fn phase_step(&mut self, inner: &Inner) -> Result<Step> {
         match self.phase {
             0 => {
+                if self.retention_step(inner)? {
+                    self.phase = 1;
+                }
+                Ok(Step::Busy)
+            }
+            1 => {
                 let cutoff = now_nanos().saturating_sub(nanos(self.opts.delay));
                 let (n, bytes) = inner.meta.reclaim_blobs(cutoff)?;
                 self.count("blobs_reclaimed", n);
                 self.count("blob_bytes_reclaimed", bytes);
-                self.phase = 1;
-                Ok(Step::Busy)
-            }
-            1 => {
-                match self.pick_volume()? {
-                    Some((id, locs)) => self.compact(id, &locs)?,
-                    None => self.phase = 2,
-                }
+                self.phase = 2;
                 Ok(Step::Busy)
             }
             2 => {
+                match self.pick_volume()? {
+                    Some((id, locs)) => self.compact(id, &locs)?,
+                    None => self.phase = 3,
+                }
+                Ok(Step::Busy)
+            }
+            3 => {
                 let cutoff = now_nanos().saturating_sub(nanos(self.opts.upload_ttl));
                 for u in inner.meta.uploads("")? {
                     let started = u
@@ -231,7 +286,7 @@ impl Gc {
                         }
                     }
                 }
-                self.phase = 3;
+                self.phase = 4;
                 Ok(Step::Busy)
             }
             _ => {

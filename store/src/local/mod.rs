@@ -13,14 +13,17 @@
 //!
 //! This file holds the shared state and the [`ObjectStore`] impl; each concept has its own
 //! module: [`lifecycle`] (init, open, close), [`write`] and [`read`] (the data paths),
+//! [`listing`] and [`as_of`] (the store now and as of a moment),
 //! [`multipart`], [`status`], the disks and volume layouts ([`disks`], [`append`], [`layout`]),
-//! the daemons ([`daemons`], [`placement`], [`scrub`], [`gc`], [`drain`]) and the one worker
+//! the daemons ([`daemons`], [`placement`], [`scrub`], [`gc`] with its [`retention`] pass,
+//! [`drain`]) and the one worker
 //! pattern they all run on ([`worker`], [`control`]).
 //!
 //! The store's blocking I/O runs on tokio's blocking pool; the async [`ObjectStore`] methods
 //! only hand work to it.
 
 pub mod append;
+pub mod as_of;
 pub mod atomic_file;
 pub mod config;
 pub mod control;
@@ -40,6 +43,7 @@ pub mod multipart;
 pub mod placement;
 pub mod read;
 pub mod records;
+pub(crate) mod retention;
 pub mod scrub;
 pub mod shard;
 pub mod status;
@@ -53,6 +57,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 
 use config::StoreLock;
 pub use config::{EcSetting, LocalConfig};
@@ -170,6 +175,27 @@ impl ObjectStore for LocalStore {
         self.inline(|i| i.meta.key_times(key))
     }
 
+    async fn get_record(&self, name: &str) -> Result<Option<Bytes>> {
+        crate::key::validate_record_name(name)?;
+        self.inline(|i| Ok(i.meta.store_record(name)?.map(Bytes::from)))
+    }
+
+    async fn put_record(&self, name: &str, value: Option<Bytes>, durable: bool) -> Result<()> {
+        crate::key::validate_record_name(name)?;
+        self.inline(|i| i.meta.set_store_record(name, value.map(|v| v.to_vec())))?;
+        self.sync_if(durable).await
+    }
+
+    async fn list_records(&self, prefix: &str) -> Result<Vec<(String, Bytes)>> {
+        self.inline(|i| {
+            Ok(i.meta
+                .store_records(prefix)?
+                .into_iter()
+                .map(|(n, v)| (n, Bytes::from(v)))
+                .collect())
+        })
+    }
+
     async fn put(&self, key: &str, body: Body, opts: PutOptions) -> Result<ObjectInfo> {
         self.put_object(key, body, opts).await
     }
@@ -189,7 +215,16 @@ impl ObjectStore for LocalStore {
     async fn delete(&self, key: &str) -> Result<Option<VersionId>> {
         validate(key)?;
         self.inline(|i| {
-            let r = i.meta.commit_delete(key)?;
+            let r = i.meta.commit_delete(key, &Condition::None)?;
+            i.bump();
+            Ok(r)
+        })
+    }
+
+    async fn delete_if(&self, key: &str, condition: Condition) -> Result<Option<VersionId>> {
+        validate(key)?;
+        self.inline(|i| {
+            let r = i.meta.commit_delete(key, &condition)?;
             i.bump();
             Ok(r)
         })
@@ -231,6 +266,16 @@ impl ObjectStore for LocalStore {
     async fn list(&self, req: &ListRequest) -> Result<ListPage> {
         let req = req.clone();
         self.blocking(move |i| listing::list(&i.meta, &req)).await
+    }
+
+    async fn head_at(&self, key: &str, at: std::time::SystemTime) -> Result<ObjectInfo> {
+        self.inline(|i| as_of::head_at(&i.meta, key, at))
+    }
+
+    async fn list_at(&self, req: &ListRequest, at: std::time::SystemTime) -> Result<ListPage> {
+        let req = req.clone();
+        self.blocking(move |i| as_of::list_at(&i.meta, &req, at))
+            .await
     }
 
     async fn list_versions(&self, req: &ListVersionsRequest) -> Result<VersionsPage> {

@@ -75,6 +75,9 @@ pub mod table {
     pub const PART: u8 = b'p';
     /// `t` + key -> [`super::KeyTimesRecord`]: times kept beside a key's versions.
     pub const KEY_TIMES: u8 = b't';
+    /// `r` + name -> [`super::StoreRecordRow`]: a store record (named snapshots, the
+    /// retention policy, restore checkpoints), opaque bytes of the layer that wrote it.
+    pub const STORE_RECORD: u8 = b'r';
     /// `m` + name -> miscellaneous store state ([`super::StatsRecord`], version id high-water
     /// mark, clean-shutdown flag).
     pub const MISC: u8 = b'm';
@@ -281,6 +284,23 @@ pub struct KeyTimesRecord {
     pub accessed: u64,
     /// On a directory marker key: the last time an entry was created, removed or renamed in it.
     pub changed: u64,
+}
+
+/// A store record's value (see [`crate::ObjectStore::get_record`]): bytes whose format is
+/// the business of the layer that wrote them (JSON with a `format` field, for every record
+/// objfs writes today).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoreRecordRow {
+    pub value: Vec<u8>,
+}
+
+impl InitialFormat for StoreRecordRow {}
+
+/// `r` + name.
+pub fn store_record_key(name: &str) -> Vec<u8> {
+    let mut k = vec![table::STORE_RECORD];
+    k.extend_from_slice(name.as_bytes());
+    k
 }
 
 /// Encodes a record value in its type's current format.

@@ -6,6 +6,8 @@
 use super::{State, Version};
 use crate::error::{Result, StoreError};
 use crate::key::validate_prefix;
+use crate::paging;
+pub(super) use crate::paging::{roll_up, Entry, Position};
 use crate::types::{
     ListPage, ListRequest, ListVersionsRequest, ObjectInfo, VersionId, VersionInfo, VersionsPage,
 };
@@ -13,69 +15,13 @@ use crate::types::{
 /// Prefix of every continuation token this backend hands out (a format tag).
 const TOKEN_TAG: &str = "mem1.";
 
-/// An entry of a listing before paging: an object (or one version) or a common prefix.
-#[derive(Debug, Clone)]
-enum Entry<T> {
-    Item(T),
-    Prefix(String),
-}
-
-/// Where a listing resumes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) enum Position {
-    /// Strictly after this key.
-    Key(String),
-    /// After this common prefix and every key under it.
-    Prefix(String),
-}
-
-impl Position {
-    /// Whether `key` lies after this position.
-    fn admits(&self, key: &str) -> bool {
-        match self {
-            Position::Key(k) => key > k.as_str(),
-            Position::Prefix(p) => key > p.as_str() && !key.starts_with(p.as_str()),
-        }
-    }
-}
-
-/// The common prefix `key` rolls up into under `prefix` and `delimiter`, if any: the prefix
-/// plus the rest of the key up to and including the first delimiter after the prefix.
-pub(super) fn roll_up(prefix: &str, delimiter: Option<&str>, key: &str) -> Option<String> {
-    let d = delimiter.filter(|d| !d.is_empty())?;
-    let rest = key.strip_prefix(prefix)?;
-    let idx = rest.find(d)?;
-    Some(key[..prefix.len() + idx + d.len()].to_string())
-}
-
+#[cfg(test)]
 pub(super) fn encode_token(pos: &Position) -> String {
-    let (kind, name) = match pos {
-        Position::Key(k) => ('k', k),
-        Position::Prefix(p) => ('p', p),
-    };
-    let hex: String = name.bytes().map(|b| format!("{b:02x}")).collect();
-    format!("{TOKEN_TAG}{kind}{hex}")
+    paging::encode_token(TOKEN_TAG, pos)
 }
 
 pub(super) fn decode_token(token: &str) -> Result<Position> {
-    let bad = || StoreError::InvalidArgument(format!("invalid continuation token {token:?}"));
-    let body = token.strip_prefix(TOKEN_TAG).ok_or_else(bad)?;
-    let mut chars = body.chars();
-    let kind = chars.next().ok_or_else(bad)?;
-    let hex = chars.as_str();
-    if hex.len() % 2 != 0 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(bad());
-    }
-    let bytes = (0..hex.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).map_err(|_| bad()))
-        .collect::<Result<Vec<u8>>>()?;
-    let name = String::from_utf8(bytes).map_err(|_| bad())?;
-    match kind {
-        'k' => Ok(Position::Key(name)),
-        'p' => Ok(Position::Prefix(name)),
-        _ => Err(bad()),
-    }
+    paging::decode_token(TOKEN_TAG, token)
 }
 
 /// The sequence number behind one of this store's version ids (`m` + 16 hex digits).
@@ -88,18 +34,22 @@ pub(super) fn seq_of(id: &VersionId) -> Option<u64> {
 }
 
 impl State {
-    /// Lists live objects.
-    pub(super) fn list(&self, req: &ListRequest) -> Result<ListPage> {
+    /// Lists the objects whose version chosen by `pick` (from a key's versions, oldest
+    /// first) is live: the newest for a listing of now, the newest not after a moment for a
+    /// listing as of then.
+    pub(super) fn list_with(
+        &self,
+        req: &ListRequest,
+        pick: impl Fn(&[Version]) -> Option<&Version>,
+    ) -> Result<ListPage> {
         validate_prefix(&req.prefix)?;
         let position = match &req.continuation {
             Some(token) => Some(decode_token(token)?),
             None => req.start_after.clone().map(Position::Key),
         };
         let delimiter = req.delimiter.as_deref();
-        let st = self;
-
         let mut entries: Vec<Entry<ObjectInfo>> = Vec::new();
-        for (key, versions) in &st.objects {
+        for (key, versions) in &self.objects {
             if !key.starts_with(req.prefix.as_str()) {
                 continue;
             }
@@ -108,42 +58,14 @@ impl State {
                     continue;
                 }
             }
-            let Some(current) = versions.last().filter(|v| v.data.is_some()) else {
+            let Some(current) = pick(versions).filter(|v| v.data.is_some()) else {
                 continue;
             };
-            match roll_up(&req.prefix, delimiter, key) {
-                Some(p) => {
-                    let dup = matches!(entries.last(), Some(Entry::Prefix(last)) if *last == p);
-                    if !dup {
-                        entries.push(Entry::Prefix(p));
-                    }
-                }
-                None => entries.push(Entry::Item(current.info(key))),
-            }
+            paging::push_rolled(&mut entries, &req.prefix, delimiter, key, || {
+                current.info(key)
+            });
         }
-
-        let page_size = req.page_size();
-        let truncated = entries.len() > page_size;
-        entries.truncate(page_size);
-        let next_token = if truncated {
-            entries.last().map(|e| match e {
-                Entry::Item(o) => encode_token(&Position::Key(o.key.clone())),
-                Entry::Prefix(p) => encode_token(&Position::Prefix(p.clone())),
-            })
-        } else {
-            None
-        };
-        let mut page = ListPage {
-            next_token,
-            ..Default::default()
-        };
-        for e in entries {
-            match e {
-                Entry::Item(o) => page.objects.push(o),
-                Entry::Prefix(p) => page.common_prefixes.push(p),
-            }
-        }
-        Ok(page)
+        Ok(paging::object_page(entries, req.page_size(), TOKEN_TAG))
     }
 
     /// Lists versions and delete markers, each key's newest first (the order of its `Vec`,

@@ -105,6 +105,8 @@ struct State {
     upload_seq: u64,
     /// Times kept beside keys.
     times: BTreeMap<String, KeyTimes>,
+    /// Store records by name.
+    records: BTreeMap<String, Bytes>,
 }
 
 impl State {
@@ -287,6 +289,16 @@ impl ObjectStore for MemoryStore {
     async fn delete(&self, key: &str) -> Result<Option<VersionId>> {
         validate(key)?;
         let mut st = self.lock();
+        if st.live(key).is_none() {
+            return Ok(None);
+        }
+        Ok(Some(st.push_marker(key)))
+    }
+
+    async fn delete_if(&self, key: &str, condition: Condition) -> Result<Option<VersionId>> {
+        validate(key)?;
+        let mut st = self.lock();
+        st.check_condition(key, &condition)?;
         if st.live(key).is_none() {
             return Ok(None);
         }
@@ -493,7 +505,50 @@ impl ObjectStore for MemoryStore {
     }
 
     async fn list(&self, req: &ListRequest) -> Result<ListPage> {
-        self.lock().list(req)
+        self.lock().list_with(req, |versions| versions.last())
+    }
+
+    async fn head_at(&self, key: &str, at: SystemTime) -> Result<ObjectInfo> {
+        validate(key)?;
+        let st = self.lock();
+        st.objects
+            .get(key)
+            .and_then(|versions| newest_at(versions, at))
+            .filter(|v| v.data.is_some())
+            .map(|v| v.info(key))
+            .ok_or_else(|| StoreError::NotFound {
+                key: key.to_string(),
+            })
+    }
+
+    async fn list_at(&self, req: &ListRequest, at: SystemTime) -> Result<ListPage> {
+        self.lock()
+            .list_with(req, |versions| newest_at(versions, at))
+    }
+
+    async fn get_record(&self, name: &str) -> Result<Option<Bytes>> {
+        crate::key::validate_record_name(name)?;
+        Ok(self.lock().records.get(name).cloned())
+    }
+
+    async fn put_record(&self, name: &str, value: Option<Bytes>, _durable: bool) -> Result<()> {
+        crate::key::validate_record_name(name)?;
+        let mut st = self.lock();
+        match value {
+            Some(v) => st.records.insert(name.to_string(), v),
+            None => st.records.remove(name),
+        };
+        Ok(())
+    }
+
+    async fn list_records(&self, prefix: &str) -> Result<Vec<(String, Bytes)>> {
+        Ok(self
+            .lock()
+            .records
+            .range(prefix.to_string()..)
+            .take_while(|(n, _)| n.starts_with(prefix))
+            .map(|(n, v)| (n.clone(), v.clone()))
+            .collect())
     }
 
     async fn list_versions(&self, req: &ListVersionsRequest) -> Result<VersionsPage> {
@@ -545,6 +600,10 @@ impl ObjectStore for MemoryStore {
     }
 }
 
-#[cfg(test)]
+/// The newest of `versions` (oldest first) made at or before `at`.
+fn newest_at(versions: &[Version], at: SystemTime) -> Option<&Version> {
+    versions.iter().rev().find(|v| v.modified <= at)
+}
+
 #[cfg(test)]
 mod tests;

@@ -58,7 +58,7 @@ impl S3Store {
             .iter()
             .filter_map(|o| {
                 Some(ObjectInfo {
-                    key: self.store_key(o.key()?)?,
+                    key: self.listed_key(o.key()?)?,
                     version: VersionId::null(),
                     size: o.size().unwrap_or(0).max(0) as u64,
                     modified: time_from_s3(o.last_modified()),
@@ -70,7 +70,7 @@ impl S3Store {
         let prefixes = out
             .common_prefixes()
             .iter()
-            .filter_map(|p| self.store_key(p.prefix()?))
+            .filter_map(|p| self.listed_key(p.prefix()?))
             .collect();
         let next = match out.next_continuation_token() {
             Some(t) if out.is_truncated() == Some(true) && !t.is_empty() => Some(t.to_string()),
@@ -178,7 +178,7 @@ impl S3Store {
         // (time in ms, entry): merged back into S3's order below.
         let mut entries: Vec<(i64, VersionInfo)> = Vec::new();
         for v in out.versions() {
-            let Some(key) = v.key().and_then(|k| self.store_key(k)) else {
+            let Some(key) = v.key().and_then(|k| self.listed_key(k)) else {
                 continue;
             };
             entries.push((
@@ -196,7 +196,7 @@ impl S3Store {
             ));
         }
         for m in out.delete_markers() {
-            let Some(key) = m.key().and_then(|k| self.store_key(k)) else {
+            let Some(key) = m.key().and_then(|k| self.listed_key(k)) else {
                 continue;
             };
             entries.push((
@@ -237,7 +237,7 @@ impl S3Store {
             common_prefixes: out
                 .common_prefixes()
                 .iter()
-                .filter_map(|p| self.store_key(p.prefix()?))
+                .filter_map(|p| self.listed_key(p.prefix()?))
                 .collect(),
             next_key_marker,
             next_version_marker,

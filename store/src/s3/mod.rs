@@ -19,6 +19,7 @@ mod mapping;
 mod multipart;
 mod objects;
 mod probe;
+mod records;
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -26,6 +27,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_s3::Client;
+use bytes::Bytes;
 
 use crate::error::{Result, StoreError};
 use crate::key::S3_MAX_KEY_LEN;
@@ -43,6 +45,11 @@ pub const S3_MAX_COPY_SIZE: u64 = 5 << 30;
 
 /// The reserved prefix (under the store's prefix) where opening writes and removes its probe.
 pub const RESERVED_PREFIX: &str = ".objfs/";
+
+/// Whether a store key lies under the reserved prefix (and so is not one of the store's).
+fn is_reserved(key: &str) -> bool {
+    key.starts_with(RESERVED_PREFIX)
+}
 
 /// How to reach a bucket. Credentials are not here: they come the standard AWS way
 /// (environment variables, `~/.aws/credentials` and `~/.aws/config`, the profile below,
@@ -174,6 +181,9 @@ impl S3Store {
                 part_copy: true,
                 max_key_len,
                 key_times: false,
+                records: true,
+                // HEAD and GET carry HTTP dates: whole seconds.
+                time_resolution: Duration::from_secs(1),
             },
             concurrency: cfg.concurrency.max(1),
             part_size: cfg.part_size.max(S3_MIN_PART_SIZE),
@@ -203,7 +213,8 @@ impl S3Store {
         &self.prefix
     }
 
-    /// The full key of a store key (checked against the key rules first).
+    /// The full key of a store key (checked against the key rules first; keys under the
+    /// reserved prefix are not the store's).
     fn full_key(&self, key: &str) -> Result<String> {
         crate::key::check_key_max(key, self.features.max_key_len).map_err(|reason| {
             StoreError::InvalidKey {
@@ -211,6 +222,14 @@ impl S3Store {
                 reason,
             }
         })?;
+        if is_reserved(key) {
+            return Err(StoreError::InvalidKey {
+                key: key.chars().take(64).collect(),
+                reason: crate::key::KeyError::Reserved {
+                    prefix: RESERVED_PREFIX,
+                },
+            });
+        }
         Ok(format!("{}{key}", self.prefix))
     }
 
@@ -227,6 +246,12 @@ impl S3Store {
         full.strip_prefix(self.prefix.as_str())
             .filter(|k| !k.is_empty())
             .map(str::to_string)
+    }
+
+    /// The store key of a listed full key: `None` when it is not under the prefix or lies under
+    /// the reserved prefix (listings leave the store's own records out).
+    fn listed_key(&self, full: &str) -> Option<String> {
+        self.store_key(full).filter(|k| !is_reserved(k))
     }
 
     /// A version id from a response (`null` when the bucket has no versioning).
@@ -349,5 +374,17 @@ impl ObjectStore for S3Store {
 
     async fn capacity(&self) -> Result<Capacity> {
         self.count_capacity().await
+    }
+
+    async fn get_record(&self, name: &str) -> Result<Option<Bytes>> {
+        self.record_get(name).await
+    }
+
+    async fn put_record(&self, name: &str, value: Option<Bytes>, _durable: bool) -> Result<()> {
+        self.record_put(name, value).await
+    }
+
+    async fn list_records(&self, prefix: &str) -> Result<Vec<(String, Bytes)>> {
+        self.record_list(prefix).await
     }
 }

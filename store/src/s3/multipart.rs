@@ -408,7 +408,7 @@ impl S3Store {
                 .await
                 .map_err(|e| errors::map(self.ctx("ListMultipartUploads", prefix), e))?;
             for u in out.uploads() {
-                let (Some(k), Some(id)) = (u.key().and_then(|k| self.store_key(k)), u.upload_id())
+                let (Some(k), Some(id)) = (u.key().and_then(|k| self.listed_key(k)), u.upload_id())
                 else {
                     continue;
                 };

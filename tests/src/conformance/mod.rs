@@ -1,7 +1,7 @@
 //! The backend conformance suite: every rule the [`ObjectStore`] trait documents, as one async
 //! function per case, taking any `&dyn ObjectStore`, in one module per area ([`objects`],
 //! [`versions`], [`copy`], [`listing`], [`version_listing`], [`multipart`], [`bodies`],
-//! [`durability`]).
+//! [`durability`], [`history`]).
 //!
 //! Each case works under its own key namespace (its name plus `/`), so all cases can share a
 //! store ([`run_all`]); [`crate::conformance_tests!`] generates one named `#[tokio::test]` per
@@ -55,6 +55,7 @@ mod helpers;
 pub mod bodies;
 pub mod copy;
 pub mod durability;
+pub mod history;
 pub mod listing;
 pub mod multipart;
 pub mod objects;
@@ -64,6 +65,7 @@ pub mod versions;
 pub use bodies::*;
 pub use copy::*;
 pub use durability::*;
+pub use history::*;
 pub use listing::*;
 pub use multipart::*;
 pub use objects::*;
@@ -85,6 +87,8 @@ pub enum Capability {
     SmallParts,
     /// Times kept beside keys (`set_key_times` / `key_times`).
     KeyTimes,
+    /// Store records (`get_record` / `put_record` / `list_records`).
+    Records,
     /// Keys at least as long as S3 allows ([`S3_MAX_KEY_LEN`] bytes); the cases test the
     /// backend's own maximum (`StoreFeatures::max_key_len`).
     LongKeys,
@@ -101,6 +105,7 @@ impl Capability {
             Capability::SmallParts => "no-minimum-part-size",
             Capability::LongKeys => "max-key-length",
             Capability::KeyTimes => "key-times",
+            Capability::Records => "records",
         }
     }
 
@@ -114,6 +119,7 @@ impl Capability {
             Capability::SmallParts => f.min_part_size == 0,
             Capability::LongKeys => f.max_key_len >= S3_MAX_KEY_LEN,
             Capability::KeyTimes => f.key_times,
+            Capability::Records => f.records,
         }
     }
 }
@@ -358,6 +364,10 @@ macro_rules! __conformance_cases {
             list_versions_paging [Versioning],
             list_versions_delimiter [Versioning],
             list_versions_key_marker_inside_prefix [Versioning],
+            head_at_moments [Versioning],
+            list_at_moments [Versioning],
+            list_at_many_versions [Versioning],
+            records_basic [Records],
             multipart_basic [SmallParts],
             multipart_unlisted_parts [SmallParts],
             multipart_part_numbers [SmallParts],

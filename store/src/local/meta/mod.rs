@@ -463,8 +463,9 @@ impl Meta {
     }
 
     /// Adds a delete marker when `key` has a live version.
-    pub fn commit_delete(&self, key: &str) -> Result<Option<VersionId>> {
+    pub fn commit_delete(&self, key: &str, cond: &Condition) -> Result<Option<VersionId>> {
         let mut state = self.lock();
+        self.check_condition(key, cond)?;
         if self.current(key)?.is_none() {
             return Ok(None);
         }

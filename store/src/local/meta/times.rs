@@ -1,12 +1,16 @@
-//! Times kept beside keys (`t` table): last access and a directory's last entry change. They
-//! are not versions (reading never makes a version) and are written lazily: an insert that
-//! the next group commit or flusher pass makes durable, never a sync of its own.
+//! Rows kept beside the keys' versions. Times (`t` table): last access and a directory's last
+//! entry change. They are not versions (reading never makes a version) and are written
+//! lazily: an insert that the next group commit or flusher pass makes durable, never a sync of
+//! its own. Store records (`r` table): named snapshots, the retention policy, restore
+//! checkpoints, written through the log like every row.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::Meta;
 use crate::error::Result;
-use crate::local::records::{decode, encode, key_times_key, KeyTimesRecord};
+use crate::local::records::{
+    decode, encode, key_times_key, store_record_key, KeyTimesRecord, StoreRecordRow,
+};
 use crate::types::KeyTimes;
 
 fn to_nanos(t: Option<SystemTime>) -> u64 {
@@ -46,5 +50,63 @@ impl Meta {
         let mut txn = super::Txn::new();
         txn.insert(row, encode(&rec)?);
         self.write_rows(txn)
+    }
+}
+
+impl Meta {
+    /// A store record, if any.
+    pub fn store_record(&self, name: &str) -> Result<Option<Vec<u8>>> {
+        match self.tables.get(&store_record_key(name))? {
+            Some(v) => Ok(Some(decode::<StoreRecordRow>(&v)?.value)),
+            None => Ok(None),
+        }
+    }
+
+    /// Writes (`Some`) or removes (`None`) a store record: in the log when this returns, in
+    /// sled with the next checkpoint.
+    pub fn set_store_record(&self, name: &str, value: Option<Vec<u8>>) -> Result<()> {
+        // Under the commit lock, as [`Meta::update_store_record`] is.
+        let _state = self.lock();
+        let mut txn = super::Txn::new();
+        match value {
+            Some(value) => txn.insert(store_record_key(name), encode(&StoreRecordRow { value })?),
+            None => txn.remove(store_record_key(name)),
+        }
+        self.write_rows(txn)
+    }
+
+    /// The store records whose names start with `prefix`, by name.
+    pub fn store_records(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>> {
+        let mut out = Vec::new();
+        for row in self.scan_prefix(store_record_key(prefix)) {
+            let (k, v) = row?;
+            let name =
+                String::from_utf8(k[1..].to_vec()).map_err(|_| crate::StoreError::Corrupt {
+                    what: format!("store record name {:?} is not UTF-8", &k[1..]),
+                })?;
+            out.push((name, decode::<StoreRecordRow>(&v)?.value));
+        }
+        Ok(out)
+    }
+
+    /// Rewrites store record `name` with `f` when it exists, atomically with respect to
+    /// [`Meta::set_store_record`] (a record removed meanwhile stays removed). Returns whether
+    /// it existed.
+    pub fn update_store_record(
+        &self,
+        name: &str,
+        f: impl FnOnce(&[u8]) -> Result<Vec<u8>>,
+    ) -> Result<bool> {
+        let _state = self.lock();
+        let Some(old) = self.store_record(name)? else {
+            return Ok(false);
+        };
+        let mut txn = super::Txn::new();
+        txn.insert(
+            store_record_key(name),
+            encode(&StoreRecordRow { value: f(&old)? })?,
+        );
+        self.write_rows(txn)?;
+        Ok(true)
     }
 }

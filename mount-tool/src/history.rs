@@ -1,0 +1,376 @@
+//! What the history commands ask of a store: a key's versions, one old version's bytes, named
+//! snapshots, the retention policy. Like every request (ops.rs), each runs on an open
+//! [`LocalStore`], in the mount process when the store is mounted and in the command
+//! otherwise, and answers the same JSON either way; `cat` streams bytes instead (server.rs
+//! sends them raw after its answer line).
+//!
+//! The store's history API is async (`objfs_store::history`); these run it on a small
+//! runtime of their own, on the thread that serves the request.
+
+pub use objfs_store::history::time::{from_ns, to_ns};
+use std::io::Write;
+use std::time::{Duration, SystemTime};
+
+use anyhow::{bail, Context, Result};
+use objfs_fs::attr::{parse_mode, Kind, META_GID, META_MODE, META_UID};
+use objfs_store::history::retention::{self, Policy};
+use objfs_store::history::{snapshots, time};
+use objfs_store::local::LocalStore;
+use objfs_store::{
+    ErrorKind, GetOptions, ListVersionsRequest, ObjectInfo, ObjectStore, VersionId, VersionInfo,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+/// The metadata entry a restore leaves on the version it makes (`SOURCE@MOMENT;job=ID`).
+use objfs_store::history::restore::RESTORED_FROM;
+
+/// Bytes `cat` reads from the store at a time.
+const CAT_CHUNK: u64 = 8 << 20;
+
+/// Which version of a key `cat` writes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CatSpec {
+    pub key: String,
+    /// A version id (`objfs versions` shows them).
+    #[serde(default)]
+    pub version: Option<String>,
+    /// The version current at this moment (ns since the epoch).
+    #[serde(default)]
+    pub at_ns: Option<u64>,
+}
+
+/// Changes to the retention policy; `None` keeps the current value.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RetentionChange {
+    #[serde(default)]
+    pub keep_all_s: Option<u64>,
+    #[serde(default)]
+    pub hourly_s: Option<u64>,
+    #[serde(default)]
+    pub daily_s: Option<u64>,
+    #[serde(default)]
+    pub deleted_s: Option<u64>,
+}
+
+impl RetentionChange {
+    /// The policy `p` with these changes.
+    pub fn apply(&self, p: Policy) -> Policy {
+        let d = |s: Option<u64>, cur: Duration| s.map_or(cur, Duration::from_secs);
+        Policy {
+            keep_all: d(self.keep_all_s, p.keep_all),
+            hourly: d(self.hourly_s, p.hourly),
+            daily: d(self.daily_s, p.daily),
+            deleted: d(self.deleted_s, p.deleted),
+        }
+    }
+
+    /// Whether nothing is changed.
+    pub fn is_empty(&self) -> bool {
+        *self == RetentionChange::default()
+    }
+}
+
+/// Runs `f` to its end on a runtime of its own (the store's async API needs tokio).
+fn block<T>(f: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start a runtime")?
+        .block_on(f)
+}
+
+/// A time in a report: ns since the epoch and its RFC 3339 form.
+fn moment_json(t: SystemTime) -> (u64, String) {
+    (to_ns(t), time::format_rfc3339(t))
+}
+
+/// Every version and delete marker of `key`, newest first.
+async fn key_versions(store: &LocalStore, key: &str) -> Result<Vec<VersionInfo>> {
+    let mut req = ListVersionsRequest {
+        prefix: key.to_string(),
+        ..Default::default()
+    };
+    let mut out = Vec::new();
+    loop {
+        let page = store.list_versions(&req).await?;
+        let mut past = false;
+        for v in page.versions {
+            if v.key == key {
+                out.push(v);
+            } else {
+                past = true;
+                break;
+            }
+        }
+        match page.next_key_marker {
+            Some(k) if !past && k == key => {
+                req.key_marker = Some(k);
+                req.version_marker = page.next_version_marker;
+            }
+            _ => return Ok(out),
+        }
+    }
+}
+
+/// The text of a kind, as `versions` reports it.
+fn kind_name(k: Kind) -> &'static str {
+    match k {
+        Kind::File => "file",
+        Kind::Dir => "directory",
+        Kind::Symlink => "symlink",
+        Kind::Fifo => "fifo",
+        Kind::CharDev => "char device",
+        Kind::BlockDev => "block device",
+        Kind::Socket => "socket",
+    }
+}
+
+/// One version as `versions --json` shows it.
+fn version_json(v: &VersionInfo) -> Value {
+    let (time_ns, time) = moment_json(v.modified);
+    let meta = |name: &str| v.metadata.get(name).cloned();
+    let mode = meta(META_MODE).and_then(|m| parse_mode(&m));
+    let kind = if v.is_delete_marker {
+        None
+    } else if v.key.ends_with('/') {
+        Some(Kind::Dir)
+    } else {
+        Some(Kind::of_object_mode(mode))
+    };
+    json!({
+        "version": v.version.to_string(),
+        "time_ns": time_ns,
+        "time": time,
+        "size": v.size,
+        "delete_marker": v.is_delete_marker,
+        "latest": v.is_latest,
+        "etag": v.etag,
+        "kind": kind.map(kind_name),
+        "mode": mode.map(|m| format!("{:04o}", m & 0o7777)),
+        "uid": meta(META_UID).and_then(|u| u.trim().parse::<u32>().ok()),
+        "gid": meta(META_GID).and_then(|g| g.trim().parse::<u32>().ok()),
+        "restored_from": meta(RESTORED_FROM),
+    })
+}
+
+/// `objfs versions`: every version and delete marker of `key`, newest first.
+pub fn versions(store: &LocalStore, key: &str) -> Result<Value> {
+    let vs = block(key_versions(store, key))?;
+    if vs.is_empty() {
+        bail!("{key}: the store has no version of it");
+    }
+    Ok(json!({
+        "key": key,
+        "versions": vs.iter().map(version_json).collect::<Vec<_>>(),
+    }))
+}
+
+/// The version `cat` writes: the given id, or the one current at the given moment.
+pub fn resolve(store: &LocalStore, spec: &CatSpec) -> Result<ObjectInfo> {
+    let key = &spec.key;
+    block(async {
+        let info = match (&spec.version, spec.at_ns) {
+            (Some(v), None) => {
+                let id: VersionId = v.parse()?;
+                store.head(key, Some(id)).await.map_err(|e| {
+                    if e.kind() == ErrorKind::NoSuchVersion {
+                        anyhow::anyhow!("{key} has no version {v} with data (see `objfs versions`)")
+                    } else {
+                        anyhow::Error::new(e)
+                    }
+                })?
+            }
+            (None, Some(ns)) => {
+                let at = from_ns(ns);
+                store.head_at(key, at).await.map_err(|e| {
+                    if e.kind() == ErrorKind::NotFound {
+                        anyhow::anyhow!(
+                            "{key} did not exist at {} (or was deleted then)",
+                            time::format_rfc3339(at)
+                        )
+                    } else {
+                        anyhow::Error::new(e)
+                    }
+                })?
+            }
+            _ => bail!("cat takes exactly one of --version and --at"),
+        };
+        Ok(info)
+    })
+}
+
+/// What `cat` answers before the bytes.
+pub fn cat_header(info: &ObjectInfo) -> Value {
+    let (time_ns, time) = moment_json(info.modified);
+    json!({
+        "key": info.key,
+        "version": info.version.to_string(),
+        "size": info.size,
+        "time_ns": time_ns,
+        "time": time,
+    })
+}
+
+/// Writes the bytes of `info` (a version) to `out`.
+pub fn write_version(store: &LocalStore, info: &ObjectInfo, out: &mut dyn Write) -> Result<()> {
+    block(async {
+        let mut off = 0;
+        while off < info.size {
+            let end = (off + CAT_CHUNK).min(info.size);
+            let got = store
+                .get(
+                    &info.key,
+                    GetOptions {
+                        version: Some(info.version.clone()),
+                        range: Some(off..end),
+                    },
+                )
+                .await?
+                .bytes()
+                .await?;
+            if got.is_empty() {
+                bail!("{}: the version ended early at byte {off}", info.key);
+            }
+            out.write_all(&got)?;
+            off += got.len() as u64;
+        }
+        out.flush()?;
+        Ok(())
+    })
+}
+
+/// A snapshot as `snapshot list --json` shows it.
+fn snapshot_json(s: &snapshots::Snapshot) -> Value {
+    let (at_ns, at) = moment_json(s.at);
+    let (created_ns, _) = moment_json(s.created);
+    json!({
+        "name": s.name,
+        "at_ns": at_ns,
+        "at": at,
+        "created_ns": created_ns,
+        "exclusive_bytes": s.exclusive.map(|e| e.bytes),
+        "exclusive_versions": s.exclusive.map(|e| e.versions),
+        "measured_ns": s.exclusive.map(|e| to_ns(e.measured)),
+    })
+}
+
+/// `objfs snapshot create`.
+pub fn snapshot_create(store: &LocalStore, name: &str, at_ns: Option<u64>) -> Result<Value> {
+    let now = SystemTime::now();
+    let at = at_ns.map_or(now, from_ns);
+    let s = block(async { Ok(snapshots::create(store, name, at, now).await?) })?;
+    Ok(json!({"action": "create", "snapshot": snapshot_json(&s)}))
+}
+
+/// `objfs snapshot list`.
+pub fn snapshot_list(store: &LocalStore) -> Result<Value> {
+    let all = block(async { Ok(snapshots::list(store).await?) })?;
+    Ok(json!({"snapshots": all.iter().map(snapshot_json).collect::<Vec<_>>()}))
+}
+
+/// `objfs snapshot delete`.
+pub fn snapshot_delete(store: &LocalStore, name: &str) -> Result<Value> {
+    let s = block(async { Ok(snapshots::delete(store, name).await?) })?;
+    Ok(json!({"action": "delete", "snapshot": snapshot_json(&s)}))
+}
+
+/// The policy as JSON (seconds).
+fn policy_json(p: &Policy) -> Value {
+    json!({
+        "keep_all_s": p.keep_all.as_secs(),
+        "hourly_s": p.hourly.as_secs(),
+        "daily_s": p.daily.as_secs(),
+        "deleted_s": p.deleted.as_secs(),
+    })
+}
+
+/// What gc's retention pass would expire now under `p`: every key's versions walked in
+/// order and decided by the policy's pure expiry (`retention::Expiry`, what gc applies), with
+/// the named snapshots. Returns (versions, their logical bytes).
+async fn would_expire(store: &LocalStore, p: &Policy) -> Result<(u64, u64)> {
+    let snaps: Vec<SystemTime> = snapshots::list(store).await?.iter().map(|s| s.at).collect();
+    let expiry = retention::Expiry::new(p, &snaps, SystemTime::now());
+    let (mut versions, mut bytes) = (0u64, 0u64);
+    let mut decide = |key_versions: &mut Vec<VersionInfo>| {
+        let facts: Vec<retention::VersionFacts> = key_versions
+            .iter()
+            .map(|v| retention::VersionFacts {
+                modified: v.modified,
+                delete_marker: v.is_delete_marker,
+            })
+            .collect();
+        for (v, d) in key_versions.iter().zip(expiry.decide(&facts)) {
+            if d == retention::Decision::Expire {
+                versions += 1;
+                bytes += v.size;
+            }
+        }
+        key_versions.clear();
+    };
+    let mut req = ListVersionsRequest::default();
+    let mut cur: Vec<VersionInfo> = Vec::new();
+    loop {
+        let page = store.list_versions(&req).await?;
+        for v in page.versions {
+            if cur.last().is_some_and(|l| l.key != v.key) {
+                decide(&mut cur);
+            }
+            cur.push(v);
+        }
+        match page.next_key_marker {
+            Some(k) => {
+                req.key_marker = Some(k);
+                req.version_marker = page.next_version_marker;
+            }
+            None => break,
+        }
+    }
+    decide(&mut cur);
+    Ok((versions, bytes))
+}
+
+/// `objfs retention show`.
+pub fn retention_show(store: &LocalStore, dry_run: bool) -> Result<Value> {
+    let p = block(async { Ok(retention::load(store).await?) })?;
+    let set = block(async { Ok(store.get_record(retention::RECORD).await?.is_some()) })?;
+    let dry = if dry_run {
+        let (versions, bytes) = block(would_expire(store, &p))?;
+        json!({"available": true, "versions": versions, "free_bytes": bytes})
+    } else {
+        Value::Null
+    };
+    Ok(json!({
+        "policy": policy_json(&p),
+        "default": !set,
+        "dry_run": dry,
+    }))
+}
+
+/// `objfs retention set` (and `init --keep-all ...`).
+pub fn retention_set(store: &LocalStore, change: &RetentionChange) -> Result<Value> {
+    let p = block(async {
+        let p = change.apply(retention::load(store).await?);
+        retention::save(store, &p).await?;
+        Ok(p)
+    })?;
+    Ok(json!({"policy": policy_json(&p), "default": false}))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retention_changes_keep_what_is_not_given() {
+        let c = RetentionChange {
+            keep_all_s: Some(600),
+            ..Default::default()
+        };
+        let p = c.apply(Policy::default());
+        assert_eq!(p.keep_all, Duration::from_secs(600));
+        assert_eq!(p.daily, Policy::default().daily);
+        assert!(!c.is_empty());
+        assert!(RetentionChange::default().is_empty());
+    }
+}

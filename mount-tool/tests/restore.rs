@@ -1,0 +1,440 @@
+//! `objfs restore` end to end with the real binary: on a store that is not mounted (the
+//! printed plan is the one executed, a key changed between plan and run is a conflict with
+//! exit code 3), killed with SIGKILL again and again mid-run and run again (every planned key
+//! gets exactly one new version, none is missed, the prefix ends as it was at the moment), and
+//! through a mount's control channel (the mount shows the restored files).
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+use common::*;
+use objfs_store::history::restore::{job, JobState};
+use objfs_store::history::time::format_rfc3339;
+use objfs_store::local::LocalStore;
+use objfs_store::{ListRequest, ListVersionsRequest, ObjectStore, PutOptions};
+use serde_json::Value;
+
+/// Runs objfs with its runtime directory in `rt` (so no other mount is ever found).
+fn run(args: &[&str], rt: &Path) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .env("XDG_RUNTIME_DIR", rt)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run objfs")
+}
+
+fn lines(out: &Output) -> Vec<Value> {
+    text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect()
+}
+
+fn tokio() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// The moment now, with the clock moved past it.
+fn moment() -> SystemTime {
+    let t = SystemTime::now();
+    std::thread::sleep(Duration::from_millis(5));
+    t
+}
+
+/// key -> etag of what `prefix` shows (now, or at a moment).
+async fn view(s: &LocalStore, prefix: &str, at: Option<SystemTime>) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let mut req = ListRequest {
+        prefix: prefix.into(),
+        ..Default::default()
+    };
+    loop {
+        let page = match at {
+            Some(t) => s.list_at(&req, t).await.unwrap(),
+            None => s.list(&req).await.unwrap(),
+        };
+        out.extend(page.objects.into_iter().map(|o| (o.key, o.etag)));
+        match page.next_token {
+            Some(t) => req.continuation = Some(t),
+            None => return out,
+        }
+    }
+}
+
+/// key -> how many versions (delete markers included) it has.
+async fn version_counts(s: &LocalStore) -> BTreeMap<String, usize> {
+    let mut out = BTreeMap::new();
+    let mut req = ListVersionsRequest::default();
+    loop {
+        let page = s.list_versions(&req).await.unwrap();
+        for v in page.versions {
+            *out.entry(v.key).or_insert(0) += 1;
+        }
+        match page.next_key_marker {
+            Some(k) => {
+                req.key_marker = Some(k);
+                req.version_marker = page.next_version_marker;
+            }
+            None => return out,
+        }
+    }
+}
+
+fn put(s: &LocalStore, rt: &tokio::runtime::Runtime, key: &str, body: String) {
+    rt.block_on(s.put(key, body.into_bytes().into(), PutOptions::default()))
+        .unwrap();
+}
+
+#[test]
+fn restore_on_an_unmounted_store_executes_the_printed_plan_and_reports_conflicts() {
+    let dir = tempfile::tempdir().unwrap();
+    let rtd = dir.path().join("run");
+    let store = dir.path().join("store");
+    let rt = tokio();
+    let s = LocalStore::init(&store, Default::default()).unwrap();
+    for k in ["p/a", "p/b", "p/c", "p/d/", "p/d/e", "q/x"] {
+        put(&s, &rt, k, format!("old {k}"));
+    }
+    let at = moment();
+    rt.block_on(async {
+        s.delete("p/a").await.unwrap();
+        s.delete("p/d/e").await.unwrap();
+        s.delete("p/d/").await.unwrap();
+        s.delete("q/x").await.unwrap();
+    });
+    put(&s, &rt, "p/b", "new b".into());
+    put(&s, &rt, "p/c", "new c".into());
+    put(&s, &rt, "p/made", "made since".into());
+    s.close().unwrap();
+    let t = format_rfc3339(at);
+    let st = store.to_str().unwrap();
+    let args = ["restore", "--store", st, "p/", "--as-of", &t, "--json"];
+
+    let dry = run(&[&args[..], &["--dry-run"]].concat(), &rtd);
+    assert!(dry.status.success(), "{}", text(&dry.stderr));
+    let plan = lines(&dry);
+    let (summary, steps) = plan.split_last().unwrap();
+    let planned: BTreeSet<(String, String)> = steps
+        .iter()
+        .map(|v| {
+            (
+                v["key"].as_str().unwrap().into(),
+                v["action"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    let want: BTreeSet<(String, String)> = [
+        ("p/a", "undelete"),
+        ("p/b", "revert"),
+        ("p/c", "revert"),
+        ("p/d/", "undelete"),
+        ("p/d/e", "undelete"),
+    ]
+    .iter()
+    .map(|(k, a)| (k.to_string(), a.to_string()))
+    .collect();
+    assert_eq!(planned, want);
+    let job = summary["summary"]["job"].as_str().unwrap().to_string();
+
+    // p/c changes between the plan and the run: a conflict, left alone.
+    let s = LocalStore::open(&store).unwrap();
+    put(&s, &rt, "p/c", "newer c".into());
+    s.close().unwrap();
+
+    let out = run(&args, &rtd);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains(&format!("executing the planned restore job {job}")),
+        "{}",
+        text(&out.stderr)
+    );
+    let result = lines(&out);
+    let (summary, changes) = result.split_last().unwrap();
+    assert_eq!(summary["summary"]["job"].as_str(), Some(job.as_str()));
+    assert_eq!(summary["summary"]["done"], 4);
+    assert_eq!(summary["summary"]["conflicts"], 1);
+    let conflict: Vec<_> = changes
+        .iter()
+        .filter(|c| c["outcome"] == "conflict")
+        .collect();
+    assert_eq!(conflict.len(), 1);
+    assert_eq!(conflict[0]["key"], "p/c");
+
+    let s = LocalStore::open(&store).unwrap();
+    rt.block_on(async {
+        let now = view(&s, "", None).await;
+        let then = view(&s, "", Some(at)).await;
+        for k in ["p/a", "p/b", "p/d/", "p/d/e"] {
+            assert_eq!(now.get(k), then.get(k), "{k}");
+        }
+        assert_ne!(
+            now.get("p/c"),
+            then.get("p/c"),
+            "the conflict was left alone"
+        );
+        assert!(
+            now.contains_key("p/made"),
+            "not --exact: keys made since stay"
+        );
+        assert!(!now.contains_key("q/x"), "outside the prefix: untouched");
+        let info = s.head("p/a", None).await.unwrap();
+        assert!(info.metadata["x-amz-meta-objfs-restored-from"].ends_with(&format!("job={job}")));
+    });
+    s.close().unwrap();
+
+    // Run again (a new plan: only p/c), then --exact removes what was made since.
+    let out = run(&args, &rtd);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(lines(&out).last().unwrap()["summary"]["reverted"], 1);
+    let exact = run(&[&args[..], &["--exact"]].concat(), &rtd);
+    assert!(exact.status.success(), "{}", text(&exact.stderr));
+    let s = LocalStore::open(&store).unwrap();
+    rt.block_on(async {
+        assert_eq!(view(&s, "p/", None).await, view(&s, "p/", Some(at)).await);
+    });
+    s.close().unwrap();
+
+    // Bad input: a clear message and exit 2, nothing planned.
+    let e = run(&["restore", "--store", st, "p/", "--as-of", "soon"], &rtd);
+    assert_eq!(e.status.code(), Some(2));
+    assert!(text(&e.stderr).contains("RFC 3339"), "{}", text(&e.stderr));
+    let e = run(&["restore", "--store", st, "/p", "--as-of", "-1m"], &rtd);
+    assert_eq!(e.status.code(), Some(2), "{}", text(&e.stderr));
+}
+
+/// Deterministic pseudo-random numbers (no rand dependency here).
+struct Lcg(u64);
+
+impl Lcg {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (self.0 >> 33) % n
+    }
+}
+
+#[test]
+fn restore_killed_with_sigkill_resumes_and_changes_every_planned_key_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let rtd = dir.path().join("run");
+    let store = dir.path().join("store");
+    let rt = tokio();
+    // 24,000 keys in 16 sub-prefixes (3 plan chunks): all deleted or overwritten after T.
+    let n = 24_000;
+    let key = |i: usize| format!("p/{:02x}/k{i:06}", i % 16);
+    let s = LocalStore::init(&store, Default::default()).unwrap();
+    for i in 0..n {
+        put(&s, &rt, &key(i), format!("v1 {i}"));
+    }
+    put(&s, &rt, "q/outside", "x".into());
+    let at = moment();
+    for i in 0..n {
+        if i % 10 == 0 {
+            put(&s, &rt, &key(i), format!("v2 {i}"));
+        } else {
+            rt.block_on(s.delete(&key(i))).unwrap();
+        }
+    }
+    rt.block_on(s.delete("q/outside")).unwrap();
+    let before = rt.block_on(version_counts(&s));
+    s.close().unwrap();
+
+    let t = format_rfc3339(at);
+    let st = store.to_str().unwrap();
+    let args = [
+        "restore", "--store", st, "p/", "--as-of", &t, "--json", "--quiet",
+    ];
+    let dry = run(&[&args[..], &["--dry-run"]].concat(), &rtd);
+    assert!(dry.status.success(), "{}", text(&dry.stderr));
+    let plan = lines(&dry);
+    let (summary, steps) = plan.split_last().unwrap();
+    let job = summary["summary"]["job"].as_str().unwrap().to_string();
+    let planned: BTreeSet<String> = steps
+        .iter()
+        .map(|v| v["key"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(planned.len(), n);
+
+    // Kill the run at random moments until one finishes.
+    let mut rng = Lcg(0x5eed_0f4e_5704_e5a1);
+    let (mut kills, mut resumed, mut mid_run, mut delay) = (0, 0, 0, 100);
+    let finished = loop {
+        assert!(kills < 60, "the restore never finished");
+        let mut child = Command::new(BIN)
+            .args(args)
+            .env("XDG_RUNTIME_DIR", &rtd)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_millis(delay + rng.below(200));
+        let mut status = None;
+        while Instant::now() < deadline {
+            if let Some(st) = child.try_wait().unwrap() {
+                status = Some(st);
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        if status.is_none() && kills < 8 {
+            child.kill().unwrap();
+        }
+        let out = child.wait_with_output().unwrap();
+        if text(&out.stderr).contains("resuming the interrupted restore job") {
+            resumed += 1;
+        }
+        if out.status.signal() == Some(9) {
+            kills += 1;
+            // Where the kill landed: before the job ran (aim later), or mid-run.
+            let s = LocalStore::open(&store).unwrap();
+            let state = rt.block_on(job::get(&s, &job)).unwrap().unwrap().state;
+            s.close().unwrap();
+            match state {
+                JobState::Planned => delay += 150,
+                JobState::Running => mid_run += 1,
+                JobState::Finished => {}
+            }
+            continue;
+        }
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        break out;
+    };
+    assert!(
+        mid_run >= 2 && resumed > 0,
+        "kills {kills}, mid-run {mid_run}, resumed {resumed}"
+    );
+    let result = lines(&finished);
+    let (summary, changes) = result.split_last().unwrap();
+    let sum = &summary["summary"];
+    assert_eq!(
+        sum["job"].as_str(),
+        Some(job.as_str()),
+        "the printed plan ran"
+    );
+    assert_eq!(
+        (sum["conflicts"].as_u64(), sum["failed"].as_u64()),
+        (Some(0), Some(0))
+    );
+    assert_eq!(sum["done"].as_u64(), Some(n as u64), "{sum}");
+    let done: BTreeSet<String> = changes
+        .iter()
+        .map(|c| c["key"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(done, planned);
+
+    // Exactly one new version per planned key, none elsewhere; the prefix is as it was.
+    let s = LocalStore::open(&store).unwrap();
+    let after = rt.block_on(version_counts(&s));
+    for (k, c) in &after {
+        let want = before.get(k).copied().unwrap_or(0) + usize::from(planned.contains(k));
+        assert_eq!(*c, want, "{k}: {c} versions, want {want}");
+    }
+    rt.block_on(async {
+        assert_eq!(view(&s, "p/", None).await, view(&s, "p/", Some(at)).await);
+        assert!(view(&s, "q/", None).await.is_empty());
+    });
+    s.close().unwrap();
+    eprintln!("restore crash test: {kills} kills, {mid_run} mid-run");
+}
+
+#[test]
+fn restore_through_a_mount_shows_the_restored_files() {
+    if fuse_missing("restore_through_a_mount_shows_the_restored_files") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let rtd = dir.path().join("run");
+    let store = dir.path().join("store");
+    let mp = dir.path().join("m");
+    std::env::set_var("XDG_RUNTIME_DIR", &rtd);
+    let (st, m) = (s(&store), s(&mp));
+    ok(&["init", st]);
+    let _g = guard(&store, &mp);
+    // Names and attributes cached by the kernel for 0.2 s: the restore clears the mount's own
+    // caches (names known absent); the kernel's entries expire (see the wait below).
+    ok(&["mount", st, m, "--attr-ttl", "0.2"]);
+    std::fs::create_dir_all(mp.join("photos/2026")).unwrap();
+    for i in 0..20 {
+        std::fs::write(
+            mp.join(format!("photos/2026/img{i:02}.jpg")),
+            format!("image {i}"),
+        )
+        .unwrap();
+    }
+    std::fs::write(mp.join("photos/index"), "index v1").unwrap();
+    let chmod = std::os::unix::fs::PermissionsExt::from_mode(0o600);
+    std::fs::set_permissions(mp.join("photos/2026/img03.jpg"), chmod).unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    let at = moment();
+    // The accident: the directory removed, the index overwritten; the mount saw both.
+    std::fs::remove_dir_all(mp.join("photos/2026")).unwrap();
+    std::fs::write(mp.join("photos/index"), "index v2").unwrap();
+    assert!(!mp.join("photos/2026").exists());
+    assert_eq!(
+        std::fs::read_to_string(mp.join("photos/index")).unwrap(),
+        "index v2"
+    );
+
+    let t = format_rfc3339(at);
+    let photos = mp.join("photos");
+    let accident = moment();
+    // A directory that no longer exists is named by its path, then the rest of photos/.
+    let out = ok(&["restore", s(&mp.join("photos/2026")), "--as-of", &t]);
+    assert!(out.contains("21 key(s) restored"), "{out}");
+    let out = ok(&["restore", s(&photos), "--as-of", &t]);
+    assert!(out.contains("1 key(s) restored"), "{out}");
+    // Through the same mount, once the kernel's entries (cached before the restore) expired.
+    std::thread::sleep(Duration::from_millis(300));
+    let mut listed = names(&mp.join("photos/2026"));
+    listed.sort();
+    assert_eq!(listed.len(), 20, "{listed:?}");
+    for i in 0..20 {
+        let p = mp.join(format!("photos/2026/img{i:02}.jpg"));
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), format!("image {i}"));
+    }
+    assert_eq!(
+        std::fs::read_to_string(mp.join("photos/index")).unwrap(),
+        "index v1"
+    );
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(mp.join("photos/2026/img03.jpg"))
+            .unwrap()
+            .permissions(),
+    );
+    assert_eq!(
+        mode & 0o777,
+        0o600,
+        "the POSIX attributes of the old version"
+    );
+    // The restore is undone by a restore (--exact: what the first one brought back goes).
+    let undo = ok(&[
+        "restore",
+        s(&photos),
+        "--as-of",
+        &format_rfc3339(accident),
+        "--exact",
+        "--json",
+        "--quiet",
+    ]);
+    let undo: Value = serde_json::from_str(undo.lines().last().unwrap()).unwrap();
+    assert_eq!(undo["summary"]["done"], 22, "{undo}");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!mp.join("photos/2026").exists());
+    assert_eq!(
+        std::fs::read_to_string(mp.join("photos/index")).unwrap(),
+        "index v2"
+    );
+}

@@ -1,0 +1,60 @@
+//! What the store's benchmarks share: the runtime, a directory on the build's disk, and
+//! criterion's estimates read back for the ratio tables.
+
+use std::path::Path;
+
+/// A two-worker tokio runtime (the machine's cores).
+pub fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+/// A fresh directory under target/bench-tmp: the same disk as the build (not tmpfs), so native
+/// baselines and objfs share it.
+pub fn bench_dir() -> tempfile::TempDir {
+    let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench-tmp");
+    let _ = std::fs::create_dir_all(&base);
+    tempfile::tempdir_in(base).expect("bench dir")
+}
+
+/// criterion's mean estimate (ns) of one benchmark, from its JSON output.
+pub fn mean_ns(group: &str, id: &str) -> Option<f64> {
+    let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/criterion");
+    let text =
+        std::fs::read_to_string(base.join(group).join(id).join("new/estimates.json")).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    v["mean"]["point_estimate"].as_f64()
+}
+
+/// Lists every version under `prefix`, 1,000 a page; returns how many there were.
+pub fn count_versions(
+    rt: &tokio::runtime::Runtime,
+    store: &dyn objfs_store::ObjectStore,
+    prefix: &str,
+) -> usize {
+    rt.block_on(count_versions_async(store, prefix))
+}
+
+/// [`count_versions`] from inside a runtime.
+pub async fn count_versions_async(store: &dyn objfs_store::ObjectStore, prefix: &str) -> usize {
+    let mut req = objfs_store::ListVersionsRequest {
+        prefix: prefix.into(),
+        max_keys: 1000,
+        ..Default::default()
+    };
+    let mut n = 0;
+    loop {
+        let page = store.list_versions(&req).await.expect("list_versions");
+        n += page.versions.len();
+        match page.next_key_marker {
+            Some(k) => {
+                req.key_marker = Some(k);
+                req.version_marker = page.next_version_marker;
+            }
+            None => return n,
+        }
+    }
+}
