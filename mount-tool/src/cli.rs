@@ -163,7 +163,8 @@ pub struct ManArgs {
 /// `objfs mount`.
 #[derive(Debug, Args, Clone, Default)]
 pub struct MountArgs {
-    /// The store: a directory holding a store (or, with --init, where to create one).
+    /// The store: a directory holding a store (or, with --init, where to create one), or
+    /// s3://BUCKET[/PREFIX] (with --endpoint, --region, --profile as needed).
     pub store: PathBuf,
     /// Where to mount it (created if it does not exist).
     pub mountpoint: PathBuf,
@@ -206,6 +207,23 @@ pub struct MountArgs {
     /// While the store is mounted, its mount process serves this mount too.
     #[arg(long, value_name = "TIME", allow_hyphen_values = true)]
     pub at: Option<String>,
+    #[command(flatten)]
+    pub s3: S3Args,
+}
+
+/// How to reach an `s3://BUCKET[/PREFIX]` store. Credentials come the standard AWS way
+/// (environment, ~/.aws/credentials and config, instance roles), never from the command line.
+#[derive(Debug, Args, Clone, Default)]
+pub struct S3Args {
+    /// The S3-compatible endpoint of an s3:// store, e.g. http://127.0.0.1:3900 (default: AWS).
+    #[arg(long, value_name = "URL")]
+    pub endpoint: Option<String>,
+    /// The region of an s3:// store (default: AWS's chain, then us-east-1).
+    #[arg(long, value_name = "REGION")]
+    pub region: Option<String>,
+    /// The AWS profile (shared config files) whose credentials reach an s3:// store.
+    #[arg(long, value_name = "NAME")]
+    pub profile: Option<String>,
 }
 
 /// `objfs umount`.
@@ -249,8 +267,10 @@ pub struct InitArgs {
 /// `objfs status`.
 #[derive(Debug, Args)]
 pub struct StatusArgs {
-    /// The store directory, or the mount point of a mounted store.
+    /// The store directory, s3://BUCKET[/PREFIX], or the mount point of a mounted store.
     pub store: PathBuf,
+    #[command(flatten)]
+    pub s3: S3Args,
     /// Print JSON instead of text (schema in docs/OPERATIONS.md).
     #[arg(long)]
     pub json: bool,

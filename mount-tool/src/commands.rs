@@ -107,10 +107,22 @@ fn parse_ec(s: &str) -> Result<EcSetting> {
 /// `objfs status STORE` (or a mount point): from the mount process when the store is
 /// mounted, from the store itself when it is not; the same report either way.
 pub fn status(a: &StatusArgs) -> Result<()> {
-    let target = target::resolve(&a.store)?;
-    let v = target.execute(&Request::Status, &mut Feedback::new(true))?;
+    let loc = StoreLocation::parse(&a.store).ok();
+    let v = match loc {
+        Some(loc @ StoreLocation::S3 { .. }) => {
+            let s = crate::options::S3Settings {
+                endpoint: a.s3.endpoint.clone(),
+                region: a.s3.region.clone(),
+                profile: a.s3.profile.clone(),
+            };
+            crate::s3mount::status(loc, &s)?
+        }
+        _ => target::resolve(&a.store)?.execute(&Request::Status, &mut Feedback::new(true))?,
+    };
     if a.json {
         println!("{v}");
+    } else if v.get("s3").is_some() {
+        print!("{}", crate::s3mount::status_text(&v));
     } else {
         print!("{}", render::status_text(&v)?);
     }

@@ -86,7 +86,7 @@ fn moment_json(t: SystemTime) -> (u64, String) {
 }
 
 /// Every version and delete marker of `key`, newest first.
-async fn key_versions(store: &LocalStore, key: &str) -> Result<Vec<VersionInfo>> {
+async fn key_versions(store: &dyn ObjectStore, key: &str) -> Result<Vec<VersionInfo>> {
     let mut req = ListVersionsRequest {
         prefix: key.to_string(),
         ..Default::default()
@@ -155,7 +155,7 @@ fn version_json(v: &VersionInfo) -> Value {
 }
 
 /// `objfs versions`: every version and delete marker of `key`, newest first.
-pub fn versions(store: &LocalStore, key: &str) -> Result<Value> {
+pub fn versions(store: &dyn ObjectStore, key: &str) -> Result<Value> {
     let vs = block(key_versions(store, key))?;
     if vs.is_empty() {
         bail!("{key}: the store has no version of it");
@@ -167,7 +167,7 @@ pub fn versions(store: &LocalStore, key: &str) -> Result<Value> {
 }
 
 /// The version `cat` writes: the given id, or the one current at the given moment.
-pub fn resolve(store: &LocalStore, spec: &CatSpec) -> Result<ObjectInfo> {
+pub fn resolve(store: &dyn ObjectStore, spec: &CatSpec) -> Result<ObjectInfo> {
     let key = &spec.key;
     block(async {
         let info = match (&spec.version, spec.at_ns) {
@@ -213,7 +213,11 @@ pub fn cat_header(info: &ObjectInfo) -> Value {
 }
 
 /// Writes the bytes of `info` (a version) to `out`.
-pub fn write_version(store: &LocalStore, info: &ObjectInfo, out: &mut dyn Write) -> Result<()> {
+pub fn write_version(
+    store: &dyn ObjectStore,
+    info: &ObjectInfo,
+    out: &mut dyn Write,
+) -> Result<()> {
     block(async {
         let mut off = 0;
         while off < info.size {

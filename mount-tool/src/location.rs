@@ -2,9 +2,11 @@
 //! a backend itself.
 //!
 //! A location is what the user typed for STORE: a path (a local store) or a URL. `file://`
-//! URLs are local paths; `s3://bucket/prefix` names an S3-compatible bucket, which this build
-//! cannot open yet (a clear "not supported yet" error, not a stray directory called `s3:`).
-//! [`Store`] is what the factory returns: one variant per backend.
+//! URLs are local paths; `s3://bucket/prefix` names a bucket of AWS S3 or of an S3-compatible
+//! endpoint (given apart, `--endpoint`), which s3mount.rs opens and mounts. Commands that only
+//! make sense on a local store (disks, scrub, placement, gc, history on a store not mounted)
+//! get a clear "works on local stores only" for it, never a stray directory called `s3:`.
+//! [`Store`] is what the factory returns for a local store.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -20,8 +22,13 @@ use crate::platform;
 pub enum StoreLocation {
     /// A local store directory (absolute).
     Local(PathBuf),
-    /// A bucket (and key prefix) of an S3-compatible endpoint.
-    S3 { bucket: String, prefix: String },
+    /// A bucket (and key prefix) of AWS S3 or of an S3-compatible endpoint; the URL and the
+    /// endpoint together identify the store (its control socket, runtime.rs).
+    S3 {
+        bucket: String,
+        prefix: String,
+        endpoint: Option<String>,
+    },
 }
 
 impl StoreLocation {
@@ -35,7 +42,8 @@ impl StoreLocation {
             }
             return Ok(StoreLocation::S3 {
                 bucket: bucket.to_string(),
-                prefix: prefix.to_string(),
+                prefix: prefix.trim_end_matches('/').to_string(),
+                endpoint: None,
             });
         }
         if let Some(path) = text.strip_prefix("file://") {
@@ -51,8 +59,20 @@ impl StoreLocation {
         Ok(StoreLocation::Local(platform::absolute(arg)?))
     }
 
-    /// The local directory of a store this build can open (an s3 location is "not supported
-    /// yet").
+    /// The same location at `endpoint` (an s3 location; a local one is unchanged).
+    pub fn with_endpoint(self, endpoint: Option<String>) -> StoreLocation {
+        match self {
+            StoreLocation::S3 { bucket, prefix, .. } => StoreLocation::S3 {
+                bucket,
+                prefix,
+                endpoint,
+            },
+            local => local,
+        }
+    }
+
+    /// The local directory of a store, for commands that work on local stores only (an s3
+    /// location gets a clear error saying so).
     pub fn supported_path(&self) -> Result<&Path, StoreError> {
         match self {
             StoreLocation::Local(p) => Ok(p),
@@ -65,8 +85,20 @@ impl fmt::Display for StoreLocation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             StoreLocation::Local(p) => write!(f, "{}", p.display()),
-            StoreLocation::S3 { bucket, prefix } if prefix.is_empty() => write!(f, "s3://{bucket}"),
-            StoreLocation::S3 { bucket, prefix } => write!(f, "s3://{bucket}/{prefix}"),
+            StoreLocation::S3 {
+                bucket,
+                prefix,
+                endpoint,
+            } => {
+                write!(f, "s3://{bucket}")?;
+                if !prefix.is_empty() {
+                    write!(f, "/{prefix}")?;
+                }
+                match endpoint {
+                    Some(e) => write!(f, " at {e}"),
+                    None => Ok(()),
+                }
+            }
         }
     }
 }
@@ -99,10 +131,11 @@ impl Store {
     }
 }
 
-/// The error for a location whose backend this build does not have.
+/// The error for a command that works on local stores only, given an s3 location.
 fn not_supported(loc: &StoreLocation) -> StoreError {
     StoreError::Unsupported(format!(
-        "{loc}: s3 stores are not supported yet (this build has the local backend only)"
+        "{loc} is an S3 bucket: this command works on local stores only (an s3 store can be \
+         mounted and shown by `objfs status`)"
     ))
 }
 
@@ -142,7 +175,8 @@ mod tests {
             StoreLocation::parse(Path::new("s3://bucket/a/b")).unwrap(),
             StoreLocation::S3 {
                 bucket: "bucket".into(),
-                prefix: "a/b".into()
+                prefix: "a/b".into(),
+                endpoint: None
             }
         );
         assert_eq!(
@@ -164,10 +198,12 @@ mod tests {
     }
 
     #[test]
-    fn s3_is_not_supported_yet() {
-        let loc = StoreLocation::parse(Path::new("s3://bucket/p")).unwrap();
+    fn s3_locations_are_not_local_stores() {
+        let loc = StoreLocation::parse(Path::new("s3://bucket/p/")).unwrap();
         let e = open(&loc).err().unwrap();
-        assert!(e.to_string().contains("not supported yet"), "{e}");
+        assert!(e.to_string().contains("works on local stores only"), "{e}");
         assert!(loc.supported_path().is_err());
+        let at = loc.with_endpoint(Some("http://127.0.0.1:9000".into()));
+        assert_eq!(at.to_string(), "s3://bucket/p at http://127.0.0.1:9000");
     }
 }

@@ -24,6 +24,7 @@ mod progress;
 mod render;
 mod restore;
 mod runtime;
+mod s3mount;
 mod server;
 mod target;
 

@@ -86,6 +86,15 @@ impl MountRequest {
         if let Some(p) = &a.log_file {
             s.log_file = Some(p.clone());
         }
+        for (slot, v) in [
+            (&mut s.s3.endpoint, &a.s3.endpoint),
+            (&mut s.s3.region, &a.s3.region),
+            (&mut s.s3.profile, &a.s3.profile),
+        ] {
+            if v.is_some() {
+                slot.clone_from(v);
+            }
+        }
         let at = match &a.at {
             Some(t) => Some(crate::history_commands::moment(t)?),
             None => None,
@@ -144,9 +153,11 @@ pub fn fs_name_for(store: &Path) -> String {
 /// Runs a mount request to the end (for the daemon: the parent exits inside).
 pub fn run(req: MountRequest) -> Result<()> {
     platform::check_fuse()?;
-    let store = StoreLocation::parse(&req.store)?
-        .supported_path()?
-        .to_path_buf();
+    let loc = StoreLocation::parse(&req.store)?;
+    if let StoreLocation::S3 { .. } = loc {
+        return crate::s3mount::run(req, loc);
+    }
+    let store = loc.supported_path()?.to_path_buf();
     let create = check_store(&store, req.init)?;
     if let Some(m) = runtime::lookup_store(&StoreLocation::Local(store.clone())) {
         if let Some(at) = req.at {
@@ -305,7 +316,7 @@ fn check_store(path: &Path, init: bool) -> Result<bool> {
 /// Checks the mount point; returns its absolute path and whether it must be created (that is
 /// done by the mount process once the store is open, so a failed mount leaves nothing behind).
 /// A dead mount left there by a killed mount process is cleared.
-fn check_mountpoint(mp: &Path, allow_non_empty: bool) -> Result<(PathBuf, bool)> {
+pub(crate) fn check_mountpoint(mp: &Path, allow_non_empty: bool) -> Result<(PathBuf, bool)> {
     let abs = platform::absolute(mp)?;
     let shown = abs.display();
     if let Some(entry) = platform::find_mount(&abs)? {
@@ -357,7 +368,7 @@ fn check_mountpoint(mp: &Path, allow_non_empty: bool) -> Result<(PathBuf, bool)>
 }
 
 /// Creates the mount point if needed; returns its canonical path.
-fn create_mountpoint(abs: &Path, create: bool) -> Result<PathBuf> {
+pub(crate) fn create_mountpoint(abs: &Path, create: bool) -> Result<PathBuf> {
     if create {
         std::fs::create_dir_all(abs)
             .with_context(|| format!("cannot create mount point {}", abs.display()))?;
@@ -366,7 +377,7 @@ fn create_mountpoint(abs: &Path, create: bool) -> Result<PathBuf> {
         .with_context(|| format!("cannot resolve mount point {}", abs.display()))
 }
 
-fn termination_signals() -> SigSet {
+pub(crate) fn termination_signals() -> SigSet {
     let mut set = SigSet::empty();
     set.add(Signal::SIGINT);
     set.add(Signal::SIGTERM);
@@ -540,6 +551,19 @@ fn serve(plan: Plan<'_>, cfg: FsConfig, notifier: &mut Notifier) -> Result<()> {
     }
     notifier.ready();
 
+    let result = serve_until_unmounted(handle, mountpoint)?;
+    // No new commands; jobs running for one stop at their next unit.
+    server.stop();
+    close_store(store, &store_path);
+    result
+}
+
+/// Serves until a signal comes (then finishes uploads and unmounts) or the session ends from
+/// outside (`objfs umount`, `fusermount3 -u`), whichever is first.
+pub(crate) fn serve_until_unmounted(
+    handle: objfs_fs::MountHandle,
+    mountpoint: &Path,
+) -> Result<Result<()>> {
     let (tx, rx) = mpsc::channel::<Signal>();
     std::thread::Builder::new()
         .name("objfs-signals".into())
@@ -588,10 +612,7 @@ fn serve(plan: Plan<'_>, cfg: FsConfig, notifier: &mut Notifier) -> Result<()> {
             }
         }
     };
-    // No new commands; jobs running for one stop at their next unit.
-    server.stop();
-    close_store(store, &store_path);
-    result
+    Ok(result)
 }
 
 /// The absolute path of the log file given on the command line.

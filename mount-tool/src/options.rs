@@ -102,6 +102,17 @@ pub struct MountSettings {
     pub sloppy: bool,
     /// Mount over a mount point that is not empty.
     pub allow_non_empty: bool,
+    /// How to reach an `s3://` store (ignored for a local one).
+    pub s3: S3Settings,
+}
+
+/// How to reach an `s3://` store: `--endpoint/--region/--profile` or `-o endpoint=,region=,
+/// profile=`. Credentials are never here: they come the standard AWS way.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct S3Settings {
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    pub profile: Option<String>,
 }
 
 /// The parts of [`FsConfig`] that options can set; `None` keeps the default.
@@ -204,6 +215,9 @@ impl MountSettings {
         };
         let fs = &mut self.fs;
         match name {
+            "endpoint" => self.s3.endpoint = Some(need(value)?),
+            "region" => self.s3.region = Some(need(value)?),
+            "profile" => self.s3.profile = Some(need(value)?),
             "ro" => fs.read_only = true,
             "allow_other" => fs.allow_other = true,
             "noxattr" => fs.no_xattr = true,

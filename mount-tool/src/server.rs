@@ -183,7 +183,7 @@ fn accept_loop(listener: UnixListener, shared: Arc<Shared>) {
 }
 
 /// Whether the peer is this process's user or root.
-fn peer_allowed(conn: &UnixStream) -> bool {
+pub(crate) fn peer_allowed(conn: &UnixStream) -> bool {
     use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
     match getsockopt(conn, PeerCredentials) {
         Ok(c) => c.uid() == 0 || c.uid() == nix::unistd::geteuid().as_raw(),
@@ -191,7 +191,7 @@ fn peer_allowed(conn: &UnixStream) -> bool {
     }
 }
 
-fn send(w: &mut UnixStream, reply: &Reply) -> std::io::Result<()> {
+pub(crate) fn send(w: &mut UnixStream, reply: &Reply) -> std::io::Result<()> {
     let mut line = serde_json::to_string(reply).map_err(std::io::Error::other)?;
     line.push('\n');
     w.write_all(line.as_bytes())?;
@@ -229,7 +229,7 @@ fn serve(conn: UnixStream, shared: &Shared) -> std::io::Result<()> {
     info!(request = ?env.request, "control request");
     reap_at_mounts(shared);
     match &env.request {
-        Request::Cat(spec) => return serve_cat(&mut writer, &store, spec),
+        Request::Cat(spec) => return serve_cat(&mut writer, store.as_ref(), spec),
         Request::MountAt {
             mountpoint,
             at_ns,
@@ -301,7 +301,11 @@ fn invalidate(shared: &Shared, req: &Request) {
 }
 
 /// `cat`: the answer line (which version, its size), then its bytes raw.
-fn serve_cat(w: &mut UnixStream, store: &LocalStore, spec: &CatSpec) -> std::io::Result<()> {
+pub(crate) fn serve_cat(
+    w: &mut UnixStream,
+    store: &dyn ObjectStore,
+    spec: &CatSpec,
+) -> std::io::Result<()> {
     let info = match history::resolve(store, spec) {
         Ok(i) => i,
         Err(e) => return send(w, &Reply::Error(format!("{e:#}"))),

@@ -102,7 +102,7 @@ pub struct DaemonMount {
     attached: bool,
     /// The mount point.
     pub mountpoint: PathBuf,
-    /// The store directory.
+    /// The store directory (or the s3:// source).
     pub store: PathBuf,
     /// Where the daemon's stderr goes.
     pub log: PathBuf,
@@ -113,6 +113,38 @@ impl DaemonMount {
     /// arguments (e.g. `["-o", "part_size=256K"]`), appending the daemon's stderr to `log`.
     /// Returns once the kernel lists the mount and the store's lock names the child.
     pub fn start(store: &Path, mountpoint: &Path, args: &[&str], log: &Path) -> DaemonMount {
+        // A store that does not exist yet is made by this first mount (objfs mount creates
+        // a store only when asked to, outside the default location).
+        let init = !store.join("objfs-store.json").exists();
+        let mut all: Vec<&str> = init.then_some("--init").into_iter().collect();
+        all.extend_from_slice(args);
+        let m = DaemonMount::spawn(store.as_os_str(), mountpoint, &all, log);
+        // The daemon pid, seen from the store: its lock names the process that owns it.
+        match objfs_store::local::LocalStore::open(store) {
+            Err(objfs_store::StoreError::Locked { pid: owner, .. }) => assert_eq!(
+                owner, m.pid,
+                "the store's lock names pid {owner}, not the mount daemon {}",
+                m.pid
+            ),
+            Err(e) => panic!("opening a mounted store: expected Locked, got {e}"),
+            Ok(_) => panic!("a mounted store opened a second time"),
+        }
+        m
+    }
+
+    /// Mounts a store that is not a directory (`s3://BUCKET/PREFIX`, with `--endpoint` and
+    /// friends in `args`) at `mountpoint`; returns once the kernel lists the mount.
+    pub fn start_source(source: &str, mountpoint: &Path, args: &[&str], log: &Path) -> DaemonMount {
+        DaemonMount::spawn(source.as_ref(), mountpoint, args, log)
+    }
+
+    /// Runs `objfs mount --foreground ARGS SOURCE MOUNTPOINT` and waits for the mount.
+    fn spawn(
+        source: &std::ffi::OsStr,
+        mountpoint: &Path,
+        args: &[&str],
+        log: &Path,
+    ) -> DaemonMount {
         let bin = objfs_binary();
         assert!(
             !is_mounted(mountpoint),
@@ -124,15 +156,11 @@ impl DaemonMount {
             .append(true)
             .open(log)
             .unwrap_or_else(|e| panic!("open the daemon log {}: {e}", log.display()));
-        // A store that does not exist yet is made by this first mount (objfs mount creates
-        // a store only when asked to, outside the default location).
-        let init = !store.join("objfs-store.json").exists();
         let child = Command::new(&bin)
             .arg("mount")
             .arg("--foreground")
-            .args(init.then_some("--init"))
             .args(args)
-            .arg(store)
+            .arg(source)
             .arg(mountpoint)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -145,7 +173,7 @@ impl DaemonMount {
             pid,
             attached: true,
             mountpoint: mountpoint.to_path_buf(),
-            store: store.to_path_buf(),
+            store: PathBuf::from(source),
             log: log.to_path_buf(),
         };
         // Not a timed assertion: a generous bound on a mount that never comes up.
@@ -164,15 +192,6 @@ impl DaemonMount {
                 m.log_tail()
             );
             std::thread::sleep(Duration::from_millis(5));
-        }
-        // The daemon pid, seen from the store: its lock names the process that owns it.
-        match objfs_store::local::LocalStore::open(store) {
-            Err(objfs_store::StoreError::Locked { pid: owner, .. }) => assert_eq!(
-                owner, pid,
-                "the store's lock names pid {owner}, not the mount daemon {pid}"
-            ),
-            Err(e) => panic!("opening a mounted store: expected Locked, got {e}"),
-            Ok(_) => panic!("a mounted store opened a second time"),
         }
         m
     }

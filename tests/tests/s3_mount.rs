@@ -1,0 +1,418 @@
+//! `objfs mount s3://BUCKET` on the test servers `scripts/test` starts (moto, versioned, and
+//! Garage, without versioning), through the real `objfs` binary: shell work on the mount
+//! (cp -r, diff -r, mv, rm -rf), an overwrite in the middle of a large file read back after a
+//! remount, history on moto, interop with objects written without objfs, and two mounts of
+//! one bucket. Skipped loudly, by name, when the endpoint variables are unset. Each test has a
+//! bucket of its own and always unmounts ([`DaemonMount`] does in `Drop`).
+
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant, SystemTime};
+
+use objfs_store::s3::{create_bucket, set_versioning, S3Store};
+use objfs_store::{Body, ObjectStore, PutOptions};
+use objfs_tests::daemon_mount::{objfs_binary, DaemonMount};
+use objfs_tests::mount_fixture::skip_without_fuse;
+use objfs_tests::s3_fixture::{self, unique_name, Server};
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a runtime")
+}
+
+/// A bucket of its own on `server` (versioned on moto); its name.
+fn new_bucket(server: &Server, tag: &str) -> String {
+    let bucket = unique_name(tag);
+    let cfg = server.config_of(Some(&bucket), "");
+    rt().block_on(async {
+        create_bucket(&cfg).await.expect("create the bucket");
+        if server.versioned {
+            set_versioning(&cfg, true).await.expect("versioning on");
+        }
+    });
+    bucket
+}
+
+/// The store API's view of `bucket` (for checks beside the mount).
+fn open_store(rt: &tokio::runtime::Runtime, server: &Server, bucket: &str) -> S3Store {
+    rt.block_on(S3Store::open(server.config_of(Some(bucket), "")))
+        .expect("open the bucket")
+}
+
+/// `--endpoint E --region R [--profile P]` of `server`.
+fn server_args(server: &Server) -> Vec<String> {
+    let mut a = vec![
+        "--endpoint".to_string(),
+        server.endpoint.clone(),
+        "--region".into(),
+        server.region.clone(),
+    ];
+    if let Some(p) = &server.profile {
+        a.extend(["--profile".into(), p.clone()]);
+    }
+    a
+}
+
+/// Mounts `s3://bucket` at `dir/name` (the daemon's log beside it).
+fn mount(server: &Server, bucket: &str, dir: &Path, name: &str, extra: &[&str]) -> DaemonMount {
+    let mp = dir.join(name);
+    let mut args = server_args(server);
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    DaemonMount::start_source(
+        &format!("s3://{bucket}"),
+        &mp,
+        &args,
+        &dir.join(format!("{name}.log")),
+    )
+}
+
+fn sh(script: &str, cwd: &Path) {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .current_dir(cwd)
+        .output()
+        .expect("run sh");
+    assert!(
+        out.status.success(),
+        "`{script}` failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The servers whose variables are set (each missing one says so loudly).
+fn servers(test: &str) -> Vec<Server> {
+    if skip_without_fuse(test) {
+        return Vec::new();
+    }
+    let all: Vec<Server> = [s3_fixture::moto(), s3_fixture::garage()]
+        .into_iter()
+        .flatten()
+        .collect();
+    if all.is_empty() {
+        eprintln!("{test}: SKIPPED: no S3 test server (run it with scripts/test)");
+    }
+    all
+}
+
+/// A tree of small files, nested directories and one file of a few parts.
+fn make_tree(root: &Path) {
+    for d in 0..3 {
+        let dir = root.join(format!("d{d}/sub"));
+        fs::create_dir_all(&dir).expect("mkdir");
+        for f in 0..5 {
+            fs::write(
+                dir.join(format!("f{f}.txt")),
+                format!("{d}-{f}\n").repeat(d * 100 + f),
+            )
+            .expect("write");
+        }
+    }
+    fs::write(root.join("big.bin"), objfs_tests::det_bytes(7, 3 << 20)).expect("write big");
+}
+
+#[test]
+fn shell_work_on_a_mounted_bucket() {
+    for server in servers("shell_work_on_a_mounted_bucket") {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let src = tmp.path().join("src");
+        make_tree(&src);
+        let bucket = new_bucket(&server, "shell");
+        let mut m = mount(&server, &bucket, tmp.path(), "mnt", &[]);
+        let mp = m.mountpoint.clone();
+        sh(
+            &format!("cp -r {} {}/tree", src.display(), mp.display()),
+            tmp.path(),
+        );
+        sh(
+            &format!("diff -r {} {}/tree", src.display(), mp.display()),
+            tmp.path(),
+        );
+        // mv of a file and of a directory (copy + delete on S3).
+        fs::rename(mp.join("tree/big.bin"), mp.join("tree/moved.bin")).expect("mv file");
+        fs::rename(mp.join("tree/d1"), mp.join("tree/d1-moved")).expect("mv dir");
+        assert!(!mp.join("tree/big.bin").exists() && !mp.join("tree/d1").exists());
+        sh(
+            &format!(
+                "cmp {0}/big.bin {1}/tree/moved.bin && diff -r {0}/d1 {1}/tree/d1-moved",
+                src.display(),
+                mp.display()
+            ),
+            tmp.path(),
+        );
+        m.stop();
+        // After a remount, the bucket holds the same tree; rm -rf empties it.
+        let mut m = mount(&server, &bucket, tmp.path(), "mnt", &[]);
+        sh(
+            &format!("diff -r {0}/d2 {1}/tree/d2", src.display(), mp.display()),
+            tmp.path(),
+        );
+        sh(&format!("rm -rf {}/tree", mp.display()), tmp.path());
+        assert_eq!(fs::read_dir(&mp).expect("ls").count(), 0, "{}", server.name);
+        m.stop();
+        let rt = rt();
+        let store = open_store(&rt, &server, &bucket);
+        let left = rt
+            .block_on(store.list(&objfs_store::ListRequest::default()))
+            .expect("list");
+        assert!(
+            left.objects.is_empty(),
+            "{}: {:?}",
+            server.name,
+            left.objects
+        );
+    }
+}
+
+#[test]
+fn overwrite_in_the_middle_of_a_large_file() {
+    use std::io::{Seek, SeekFrom, Write};
+    for server in servers("overwrite_in_the_middle_of_a_large_file") {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let bucket = new_bucket(&server, "overwrite");
+        // Parts of 5 MiB (S3's smallest): 17 MiB is four parts.
+        let mut m = mount(&server, &bucket, tmp.path(), "mnt", &["--part-size", "5M"]);
+        let path = m.mountpoint.join("large.bin");
+        let mut want = objfs_tests::det_bytes(3, 17 << 20);
+        fs::write(&path, &want).expect("write");
+        let at = (8 << 20) + 123;
+        let patch = vec![0xA5u8; 4096];
+        want[at..at + patch.len()].copy_from_slice(&patch);
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .expect("open");
+        f.seek(SeekFrom::Start(at as u64)).expect("seek");
+        f.write_all(&patch).expect("overwrite");
+        f.sync_all().expect("fsync");
+        drop(f);
+        assert!(fs::read(&path).expect("read") == want, "{}", server.name);
+        m.stop();
+        let mut m = mount(&server, &bucket, tmp.path(), "mnt", &[]);
+        let got = fs::read(m.mountpoint.join("large.bin")).expect("read after remount");
+        assert!(got == want, "{}: bytes differ after remount", server.name);
+        m.stop();
+    }
+}
+
+#[test]
+fn history_of_a_file_overwritten_through_the_mount() {
+    if skip_without_fuse("history_of_a_file_overwritten_through_the_mount") {
+        return;
+    }
+    let Some(server) = s3_fixture::moto() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let bucket = new_bucket(&server, "history");
+    let mut m = mount(&server, &bucket, tmp.path(), "mnt", &[]);
+    let path = m.mountpoint.join("notes.txt");
+    fs::write(&path, "first\n").expect("write");
+    // Versions are told apart by their times, at S3's 1 s resolution.
+    std::thread::sleep(Duration::from_millis(2100));
+    let between = SystemTime::now();
+    std::thread::sleep(Duration::from_millis(1100));
+    fs::write(&path, "second\n").expect("overwrite");
+    let out = Command::new(objfs_binary())
+        .args(["versions", "--json"])
+        .arg(&path)
+        .output()
+        .expect("objfs versions");
+    assert!(
+        out.status.success(),
+        "objfs versions: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["versions"].as_array().map(Vec::len), Some(2), "{v}");
+    let moment = objfs_store::history::time::format_rfc3339(between);
+    let old = m.mountpoint.join(format!(".snapshots/@{moment}/notes.txt"));
+    assert_eq!(fs::read_to_string(&old).expect("read the past"), "first\n");
+    assert_eq!(fs::read_to_string(&path).expect("read now"), "second\n");
+    m.stop();
+}
+
+#[test]
+fn objects_written_without_objfs_and_files_written_with_it() {
+    for server in servers("objects_written_without_objfs_and_files_written_with_it") {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let bucket = new_bucket(&server, "interop");
+        let rt = rt();
+        let store = open_store(&rt, &server, &bucket);
+        rt.block_on(store.put("plain/hello.txt", Body::from("hi\n"), PutOptions::default()))
+            .expect("put without metadata");
+        let mut m = mount(&server, &bucket, tmp.path(), "mnt", &[]);
+        let mp = m.mountpoint.clone();
+        let f = fs::metadata(mp.join("plain/hello.txt")).expect("stat the object");
+        let d = fs::metadata(mp.join("plain")).expect("stat the prefix");
+        assert_eq!(f.mode() & 0o7777, 0o644, "{}", server.name);
+        assert_eq!(d.mode() & 0o7777, 0o755, "{}", server.name);
+        assert!(f.is_file() && d.is_dir());
+        assert_eq!(f.uid(), nix::unistd::getuid().as_raw());
+        assert_eq!(f.gid(), nix::unistd::getgid().as_raw());
+        let age = SystemTime::now()
+            .duration_since(f.modified().expect("mtime"))
+            .unwrap_or_default();
+        assert!(
+            age < Duration::from_secs(600),
+            "mtime from Last-Modified: {age:?}"
+        );
+        assert_eq!(
+            fs::read_to_string(mp.join("plain/hello.txt")).expect("read"),
+            "hi\n"
+        );
+
+        let mine = mp.join("mine.txt");
+        fs::write(&mine, "objfs\n").expect("write");
+        fs::set_permissions(&mine, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .expect("chmod");
+        let mtime = fs::metadata(&mine).expect("stat").mtime();
+        m.stop();
+        let info = rt
+            .block_on(store.head("mine.txt", None))
+            .expect("one object");
+        let meta = |k: &str| info.metadata.get(k).cloned().unwrap_or_default();
+        assert_eq!(info.size, 6);
+        assert_eq!(
+            u32::from_str_radix(meta("x-amz-meta-mode").trim(), 10)
+                .ok()
+                .map(|m| m & 0o7777),
+            Some(0o600),
+            "{:?}",
+            info.metadata
+        );
+        assert_eq!(
+            meta("x-amz-meta-uid"),
+            nix::unistd::getuid().as_raw().to_string()
+        );
+        assert_eq!(
+            meta("x-amz-meta-gid"),
+            nix::unistd::getgid().as_raw().to_string()
+        );
+        assert_eq!(
+            meta("x-amz-meta-mtime"),
+            mtime.to_string(),
+            "{:?}",
+            info.metadata
+        );
+    }
+}
+
+#[test]
+fn two_mounts_of_one_bucket_see_each_others_closed_files() {
+    for server in servers("two_mounts_of_one_bucket_see_each_others_closed_files") {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let bucket = new_bucket(&server, "two");
+        let mut a = mount(&server, &bucket, tmp.path(), "a", &["-o", "attr_ttl=1"]);
+        // Two processes standing in for two machines. One machine registers one mount per
+        // location (URL and endpoint), so the second reaches the same server by another name.
+        let mp_b = tmp.path().join("b");
+        let mut args = server_args(&server);
+        args.extend(["--attr-ttl".to_string(), "1".to_string()]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let endpoint_b = server.endpoint.replace("127.0.0.1", "localhost");
+        let mut args_b: Vec<&str> = args.clone();
+        args_b[1] = &endpoint_b;
+        let mut b = DaemonMount::start_source(
+            &format!("s3://{bucket}"),
+            &mp_b,
+            &args_b,
+            &tmp.path().join("b.log"),
+        );
+        fs::write(a.mountpoint.join("shared.txt"), "from a\n").expect("write on a");
+        let start = Instant::now();
+        loop {
+            match fs::read_to_string(mp_b.join("shared.txt")) {
+                Ok(t) if t == "from a\n" => break,
+                _ if start.elapsed() < Duration::from_secs(10) => {
+                    std::thread::sleep(Duration::from_millis(100))
+                }
+                other => panic!("{}: b never saw a's file: {other:?}", server.name),
+            }
+        }
+        a.stop();
+        b.stop();
+    }
+}
+
+/// Runs `objfs mount SOURCE MP ARGS` (a daemon) expecting it to fail with exit status 1 and
+/// `what` in its message; unmounts whatever it mounted if it did not fail.
+fn mount_fails(source: &str, mp: &Path, args: &[&str], env: &[(&str, &str)], what: &str) {
+    let out = Command::new(objfs_binary())
+        .arg("mount")
+        .arg(source)
+        .arg(mp)
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .expect("run objfs mount");
+    if objfs_tests::mount_fixture::is_mounted(mp) {
+        objfs_tests::mount_fixture::force_unmount(mp);
+        panic!("objfs mount {source} {args:?} mounted; expected: {what}");
+    }
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{source} {args:?}: {err}");
+    assert!(
+        err.contains(what),
+        "{source} {args:?}: expected {what:?} in: {err}"
+    );
+    assert!(!mp.exists(), "a failed mount left its mount point behind");
+}
+
+#[test]
+fn mount_time_errors_are_clear() {
+    if skip_without_fuse("mount_time_errors_are_clear") {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mp = tmp.path().join("mnt");
+    // Nothing listens on a port just released.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let dead = format!("http://127.0.0.1:{port}");
+    mount_fails(
+        "s3://nobody",
+        &mp,
+        &["--endpoint", &dead, "--region", "us-east-1"],
+        &[
+            ("AWS_ACCESS_KEY_ID", "x"),
+            ("AWS_SECRET_ACCESS_KEY", "y"),
+            ("AWS_EC2_METADATA_DISABLED", "true"),
+        ],
+        "the endpoint does not answer",
+    );
+    for server in servers("mount_time_errors_are_clear") {
+        let args = server_args(&server);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let missing = unique_name("missing");
+        mount_fails(
+            &format!("s3://{missing}"),
+            &mp,
+            &args,
+            &[],
+            "the bucket does not exist",
+        );
+        if server.name == "garage" {
+            // Garage checks signatures (moto accepts any key).
+            mount_fails(
+                &format!("s3://{}", server.bucket),
+                &mp,
+                &["--endpoint", &server.endpoint, "--region", &server.region],
+                &[
+                    ("AWS_ACCESS_KEY_ID", "GKbad"),
+                    ("AWS_SECRET_ACCESS_KEY", "bad"),
+                ],
+                "the credentials were refused",
+            );
+        }
+    }
+}
