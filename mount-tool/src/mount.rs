@@ -192,19 +192,7 @@ pub fn run(req: MountRequest) -> Result<()> {
     };
 
     let foreground = req.settings.foreground;
-    let mut notifier = if foreground {
-        match &log {
-            Some(f) => logging::init_file(f.clone()),
-            None => logging::init_stderr(),
-        }
-        Notifier::foreground()
-    } else {
-        let stderr = match &log {
-            Some(f) => Some(f.try_clone_file()?),
-            None => None,
-        };
-        daemon::daemonize(stderr, req.quiet)?
-    };
+    let mut notifier = detach(&log, foreground, req.quiet)?;
     // Block the termination signals before any thread starts, so every thread inherits the
     // mask and only our signal thread receives them (through sigwait).
     let signals = termination_signals();
@@ -230,6 +218,27 @@ pub fn run(req: MountRequest) -> Result<()> {
             Err(e)
         }
     }
+}
+
+/// Stays in the foreground (logging to `log` or stderr) or forks into a daemon whose stderr
+/// is `log` (only the child returns); the notifier tells the command how the mount went.
+pub(crate) fn detach(
+    log: &Option<RotatingFile>,
+    foreground: bool,
+    quiet: bool,
+) -> Result<Notifier> {
+    if foreground {
+        match log {
+            Some(f) => logging::init_file(f.clone()),
+            None => logging::init_stderr(),
+        }
+        return Ok(Notifier::foreground());
+    }
+    let stderr = match log {
+        Some(f) => Some(f.try_clone_file()?),
+        None => None,
+    };
+    daemon::daemonize(stderr, quiet)
 }
 
 /// `mount --at` of a store that `m` has mounted: its mount process serves the new mount

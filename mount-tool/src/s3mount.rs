@@ -23,7 +23,7 @@ use objfs_store::{ObjectStore, StoreError};
 use serde_json::{json, Value};
 use tracing::info;
 
-use crate::daemon::{self, Notifier};
+use crate::daemon::Notifier;
 use crate::location::StoreLocation;
 use crate::logging::{self, RotatingFile};
 use crate::mount::{self, MountRequest};
@@ -196,23 +196,10 @@ pub fn run(req: MountRequest, loc: StoreLocation) -> Result<()> {
         Some(p) => Some(RotatingFile::open(p, logging::MAX_LOG_BYTES)?),
         None => None,
     };
-    let mut notifier = if req.settings.foreground {
-        match &log {
-            Some(f) => logging::init_file(f.clone()),
-            None => logging::init_stderr(),
-        }
-        Notifier::foreground()
-    } else {
-        let stderr = match &log {
-            Some(f) => Some(f.try_clone_file()?),
-            None => None,
-        };
-        let n = daemon::daemonize(stderr, req.quiet)?;
-        if let Some(f) = &log {
-            logging::init_file(f.clone());
-        }
-        n
-    };
+    let mut notifier = mount::detach(&log, req.settings.foreground, req.quiet)?;
+    if let (Some(f), false) = (&log, req.settings.foreground) {
+        logging::init_file(f.clone());
+    }
     mount::termination_signals()
         .thread_block()
         .context("cannot block termination signals")?;

@@ -281,7 +281,9 @@ fn objects_written_without_objfs_and_files_written_with_it() {
         let meta = |k: &str| info.metadata.get(k).cloned().unwrap_or_default();
         assert_eq!(info.size, 6);
         assert_eq!(
-            u32::from_str_radix(meta("x-amz-meta-mode").trim(), 10)
+            meta("x-amz-meta-mode")
+                .trim()
+                .parse::<u32>()
                 .ok()
                 .map(|m| m & 0o7777),
             Some(0o600),
