@@ -27,13 +27,6 @@ use objfs_store::{ObjectStore, PutOptions};
 /// Keys per second the whole restore must reach.
 const TARGET_KEYS_PER_SEC: f64 = 20_000.0;
 
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 fn bench_dir() -> tempfile::TempDir {
     // Same disk as the build (not tmpfs).
     let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench-tmp");
@@ -137,8 +130,8 @@ async fn layout(name: &str, prefix: &str, key: impl Fn(usize) -> String, n: usiz
 fn main() {
     // `cargo bench` passes --bench; `cargo test --benches` runs this quickly with few keys.
     let quick = std::env::args().any(|a| a == "--test");
-    let n = env_usize("OBJFS_BENCH_KEYS", if quick { 2_000 } else { 100_000 });
-    let jobs = env_usize("OBJFS_BENCH_JOBS", 16);
+    let n = common::env_usize("OBJFS_BENCH_KEYS", if quick { 2_000 } else { 100_000 });
+    let jobs = common::env_usize("OBJFS_BENCH_JOBS", 16);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -20,6 +20,14 @@ pub fn bench_dir() -> tempfile::TempDir {
     tempfile::tempdir_in(base).expect("bench dir")
 }
 
+/// A number from the environment, or `default`.
+pub fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 /// criterion's mean estimate (ns) of one benchmark, from its JSON output.
 pub fn mean_ns(group: &str, id: &str) -> Option<f64> {
     let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/criterion");
