@@ -21,20 +21,6 @@ use objfs_store::{ObjectStore, PutOptions};
 /// Puts per second the sustained stream must reach.
 const TARGET_PUTS_PER_SEC: f64 = 50_000.0;
 
-/// CPU seconds (user + system) of this thread (`RUSAGE_THREAD`) or of the process.
-fn cpu(thread: bool) -> f64 {
-    let who = if thread {
-        libc::RUSAGE_THREAD
-    } else {
-        libc::RUSAGE_SELF
-    };
-    // SAFETY: getrusage only writes the struct we pass.
-    let mut r: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::getrusage(who, &mut r) };
-    let t = |v: libc::timeval| v.tv_sec as f64 + v.tv_usec as f64 / 1e6;
-    t(r.ru_utime) + t(r.ru_stime)
-}
-
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
@@ -65,7 +51,7 @@ fn round(rt: &tokio::runtime::Runtime, n: usize) -> Round {
     let _ = std::fs::remove_file(&path);
 
     let store = LocalStore::init(&dir.path().join("store"), LocalConfig::default()).expect("init");
-    let (t0, p0) = (cpu(true), cpu(false));
+    let (t0, p0) = (common::cpu_seconds(true), common::cpu_seconds(false));
     let started = Instant::now();
     rt.block_on(async {
         for i in 0..n {
@@ -80,10 +66,10 @@ fn round(rt: &tokio::runtime::Runtime, n: usize) -> Round {
         }
     });
     let acked_secs = started.elapsed().as_secs_f64();
-    let thread_cpu = cpu(true) - t0;
+    let thread_cpu = common::cpu_seconds(true) - t0;
     store.close().expect("close");
     let total_secs = started.elapsed().as_secs_f64();
-    let process_cpu = cpu(false) - p0;
+    let process_cpu = common::cpu_seconds(false) - p0;
     Round {
         acked: n as f64 / acked_secs,
         sustained: n as f64 / total_secs,

@@ -22,8 +22,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 const BITS_PER_KEY: usize = 10;
 /// Bit positions per key.
 const PROBES: u64 = 7;
-/// The fewest keys a filter is sized for.
-const MIN_CAPACITY: usize = 1 << 16;
+/// The fewest keys a filter is sized for (1.25 MiB of bits): a store that starts empty
+/// rebuilds it only past a million keys.
+const MIN_CAPACITY: usize = 1 << 20;
 
 /// A Bloom filter over byte strings, safe to add to and query concurrently.
 pub(crate) struct KeyFilter {
