@@ -31,31 +31,9 @@ ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 OPS="${OBJFS_FSX_OPS:-100000}"
 LEN="${OBJFS_FSX_LEN:-33554432}"
 SEED="${OBJFS_FSX_SEED:-1}"
-TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
-BIN="$TARGET_DIR/release/objfs"
-
-WORK="${1:-$(mktemp -d "${TMPDIR:-/tmp}/objfs-fsx.XXXXXX")}"
-mkdir -p "$WORK"
-WORK="$(cd "$WORK" && pwd)"
-STORE="$WORK/store"
-MNT="$WORK/mnt"
-NATIVE="$WORK/native"
-LOG="$WORK/objfs.log"
-mkdir -p "$MNT" "$NATIVE"
-
-mounted() { grep -q " $MNT " /proc/self/mountinfo; }
-cleanup() {
-    if mounted; then
-        "$BIN" umount "$MNT" 2>/dev/null || fusermount3 -u -z "$MNT" 2>/dev/null || true
-    fi
-    if [ "${OBJFS_BENCH_KEEP:-0}" != 1 ]; then
-        rm -rf "$WORK"
-    fi
-}
-trap cleanup EXIT
-
-echo "== building the release binary"
-(cd "$ROOT" && cargo build --release -p objfs-mount-tool -q)
+WORK_PREFIX=objfs-fsx
+# shellcheck source=tests/bench/mount_setup.sh
+. "$ROOT/tests/bench/mount_setup.sh"
 
 if [ -z "${FSX:-}" ]; then
     SRC="${XFSTESTS_SRC:-$WORK/xfstests}"
