@@ -130,6 +130,30 @@ pub trait ObjectStore: Send + Sync + 'static {
     /// caller (the local store shares extents: no bytes are copied).
     async fn copy(&self, src: &str, dst: &str, opts: CopyOptions) -> Result<ObjectInfo>;
 
+    /// Applies `changes` in order, each as its own operation would ([`ObjectStore::copy`],
+    /// [`ObjectStore::delete_if`]), and returns one result per change: the version it made
+    /// (`None`: a delete that found no live version). A change that fails (its condition, a
+    /// missing source) changes nothing, and the others still apply. No key may appear in two
+    /// changes (`InvalidArgument` for the whole call, before anything changes). A backend may
+    /// commit the changes together: the local store makes them one metadata log record under
+    /// one hold of its commit lock, so they survive a crash together, and an `Err` of the call
+    /// means none was applied. This default runs them one at a time. Restore runs its steps
+    /// through this.
+    async fn change_many(&self, changes: &[Change]) -> Result<Vec<Result<Option<VersionId>>>> {
+        check_distinct_keys(changes)?;
+        let mut out = Vec::with_capacity(changes.len());
+        for c in changes {
+            out.push(match c {
+                Change::Copy { src, dst, opts } => self
+                    .copy(src, dst, opts.clone())
+                    .await
+                    .map(|info| Some(info.version)),
+                Change::DeleteIf { key, condition } => self.delete_if(key, condition.clone()).await,
+            });
+        }
+        Ok(out)
+    }
+
     /// Moves the current version of `src` to a new version of `dst` (same data and metadata)
     /// and adds a delete marker to `src`. Where `features().atomic_rename` holds (the local and
     /// memory stores) both happen in one commit: after a crash, either both or neither. This
@@ -283,4 +307,18 @@ pub trait ObjectStore: Send + Sync + 'static {
         let _ = key;
         Ok(KeyTimes::default())
     }
+}
+
+/// Refuses a batch of changes in which a key appears in two changes (see
+/// [`ObjectStore::change_many`]).
+pub fn check_distinct_keys(changes: &[Change]) -> Result<()> {
+    let mut seen = std::collections::HashSet::new();
+    for key in changes.iter().flat_map(Change::keys) {
+        if !seen.insert(key) {
+            return Err(StoreError::InvalidArgument(format!(
+                "the key {key:?} appears in two changes of one batch"
+            )));
+        }
+    }
+    Ok(())
 }

@@ -251,6 +251,23 @@ impl ObjectStore for LocalStore {
         Ok(info)
     }
 
+    async fn change_many(&self, changes: &[Change]) -> Result<Vec<Result<Option<VersionId>>>> {
+        crate::store::check_distinct_keys(changes)?;
+        for key in changes.iter().flat_map(Change::keys) {
+            validate(key)?;
+        }
+        let out = self.inline(|i| {
+            let r = i.meta.commit_changes(changes)?;
+            i.bump();
+            Ok(r)
+        })?;
+        let durable = changes
+            .iter()
+            .any(|c| matches!(c, Change::Copy { opts, .. } if opts.durable));
+        self.sync_if(durable).await?;
+        Ok(out)
+    }
+
     async fn rename(&self, src: &str, dst: &str, opts: RenameOptions) -> Result<ObjectInfo> {
         validate(src)?;
         validate(dst)?;

@@ -349,6 +349,7 @@ macro_rules! __conformance_cases {
             delete_version [Versioning],
             copy_semantics [Versioning],
             copy_errors [Versioning, ConditionalPut],
+            change_many_batches [Versioning, ConditionalPut],
             list_sort_around_slash [],
             list_unicode [],
             list_other_delimiters [],
