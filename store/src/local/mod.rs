@@ -311,6 +311,16 @@ impl ObjectStore for LocalStore {
             .await
     }
 
+    async fn upload_part_zeros(
+        &self,
+        key: &str,
+        upload_id: &str,
+        part_number: u32,
+        len: u64,
+    ) -> Result<PartInfo> {
+        self.zero_part(key, upload_id, part_number, len).await
+    }
+
     async fn list_parts(&self, key: &str, upload_id: &str) -> Result<Vec<PartInfo>> {
         self.parts(key, upload_id).await
     }

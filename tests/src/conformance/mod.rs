@@ -374,6 +374,7 @@ macro_rules! __conformance_cases {
             multipart_complete_errors [SmallParts],
             multipart_unknown_upload [SmallParts],
             multipart_part_copy [SmallParts, PartCopy, Versioning],
+            multipart_zero_parts [SmallParts, PartCopy, Versioning],
             multipart_list_uploads [SmallParts],
             multipart_condition [SmallParts, ConditionalPut, Versioning],
             streaming_bodies [],

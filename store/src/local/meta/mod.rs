@@ -103,8 +103,9 @@ impl Txn {
     }
 
     fn add_refs(&mut self, extents: &[Extent], delta: i64) {
-        for e in extents {
-            *self.deltas.entry(e.blob).or_insert(0) += delta;
+        // Holes reference no blob.
+        for blob in extents.iter().filter_map(Extent::blob_id) {
+            *self.deltas.entry(blob).or_insert(0) += delta;
         }
     }
 }
