@@ -155,6 +155,11 @@ pub fn store_errno(e: &StoreError) -> i32 {
                 reason: KeyError::TooLong { .. },
                 ..
             } => libc::ENAMETOOLONG,
+            // A name the backend keeps for itself (`.objfs` at the root of an S3 store).
+            StoreError::InvalidKey {
+                reason: KeyError::Reserved { .. },
+                ..
+            } => libc::EPERM,
             _ => libc::EINVAL,
         },
         ErrorKind::InvalidPart | ErrorKind::InvalidRange | ErrorKind::InvalidArgument => {
@@ -165,6 +170,7 @@ pub fn store_errno(e: &StoreError) -> i32 {
         ErrorKind::NoSpace => libc::ENOSPC,
         ErrorKind::Locked => libc::EBUSY,
         ErrorKind::Unsupported => libc::ENOTSUP,
+        ErrorKind::PermissionDenied => libc::EACCES,
         _ => libc::EIO,
     }
 }

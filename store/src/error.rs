@@ -107,6 +107,15 @@ pub enum StoreError {
     #[error("throttled by {what}: {reason}")]
     Throttled { what: String, reason: String },
 
+    /// A remote backend refused the request: bad credentials, or no permission for the bucket
+    /// or key (S3's 403). Not retryable.
+    #[error("permission denied: {0}")]
+    PermissionDenied(String),
+
+    /// The remote bucket does not exist (S3's `NoSuchBucket`). Not retryable.
+    #[error("no such bucket: {0}")]
+    NoSuchBucket(String),
+
     /// An I/O error with what we were doing when it happened.
     #[error("{context}: {source}")]
     Io {
@@ -147,6 +156,8 @@ impl StoreError {
             StoreError::Backend { .. } => ErrorKind::Backend,
             StoreError::Unavailable { .. } => ErrorKind::Unavailable,
             StoreError::Throttled { .. } => ErrorKind::Throttled,
+            StoreError::PermissionDenied(_) => ErrorKind::PermissionDenied,
+            StoreError::NoSuchBucket(_) => ErrorKind::NoSuchBucket,
             StoreError::Io { .. } => ErrorKind::Io,
         }
     }
@@ -219,6 +230,8 @@ impl StoreError {
                 what: what.clone(),
                 reason: reason.clone(),
             },
+            PermissionDenied(m) => PermissionDenied(m.clone()),
+            NoSuchBucket(m) => NoSuchBucket(m.clone()),
             Io { context, source } => Io {
                 context: context.clone(),
                 source: match source.raw_os_error() {
@@ -252,6 +265,8 @@ pub enum ErrorKind {
     Backend,
     Unavailable,
     Throttled,
+    PermissionDenied,
+    NoSuchBucket,
     Io,
 }
 

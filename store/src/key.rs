@@ -21,9 +21,16 @@ pub const S3_MAX_KEY_LEN: usize = 1024;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KeyError {
     Empty,
-    TooLong { len: usize, max: usize },
+    TooLong {
+        len: usize,
+        max: usize,
+    },
     Nul,
     LeadingSlash,
+    /// The key lies under a prefix the backend keeps for itself (S3's `.objfs/`).
+    Reserved {
+        prefix: &'static str,
+    },
 }
 
 impl fmt::Display for KeyError {
@@ -35,6 +42,12 @@ impl fmt::Display for KeyError {
             }
             KeyError::Nul => write!(f, "key contains a NUL byte"),
             KeyError::LeadingSlash => write!(f, "key starts with '/'"),
+            KeyError::Reserved { prefix } => {
+                write!(
+                    f,
+                    "keys under {prefix} are reserved for the store's own records"
+                )
+            }
         }
     }
 }

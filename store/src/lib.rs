@@ -9,7 +9,7 @@
 //! Pure rules (keys, ranges) live in [`key`] and [`types`], free of I/O.
 //!
 //! Backends are cargo features: `local` (on by default) builds [`local`]; `memory` is always
-//! there; an `s3` backend will be a feature of its own.
+//! there; `s3` (off by default) builds [`s3`], the backend on an S3 bucket (aws-sdk-s3).
 
 pub mod error;
 pub mod history;
@@ -18,6 +18,8 @@ pub mod key;
 pub mod local;
 pub mod memory;
 mod paging;
+#[cfg(feature = "s3")]
+pub mod s3;
 pub mod store;
 pub mod types;
 

@@ -348,6 +348,9 @@ pub struct StoreFeatures {
     /// [`crate::ObjectStore::get_record`] and friends keep records (named snapshots, the
     /// retention policy, restore checkpoints).
     pub records: bool,
+    /// The finest difference between two versions' times the backend keeps: versions made
+    /// at least this far apart have different `modified` times (S3 stamps whole seconds).
+    pub time_resolution: std::time::Duration,
 }
 
 impl StoreFeatures {
@@ -366,6 +369,7 @@ impl StoreFeatures {
             max_key_len: crate::key::MAX_KEY_LEN,
             key_times: true,
             records: true,
+            time_resolution: std::time::Duration::from_nanos(1),
         }
     }
 }

@@ -404,7 +404,13 @@ pub async fn list_consistency(s: &dyn ObjectStore) {
     assert_eq!(pages[0].objects[0].etag, v2.etag);
     let m = s.delete(&k).await.unwrap().expect("marker");
     assert!(list_all(s, &lst()).await.is_empty());
-    s.delete_version(&k, m).await.unwrap();
+    if s.features().versioning {
+        // Removing the marker brings the object back.
+        s.delete_version(&k, m).await.unwrap();
+    } else {
+        // Without versions a delete is final: write the key again.
+        put(s, &k, "three").await;
+    }
     assert_eq!(list_all(s, &lst()).await, vec![Listed::Object(k.clone())]);
     // An upload in progress is not listed; its completion is.
     let mk = format!("{ns}mp");

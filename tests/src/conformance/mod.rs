@@ -35,8 +35,9 @@
 //! [`remote_endpoint`] reads the variable (e.g. `OBJFS_TEST_S3_ENDPOINT` for S3-compatible
 //! stores) and, when it is unset, says so loudly (once per test process) so that the backend's
 //! tests are visibly skipped rather than passed. A fixture returns `Option<Fixture>`: `None`
-//! skips the case. There is no S3 backend yet: its fixture in `tests/tests/conformance.rs` shows
-//! the hook and fails if the variable is set, since nothing can connect to it.
+//! skips the case. The S3 backend runs on moto (`OBJFS_TEST_S3_ENDPOINT`, a versioned bucket)
+//! and on Garage (`OBJFS_TEST_GARAGE_ENDPOINT`, no versioning), both started by `scripts/test`
+//! (see [`crate::s3_fixture`]).
 
 use std::collections::HashSet;
 use std::future::Future;
