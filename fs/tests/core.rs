@@ -209,25 +209,19 @@ async fn unchanged_ranges_become_part_copies() -> TestResult {
     store.counts.reset();
     let fh = fs.open(ino, libc::O_RDWR).await?;
     let patch = vec![0xAAu8; 100];
-    let at = 4 * chunk + 1000;
+    let at = 4 * chunk + 10_000;
     fs.write(ino, fh, at as u64, &patch).await?;
     fs.release(ino, fh).await?;
     data[at..at + 100].copy_from_slice(&patch);
     assert_eq!(read_file(&fs, ino).await, data);
     let c = &store.counts;
-    assert!(
-        Counts::get(&c.part_copies) >= 10,
-        "copies: {}",
-        Counts::get(&c.part_copies)
-    );
-    // Only the touched chunk's tail (from the patch to the chunk end) is sent again.
-    assert!(
-        Counts::get(&c.part_bytes) <= chunk as u64,
-        "uploaded {}",
-        Counts::get(&c.part_bytes)
-    );
+    // Only the 100 bytes are sent; what lies before and after them is one copy each.
+    assert_eq!(Counts::get(&c.part_bytes), 100);
+    assert_eq!(Counts::get(&c.part_copies), 2);
+    assert_eq!(Counts::get(&c.part_copy_bytes), data.len() as u64 - 100);
 
-    // Append 50 bytes: everything before is copied, only the 50 bytes are sent.
+    // Append 50 bytes: everything before is copied, only the 50 bytes are sent, with the
+    // 100 old bytes of the last chunk (a run that short goes with its neighbour's upload).
     c.reset();
     let fh = fs.open(ino, libc::O_WRONLY).await?;
     let tail = vec![0x55u8; 50];
@@ -235,8 +229,8 @@ async fn unchanged_ranges_become_part_copies() -> TestResult {
     fs.release(ino, fh).await?;
     data.extend_from_slice(&tail);
     assert_eq!(read_file(&fs, ino).await, data);
-    assert_eq!(Counts::get(&c.part_bytes), 50);
-    assert_eq!(Counts::get(&c.part_copy_bytes), data.len() as u64 - 50);
+    assert_eq!(Counts::get(&c.part_bytes), 150);
+    assert_eq!(Counts::get(&c.part_copy_bytes), data.len() as u64 - 150);
 
     // Truncate to a shorter, unaligned size: nothing is sent.
     c.reset();
@@ -267,6 +261,8 @@ async fn unchanged_ranges_become_part_copies() -> TestResult {
     .await?;
     data.resize(grown, 0);
     assert_eq!(Counts::get(&c.part_copy_bytes), new_len as u64);
+    assert_eq!(Counts::get(&c.part_bytes) + Counts::get(&c.put_bytes), 0);
+    assert_eq!(Counts::get(&c.zero_part_bytes), (grown - new_len) as u64);
     assert_eq!(read_file(&fs, ino).await, data);
     assert_eq!(fs.getattr(ino).await?.size, grown as u64);
     Ok(())
@@ -274,15 +270,7 @@ async fn unchanged_ranges_become_part_copies() -> TestResult {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn min_part_size_gives_one_part_per_chunk() -> TestResult {
-    let inner = CountingStore::new();
-    let store = Arc::new(CountingStore {
-        inner: inner.inner.clone(),
-        counts: Default::default(),
-        fail_uploads: Default::default(),
-        full: Default::default(),
-        min_part: 64 * 1024,
-        delay_us: Default::default(),
-    });
+    let store = CountingStore::with_min_part(64 * 1024);
     let fs = new_fs(store.clone(), small_cfg());
     let chunk = 64 * 1024usize;
     let mut data = pattern(4 * chunk + 10, 3);

@@ -9,6 +9,7 @@
 //! After criterion's report, a table of ratios (objfs / native throughput) is printed from
 //! criterion's own estimates. `OBJFS_BENCH_KEYS` lowers the 1,000,000 keys for a quick run.
 
+#[allow(dead_code)] // each bench uses part of what the benches share
 mod common;
 
 use std::hint::black_box;

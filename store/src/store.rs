@@ -9,6 +9,23 @@ use bytes::Bytes;
 use crate::error::{Result, StoreError};
 use crate::types::*;
 
+/// The largest piece of the zeros body [`ObjectStore::upload_part_zeros`] uploads by default.
+const ZERO_PIECE: u64 = 1 << 20;
+
+/// A body of `len` zero bytes, as a stream of pieces that share one buffer.
+fn zeros_body(len: u64) -> Body {
+    if len == 0 {
+        return Body::empty();
+    }
+    let piece = Bytes::from(vec![0u8; len.min(ZERO_PIECE) as usize]);
+    let pieces = len.div_ceil(ZERO_PIECE);
+    let stream = futures::stream::iter((0..pieces).map(move |i| {
+        let n = (len - i * ZERO_PIECE).min(ZERO_PIECE) as usize;
+        Ok(piece.slice(..n))
+    }));
+    Body::from_stream(stream)
+}
+
 /// A versioned object store with S3 semantics.
 ///
 /// Semantics every backend must follow (checked by the conformance suite):
@@ -39,7 +56,9 @@ use crate::types::*;
 /// * **Multipart**: parts are numbered 1..=10000, may be uploaded in any order and concurrently,
 ///   re-uploading a number replaces that part; complete takes a list of (number, etag) in strictly
 ///   increasing order that must match uploaded parts, and concatenates them. Parts that were
-///   uploaded but not listed are discarded. An upload id is valid only with its key.
+///   uploaded but not listed are discarded. An upload id is valid only with its key. A part
+///   may be a range of an existing version (`upload_part_copy`) or a run of zeros
+///   (`upload_part_zeros`); both read back exactly as if their bytes had been uploaded.
 /// * **History** (`head_at`, `list_at`): the store as it was at a moment `at`: for each key,
 ///   its newest version whose `modified` is not after `at`, unless that is a delete marker.
 ///   The defaults compute it from `list_versions` (cost O(versions)); a backend that can seek
@@ -111,6 +130,30 @@ pub trait ObjectStore: Send + Sync + 'static {
     /// caller (the local store shares extents: no bytes are copied).
     async fn copy(&self, src: &str, dst: &str, opts: CopyOptions) -> Result<ObjectInfo>;
 
+    /// Applies `changes` in order, each as its own operation would ([`ObjectStore::copy`],
+    /// [`ObjectStore::delete_if`]), and returns one result per change: the version it made
+    /// (`None`: a delete that found no live version). A change that fails (its condition, a
+    /// missing source) changes nothing, and the others still apply. No key may appear in two
+    /// changes (`InvalidArgument` for the whole call, before anything changes). A backend may
+    /// commit the changes together: the local store makes them one metadata log record under
+    /// one hold of its commit lock, so they survive a crash together, and an `Err` of the call
+    /// means none was applied. This default runs them one at a time. Restore runs its steps
+    /// through this.
+    async fn change_many(&self, changes: &[Change]) -> Result<Vec<Result<Option<VersionId>>>> {
+        check_distinct_keys(changes)?;
+        let mut out = Vec::with_capacity(changes.len());
+        for c in changes {
+            out.push(match c {
+                Change::Copy { src, dst, opts } => self
+                    .copy(src, dst, opts.clone())
+                    .await
+                    .map(|info| Some(info.version)),
+                Change::DeleteIf { key, condition } => self.delete_if(key, condition.clone()).await,
+            });
+        }
+        Ok(out)
+    }
+
     /// Moves the current version of `src` to a new version of `dst` (same data and metadata)
     /// and adds a delete marker to `src`. Where `features().atomic_rename` holds (the local and
     /// memory stores) both happen in one commit: after a crash, either both or neither. This
@@ -169,6 +212,21 @@ pub trait ObjectStore: Send + Sync + 'static {
         src_version: Option<VersionId>,
         range: Option<std::ops::Range<u64>>,
     ) -> Result<PartInfo>;
+
+    /// Uploads (or replaces) one part of `len` zero bytes. Backends that can keep a run of
+    /// zeros without storing it (the local store: a hole extent) override this so that it
+    /// costs metadata only; this default uploads real zeros, streamed in pieces of at most
+    /// 1 MiB, so every backend reads the part back the same.
+    async fn upload_part_zeros(
+        &self,
+        key: &str,
+        upload_id: &str,
+        part_number: u32,
+        len: u64,
+    ) -> Result<PartInfo> {
+        self.upload_part(key, upload_id, part_number, zeros_body(len))
+            .await
+    }
 
     /// Lists the parts uploaded so far, by part number.
     async fn list_parts(&self, key: &str, upload_id: &str) -> Result<Vec<PartInfo>>;
@@ -249,4 +307,18 @@ pub trait ObjectStore: Send + Sync + 'static {
         let _ = key;
         Ok(KeyTimes::default())
     }
+}
+
+/// Refuses a batch of changes in which a key appears in two changes (see
+/// [`ObjectStore::change_many`]).
+pub fn check_distinct_keys(changes: &[Change]) -> Result<()> {
+    let mut seen = std::collections::HashSet::new();
+    for key in changes.iter().flat_map(Change::keys) {
+        if !seen.insert(key) {
+            return Err(StoreError::InvalidArgument(format!(
+                "the key {key:?} appears in two changes of one batch"
+            )));
+        }
+    }
+    Ok(())
 }

@@ -237,6 +237,30 @@ pub struct CopyOptions {
     pub durable: bool,
 }
 
+/// One change of [`crate::ObjectStore::change_many`]: a single-key operation to run in a batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// [`crate::ObjectStore::copy`] of `src` to `dst`.
+    Copy {
+        src: String,
+        dst: String,
+        opts: CopyOptions,
+    },
+    /// [`crate::ObjectStore::delete_if`] of `key`.
+    DeleteIf { key: String, condition: Condition },
+}
+
+impl Change {
+    /// The keys the change reads or writes.
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        let (a, b) = match self {
+            Change::Copy { src, dst, .. } => (src.as_str(), Some(dst.as_str())),
+            Change::DeleteIf { key, .. } => (key.as_str(), None),
+        };
+        std::iter::once(a).chain(b.filter(|b| *b != a))
+    }
+}
+
 /// Options of a rename.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RenameOptions {

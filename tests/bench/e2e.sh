@@ -25,32 +25,10 @@ SEQ_MIB="${OBJFS_BENCH_SEQ_MIB:-1024}"
 NFILES="${OBJFS_BENCH_FILES:-10000}"
 REPS="${OBJFS_BENCH_REPS:-3}"
 MOUNT_OPTS="${OBJFS_BENCH_MOUNT_OPTS:-}"
-TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
-BIN="$TARGET_DIR/release/objfs"
-
-echo "== building the release binary"
-(cd "$ROOT" && cargo build --release -p objfs-mount-tool -q)
-
-WORK="${1:-$(mktemp -d "${TMPDIR:-/tmp}/objfs-bench.XXXXXX")}"
-mkdir -p "$WORK"
-WORK="$(cd "$WORK" && pwd)"
-STORE="$WORK/store"
-MNT="$WORK/mnt"
-NATIVE="$WORK/native"
+WORK_PREFIX=objfs-bench
+# shellcheck source=tests/bench/mount_setup.sh
+. "$ROOT/tests/bench/mount_setup.sh"
 SRC="$WORK/src-tree"
-LOG="$WORK/objfs.log"
-mkdir -p "$MNT" "$NATIVE"
-
-mounted() { grep -q " $MNT " /proc/self/mountinfo; }
-cleanup() {
-    if mounted; then
-        "$BIN" umount "$MNT" 2>/dev/null || fusermount3 -u -z "$MNT" 2>/dev/null || true
-    fi
-    if [ "${OBJFS_BENCH_KEEP:-0}" != 1 ]; then
-        rm -rf "$WORK"
-    fi
-}
-trap cleanup EXIT
 
 do_mount() {
     # shellcheck disable=SC2086

@@ -143,6 +143,11 @@ impl MountFixture {
         self.dir.path()
     }
 
+    /// The mounted store (`None` between an unmount and a remount), for its status.
+    pub fn store(&self) -> Option<&Arc<LocalStore>> {
+        self.store.as_ref()
+    }
+
     /// A path inside the mount.
     pub fn path(&self, rel: impl AsRef<Path>) -> PathBuf {
         self.mountpoint.join(rel)

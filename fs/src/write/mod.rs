@@ -7,18 +7,18 @@
 //! the background (bounded by a shared semaphore of upload slots) while the application goes
 //! on writing; its buffer is given back to the memory budget when the upload is done.
 //!
-//! At flush/fsync/release the writer *commits*: every chunk becomes one or two parts,
-//! numbered `2i + 1` and `2i + 2` so that parts stay in file order:
-//! * a chunk untouched and wholly inside the base is an `upload_part_copy` of the base;
-//! * a chunk touched in part is split in two parts when one side is an unchanged run of the
-//!   base (appends, truncates, overwrites at the start or end of a chunk), so that run is a
-//!   part copy; otherwise it is materialized (base bytes + dirty bytes, zeros past the base)
-//!   and uploaded. Backends with a minimum part size get one part per chunk.
+//! At flush/fsync/release the writer *commits*, so that a version costs what changed: the
+//! file is cut into runs of written bytes (uploaded), unchanged bytes of the base (part
+//! copies) and zeros past the base's end (parts of zeros: holes in the local store, so a
+//! truncate up or a write past the end stores no zeros); `plan.rs` says how runs become parts
+//! and merges the cheapest ones when part numbers run short. Backends with a minimum part
+//! size get one part per chunk.
 //!
-//! Files that fit one chunk and have no upload yet are written with a single `put`. Then
-//! `complete_multipart` makes the new version, which becomes the base. Two parts per chunk
-//! within S3's 10000 parts means at most 5000 chunks: the chunk size is raised for large
-//! existing files, and a file that would outgrow 5000 chunks fails with EFBIG.
+//! Files that fit one chunk and have no upload yet are written with a single `put`, unless
+//! parts would leave [`REUSE_MIN`] bytes or more out of the upload. Then `complete_multipart`
+//! makes the new version, which becomes the base. Background parts are numbered `2i + 1`, so
+//! a file has at most 5000 chunks: the chunk size is raised for large existing files, and a
+//! file that would outgrow 5000 chunks fails with EFBIG.
 //!
 //! A write to (or a read of, or a truncate into) a chunk already uploaded, whose bytes were
 //! given back, first *checkpoints*: the upload so far is completed into a version that
@@ -29,10 +29,11 @@
 //! version stays current. Nothing is silently dropped.
 //!
 //! This module is the writer's state (buffers, background part uploads, commit, checkpoint);
-//! `parts.rs` plans and runs the parts of a commit, `ranges.rs` is the range set a buffer
-//! keeps of what was written into it.
+//! `plan.rs` plans the parts of a commit (a pure function), `parts.rs` runs them, `ranges.rs`
+//! is the range set a buffer keeps of what was written into it.
 
 mod parts;
+mod plan;
 mod ranges;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -98,6 +99,9 @@ pub struct CommitStats {
     pub parts_copied: u64,
     pub bytes_uploaded: u64,
     pub bytes_copied: u64,
+    /// Parts of zeros (holes where the store has them) and their bytes.
+    pub parts_zeroed: u64,
+    pub bytes_zeroed: u64,
     pub checkpoints: u64,
 }
 
@@ -640,7 +644,7 @@ impl Writer {
         }
         let p = self.chunk;
         let n = self.size.div_ceil(p);
-        if self.upload.is_none() && n <= 1 {
+        if self.upload.is_none() && n <= 1 && !self.parts_pay() {
             let data = self.materialize_small(ctx).await?;
             let meta = self.build_meta(None);
             self.stats.puts += 1;
@@ -672,6 +676,10 @@ impl Writer {
         Ok(info)
     }
 }
+
+/// Files of one chunk are put whole unless parts would leave at least this many bytes out of
+/// the upload (below it, one put costs less than a multipart upload's commits).
+pub const REUSE_MIN: u64 = 128 * 1024;
 
 /// Puts `body` as a new version of `key` with `meta`.
 async fn put_version(

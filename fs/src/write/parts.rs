@@ -1,31 +1,22 @@
-//! Commit planning: how the chunks of a writer become the parts of a multipart upload, and
-//! running those parts.
-//!
-//! Each chunk becomes one or two parts (numbered `2i + 1` and `2i + 2`): a chunk the
-//! application did not touch is a part copy of the base; a touched one is split where that
-//! leaves an unchanged run of the base as a copy of its own, and otherwise materialized (base
-//! bytes, dirty bytes over them, zeros past the base) and uploaded.
+//! Running a commit: the chunks of a writer are cut into segments by source (dirty bytes,
+//! base bytes, zeros past the base), `plan.rs` turns them into parts, and this module makes
+//! them: uploads (materialized: base bytes and zeros under the dirty bytes), part copies of
+//! the base and parts of zeros, a few at once.
 
+use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
-use objfs_store::{Body, CompletedPart, GetOptions, ObjectInfo, ObjectStore};
+use objfs_store::{Body, CompletedPart, GetOptions, ObjectInfo, ObjectStore, MAX_PART_NUMBER};
 
+use super::plan::{plan, ChunkPlan, PieceKind, Planned, Src};
 use super::{Chunk, RangeSet, Upload, WriteCtx, Writer};
 use crate::error::{FsError, FsResult};
 
 /// Concurrent part uploads of one commit.
 const COMMIT_CONCURRENCY: usize = 4;
-
-/// Where the bytes of a segment of the new file come from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Src {
-    Dirty,
-    Base,
-    Zero,
-}
 
 /// One part of a commit.
 enum Job {
@@ -33,6 +24,10 @@ enum Job {
     Copy {
         number: u32,
         range: Range<u64>,
+    },
+    Zeros {
+        number: u32,
+        len: u64,
     },
     Put {
         number: u32,
@@ -44,12 +39,14 @@ enum Job {
 }
 
 impl Writer {
-    /// The parts of the new version, chunk by chunk, for a file of `n` chunks (the buffers
-    /// are taken out of the writer). Counts what will be uploaded and copied.
+    /// The parts of the new version for a file of `n` chunks (the buffers are taken out of
+    /// the writer), planned by [`plan`]. Counts what will be uploaded, copied and zeroed.
     fn plan_parts(&mut self, n: u64) -> FsResult<Vec<Job>> {
         let p = self.chunk;
         let mut chunks = std::mem::take(&mut self.chunks);
-        let mut jobs = Vec::new();
+        let mut layout = Vec::with_capacity(n as usize);
+        let mut dirty: HashMap<u64, Arc<(Vec<u8>, RangeSet)>> = HashMap::new();
+        let mut done: HashMap<u32, CompletedPart> = HashMap::new();
         for i in 0..n {
             let cs = i * p;
             let range = cs..(cs + p).min(self.size);
@@ -64,37 +61,63 @@ impl Writer {
                             range.end - range.start
                         )));
                     }
-                    jobs.push(Job::Done(CompletedPart {
-                        part_number: pi.part_number,
-                        etag: pi.etag,
-                    }));
+                    layout.push(ChunkPlan::Fixed {
+                        number: pi.part_number,
+                    });
+                    done.insert(
+                        pi.part_number,
+                        CompletedPart {
+                            part_number: pi.part_number,
+                            etag: pi.etag,
+                        },
+                    );
                 }
                 Some(Chunk::Dirty(d)) => {
-                    let segs = self.segments(&range, Some(&d.ranges));
-                    let dirty = Arc::new((d.buf, d.ranges));
-                    self.plan_chunk(i, &range, segs, Some(dirty), &mut jobs)?;
+                    layout.push(ChunkPlan::Segments(self.segments(&range, Some(&d.ranges))));
+                    dirty.insert(i, Arc::new((d.buf, d.ranges)));
                 }
-                None => {
-                    let segs = self.segments(&range, None);
-                    self.plan_chunk(i, &range, segs, None, &mut jobs)?;
-                }
+                None => layout.push(ChunkPlan::Segments(self.segments(&range, None))),
                 Some(Chunk::Uploading(_)) => {
                     return Err(FsError::Internal("part still uploading".into()));
                 }
             }
         }
-        for j in &jobs {
-            match j {
-                Job::Copy { range, .. } => {
-                    self.stats.parts_copied += 1;
-                    self.stats.bytes_copied += range.end - range.start;
+        let planned = plan(&layout, !self.min_part_size_applies(), MAX_PART_NUMBER)
+            .map_err(|e| FsError::Internal(format!("{}: {e}", self.key)))?;
+        let mut jobs = Vec::with_capacity(planned.len());
+        for x in planned {
+            let job = match x {
+                Planned::Fixed { number } => Job::Done(done.remove(&number).ok_or_else(|| {
+                    FsError::Internal(format!("part {number} was planned twice"))
+                })?),
+                Planned::Part { number, piece } => {
+                    let range = piece.range;
+                    let len = range.end - range.start;
+                    match piece.kind {
+                        PieceKind::Copy => {
+                            self.stats.parts_copied += 1;
+                            self.stats.bytes_copied += len;
+                            Job::Copy { number, range }
+                        }
+                        PieceKind::Zeros => {
+                            self.stats.parts_zeroed += 1;
+                            self.stats.bytes_zeroed += len;
+                            Job::Zeros { number, len }
+                        }
+                        PieceKind::Put => {
+                            self.stats.parts_uploaded += 1;
+                            self.stats.bytes_uploaded += len;
+                            Job::Put {
+                                number,
+                                range,
+                                dirty: dirty.get(&piece.chunk).cloned(),
+                                chunk_start: piece.chunk * p,
+                            }
+                        }
+                    }
                 }
-                Job::Put { range, .. } => {
-                    self.stats.parts_uploaded += 1;
-                    self.stats.bytes_uploaded += range.end - range.start;
-                }
-                Job::Done(_) => {}
-            }
+            };
+            jobs.push(job);
         }
         Ok(jobs)
     }
@@ -184,59 +207,24 @@ impl Writer {
         segs
     }
 
-    /// Turns the segments of chunk `i` into one or two parts.
-    fn plan_chunk(
-        &self,
-        i: u64,
-        range: &Range<u64>,
-        segs: Vec<(Range<u64>, Src)>,
-        dirty: Option<Arc<(Vec<u8>, RangeSet)>>,
-        jobs: &mut Vec<Job>,
-    ) -> FsResult<()> {
-        let cs = i * self.chunk;
-        let part = |number: u32, r: Range<u64>, group: &[(Range<u64>, Src)]| -> Job {
-            if group.len() == 1 && group[0].1 == Src::Base {
-                Job::Copy { number, range: r }
-            } else {
-                let needs_dirty = group.iter().any(|(_, s)| *s == Src::Dirty);
-                Job::Put {
-                    number,
-                    range: r,
-                    dirty: if needs_dirty { dirty.clone() } else { None },
-                    chunk_start: cs,
-                }
-            }
-        };
-        let whole = |jobs: &mut Vec<Job>| -> FsResult<()> {
-            jobs.push(part(part_number(i, 0)?, range.clone(), &segs));
-            Ok(())
-        };
-        if segs.len() <= 1 || self.min_part_size_applies() {
-            return whole(jobs);
+    /// Whether a file of at most one chunk is better made of parts than put whole: where the
+    /// backend takes parts of any size and at least [`super::REUSE_MIN`] bytes of it are unchanged
+    /// base bytes or zeros (which parts copy or leave as holes instead of uploading).
+    pub(super) fn parts_pay(&self) -> bool {
+        if self.min_part_size_applies() || self.size < super::REUSE_MIN {
+            return false;
         }
-        // Split after the first segment or before the last one, whichever leaves the longer
-        // run of base bytes as a part of its own (a copy).
-        let score = |g: &[(Range<u64>, Src)]| -> u64 {
-            if g.len() == 1 && g[0].1 == Src::Base {
-                g[0].0.end - g[0].0.start
-            } else {
-                0
-            }
+        let dirty = match self.chunks.get(&0) {
+            Some(Chunk::Dirty(d)) => Some(&d.ranges),
+            _ => None,
         };
-        let k = segs.len();
-        let a = score(&segs[..1]).max(score(&segs[1..]));
-        let b = score(&segs[..k - 1]).max(score(&segs[k - 1..]));
-        let cut = if a == 0 && b == 0 {
-            return whole(jobs);
-        } else if a >= b {
-            1
-        } else {
-            k - 1
-        };
-        let mid = segs[cut].0.start;
-        jobs.push(part(part_number(i, 0)?, range.start..mid, &segs[..cut]));
-        jobs.push(part(part_number(i, 1)?, mid..range.end, &segs[cut..]));
-        Ok(())
+        let reused: u64 = self
+            .segments(&(0..self.size), dirty)
+            .iter()
+            .filter(|(_, s)| *s != Src::Dirty)
+            .map(|(r, _)| r.end - r.start)
+            .sum();
+        reused >= super::REUSE_MIN
     }
 
     fn min_part_size_applies(&self) -> bool {
@@ -346,6 +334,15 @@ async fn run_job(
 ) -> FsResult<CompletedPart> {
     match job {
         Job::Done(p) => Ok(p),
+        Job::Zeros { number, len } => {
+            let pi = store
+                .upload_part_zeros(&up.key, &up.id, number, len)
+                .await?;
+            Ok(CompletedPart {
+                part_number: pi.part_number,
+                etag: pi.etag,
+            })
+        }
         Job::Copy { number, range } => {
             let b = base.ok_or_else(|| FsError::Internal("copy without a base".into()))?;
             let pi = store

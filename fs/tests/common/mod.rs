@@ -26,6 +26,9 @@ pub struct Counts {
     pub part_bytes: AtomicU64,
     pub part_copies: AtomicU64,
     pub part_copy_bytes: AtomicU64,
+    /// Parts of zeros (`upload_part_zeros`) and their bytes.
+    pub zero_parts: AtomicU64,
+    pub zero_part_bytes: AtomicU64,
     pub gets: AtomicU64,
     pub get_bytes: AtomicU64,
     pub copies: AtomicU64,
@@ -65,6 +68,8 @@ impl Counts {
             &self.part_bytes,
             &self.part_copies,
             &self.part_copy_bytes,
+            &self.zero_parts,
+            &self.zero_part_bytes,
             &self.gets,
             &self.get_bytes,
             &self.copies,
@@ -95,12 +100,17 @@ pub struct CountingStore {
 
 impl CountingStore {
     pub fn new() -> Arc<CountingStore> {
+        Self::with_min_part(0)
+    }
+
+    /// A counting store over a fresh memory store that reports this minimum part size.
+    pub fn with_min_part(min_part: u64) -> Arc<CountingStore> {
         Arc::new(CountingStore {
             inner: Arc::new(MemoryStore::new()),
             counts: Counts::default(),
             fail_uploads: AtomicBool::new(false),
             full: AtomicBool::new(false),
-            min_part: 0,
+            min_part,
             delay_us: AtomicU64::new(0),
         })
     }
@@ -237,6 +247,20 @@ impl ObjectStore for CountingStore {
             .part_copy_bytes
             .fetch_add(r.size, Ordering::SeqCst);
         Ok(r)
+    }
+    async fn upload_part_zeros(
+        &self,
+        key: &str,
+        upload_id: &str,
+        part_number: u32,
+        len: u64,
+    ) -> Result<PartInfo> {
+        self.failing()?;
+        self.counts.zero_parts.fetch_add(1, Ordering::SeqCst);
+        self.counts.zero_part_bytes.fetch_add(len, Ordering::SeqCst);
+        self.inner
+            .upload_part_zeros(key, upload_id, part_number, len)
+            .await
     }
     async fn list_parts(&self, key: &str, upload_id: &str) -> Result<Vec<PartInfo>> {
         self.inner.list_parts(key, upload_id).await

@@ -20,6 +20,29 @@ pub fn bench_dir() -> tempfile::TempDir {
     tempfile::tempdir_in(base).expect("bench dir")
 }
 
+/// CPU seconds (user + system) used so far by this thread (`RUSAGE_THREAD`) or by the whole
+/// process: the steadier figure on a machine whose cores other work shares.
+pub fn cpu_seconds(thread: bool) -> f64 {
+    let who = if thread {
+        libc::RUSAGE_THREAD
+    } else {
+        libc::RUSAGE_SELF
+    };
+    // SAFETY: getrusage only writes the struct it is given.
+    let mut r: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(who, &mut r) };
+    let t = |v: libc::timeval| v.tv_sec as f64 + v.tv_usec as f64 / 1e6;
+    t(r.ru_utime) + t(r.ru_stime)
+}
+
+/// A number from the environment, or `default`.
+pub fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 /// criterion's mean estimate (ns) of one benchmark, from its JSON output.
 pub fn mean_ns(group: &str, id: &str) -> Option<f64> {
     let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/criterion");

@@ -251,6 +251,23 @@ impl ObjectStore for LocalStore {
         Ok(info)
     }
 
+    async fn change_many(&self, changes: &[Change]) -> Result<Vec<Result<Option<VersionId>>>> {
+        crate::store::check_distinct_keys(changes)?;
+        for key in changes.iter().flat_map(Change::keys) {
+            validate(key)?;
+        }
+        let out = self.inline(|i| {
+            let r = i.meta.commit_changes(changes)?;
+            i.bump();
+            Ok(r)
+        })?;
+        let durable = changes
+            .iter()
+            .any(|c| matches!(c, Change::Copy { opts, .. } if opts.durable));
+        self.sync_if(durable).await?;
+        Ok(out)
+    }
+
     async fn rename(&self, src: &str, dst: &str, opts: RenameOptions) -> Result<ObjectInfo> {
         validate(src)?;
         validate(dst)?;
@@ -309,6 +326,16 @@ impl ObjectStore for LocalStore {
     ) -> Result<PartInfo> {
         self.copy_part(key, upload_id, part_number, src, src_version, range)
             .await
+    }
+
+    async fn upload_part_zeros(
+        &self,
+        key: &str,
+        upload_id: &str,
+        part_number: u32,
+        len: u64,
+    ) -> Result<PartInfo> {
+        self.zero_part(key, upload_id, part_number, len).await
     }
 
     async fn list_parts(&self, key: &str, upload_id: &str) -> Result<Vec<PartInfo>> {

@@ -1,10 +1,11 @@
 //! Multipart uploads on the local store: parts are written as blobs like any body and
-//! committed as part records; a part copy shares the source's extents; completion makes one
-//! version whose extents are the parts' extents, in order. No part's bytes are copied.
+//! committed as part records; a part copy shares the source's extents; a part of zeros is one
+//! hole extent (no data at all); completion makes one version whose extents are the parts'
+//! extents, in order. No part's bytes are copied.
 
 use crate::error::Result;
 use crate::key::{validate, validate_prefix};
-use crate::local::records::PartRecord;
+use crate::local::records::{Extent, PartRecord};
 use crate::local::LocalStore;
 use crate::types::check_part_number;
 use crate::types::{Body, CompletedPart, ObjectInfo, PartInfo, PutOptions, UploadInfo, VersionId};
@@ -60,6 +61,40 @@ impl LocalStore {
             let rec =
                 i.meta
                     .commit_part_copy(key, upload_id, part_number, src, src_version, range)?;
+            i.bump();
+            Ok(PartInfo {
+                part_number,
+                etag: rec.etag,
+                size: rec.size,
+            })
+        })
+    }
+
+    /// A part of `len` zeros: one hole extent, no blob, no data written.
+    pub(super) async fn zero_part(
+        &self,
+        key: &str,
+        upload_id: &str,
+        part_number: u32,
+        len: u64,
+    ) -> Result<PartInfo> {
+        validate(key)?;
+        check_part_number(part_number)?;
+        let mut h = blake3::Hasher::new();
+        h.update(b"zeros\0");
+        h.update(&len.to_le_bytes());
+        let rec = PartRecord {
+            etag: h.finalize().to_hex()[..32].to_string(),
+            size: len,
+            extents: if len == 0 {
+                Vec::new()
+            } else {
+                vec![Extent::hole(len)]
+            },
+        };
+        self.inline(|i| {
+            i.meta
+                .commit_part(key, upload_id, part_number, Vec::new(), &rec)?;
             i.bump();
             Ok(PartInfo {
                 part_number,

@@ -1,5 +1,6 @@
 //! The read path: a version's extents are resolved to blob locations and read verified (every
-//! block's checksum, through the volume's layout: replicas fail over, shards reconstruct).
+//! block's checksum, through the volume's layout: replicas fail over, shards reconstruct);
+//! hole extents read as zeros without touching a volume.
 //! Small reads run on the calling task; larger ones stream in chunks read on the blocking pool.
 
 use bytes::Bytes;
@@ -31,6 +32,11 @@ impl Inner {
                 .ok_or_else(|| StoreError::Corrupt {
                     what: format!("{}: extents add up to more than the object size", what()),
                 })?;
+            if e.is_hole() {
+                dst.fill(0);
+                pos += len;
+                continue;
+            }
             // gc may move the blob between our lookup and the read: look again once.
             let first = self.read_extent(e, dst, what);
             match first {

@@ -83,16 +83,44 @@ pub mod table {
     pub const MISC: u8 = b'm';
 }
 
-/// A byte range of a blob's data that forms part of an object.
+/// A byte range of a blob's data that forms part of an object, or a *hole*: `len` bytes that
+/// read as zeros and are stored nowhere (blob id [`HOLE_BLOB`], offset 0). A hole references
+/// no blob, so it holds no reference count and nothing reads, scrubs or collects it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Extent {
     pub blob: u64,
-    /// Offset within the blob's data.
+    /// Offset within the blob's data (0 for a hole).
     pub offset: u64,
     pub len: u64,
 }
 
-/// One version of a key: its data as extents, or a delete marker.
+/// The blob id of a hole extent. Ids are handed out counting up from 0 in leases of 2^20, so
+/// no blob ever has this one.
+pub const HOLE_BLOB: u64 = u64::MAX;
+
+impl Extent {
+    /// `len` bytes of zeros, stored nowhere.
+    pub fn hole(len: u64) -> Extent {
+        Extent {
+            blob: HOLE_BLOB,
+            offset: 0,
+            len,
+        }
+    }
+
+    /// Whether this extent is a hole (reads as zeros, has no blob).
+    pub fn is_hole(&self) -> bool {
+        self.blob == HOLE_BLOB
+    }
+
+    /// The blob this extent reads from, `None` for a hole.
+    pub fn blob_id(&self) -> Option<u64> {
+        (!self.is_hole()).then_some(self.blob)
+    }
+}
+
+/// One version of a key: its data as extents, or a delete marker (format 2: extents may be
+/// holes; format 1 had the same layout without holes).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VersionRecord {
     pub delete_marker: bool,
@@ -249,12 +277,36 @@ pub enum StoredConditionV1 {
     IfVersion(u128),
 }
 
-/// An uploaded part.
+/// An uploaded part (format 2: extents may be holes, as in [`VersionRecord`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PartRecord {
     pub etag: String,
     pub size: u64,
     pub extents: Vec<Extent>,
+}
+
+/// A record of format 1 of a type whose format 2 only added hole extents: the same layout
+/// (serde-transparent), so migrating is taking the record as it is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct WithoutHoles<T>(pub T);
+
+impl<T: Serialize + DeserializeOwned> InitialFormat for WithoutHoles<T> {}
+
+impl Migrate for VersionRecord {
+    const FORMAT: u8 = 2;
+    type Previous = WithoutHoles<VersionRecord>;
+    fn migrate(old: WithoutHoles<VersionRecord>) -> Self {
+        old.0
+    }
+}
+
+impl Migrate for PartRecord {
+    const FORMAT: u8 = 2;
+    type Previous = WithoutHoles<PartRecord>;
+    fn migrate(old: WithoutHoles<PartRecord>) -> Self {
+        old.0
+    }
 }
 
 /// Store-wide counters, updated in the same batch as the rows they count.
@@ -269,11 +321,9 @@ pub struct StatsRecord {
     pub delete_markers: u64,
 }
 
-impl InitialFormat for VersionRecord {}
 impl InitialFormat for CurrentRecord {}
 impl InitialFormat for BlobRecord {}
 impl InitialFormat for VolumeRecord {}
-impl InitialFormat for PartRecord {}
 impl InitialFormat for StatsRecord {}
 impl InitialFormat for KeyTimesRecord {}
 
@@ -479,10 +529,14 @@ pub fn slice_extents(extents: &[Extent], range: std::ops::Range<u64>) -> Vec<Ext
         }
         let from = range.start.max(start);
         let to = range.end.min(end);
-        out.push(Extent {
-            blob: e.blob,
-            offset: e.offset + (from - start),
-            len: to - from,
+        out.push(if e.is_hole() {
+            Extent::hole(to - from)
+        } else {
+            Extent {
+                blob: e.blob,
+                offset: e.offset + (from - start),
+                len: to - from,
+            }
         });
     }
     out
@@ -612,5 +666,60 @@ mod tests {
             }]
         );
         assert!(slice_extents(&ex, 20..20).is_empty());
+        // A hole sliced stays a hole (offset 0), whatever part of it is taken.
+        let holed = [ex[0], Extent::hole(100), ex[1]];
+        assert_eq!(
+            slice_extents(&holed, 5..60),
+            vec![
+                Extent {
+                    blob: 1,
+                    offset: 5,
+                    len: 5
+                },
+                Extent::hole(50)
+            ]
+        );
+        assert!(slice_extents(&holed, 50..60)[0].is_hole());
+        assert_eq!(slice_extents(&holed, 50..60)[0].blob_id(), None);
+        assert_eq!(ex[1].blob_id(), Some(2));
+    }
+
+    #[test]
+    fn version_records_of_format_1_read_as_they_were() {
+        let r = VersionRecord {
+            delete_marker: false,
+            size: 3,
+            etag: "e".into(),
+            metadata: Metadata::new(),
+            extents: vec![Extent {
+                blob: 7,
+                offset: 0,
+                len: 3,
+            }],
+        };
+        let old = encode_as(1, &r).unwrap();
+        assert_eq!(decode::<VersionRecord>(&old).unwrap(), r);
+        let now = encode(&r).unwrap();
+        assert_eq!(now[0], 2);
+        assert_eq!(&now[1..], &old[1..], "format 2 has format 1's layout");
+        let holed = VersionRecord {
+            extents: vec![Extent::hole(9)],
+            ..r
+        };
+        let bytes = encode(&holed).unwrap();
+        // The hole's blob id is u64::MAX: ten varint bytes, ff x9 then 01.
+        let tail = &bytes[bytes.len() - 12..];
+        assert_eq!(
+            tail,
+            &[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01, 0, 9]
+        );
+        assert_eq!(decode::<VersionRecord>(&bytes).unwrap(), holed);
+        let p = PartRecord {
+            etag: "p".into(),
+            size: 9,
+            extents: vec![Extent::hole(9)],
+        };
+        assert_eq!(encode(&p).unwrap()[0], 2);
+        assert_eq!(decode::<PartRecord>(&encode(&p).unwrap()).unwrap(), p);
     }
 }

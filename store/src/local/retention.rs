@@ -29,7 +29,9 @@ use crate::error::{ErrorKind, Result};
 use crate::history::retention::{self, Decision, Expiry, Policy, VersionFacts};
 use crate::history::snapshots::{Exclusive, Snapshot, RECORD_PREFIX};
 use crate::local::meta::Meta;
-use crate::local::records::{decode, parse_version_key, table, version_prefix, VersionRecord};
+use crate::local::records::{
+    decode, parse_version_key, table, version_prefix, Extent, VersionRecord,
+};
 use crate::local::version::LocalVersion;
 
 /// The checkpoint that holds the pass's position.
@@ -173,7 +175,7 @@ impl RetentionPass {
                     vid,
                     delete_marker: rec.delete_marker,
                     size: rec.size,
-                    blobs: rec.extents.iter().map(|e| e.blob).collect(),
+                    blobs: rec.extents.iter().filter_map(Extent::blob_id).collect(),
                 });
             }
         }

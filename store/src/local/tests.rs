@@ -170,6 +170,90 @@ async fn multipart_with_part_copy_shares_extents() {
 }
 
 #[tokio::test]
+async fn zero_parts_are_holes_that_store_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LocalStore::init(dir.path(), small()).unwrap();
+    let base: Vec<u8> = (0..30_000u32).map(|i| (i % 199) as u8).collect();
+    store
+        .put("f", base.clone().into(), PutOptions::default())
+        .await
+        .unwrap();
+    let before = store.status().unwrap().volume_bytes;
+    let gib = 1u64 << 30;
+    let id = store
+        .create_multipart("f", PutOptions::default())
+        .await
+        .unwrap();
+    let p1 = store
+        .upload_part_copy("f", &id, 1, "f", None, Some(0..10_000))
+        .await
+        .unwrap();
+    let p2 = store.upload_part_zeros("f", &id, 2, gib).await.unwrap();
+    let p3 = store
+        .upload_part_copy("f", &id, 3, "f", None, Some(10_000..30_000))
+        .await
+        .unwrap();
+    let parts: Vec<CompletedPart> = [p1, p2, p3]
+        .into_iter()
+        .map(|p| CompletedPart {
+            part_number: p.part_number,
+            etag: p.etag,
+        })
+        .collect();
+    let grown = store.complete_multipart("f", &id, &parts).await.unwrap();
+    assert_eq!(grown.size, 30_000 + gib);
+    assert_eq!(
+        store.status().unwrap().volume_bytes,
+        before,
+        "a GiB of zeros and two part copies wrote no data"
+    );
+    let rec = store
+        .inner
+        .meta
+        .resolve("f", Some(grown.version.clone()))
+        .unwrap()
+        .1;
+    assert_eq!(rec.extents.iter().filter(|e| e.is_hole()).count(), 1);
+    let read = |range: std::ops::Range<u64>| {
+        let store = &store;
+        async move {
+            store
+                .get(
+                    "f",
+                    GetOptions {
+                        range: Some(range),
+                        ..Default::default()
+                    },
+                )
+                .await
+                .unwrap()
+                .bytes()
+                .await
+                .unwrap()
+        }
+    };
+    let mut want = base[9_000..10_000].to_vec();
+    want.extend(std::iter::repeat_n(0u8, 5000));
+    assert_eq!(&read(9_000..15_000).await[..], &want[..]);
+    let mut want = vec![0u8; 100];
+    want.extend_from_slice(&base[10_000..10_100]);
+    assert_eq!(&read(10_000 + gib - 100..10_100 + gib).await[..], &want[..]);
+    // Holes hold no references: removing every version frees exactly the data blobs.
+    let versions = store
+        .list_versions(&ListVersionsRequest::default())
+        .await
+        .unwrap();
+    for v in versions.versions {
+        store.delete_version("f", v.version).await.unwrap();
+    }
+    for (_, blobs) in store.inner.meta.blobs_by_volume().unwrap() {
+        for (loc, refs, _) in blobs {
+            assert_eq!(refs, 0, "blob {} still referenced", loc.blob);
+        }
+    }
+}
+
+#[tokio::test]
 async fn open_refuses_what_is_not_a_store() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("hello.txt"), "hi").unwrap();
@@ -207,6 +291,14 @@ fn downgrade_to_format_1(path: &Path) {
     let mut uploads = 0;
     for row in meta.db.iter() {
         let (k, v) = row.unwrap();
+        if k[0] == table::VERSION || k[0] == table::PART {
+            // Format 2 only allows holes: the same layout, so format 1 is the byte changed.
+            assert_eq!(v[0], 2, "version and part rows are written in format 2");
+            let mut old = v.to_vec();
+            old[0] = 1;
+            meta.db.insert(k, old).unwrap();
+            continue;
+        }
         if k[0] != table::UPLOAD {
             assert_eq!(v[0], 1, "row {:?} is not format 1", &k[..k.len().min(16)]);
             continue;

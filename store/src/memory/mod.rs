@@ -435,6 +435,22 @@ impl ObjectStore for MemoryStore {
         Ok(info)
     }
 
+    /// The model keeps the zeros themselves (one zeroed allocation, which the OS maps lazily):
+    /// a part of zeros reads back like any other part.
+    async fn upload_part_zeros(
+        &self,
+        key: &str,
+        upload_id: &str,
+        part_number: u32,
+        len: u64,
+    ) -> Result<PartInfo> {
+        let len = usize::try_from(len).map_err(|_| {
+            StoreError::InvalidArgument(format!("a part of {len} zero bytes is too large"))
+        })?;
+        let body = Body::Bytes(Bytes::from(vec![0u8; len]));
+        self.upload_part(key, upload_id, part_number, body).await
+    }
+
     async fn list_parts(&self, key: &str, upload_id: &str) -> Result<Vec<PartInfo>> {
         validate(key)?;
         let mut st = self.lock();

@@ -1,7 +1,8 @@
 //! Server-side copy and rename.
 
 use objfs_store::{
-    Condition, CopyOptions, ErrorKind, ListVersionsRequest, Metadata, ObjectStore, RenameOptions,
+    Change, Condition, CopyOptions, ErrorKind, ListVersionsRequest, Metadata, ObjectStore,
+    RenameOptions, VersionId,
 };
 
 use crate::support::{assert_kind, det_bytes};
@@ -300,4 +301,113 @@ pub async fn copy_errors(s: &dyn ObjectStore) {
         2,
         "failed copies made versions"
     );
+}
+
+/// `change_many`: each change as its single-key operation would, in order, one result per
+/// change; a failed change changes nothing and the others still apply; a key in two changes is
+/// refused before anything changes.
+pub async fn change_many_batches(s: &dyn ObjectStore) {
+    let ns = "change_many_batches/";
+    let k = |n: &str| format!("{ns}{n}");
+    let a = put(s, &k("a"), "alpha").await;
+    let b1 = put(s, &k("b"), "bravo").await.version;
+    s.delete(&k("b")).await.unwrap().expect("marker");
+    let d = put(s, &k("d"), "delta").await.version;
+    let copy = |src: &str, dst: &str, source_version: Option<VersionId>, condition| Change::Copy {
+        src: k(src),
+        dst: k(dst),
+        opts: CopyOptions {
+            source_version,
+            metadata: Some(meta(&[("x-amz-meta-restored", "1")])),
+            condition,
+            durable: false,
+        },
+    };
+    let changes = vec![
+        copy("a", "a2", None, Condition::IfNotExists),
+        copy("b", "b", Some(b1.clone()), Condition::IfNotExists),
+        Change::DeleteIf {
+            key: k("d"),
+            condition: Condition::IfVersion(a.version.clone()),
+        },
+        Change::DeleteIf {
+            key: k("never"),
+            condition: Condition::None,
+        },
+        copy("missing", "m2", None, Condition::None),
+        copy("c", "c", Some(never_made()), Condition::None),
+    ];
+    let out = s.change_many(&changes).await.unwrap();
+    assert_eq!(out.len(), changes.len());
+    let a2 = out[0].as_ref().unwrap().clone().expect("a2's version");
+    let b2 = out[1].as_ref().unwrap().clone().expect("b's new version");
+    assert_ne!(a2, b2);
+    assert_result_kind(
+        &out[2],
+        ErrorKind::PreconditionFailed,
+        "delete with a wrong version",
+    );
+    assert_eq!(out[3].as_ref().unwrap(), &None, "nothing to delete");
+    assert_result_kind(&out[4], ErrorKind::NotFound, "missing source");
+    assert_result_kind(&out[5], ErrorKind::NoSuchVersion, "unknown source version");
+    // The applied changes show, with their metadata; the failed ones left nothing behind.
+    assert_eq!(read(s, &k("a2"), None).await, b"alpha");
+    assert_eq!(read(s, &k("b"), None).await, b"bravo");
+    let hb = s.head(&k("b"), None).await.unwrap();
+    assert_eq!(hb.version, b2);
+    assert_eq!(
+        hb.metadata.get("x-amz-meta-restored").map(String::as_str),
+        Some("1")
+    );
+    assert_eq!(s.head(&k("d"), None).await.unwrap().version, d);
+    assert_eq!(versions_of(s, &k("d")).await.len(), 1);
+    assert_eq!(versions_of(s, &k("b")).await.len(), 3);
+    assert_kind(s.head(&k("m2"), None).await, ErrorKind::NotFound, "m2");
+    assert_kind(
+        s.head(&k("never"), None).await,
+        ErrorKind::NotFound,
+        "never",
+    );
+    // A second batch sees the first: conditions on the versions it made.
+    let out = s
+        .change_many(&[
+            Change::DeleteIf {
+                key: k("b"),
+                condition: Condition::IfVersion(b2.clone()),
+            },
+            copy("a2", "a3", Some(a2.clone()), Condition::IfNotExists),
+        ])
+        .await
+        .unwrap();
+    assert!(out[0].as_ref().unwrap().is_some(), "{out:?}");
+    assert!(out[1].as_ref().unwrap().is_some(), "{out:?}");
+    assert_kind(
+        s.head(&k("b"), None).await,
+        ErrorKind::NotFound,
+        "b deleted",
+    );
+    assert_eq!(read(s, &k("a3"), None).await, b"alpha");
+    // A key in two changes: refused, nothing applied.
+    assert_kind(
+        s.change_many(&[
+            copy("a", "x", None, Condition::None),
+            Change::DeleteIf {
+                key: k("x"),
+                condition: Condition::None,
+            },
+        ])
+        .await,
+        ErrorKind::InvalidArgument,
+        "a key in two changes",
+    );
+    assert_kind(s.head(&k("x"), None).await, ErrorKind::NotFound, "x");
+    // An empty batch is nothing.
+    assert!(s.change_many(&[]).await.unwrap().is_empty());
+}
+
+fn assert_result_kind(r: &objfs_store::Result<Option<VersionId>>, kind: ErrorKind, what: &str) {
+    match r {
+        Ok(v) => panic!("{what}: expected {kind:?}, got Ok({v:?})"),
+        Err(e) => assert_eq!(e.kind(), kind, "{what}: expected {kind:?}, got {e}"),
+    }
 }

@@ -537,3 +537,129 @@ pub async fn multipart_condition(s: &dyn ObjectStore) {
     assert_ne!(v1, cur);
     s.abort_multipart(key, &id).await.unwrap();
 }
+
+/// upload_part_zeros: parts of zeros between data parts and part copies read back as zeros,
+/// whole and in ranges across every boundary; they survive copies, part copies of their
+/// ranges and the removal of the version they came from; bad numbers and uploads are refused.
+pub async fn multipart_zero_parts(s: &dyn ObjectStore) {
+    let ns = "multipart_zero_parts/";
+    let src = format!("{ns}src");
+    let key = format!("{ns}obj");
+    let d = det_bytes(31, 3000);
+    put(s, &src, d.clone()).await;
+    let id = s
+        .create_multipart(&key, PutOptions::default())
+        .await
+        .unwrap();
+    let p1 = s.upload_part(&key, &id, 1, "head".into()).await.unwrap();
+    let p2 = s.upload_part_zeros(&key, &id, 2, 5000).await.unwrap();
+    assert_eq!(p2.size, 5000);
+    let p3 = s
+        .upload_part_copy(&key, &id, 3, &src, None, Some(100..600))
+        .await
+        .unwrap();
+    let p4 = s.upload_part_zeros(&key, &id, 4, 0).await.unwrap();
+    assert_eq!(p4.size, 0);
+    s.upload_part(&key, &id, 5, "replaced".into())
+        .await
+        .unwrap();
+    let p5 = s.upload_part_zeros(&key, &id, 5, 70_000).await.unwrap();
+    let p6 = s.upload_part(&key, &id, 6, "tail".into()).await.unwrap();
+    assert_eq!(
+        s.list_parts(&key, &id).await.unwrap(),
+        vec![
+            p1.clone(),
+            p2.clone(),
+            p3.clone(),
+            p4.clone(),
+            p5.clone(),
+            p6.clone()
+        ]
+    );
+    for n in [0, MAX_PART_NUMBER + 1] {
+        assert_kind(
+            s.upload_part_zeros(&key, &id, n, 10).await,
+            ErrorKind::InvalidPart,
+            &format!("zero part {n}"),
+        );
+    }
+    assert_kind(
+        s.upload_part_zeros(&key, "no-such-upload", 1, 10).await,
+        ErrorKind::NoSuchUpload,
+        "zero part of an unknown upload",
+    );
+    let info = s
+        .complete_multipart(&key, &id, &done(&[&p1, &p2, &p3, &p4, &p5, &p6]))
+        .await
+        .unwrap();
+    let mut want = b"head".to_vec();
+    want.extend(std::iter::repeat_n(0u8, 5000));
+    want.extend_from_slice(&d[100..600]);
+    want.extend(std::iter::repeat_n(0u8, 70_000));
+    want.extend_from_slice(b"tail");
+    assert_eq!(info.size, want.len() as u64);
+    assert_eq!(read(s, &key, None).await, want);
+    let n = want.len() as u64;
+    for r in [
+        2..4,
+        2..6000,
+        4000..5300,
+        5004..5504,
+        5400..75_504,
+        5504..n,
+        n - 2..n,
+    ] {
+        let (_, got) = read_range(s, &key, None, r.clone()).await;
+        assert_eq!(got, want[r.start as usize..r.end as usize], "range {r:?}");
+    }
+
+    // A copy, and a part copy of a range that starts and ends inside zeros.
+    let copy = format!("{ns}copy");
+    s.copy(&key, &copy, Default::default()).await.unwrap();
+    let id2 = s
+        .create_multipart(&format!("{ns}sliced"), PutOptions::default())
+        .await
+        .unwrap();
+    let q1 = s
+        .upload_part_copy(
+            &format!("{ns}sliced"),
+            &id2,
+            1,
+            &key,
+            None,
+            Some(1000..6000),
+        )
+        .await
+        .unwrap();
+    let q2 = s
+        .upload_part_zeros(&format!("{ns}sliced"), &id2, 2, 3)
+        .await
+        .unwrap();
+    s.complete_multipart(&format!("{ns}sliced"), &id2, &done(&[&q1, &q2]))
+        .await
+        .unwrap();
+    let mut sliced = want[1000..6000].to_vec();
+    sliced.extend_from_slice(&[0, 0, 0]);
+    // The object the copies came from is removed for good: they stand on their own.
+    for v in versions_of(s, &key).await {
+        s.delete_version(&key, v.version).await.unwrap();
+    }
+    assert_eq!(read(s, &copy, None).await, want);
+    assert_eq!(read(s, &format!("{ns}sliced"), None).await, sliced);
+
+    // An object of zeros only.
+    let zeros = format!("{ns}zeros");
+    let id3 = s
+        .create_multipart(&zeros, PutOptions::default())
+        .await
+        .unwrap();
+    let z = s.upload_part_zeros(&zeros, &id3, 1, 3 << 20).await.unwrap();
+    let info = s
+        .complete_multipart(&zeros, &id3, &done(&[&z]))
+        .await
+        .unwrap();
+    assert_eq!(info.size, 3 << 20);
+    let got = read(s, &zeros, None).await;
+    assert_eq!(got.len(), 3 << 20);
+    assert!(got.iter().all(|b| *b == 0));
+}

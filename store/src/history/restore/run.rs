@@ -1,5 +1,6 @@
-//! Executing a restore job: its plan's chunks in order, the steps of a chunk in parallel (at
-//! most `jobs` at a time), each chunk checked off in the store once all its steps settled.
+//! Executing a restore job: its plan's chunks in order, the steps of a chunk in batches of
+//! [`BATCH_STEPS`] ([`ObjectStore::change_many`]: one commit on the local store), at most
+//! `jobs` batches at a time, each chunk checked off in the store once all its steps settled.
 //!
 //! A step applies only if the key's current version is still the one its plan saw: undelete
 //! and revert are a server-side copy of the version of the moment onto the key
@@ -19,10 +20,15 @@ use super::job::{self, Job, JobState};
 use super::{Action, Outcome, Progress, Step, Watch, RESTORED_FROM};
 use crate::error::{ErrorKind, Result, StoreError};
 use crate::store::ObjectStore;
-use crate::types::{Condition, CopyOptions};
+use crate::types::{Change, Condition, CopyOptions};
 
 /// How often (in steps settled) progress is reported.
 const REPORT_EVERY: u64 = 256;
+
+/// Steps per [`ObjectStore::change_many`] call: on the local store one commit (one log record)
+/// each; `jobs` such batches are in flight at once, so backends that run the changes one at a
+/// time (over the network) still overlap `jobs` of them.
+const BATCH_STEPS: usize = 128;
 
 /// What a run of a job did (the outcomes of chunks executed by earlier runs included).
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -112,32 +118,70 @@ fn settle(result: Result<Option<crate::types::VersionId>>) -> std::result::Resul
     }
 }
 
-/// Executes one step.
-pub async fn apply(store: &dyn ObjectStore, job: &Job, step: &Step) -> Outcome {
-    let result = match (step.action, &step.source) {
-        (Action::Delete, _) => store.delete_if(&step.key, condition(step)).await,
-        (_, None) => {
-            return Outcome::Failed {
-                error: "the plan's step names no version to restore".into(),
-            }
-        }
-        (_, Some(source)) => {
-            let opts = CopyOptions {
+/// The store change a step makes (an error when the plan names no source to restore).
+fn change_of(job: &Job, step: &Step) -> std::result::Result<Change, Outcome> {
+    match (step.action, &step.source) {
+        (Action::Delete, _) => Ok(Change::DeleteIf {
+            key: step.key.clone(),
+            condition: condition(step),
+        }),
+        (_, None) => Err(Outcome::Failed {
+            error: "the plan's step names no version to restore".into(),
+        }),
+        (_, Some(source)) => Ok(Change::Copy {
+            src: step.key.clone(),
+            dst: step.key.clone(),
+            opts: CopyOptions {
                 source_version: Some(source.clone()),
                 metadata: Some(restored_metadata(&step.source_metadata, &job.mark(source))),
                 condition: condition(step),
                 durable: false,
-            };
-            store
-                .copy(&step.key, &step.key, opts)
-                .await
-                .map(|info| Some(info.version))
-        }
-    };
-    match settle(result) {
-        Ok(o) => o,
-        Err(()) => recheck(store, job, step).await,
+            },
+        }),
     }
+}
+
+/// Executes one batch of steps (on distinct keys) as one [`ObjectStore::change_many`]; the
+/// steps whose condition failed are read again ([`recheck`]).
+pub async fn apply_batch(store: &dyn ObjectStore, job: &Job, steps: &[Step]) -> Vec<Outcome> {
+    let mut outcomes: Vec<Option<Outcome>> = Vec::with_capacity(steps.len());
+    let mut changes = Vec::with_capacity(steps.len());
+    let mut at = Vec::with_capacity(steps.len());
+    for (i, s) in steps.iter().enumerate() {
+        match change_of(job, s) {
+            Ok(c) => {
+                changes.push(c);
+                at.push(i);
+                outcomes.push(None);
+            }
+            Err(o) => outcomes.push(Some(o)),
+        }
+    }
+    match store.change_many(&changes).await {
+        Ok(results) => {
+            for (i, r) in at.into_iter().zip(results) {
+                outcomes[i] = match settle(r) {
+                    Ok(o) => Some(o),
+                    Err(()) => Some(recheck(store, job, &steps[i]).await),
+                };
+            }
+        }
+        Err(e) => {
+            for i in at {
+                outcomes[i] = Some(Outcome::Failed {
+                    error: e.to_string(),
+                });
+            }
+        }
+    }
+    outcomes
+        .into_iter()
+        .map(|o| {
+            o.unwrap_or(Outcome::Failed {
+                error: "the store returned no result for the step".into(),
+            })
+        })
+        .collect()
 }
 
 /// Executes `job` (planned, or interrupted) to its end: every chunk an earlier run did not
@@ -187,23 +231,25 @@ pub async fn execute(
             continue;
         }
         let job_ref: &Job = job;
-        let mut results = stream::iter(steps.iter())
-            .map(|s| apply(store, job_ref, s))
+        let mut results = stream::iter(steps.chunks(BATCH_STEPS))
+            .map(|b| apply_batch(store, job_ref, b))
             .buffered(jobs);
         let mut outcomes = Vec::with_capacity(steps.len());
         let mut changed = Vec::new();
-        while let Some(o) = results.next().await {
-            let s = &steps[outcomes.len()];
-            report.count(&o);
-            watch.settled(s, &o);
-            if matches!(o, Outcome::Done { .. }) {
-                changed.push(s.key.clone());
-            }
-            outcomes.push(o);
-            progress.steps_settled += 1;
-            if progress.steps_settled % REPORT_EVERY == 0 && !watch.progress(&progress) {
-                report.stopped = true;
-                break;
+        'chunk: while let Some(batch) = results.next().await {
+            for o in batch {
+                let s = &steps[outcomes.len()];
+                report.count(&o);
+                watch.settled(s, &o);
+                if matches!(o, Outcome::Done { .. }) {
+                    changed.push(s.key.clone());
+                }
+                outcomes.push(o);
+                progress.steps_settled += 1;
+                if progress.steps_settled % REPORT_EVERY == 0 && !watch.progress(&progress) {
+                    report.stopped = true;
+                    break 'chunk;
+                }
             }
         }
         drop(results);

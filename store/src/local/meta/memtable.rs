@@ -20,9 +20,10 @@ use std::time::Duration;
 use sled::IVec;
 
 use super::db::{db_error, DbResult};
+use super::filter::{self, KeyFilter};
 use super::log::{self, Batch, FsLogDir, LogWriter};
 use crate::error::{Result, StoreError};
-use crate::local::records::{encode, misc, misc_key};
+use crate::local::records::{encode, misc, misc_key, table};
 
 /// Rows by key: a put (`Some`) or a remove (`None`) that hides sled's row.
 type Rows = BTreeMap<IVec, Option<IVec>>;
@@ -55,11 +56,19 @@ pub(crate) struct Tables {
     /// Commits wait here while the active table is full (a checkpoint empties it).
     room: Condvar,
     room_lock: Mutex<()>,
+    /// Which keys sled's `c` table may hold (see [`super::filter`]).
+    filter: RwLock<Arc<KeyFilter>>,
 }
 
 /// Rows the active table may hold before commits wait for a checkpoint (the flusher starts
 /// one at a quarter of this): memory stays bounded when sled cannot keep up.
 pub(crate) const MAX_ACTIVE_ROWS: usize = 400_000;
+
+/// The most current keys the filter is built from at open (more wait for the first checkpoint).
+#[cfg(not(test))]
+pub(crate) const FILTER_AT_OPEN: usize = 100_000;
+#[cfg(test)]
+pub(crate) const FILTER_AT_OPEN: usize = 16;
 
 /// Rows a checkpoint applies to sled per batch.
 const APPLY_CHUNK: usize = 16_384;
@@ -79,7 +88,32 @@ impl Tables {
             checkpointing: Mutex::new(()),
             room: Condvar::new(),
             room_lock: Mutex::new(()),
+            filter: RwLock::new(Arc::new(KeyFilter::unbuilt())),
         }
+    }
+
+    fn filter(&self) -> Arc<KeyFilter> {
+        self.filter
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Builds the filter of sled's `c` keys from a scan, unless there are more than `limit`
+    /// (then the first checkpoint builds it, on the flusher's thread). Only while nothing else
+    /// writes into sled: at the end of recovery, or inside a checkpoint.
+    pub fn build_filter(&self, limit: usize) -> Result<()> {
+        let mut hashes = Vec::new();
+        for row in self.db.scan_prefix([table::CURRENT]) {
+            let (k, _) = row.db()?;
+            if hashes.len() == limit {
+                return Ok(());
+            }
+            hashes.push(filter::hash(&k));
+        }
+        *self.filter.write().unwrap_or_else(|p| p.into_inner()) =
+            Arc::new(KeyFilter::build(&hashes));
+        Ok(())
     }
 
     fn read(&self) -> RwLockReadGuard<'_, Mem> {
@@ -117,6 +151,10 @@ impl Tables {
                     return Ok(v.clone());
                 }
             }
+        }
+        // A current row that is in no table and certainly not in sled: the key is new.
+        if key.first() == Some(&table::CURRENT) && !self.filter().may_contain(key) {
+            return Ok(None);
         }
         self.db.get(key).db()
     }
@@ -249,8 +287,21 @@ impl Tables {
             // `sync` did not cover the log: never let sled hold rows ahead of it.
             self.sync()?;
         }
+        // The filter learns the current rows before sled holds them (readers that miss the
+        // frozen tables once they are gone must find them there).
+        let keys = self.filter();
+        for f in &frozen {
+            for (k, v) in &f.rows {
+                if v.is_some() && k.first() == Some(&table::CURRENT) {
+                    keys.add(k);
+                }
+            }
+        }
         for f in &frozen {
             apply_rows(&self.db, &f.rows)?;
+        }
+        if keys.needs_build() {
+            self.build_filter(usize::MAX)?;
         }
         self.db
             .insert(misc_key(misc::LOG_APPLIED), encode(&(cut - 1))?)

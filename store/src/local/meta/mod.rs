@@ -17,10 +17,14 @@ use crate::local::version::LocalVersion;
 use crate::local::volume::{now_nanos, BlobLocation};
 use crate::types::*;
 
+mod batch;
 mod db;
+mod filter;
 pub mod log;
 mod memtable;
 mod open;
+#[cfg(test)]
+mod tests;
 mod times;
 
 pub(crate) use db::{db_error, DbResult};
@@ -103,9 +107,34 @@ impl Txn {
     }
 
     fn add_refs(&mut self, extents: &[Extent], delta: i64) {
-        for e in extents {
-            *self.deltas.entry(e.blob).or_insert(0) += delta;
+        // Holes reference no blob.
+        for blob in extents.iter().filter_map(Extent::blob_id) {
+            *self.deltas.entry(blob).or_insert(0) += delta;
         }
+    }
+}
+
+/// Whether `cond` holds for a key whose current row is `cur`.
+fn check_condition(key: &str, cond: &Condition, cur: Option<&CurrentRecord>) -> Result<()> {
+    match (cond, cur) {
+        (Condition::None, _) | (Condition::IfNotExists, None) => Ok(()),
+        (Condition::IfNotExists, Some(_)) => Err(StoreError::PreconditionFailed {
+            key: key.into(),
+            reason: "the key exists".into(),
+        }),
+        (Condition::IfVersion(v), Some(c))
+            if LocalVersion::parse(v) == Some(LocalVersion(c.version)) =>
+        {
+            Ok(())
+        }
+        (Condition::IfVersion(v), Some(c)) => Err(StoreError::PreconditionFailed {
+            key: key.into(),
+            reason: format!("current version is {}, not {v}", LocalVersion(c.version)),
+        }),
+        (Condition::IfVersion(v), None) => Err(StoreError::PreconditionFailed {
+            key: key.into(),
+            reason: format!("the key has no live version (expected {v})"),
+        }),
     }
 }
 
@@ -225,28 +254,12 @@ impl Meta {
         }
     }
 
-    fn check_condition(&self, key: &str, cond: &Condition) -> Result<()> {
-        match cond {
-            Condition::None => Ok(()),
-            Condition::IfNotExists => match self.current(key)? {
-                Some(_) => Err(StoreError::PreconditionFailed {
-                    key: key.into(),
-                    reason: "the key exists".into(),
-                }),
-                None => Ok(()),
-            },
-            Condition::IfVersion(v) => match self.current(key)? {
-                Some(c) if LocalVersion::parse(v) == Some(LocalVersion(c.version)) => Ok(()),
-                Some(c) => Err(StoreError::PreconditionFailed {
-                    key: key.into(),
-                    reason: format!("current version is {}, not {v}", LocalVersion(c.version)),
-                }),
-                None => Err(StoreError::PreconditionFailed {
-                    key: key.into(),
-                    reason: format!("the key has no live version (expected {v})"),
-                }),
-            },
-        }
+    /// The current row of `key`, after checking `cond` against it: one read serves both the
+    /// condition and the counters of the version installed next.
+    fn checked_current(&self, key: &str, cond: &Condition) -> Result<Option<CurrentRecord>> {
+        let cur = self.current(key)?;
+        check_condition(key, cond, cur.as_ref())?;
+        Ok(cur)
     }
 
     /// The next version id: the clock, or one more than the last id when the clock has not
@@ -303,16 +316,17 @@ impl Meta {
         Ok(st)
     }
 
-    /// Adds a version row and moves the current pointer and counters accordingly.
+    /// Adds a version row and moves the current pointer and counters accordingly; `prev` is
+    /// the key's current row before this version (read by the caller, under the lock).
     fn install_version(
-        &self,
         st: &mut StatsRecord,
         txn: &mut Txn,
         key: &str,
         vid: LocalVersion,
         rec: &VersionRecord,
+        prev: Option<&CurrentRecord>,
     ) -> Result<()> {
-        if let Some(prev) = self.current(key)? {
+        if let Some(prev) = prev {
             st.objects = sub(st.objects, 1);
             st.live_bytes = sub(st.live_bytes, prev.size);
         }
@@ -380,40 +394,14 @@ impl Meta {
         cond: Condition,
     ) -> Result<LocalVersion> {
         let mut state = self.lock();
-        self.check_condition(key, &cond)?;
+        let cur = self.checked_current(key, &cond)?;
         let mut txn = Txn::new();
         txn.new_blobs.extend(blobs);
         let mut st = state.stats;
         let vid = self.next_version(&mut state, &mut txn)?;
-        self.install_version(&mut st, &mut txn, key, vid, rec)?;
+        Self::install_version(&mut st, &mut txn, key, vid, rec, cur.as_ref())?;
         self.apply(&mut state, st, txn)?;
         Ok(vid)
-    }
-
-    /// Commits a copy of a version of `src` as a new version of `dst`, sharing its extents.
-    pub fn commit_copy(
-        &self,
-        src: &str,
-        dst: &str,
-        opts: &CopyOptions,
-    ) -> Result<(LocalVersion, VersionRecord)> {
-        let mut state = self.lock();
-        let (_, srec) = self.resolve(src, opts.source_version.clone())?;
-        self.check_condition(dst, &opts.condition)?;
-        let rec = VersionRecord {
-            delete_marker: false,
-            size: srec.size,
-            etag: srec.etag.clone(),
-            metadata: opts.metadata.clone().unwrap_or(srec.metadata),
-            extents: srec.extents,
-        };
-        let mut txn = Txn::new();
-        txn.add_refs(&rec.extents, 1);
-        let mut st = state.stats;
-        let vid = self.next_version(&mut state, &mut txn)?;
-        self.install_version(&mut st, &mut txn, dst, vid, &rec)?;
-        self.apply(&mut state, st, txn)?;
-        Ok((vid, rec))
     }
 
     /// Renames atomically: a new version of `dst` sharing the extents of `src`'s current
@@ -439,7 +427,8 @@ impl Meta {
                 });
             }
         }
-        self.check_condition(dst, &opts.condition)?;
+        let dst_cur = self.checked_current(dst, &opts.condition)?;
+        let src_cur = self.current(src)?;
         let rec = VersionRecord {
             delete_marker: false,
             ..srec
@@ -455,33 +444,11 @@ impl Meta {
         txn.add_refs(&rec.extents, 1);
         let mut st = state.stats;
         let vid = self.next_version(&mut state, &mut txn)?;
-        self.install_version(&mut st, &mut txn, dst, vid, &rec)?;
+        Self::install_version(&mut st, &mut txn, dst, vid, &rec, dst_cur.as_ref())?;
         let mid = self.next_version(&mut state, &mut txn)?;
-        self.install_version(&mut st, &mut txn, src, mid, &marker)?;
+        Self::install_version(&mut st, &mut txn, src, mid, &marker, src_cur.as_ref())?;
         self.apply(&mut state, st, txn)?;
         Ok((vid, rec))
-    }
-
-    /// Adds a delete marker when `key` has a live version.
-    pub fn commit_delete(&self, key: &str, cond: &Condition) -> Result<Option<VersionId>> {
-        let mut state = self.lock();
-        self.check_condition(key, cond)?;
-        if self.current(key)?.is_none() {
-            return Ok(None);
-        }
-        let rec = VersionRecord {
-            delete_marker: true,
-            size: 0,
-            etag: String::new(),
-            metadata: Metadata::new(),
-            extents: Vec::new(),
-        };
-        let mut txn = Txn::new();
-        let mut st = state.stats;
-        let vid = self.next_version(&mut state, &mut txn)?;
-        self.install_version(&mut st, &mut txn, key, vid, &rec)?;
-        self.apply(&mut state, st, txn)?;
-        Ok(Some(vid.id()))
     }
 
     /// Removes one version for good; the next newest becomes current.
@@ -676,7 +643,7 @@ impl Meta {
                 }
             }
         }
-        self.check_condition(key, &upload.condition.clone().into())?;
+        let cur = self.checked_current(key, &upload.condition.clone().into())?;
         let mut txn = Txn::new();
         let listed: std::collections::HashSet<u32> = list.iter().map(|p| p.part_number).collect();
         for (num, rec) in &parts {
@@ -695,7 +662,7 @@ impl Meta {
         };
         let mut st = state.stats;
         let vid = self.next_version(&mut state, &mut txn)?;
-        self.install_version(&mut st, &mut txn, key, vid, &rec)?;
+        Self::install_version(&mut st, &mut txn, key, vid, &rec, cur.as_ref())?;
         self.apply(&mut state, st, txn)?;
         Ok((vid, rec, upload.durable))
     }

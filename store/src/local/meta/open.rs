@@ -10,7 +10,7 @@ use std::path::Path;
 use std::sync::Mutex;
 
 use super::log::{self, FsLogDir};
-use super::memtable::{apply_rows, Tables};
+use super::memtable::{apply_rows, Tables, FILTER_AT_OPEN};
 use super::{db_error, CommitState, DbResult, IdLease, Meta, Replay, Txn};
 use crate::error::{Result, StoreError};
 use crate::local::records::*;
@@ -158,6 +158,9 @@ impl Meta {
             .db()?;
         self.db.flush().db()?;
         log::remove_below(dir, existing, last + 1);
+        // Sled holds every replayed row and nothing writes into it until the first
+        // checkpoint: the filter of its current keys can be built now (when it is small).
+        self.tables.build_filter(FILTER_AT_OPEN)?;
         self.tables.start_log(last + 1, rec.last_seq + 1)?;
         // The counters and the version-id lease as the replay left them.
         let stats = read_misc(&self.db, misc::STATS)?.unwrap_or_default();
