@@ -11,7 +11,6 @@
 //! it covered, and removes those segments. sled therefore only ever holds rows whose record and
 //! data were fsynced, and a replay after a crash starts from sled's last flush.
 
-use std::cmp::Ordering;
 use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::sync::{Arc, Condvar, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -22,11 +21,12 @@ use sled::IVec;
 use super::db::{db_error, DbResult};
 use super::filter::{self, KeyFilter};
 use super::log::{self, Batch, FsLogDir, LogWriter};
+pub use super::scan::Merged;
 use crate::error::{Result, StoreError};
 use crate::local::records::{encode, misc, misc_key, table};
 
 /// Rows by key: a put (`Some`) or a remove (`None`) that hides sled's row.
-type Rows = BTreeMap<IVec, Option<IVec>>;
+pub(super) type Rows = BTreeMap<IVec, Option<IVec>>;
 
 /// A table no longer written, waiting for its checkpoint.
 struct Frozen {
@@ -35,7 +35,7 @@ struct Frozen {
     last_seq: u64,
 }
 
-struct Mem {
+pub(super) struct Mem {
     active: Rows,
     frozen: Vec<Arc<Frozen>>,
     /// None until recovery has finished (no commit may be logged before).
@@ -46,11 +46,53 @@ struct Mem {
     synced_through: u64,
 }
 
+impl Mem {
+    /// The first `limit` keys from `start` (before `end`) that any table holds, each with its
+    /// newest row, and the last of them when there may be more (`None`: this is all of them).
+    ///
+    /// Each table gives at most `limit` rows, so every row of every table up to the `limit`-th
+    /// key of their union is among them: the window is complete up to its last key.
+    pub(super) fn window(
+        &self,
+        start: Bound<&[u8]>,
+        end: &Option<Vec<u8>>,
+        limit: usize,
+    ) -> (Vec<(IVec, Option<IVec>)>, Option<IVec>) {
+        let upper = match end {
+            Some(e) => Bound::Excluded(&e[..]),
+            None => Bound::Unbounded,
+        };
+        // (BTreeMap::range panics on an inverted or empty-exclusive range; sled's yields nothing.)
+        let empty = match (start, end) {
+            (Bound::Included(s), Some(e)) => e[..] <= *s,
+            (Bound::Excluded(s), Some(e)) => e[..] <= *s,
+            _ => false,
+        };
+        let mut union = Rows::new();
+        if !empty {
+            // Oldest first, so a newer table's row replaces an older one's.
+            for t in self.frozen.iter().map(|f| &f.rows).chain([&self.active]) {
+                for (k, v) in t.range::<[u8], _>((start, upper)).take(limit) {
+                    union.insert(k.clone(), v.clone());
+                }
+            }
+        }
+        let more = union.len() >= limit;
+        let rows: Vec<_> = union.into_iter().take(limit).collect();
+        let hi = if more {
+            rows.last().map(|(k, _)| k.clone())
+        } else {
+            None
+        };
+        (rows, hi)
+    }
+}
+
 /// The log, the in-memory tables and sled, read and written as one database.
 pub(crate) struct Tables {
     db: sled::Db,
     dir: Arc<FsLogDir>,
-    mem: RwLock<Mem>,
+    mem: Arc<RwLock<Mem>>,
     /// One checkpoint at a time (the flusher's and the one at close).
     checkpointing: Mutex<()>,
     /// Commits wait here while the active table is full (a checkpoint empties it).
@@ -78,13 +120,13 @@ impl Tables {
         Tables {
             db,
             dir: Arc::new(dir),
-            mem: RwLock::new(Mem {
+            mem: Arc::new(RwLock::new(Mem {
                 active: Rows::new(),
                 frozen: Vec::new(),
                 log: None,
                 segments: Vec::new(),
                 synced_through: 0,
-            }),
+            })),
             checkpointing: Mutex::new(()),
             room: Condvar::new(),
             room_lock: Mutex::new(()),
@@ -159,39 +201,10 @@ impl Tables {
         self.db.get(key).db()
     }
 
-    /// Rows from `start` (inclusive) to `end` (exclusive; `None`: to the end).
+    /// Rows from `start` (inclusive) to `end` (exclusive; `None`: to the end), removes hidden,
+    /// merged with sled's (see [`Merged`]).
     pub fn range(&self, start: Vec<u8>, end: Option<Vec<u8>>) -> Merged {
-        let mut overlay = Rows::new();
-        {
-            let m = self.read();
-            let bounds = (
-                Bound::Included(&start[..]),
-                match &end {
-                    Some(e) => Bound::Excluded(&e[..]),
-                    None => Bound::Unbounded,
-                },
-            );
-            let empty = matches!(&end, Some(e) if e[..] <= start[..]);
-            let tables = m.frozen.iter().map(|f| &f.rows).chain([&m.active]);
-            for t in tables {
-                // (BTreeMap::range panics on an inverted range; sled's yields nothing.)
-                if t.is_empty() || empty {
-                    continue;
-                }
-                for (k, v) in t.range::<[u8], _>(bounds) {
-                    overlay.insert(k.clone(), v.clone());
-                }
-            }
-        }
-        let sled = sled_range(&self.db, &start, &end);
-        Merged {
-            overlay: overlay.into_iter().collect(),
-            pos: 0,
-            sled,
-            peeked: None,
-            db: self.db.clone(),
-            end,
-        }
+        Merged::new(self.mem.clone(), self.db.clone(), start, end)
     }
 
     /// Logs `batch` and makes its rows visible. When this returns the change survives the
@@ -344,64 +357,4 @@ pub(crate) fn apply_rows<'a>(
         db.apply_batch(batch).map_err(db_error)?;
     }
     Ok(())
-}
-
-fn sled_range(db: &sled::Db, start: &[u8], end: &Option<Vec<u8>>) -> sled::Iter {
-    match end {
-        Some(e) => db.range(start.to_vec()..e.clone()),
-        None => db.range(start.to_vec()..),
-    }
-}
-
-/// A range scan over the tables and sled, in key order, removes hidden. The tables' rows are
-/// a snapshot taken when the scan started; sled's are read as the scan goes.
-pub struct Merged {
-    overlay: Vec<(IVec, Option<IVec>)>,
-    pos: usize,
-    sled: sled::Iter,
-    peeked: Option<(IVec, IVec)>,
-    db: sled::Db,
-    end: Option<Vec<u8>>,
-}
-
-impl Merged {
-    /// Continues the scan from `start` (forward only: skipping a listing's common prefix).
-    pub fn seek(&mut self, start: Vec<u8>) {
-        self.pos += self.overlay[self.pos..].partition_point(|(k, _)| k[..] < start[..]);
-        self.peeked = None;
-        self.sled = sled_range(&self.db, &start, &self.end);
-    }
-}
-
-impl Iterator for Merged {
-    type Item = Result<(IVec, IVec)>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        loop {
-            if self.peeked.is_none() {
-                match self.sled.next() {
-                    Some(Ok(row)) => self.peeked = Some(row),
-                    Some(Err(e)) => return Some(Err(db_error(e))),
-                    None => {}
-                }
-            }
-            let order = match (self.overlay.get(self.pos), &self.peeked) {
-                (None, None) => return None,
-                (Some(_), None) => Ordering::Less,
-                (None, Some(_)) => Ordering::Greater,
-                (Some((ok, _)), Some((sk, _))) => ok.cmp(sk),
-            };
-            match order {
-                Ordering::Greater => return self.peeked.take().map(Ok),
-                // The table's row replaces sled's.
-                Ordering::Equal => self.peeked = None,
-                Ordering::Less => {}
-            }
-            let (k, v) = self.overlay[self.pos].clone();
-            self.pos += 1;
-            if let Some(v) = v {
-                return Some(Ok((k, v)));
-            }
-        }
-    }
 }

@@ -23,6 +23,7 @@ mod filter;
 pub mod log;
 mod memtable;
 mod open;
+mod scan;
 #[cfg(test)]
 mod tests;
 mod times;
