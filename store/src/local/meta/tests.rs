@@ -228,12 +228,12 @@ fn a_scan_misses_no_row_while_checkpoints_move_rows() {
         })
     };
     for _ in 0..5 {
-        let mut it = m.range(
+        let rows = m.range(
             crate::local::records::current_key("k"),
             Some(crate::local::records::current_key("l")),
         );
         let mut got = Vec::new();
-        while let Some(row) = it.next() {
+        for row in rows {
             got.push(String::from_utf8(row.unwrap().0[1..].to_vec()).unwrap());
             if got.len() % 100 == 0 {
                 std::thread::sleep(std::time::Duration::from_millis(1));
