@@ -10,8 +10,11 @@
 //!
 //! Backends are cargo features: `local` (on by default) builds [`local`]; `memory` is always
 //! there; `s3` (off by default) builds [`s3`], the backend on an S3 bucket (aws-sdk-s3).
+//! `testing` builds `fault`, a failure-injecting decorator over any store, for tests.
 
 pub mod error;
+#[cfg(feature = "testing")]
+pub mod fault;
 pub mod history;
 pub mod key;
 #[cfg(feature = "local")]

@@ -3,7 +3,8 @@
 //! invariants, and deterministic content generators shared by the property, crash and
 //! corruption tests and the `crash_writer` helper binary.
 //!
-//! `s3_fixture` names the S3 test servers (moto, Garage) that `scripts/test` starts.
+//! `s3_fixture` names the S3 test servers (moto, Garage) that `scripts/test` starts;
+//! `garage_cluster` starts a Garage cluster of a test's own from the binary it built.
 //!
 //! `mount_fixture` (owned by the mount tests) mounts a real objfs for `tests/tests/mount_*.rs`;
 //! `daemon_mount` runs the real `objfs` binary as the mount daemon, for the kill -9 tests.
@@ -14,6 +15,7 @@
 pub mod conformance;
 pub mod crash_support;
 pub mod daemon_mount;
+pub mod garage_cluster;
 pub mod mount_fixture;
 pub mod s3_fixture;
 pub mod support;

@@ -160,19 +160,7 @@ impl MountFixture {
 
     fn mount(&mut self) {
         let store = self.store.clone().expect("the store is open");
-        let dyn_store: Arc<dyn ObjectStore> = store;
-        let handle = objfs_fs::mount(dyn_store, &self.mountpoint, self.cfg.clone())
-            .unwrap_or_else(|e| panic!("mount {}: {e}", self.mountpoint.display()));
-        self.handle = Some(handle);
-        let start = Instant::now();
-        while !is_mounted(&self.mountpoint) {
-            assert!(
-                start.elapsed() < Duration::from_secs(20),
-                "{} did not appear in the mount table",
-                self.mountpoint.display()
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        self.handle = Some(mount_and_wait(store, &self.mountpoint, self.cfg.clone()));
     }
 
     /// Unmounts (finishing uploads) and closes the store. Safe to call twice.
@@ -202,18 +190,45 @@ impl MountFixture {
 impl Drop for MountFixture {
     fn drop(&mut self) {
         // Never panic here: a panic while unwinding aborts and hides the test's own message.
-        let h = self.handle.take();
-        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
-            if let Some(h) = h {
-                let _ = h.unmount();
-            }
-        }));
-        if result.is_err() || is_mounted(&self.mountpoint) {
-            force_unmount(&self.mountpoint);
-        }
+        unmount_quietly(self.handle.take(), &self.mountpoint);
         if let Some(store) = self.store.take() {
             let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| close_store(store)));
         }
+    }
+}
+
+/// Mounts `store` at `mountpoint` in this process and waits until the kernel lists the mount
+/// (panics after 20 s). The caller owns the handle and must unmount.
+pub fn mount_and_wait(
+    store: Arc<dyn ObjectStore>,
+    mountpoint: &Path,
+    cfg: FsConfig,
+) -> MountHandle {
+    let handle = objfs_fs::mount(store, mountpoint, cfg)
+        .unwrap_or_else(|e| panic!("mount {}: {e}", mountpoint.display()));
+    let start = Instant::now();
+    while !is_mounted(mountpoint) {
+        if start.elapsed() > Duration::from_secs(20) {
+            let _ = handle.unmount();
+            panic!("{} did not appear in the mount table", mountpoint.display());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    handle
+}
+
+/// Unmounts `handle` without panicking (also while unwinding), and detaches the mount point
+/// lazily when the handle could not.
+pub fn unmount_quietly(handle: Option<MountHandle>, mountpoint: &Path) {
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || match handle {
+        Some(h) => h.unmount().map_err(|e| e.to_string()),
+        None => Ok(()),
+    }));
+    if let Ok(Err(e)) = &result {
+        eprintln!("unmount of {} failed: {e}", mountpoint.display());
+    }
+    if result.is_err() || is_mounted(mountpoint) {
+        force_unmount(mountpoint);
     }
 }
 

@@ -212,6 +212,23 @@ where
     err
 }
 
+/// The answer of a request, `None` when it failed with HTTP `status` (which the caller
+/// handles), and any other failure as a store error.
+pub fn unless_status<T, E>(
+    ctx: Ctx<'_>,
+    sent: Result<T, SdkError<E, HttpResponse>>,
+    status: u16,
+) -> Result<Option<T>, StoreError>
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    match sent {
+        Ok(out) => Ok(Some(out)),
+        Err(e) if e.raw_response().map(|r| r.status().as_u16()) == Some(status) => Ok(None),
+        Err(e) => Err(map(ctx, e)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

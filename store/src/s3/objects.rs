@@ -134,18 +134,32 @@ impl S3Store {
         if out.delete_marker() == Some(true) {
             return Err(Failure::default().into_missing(ctx));
         }
-        let info = Described {
+        let d = Described {
             version: out.version_id(),
             etag: out.e_tag(),
             size: out.content_length().unwrap_or(0).max(0) as u64,
             modified: out.last_modified(),
             metadata: out.metadata(),
-        }
-        .info(key);
+        };
+        self.pinned_info(ctx, key, version, d)
+    }
+
+    /// The version an answer describes, which must be the one asked for (`version`): in a
+    /// versioned bucket a different version is `NoSuchVersion`; otherwise the asked id (`null`)
+    /// is the version.
+    fn pinned_info(
+        &self,
+        ctx: errors::Ctx<'_>,
+        key: &str,
+        version: Option<&VersionId>,
+        d: Described<'_>,
+    ) -> Result<ObjectInfo> {
+        let mut info = d.info(key);
         if let Some(v) = version {
             if self.features.versioning && info.version != *v {
                 return Err(Failure::default().into_missing(ctx));
             }
+            info.version = v.clone();
         }
         Ok(info)
     }
@@ -358,16 +372,10 @@ impl S3Store {
             .range(mapping::http_range(&(start..first_end)))
             .send()
             .await;
-        let out = match sent {
-            Ok(out) => out,
-            Err(e) => {
-                let f = Failure::of(&e);
-                if f.status == Some(416) {
-                    let want = opts.range.clone().unwrap_or(0..u64::MAX);
-                    return self.get_by_head(key, &full, version, want).await;
-                }
-                return Err(f.into_error(ctx));
-            }
+        let Some(out) = errors::unless_status(ctx, sent, 416)? else {
+            // The range starts past the end: the size decides.
+            let want = opts.range.clone().unwrap_or(0..u64::MAX);
+            return self.get_by_head(key, &full, version, want).await;
         };
         if out.delete_marker() == Some(true) {
             return Err(Failure::default().into_missing(ctx));
@@ -378,20 +386,14 @@ impl S3Store {
             // The whole object came (a server that ignores ranges, or an empty object).
             None => (0..length, length),
         };
-        let mut info = Described {
+        let d = Described {
             version: out.version_id(),
             etag: out.e_tag(),
             size: total,
             modified: out.last_modified(),
             metadata: out.metadata(),
-        }
-        .info(key);
-        if let Some(v) = version {
-            if self.features.versioning && info.version != *v {
-                return Err(Failure::default().into_missing(ctx));
-            }
-            info.version = v.clone();
-        }
+        };
+        let info = self.pinned_info(ctx, key, version, d)?;
         let want = resolve_range(opts.range.as_ref(), total)?;
         let what = format!("GetObject {key:?} in {}", self.location);
         if got.end - got.start != length {

@@ -11,7 +11,7 @@ use aws_sdk_s3::primitives::ByteStream;
 use bytes::Bytes;
 use futures::StreamExt;
 
-use super::errors::{self, Failure};
+use super::errors;
 use super::{S3Store, RESERVED_PREFIX};
 use crate::error::{Result, StoreError};
 
@@ -45,15 +45,8 @@ impl S3Store {
             .key(full)
             .send()
             .await;
-        let out = match sent {
-            Ok(out) => out,
-            Err(e) => {
-                let f = Failure::of(&e);
-                if f.status == Some(404) {
-                    return Ok(None);
-                }
-                return Err(f.into_error(self.ctx("GetObject", name)));
-            }
+        let Some(out) = errors::unless_status(self.ctx("GetObject", name), sent, 404)? else {
+            return Ok(None);
         };
         let body = out
             .body
