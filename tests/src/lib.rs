@@ -15,6 +15,7 @@ pub mod conformance;
 pub mod crash_support;
 pub mod daemon_mount;
 pub mod mount_fixture;
+pub mod s3_cli;
 pub mod s3_fixture;
 pub mod support;
 

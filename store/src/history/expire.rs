@@ -228,7 +228,13 @@ mod tests {
         assert_eq!(dry.keys, 2);
         assert_eq!(versions(&s).await.len(), 5, "a dry run removes nothing");
         let done = pass(&s, now, true, &mut |_| true).await.unwrap();
-        assert_eq!(done, PassReport { stopped: false, ..dry.clone() });
+        assert_eq!(
+            done,
+            PassReport {
+                stopped: false,
+                ..dry.clone()
+            }
+        );
         // "a": 333 (current) and 22 (the snapshot's) stay; "b" goes whole.
         let left: Vec<(String, u64)> = versions(&s)
             .await
