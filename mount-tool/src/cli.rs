@@ -136,6 +136,9 @@ pub enum Command {
     /// Bring a directory (or key prefix) back to what it was at a moment; resumable.
     #[command(after_help = crate::restore::RESTORE_EXAMPLES)]
     Restore(crate::restore::RestoreArgs),
+    /// Turn a bucket's versioning on (history, snapshots, restore) or suspend it.
+    #[command(after_help = crate::bucket::VERSIONING_EXAMPLES)]
+    Versioning(crate::bucket::VersioningArgs),
     /// Print a shell completion script.
     #[command(after_help = COMPLETIONS_EXAMPLES)]
     Completions(CompletionsArgs),
@@ -207,23 +210,41 @@ pub struct MountArgs {
     /// While the store is mounted, its mount process serves this mount too.
     #[arg(long, value_name = "TIME", allow_hyphen_values = true)]
     pub at: Option<String>,
+    /// Turn the bucket's versioning on before mounting it (an s3:// store; an error where the
+    /// server refuses, e.g. Garage, which has no versioning).
+    #[arg(long)]
+    pub enable_versioning: bool,
     #[command(flatten)]
     pub s3: S3Args,
 }
 
-/// How to reach an `s3://BUCKET[/PREFIX]` store. Credentials come the standard AWS way
-/// (environment, ~/.aws/credentials and config, instance roles), never from the command line.
+/// How to reach an `s3://BUCKET[/PREFIX]` store, the same for every command that takes a
+/// store (flattened into each; global, so a subcommand's own options may come after it).
+/// Credentials come the standard AWS way (environment, ~/.aws/credentials and config,
+/// instance roles), never from the command line.
 #[derive(Debug, Args, Clone, Default)]
 pub struct S3Args {
     /// The S3-compatible endpoint of an s3:// store, e.g. http://127.0.0.1:3900 (default: AWS).
-    #[arg(long, value_name = "URL")]
+    #[arg(long, value_name = "URL", global = true)]
     pub endpoint: Option<String>,
     /// The region of an s3:// store (default: AWS's chain, then us-east-1).
-    #[arg(long, value_name = "REGION")]
+    #[arg(long, value_name = "REGION", global = true)]
     pub region: Option<String>,
     /// The AWS profile (shared config files) whose credentials reach an s3:// store.
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, value_name = "NAME", global = true)]
     pub profile: Option<String>,
+}
+
+impl S3Args {
+    /// The settings these options give.
+    pub fn settings(&self) -> crate::options::S3Settings {
+        crate::options::S3Settings {
+            endpoint: self.endpoint.clone(),
+            region: self.region.clone(),
+            profile: self.profile.clone(),
+            enable_versioning: false,
+        }
+    }
 }
 
 /// `objfs umount`.

@@ -109,14 +109,7 @@ fn parse_ec(s: &str) -> Result<EcSetting> {
 pub fn status(a: &StatusArgs) -> Result<()> {
     let loc = StoreLocation::parse(&a.store).ok();
     let v = match loc {
-        Some(loc @ StoreLocation::S3 { .. }) => {
-            let s = crate::options::S3Settings {
-                endpoint: a.s3.endpoint.clone(),
-                region: a.s3.region.clone(),
-                profile: a.s3.profile.clone(),
-            };
-            crate::s3mount::status(loc, &s)?
-        }
+        Some(loc @ StoreLocation::S3 { .. }) => crate::s3mount::status(loc, &a.s3.settings())?,
         _ => target::resolve(&a.store)?.execute(&Request::Status, &mut Feedback::new(true))?,
     };
     if a.json {

@@ -1,8 +1,9 @@
 //! What the history commands ask of a store: a key's versions, one old version's bytes, named
-//! snapshots, the retention policy. Like every request (ops.rs), each runs on an open
-//! [`LocalStore`], in the mount process when the store is mounted and in the command
-//! otherwise, and answers the same JSON either way; `cat` streams bytes instead (server.rs
-//! sends them raw after its answer line).
+//! snapshots, the retention policy, and (on a backend without the local gc) a retention pass.
+//! Each runs over the [`ObjectStore`] trait, on a local store (ops.rs) or a bucket
+//! (bucket.rs), in the mount process when the store is mounted and in the command otherwise,
+//! and answers the same JSON either way; `cat` streams bytes instead (server.rs sends them
+//! raw after its answer line).
 //!
 //! The store's history API is async (`objfs_store::history`); these run it on a small
 //! runtime of their own, on the thread that serves the request.
@@ -14,8 +15,7 @@ use std::time::{Duration, SystemTime};
 use anyhow::{bail, Context, Result};
 use objfs_fs::attr::{parse_mode, Kind, META_GID, META_MODE, META_UID};
 use objfs_store::history::retention::{self, Policy};
-use objfs_store::history::{snapshots, time};
-use objfs_store::local::LocalStore;
+use objfs_store::history::{expire, snapshots, time};
 use objfs_store::{
     ErrorKind, GetOptions, ListVersionsRequest, ObjectInfo, ObjectStore, VersionId, VersionInfo,
 };
@@ -260,7 +260,7 @@ fn snapshot_json(s: &snapshots::Snapshot) -> Value {
 }
 
 /// `objfs snapshot create`.
-pub fn snapshot_create(store: &LocalStore, name: &str, at_ns: Option<u64>) -> Result<Value> {
+pub fn snapshot_create(store: &dyn ObjectStore, name: &str, at_ns: Option<u64>) -> Result<Value> {
     let now = SystemTime::now();
     let at = at_ns.map_or(now, from_ns);
     let s = block(async { Ok(snapshots::create(store, name, at, now).await?) })?;
@@ -268,13 +268,13 @@ pub fn snapshot_create(store: &LocalStore, name: &str, at_ns: Option<u64>) -> Re
 }
 
 /// `objfs snapshot list`.
-pub fn snapshot_list(store: &LocalStore) -> Result<Value> {
+pub fn snapshot_list(store: &dyn ObjectStore) -> Result<Value> {
     let all = block(async { Ok(snapshots::list(store).await?) })?;
     Ok(json!({"snapshots": all.iter().map(snapshot_json).collect::<Vec<_>>()}))
 }
 
 /// `objfs snapshot delete`.
-pub fn snapshot_delete(store: &LocalStore, name: &str) -> Result<Value> {
+pub fn snapshot_delete(store: &dyn ObjectStore, name: &str) -> Result<Value> {
     let s = block(async { Ok(snapshots::delete(store, name).await?) })?;
     Ok(json!({"action": "delete", "snapshot": snapshot_json(&s)}))
 }
@@ -289,58 +289,16 @@ fn policy_json(p: &Policy) -> Value {
     })
 }
 
-/// What gc's retention pass would expire now under `p`: every key's versions walked in
-/// order and decided by the policy's pure expiry (`retention::Expiry`, what gc applies), with
-/// the named snapshots. Returns (versions, their logical bytes).
-async fn would_expire(store: &LocalStore, p: &Policy) -> Result<(u64, u64)> {
-    let snaps: Vec<SystemTime> = snapshots::list(store).await?.iter().map(|s| s.at).collect();
-    let expiry = retention::Expiry::new(p, &snaps, SystemTime::now());
-    let (mut versions, mut bytes) = (0u64, 0u64);
-    let mut decide = |key_versions: &mut Vec<VersionInfo>| {
-        let facts: Vec<retention::VersionFacts> = key_versions
-            .iter()
-            .map(|v| retention::VersionFacts {
-                modified: v.modified,
-                delete_marker: v.is_delete_marker,
-            })
-            .collect();
-        for (v, d) in key_versions.iter().zip(expiry.decide(&facts)) {
-            if d == retention::Decision::Expire {
-                versions += 1;
-                bytes += v.size;
-            }
-        }
-        key_versions.clear();
-    };
-    let mut req = ListVersionsRequest::default();
-    let mut cur: Vec<VersionInfo> = Vec::new();
-    loop {
-        let page = store.list_versions(&req).await?;
-        for v in page.versions {
-            if cur.last().is_some_and(|l| l.key != v.key) {
-                decide(&mut cur);
-            }
-            cur.push(v);
-        }
-        match page.next_key_marker {
-            Some(k) => {
-                req.key_marker = Some(k);
-                req.version_marker = page.next_version_marker;
-            }
-            None => break,
-        }
-    }
-    decide(&mut cur);
-    Ok((versions, bytes))
-}
-
 /// `objfs retention show`.
-pub fn retention_show(store: &LocalStore, dry_run: bool) -> Result<Value> {
+pub fn retention_show(store: &dyn ObjectStore, dry_run: bool) -> Result<Value> {
     let p = block(async { Ok(retention::load(store).await?) })?;
     let set = block(async { Ok(store.get_record(retention::RECORD).await?.is_some()) })?;
     let dry = if dry_run {
-        let (versions, bytes) = block(would_expire(store, &p))?;
-        json!({"available": true, "versions": versions, "free_bytes": bytes})
+        // What the retention pass would expire now: the same pass, removing nothing.
+        let r = block(async {
+            Ok(expire::pass(store, SystemTime::now(), false, &mut |_| true).await?)
+        })?;
+        json!({"available": true, "versions": r.expired, "free_bytes": r.expired_bytes})
     } else {
         Value::Null
     };
@@ -352,13 +310,44 @@ pub fn retention_show(store: &LocalStore, dry_run: bool) -> Result<Value> {
 }
 
 /// `objfs retention set` (and `init --keep-all ...`).
-pub fn retention_set(store: &LocalStore, change: &RetentionChange) -> Result<Value> {
+pub fn retention_set(store: &dyn ObjectStore, change: &RetentionChange) -> Result<Value> {
     let p = block(async {
         let p = change.apply(retention::load(store).await?);
         retention::save(store, &p).await?;
         Ok(p)
     })?;
     Ok(json!({"policy": policy_json(&p), "default": false}))
+}
+
+/// One retention pass over the trait, removing what the policy expires (`objfs gc` of a
+/// bucket: history::expire). `on_progress` hears the counts after every listing page.
+pub fn retention_pass(
+    store: &dyn ObjectStore,
+    on_progress: &mut dyn FnMut(&expire::PassReport) -> bool,
+) -> Result<Value> {
+    let started = std::time::Instant::now();
+    let r = block(async { Ok(expire::pass(store, SystemTime::now(), true, on_progress).await?) })?;
+    let exclusive: serde_json::Map<String, Value> = r
+        .exclusive
+        .iter()
+        .map(|(name, (bytes, versions))| {
+            (name.clone(), json!({"bytes": bytes, "versions": versions}))
+        })
+        .collect();
+    Ok(json!({
+        "job": "gc",
+        "finished": !r.stopped,
+        "nothing_to_do": Value::Null,
+        "run": Value::Null,
+        "retention_pass": {
+            "keys": r.keys,
+            "versions": r.versions,
+            "expired_versions": r.expired,
+            "expired_bytes": r.expired_bytes,
+            "snapshots_exclusive": exclusive,
+            "seconds": started.elapsed().as_secs_f64(),
+        },
+    }))
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ use objfs_fs::inode::SNAPDIR;
 use objfs_store::history::time::parse_moment;
 use serde_json::Value;
 
+use crate::cli::S3Args;
 use crate::history::{to_ns, CatSpec, RetentionChange};
 use crate::ops::Request;
 use crate::progress::Feedback;
@@ -27,6 +28,7 @@ Examples:
   objfs versions ~/objfs/photos                      a directory: its marker's versions
   objfs versions --store ~/.objfs/store notes.txt    by key, mounted or not
   objfs versions --json ~/objfs/notes.txt            the schema is in docs/OPERATIONS.md
+  objfs versions --store s3://bucket --endpoint http://127.0.0.1:9000 notes.txt
 
 Newest first: version id, when it was made, size, and who made it (owner and mode from its
 metadata; \"restore of V\" for a version `objfs restore` made). Delete markers are listed too.";
@@ -45,6 +47,7 @@ Examples:
   objfs snapshot create ~/objfs nightly --at -1h     as of an hour ago
   objfs snapshot list ~/objfs                        name, moment, bytes only it holds
   objfs snapshot delete ~/objfs before-upgrade
+  objfs snapshot list s3://bucket --endpoint http://127.0.0.1:9000   a versioned bucket
 
 A snapshot is a name for a moment: creating one costs one record whatever the number of files,
 and it keeps every version it sees from retention and gc. Browse it under
@@ -56,6 +59,7 @@ Examples:
   objfs retention show --dry-run ~/objfs               also what gc would free now
   objfs retention set ~/objfs --keep-all 10m           keep every version for 10 minutes
   objfs retention set ~/objfs --hourly 3d --daily 30d --deleted 30d
+  objfs retention show s3://bucket --endpoint http://127.0.0.1:9000 --dry-run
 
 Versions are kept by age (how long ago they stopped being current): all of them for
 --keep-all, then one per hour until --hourly, then one per day until --daily; a deleted key's
@@ -67,9 +71,11 @@ snapshots keep what they see. Durations: 90s, 10m, 24h, 7d, 1w. Default: 24h, 7d
 pub struct VersionsArgs {
     /// A file or directory inside a mount; with --store, a key.
     pub path: String,
-    /// The store (directory or mount point) whose KEY to show.
+    /// The store (directory, s3://BUCKET[/PREFIX] or mount point) whose KEY to show.
     #[arg(long, value_name = "STORE")]
     pub store: Option<PathBuf>,
+    #[command(flatten)]
+    pub s3: S3Args,
     /// Print JSON instead of text (schema in docs/OPERATIONS.md).
     #[arg(long)]
     pub json: bool,
@@ -81,9 +87,11 @@ pub struct VersionsArgs {
 pub struct CatArgs {
     /// A file inside a mount; with --store, a key.
     pub path: String,
-    /// The store (directory or mount point) whose KEY to read.
+    /// The store (directory, s3://BUCKET[/PREFIX] or mount point) whose KEY to read.
     #[arg(long, value_name = "STORE")]
     pub store: Option<PathBuf>,
+    #[command(flatten)]
+    pub s3: S3Args,
     /// This version (an id `objfs versions` shows).
     #[arg(long, value_name = "ID")]
     pub version: Option<String>,
@@ -97,6 +105,8 @@ pub struct CatArgs {
 pub struct SnapshotArgs {
     #[command(subcommand)]
     pub action: SnapshotAction,
+    #[command(flatten)]
+    pub s3: S3Args,
 }
 
 #[derive(Debug, Subcommand)]
@@ -133,6 +143,8 @@ pub enum SnapshotAction {
 pub struct RetentionArgs {
     #[command(subcommand)]
     pub action: RetentionAction,
+    #[command(flatten)]
+    pub s3: S3Args,
 }
 
 /// The policy's durations as options (`retention set`, `init`).
@@ -259,9 +271,9 @@ fn mounted_path(path: &Path) -> Result<(Target, String)> {
 }
 
 /// Where `PATH` (or `--store STORE KEY`) is.
-fn locate(path: &str, store: &Option<PathBuf>) -> Result<(Target, String)> {
+fn locate(path: &str, store: &Option<PathBuf>, s3: &S3Args) -> Result<(Target, String)> {
     match store {
-        Some(s) => Ok((target::resolve(s)?, path.to_string())),
+        Some(s) => Ok((target::resolve_with(s, s3)?, path.to_string())),
         None => mounted_path(Path::new(path)),
     }
 }
@@ -284,13 +296,13 @@ fn run_and_print(
 
 /// `objfs versions`.
 pub fn versions(a: &VersionsArgs) -> Result<()> {
-    let (target, key) = locate(&a.path, &a.store)?;
+    let (target, key) = locate(&a.path, &a.store, &a.s3)?;
     run_and_print(&target, &Request::Versions { key }, a.json, versions_text)
 }
 
 /// `objfs cat`.
 pub fn cat(a: &CatArgs) -> Result<()> {
-    let (target, key) = locate(&a.path, &a.store)?;
+    let (target, key) = locate(&a.path, &a.store, &a.s3)?;
     if key.ends_with('/') {
         bail!("{}: is a directory", a.path);
     }
@@ -320,19 +332,19 @@ pub fn snapshot(a: &SnapshotArgs) -> Result<()> {
                 name: name.clone(),
                 at_ns,
             };
-            run_and_print(&target::resolve(store)?, &req, *json, |v| {
+            run_and_print(&target::resolve_with(store, &a.s3)?, &req, *json, |v| {
                 format!("created {}", snapshot_line(&v["snapshot"]))
             })
         }
         SnapshotAction::List { store, json } => run_and_print(
-            &target::resolve(store)?,
+            &target::resolve_with(store, &a.s3)?,
             &Request::SnapshotList,
             *json,
             snapshots_text,
         ),
         SnapshotAction::Delete { store, name, json } => {
             let req = Request::SnapshotDelete { name: name.clone() };
-            run_and_print(&target::resolve(store)?, &req, *json, |v| {
+            run_and_print(&target::resolve_with(store, &a.s3)?, &req, *json, |v| {
                 format!(
                     "deleted {} (gc frees what only it held)\n",
                     snapshot_line(&v["snapshot"]).trim_end()
@@ -351,7 +363,12 @@ pub fn retention(a: &RetentionArgs) -> Result<()> {
             json,
         } => {
             let req = Request::RetentionShow { dry_run: *dry_run };
-            run_and_print(&target::resolve(store)?, &req, *json, retention_text)
+            run_and_print(
+                &target::resolve_with(store, &a.s3)?,
+                &req,
+                *json,
+                retention_text,
+            )
         }
         RetentionAction::Set {
             store,
@@ -365,7 +382,12 @@ pub fn retention(a: &RetentionArgs) -> Result<()> {
                 ));
             }
             let req = Request::RetentionSet(change);
-            run_and_print(&target::resolve(store)?, &req, *json, retention_text)
+            run_and_print(
+                &target::resolve_with(store, &a.s3)?,
+                &req,
+                *json,
+                retention_text,
+            )
         }
     }
 }

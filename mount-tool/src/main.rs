@@ -5,6 +5,7 @@
 //! failures exit 1, usage errors exit 2 (clap's own and [`UsageError`]s: a bad option value,
 //! an unknown `-o` option). The mount(8) helper exits 1 for both, as mount(8) expects.
 
+mod bucket;
 mod cli;
 mod client;
 mod commands;
@@ -93,6 +94,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Snapshot(a) => history_commands::snapshot(&a),
         Command::Retention(a) => history_commands::retention(&a),
         Command::Restore(a) => restore::command(&a),
+        Command::Versioning(a) => bucket::versioning(&a),
         Command::Completions(a) => manual::completions(&a),
         Command::Man(a) => manual::man(&a),
     }

@@ -39,7 +39,8 @@ pub const GC_EXAMPLES: &str = "\
 Examples:
   objfs gc /srv/objfs --now                 reclaim deleted data, compact, abort stale uploads
   objfs gc /srv/objfs --now --delay 0       also reclaim data deleted a moment ago
-  objfs gc /srv/objfs                       show what gc is doing and did";
+  objfs gc /srv/objfs                       show what gc is doing and did
+  objfs gc s3://bucket --endpoint URL --now one retention pass over a versioned bucket";
 
 pub const DISK_EXAMPLES: &str = "\
 Examples:
@@ -50,8 +51,10 @@ Examples:
 /// What `place`, `scrub` and `gc` share.
 #[derive(Debug, Args)]
 pub struct DaemonArgs {
-    /// The store directory, or the mount point of a mounted store.
+    /// The store directory, or the mount point of a mounted store (gc: or s3://BUCKET).
     pub store: PathBuf,
+    #[command(flatten)]
+    pub s3: crate::cli::S3Args,
     /// Run the job to its end now, with progress (in the mount process if mounted).
     #[arg(long, conflicts_with_all = ["pause", "resume", "status"])]
     pub now: bool,
@@ -148,7 +151,7 @@ fn print_json(v: &Value) {
 
 /// `place`, `scrub` or `gc` without `--now`: show, pause or resume the daemon.
 fn steer(name: &str, a: &DaemonArgs) -> Result<()> {
-    let target = target::resolve(&a.store)?;
+    let target = target::resolve_with(&a.store, &a.s3)?;
     let action = if a.pause {
         DaemonAction::Pause
     } else if a.resume {
@@ -187,7 +190,7 @@ fn steer(name: &str, a: &DaemonArgs) -> Result<()> {
 
 /// `place|scrub|gc --now`: runs the job with progress; returns its report.
 fn run_now(name: &str, a: &DaemonArgs, gc: Option<GcSettings>) -> Result<Value> {
-    let target = target::resolve(&a.store)?;
+    let target = target::resolve_with(&a.store, &a.s3)?;
     let mut fb = Feedback::new(a.quiet);
     let req = Request::Run {
         name: name.to_string(),
@@ -200,6 +203,10 @@ fn run_now(name: &str, a: &DaemonArgs, gc: Option<GcSettings>) -> Result<Value> 
     }
     if let Some(why) = v["nothing_to_do"].as_str() {
         println!("{why}: nothing to place");
+        return Ok(v);
+    }
+    if let Some(p) = v.get("retention_pass") {
+        println!("{name}: {}", retention_pass_text(p));
         return Ok(v);
     }
     let run: Option<RunReport> = serde_json::from_value(v["run"].clone())?;
@@ -262,7 +269,7 @@ pub fn gc(a: &GcArgs) -> Result<()> {
         garbage_ratio: a.garbage_ratio,
     };
     let v = run_now("gc", &a.common, Some(settings))?;
-    if !a.common.json {
+    if !a.common.json && v.get("retention_pass").is_none() {
         println!(
             "volume files: {} -> {}",
             human_bytes(v["volume_bytes_before"].as_u64().unwrap_or(0)),
@@ -270,6 +277,28 @@ pub fn gc(a: &GcArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// The text of a bucket's retention pass (`objfs gc s3://...`).
+fn retention_pass_text(p: &Value) -> String {
+    let mut out = format!(
+        "retention pass over {} key(s), {} version(s): {} expired ({}) in {}",
+        p["keys"],
+        p["versions"],
+        p["expired_versions"],
+        human_bytes(p["expired_bytes"].as_u64().unwrap_or(0)),
+        render::human_duration(p["seconds"].as_f64().unwrap_or(0.0)),
+    );
+    if let Some(snaps) = p["snapshots_exclusive"].as_object() {
+        for (name, e) in snaps {
+            out.push_str(&format!(
+                "\n  snapshot {name} alone keeps {} version(s), {}",
+                e["versions"],
+                human_bytes(e["bytes"].as_u64().unwrap_or(0))
+            ));
+        }
+    }
+    out
 }
 
 /// A disk path as the store may name it: absolute paths as given (a failed disk cannot be
@@ -318,6 +347,7 @@ pub fn disk(a: &DiskArgs) -> Result<()> {
             let store_arg = match &target {
                 Target::Mounted(m) => m.record.mountpoint.display().to_string(),
                 Target::Local(p) => p.display().to_string(),
+                Target::Bucket(b) => b.loc.to_string(),
             };
             println!(
                 "disk {disk} replaced by {}; run `objfs scrub {store_arg} --now` to rebuild its data",

@@ -86,15 +86,17 @@ impl MountRequest {
         if let Some(p) = &a.log_file {
             s.log_file = Some(p.clone());
         }
+        let given = a.s3.settings();
         for (slot, v) in [
-            (&mut s.s3.endpoint, &a.s3.endpoint),
-            (&mut s.s3.region, &a.s3.region),
-            (&mut s.s3.profile, &a.s3.profile),
+            (&mut s.s3.endpoint, given.endpoint),
+            (&mut s.s3.region, given.region),
+            (&mut s.s3.profile, given.profile),
         ] {
             if v.is_some() {
-                slot.clone_from(v);
+                *slot = v;
             }
         }
+        s.s3.enable_versioning |= a.enable_versioning;
         let at = match &a.at {
             Some(t) => Some(crate::history_commands::moment(t)?),
             None => None,

@@ -113,6 +113,8 @@ pub struct S3Settings {
     pub endpoint: Option<String>,
     pub region: Option<String>,
     pub profile: Option<String>,
+    /// Turn the bucket's versioning on before mounting (`--enable-versioning`).
+    pub enable_versioning: bool,
 }
 
 /// The parts of [`FsConfig`] that options can set; `None` keeps the default.

@@ -19,7 +19,7 @@ use objfs_store::history::restore::{
 };
 use objfs_store::history::time::{format_rfc3339, parse_moment};
 use objfs_store::local::worker::RunReport;
-use objfs_store::local::LocalStore;
+use objfs_store::ObjectStore;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -34,10 +34,11 @@ Examples:
   objfs restore ~/objfs/photos --as-of -2h               execute that plan (the same job)
   objfs restore ~/objfs --as-of 2026-11-30T12:00:00Z --exact
   objfs restore --store /srv/objfs photos/2026/ --as-of -1d --json
+  objfs restore --store s3://bucket --endpoint http://127.0.0.1:3900 photos/ --as-of -1h
 
 PATH is a directory inside a mounted objfs (its mount point restores everything); with
 --store, the argument is a key prefix instead (\"\" for every key) and the store may be mounted
-or not. Keys deleted since the moment are undeleted and keys overwritten since get their old
+or not (a versioned s3:// bucket too, its job records kept in the bucket). Keys deleted since the moment are undeleted and keys overwritten since get their old
 content back, each as a new version (no data is copied); --exact also deletes keys made since.
 Nothing is ever removed from history: a restore can be undone by another restore.
 A key changed between the plan and its step is a conflict: reported, left alone.
@@ -55,10 +56,12 @@ pub const EXIT_FAILED: u8 = 4;
 pub struct RestoreArgs {
     /// A directory inside a mounted objfs; with --store, a key prefix ("" for all keys).
     pub what: String,
-    /// The store (a store directory or the mount point of a mounted store): WHAT is a key
-    /// prefix of it.
+    /// The store (a store directory, s3://BUCKET[/PREFIX], or the mount point of a mounted
+    /// store): WHAT is a key prefix of it.
     #[arg(long, value_name = "STORE")]
     pub store: Option<PathBuf>,
+    #[command(flatten)]
+    pub s3: crate::cli::S3Args,
     /// The moment to restore to: RFC 3339 (2026-11-30T12:00:00Z) or before now (-15m, -2h, -3d).
     #[arg(long, value_name = "TIME", allow_hyphen_values = true)]
     pub as_of: String,
@@ -174,7 +177,7 @@ pub fn command(a: &RestoreArgs) -> Result<()> {
         )));
     }
     let (target, prefix) = match &a.store {
-        Some(store) => (target::resolve(store)?, a.what.clone()),
+        Some(store) => (target::resolve_with(store, &a.s3)?, a.what.clone()),
         None => {
             let (m, prefix) = mount_prefix(Path::new(&a.what))?;
             (Target::Mounted(m), prefix)
@@ -418,7 +421,7 @@ fn job_json(j: &Job) -> Value {
 /// is not mounted): finds the unfinished job for it or plans one, then prints (dry run) or
 /// executes it. `on_changed` hears the keys each batch changed.
 pub fn execute(
-    store: &LocalStore,
+    store: &dyn ObjectStore,
     req: &RestoreRequest,
     on_progress: &mut dyn FnMut(&JobProgress) -> bool,
     on_changed: &mut dyn FnMut(&[String]),
@@ -441,7 +444,7 @@ pub fn execute(
     rt.block_on(run(store, req, &mut w))
 }
 
-async fn run(store: &LocalStore, req: &RestoreRequest, w: &mut Watcher<'_>) -> Result<Value> {
+async fn run(store: &dyn ObjectStore, req: &RestoreRequest, w: &mut Watcher<'_>) -> Result<Value> {
     let at = UNIX_EPOCH + Duration::from_nanos(req.at_ns);
     let found = if req.replan {
         None

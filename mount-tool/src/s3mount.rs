@@ -4,18 +4,16 @@
 //! local mounts, which own a sled store, its daemons and its log: here the mount process opens
 //! an [`S3Store`] (credentials the standard AWS way, never from argv), mounts it with the same
 //! filesystem and options, registers in the runtime directory under the location *and*
-//! endpoint (so `status` and `umount` find it), and answers `status` on its control socket.
-//! Requests that need a local store (disks, scrub, placement, gc, history) get a clear error:
-//! they work on local stores only. A daemon logs to `RUNTIME_DIR/KEY.log` by default.
+//! endpoint (so `status` and `umount` find it), and serves its control socket (bucket.rs:
+//! status, and the history of a versioned bucket). `--enable-versioning` turns the bucket's
+//! versioning on first. A daemon logs to `RUNTIME_DIR/KEY.log` by default.
 //!
 //! The bucket is opened in the mount process (after the fork, like a local store), so what
 //! goes wrong there — a missing bucket, refused credentials, an endpoint that does not answer —
 //! is reported to the command that started it and makes it fail (exit status 1).
 
-use std::io::{BufRead, BufReader};
-use std::os::unix::net::UnixListener;
 use std::path::PathBuf;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use objfs_store::s3::{S3Config, S3Store, S3_MIN_PART_SIZE};
@@ -27,10 +25,10 @@ use crate::daemon::Notifier;
 use crate::location::StoreLocation;
 use crate::logging::{self, RotatingFile};
 use crate::mount::{self, MountRequest};
-use crate::ops::{Envelope, Reply, Request, PROTOCOL_VERSION};
+use crate::ops::Request;
 use crate::options::S3Settings;
+use crate::platform;
 use crate::runtime::{self, Record};
-use crate::{platform, server};
 
 /// The backend's configuration of `loc` with `s`.
 pub fn config(loc: &StoreLocation, s: &S3Settings) -> Result<S3Config> {
@@ -129,7 +127,8 @@ pub fn status_text(v: &Value) -> String {
         if s["versioning"].as_bool() == Some(true) {
             ""
         } else {
-            " (this bucket keeps no versions: no history, snapshots or restore)"
+            " (this bucket keeps no versions: no history, snapshots or restore; \
+             `objfs versioning enable` turns it on where the server allows it)"
         },
         yes(&s["conditional_put"]),
         s["part_size"],
@@ -232,6 +231,9 @@ struct Served<'a> {
 
 impl Served<'_> {
     fn serve(self, cfg: objfs_fs::FsConfig, notifier: &mut Notifier) -> Result<()> {
+        if self.req.settings.s3.enable_versioning {
+            crate::bucket::set_bucket_versioning(self.loc, &self.s3, true)?;
+        }
         let store = Arc::new(open(self.loc, self.s3.clone())?);
         let read_only = cfg.read_only;
         let mp = mount::create_mountpoint(&self.mountpoint, self.create_mp)?;
@@ -272,9 +274,10 @@ impl Served<'_> {
                 return Err(e);
             }
         };
-        let control = Control {
+        let control = crate::bucket::Control {
             store: control_store,
             status,
+            fs: Arc::downgrade(handle.fs()),
         };
         std::thread::Builder::new()
             .name("objfs-control".into())
@@ -295,90 +298,5 @@ impl Served<'_> {
         // The registration goes (socket and record removed) once the mount has ended.
         drop(registration);
         result
-    }
-}
-
-/// The control socket of an s3 mount: `status`, and on a versioned bucket `versions` and
-/// `cat`, are answered; every other request gets a clear error (they work on local stores
-/// only). The thread ends with the process.
-struct Control {
-    store: Weak<dyn ObjectStore>,
-    status: Value,
-}
-
-impl Control {
-    fn serve(self, listener: UnixListener) {
-        for conn in listener.incoming() {
-            let Ok(conn) = conn else { continue };
-            if !server::peer_allowed(&conn) {
-                continue;
-            }
-            let Ok(mut writer) = conn.try_clone() else {
-                continue;
-            };
-            let mut line = String::new();
-            if BufReader::new(conn).read_line(&mut line).is_err() || line.trim().is_empty() {
-                continue;
-            }
-            let reply = match serde_json::from_str::<Envelope>(line.trim()) {
-                Err(e) => Reply::Error(format!("bad request: {e}")),
-                Ok(env) if env.version != PROTOCOL_VERSION => Reply::Error(format!(
-                    "this mount speaks control protocol {PROTOCOL_VERSION}, the command {}",
-                    env.version
-                )),
-                Ok(env) => {
-                    info!(request = ?env.request, "control request");
-                    match (&env.request, self.store.upgrade()) {
-                        (Request::Cat(spec), Some(store)) if self.versioned() => {
-                            let _ = server::serve_cat(&mut writer, store.as_ref(), spec);
-                            continue;
-                        }
-                        (req, store) => self.answer(req, store.as_deref()),
-                    }
-                }
-            };
-            let _ = server::send(&mut writer, &reply);
-        }
-    }
-
-    fn versioned(&self) -> bool {
-        self.status["s3"]["versioning"].as_bool() == Some(true)
-    }
-
-    /// What an s3 mount answers to `req`.
-    fn answer(&self, req: &Request, store: Option<&dyn ObjectStore>) -> Reply {
-        let location = self.status["s3"]["location"]
-            .as_str()
-            .unwrap_or("this bucket");
-        let done = |r: Result<Value>| match r {
-            Ok(v) => Reply::Done(v),
-            Err(e) => Reply::Error(format!("{e:#}")),
-        };
-        match (req, store) {
-            (Request::Status, _) => Reply::Done(self.status.clone()),
-            (_, None) => Reply::Error("the store is being unmounted".into()),
-            (Request::Versions { key }, Some(store)) if self.versioned() => {
-                done(crate::history::versions(store, key))
-            }
-            (
-                Request::Versions { .. }
-                | Request::Cat(_)
-                | Request::SnapshotCreate { .. }
-                | Request::SnapshotList
-                | Request::SnapshotDelete { .. }
-                | Request::RetentionShow { .. }
-                | Request::RetentionSet(_)
-                | Request::MountAt { .. }
-                | Request::Restore(_),
-                _,
-            ) if !self.versioned() => Reply::Error(format!(
-                "{location} keeps no versions (its versioning is off): there is no history to \
-                 show or restore"
-            )),
-            _ => Reply::Error(format!(
-                "{location} is an S3 bucket: this command is not served for s3 stores (the \
-                 mount's .snapshots/ shows the past of a versioned bucket)"
-            )),
-        }
     }
 }

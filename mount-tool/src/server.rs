@@ -246,23 +246,12 @@ fn serve(conn: UnixStream, shared: &Shared) -> std::io::Result<()> {
         }
         _ => {}
     }
-    let mut progress_writer = writer.try_clone()?;
-    let mut last: Option<std::time::Instant> = None;
-    let mut on_progress = |p: &ops::JobProgress| {
-        if shared.stopping.load(Ordering::SeqCst) {
-            return false;
-        }
-        // At most ten lines a second; a client that went away stops the job.
-        let recent = last.is_some_and(|t| t.elapsed() < Duration::from_millis(100));
-        if recent && p.run.items_done < p.run.items_total {
-            return true;
-        }
-        last = Some(std::time::Instant::now());
-        send(&mut progress_writer, &Reply::Progress(p.clone())).is_ok()
-    };
+    let mut lines = ProgressLines::new(writer.try_clone()?);
+    let mut on_progress =
+        |p: &ops::JobProgress| !shared.stopping.load(Ordering::SeqCst) && lines.send(p);
     let mut result = match &env.request {
         ops::Request::Restore(r) => {
-            crate::restore::execute(&store, r, &mut on_progress, &mut |keys| {
+            crate::restore::execute(store.as_ref(), r, &mut on_progress, &mut |keys| {
                 keys_changed(shared, keys)
             })
         }
@@ -286,9 +275,13 @@ fn invalidate(shared: &Shared, req: &Request) {
     if inv == ops::Invalidation::default() {
         return;
     }
-    let Some(fs) = shared.fs.lock().ok().and_then(|f| f.clone()) else {
-        return;
-    };
+    if let Some(fs) = shared.fs.lock().ok().and_then(|f| f.clone()) {
+        apply_invalidation(&fs, &inv);
+    }
+}
+
+/// Drops what `inv` names from the mount `fs` and the kernel's caches.
+pub(crate) fn apply_invalidation(fs: &ObjFs, inv: &ops::Invalidation) {
     if !inv.keys.is_empty() {
         fs.invalidate_keys(&inv.keys);
     }
@@ -297,6 +290,31 @@ fn invalidate(shared: &Shared, req: &Request) {
     }
     for s in &inv.snapshots {
         fs.invalidate_snapshot(s);
+    }
+}
+
+/// The progress lines of a job, sent to the client at most ten a second (and always the
+/// last of a run); [`ProgressLines::send`] is false once the client went away, which stops
+/// the job.
+pub(crate) struct ProgressLines {
+    writer: UnixStream,
+    last: Option<std::time::Instant>,
+}
+
+impl ProgressLines {
+    pub(crate) fn new(writer: UnixStream) -> ProgressLines {
+        ProgressLines { writer, last: None }
+    }
+
+    pub(crate) fn send(&mut self, p: &ops::JobProgress) -> bool {
+        let recent = self
+            .last
+            .is_some_and(|t| t.elapsed() < Duration::from_millis(100));
+        if recent && p.run.items_done < p.run.items_total {
+            return true;
+        }
+        self.last = Some(std::time::Instant::now());
+        send(&mut self.writer, &Reply::Progress(p.clone())).is_ok()
     }
 }
 

@@ -3,8 +3,10 @@
 //! The argument may be a mount point or a store location. It is looked up in the runtime
 //! registry (runtime.rs): a mounted store is served by its mount process, over the control
 //! socket. Otherwise it must be an existing local store — checked by reading only, so a typo
-//! never creates anything — which the command opens itself. Either way the request goes through
-//! [`crate::ops::execute`], so the output is the same.
+//! never creates anything — which the command opens itself, or a bucket (`s3://`, reached
+//! with `--endpoint/--region/--profile`), which the command opens itself too. Either way the
+//! request goes through [`crate::ops::execute`] (a local store) or [`crate::bucket::execute`]
+//! (a bucket), so the output is the same mounted or not.
 
 use std::path::{Path, PathBuf};
 
@@ -14,6 +16,8 @@ use objfs_store::local::LocalStore;
 use objfs_store::StoreError;
 use serde_json::Value;
 
+use crate::bucket::Bucket;
+use crate::cli::S3Args;
 use crate::location::StoreLocation;
 use crate::ops::{self, Request};
 use crate::progress::Feedback;
@@ -26,10 +30,18 @@ pub enum Target {
     Mounted(Mounted),
     /// Not mounted: a local store directory (it has a store marker).
     Local(PathBuf),
+    /// Not mounted here: a bucket.
+    Bucket(Bucket),
 }
 
-/// Resolves a command's STORE (or mount point) argument.
+/// Resolves a command's STORE (or mount point) argument (an s3:// one at AWS).
 pub fn resolve(arg: &Path) -> Result<Target> {
+    resolve_with(arg, &S3Args::default())
+}
+
+/// Resolves a command's STORE (or mount point) argument; an s3:// location is reached as `s3`
+/// says (and found mounted under the same endpoint).
+pub fn resolve_with(arg: &Path, s3: &S3Args) -> Result<Target> {
     let text = arg.to_string_lossy();
     if !text.contains("://") {
         let abs = platform::absolute(arg)?;
@@ -38,6 +50,13 @@ pub fn resolve(arg: &Path) -> Result<Target> {
         }
     }
     let loc = StoreLocation::parse(arg)?;
+    if let StoreLocation::S3 { .. } = loc {
+        let b = Bucket::new(loc, &s3.settings())?;
+        return Ok(match runtime::lookup_store(&b.loc) {
+            Some(m) => Target::Mounted(m),
+            None => Target::Bucket(b),
+        });
+    }
     if let Some(m) = runtime::lookup_store(&loc) {
         return Ok(Target::Mounted(m));
     }
@@ -104,6 +123,7 @@ impl Target {
                 closed.with_context(|| format!("cannot close store {}", path.display()))?;
                 Ok(out)
             }
+            Target::Bucket(b) => b.cat(spec, out),
         }
     }
 
@@ -122,6 +142,7 @@ impl Target {
                 closed.with_context(|| format!("cannot close store {}", path.display()))?;
                 Ok(out)
             }
+            Target::Bucket(b) => b.execute(req, feedback),
         };
         feedback.finish();
         out

@@ -17,6 +17,7 @@ pub mod crash_support;
 pub mod daemon_mount;
 pub mod garage_cluster;
 pub mod mount_fixture;
+pub mod s3_cli;
 pub mod s3_fixture;
 pub mod support;
 

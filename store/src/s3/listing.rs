@@ -25,14 +25,14 @@ const TOKEN_TAG: &str = "s3v1.";
 const PAST_PREFIX: char = '\u{10FFFF}';
 
 /// One page of ListObjectsV2, with full keys.
-struct RawPage {
-    objects: Vec<ObjectInfo>,
+pub(super) struct RawPage {
+    pub(super) objects: Vec<ObjectInfo>,
     prefixes: Vec<String>,
-    next: Option<String>,
+    pub(super) next: Option<String>,
 }
 
 impl S3Store {
-    async fn list_raw(
+    pub(super) async fn list_raw(
         &self,
         op_key: &str,
         full_prefix: &str,
@@ -356,29 +356,5 @@ impl S3Store {
             req.key_marker = page.next_key_marker;
             req.version_marker = page.next_version_marker;
         }
-    }
-
-    /// Live objects and their bytes under the store's prefix, counted by listing every key
-    /// (S3 reports no capacity: total and free are nominal, 1 PiB free).
-    pub(super) async fn count_capacity(&self) -> Result<Capacity> {
-        const NOMINAL_FREE: u64 = 1 << 50;
-        let mut cap = Capacity::default();
-        let mut token = None;
-        loop {
-            let raw = self
-                .list_raw("", &self.prefix, None, None, token.take(), 1000)
-                .await?;
-            for o in &raw.objects {
-                cap.objects += 1;
-                cap.used_bytes += o.size;
-            }
-            match raw.next {
-                Some(t) => token = Some(t),
-                None => break,
-            }
-        }
-        cap.free_bytes = NOMINAL_FREE;
-        cap.total_bytes = NOMINAL_FREE.saturating_add(cap.used_bytes);
-        Ok(cap)
     }
 }

@@ -12,6 +12,7 @@
 //! endpoints.
 
 mod admin;
+mod capacity;
 mod client;
 mod errors;
 mod listing;
