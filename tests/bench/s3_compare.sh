@@ -22,9 +22,12 @@
 # Environment: S3BENCH_REPS (3), S3BENCH_SEQ_MIB (512), S3BENCH_FILES (300),
 #   S3BENCH_TOOLS ("objfs s3fs rclone rclone-full": rclone-full is rclone with
 #   --vfs-cache-mode full), S3BENCH_GARAGE (the optimised Garage binary),
-#   S3BENCH_FSBENCH (/work/shared/bench/fsbench.py), S3BENCH_OBJFS_OPTS (extra `objfs mount`
+#   S3BENCH_FSBENCH (/work/shared/bench/fsbench.py), S3BENCH_BIN (the objfs binary measured;
+#   default target/release/objfs, built first unless S3BENCH_NO_BUILD=1), S3BENCH_OBJFS_OPTS (extra `objfs mount`
 #   options), S3BENCH_NO_BUILD=1 (use target/release/objfs as it is), S3BENCH_KEEP=1 (keep
-#   WORKDIR: logs and raw figures).
+#   WORKDIR: logs and raw figures), S3BENCH_BASE_BIN (another objfs binary, e.g. one built
+#   from main: measured as the tool "objfs-base" in the same rounds, with a before/after
+#   column objfs/objfs-base).
 # Needs root (page cache drops, FUSE mounts), python3, s3fs and rclone (apt-get install -y s3fs
 # rclone). Everything is unmounted and Garage stopped on exit, however the script exits.
 set -euo pipefail
@@ -33,11 +36,16 @@ REPS="${S3BENCH_REPS:-3}"
 SEQ_MIB="${S3BENCH_SEQ_MIB:-512}"
 NFILES="${S3BENCH_FILES:-300}"
 TOOLS="${S3BENCH_TOOLS:-objfs s3fs rclone rclone-full}"
+BASE_BIN="${S3BENCH_BASE_BIN:-}"
+if [ -n "$BASE_BIN" ]; then
+    [ -x "$BASE_BIN" ] || { echo "error: S3BENCH_BASE_BIN $BASE_BIN is not executable" >&2; exit 2; }
+    TOOLS="objfs-base $TOOLS"
+fi
 GARAGE="${S3BENCH_GARAGE:-$HOME/.cache/objfs-ci/garage/2.5.0/bin/garage}"
 FSBENCH="${S3BENCH_FSBENCH:-/work/shared/bench/fsbench.py}"
 OBJFS_OPTS="${S3BENCH_OBJFS_OPTS:-}"
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
-BIN="$TARGET_DIR/release/objfs"
+BIN="${S3BENCH_BIN:-$TARGET_DIR/release/objfs}"
 
 for tool in python3 s3fs rclone; do
     command -v "$tool" >/dev/null || { echo "error: $tool is needed (apt-get install -y s3fs rclone)" >&2; exit 2; }
@@ -60,6 +68,7 @@ RCLONE_PID=""
 mounted() { grep -q " $1 " /proc/self/mountinfo; }
 mnt_of() { echo "$WORK/mnt-$1"; }
 bucket_of() { echo "bench-$1"; }
+bin_of() { if [ "$1" = objfs-base ]; then echo "$BASE_BIN"; else echo "$BIN"; fi; }
 
 # --- unmount everything and stop Garage, always ----------------------------------------------------
 cleanup() {
@@ -68,7 +77,7 @@ cleanup() {
     for tool in $TOOLS; do
         m=$(mnt_of "$tool")
         if mounted "$m"; then
-            if [ "$tool" = objfs ]; then "$BIN" umount "$m" 2>/dev/null || true; fi
+            case "$tool" in objfs | objfs-base) "$(bin_of "$tool")" umount "$m" 2>/dev/null || true ;; esac
             mounted "$m" && { umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true; }
         fi
     done
@@ -192,10 +201,10 @@ do_mount() { # do_mount TOOL
     m=$(mnt_of "$tool")
     bucket=$(bucket_of "$tool")
     case "$tool" in
-    objfs)
+    objfs | objfs-base)
         # shellcheck disable=SC2086
-        "$BIN" mount "s3://$bucket" "$m" --endpoint "$ENDPOINT" --region garage --profile bench \
-            --log-file "$WORK/objfs.log" $OBJFS_OPTS
+        "$(bin_of "$tool")" mount "s3://$bucket" "$m" --endpoint "$ENDPOINT" --region garage --profile bench \
+            --log-file "$WORK/$tool.log" $OBJFS_OPTS
         ;;
     s3fs)
         s3fs "$bucket" "$m" -o "passwd_file=$S3FS_PASSWD,url=$ENDPOINT,use_path_request_style,endpoint=garage,logfile=$WORK/s3fs.log"
@@ -218,7 +227,7 @@ do_umount() { # do_umount TOOL: returns once everything is uploaded and the moun
     local tool=$1 m
     m=$(mnt_of "$tool")
     case "$tool" in
-    objfs) "$BIN" umount "$m" ;;
+    objfs | objfs-base) "$(bin_of "$tool")" umount "$m" ;;
     s3fs)
         umount "$m"
         # s3fs's daemon exits after the unmount; wait for it so that the next mount is clean.
@@ -343,14 +352,16 @@ def rate(units, s):
     return "-" if s is None else ("%.0f" % (units / s) if units / s >= 10 else "%.1f" % (units / s))
 def ratio(a, b):
     return None if a is None or b is None or a == 0 else b / a
+base = "objfs-base" in tools
 head = ["metric", "unit"] + tools + ["objfs/s3fs", "target", "objfs/rclone", "target"]
+head += ["objfs/objfs-base"] if base else []
 print("| " + " | ".join(head) + " |")
-print("|" + "---|" * 2 + "---:|" * (len(tools) + 4))
+print("|" + "---|" * 2 + "---:|" * (len(head) - 2))
 for key, name, units, unit, ts3, trc in rows:
     o = med(key, "objfs")
     cells = [name, unit] + [rate(units, med(key, tool)) + (" (%.2f s)" % med(key, tool) if med(key, tool) else "") for tool in tools]
-    for base, target in (("s3fs", ts3), ("rclone", trc)):
-        r = ratio(o, med(key, base))
+    for other, target in (("s3fs", ts3), ("rclone", trc)):
+        r = ratio(o, med(key, other))
         cells.append("-" if r is None else "%.2fx" % r)
         if target is None:
             cells.append("")
@@ -358,9 +369,12 @@ for key, name, units, unit, ts3, trc in rows:
             cells.append(">= %gx" % target)
         else:
             cells.append(">= %gx %s" % (target, "met" if r >= target else "**MISSED**"))
+    if base:
+        r = ratio(o, med(key, "objfs-base"))
+        cells.append("-" if r is None else "%.2fx" % r)
     print("| " + " | ".join(cells) + " |")
 print()
-print("seconds of each round (objfs; s3fs; rclone ...):")
+print("seconds of each round (%s):" % "; ".join(tools))
 for key, name, *_ in rows:
     print("  %-24s " % name + "; ".join(",".join("%.2f" % x for x in t.get((key, tool), [])) for tool in tools))
 PY
