@@ -312,6 +312,11 @@ impl ObjectStore for S3Store {
         self.copy_object(src, dst, opts).await
     }
 
+    /// Copy + delete as the default, with one HEAD of the source instead of four.
+    async fn rename(&self, src: &str, dst: &str, opts: RenameOptions) -> Result<ObjectInfo> {
+        self.rename_object(src, dst, opts).await
+    }
+
     async fn list(&self, req: &ListRequest) -> Result<ListPage> {
         self.list_objects(req).await
     }
