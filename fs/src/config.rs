@@ -20,6 +20,8 @@ pub struct FsConfig {
     pub max_memory: usize,
     /// Budget of the shared read block cache. Default 256 MiB.
     pub cache_size: usize,
+    /// A disk cache under the memory one (`--cache-dir`, remote mounts). Default none.
+    pub disk_cache: Option<crate::diskcache::DiskCacheHandle>,
     /// How long the kernel may cache attributes and directory entries. Default 1 s.
     pub attr_ttl: Duration,
     /// Refuse every change with EROFS.
@@ -67,6 +69,7 @@ impl Default for FsConfig {
             part_size: DEFAULT_PART_SIZE,
             max_memory: DEFAULT_MAX_MEMORY,
             cache_size: DEFAULT_CACHE_SIZE,
+            disk_cache: None,
             attr_ttl: Duration::from_secs(1),
             read_only: false,
             allow_other: false,

@@ -8,7 +8,7 @@
 //! Modules: [`config`] (mount options), [`error`] (errors and the one errno mapping),
 //! [`attr`] (metadata <-> attributes), [`xattr`] (extended attributes in metadata),
 //! [`inode`] (inode table), [`dirhandle`] (listing -> readdir offsets), [`read`] (block cache
-//! and readahead), [`write`](mod@write) (multipart write handles; commit planning in `write/parts.rs`),
+//! and readahead), [`diskcache`] (the disk tier under it for remote mounts), [`write`](mod@write) (multipart write handles; commit planning in `write/parts.rs`),
 //! [`budget`] (write memory budget), [`core`] (the filesystem, split by concept: namespace,
 //! rename, files, attributes, directories, directory markers; its plain types in
 //! [`core::types`]), [`adapter`] (fuser, the only module that sees fuser's types), [`mount`](mod@mount)
@@ -22,6 +22,7 @@ pub mod budget;
 pub mod config;
 pub mod core;
 pub mod dirhandle;
+pub mod diskcache;
 pub mod error;
 pub mod inode;
 pub mod mount;

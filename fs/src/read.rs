@@ -1,8 +1,9 @@
 //! Reads: a shared LRU cache of fixed-size blocks with a byte budget, and per-handle
 //! sequential readahead whose window grows.
 //!
-//! Blocks are [`BLOCK_SIZE`] bytes of one version of one key, keyed by (key, version, block
-//! index); versions are immutable, so a cached block never goes stale. Missing blocks are
+//! Blocks are [`BLOCK_SIZE`] bytes of one version of one key, keyed by (key, version, ETag,
+//! block index); versions are immutable, so a cached block never goes stale (the ETag tells
+//! apart the contents a bucket without versioning keeps under its one version id, `null`). Missing blocks are
 //! fetched with ranged gets; contiguous missing blocks are fetched together. A block being
 //! fetched is registered as in flight so that concurrent readers (the kernel issues reads of
 //! one file in parallel) wait for the one fetch instead of repeating it.
@@ -12,6 +13,10 @@
 //! window that starts at [`INITIAL_WINDOW`] and doubles on each sequential read up to a
 //! maximum (64 MiB, or a quarter of the cache budget when that is smaller). A random read
 //! resets the window.
+//!
+//! Under the memory cache, a remote mount may have a disk cache ([`crate::diskcache`]): blocks
+//! missing from memory are looked up there before they are fetched, and fetched blocks are
+//! written there when the store's answer carried the ETag the reader expected.
 
 use std::collections::HashMap;
 use std::ops::Range;
@@ -19,9 +24,10 @@ use std::sync::{Arc, Mutex};
 
 use bytes::{Bytes, BytesMut};
 use lru::LruCache;
-use objfs_store::{GetOptions, ObjectStore, VersionId};
+use objfs_store::{GetOptions, ObjectInfo, ObjectStore, VersionId};
 use tokio::sync::watch;
 
+use crate::diskcache::{DiskCache, Identity};
 use crate::error::{FsError, FsResult};
 
 /// Size of a cache block.
@@ -37,6 +43,7 @@ const MAX_FETCH: u64 = 8 * BLOCK_SIZE;
 struct BlockKey {
     key: Arc<str>,
     version: VersionId,
+    etag: Arc<str>,
     idx: u64,
 }
 
@@ -54,7 +61,37 @@ struct CacheInner {
 pub struct Source {
     pub key: Arc<str>,
     pub version: VersionId,
+    /// The version's ETag: part of a block's identity.
+    pub etag: Arc<str>,
     pub size: u64,
+}
+
+impl Source {
+    /// The version `info` describes.
+    pub fn of(info: &ObjectInfo) -> Source {
+        Source {
+            key: Arc::from(info.key.as_str()),
+            version: info.version.clone(),
+            etag: Arc::from(info.etag.as_str()),
+            size: info.size,
+        }
+    }
+
+    /// The disk cache's identity of block `idx`, and its length.
+    fn block_identity(&self, idx: u64) -> (Identity<'_>, usize) {
+        let offset = idx * BLOCK_SIZE;
+        let id = Identity {
+            key: &self.key,
+            version: self.version.as_str(),
+            etag: &self.etag,
+            size: self.size,
+            offset,
+        };
+        (
+            id,
+            BLOCK_SIZE.min(self.size.saturating_sub(offset)) as usize,
+        )
+    }
 }
 
 /// The shared block cache.
@@ -62,6 +99,7 @@ pub struct BlockCache {
     inner: Mutex<CacheInner>,
     budget: usize,
     max_window: u64,
+    disk: Option<Arc<DiskCache>>,
 }
 
 enum Plan {
@@ -73,6 +111,11 @@ enum Plan {
 impl BlockCache {
     /// A cache holding at most `budget` bytes (at least a few blocks).
     pub fn new(budget: usize) -> BlockCache {
+        BlockCache::with_disk(budget, None)
+    }
+
+    /// A cache holding at most `budget` bytes in memory, over `disk` when given.
+    pub fn with_disk(budget: usize, disk: Option<Arc<DiskCache>>) -> BlockCache {
         let budget = budget.max(4 * BLOCK_SIZE as usize);
         BlockCache {
             inner: Mutex::new(CacheInner {
@@ -82,6 +125,7 @@ impl BlockCache {
             }),
             budget,
             max_window: MAX_WINDOW.min((budget as u64 / 4).max(BLOCK_SIZE)),
+            disk,
         }
     }
 
@@ -99,6 +143,7 @@ impl BlockCache {
         BlockKey {
             key: src.key.clone(),
             version: src.version.clone(),
+            etag: src.etag.clone(),
             idx,
         }
     }
@@ -165,22 +210,66 @@ impl BlockCache {
     }
 
     /// Fetches the claimed blocks (contiguous runs in one get each) and publishes them.
-    async fn fetch_claimed(
-        &self,
-        store: &dyn ObjectStore,
-        src: &Source,
-        claimed: Vec<(u64, watch::Sender<Shared>)>,
-    ) {
+    async fn fetch_claimed(&self, store: &dyn ObjectStore, src: &Source, claimed: Claimed) {
         let runs = Self::runs(claimed);
         futures::future::join_all(runs.into_iter().map(|r| self.fetch_run(store, src, r))).await;
     }
 
-    async fn fetch_run(
-        &self,
-        store: &dyn ObjectStore,
-        src: &Source,
-        run: Vec<(u64, watch::Sender<Shared>)>,
-    ) {
+    /// Publishes the blocks of `run` the disk cache holds and returns the others.
+    async fn read_disk(&self, src: &Source, run: Claimed) -> Claimed {
+        let Some(disk) = self.disk.clone().filter(|_| !src.etag.is_empty()) else {
+            return run;
+        };
+        let idxs: Vec<u64> = run.iter().map(|r| r.0).collect();
+        let s = src.clone();
+        let found = tokio::task::spawn_blocking(move || {
+            idxs.iter()
+                .map(|&i| {
+                    let (id, len) = s.block_identity(i);
+                    disk.get(&id, len)
+                })
+                .collect::<Vec<_>>()
+        })
+        .await;
+        let Ok(found) = found else {
+            return run;
+        };
+        let mut rest = Vec::new();
+        for ((idx, tx), hit) in run.into_iter().zip(found) {
+            match hit {
+                Some(block) => {
+                    self.insert(Self::bkey(src, idx), block.clone());
+                    let _ = tx.send(Some(Ok(block)));
+                }
+                None => rest.push((idx, tx)),
+            }
+        }
+        rest
+    }
+
+    /// Writes fetched blocks to the disk cache (failures are the cache's to log).
+    async fn write_disk(&self, src: &Source, blocks: Vec<(u64, Bytes)>) {
+        let Some(disk) = self.disk.clone().filter(|_| !src.etag.is_empty()) else {
+            return;
+        };
+        let s = src.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            for (idx, data) in blocks {
+                disk.put(&s.block_identity(idx).0, &data);
+            }
+        })
+        .await;
+    }
+
+    /// Fetches a run of claimed blocks: those the disk cache holds from there, the others
+    /// from the store (one get per contiguous run that is left).
+    async fn fetch_run(&self, store: &dyn ObjectStore, src: &Source, run: Claimed) {
+        let rest = self.read_disk(src, run).await;
+        let runs = Self::runs(rest);
+        futures::future::join_all(runs.into_iter().map(|r| self.fetch_store(store, src, r))).await;
+    }
+
+    async fn fetch_store(&self, store: &dyn ObjectStore, src: &Source, run: Claimed) {
         let (Some(first), Some(last)) = (run.first().map(|r| r.0), run.last().map(|r| r.0)) else {
             return;
         };
@@ -196,6 +285,8 @@ impl BlockCache {
                     },
                 )
                 .await?;
+            // Only an answer for the ETag the reader expects may fill the disk cache.
+            let same = *got.info.etag == *src.etag;
             let data = got.bytes().await?;
             if (data.len() as u64) != end - start {
                 return Err(FsError::Corrupt(format!(
@@ -205,17 +296,25 @@ impl BlockCache {
                     end - start
                 )));
             }
-            Ok::<Bytes, FsError>(data)
+            Ok::<(Bytes, bool), FsError>((data, same))
         }
         .await;
         match res {
-            Ok(data) => {
+            Ok((data, same)) => {
+                let mut fetched = Vec::with_capacity(run.len());
                 for (idx, tx) in run {
                     let s = ((idx - first) * BLOCK_SIZE) as usize;
                     let e = (s + BLOCK_SIZE as usize).min(data.len());
                     let block = data.slice(s..e);
                     self.insert(Self::bkey(src, idx), block.clone());
-                    let _ = tx.send(Some(Ok(block)));
+                    let _ = tx.send(Some(Ok(block.clone())));
+                    fetched.push((idx, block));
+                }
+                if same {
+                    self.write_disk(src, fetched).await;
+                } else {
+                    tracing::debug!(key = %src.key, "the object changed since it was opened: \
+                        its blocks are not written to the disk cache");
                 }
             }
             Err(e) => {

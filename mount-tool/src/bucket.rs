@@ -290,6 +290,8 @@ pub struct Control {
     pub store: Weak<dyn ObjectStore>,
     pub status: Value,
     pub fs: Weak<ObjFs>,
+    /// The mount's disk cache (shown live by `status`).
+    pub cache: crate::disk_cache::CacheState,
 }
 
 impl Control {
@@ -347,9 +349,11 @@ impl Control {
         }
         let mut lines = server::ProgressLines::new(writer.try_clone()?);
         let fs = self.fs.clone();
+        let mut status = self.status.clone();
+        status["cache"] = self.cache.json();
         let result = execute(
             store.as_ref(),
-            &self.status,
+            &status,
             &env.request,
             &mut |p| lines.send(p),
             &mut |keys| {

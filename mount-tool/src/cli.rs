@@ -195,9 +195,14 @@ pub struct MountArgs {
     /// Memory for write buffers not yet uploaded, e.g. 256M (default 256M).
     #[arg(long, value_name = "SIZE")]
     pub max_memory: Option<String>,
-    /// Size of the read cache, e.g. 1G (default 256M).
+    /// Size of the read cache, e.g. 1G: in memory (default 256M), or with --cache-dir the
+    /// disk cache's bound (default 10G).
     #[arg(long, value_name = "SIZE")]
     pub cache_size: Option<String>,
+    /// A local disk cache of object data for an s3:// store (LRU, bounded by --cache-size,
+    /// checksummed, kept across remounts); one mount per directory.
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
     /// How long the kernel caches attributes and names, in seconds (fractions allowed;
     /// default 1).
     #[arg(long, value_name = "SECONDS")]

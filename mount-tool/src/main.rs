@@ -10,6 +10,7 @@ mod cli;
 mod client;
 mod commands;
 mod daemon;
+mod disk_cache;
 mod helper;
 mod history;
 mod history_commands;

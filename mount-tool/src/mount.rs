@@ -86,6 +86,9 @@ impl MountRequest {
         if let Some(p) = &a.log_file {
             s.log_file = Some(p.clone());
         }
+        if let Some(d) = &a.cache_dir {
+            s.cache_dir = Some(d.clone());
+        }
         let given = a.s3.settings();
         for (slot, v) in [
             (&mut s.s3.endpoint, given.endpoint),
@@ -158,6 +161,12 @@ pub fn run(req: MountRequest) -> Result<()> {
     let loc = StoreLocation::parse(&req.store)?;
     if let StoreLocation::S3 { .. } = loc {
         return crate::s3mount::run(req, loc);
+    }
+    if req.settings.cache_dir.is_some() {
+        return Err(crate::usage(
+            "--cache-dir (cache_dir=) is for remote (s3://) stores: a local store's data is on \
+             local disks already",
+        ));
     }
     let store = loc.supported_path()?.to_path_buf();
     let create = check_store(&store, req.init)?;

@@ -104,6 +104,8 @@ pub struct MountSettings {
     pub allow_non_empty: bool,
     /// How to reach an `s3://` store (ignored for a local one).
     pub s3: S3Settings,
+    /// A disk cache of object data (`--cache-dir`, `-o cache_dir=`; s3 stores only).
+    pub cache_dir: Option<PathBuf>,
 }
 
 /// How to reach an `s3://` store: `--endpoint/--region/--profile` or `-o endpoint=,region=,
@@ -247,6 +249,7 @@ impl MountSettings {
             "file_mode" => fs.file_mode = Some(parse_mode(&need(value)?)?),
             "dir_mode" => fs.dir_mode = Some(parse_mode(&need(value)?)?),
             "fsname" => fs.fs_name = Some(need(value)?),
+            "cache_dir" => self.cache_dir = Some(PathBuf::from(need(value)?)),
             "log_file" => self.log_file = Some(PathBuf::from(need(value)?)),
             "foreground" => self.foreground = true,
             "allow_non_empty" | "nonempty" => self.allow_non_empty = true,

@@ -6,7 +6,8 @@
 //! filesystem and options, registers in the runtime directory under the location *and*
 //! endpoint (so `status` and `umount` find it), and serves its control socket (bucket.rs:
 //! status, and the history of a versioned bucket). `--enable-versioning` turns the bucket's
-//! versioning on first. A daemon logs to `RUNTIME_DIR/KEY.log` by default.
+//! versioning on first. A daemon logs to `RUNTIME_DIR/KEY.log` by default. With `--cache-dir`,
+//! the mount process opens a disk cache of object data (disk_cache.rs), and `status` shows it.
 //!
 //! The bucket is opened in the mount process (after the fork, like a local store), so what
 //! goes wrong there — a missing bucket, refused credentials, an endpoint that does not answer —
@@ -22,6 +23,7 @@ use serde_json::{json, Value};
 use tracing::info;
 
 use crate::daemon::Notifier;
+use crate::disk_cache::{self, CacheRequest, CacheState};
 use crate::location::StoreLocation;
 use crate::logging::{self, RotatingFile};
 use crate::mount::{self, MountRequest};
@@ -92,6 +94,8 @@ pub fn status_json(cfg: &S3Config, store: &S3Store, record: Option<&Record>) -> 
             "max_key_len": f.max_key_len,
         },
         "mount": crate::ops::mount_json(record),
+        // Filled in by the mount process (disk_cache.rs): its disk cache, live.
+        "cache": Value::Null,
     })
 }
 
@@ -147,6 +151,10 @@ pub fn status_text(v: &Value) -> String {
         )),
         None => out.push_str("mounted:      no\n"),
     }
+    out.push_str(&disk_cache::status_text(
+        &v["cache"],
+        v["mount"].is_object(),
+    ));
     out
 }
 
@@ -178,7 +186,8 @@ pub fn run(req: MountRequest, loc: StoreLocation) -> Result<()> {
     }
     let (mountpoint, create_mp) =
         mount::check_mountpoint(&req.mountpoint, req.settings.allow_non_empty)?;
-    let cfg = req.settings.fs.to_fs_config(&format!("objfs:{loc}"));
+    let mut cfg = req.settings.fs.to_fs_config(&format!("objfs:{loc}"));
+    let cache = disk_cache::request(&req.settings, &mut cfg)?;
     let log_path = match &req.settings.log_file {
         Some(p) => Some(platform::absolute(p)?),
         None if req.settings.foreground => None,
@@ -209,6 +218,7 @@ pub fn run(req: MountRequest, loc: StoreLocation) -> Result<()> {
         create_mp,
         log_path,
         req: &req,
+        cache,
     };
     match served.serve(cfg, &mut notifier) {
         Ok(()) => Ok(()),
@@ -227,14 +237,17 @@ struct Served<'a> {
     create_mp: bool,
     log_path: Option<PathBuf>,
     req: &'a MountRequest,
+    cache: Option<CacheRequest>,
 }
 
 impl Served<'_> {
-    fn serve(self, cfg: objfs_fs::FsConfig, notifier: &mut Notifier) -> Result<()> {
+    fn serve(self, mut cfg: objfs_fs::FsConfig, notifier: &mut Notifier) -> Result<()> {
         if self.req.settings.s3.enable_versioning {
             crate::bucket::set_bucket_versioning(self.loc, &self.s3, true)?;
         }
         let store = Arc::new(open(self.loc, self.s3.clone())?);
+        let cache = CacheState::open(self.cache.as_ref())?;
+        cfg.disk_cache = cache.handle();
         let read_only = cfg.read_only;
         let mp = mount::create_mountpoint(&self.mountpoint, self.create_mp)?;
         let remove_mp = || {
@@ -278,6 +291,7 @@ impl Served<'_> {
             store: control_store,
             status,
             fs: Arc::downgrade(handle.fs()),
+            cache,
         };
         std::thread::Builder::new()
             .name("objfs-control".into())

@@ -22,21 +22,6 @@ pub fn runtime() -> tokio::runtime::Runtime {
 }
 
 impl Server {
-    /// `--endpoint E --region R [--profile P]`, as every objfs command that takes a store
-    /// takes them.
-    pub fn cli_args(&self) -> Vec<String> {
-        let mut a = vec![
-            "--endpoint".to_string(),
-            self.endpoint.clone(),
-            "--region".into(),
-            self.region.clone(),
-        ];
-        if let Some(p) = &self.profile {
-            a.extend(["--profile".into(), p.clone()]);
-        }
-        a
-    }
-
     /// A bucket of its own for a test (versioning on when `versioned`); its name.
     pub fn bucket_for(&self, tag: &str, versioned: bool) -> String {
         let bucket = unique_name(tag);

@@ -120,6 +120,26 @@ impl Server {
         self.open_new_bucket(cfg).await
     }
 
+    /// A bucket of its own (versioned on moto), made now: its name and a store on it.
+    pub async fn fresh_bucket(&self, tag: &str) -> (String, S3Store) {
+        let bucket = unique_name(tag);
+        let store = self
+            .open_new_bucket(self.config_of(Some(&bucket), ""))
+            .await;
+        (bucket, store)
+    }
+
+    /// The `objfs` options that reach this server: `--endpoint`, `--region`, `--profile`.
+    pub fn cli_args(&self) -> Vec<String> {
+        let mut out: Vec<String> = [("--endpoint", &self.endpoint), ("--region", &self.region)]
+            .into_iter()
+            .chain(self.profile.as_ref().map(|p| ("--profile", p)))
+            .flat_map(|(flag, v)| [flag.to_string(), v.clone()])
+            .collect();
+        out.shrink_to_fit();
+        out
+    }
+
     async fn open_new_bucket(&self, cfg: S3Config) -> S3Store {
         create_bucket(&cfg)
             .await

@@ -328,11 +328,7 @@ impl ObjFs {
                 i
             }
         };
-        let src = Source {
-            key: Arc::from(info.key.as_str()),
-            version: info.version.clone(),
-            size: info.size,
-        };
+        let src = Source::of(&info);
         let end = offset.saturating_add(u64::from(size)).min(info.size);
         if offset >= end {
             return Ok(Bytes::new());

@@ -151,7 +151,8 @@ impl ObjFs {
     pub fn new(store: Arc<dyn ObjectStore>, cfg: FsConfig) -> Arc<ObjFs> {
         let features = store.features();
         let now = SystemTime::now();
-        let cache = Arc::new(BlockCache::new(cfg.cache_size));
+        let disk = cfg.disk_cache.as_ref().map(|d| d.0.clone());
+        let cache = Arc::new(BlockCache::with_disk(cfg.cache_size, disk));
         let wctx = WriteCtx {
             store: store.clone(),
             cache,

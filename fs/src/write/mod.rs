@@ -488,11 +488,7 @@ impl Writer {
         if range.start >= end {
             return Ok(());
         }
-        let src = Source {
-            key: Arc::from(base.key.as_str()),
-            version: base.version.clone(),
-            size: base.size,
-        };
+        let src = Source::of(base);
         let data = ctx
             .cache
             .read(ctx.store.as_ref(), &src, range.start..end)
