@@ -103,6 +103,10 @@ impl Bucket {
 
     /// Executes `req` on the bucket, here.
     pub fn execute(&self, req: &Request, feedback: &mut Feedback) -> Result<Value> {
+        // What a bucket never serves is said without reaching it.
+        if !matches!(req, Request::Status | Request::MountAt { .. }) && !is_history(req) {
+            return Err(local_only(&self.loc.to_string()));
+        }
         let store = self.open()?;
         let status = s3mount::status_json(&self.cfg, &store, None);
         execute(
@@ -144,6 +148,31 @@ fn check_versioned(store: &dyn ObjectStore, location: &str) -> Result<()> {
     }
 }
 
+/// Whether `req` reads or changes a bucket's history (it needs versioning).
+fn is_history(req: &Request) -> bool {
+    matches!(req, Request::Run { name, .. } if name == "gc")
+        || matches!(
+            req,
+            Request::Versions { .. }
+                | Request::Cat(_)
+                | Request::SnapshotCreate { .. }
+                | Request::SnapshotList
+                | Request::SnapshotDelete { .. }
+                | Request::RetentionShow { .. }
+                | Request::RetentionSet(_)
+                | Request::Restore(_)
+        )
+}
+
+/// The error for a request a bucket does not serve (disks, scrub, placement: local stores').
+fn local_only(location: &str) -> anyhow::Error {
+    anyhow!(
+        "{location} is an S3 bucket: this command works on local stores only (a bucket \
+         answers status, versions, cat, snapshot, retention, restore, gc --now and \
+         versioning)"
+    )
+}
+
 /// Executes `req` on the open bucket `store` whose status is `status` (what `objfs status`
 /// shows of it). `on_progress` hears long jobs (restore, the retention pass) and stops them
 /// by returning false; `on_changed` hears the keys a restore changed.
@@ -156,19 +185,7 @@ pub fn execute(
 ) -> Result<Value> {
     let location = status["s3"]["location"].as_str().unwrap_or("this bucket");
     let gc = matches!(req, Request::Run { name, .. } if name == "gc");
-    let history = gc
-        || matches!(
-            req,
-            Request::Versions { .. }
-                | Request::Cat(_)
-                | Request::SnapshotCreate { .. }
-                | Request::SnapshotList
-                | Request::SnapshotDelete { .. }
-                | Request::RetentionShow { .. }
-                | Request::RetentionSet(_)
-                | Request::Restore(_)
-        );
-    if history {
+    if is_history(req) {
         check_versioned(store, location)?;
     }
     match req {
@@ -199,11 +216,7 @@ pub fn execute(
             "--at is not supported for s3 stores yet (a mount's .snapshots/@TIME/ shows the \
              past of a versioned bucket)"
         )),
-        _ => Err(anyhow!(
-            "{location} is an S3 bucket: this command works on local stores only (a bucket \
-             answers status, versions, cat, snapshot, retention, restore, gc --now and \
-             versioning)"
-        )),
+        _ => Err(local_only(location)),
     }
 }
 
