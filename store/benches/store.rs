@@ -7,7 +7,9 @@
 //! * listing all versions of a key with 10,000 versions.
 //!
 //! After criterion's report, a table of ratios (objfs / native throughput) is printed from
-//! criterion's own estimates. `OBJFS_BENCH_KEYS` lowers the 1,000,000 keys for a quick run.
+//! criterion's own estimates. `OBJFS_BENCH_KEYS` lowers the 1,000,000 keys for a quick run;
+//! `OBJFS_BENCH_SETTLE=SECS` waits that long after writing them, so the listing is measured
+//! once their checkpoint into sled is over rather than during it.
 
 #[allow(dead_code)] // each bench uses part of what the benches share
 mod common;
@@ -179,6 +181,12 @@ fn listing(c: &mut Criterion) {
             t.await.expect("join").expect("put");
         }
     });
+    if let Some(secs) = std::env::var("OBJFS_BENCH_SETTLE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        std::thread::sleep(Duration::from_secs(secs));
+    }
     let native = dir.path().join("native-dir");
     std::fs::create_dir_all(&native).expect("mkdir");
     for d in 0..dirs {

@@ -310,8 +310,12 @@ impl Tables {
                 }
             }
         }
+        // Every other table first and the current rows last, so the pages listings and
+        // lookups read most are the ones sled's cache holds after the checkpoint.
         for f in &frozen {
-            apply_rows(&self.db, &f.rows)?;
+            let current = |k: &IVec| k.first() == Some(&table::CURRENT);
+            apply_rows(&self.db, f.rows.iter().filter(|(k, _)| !current(k)))?;
+            apply_rows(&self.db, f.rows.iter().filter(|(k, _)| current(k)))?;
         }
         if keys.needs_build() {
             self.build_filter(usize::MAX)?;
