@@ -24,6 +24,7 @@
 //! is never listed: the snapshot directory has that name.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use objfs_store::{ListPage, ListRequest, ObjectInfo, ObjectStore};
@@ -44,8 +45,9 @@ pub const NAME_MAX: usize = 255;
 pub struct DirEntry {
     pub name: String,
     pub kind: Kind,
-    /// The listed object (files and symlinks), with metadata when the backend lists it.
-    pub object: Option<ObjectInfo>,
+    /// The listed object (files and symlinks), with metadata when the backend lists it. Shared:
+    /// readdirplus hands entries around by value, and a clone must not copy the metadata map.
+    pub object: Option<Arc<ObjectInfo>>,
     /// Attributes, once known (readdirplus fills them in).
     pub attrs: Option<Attrs>,
     /// The moment an entry of the snapshot directory shows.
@@ -353,7 +355,7 @@ impl DirHandle {
         self.pending.push_back(DirEntry {
             name: name.to_string(),
             kind,
-            object: Some(o),
+            object: Some(Arc::new(o)),
             attrs: None,
             at: None,
         });
