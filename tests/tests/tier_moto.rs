@@ -1,9 +1,11 @@
-//! The remote tier of a local store against moto (scripts/test starts it; without
-//! OBJFS_TEST_S3_ENDPOINT these tests say loudly that they were skipped): files written, a rule
-//! applied now, local volume files gone, reads intact and verified; a corrupted remote object
-//! is a read error naming its key, never data; a remote that does not answer fails tiered
-//! reads only, local data stays readable and writable; recall brings everything back; and
-//! kill -9 in the middle of tiering and recalling, many rounds, loses nothing.
+//! The remote tier of a local store against moto and Garage (scripts/test starts them;
+//! without OBJFS_TEST_S3_ENDPOINT / OBJFS_TEST_GARAGE_ENDPOINT these tests say loudly that they
+//! were skipped): files written, a rule applied now, local volume files gone, reads intact and
+//! verified, through the store and through a mount; a corrupted remote object is a read error
+//! naming its key (EIO at the mount), never data; a remote that does not answer fails tiered
+//! reads only, local data stays readable and writable; recall brings everything back; the
+//! `objfs tier` and `objfs lifecycle` commands; and kill -9 in the middle of tiering and
+//! recalling, many rounds, loses nothing.
 
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader};
@@ -19,7 +21,7 @@ use objfs_store::s3::S3Store;
 use objfs_store::{GetOptions, ListRequest, ObjectStore, PutOptions};
 use objfs_tests::daemon_mount::objfs_binary;
 use objfs_tests::mount_fixture::MountFixture;
-use objfs_tests::s3_fixture::{moto, Server};
+use objfs_tests::s3_fixture::{garage, moto, Server};
 use rand::Rng;
 
 fn config() -> LocalConfig {
@@ -96,7 +98,20 @@ fn reopen(root: &Path, wipe_cache: bool) -> LocalStore {
 
 #[test]
 fn tiered_volumes_read_back_verified_and_survive_a_bad_or_absent_remote() {
-    let Some(server) = moto() else { return };
+    if let Some(server) = moto() {
+        tier_round_trip(&server);
+    }
+}
+
+#[test]
+fn tiered_volumes_on_garage_read_back_verified_and_survive_a_bad_or_absent_remote() {
+    if let Some(server) = garage() {
+        tier_round_trip(&server);
+    }
+}
+
+/// Files written, tiered, read back; a corrupt object; the remote down; recall and detach.
+fn tier_round_trip(server: &Server) {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let (bucket, s3) = rt.block_on(server.fresh_bucket("tier"));
     let dir = tempfile::tempdir().unwrap();
@@ -109,17 +124,17 @@ fn tiered_volumes_read_back_verified_and_survive_a_bad_or_absent_remote() {
     }
 
     // A bucket that does not exist is refused, and the store keeps no tier.
-    let mut bad = tier_record(&server, "no-such-bucket-objfs-tier", &server.endpoint);
+    let mut bad = tier_record(server, "no-such-bucket-objfs-tier", &server.endpoint);
     bad.prefix = "x".into();
     assert!(store.tier_add(bad).is_err());
     assert!(store.tier_status().unwrap().is_none());
 
     let st = store
-        .tier_add(tier_record(&server, &bucket, &server.endpoint))
+        .tier_add(tier_record(server, &bucket, &server.endpoint))
         .unwrap();
     assert_eq!(st.url, format!("s3://{bucket}/cold/"));
     assert!(store
-        .tier_add(tier_record(&server, &bucket, &server.endpoint))
+        .tier_add(tier_record(server, &bucket, &server.endpoint))
         .is_err());
     // No rules: nothing moves.
     let (p, done) = store.lifecycle_now_until(|_| true).unwrap();
@@ -203,7 +218,7 @@ fn tiered_volumes_read_back_verified_and_survive_a_bad_or_absent_remote() {
 
     // The remote unreachable (its endpoint a closed port): tiered reads fail with an error,
     // local data is readable and writable, lifecycle fails and leaves everything in place.
-    let mut down = tier_record(&server, &bucket, "http://127.0.0.1:9");
+    let mut down = tier_record(server, &bucket, "http://127.0.0.1:9");
     down.added = 1;
     rt.block_on(store.put_record("tier", Some(down.encode().unwrap().into()), true))
         .unwrap();
@@ -225,7 +240,7 @@ fn tiered_volumes_read_back_verified_and_survive_a_bad_or_absent_remote() {
     assert!(volume_files(&root) > 0, "the new volume stays local");
 
     // Back up: recall everything, then detach.
-    let up = tier_record(&server, &bucket, &server.endpoint);
+    let up = tier_record(server, &bucket, &server.endpoint);
     rt.block_on(store.put_record("tier", Some(up.encode().unwrap().into()), true))
         .unwrap();
     store.close().unwrap();

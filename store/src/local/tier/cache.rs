@@ -12,7 +12,7 @@
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use lru::LruCache;
 
@@ -34,7 +34,12 @@ pub struct BlockCache {
 struct State {
     lru: LruCache<String, u64>,
     bytes: u64,
+    /// Open handles on recently read chunk files (a cache hit costs a pread, not an open).
+    handles: LruCache<String, Arc<File>>,
 }
+
+/// How many chunk files are kept open.
+const HANDLES: usize = 256;
 
 /// The name of a chunk's file.
 pub fn chunk_name(volume: u64, tag: &[u8; 32], index: u64) -> String {
@@ -64,7 +69,13 @@ impl BlockCache {
         let cache = BlockCache {
             dir: dir.to_path_buf(),
             capacity,
-            state: Mutex::new(State { lru, bytes }),
+            state: Mutex::new(State {
+                lru,
+                bytes,
+                handles: LruCache::new(
+                    std::num::NonZeroUsize::new(HANDLES).unwrap_or(std::num::NonZeroUsize::MIN),
+                ),
+            }),
         };
         cache.evict(0);
         Ok(cache)
@@ -86,10 +97,28 @@ impl BlockCache {
 
     /// Reads `buf.len()` bytes at `offset` of cached chunk `name`; false when it is not there.
     pub fn read(&self, name: &str, offset: u64, buf: &mut [u8]) -> bool {
-        if self.state().lru.get(name).is_none() {
-            return false;
-        }
-        match File::open(self.dir.join(name)).and_then(|f| f.read_exact_at(buf, offset)) {
+        let handle = {
+            let mut s = self.state();
+            if s.lru.get(name).is_none() {
+                return false;
+            }
+            s.handles.get(name).cloned()
+        };
+        let file = match handle {
+            Some(f) => f,
+            None => match File::open(self.dir.join(name)) {
+                Ok(f) => {
+                    let f = Arc::new(f);
+                    self.state().handles.put(name.to_string(), f.clone());
+                    f
+                }
+                Err(_) => {
+                    self.remove(name);
+                    return false;
+                }
+            },
+        };
+        match file.read_exact_at(buf, offset) {
             Ok(()) => true,
             Err(_) => {
                 self.remove(name);
@@ -113,6 +142,7 @@ impl BlockCache {
         }
         self.evict(data.len() as u64);
         let mut s = self.state();
+        s.handles.pop(name);
         if let Some(old) = s.lru.put(name.to_string(), data.len() as u64) {
             s.bytes -= old.min(s.bytes);
         }
@@ -122,6 +152,7 @@ impl BlockCache {
     /// Drops chunk `name`.
     pub fn remove(&self, name: &str) {
         let mut s = self.state();
+        s.handles.pop(name);
         if let Some(len) = s.lru.pop(name) {
             s.bytes -= len.min(s.bytes);
         }
@@ -151,6 +182,7 @@ impl BlockCache {
                 break;
             };
             s.bytes -= len.min(s.bytes);
+            s.handles.pop(&name);
             let _ = std::fs::remove_file(self.dir.join(&name));
         }
     }
