@@ -139,6 +139,12 @@ pub enum Command {
     /// Turn a bucket's versioning on (history, snapshots, restore) or suspend it.
     #[command(after_help = crate::bucket::VERSIONING_EXAMPLES)]
     Versioning(crate::bucket::VersioningArgs),
+    /// A local store's remote tier: add, list, recall, remove.
+    #[command(after_help = crate::tiering::TIER_EXAMPLES)]
+    Tier(crate::tiering::TierArgs),
+    /// Lifecycle rules: what moves to the remote tier, and when.
+    #[command(after_help = crate::tiering::LIFECYCLE_EXAMPLES)]
+    Lifecycle(crate::tiering::LifecycleArgs),
     /// Print a shell completion script.
     #[command(after_help = COMPLETIONS_EXAMPLES)]
     Completions(CompletionsArgs),

@@ -29,6 +29,7 @@ mod runtime;
 mod s3mount;
 mod server;
 mod target;
+mod tiering;
 
 use std::ffi::OsString;
 use std::fmt;
@@ -96,6 +97,8 @@ fn run(cli: Cli) -> Result<()> {
         Command::Retention(a) => history_commands::retention(&a),
         Command::Restore(a) => restore::command(&a),
         Command::Versioning(a) => bucket::versioning(&a),
+        Command::Tier(a) => tiering::tier(&a),
+        Command::Lifecycle(a) => tiering::lifecycle(&a),
         Command::Completions(a) => manual::completions(&a),
         Command::Man(a) => manual::man(&a),
     }

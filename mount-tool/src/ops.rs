@@ -92,6 +92,8 @@ pub enum Request {
     },
     /// `objfs restore` (restore.rs).
     Restore(crate::restore::RestoreRequest),
+    /// `objfs tier` and `objfs lifecycle` (tiering.rs).
+    Tier(crate::tiering::TierRequest),
 }
 
 /// What a request changed behind the kernel's back: the mount that serves it tells the
@@ -230,6 +232,7 @@ pub fn execute(
             let mut v = store_json(&st);
             v["mount"] = mount_json(mount);
             v["daemons"] = to_value(&store.daemon_reports()?)?;
+            (v["tier"], v["lifecycle"]) = crate::tiering::status_json(store)?;
             Ok(v)
         }
         Request::Daemon { name, action } => {
@@ -292,6 +295,7 @@ pub fn execute(
         Request::SnapshotDelete { name } => history::snapshot_delete(store, name),
         Request::RetentionShow { dry_run } => history::retention_show(store, *dry_run),
         Request::RetentionSet(change) => history::retention_set(store, change),
+        Request::Tier(t) => crate::tiering::execute(store, t, on_progress),
         Request::MountAt { .. } => {
             bail!("only the process that mounts the store serves another mount of it")
         }
@@ -304,7 +308,8 @@ fn daemon_name(name: &str) -> Result<&'static str> {
         "place" | "placement" => "placement",
         "scrub" => "scrub",
         "gc" => "gc",
-        other => bail!("no daemon called {other:?} (there are placement, scrub and gc)"),
+        "lifecycle" => "lifecycle",
+        other => bail!("no daemon called {other:?} (there are placement, scrub, gc and lifecycle)"),
     })
 }
 
@@ -349,6 +354,7 @@ fn run_job(
             store.place_now_until(&mut cb)?
         }
         "scrub" => store.scrub_now_until(&mut cb)?,
+        "lifecycle" => store.lifecycle_now_until(&mut cb)?,
         _ => {
             let d = GcOptions::default();
             let opts = match gc {

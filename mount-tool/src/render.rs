@@ -342,6 +342,7 @@ pub fn status_text(v: &Value) -> anyhow::Result<String> {
             "NOT clean (recovered on open)"
         }
     );
+    s += &crate::tiering::status_text(v);
     s += "disks:\n";
     for d in &st.disks {
         if d.online {

@@ -80,7 +80,7 @@ fn status_scrub_gc_place_through_the_control_channel_while_writing() {
             .iter()
             .map(|d| d["name"].as_str().unwrap())
             .collect();
-        assert_eq!(names, ["placement", "scrub", "gc"]);
+        assert_eq!(names, ["placement", "scrub", "gc", "lifecycle"]);
         assert!(v["daemons"][1]["running"].as_bool().unwrap());
     }
 

@@ -14,6 +14,7 @@ use crate::local::control::{self, ControlWatcher};
 use crate::local::gc::{Gc, GcOptions};
 use crate::local::placement::Placement;
 use crate::local::scrub::Scrub;
+use crate::local::tier::worker::Lifecycle;
 use crate::local::volume::{now_nanos, BlobLocation};
 use crate::local::worker::{self, Progress, RunnerConfig, Worker, WorkerState, WorkerStatus};
 use crate::local::{Inner, LocalStore};
@@ -24,6 +25,8 @@ pub struct DaemonConfig {
     pub placement: bool,
     pub scrub: bool,
     pub gc: bool,
+    /// The lifecycle daemon (tier/worker.rs): idle unless the store has a tier and rules.
+    pub lifecycle: bool,
     /// Each daemon sleeps this many times the duration of each unit of work.
     pub tranquility: u32,
     /// Seconds between checks for work when idle.
@@ -41,6 +44,7 @@ impl Default for DaemonConfig {
             placement: true,
             scrub: true,
             gc: true,
+            lifecycle: true,
             tranquility: 2,
             idle_interval: Duration::from_secs(30),
             placement_min_age: Duration::from_secs(60),
@@ -85,6 +89,9 @@ impl LocalStore {
         if cfg.gc {
             let w = Gc::new(self.inner.clone(), cfg.gc_options.clone());
             daemons.push(Box::new(w));
+        }
+        if cfg.lifecycle {
+            daemons.push(Box::new(Lifecycle::new(self.inner.clone())));
         }
         let started = |e| StoreError::io("starting a daemon thread", e);
         let mut controls = Vec::new();
@@ -146,9 +153,10 @@ impl LocalStore {
             "placement" => Box::new(Placement::new(self.inner.clone(), arg)),
             "scrub" => Box::new(Scrub::new(self.inner.clone(), arg)?),
             "gc" => Box::new(Gc::new(self.inner.clone(), GcOptions::default())),
+            "lifecycle" => Box::new(Lifecycle::new(self.inner.clone())),
             other => {
                 return Err(StoreError::InvalidArgument(format!(
-                    "no daemon called {other:?} (there are placement, scrub and gc)"
+                    "no daemon called {other:?} (there are placement, scrub, gc and lifecycle)"
                 )))
             }
         })
@@ -160,7 +168,7 @@ impl LocalStore {
     pub fn set_daemon_paused(&self, name: &str, paused: bool) -> Result<bool> {
         if !DAEMONS.contains(&name) {
             return Err(StoreError::InvalidArgument(format!(
-                "no daemon called {name:?} (there are placement, scrub and gc)"
+                "no daemon called {name:?} (there are placement, scrub, gc and lifecycle)"
             )));
         }
         control::set_paused(&self.inner.root, name, paused)
@@ -181,7 +189,11 @@ impl LocalStore {
     /// Runs `job` with the daemon `name` of this process (if it runs here) paused, so the two
     /// never work on the same thing; the daemon is resumed afterwards unless it was paused
     /// before, and re-reads its checkpoint when it resumes.
-    fn with_daemon_paused<T>(&self, name: &str, job: impl FnOnce() -> Result<T>) -> Result<T> {
+    pub(crate) fn with_daemon_paused<T>(
+        &self,
+        name: &str,
+        job: impl FnOnce() -> Result<T>,
+    ) -> Result<T> {
         let Some(w) = self.workers.iter().find(|w| w.name() == name) else {
             let out = job();
             // No daemon here: record what the run left in the status file `objfs status`
@@ -305,8 +317,25 @@ impl LocalStore {
     }
 }
 
+impl LocalStore {
+    /// Moves every volume the lifecycle rules select to the remote tier now (`objfs lifecycle
+    /// --now`), finishing or rolling back a move a crash left first; `on_progress` can stop it
+    /// between two volumes by returning false.
+    pub fn lifecycle_now_until(
+        &self,
+        on_progress: impl FnMut(&Progress) -> bool,
+    ) -> Result<(Progress, bool)> {
+        self.with_daemon_paused("lifecycle", || {
+            self.inner.disks.seal_active(&self.inner.meta)?;
+            self.inner.sync_all()?;
+            let mut w = Lifecycle::new(self.inner.clone());
+            worker::run_until(&mut w, on_progress)
+        })
+    }
+}
+
 /// The daemons a store runs, by name.
-pub const DAEMONS: [&str; 3] = ["placement", "scrub", "gc"];
+pub const DAEMONS: [&str; 4] = ["placement", "scrub", "gc", "lifecycle"];
 
 /// What one daemon is doing and did, as `objfs status` and `objfs scrub|place|gc` report it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

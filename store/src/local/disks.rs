@@ -72,6 +72,8 @@ pub struct Disks {
     next_disk: AtomicUsize,
     /// Disks that take no new data: being drained by `disk remove`, or removed.
     retired: RwLock<HashSet<u32>>,
+    /// The remote tier, when the store has one (tier/).
+    tier: RwLock<Option<Arc<crate::local::tier::Tier>>>,
 }
 
 pub(crate) fn is_empty_dir(p: &Path) -> bool {
@@ -133,7 +135,20 @@ impl Disks {
             schemes: Mutex::new(HashMap::new()),
             next_disk: AtomicUsize::new(0),
             retired: RwLock::new(Default::default()),
+            tier: RwLock::new(None),
         })
+    }
+
+    /// The remote tier, if the store has one.
+    pub fn tier(&self) -> Option<Arc<crate::local::tier::Tier>> {
+        read(&self.tier)
+    }
+
+    /// Attaches (`Some`) or detaches the remote tier.
+    pub(crate) fn set_tier(&self, tier: Option<Arc<crate::local::tier::Tier>>) {
+        if let Ok(mut t) = self.tier.write() {
+            *t = tier;
+        }
     }
 
     /// Formats a fresh data directory as disk `index` of store `store_id`.

@@ -16,6 +16,7 @@ fn member_len(rec: &VolumeRecord) -> u64 {
     match &rec.layout {
         Layout::Replicated { .. } => rec.size,
         Layout::Erasure { shard_len, .. } => *shard_len,
+        Layout::Remote(_) => 0,
     }
 }
 

@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 use crate::error::{Result, StoreError};
 use crate::local::daemons::{live_blobs, nanos};
 use crate::local::placement::load_last;
-use crate::local::records::VolumeState;
+use crate::local::records::{Layout, VolumeState};
 use crate::local::retention::RetentionPass;
 use crate::local::volume::{blob_disk_len, now_nanos, BlobLocation, VOLUME_HEADER_LEN};
 use crate::local::worker::{Progress, RunReport, Step, Worker};
@@ -137,7 +137,11 @@ impl Gc {
         let blobs = live_blobs(&self.inner)?;
         let mut best: Option<(f64, u64)> = None;
         for r in self.inner.disks.records() {
-            if r.state != VolumeState::Sealed || r.size <= VOLUME_HEADER_LEN {
+            // Tiered volumes are left alone: gc neither compacts nor deletes remote data.
+            if r.state != VolumeState::Sealed
+                || r.size <= VOLUME_HEADER_LEN
+                || matches!(r.layout, Layout::Remote(_))
+            {
                 continue;
             }
             let live: u64 = VOLUME_HEADER_LEN

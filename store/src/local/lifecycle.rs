@@ -193,6 +193,10 @@ impl LocalStore {
         for d in &marker.removed {
             disks.retire(*d, true);
         }
+        // The remote tier, if the store has one (no network yet: it connects on first use).
+        if let Some(rec) = crate::local::tier::load(&meta)? {
+            disks.set_tier(Some(crate::local::tier::Tier::open(path, rec)?));
+        }
         let inner = Arc::new(Inner {
             root: path.to_path_buf(),
             cfg,

@@ -47,6 +47,7 @@ pub(crate) mod retention;
 pub mod scrub;
 pub mod shard;
 pub mod status;
+pub mod tier;
 pub mod version;
 pub mod volume;
 pub mod worker;

@@ -177,6 +177,22 @@ pub enum Layout {
         shard_len: u64,
         disks: Vec<u32>,
     },
+    /// Tiered (volume record format 2): the whole volume is one object of the store's remote
+    /// tier (tier/), at `key` under the tier's bucket; no local file.
+    Remote(RemoteObject),
+}
+
+/// Where a tiered volume's object is and what it must be (tier/remote.rs).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoteObject {
+    /// The object's key in the bucket (the tier prefix included).
+    pub key: String,
+    /// Its length (the volume's size).
+    pub size: u64,
+    /// The ETag the bucket gave it.
+    pub etag: String,
+    /// BLAKE3 of the whole object, checked when it was written and when it is recalled.
+    pub blake3: [u8; 32],
 }
 
 /// A volume: a logical append-only file of blobs.
@@ -323,7 +339,22 @@ pub struct StatsRecord {
 
 impl InitialFormat for CurrentRecord {}
 impl InitialFormat for BlobRecord {}
-impl InitialFormat for VolumeRecord {}
+impl Migrate for VolumeRecord {
+    const FORMAT: u8 = 2;
+    type Previous = WithoutRemote<VolumeRecord>;
+    fn migrate(old: WithoutRemote<VolumeRecord>) -> Self {
+        old.0
+    }
+}
+
+/// A volume record of format 1: the same layout without the [`Layout::Remote`] variant
+/// (added at the end, so format 1 bytes decode unchanged). The format byte moved so that an
+/// older build refuses a tiered volume's record instead of misreading it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct WithoutRemote<T>(pub T);
+
+impl<T: Serialize + DeserializeOwned> InitialFormat for WithoutRemote<T> {}
 impl InitialFormat for StatsRecord {}
 impl InitialFormat for KeyTimesRecord {}
 
@@ -721,5 +752,40 @@ mod tests {
         };
         assert_eq!(encode(&p).unwrap()[0], 2);
         assert_eq!(decode::<PartRecord>(&encode(&p).unwrap()).unwrap(), p);
+    }
+
+    #[test]
+    fn volume_records_of_format_1_read_and_remote_ones_are_format_2() {
+        let r = VolumeRecord {
+            id: 3,
+            state: VolumeState::Sealed,
+            size: 4096,
+            created: 9,
+            layout: Layout::Erasure {
+                k: 2,
+                m: 1,
+                shard_len: 2048,
+                disks: vec![0, 1, 2],
+            },
+            verified_at: 0,
+        };
+        let old = encode_as(1, &r).unwrap();
+        assert_eq!(decode::<VolumeRecord>(&old).unwrap(), r);
+        let now = encode(&r).unwrap();
+        assert_eq!(now[0], 2);
+        assert_eq!(&now[1..], &old[1..], "format 2 has format 1's layout");
+        let remote = VolumeRecord {
+            layout: Layout::Remote(RemoteObject {
+                key: "p/ab/cd/0000000000000003".into(),
+                size: 4096,
+                etag: "e".into(),
+                blake3: [7; 32],
+            }),
+            ..r
+        };
+        let bytes = encode(&remote).unwrap();
+        assert_eq!(decode::<VolumeRecord>(&bytes).unwrap(), remote);
+        // An older build (format 1 only) would refuse it rather than misread it.
+        assert!(decode::<WithoutRemote<VolumeRecord>>(&bytes).is_err());
     }
 }

@@ -134,6 +134,8 @@ fn bytes_to_check(inner: &Inner, blobs: &HashMap<u64, Vec<BlobLocation>>) -> u64
             Layout::Erasure {
                 k, m, shard_len, ..
             } => shard_len * (u64::from(*k) + u64::from(*m)),
+            // Remote data is not scrubbed yet.
+            Layout::Remote(_) => 0,
         })
         .sum()
 }

@@ -2,7 +2,7 @@
 //! on it. A volume is a logical append-only byte range (volume.rs); its layout record says
 //! whether it is kept as whole replica files on R disks ([`Replicated`], while open and until
 //! placed) or as K data + M parity shard files on K+M distinct disks ([`ErasureCoded`], after
-//! placement). A remote layout (tiering) will be one more implementation of [`VolumeLayout`].
+//! placement), or as one object of the store's remote tier (`tier::remote::Remote`, tiering).
 //!
 //! The rest of the store never matches on the layout: it asks [`Disks::layout`] for the
 //! volume's [`VolumeLayout`] and calls one method to read, repair (scrub), rebuild a member
@@ -75,6 +75,11 @@ impl Disks {
                 shard_len,
                 disks,
             } => Box::new(ErasureCoded::new(self, rec, *k, *m, *shard_len, disks)),
+            Layout::Remote(obj) => Box::new(crate::local::tier::remote::Remote::new(
+                self.tier(),
+                rec,
+                obj,
+            )),
         }
     }
 

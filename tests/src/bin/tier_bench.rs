@@ -1,0 +1,241 @@
+//! Benchmark of the remote tier against the S3 server the test variables name (moto from
+//! scripts/test, or any OBJFS_TEST_S3_ENDPOINT/PROFILE/REGION): tiering throughput against raw
+//! PutObject of the same bytes through the same client, a cold read of a tiered 4 KiB file
+//! against a raw ranged GET of 4 KiB, and a cache-hit read against a local read of the same
+//! sizes, interleaved in one run. Prints ratios (docs/BENCHMARKS.md). OBJFS_BENCH_MB sets the
+//! bytes tiered (default 64).
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use objfs_store::local::tier::rules::{AgeBy, Rule};
+use objfs_store::local::tier::{TierRecord, TIER_FORMAT};
+use objfs_store::local::{EcSetting, LocalConfig, LocalStore};
+use objfs_store::{GetOptions, ListRequest, ObjectStore, PutOptions};
+use objfs_tests::s3_fixture::moto;
+
+fn data(n: usize, seed: u64) -> Vec<u8> {
+    (0..n)
+        .map(|i| ((i as u64 * 131 + seed) % 251) as u8)
+        .collect()
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn mbps(bytes: u64, d: Duration) -> f64 {
+    bytes as f64 / (1 << 20) as f64 / d.as_secs_f64()
+}
+
+fn main() {
+    let Some(server) = moto() else {
+        eprintln!("tier_bench: OBJFS_TEST_S3_ENDPOINT is not set; nothing measured");
+        return;
+    };
+    let mb: usize = std::env::var("OBJFS_BENCH_MB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(64);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (bucket, s3) = rt.block_on(server.fresh_bucket("tier-bench"));
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    let cfg = LocalConfig {
+        ec: EcSetting::Off,
+        volume_size: 8 << 20,
+        ..Default::default()
+    };
+    let store = LocalStore::init(&root, cfg).unwrap();
+    let put = |s: &LocalStore, k: &str, b: Vec<u8>| {
+        rt.block_on(s.put(k, b.into(), PutOptions::default()))
+            .unwrap();
+    };
+    for i in 0..mb / 4 {
+        put(&store, &format!("cold/big{i}"), data(4 << 20, i as u64));
+    }
+    let small = 400;
+    for i in 0..small {
+        put(&store, &format!("cold/small{i}"), data(4096, i as u64));
+    }
+    store.place_now(|_| {}).unwrap();
+    for i in 0..small {
+        put(&store, &format!("hot/small{i}"), data(4096, i as u64));
+    }
+    store
+        .tier_add(TierRecord {
+            format: TIER_FORMAT,
+            bucket: bucket.clone(),
+            prefix: "cold/".into(),
+            endpoint: Some(server.endpoint.clone()),
+            region: Some(server.region.clone()),
+            profile: server.profile.clone(),
+            added: 0,
+        })
+        .unwrap();
+    store
+        .set_lifecycle_rule(Rule {
+            prefix: "cold/".into(),
+            after_secs: 0,
+            noncurrent_after_secs: None,
+            by: AgeBy::Modified,
+        })
+        .unwrap();
+
+    // Tiering throughput, between two baselines: raw PutObject of volume-sized objects.
+    let raw_put = |tag: &str, bytes: u64| -> Duration {
+        let body = Bytes::from(data(8 << 20, 7));
+        let n = bytes.div_ceil(8 << 20).max(1);
+        let t0 = Instant::now();
+        for i in 0..n {
+            rt.block_on(s3.put(
+                &format!("raw/{tag}/{i}"),
+                body.clone().into(),
+                PutOptions::default(),
+            ))
+            .unwrap();
+        }
+        t0.elapsed() * (bytes as u32) / ((n * (8 << 20)) as u32).max(1)
+    };
+    let target = (mb as u64) << 20;
+    let b1 = raw_put("a", target);
+    let t0 = Instant::now();
+    let (p, _) = store.lifecycle_now_until(|_| true).unwrap();
+    let tier_time = t0.elapsed();
+    let run = p.last.unwrap();
+    let tiered = run.counters.get("bytes_tiered").copied().unwrap_or(0);
+    let b2 = raw_put("b", tiered);
+    let base = (b1.as_secs_f64() * tiered as f64 / target as f64 + b2.as_secs_f64()) / 2.0;
+    let base = Duration::from_secs_f64(base);
+    println!(
+        "tiering: {} volumes, {:.1} MiB in {:.2?}: {:.1} MiB/s; raw PutObject of the same bytes {:.1} MiB/s; ratio {:.2}x (tiering also reads every object back to verify it)",
+        run.counters.get("volumes_tiered").copied().unwrap_or(0),
+        tiered as f64 / (1 << 20) as f64,
+        tier_time,
+        mbps(tiered, tier_time),
+        mbps(tiered, base),
+        base.as_secs_f64() / tier_time.as_secs_f64()
+    );
+
+    // Cold reads: no chunk cached; files 20 apart lie in distinct 64 KiB chunks.
+    store.close().unwrap();
+    let _ = std::fs::remove_dir_all(root.join("tier-cache"));
+    let store = LocalStore::open(&root).unwrap();
+    let objects = rt
+        .block_on(s3.list(&ListRequest {
+            prefix: "cold/".into(),
+            ..Default::default()
+        }))
+        .unwrap()
+        .objects;
+    let (mut cold, mut raw) = (Vec::new(), Vec::new());
+    for i in 0..small / 20 {
+        let t = Instant::now();
+        let got = rt
+            .block_on(async {
+                store
+                    .get(&format!("cold/small{}", i * 20), GetOptions::default())
+                    .await?
+                    .bytes()
+                    .await
+            })
+            .unwrap();
+        cold.push(t.elapsed());
+        assert_eq!(got.len(), 4096);
+        let o = &objects[i % objects.len()].key;
+        let t = Instant::now();
+        let r = rt
+            .block_on(async {
+                s3.get(
+                    o,
+                    GetOptions {
+                        range: Some(65536..65536 + 4096),
+                        ..Default::default()
+                    },
+                )
+                .await?
+                .bytes()
+                .await
+            })
+            .unwrap();
+        raw.push(t.elapsed());
+        assert_eq!(r.len(), 4096);
+    }
+    let (c, r) = (median(cold), median(raw));
+    println!(
+        "cold read of a tiered 4 KiB file: median {c:.2?}; raw ranged GET of 4 KiB {r:.2?}; ratio {:.2}x",
+        r.as_secs_f64() / c.as_secs_f64()
+    );
+
+    // Cache hits against local reads, interleaved passes over 400 files of 4 KiB.
+    let pass = |prefix: &str| -> Duration {
+        let t = Instant::now();
+        for i in 0..small {
+            let got = rt
+                .block_on(async {
+                    store
+                        .get(&format!("{prefix}{i}"), GetOptions::default())
+                        .await?
+                        .bytes()
+                        .await
+                })
+                .unwrap();
+            assert_eq!(got.len(), 4096);
+        }
+        t.elapsed()
+    };
+    pass("cold/small");
+    let (mut hit, mut local) = (Vec::new(), Vec::new());
+    for _ in 0..7 {
+        hit.push(pass("cold/small"));
+        local.push(pass("hot/small"));
+    }
+    let (h, l) = (median(hit), median(local));
+    println!(
+        "4 KiB reads: cache hit {:.1} us, local {:.1} us; cache hit at {:.2}x a local read (target >= 0.8x)",
+        h.as_secs_f64() * 1e6 / small as f64,
+        l.as_secs_f64() * 1e6 / small as f64,
+        l.as_secs_f64() / h.as_secs_f64()
+    );
+    // 1 MiB reads: tiered big files (cache hits after one pass) against local copies.
+    for i in 0..4 {
+        put(&store, &format!("hot/big{i}"), data(1 << 20, i));
+    }
+    let big = |prefix: &str| -> Duration {
+        let t = Instant::now();
+        for i in 0..4 {
+            let got = rt
+                .block_on(async {
+                    store
+                        .get(
+                            &format!("{prefix}{i}"),
+                            GetOptions {
+                                range: Some(0..1 << 20),
+                                ..Default::default()
+                            },
+                        )
+                        .await?
+                        .bytes()
+                        .await
+                })
+                .unwrap();
+            assert_eq!(got.len(), 1 << 20);
+        }
+        t.elapsed()
+    };
+    big("cold/big");
+    let (mut hit, mut local) = (Vec::new(), Vec::new());
+    for _ in 0..7 {
+        hit.push(big("cold/big"));
+        local.push(big("hot/big"));
+    }
+    let (h, l) = (median(hit), median(local));
+    println!(
+        "1 MiB reads: cache hit {:.2} ms, local {:.2} ms; cache hit at {:.2}x a local read",
+        h.as_secs_f64() * 1e3 / 4.0,
+        l.as_secs_f64() * 1e3 / 4.0,
+        l.as_secs_f64() / h.as_secs_f64()
+    );
+    store.close().unwrap();
+}

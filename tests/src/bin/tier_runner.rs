@@ -1,0 +1,52 @@
+//! Child process for the kill -9 test of tiering (tests/tests/tier_moto.rs): opens a local
+//! store that has a remote tier and a rule selecting everything, and loops forever over
+//! durable writes, `lifecycle --now` and, every third round, a recall of everything. Prints
+//! `WILL <key> <seed>` before a write and `PUT <key> <seed>` once it is acknowledged. The
+//! parent kills it at random points (OBJFS_TIER_PAUSE_MS widens the windows inside a move).
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use objfs_store::local::LocalStore;
+use objfs_store::{ObjectStore, PutOptions};
+
+/// The bytes of `key` written with `seed` (the parent recomputes them).
+pub fn body(key: &str, seed: u64) -> Vec<u8> {
+    let len = 700 + (seed as usize * 7919) % 90_000;
+    let k: u64 = key.bytes().map(u64::from).sum();
+    (0..len)
+        .map(|i| ((i as u64 * 37 + seed * 11 + k) % 253) as u8)
+        .collect()
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let Some(root) = args.get(1).map(PathBuf::from) else {
+        eprintln!("usage: tier_runner <store> <start-seed>");
+        std::process::exit(2);
+    };
+    let mut seed: u64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(1);
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let store = LocalStore::open(&root).expect("open");
+    let out = std::io::stdout();
+    let mut round = 0u64;
+    loop {
+        round += 1;
+        for _ in 0..6 {
+            seed += 1;
+            let key = format!("k/{}", seed % 25);
+            let _ = writeln!(out.lock(), "WILL {key} {seed}");
+            let opts = PutOptions {
+                durable: true,
+                ..Default::default()
+            };
+            rt.block_on(store.put(&key, body(&key, seed).into(), opts))
+                .expect("put");
+            let _ = writeln!(out.lock(), "PUT {key} {seed}");
+        }
+        store.lifecycle_now_until(|_| true).expect("lifecycle");
+        if round % 3 == 0 {
+            store.tier_recall(None, &mut |_| {}).expect("recall");
+        }
+    }
+}

@@ -1,0 +1,513 @@
+//! The remote tier of a local store against moto and Garage (scripts/test starts them;
+//! without OBJFS_TEST_S3_ENDPOINT / OBJFS_TEST_GARAGE_ENDPOINT these tests say loudly that they
+//! were skipped): files written, a rule applied now, local volume files gone, reads intact and
+//! verified, through the store and through a mount; a corrupted remote object is a read error
+//! naming its key (EIO at the mount), never data; a remote that does not answer fails tiered
+//! reads only, local data stays readable and writable; recall brings everything back; the
+//! `objfs tier` and `objfs lifecycle` commands; and kill -9 in the middle of tiering and
+//! recalling, many rounds, loses nothing.
+
+use std::collections::{HashMap, HashSet};
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use objfs_store::local::tier::rules::{AgeBy, Rule};
+use objfs_store::local::tier::{TierRecord, TIER_FORMAT};
+use objfs_store::local::{EcSetting, LocalConfig, LocalStore};
+use objfs_store::s3::S3Store;
+use objfs_store::{GetOptions, ListRequest, ObjectStore, PutOptions};
+use objfs_tests::daemon_mount::objfs_binary;
+use objfs_tests::mount_fixture::MountFixture;
+use objfs_tests::s3_fixture::{garage, moto, Server};
+use rand::Rng;
+
+fn config() -> LocalConfig {
+    LocalConfig {
+        ec: EcSetting::Off,
+        volume_size: 512 << 10,
+        ..Default::default()
+    }
+}
+
+fn tier_record(server: &Server, bucket: &str, endpoint: &str) -> TierRecord {
+    TierRecord {
+        format: TIER_FORMAT,
+        bucket: bucket.to_string(),
+        prefix: "cold/".into(),
+        endpoint: Some(endpoint.to_string()),
+        region: Some(server.region.clone()),
+        profile: server.profile.clone(),
+        added: 0,
+    }
+}
+
+fn every_version() -> Rule {
+    Rule {
+        prefix: String::new(),
+        after_secs: 0,
+        noncurrent_after_secs: None,
+        by: AgeBy::Modified,
+    }
+}
+
+fn body(key: &str, n: usize) -> Vec<u8> {
+    let len = [4096, 100_000, 700_000][n % 3] + n;
+    let k: u64 = key.bytes().map(u64::from).sum();
+    (0..len)
+        .map(|i| ((i as u64 * 31 + k) % 251) as u8)
+        .collect()
+}
+
+async fn read(store: &LocalStore, key: &str) -> objfs_store::Result<Vec<u8>> {
+    let got = store.get(key, GetOptions::default()).await?;
+    Ok(got.bytes().await?.to_vec())
+}
+
+/// Volume and shard files in the store's data directory.
+fn volume_files(root: &Path) -> usize {
+    std::fs::read_dir(root.join("data"))
+        .map(|d| {
+            d.flatten()
+                .filter(|e| {
+                    let n = e.file_name().to_string_lossy().into_owned();
+                    n.len() > 17 && (n[16..].starts_with(".vol") || n[16..].starts_with(".s"))
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+async fn remote_keys(s3: &S3Store) -> Vec<String> {
+    let req = ListRequest {
+        prefix: "cold/".into(),
+        ..Default::default()
+    };
+    let page = s3.list(&req).await.expect("list the tier");
+    page.objects.into_iter().map(|o| o.key).collect()
+}
+
+fn reopen(root: &Path, wipe_cache: bool) -> LocalStore {
+    if wipe_cache {
+        let _ = std::fs::remove_dir_all(root.join("tier-cache"));
+    }
+    LocalStore::open(root).expect("reopen")
+}
+
+#[test]
+fn tiered_volumes_read_back_verified_and_survive_a_bad_or_absent_remote() {
+    if let Some(server) = moto() {
+        tier_round_trip(&server);
+    }
+}
+
+#[test]
+fn tiered_volumes_on_garage_read_back_verified_and_survive_a_bad_or_absent_remote() {
+    if let Some(server) = garage() {
+        tier_round_trip(&server);
+    }
+}
+
+/// Files written, tiered, read back; a corrupt object; the remote down; recall and detach.
+fn tier_round_trip(server: &Server) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (bucket, s3) = rt.block_on(server.fresh_bucket("tier"));
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    let store = LocalStore::init(&root, config()).unwrap();
+    let keys: Vec<String> = (0..12).map(|i| format!("docs/f{i}")).collect();
+    for (i, k) in keys.iter().enumerate() {
+        rt.block_on(store.put(k, body(k, i).into(), PutOptions::default()))
+            .unwrap();
+    }
+
+    // A bucket that does not exist is refused, and the store keeps no tier.
+    let mut bad = tier_record(server, "no-such-bucket-objfs-tier", &server.endpoint);
+    bad.prefix = "x".into();
+    assert!(store.tier_add(bad).is_err());
+    assert!(store.tier_status().unwrap().is_none());
+
+    let st = store
+        .tier_add(tier_record(server, &bucket, &server.endpoint))
+        .unwrap();
+    assert_eq!(st.url, format!("s3://{bucket}/cold/"));
+    assert!(store
+        .tier_add(tier_record(server, &bucket, &server.endpoint))
+        .is_err());
+    // No rules: nothing moves.
+    let (p, done) = store.lifecycle_now_until(|_| true).unwrap();
+    assert!(done);
+    assert_eq!(p.counters.get("volumes_tiered").copied().unwrap_or(0), 0);
+    assert!(volume_files(&root) > 0);
+
+    store.set_lifecycle_rule(every_version()).unwrap();
+    let (p, done) = store.lifecycle_now_until(|_| true).unwrap();
+    assert!(done);
+    let tiered = p.last.as_ref().unwrap().counters["volumes_tiered"];
+    assert!(tiered >= 2, "{p:?}");
+    assert_eq!(volume_files(&root), 0, "the local volume files are gone");
+    let st = store.tier_status().unwrap().unwrap();
+    assert_eq!(st.volumes, tiered);
+    for (i, k) in keys.iter().enumerate() {
+        assert_eq!(rt.block_on(read(&store, k)).unwrap(), body(k, i), "{k}");
+    }
+    // Ranged reads fetch what they need; read again from the cache.
+    let got = rt
+        .block_on(store.get(
+            &keys[2],
+            GetOptions {
+                range: Some(300_000..300_100),
+                ..Default::default()
+            },
+        ))
+        .unwrap();
+    assert_eq!(
+        rt.block_on(got.bytes()).unwrap().to_vec(),
+        body(&keys[2], 2)[300_000..300_100].to_vec()
+    );
+    assert!(store.tier_status().unwrap().unwrap().cache_bytes > 0);
+
+    // Objects at hashed keys: cold/<2 hex>/<2 hex>/<volume id>.
+    let objects = rt.block_on(remote_keys(&s3));
+    assert_eq!(objects.len() as u64, tiered, "{objects:?}");
+    for o in &objects {
+        let parts: Vec<&str> = o.split('/').collect();
+        assert_eq!(parts.len(), 4, "{o}");
+        assert!(
+            parts[1].len() == 2 && parts[2].len() == 2 && parts[3].len() == 16,
+            "{o}"
+        );
+    }
+
+    // Detaching is refused while data is tiered.
+    let err = store.tier_remove(false, &mut |_| {}).unwrap_err();
+    assert!(err.to_string().contains("recall"), "{err}");
+
+    // A corrupt byte in a remote object: a read error naming the object, never data.
+    let victim = objects[0].clone();
+    let good = rt
+        .block_on(async { s3.get(&victim, GetOptions::default()).await?.bytes().await })
+        .unwrap();
+    let mut bad = good.to_vec();
+    // Inside the data of the volume's first blob (volume header 64, blob header 32).
+    bad[64 + 32 + 100] ^= 0x5a;
+    rt.block_on(s3.put(&victim, Bytes::from(bad).into(), PutOptions::default()))
+        .unwrap();
+    store.close().unwrap();
+    let store = reopen(&root, true);
+    let mut failed = 0;
+    for (i, k) in keys.iter().enumerate() {
+        match rt.block_on(read(&store, k)) {
+            Ok(data) => assert_eq!(data, body(k, i), "{k}: wrong data"),
+            Err(e) => {
+                failed += 1;
+                let msg = e.to_string();
+                assert!(msg.contains(&victim), "{k}: {msg}");
+                assert_eq!(e.kind(), objfs_store::ErrorKind::Corrupt, "{msg}");
+            }
+        }
+    }
+    assert!(failed >= 1, "a corrupted object must fail a read");
+    rt.block_on(s3.put(&victim, good.clone().into(), PutOptions::default()))
+        .unwrap();
+    for (i, k) in keys.iter().enumerate() {
+        assert_eq!(rt.block_on(read(&store, k)).unwrap(), body(k, i), "{k}");
+    }
+
+    // The remote unreachable (its endpoint a closed port): tiered reads fail with an error,
+    // local data is readable and writable, lifecycle fails and leaves everything in place.
+    let mut down = tier_record(server, &bucket, "http://127.0.0.1:9");
+    down.added = 1;
+    rt.block_on(store.put_record("tier", Some(down.encode().unwrap().into()), true))
+        .unwrap();
+    store.close().unwrap();
+    let store = reopen(&root, true);
+    let t0 = Instant::now();
+    let err = rt.block_on(read(&store, &keys[0])).unwrap_err();
+    assert!(
+        t0.elapsed() < Duration::from_secs(120),
+        "{:?}",
+        t0.elapsed()
+    );
+    assert!(!err.to_string().is_empty());
+    rt.block_on(store.put("local/new", b"fresh".to_vec().into(), PutOptions::default()))
+        .unwrap();
+    assert_eq!(rt.block_on(read(&store, "local/new")).unwrap(), b"fresh");
+    assert!(store.lifecycle_now_until(|_| true).is_err());
+    assert_eq!(rt.block_on(read(&store, "local/new")).unwrap(), b"fresh");
+    assert!(volume_files(&root) > 0, "the new volume stays local");
+
+    // Back up: recall everything, then detach.
+    let up = tier_record(server, &bucket, &server.endpoint);
+    rt.block_on(store.put_record("tier", Some(up.encode().unwrap().into()), true))
+        .unwrap();
+    store.close().unwrap();
+    let store = reopen(&root, true);
+    let mut seen = 0;
+    let run = store.tier_recall(None, &mut |_| seen += 1).unwrap();
+    assert!(seen >= 2);
+    assert_eq!(run.counters["volumes_recalled"], tiered);
+    assert_eq!(store.tier_status().unwrap().unwrap().volumes, 0);
+    for (i, k) in keys.iter().enumerate() {
+        assert_eq!(rt.block_on(read(&store, k)).unwrap(), body(k, i), "{k}");
+    }
+    assert!(rt.block_on(remote_keys(&s3)).is_empty());
+    store.tier_remove(false, &mut |_| {}).unwrap();
+    assert!(store.tier_status().unwrap().is_none());
+    store.close().unwrap();
+    let store = reopen(&root, false);
+    for (i, k) in keys.iter().enumerate() {
+        assert_eq!(rt.block_on(read(&store, k)).unwrap(), body(k, i), "{k}");
+    }
+    store.close().unwrap();
+}
+
+fn runner_body(key: &str, seed: u64) -> Vec<u8> {
+    let len = 700 + (seed as usize * 7919) % 90_000;
+    let k: u64 = key.bytes().map(u64::from).sum();
+    (0..len)
+        .map(|i| ((i as u64 * 37 + seed * 11 + k) % 253) as u8)
+        .collect()
+}
+
+/// What the parent knows of a key: the acknowledged seed and the seeds a killed write may
+/// have left instead.
+#[derive(Default)]
+struct Expect {
+    acked: Option<u64>,
+    candidates: HashSet<u64>,
+}
+
+#[test]
+fn kill_9_while_tiering_and_recalling_loses_nothing() {
+    let Some(server) = moto() else { return };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (bucket, _s3) = rt.block_on(server.fresh_bucket("tier-crash"));
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    let cfg = LocalConfig {
+        volume_size: 96 << 10,
+        block_size: 4096,
+        ..config()
+    };
+    let store = LocalStore::init(&root, cfg).unwrap();
+    store
+        .tier_add(tier_record(&server, &bucket, &server.endpoint))
+        .unwrap();
+    store.set_lifecycle_rule(every_version()).unwrap();
+    store.close().unwrap();
+
+    let mut expect: HashMap<String, Expect> = HashMap::new();
+    let mut seed = 1u64;
+    let mut rng = rand::rng();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut rounds = 0;
+    let mut max_tiered = 0;
+    while rounds < 15 && Instant::now() < deadline {
+        rounds += 1;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tier_runner"))
+            .arg(&root)
+            .arg(seed.to_string())
+            .env("OBJFS_TIER_PAUSE_MS", "15")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let kill_after = Duration::from_millis(rng.random_range(300..3000));
+        let pid = child.id() as i32;
+        let killer = std::thread::spawn(move || {
+            std::thread::sleep(kill_after);
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        });
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            let parts: Vec<&str> = line.split(' ').collect();
+            let (Some(op), Some(key), Some(s)) = (parts.first(), parts.get(1), parts.get(2)) else {
+                continue;
+            };
+            let Ok(s) = s.parse::<u64>() else { continue };
+            seed = seed.max(s + 1);
+            let e = expect.entry(key.to_string()).or_default();
+            match *op {
+                "WILL" => {
+                    e.candidates.insert(s);
+                }
+                "PUT" => {
+                    e.acked = Some(s);
+                    e.candidates = [s].into_iter().collect();
+                }
+                _ => {}
+            }
+        }
+        let _ = child.wait();
+        killer.join().unwrap();
+
+        // Everything acknowledged reads back, whatever was in flight.
+        let store = LocalStore::open(&root).expect("reopen after kill -9");
+        for (key, e) in &expect {
+            match rt.block_on(read(&store, key)) {
+                Ok(data) => assert!(
+                    e.candidates.iter().any(|s| runner_body(key, *s) == data),
+                    "round {rounds}: {key} reads neither its acknowledged nor an in-flight value"
+                ),
+                Err(err) => assert!(
+                    e.acked.is_none(),
+                    "round {rounds}: acknowledged {key} does not read: {err}"
+                ),
+            }
+        }
+        max_tiered = max_tiered.max(store.tier_status().unwrap().unwrap().volumes);
+        store.close().unwrap();
+        seed += 1000;
+    }
+    assert!(rounds >= 3, "only {rounds} rounds");
+    assert!(max_tiered > 0, "nothing was ever tiered");
+    // A last lifecycle run resolves what the last kill left; then recall all and check again.
+    let store = LocalStore::open(&root).unwrap();
+    store.lifecycle_now_until(|_| true).unwrap();
+    store.tier_recall(None, &mut |_| {}).unwrap();
+    for (key, e) in &expect {
+        if e.acked.is_some() {
+            let data = rt.block_on(read(&store, key)).unwrap();
+            assert!(
+                e.candidates.iter().any(|s| runner_body(key, *s) == data),
+                "{key}"
+            );
+        }
+    }
+    store.close().unwrap();
+}
+
+#[test]
+fn tiered_files_read_through_a_mount_and_a_corrupt_object_is_eio() {
+    let Some(server) = moto() else { return };
+    let Some(mut fx) = MountFixture::new("tiered_files_read_through_a_mount") else {
+        return;
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (bucket, s3) = rt.block_on(server.fresh_bucket("tier-mount"));
+    let names: Vec<String> = (0..6).map(|i| format!("f{i}")).collect();
+    for (i, n) in names.iter().enumerate() {
+        std::fs::write(fx.path(n), body(n, i)).unwrap();
+    }
+    {
+        let store = fx.store().unwrap();
+        store
+            .tier_add(tier_record(&server, &bucket, &server.endpoint))
+            .unwrap();
+        store.set_lifecycle_rule(every_version()).unwrap();
+        let (p, _) = store.lifecycle_now_until(|_| true).unwrap();
+        assert!(p.last.unwrap().counters["volumes_tiered"] >= 1);
+    }
+    assert_eq!(volume_files(&fx.store_path), 0);
+    // A fresh mount (no kernel page cache), with no chunk cached: every read is remote.
+    fx.unmount();
+    let _ = std::fs::remove_dir_all(fx.store_path.join("tier-cache"));
+    fx.remount();
+    for (i, n) in names.iter().enumerate() {
+        assert_eq!(std::fs::read(fx.path(n)).unwrap(), body(n, i), "{n}");
+    }
+    // Writes keep working beside the tiered data.
+    std::fs::write(fx.path("new"), b"local").unwrap();
+    assert_eq!(std::fs::read(fx.path("new")).unwrap(), b"local");
+
+    // Every tiered object corrupted: reads fail with EIO, never return other bytes.
+    let objects = rt.block_on(remote_keys(&s3));
+    assert!(!objects.is_empty());
+    for o in &objects {
+        let good = rt
+            .block_on(async { s3.get(o, GetOptions::default()).await?.bytes().await })
+            .unwrap();
+        let mut bad = good.to_vec();
+        for b in bad.iter_mut().skip(64 + 32) {
+            *b ^= 0x11;
+        }
+        rt.block_on(s3.put(o, Bytes::from(bad).into(), PutOptions::default()))
+            .unwrap();
+    }
+    fx.unmount();
+    let _ = std::fs::remove_dir_all(fx.store_path.join("tier-cache"));
+    fx.remount();
+    for n in &names {
+        let err = std::fs::read(fx.path(n)).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EIO), "{n}: {err}");
+    }
+    assert_eq!(std::fs::read(fx.path("new")).unwrap(), b"local");
+}
+
+/// Runs `objfs ARGS`; returns (success, stdout + stderr).
+fn objfs(args: &[&str]) -> (bool, String) {
+    let out = Command::new(objfs_binary()).args(args).output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[test]
+fn tier_and_lifecycle_commands_attach_apply_show_recall_and_remove() {
+    let Some(server) = moto() else { return };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (bucket, _s3) = rt.block_on(server.fresh_bucket("tier-cli"));
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    let store = LocalStore::init(&root, config()).unwrap();
+    let keys: Vec<String> = (0..6).map(|i| format!("a/f{i}")).collect();
+    for (i, k) in keys.iter().enumerate() {
+        rt.block_on(store.put(k, body(k, i).into(), PutOptions::default()))
+            .unwrap();
+    }
+    store.close().unwrap();
+    let st = root.to_str().unwrap();
+    let (ok, out) = objfs(&["tier", "list", st]);
+    assert!(ok && out.contains("no remote tier"), "{out}");
+    let url = format!("s3://{bucket}/cold");
+    let mut add = vec!["tier", "add", st, url.as_str()];
+    let remote = server.cli_args();
+    add.extend(remote.iter().map(String::as_str));
+    let (ok, out) = objfs(&add);
+    assert!(ok, "{out}");
+    assert!(out.contains(&format!("s3://{bucket}/cold/")), "{out}");
+    let (ok, out) = objfs(&["lifecycle", "set", st, "--prefix", "", "--after", "0s"]);
+    assert!(ok, "{out}");
+    let (ok, out) = objfs(&["lifecycle", "set", st, "--prefix", "a/", "--after", "soon"]);
+    assert!(!ok && out.contains("soon"), "{out}");
+    let (ok, out) = objfs(&["lifecycle", "show", st]);
+    assert!(ok && out.contains("prefix \"\""), "{out}");
+    let (ok, out) = objfs(&["lifecycle", "run", st, "-q"]);
+    assert!(ok, "{out}");
+    assert!(out.contains("volumes tiered"), "{out}");
+    assert_eq!(volume_files(&root), 0);
+    let (ok, out) = objfs(&["status", st, "--json"]);
+    assert!(ok, "{out}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert!(v["tier"]["volumes"].as_u64().unwrap() >= 1, "{v}");
+    assert_eq!(v["lifecycle"].as_array().unwrap().len(), 1, "{v}");
+    let (ok, out) = objfs(&["status", st]);
+    assert!(
+        ok && out.contains("tier:") && out.contains("lifecycle:"),
+        "{out}"
+    );
+    let (ok, out) = objfs(&["tier", "remove", st]);
+    assert!(!ok && out.contains("recall"), "{out}");
+    let (ok, out) = objfs(&["tier", "recall", st, "-q"]);
+    assert!(ok && out.contains("volumes recalled"), "{out}");
+    assert!(volume_files(&root) > 0);
+    let (ok, out) = objfs(&["tier", "remove", st, "--recall", "-q"]);
+    assert!(ok && out.contains("removed"), "{out}");
+    let (ok, out) = objfs(&["tier", "list", st]);
+    assert!(ok && out.contains("no remote tier"), "{out}");
+    let store = LocalStore::open(&root).unwrap();
+    for (i, k) in keys.iter().enumerate() {
+        assert_eq!(rt.block_on(read(&store, k)).unwrap(), body(k, i), "{k}");
+    }
+    store.close().unwrap();
+}
