@@ -199,6 +199,7 @@ pub fn execute(
         Request::RetentionSet(change) => history::retention_set(store, change),
         Request::Restore(r) => crate::restore::execute(store, r, on_progress, on_changed),
         Request::Run { .. } if gc => {
+            crate::restore_jobs::prune_expired(store)?;
             let mut run = RunReport::start(0, 0);
             history::retention_pass(store, &mut |r| {
                 run.items_done = r.versions;

@@ -360,7 +360,9 @@ fn run_job(
                 },
                 None => d,
             };
-            store.gc_now_until(opts, &mut cb)?
+            let out = store.gc_now_until(opts, &mut cb)?;
+            crate::restore_jobs::prune_expired(store)?;
+            out
         }
     };
     let after = store.status()?;

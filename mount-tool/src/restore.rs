@@ -55,7 +55,8 @@ pub const EXIT_FAILED: u8 = 4;
 #[derive(Debug, Args)]
 pub struct RestoreArgs {
     /// A directory inside a mounted objfs; with --store, a key prefix ("" for all keys).
-    pub what: String,
+    #[arg(required_unless_present_any = ["list", "abandon"])]
+    pub what: Option<String>,
     /// The store (a store directory, s3://BUCKET[/PREFIX], or the mount point of a mounted
     /// store): WHAT is a key prefix of it.
     #[arg(long, value_name = "STORE")]
@@ -63,8 +64,13 @@ pub struct RestoreArgs {
     #[command(flatten)]
     pub s3: crate::cli::S3Args,
     /// The moment to restore to: RFC 3339 (2026-11-30T12:00:00Z) or before now (-15m, -2h, -3d).
-    #[arg(long, value_name = "TIME", allow_hyphen_values = true)]
-    pub as_of: String,
+    #[arg(
+        long,
+        value_name = "TIME",
+        allow_hyphen_values = true,
+        required_unless_present_any = ["list", "abandon"]
+    )]
+    pub as_of: Option<String>,
     /// Plan and print the plan (saved in the store: the next run executes it as printed).
     #[arg(long)]
     pub dry_run: bool,
@@ -84,6 +90,14 @@ pub struct RestoreArgs {
     /// No progress display.
     #[arg(short, long)]
     pub quiet: bool,
+    /// List the store's restore jobs (interrupted ones until resumed or abandoned, finished
+    /// and never-started ones for 7 days) instead of restoring.
+    #[arg(long, conflicts_with_all = ["as_of", "dry_run", "exact", "replan", "abandon"])]
+    pub list: bool,
+    /// Remove the records of job ID (an interrupted job can then not be resumed; what it
+    /// restored stays restored).
+    #[arg(long, value_name = "ID", conflicts_with_all = ["as_of", "dry_run", "exact", "replan"])]
+    pub abandon: Option<String>,
 }
 
 /// What the command asks of the store (over the control socket, or run here).
@@ -101,6 +115,12 @@ pub struct RestoreRequest {
     /// Report every key changed (`--json`), not only conflicts and failures.
     #[serde(default)]
     pub every_key: bool,
+    /// `--list`: the store's jobs instead of a restore.
+    #[serde(default)]
+    pub list: bool,
+    /// `--abandon ID`: remove that job's records instead of a restore.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub abandon: Option<String>,
 }
 
 /// A path inside a mount: the mount, and the key prefix of the directory it names. The path
@@ -168,32 +188,34 @@ pub fn command(a: &RestoreArgs) -> Result<()> {
     if a.jobs == 0 || a.jobs > 1024 {
         return Err(crate::usage("--jobs must be between 1 and 1024"));
     }
+    if a.list || a.abandon.is_some() {
+        return crate::restore_jobs::command(a);
+    }
+    let (Some(what), Some(as_of)) = (&a.what, &a.as_of) else {
+        return Err(crate::usage("restore needs WHAT and --as-of TIME"));
+    };
     let now = SystemTime::now();
-    let at = parse_moment(&a.as_of, now).map_err(|e| crate::usage(format!("--as-of: {e}")))?;
+    let at = parse_moment(as_of, now).map_err(|e| crate::usage(format!("--as-of: {e}")))?;
     if at > now {
         return Err(crate::usage(format!(
             "--as-of: {} is in the future",
             format_rfc3339(at)
         )));
     }
-    let (target, prefix) = match &a.store {
-        Some(store) => (target::resolve_with(store, &a.s3)?, a.what.clone()),
-        None => {
-            let (m, prefix) = mount_prefix(Path::new(&a.what))?;
-            (Target::Mounted(m), prefix)
-        }
-    };
+    let (target, prefix) = target_of(a.store.as_deref(), what, &a.s3)?;
     objfs_store::key::validate_prefix(&prefix)
         .map_err(|e| crate::usage(format!("bad prefix {prefix:?}: {e}")))?;
     let req = Request::Restore(RestoreRequest {
         prefix,
-        as_of: a.as_of.clone(),
+        as_of: as_of.clone(),
         at_ns: ns(at),
         exact: a.exact,
         dry_run: a.dry_run,
         jobs: a.jobs,
         replan: a.replan,
         every_key: a.json,
+        list: false,
+        abandon: None,
     });
     let mut fb = Feedback::new(a.quiet);
     let v = target.execute(&req, &mut fb)?;
@@ -220,6 +242,22 @@ pub fn command(a: &RestoreArgs) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// Where the command works: the store `--store` names (WHAT is a key prefix of it), or the
+/// mount WHAT is a path inside (and the prefix of that path).
+pub(crate) fn target_of(
+    store: Option<&Path>,
+    what: &str,
+    s3: &crate::cli::S3Args,
+) -> Result<(Target, String)> {
+    Ok(match store {
+        Some(store) => (target::resolve_with(store, s3)?, what.to_string()),
+        None => {
+            let (m, prefix) = mount_prefix(Path::new(what))?;
+            (Target::Mounted(m), prefix)
+        }
+    })
 }
 
 fn ns(t: SystemTime) -> u64 {
@@ -403,7 +441,7 @@ impl Watch for Watcher<'_> {
     }
 }
 
-fn job_json(j: &Job) -> Value {
+pub(crate) fn job_json(j: &Job) -> Value {
     json!({
         "job": j.id,
         "prefix": j.prefix,
@@ -441,11 +479,17 @@ pub fn execute(
         exec_note: String::new(),
         by_action: [0; 3],
     };
+    if req.list || req.abandon.is_some() {
+        return rt.block_on(crate::restore_jobs::execute(store, req));
+    }
     rt.block_on(run(store, req, &mut w))
 }
 
 async fn run(store: &dyn ObjectStore, req: &RestoreRequest, w: &mut Watcher<'_>) -> Result<Value> {
     let at = UNIX_EPOCH + Duration::from_nanos(req.at_ns);
+    job::prune(store, SystemTime::now())
+        .await
+        .context("cannot remove the store's expired restore jobs")?;
     let found = if req.replan {
         None
     } else {
@@ -485,7 +529,17 @@ async fn run(store: &dyn ObjectStore, req: &RestoreRequest, w: &mut Watcher<'_>)
             let (j, s) = restore::plan_job(store, &r, SystemTime::now(), w)
                 .await
                 .context("cannot plan the restore")?;
-            (j, None, s)
+            let older = job::supersede(store, &j)
+                .await
+                .context("cannot remove the older plans of this restore")?;
+            let note = (!older.is_empty()).then(|| {
+                format!(
+                    "planned anew as job {}; removed the older unfinished job(s) {}",
+                    j.id,
+                    older.join(", ")
+                )
+            });
+            (j, note, s)
         }
     };
     let plan_secs = plan_started.elapsed().as_secs_f64();
