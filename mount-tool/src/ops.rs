@@ -141,6 +141,9 @@ pub enum Reply {
     Progress(JobProgress),
     Done(Value),
     Error(String),
+    /// Lines of a job's report, sent as they come, before its answer (a restore's per-key
+    /// lines).
+    Lines(Vec<Value>),
 }
 
 /// How far a job is.

@@ -218,7 +218,12 @@ pub fn command(a: &RestoreArgs) -> Result<()> {
         abandon: None,
     });
     let mut fb = Feedback::new(a.quiet);
-    let v = target.execute(&req, &mut fb)?;
+    let json_lines = a.json && !a.dry_run;
+    let v = target.execute_lines(&req, &mut fb, &mut |lines| {
+        for l in lines {
+            print_change(l, json_lines);
+        }
+    })?;
     if let Some(note) = v["note"].as_str() {
         eprintln!("objfs: {note}");
     }
@@ -308,33 +313,14 @@ fn print_plan(v: &Value, json: bool) {
 
 fn print_run(v: &Value, json: bool) {
     let empty = Vec::new();
-    let changes = v["changes"].as_array().unwrap_or(&empty);
+    for c in v["changes"].as_array().unwrap_or(&empty) {
+        print_change(c, json);
+    }
     if json {
-        for c in changes {
-            println!("{c}");
-        }
         println!("{}", json!({ "summary": v["summary"] }));
         return;
     }
     let sum = &v["summary"];
-    for c in changes {
-        match c["outcome"].as_str() {
-            Some("conflict") => println!(
-                "conflict: {}: changed since the plan ({}); left alone",
-                c["key"].as_str().unwrap_or(""),
-                match c["version"].as_str() {
-                    Some(cur) => format!("now version {cur}"),
-                    None => "now deleted".into(),
-                }
-            ),
-            Some("failed") => println!(
-                "failed: {}: {}",
-                c["key"].as_str().unwrap_or(""),
-                c["error"].as_str().unwrap_or("")
-            ),
-            _ => {}
-        }
-    }
     let secs = sum["seconds"].as_f64().unwrap_or(0.0);
     let done = sum["done"].as_u64().unwrap_or(0);
     println!(
@@ -357,6 +343,31 @@ fn print_run(v: &Value, json: bool) {
 }
 
 /// A step as the reports show it.
+/// One line of a run's report, printed as soon as it arrives: every line with `--json`, the
+/// conflicts and failures without.
+fn print_change(c: &Value, json: bool) {
+    if json {
+        println!("{c}");
+        return;
+    }
+    match c["outcome"].as_str() {
+        Some("conflict") => println!(
+            "conflict: {}: changed since the plan ({}); left alone",
+            c["key"].as_str().unwrap_or(""),
+            match c["version"].as_str() {
+                Some(cur) => format!("now version {cur}"),
+                None => "now deleted".into(),
+            }
+        ),
+        Some("failed") => println!(
+            "failed: {}: {}",
+            c["key"].as_str().unwrap_or(""),
+            c["error"].as_str().unwrap_or("")
+        ),
+        _ => {}
+    }
+}
+
 fn step_json(s: &Step) -> Value {
     json!({
         "key": s.key,
@@ -371,13 +382,26 @@ fn step_json(s: &Step) -> Value {
 struct Watcher<'a> {
     on_progress: &'a mut dyn FnMut(&JobProgress) -> bool,
     on_changed: &'a mut dyn FnMut(&[String]),
+    /// Hears the report's per-key lines, a few hundred at a time as steps settle.
+    on_lines: &'a mut dyn FnMut(&[Value]),
     run: RunReport,
+    /// Lines not yet handed to `on_lines`.
     changes: Vec<Value>,
     /// Keep a line for every key changed, not only for conflicts and failures.
     every_key: bool,
     /// What the progress display says while the steps run (the job, resumed or not).
     exec_note: String,
     by_action: [u64; 3],
+}
+
+impl Watcher<'_> {
+    /// Hands the lines gathered so far to `on_lines`.
+    fn flush(&mut self) {
+        if !self.changes.is_empty() {
+            (self.on_lines)(&self.changes);
+            self.changes.clear();
+        }
+    }
 }
 
 fn action_index(a: Action) -> usize {
@@ -390,6 +414,7 @@ fn action_index(a: Action) -> usize {
 
 impl Watch for Watcher<'_> {
     fn progress(&mut self, p: &Progress) -> bool {
+        self.flush();
         let note = if p.planning {
             format!(
                 "planning: {} keys, {} versions listed",
@@ -437,6 +462,7 @@ impl Watch for Watcher<'_> {
     }
 
     fn changed(&mut self, keys: &[String]) {
+        self.flush();
         (self.on_changed)(keys);
     }
 }
@@ -457,12 +483,33 @@ pub(crate) fn job_json(j: &Job) -> Value {
 
 /// Runs a restore request on `store` (in the mount process, or in the command when the store
 /// is not mounted): finds the unfinished job for it or plans one, then prints (dry run) or
-/// executes it. `on_changed` hears the keys each batch changed.
+/// executes it. `on_changed` hears the keys each batch changed. The per-key lines of a run
+/// are in the answer's `changes` ([`execute_streaming`] hands them out as they come).
 pub fn execute(
     store: &dyn ObjectStore,
     req: &RestoreRequest,
     on_progress: &mut dyn FnMut(&JobProgress) -> bool,
     on_changed: &mut dyn FnMut(&[String]),
+) -> Result<Value> {
+    let mut lines = Vec::new();
+    let mut v = execute_streaming(store, req, on_progress, on_changed, &mut |l| {
+        lines.extend_from_slice(l)
+    })?;
+    if v.get("changes").is_some() {
+        v["changes"] = Value::Array(lines);
+    }
+    Ok(v)
+}
+
+/// [`execute`], with the run's per-key lines (every key changed with `every_key`, else the
+/// conflicts and failures) handed to `on_lines` as the steps settle, a few hundred at a time
+/// and always by the end of each chunk, instead of in the answer (whose `changes` is empty).
+pub fn execute_streaming(
+    store: &dyn ObjectStore,
+    req: &RestoreRequest,
+    on_progress: &mut dyn FnMut(&JobProgress) -> bool,
+    on_changed: &mut dyn FnMut(&[String]),
+    on_lines: &mut dyn FnMut(&[Value]),
 ) -> Result<Value> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -473,6 +520,7 @@ pub fn execute(
     let mut w = Watcher {
         on_progress,
         on_changed,
+        on_lines,
         run: RunReport::start(0, 0),
         changes: Vec::new(),
         every_key: req.every_key,
@@ -482,7 +530,9 @@ pub fn execute(
     if req.list || req.abandon.is_some() {
         return rt.block_on(crate::restore_jobs::execute(store, req));
     }
-    rt.block_on(run(store, req, &mut w))
+    let out = rt.block_on(run(store, req, &mut w));
+    w.flush();
+    out
 }
 
 async fn run(store: &dyn ObjectStore, req: &RestoreRequest, w: &mut Watcher<'_>) -> Result<Value> {
@@ -575,12 +625,12 @@ async fn run(store: &dyn ObjectStore, req: &RestoreRequest, w: &mut Watcher<'_>)
     summary["chunks_resumed"] = json!(report.chunks_resumed);
     summary["finished"] = json!(!report.stopped);
     summary["seconds"] = json!(report.seconds);
-    let changes = std::mem::take(&mut w.changes);
+    w.flush();
     if report.stopped {
         bail!(
             "restore job {} stopped before its end (the mount is going away); run the same command again to resume it",
             job.id
         );
     }
-    Ok(json!({ "note": note, "summary": summary, "changes": changes }))
+    Ok(json!({ "note": note, "summary": summary, "changes": [] }))
 }
