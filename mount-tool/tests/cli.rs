@@ -290,9 +290,9 @@ fn mount_helper_at_option_mounts_the_past() {
         .args([s(&store), s(&mp), "-o", "defaults,at=yesterday"])
         .output()
         .expect("run mount.objfs");
-    assert_eq!(bad.status.code(), Some(2), "{}", text(&bad.stderr));
+    assert!(!bad.status.success());
     assert!(
-        text(&bad.stderr).contains("at=yesterday"),
+        text(&bad.stderr).contains("\"yesterday\" is not a time"),
         "{}",
         text(&bad.stderr)
     );
