@@ -101,13 +101,32 @@ impl Bucket {
         s3mount::open(&self.loc, self.cfg.clone())
     }
 
-    /// Executes `req` on the bucket, here.
-    pub fn execute(&self, req: &Request, feedback: &mut Feedback) -> Result<Value> {
+    /// Executes `req` on the bucket, here; a restore's report lines go to `on_lines` as the
+    /// job makes them.
+    pub fn execute_lines(
+        &self,
+        req: &Request,
+        feedback: &mut Feedback,
+        on_lines: &mut dyn FnMut(&[Value]),
+    ) -> Result<Value> {
         // What a bucket never serves is said without reaching it.
         if !matches!(req, Request::Status | Request::MountAt { .. }) && !is_history(req) {
             return Err(local_only(&self.loc.to_string()));
         }
         let store = self.open()?;
+        if let Request::Restore(r) = req {
+            check_versioned(&store, &self.loc.to_string())?;
+            return crate::restore::execute_streaming(
+                &store,
+                r,
+                &mut |p| {
+                    feedback.update(p);
+                    true
+                },
+                &mut |_| {},
+                on_lines,
+            );
+        }
         let status = s3mount::status_json(&self.cfg, &store, None);
         execute(
             &store,
@@ -199,6 +218,7 @@ pub fn execute(
         Request::RetentionSet(change) => history::retention_set(store, change),
         Request::Restore(r) => crate::restore::execute(store, r, on_progress, on_changed),
         Request::Run { .. } if gc => {
+            crate::restore_jobs::prune_expired(store)?;
             let mut run = RunReport::start(0, 0);
             history::retention_pass(store, &mut |r| {
                 run.items_done = r.versions;
@@ -364,17 +384,36 @@ impl Control {
         let fs = self.fs.clone();
         let mut status = self.status.clone();
         status["cache"] = self.cache.json();
-        let result = execute(
-            store.as_ref(),
-            &status,
-            &env.request,
-            &mut |p| lines.send(p),
-            &mut |keys| {
-                if let Some(fs) = fs.upgrade() {
-                    fs.invalidate_keys(keys);
-                }
-            },
-        );
+        let mut on_changed = |keys: &[String]| {
+            if let Some(fs) = fs.upgrade() {
+                fs.invalidate_keys(keys);
+            }
+        };
+        let result = match &env.request {
+            // The report's lines go out as they come (the client goes away: the next
+            // progress line fails, which stops the job).
+            Request::Restore(r) => {
+                let mut report_writer = writer.try_clone()?;
+                check_versioned(store.as_ref(), location).and_then(|()| {
+                    crate::restore::execute_streaming(
+                        store.as_ref(),
+                        r,
+                        &mut |p| lines.send(p),
+                        &mut on_changed,
+                        &mut |l| {
+                            let _ = server::send(&mut report_writer, &Reply::Lines(l.to_vec()));
+                        },
+                    )
+                })
+            }
+            req => execute(
+                store.as_ref(),
+                &status,
+                req,
+                &mut |p| lines.send(p),
+                &mut on_changed,
+            ),
+        };
         drop(store);
         if let Some(fs) = self.fs.upgrade() {
             server::apply_invalidation(&fs, &env.request.invalidation());

@@ -1,6 +1,7 @@
 //! The command's side of the control channel: send one request to a mount process, relay its
 //! progress lines, return its result (protocol in ops.rs); for `cat`, copy the bytes that
-//! follow the result ([`call_raw`]).
+//! follow the result ([`call_raw`]); for a restore, hand out the report's lines that come
+//! before it ([`call_lines`]).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
@@ -36,6 +37,7 @@ fn answer(
     m: &Mounted,
     reader: &mut BufReader<UnixStream>,
     on_progress: &mut dyn FnMut(&JobProgress),
+    on_lines: &mut dyn FnMut(&[Value]),
 ) -> Result<Value> {
     let pid = m.record.pid;
     let mut line = String::new();
@@ -54,6 +56,7 @@ fn answer(
             .with_context(|| format!("the mount process (pid {pid}) sent an unreadable line"))?;
         match reply {
             Reply::Progress(p) => on_progress(&p),
+            Reply::Lines(l) => on_lines(&l),
             Reply::Done(v) => return Ok(v),
             Reply::Error(e) => return Err(anyhow!(e)),
         }
@@ -66,15 +69,26 @@ pub fn call(
     req: &Request,
     on_progress: &mut dyn FnMut(&JobProgress),
 ) -> Result<Value> {
+    call_lines(m, req, on_progress, &mut |_| {})
+}
+
+/// [`call`], handing the lines of the job's report (sent before the result) to `on_lines` as
+/// they arrive.
+pub fn call_lines(
+    m: &Mounted,
+    req: &Request,
+    on_progress: &mut dyn FnMut(&JobProgress),
+    on_lines: &mut dyn FnMut(&[Value]),
+) -> Result<Value> {
     let mut reader = send(m, req)?;
-    answer(m, &mut reader, on_progress)
+    answer(m, &mut reader, on_progress, on_lines)
 }
 
 /// Asks the mount process of `m` for a request answered by a result with a `size`, followed
 /// by that many bytes (`cat`), which are copied to `out`; returns the result.
 pub fn call_raw(m: &Mounted, req: &Request, out: &mut dyn Write) -> Result<Value> {
     let mut reader = send(m, req)?;
-    let v = answer(m, &mut reader, &mut |_| {})?;
+    let v = answer(m, &mut reader, &mut |_| {}, &mut |_| {})?;
     let size = v["size"]
         .as_u64()
         .context("the mount process sent no size")?;

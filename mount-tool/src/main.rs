@@ -25,6 +25,7 @@ mod platform;
 mod progress;
 mod render;
 mod restore;
+mod restore_jobs;
 mod runtime;
 mod s3mount;
 mod server;

@@ -102,7 +102,7 @@ impl MountRequest {
         s.s3.enable_versioning |= a.enable_versioning;
         let at = match &a.at {
             Some(t) => Some(crate::history_commands::moment(t)?),
-            None => None,
+            None => s.at,
         };
         if at.is_some() && a.init {
             return Err(crate::usage(
@@ -138,13 +138,14 @@ impl MountRequest {
         for list in &h.options {
             s.apply_option_list(list)?;
         }
+        let at = s.at;
         Ok(MountRequest {
             store: h.store.clone(),
             mountpoint: h.mountpoint.clone(),
             settings: s,
             quiet: !h.verbose,
             init: false,
-            at: None,
+            at,
             option_lists: h.options.clone(),
         })
     }

@@ -143,6 +143,9 @@ pub enum Reply {
     Progress(JobProgress),
     Done(Value),
     Error(String),
+    /// Lines of a job's report, sent as they come, before its answer (a restore's per-key
+    /// lines).
+    Lines(Vec<Value>),
 }
 
 /// How far a job is.
@@ -366,7 +369,9 @@ fn run_job(
                 },
                 None => d,
             };
-            store.gc_now_until(opts, &mut cb)?
+            let out = store.gc_now_until(opts, &mut cb)?;
+            crate::restore_jobs::prune_expired(store)?;
+            out
         }
     };
     let after = store.status()?;

@@ -106,6 +106,9 @@ pub struct MountSettings {
     pub s3: S3Settings,
     /// A disk cache of object data (`--cache-dir`, `-o cache_dir=`; s3 stores only).
     pub cache_dir: Option<PathBuf>,
+    /// `-o at=TIME` (fstab's `--at`): mount the store as of this moment, read-only. A
+    /// relative time is resolved when the option is read (when the mount starts).
+    pub at: Option<std::time::SystemTime>,
 }
 
 /// How to reach an `s3://` store: `--endpoint/--region/--profile` or `-o endpoint=,region=,
@@ -250,6 +253,7 @@ impl MountSettings {
             "dir_mode" => fs.dir_mode = Some(parse_mode(&need(value)?)?),
             "fsname" => fs.fs_name = Some(need(value)?),
             "cache_dir" => self.cache_dir = Some(PathBuf::from(need(value)?)),
+            "at" => self.at = Some(crate::history_commands::moment(&need(value)?)?),
             "log_file" => self.log_file = Some(PathBuf::from(need(value)?)),
             "foreground" => self.foreground = true,
             "allow_non_empty" | "nonempty" => self.allow_non_empty = true,
@@ -327,5 +331,43 @@ mod tests {
         s.apply_option("noxattr").unwrap();
         assert!(!s.fs.to_fs_config("x").xattr);
         assert!(s.apply_option("part_size=1K").is_err());
+    }
+
+    #[test]
+    fn at_takes_the_times_mount_at_takes() {
+        use std::time::{Duration, SystemTime, UNIX_EPOCH};
+        let mut s = MountSettings::default();
+        s.apply_option_list("ro,at=2026-11-30T12:00:00Z,noatime")
+            .unwrap();
+        assert_eq!(s.at, Some(UNIX_EPOCH + Duration::from_secs(1_796_040_000)));
+        assert_eq!(
+            s.fs.extra_options,
+            vec!["noatime".to_string()],
+            "at= never reaches the kernel"
+        );
+        let before = SystemTime::now();
+        s.apply_option("at=-2h").unwrap();
+        let after = SystemTime::now();
+        let at = s.at.unwrap();
+        assert!(at >= before - Duration::from_secs(7200));
+        assert!(at <= after - Duration::from_secs(7200));
+        s.apply_option("at=2026-11-30T13:00:00.5+01:00").unwrap();
+        assert_eq!(
+            s.at,
+            Some(UNIX_EPOCH + Duration::from_millis(1_796_040_000_500))
+        );
+        for bad in [
+            "at",
+            "at=",
+            "at=yesterday",
+            "at=2026-13-01T00:00:00Z",
+            "at=-2x",
+        ] {
+            let e = s.apply_option(bad).unwrap_err();
+            assert!(
+                e.chain().any(|c| c.is::<crate::UsageError>()),
+                "{bad}: {e:#}"
+            );
+        }
     }
 }

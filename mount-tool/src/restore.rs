@@ -55,7 +55,8 @@ pub const EXIT_FAILED: u8 = 4;
 #[derive(Debug, Args)]
 pub struct RestoreArgs {
     /// A directory inside a mounted objfs; with --store, a key prefix ("" for all keys).
-    pub what: String,
+    #[arg(required_unless_present_any = ["list", "abandon"])]
+    pub what: Option<String>,
     /// The store (a store directory, s3://BUCKET[/PREFIX], or the mount point of a mounted
     /// store): WHAT is a key prefix of it.
     #[arg(long, value_name = "STORE")]
@@ -63,8 +64,13 @@ pub struct RestoreArgs {
     #[command(flatten)]
     pub s3: crate::cli::S3Args,
     /// The moment to restore to: RFC 3339 (2026-11-30T12:00:00Z) or before now (-15m, -2h, -3d).
-    #[arg(long, value_name = "TIME", allow_hyphen_values = true)]
-    pub as_of: String,
+    #[arg(
+        long,
+        value_name = "TIME",
+        allow_hyphen_values = true,
+        required_unless_present_any = ["list", "abandon"]
+    )]
+    pub as_of: Option<String>,
     /// Plan and print the plan (saved in the store: the next run executes it as printed).
     #[arg(long)]
     pub dry_run: bool,
@@ -84,6 +90,14 @@ pub struct RestoreArgs {
     /// No progress display.
     #[arg(short, long)]
     pub quiet: bool,
+    /// List the store's restore jobs (interrupted ones until resumed or abandoned, finished
+    /// and never-started ones for 7 days) instead of restoring.
+    #[arg(long, conflicts_with_all = ["as_of", "dry_run", "exact", "replan", "abandon"])]
+    pub list: bool,
+    /// Remove the records of job ID (an interrupted job can then not be resumed; what it
+    /// restored stays restored).
+    #[arg(long, value_name = "ID", conflicts_with_all = ["as_of", "dry_run", "exact", "replan"])]
+    pub abandon: Option<String>,
 }
 
 /// What the command asks of the store (over the control socket, or run here).
@@ -101,6 +115,12 @@ pub struct RestoreRequest {
     /// Report every key changed (`--json`), not only conflicts and failures.
     #[serde(default)]
     pub every_key: bool,
+    /// `--list`: the store's jobs instead of a restore.
+    #[serde(default)]
+    pub list: bool,
+    /// `--abandon ID`: remove that job's records instead of a restore.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub abandon: Option<String>,
 }
 
 /// A path inside a mount: the mount, and the key prefix of the directory it names. The path
@@ -168,35 +188,42 @@ pub fn command(a: &RestoreArgs) -> Result<()> {
     if a.jobs == 0 || a.jobs > 1024 {
         return Err(crate::usage("--jobs must be between 1 and 1024"));
     }
+    if a.list || a.abandon.is_some() {
+        return crate::restore_jobs::command(a);
+    }
+    let (Some(what), Some(as_of)) = (&a.what, &a.as_of) else {
+        return Err(crate::usage("restore needs WHAT and --as-of TIME"));
+    };
     let now = SystemTime::now();
-    let at = parse_moment(&a.as_of, now).map_err(|e| crate::usage(format!("--as-of: {e}")))?;
+    let at = parse_moment(as_of, now).map_err(|e| crate::usage(format!("--as-of: {e}")))?;
     if at > now {
         return Err(crate::usage(format!(
             "--as-of: {} is in the future",
             format_rfc3339(at)
         )));
     }
-    let (target, prefix) = match &a.store {
-        Some(store) => (target::resolve_with(store, &a.s3)?, a.what.clone()),
-        None => {
-            let (m, prefix) = mount_prefix(Path::new(&a.what))?;
-            (Target::Mounted(m), prefix)
-        }
-    };
+    let (target, prefix) = target_of(a.store.as_deref(), what, &a.s3)?;
     objfs_store::key::validate_prefix(&prefix)
         .map_err(|e| crate::usage(format!("bad prefix {prefix:?}: {e}")))?;
     let req = Request::Restore(RestoreRequest {
         prefix,
-        as_of: a.as_of.clone(),
+        as_of: as_of.clone(),
         at_ns: ns(at),
         exact: a.exact,
         dry_run: a.dry_run,
         jobs: a.jobs,
         replan: a.replan,
         every_key: a.json,
+        list: false,
+        abandon: None,
     });
     let mut fb = Feedback::new(a.quiet);
-    let v = target.execute(&req, &mut fb)?;
+    let json_lines = a.json && !a.dry_run;
+    let v = target.execute_lines(&req, &mut fb, &mut |lines| {
+        for l in lines {
+            print_change(l, json_lines);
+        }
+    })?;
     if let Some(note) = v["note"].as_str() {
         eprintln!("objfs: {note}");
     }
@@ -220,6 +247,22 @@ pub fn command(a: &RestoreArgs) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// Where the command works: the store `--store` names (WHAT is a key prefix of it), or the
+/// mount WHAT is a path inside (and the prefix of that path).
+pub(crate) fn target_of(
+    store: Option<&Path>,
+    what: &str,
+    s3: &crate::cli::S3Args,
+) -> Result<(Target, String)> {
+    Ok(match store {
+        Some(store) => (target::resolve_with(store, s3)?, what.to_string()),
+        None => {
+            let (m, prefix) = mount_prefix(Path::new(what))?;
+            (Target::Mounted(m), prefix)
+        }
+    })
 }
 
 fn ns(t: SystemTime) -> u64 {
@@ -270,33 +313,14 @@ fn print_plan(v: &Value, json: bool) {
 
 fn print_run(v: &Value, json: bool) {
     let empty = Vec::new();
-    let changes = v["changes"].as_array().unwrap_or(&empty);
+    for c in v["changes"].as_array().unwrap_or(&empty) {
+        print_change(c, json);
+    }
     if json {
-        for c in changes {
-            println!("{c}");
-        }
         println!("{}", json!({ "summary": v["summary"] }));
         return;
     }
     let sum = &v["summary"];
-    for c in changes {
-        match c["outcome"].as_str() {
-            Some("conflict") => println!(
-                "conflict: {}: changed since the plan ({}); left alone",
-                c["key"].as_str().unwrap_or(""),
-                match c["version"].as_str() {
-                    Some(cur) => format!("now version {cur}"),
-                    None => "now deleted".into(),
-                }
-            ),
-            Some("failed") => println!(
-                "failed: {}: {}",
-                c["key"].as_str().unwrap_or(""),
-                c["error"].as_str().unwrap_or("")
-            ),
-            _ => {}
-        }
-    }
     let secs = sum["seconds"].as_f64().unwrap_or(0.0);
     let done = sum["done"].as_u64().unwrap_or(0);
     println!(
@@ -319,6 +343,31 @@ fn print_run(v: &Value, json: bool) {
 }
 
 /// A step as the reports show it.
+/// One line of a run's report, printed as soon as it arrives: every line with `--json`, the
+/// conflicts and failures without.
+fn print_change(c: &Value, json: bool) {
+    if json {
+        println!("{c}");
+        return;
+    }
+    match c["outcome"].as_str() {
+        Some("conflict") => println!(
+            "conflict: {}: changed since the plan ({}); left alone",
+            c["key"].as_str().unwrap_or(""),
+            match c["version"].as_str() {
+                Some(cur) => format!("now version {cur}"),
+                None => "now deleted".into(),
+            }
+        ),
+        Some("failed") => println!(
+            "failed: {}: {}",
+            c["key"].as_str().unwrap_or(""),
+            c["error"].as_str().unwrap_or("")
+        ),
+        _ => {}
+    }
+}
+
 fn step_json(s: &Step) -> Value {
     json!({
         "key": s.key,
@@ -333,13 +382,26 @@ fn step_json(s: &Step) -> Value {
 struct Watcher<'a> {
     on_progress: &'a mut dyn FnMut(&JobProgress) -> bool,
     on_changed: &'a mut dyn FnMut(&[String]),
+    /// Hears the report's per-key lines, a few hundred at a time as steps settle.
+    on_lines: &'a mut dyn FnMut(&[Value]),
     run: RunReport,
+    /// Lines not yet handed to `on_lines`.
     changes: Vec<Value>,
     /// Keep a line for every key changed, not only for conflicts and failures.
     every_key: bool,
     /// What the progress display says while the steps run (the job, resumed or not).
     exec_note: String,
     by_action: [u64; 3],
+}
+
+impl Watcher<'_> {
+    /// Hands the lines gathered so far to `on_lines`.
+    fn flush(&mut self) {
+        if !self.changes.is_empty() {
+            (self.on_lines)(&self.changes);
+            self.changes.clear();
+        }
+    }
 }
 
 fn action_index(a: Action) -> usize {
@@ -352,6 +414,7 @@ fn action_index(a: Action) -> usize {
 
 impl Watch for Watcher<'_> {
     fn progress(&mut self, p: &Progress) -> bool {
+        self.flush();
         let note = if p.planning {
             format!(
                 "planning: {} keys, {} versions listed",
@@ -399,11 +462,12 @@ impl Watch for Watcher<'_> {
     }
 
     fn changed(&mut self, keys: &[String]) {
+        self.flush();
         (self.on_changed)(keys);
     }
 }
 
-fn job_json(j: &Job) -> Value {
+pub(crate) fn job_json(j: &Job) -> Value {
     json!({
         "job": j.id,
         "prefix": j.prefix,
@@ -419,12 +483,33 @@ fn job_json(j: &Job) -> Value {
 
 /// Runs a restore request on `store` (in the mount process, or in the command when the store
 /// is not mounted): finds the unfinished job for it or plans one, then prints (dry run) or
-/// executes it. `on_changed` hears the keys each batch changed.
+/// executes it. `on_changed` hears the keys each batch changed. The per-key lines of a run
+/// are in the answer's `changes` ([`execute_streaming`] hands them out as they come).
 pub fn execute(
     store: &dyn ObjectStore,
     req: &RestoreRequest,
     on_progress: &mut dyn FnMut(&JobProgress) -> bool,
     on_changed: &mut dyn FnMut(&[String]),
+) -> Result<Value> {
+    let mut lines = Vec::new();
+    let mut v = execute_streaming(store, req, on_progress, on_changed, &mut |l| {
+        lines.extend_from_slice(l)
+    })?;
+    if v.get("changes").is_some() {
+        v["changes"] = Value::Array(lines);
+    }
+    Ok(v)
+}
+
+/// [`execute`], with the run's per-key lines (every key changed with `every_key`, else the
+/// conflicts and failures) handed to `on_lines` as the steps settle, a few hundred at a time
+/// and always by the end of each chunk, instead of in the answer (whose `changes` is empty).
+pub fn execute_streaming(
+    store: &dyn ObjectStore,
+    req: &RestoreRequest,
+    on_progress: &mut dyn FnMut(&JobProgress) -> bool,
+    on_changed: &mut dyn FnMut(&[String]),
+    on_lines: &mut dyn FnMut(&[Value]),
 ) -> Result<Value> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -435,17 +520,26 @@ pub fn execute(
     let mut w = Watcher {
         on_progress,
         on_changed,
+        on_lines,
         run: RunReport::start(0, 0),
         changes: Vec::new(),
         every_key: req.every_key,
         exec_note: String::new(),
         by_action: [0; 3],
     };
-    rt.block_on(run(store, req, &mut w))
+    if req.list || req.abandon.is_some() {
+        return rt.block_on(crate::restore_jobs::execute(store, req));
+    }
+    let out = rt.block_on(run(store, req, &mut w));
+    w.flush();
+    out
 }
 
 async fn run(store: &dyn ObjectStore, req: &RestoreRequest, w: &mut Watcher<'_>) -> Result<Value> {
     let at = UNIX_EPOCH + Duration::from_nanos(req.at_ns);
+    job::prune(store, SystemTime::now())
+        .await
+        .context("cannot remove the store's expired restore jobs")?;
     let found = if req.replan {
         None
     } else {
@@ -485,7 +579,17 @@ async fn run(store: &dyn ObjectStore, req: &RestoreRequest, w: &mut Watcher<'_>)
             let (j, s) = restore::plan_job(store, &r, SystemTime::now(), w)
                 .await
                 .context("cannot plan the restore")?;
-            (j, None, s)
+            let older = job::supersede(store, &j)
+                .await
+                .context("cannot remove the older plans of this restore")?;
+            let note = (!older.is_empty()).then(|| {
+                format!(
+                    "planned anew as job {}; removed the older unfinished job(s) {}",
+                    j.id,
+                    older.join(", ")
+                )
+            });
+            (j, note, s)
         }
     };
     let plan_secs = plan_started.elapsed().as_secs_f64();
@@ -521,12 +625,12 @@ async fn run(store: &dyn ObjectStore, req: &RestoreRequest, w: &mut Watcher<'_>)
     summary["chunks_resumed"] = json!(report.chunks_resumed);
     summary["finished"] = json!(!report.stopped);
     summary["seconds"] = json!(report.seconds);
-    let changes = std::mem::take(&mut w.changes);
+    w.flush();
     if report.stopped {
         bail!(
             "restore job {} stopped before its end (the mount is going away); run the same command again to resume it",
             job.id
         );
     }
-    Ok(json!({ "note": note, "summary": summary, "changes": changes }))
+    Ok(json!({ "note": note, "summary": summary, "changes": [] }))
 }

@@ -10,7 +10,7 @@
 //! references to the store.
 //!
 //! Three requests are the server's own: `cat` streams a version's bytes raw after its answer
-//! line; `mount --at` of the mounted store mounts a read-only view of that moment here (the
+//! line (and a restore's report lines are sent as they come, before its answer); `mount --at` of the mounted store mounts a read-only view of that moment here (the
 //! store has one owner) and keeps it until it is unmounted or the live mount ends; and after
 //! every request, what it changed behind the kernel's back ([`ops::Request::invalidation`]) is
 //! invalidated in the live mount ([`ControlServer::set_fs`]).
@@ -249,12 +249,18 @@ fn serve(conn: UnixStream, shared: &Shared) -> std::io::Result<()> {
     let mut lines = ProgressLines::new(writer.try_clone()?);
     let mut on_progress =
         |p: &ops::JobProgress| !shared.stopping.load(Ordering::SeqCst) && lines.send(p);
+    let mut report_writer = writer.try_clone()?;
     let mut result = match &env.request {
-        ops::Request::Restore(r) => {
-            crate::restore::execute(store.as_ref(), r, &mut on_progress, &mut |keys| {
-                keys_changed(shared, keys)
-            })
-        }
+        ops::Request::Restore(r) => crate::restore::execute_streaming(
+            store.as_ref(),
+            r,
+            &mut on_progress,
+            &mut |keys| keys_changed(shared, keys),
+            // A client gone away is seen by the next progress line, which stops the job.
+            &mut |l| {
+                let _ = send(&mut report_writer, &Reply::Lines(l.to_vec()));
+            },
+        ),
         req => ops::execute(&store, Some(&shared.record), req, &mut on_progress),
     };
     drop(store);

@@ -129,20 +129,41 @@ impl Target {
 
     /// Executes `req` where the store is, showing progress on `feedback`.
     pub fn execute(&self, req: &Request, feedback: &mut Feedback) -> Result<Value> {
+        self.execute_lines(req, feedback, &mut |_| {})
+    }
+
+    /// [`Target::execute`]; a restore's report lines go to `on_lines` as the job makes them
+    /// (its answer then carries none).
+    pub fn execute_lines(
+        &self,
+        req: &Request,
+        feedback: &mut Feedback,
+        on_lines: &mut dyn FnMut(&[Value]),
+    ) -> Result<Value> {
         let out = match self {
-            Target::Mounted(m) => client::call(m, req, &mut |p| feedback.update(p)),
+            Target::Mounted(m) => client::call_lines(m, req, &mut |p| feedback.update(p), on_lines),
             Target::Local(path) => {
                 let store = open_unmounted(path)?;
-                let out = ops::execute(&store, None, req, &mut |p| {
+                let mut on_progress = |p: &ops::JobProgress| {
                     feedback.update(p);
                     true
-                });
+                };
+                let out = match req {
+                    Request::Restore(r) => crate::restore::execute_streaming(
+                        &store,
+                        r,
+                        &mut on_progress,
+                        &mut |_| {},
+                        on_lines,
+                    ),
+                    _ => ops::execute(&store, None, req, &mut on_progress),
+                };
                 let closed = store.close();
                 let out = out?;
                 closed.with_context(|| format!("cannot close store {}", path.display()))?;
                 Ok(out)
             }
-            Target::Bucket(b) => b.execute(req, feedback),
+            Target::Bucket(b) => b.execute_lines(req, feedback, on_lines),
         };
         feedback.finish();
         out

@@ -260,6 +260,61 @@ fn mount_helper_syntax_read_only() {
     assert!(text(&out.stderr).contains("usage: mount.objfs"));
 }
 
+/// fstab's `-o at=TIME`: mount.objfs mounts the store as of that moment, read-only, like
+/// `objfs mount --at`; a bad time is a usage error and mounts nothing.
+#[test]
+fn mount_helper_at_option_mounts_the_past() {
+    if fuse_missing("mount_helper_at_option_mounts_the_past") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("store");
+    let mp = dir.path().join("mnt");
+    fs::create_dir(&mp).expect("mkdir");
+    ok(&["init", s(&store)]);
+    let t;
+    {
+        let _g = guard(&store, &mp);
+        ok(&["mount", s(&store), s(&mp)]);
+        fs::write(mp.join("a"), b"then").expect("write");
+        std::thread::sleep(Duration::from_millis(20));
+        t = objfs_store::history::time::format_rfc3339(std::time::SystemTime::now());
+        std::thread::sleep(Duration::from_millis(20));
+        fs::write(mp.join("a"), b"now, longer").expect("overwrite");
+        fs::write(mp.join("b"), b"made later").expect("write");
+        ok(&["umount", s(&mp)]);
+    }
+    let helper = dir.path().join("mount.objfs");
+    std::os::unix::fs::symlink(BIN, &helper).expect("symlink mount.objfs");
+    let bad = Command::new(&helper)
+        .args([s(&store), s(&mp), "-o", "defaults,at=yesterday"])
+        .output()
+        .expect("run mount.objfs");
+    assert!(!bad.status.success());
+    assert!(
+        text(&bad.stderr).contains("\"yesterday\" is not a time"),
+        "{}",
+        text(&bad.stderr)
+    );
+    assert!(!is_mounted(&mp));
+    let _g = guard(&store, &mp);
+    let out = Command::new(&helper)
+        .args([s(&store), s(&mp), "-n", "-o", &format!("defaults,at={t}")])
+        .output()
+        .expect("run mount.objfs");
+    assert!(
+        out.status.success(),
+        "mount.objfs failed: {}",
+        text(&out.stderr)
+    );
+    assert!(is_mounted(&mp));
+    assert_eq!(fs::read(mp.join("a")).expect("read the past"), b"then");
+    assert!(!mp.join("b").exists(), "made after the moment");
+    let err = fs::write(mp.join("x"), b"x").expect_err("a mount of the past took a write");
+    assert_eq!(err.raw_os_error(), Some(libc::EROFS), "{err}");
+    ok(&["umount", s(&mp)]);
+}
+
 struct KillOnDrop(Child);
 
 impl Drop for KillOnDrop {

@@ -438,3 +438,126 @@ fn restore_through_a_mount_shows_the_restored_files() {
         "index v2"
     );
 }
+
+/// The job records' lifecycle through the command: a finished job is listed (its plan
+/// removed), a dry run's planned job too, `--replan` replaces an unfinished plan of the same
+/// request, `--abandon` removes a job, and an unknown id is an error that changes nothing.
+#[test]
+fn restore_jobs_are_listed_finished_jobs_keep_only_their_record_and_abandon_removes_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let rtd = dir.path().join("run");
+    let store = dir.path().join("store");
+    let rt = tokio();
+    let s = LocalStore::init(&store, Default::default()).unwrap();
+    for k in ["p/a", "p/b", "q/a"] {
+        put(&s, &rt, k, format!("old {k}"));
+    }
+    let at = format_rfc3339(moment());
+    rt.block_on(async {
+        for k in ["p/a", "p/b", "q/a"] {
+            s.delete(k).await.unwrap();
+        }
+    });
+    s.close().unwrap();
+    let st = store.to_str().unwrap();
+    let list = || {
+        let out = run(&["restore", "--store", st, "--list", "--json"], &rtd);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        lines(&out)
+    };
+    assert!(list().is_empty());
+
+    let ok = run(
+        &["restore", "--store", st, "p/", "--as-of", &at, "-q"],
+        &rtd,
+    );
+    assert!(ok.status.success(), "{}", text(&ok.stderr));
+    let dry = |extra: &[&str]| {
+        let out = run(
+            &[
+                &[
+                    "restore",
+                    "--store",
+                    st,
+                    "q/",
+                    "--as-of",
+                    &at,
+                    "--dry-run",
+                    "-q",
+                ],
+                extra,
+            ]
+            .concat(),
+            &rtd,
+        );
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    };
+    dry(&[]);
+    dry(&["--replan"]);
+    let jobs = list();
+    assert_eq!(jobs.len(), 2, "{jobs:?}");
+    let (finished, planned) = (&jobs[0], &jobs[1]);
+    assert_eq!(finished["state"], "finished");
+    assert_eq!(finished["prefix"], "p/");
+    assert_eq!(finished["ended"]["done"], 2);
+    assert_eq!(planned["state"], "planned");
+    assert_eq!(planned["prefix"], "q/");
+    let finished_id = finished["job"].as_str().unwrap().to_string();
+    let planned_id = planned["job"].as_str().unwrap().to_string();
+    let names = |s: &LocalStore| -> Vec<String> {
+        let mut v: Vec<String> = rt
+            .block_on(s.list_records("restore/"))
+            .unwrap()
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        v.sort();
+        v
+    };
+    let s = LocalStore::open(&store).unwrap();
+    let mut want = vec![
+        format!("restore/{planned_id}/plan/000000"),
+        format!("restore/jobs/{finished_id}"),
+        format!("restore/jobs/{planned_id}"),
+    ];
+    want.sort();
+    assert_eq!(
+        names(&s),
+        want,
+        "the finished job's plan is gone, the superseded plan too"
+    );
+    s.close().unwrap();
+
+    let text_list = run(&["restore", "--store", st, "--list"], &rtd);
+    let shown = text(&text_list.stdout);
+    assert!(
+        shown.contains(&finished_id) && shown.contains("finished"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("planned: the same command executes it"),
+        "{shown}"
+    );
+
+    let bad = run(
+        &["restore", "--store", st, "--abandon", "0123456789abcdef"],
+        &rtd,
+    );
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(
+        text(&bad.stderr).contains("no restore job"),
+        "{}",
+        text(&bad.stderr)
+    );
+    let gone = run(&["restore", "--store", st, "--abandon", &planned_id], &rtd);
+    assert!(gone.status.success(), "{}", text(&gone.stderr));
+    assert!(text(&gone.stdout).contains(&format!("abandoned restore job {planned_id}")));
+    let s = LocalStore::open(&store).unwrap();
+    assert_eq!(names(&s), vec![format!("restore/jobs/{finished_id}")]);
+    s.close().unwrap();
+
+    let usage = run(&["restore", "--list"], &rtd);
+    assert_eq!(usage.status.code(), Some(2), "{}", text(&usage.stderr));
+    let usage = run(&["restore", "--store", st, "p/"], &rtd);
+    assert_eq!(usage.status.code(), Some(2), "{}", text(&usage.stderr));
+}

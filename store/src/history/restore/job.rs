@@ -10,8 +10,16 @@
 //!   recognised as such (run.rs), so nothing is done twice.
 //!
 //! Every record is JSON with a format number; docs/FORMAT.md lists the fields.
+//!
+//! Their lifecycle ([`finish`], [`prune`], [`abandon`]): when a job finishes, its plan and
+//! checkpoints are removed (they are about 100 bytes a key) and its job record stays, with
+//! its outcome, for [`KEEP_FINISHED`] so that `objfs restore --list` shows what ran. A job
+//! planned and never started (a `--dry-run` nobody executed) is kept as long. A job that was
+//! interrupted is kept until it is resumed to its end or abandoned (`--abandon ID`): its
+//! records are what makes it resumable. [`prune`] removes what has expired; the restore
+//! command runs it before each job and `gc --now` runs it on every backend.
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -27,6 +35,18 @@ const FORMAT: u32 = 1;
 
 /// Prefix of the job records.
 pub const JOBS_PREFIX: &str = "restore/jobs/";
+
+/// How long the record of a finished job is kept (and a planned job that never started).
+pub const KEEP_FINISHED: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// How a finished job ended (kept in its record, for `objfs restore --list`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ended {
+    pub done: u64,
+    pub already: u64,
+    pub conflicts: u64,
+    pub failed: u64,
+}
 
 /// Where a job is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -57,6 +77,10 @@ pub struct Job {
     pub keys: u64,
     pub versions: u64,
     pub state: JobState,
+    /// When it finished, and how (a finished job).
+    pub finished: Option<(SystemTime, Ended)>,
+    /// Its plan and checkpoints were removed (a finished job).
+    pub plan_removed: bool,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -73,6 +97,12 @@ struct JobRecord {
     keys: u64,
     versions: u64,
     state: JobState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    finished_ns: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ended: Option<Ended>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    plan_removed: bool,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -168,6 +198,9 @@ impl Job {
                 keys: self.keys,
                 versions: self.versions,
                 state: self.state,
+                finished_ns: self.finished.map(|(t, _)| to_ns(t)),
+                ended: self.finished.map(|(_, e)| e),
+                plan_removed: self.plan_removed,
             },
         )
     }
@@ -192,6 +225,10 @@ impl Job {
             keys: r.keys,
             versions: r.versions,
             state: r.state,
+            finished: r
+                .finished_ns
+                .map(|t| (from_ns(t), r.ended.unwrap_or_default())),
+            plan_removed: r.plan_removed,
         })
     }
 
@@ -371,4 +408,104 @@ pub async fn save_done(
     store
         .put_record(&name, Some(encode(&name, &rec)?), false)
         .await
+}
+
+/// Removes a job's plan and checkpoints (records that may be absent already).
+async fn remove_plan(store: &dyn ObjectStore, job: &Job) -> Result<()> {
+    for n in 0..job.chunks {
+        store
+            .put_record(&plan_record(&job.id, n), None, false)
+            .await?;
+        store
+            .put_record(&done_record(&job.id, n), None, false)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Marks `job` finished (durably, with how it ended), then removes its plan and checkpoints:
+/// its record stays, for [`KEEP_FINISHED`]. Killed in between, the plan is removed by the
+/// next [`prune`].
+pub async fn finish(
+    store: &dyn ObjectStore,
+    job: &mut Job,
+    ended: Ended,
+    now: SystemTime,
+) -> Result<()> {
+    job.state = JobState::Finished;
+    job.finished = Some((now, ended));
+    put_job(store, job).await?;
+    remove_plan(store, job).await?;
+    job.plan_removed = true;
+    store
+        .put_record(&job_record(&job.id), Some(job.encode()?), false)
+        .await
+}
+
+/// Removes every record of `job`: its plan and checkpoints, then its job record (last, so
+/// that a removal cut short is found and finished by the next [`prune`]).
+pub async fn remove(store: &dyn ObjectStore, job: &Job) -> Result<()> {
+    if !job.plan_removed {
+        remove_plan(store, job).await?;
+    }
+    store.put_record(&job_record(&job.id), None, true).await
+}
+
+/// Whether [`prune`] removes `job` at `now`, and whether it only removes its plan.
+fn expired(job: &Job, now: SystemTime) -> bool {
+    let since = match (job.state, job.finished) {
+        (JobState::Finished, Some((t, _))) => t,
+        (JobState::Finished, None) | (JobState::Planned, _) => job.created,
+        // Interrupted: kept until resumed or abandoned.
+        (JobState::Running, _) => return false,
+    };
+    now.duration_since(since).is_ok_and(|d| d >= KEEP_FINISHED)
+}
+
+/// Removes what has expired at `now`: the records of jobs finished (or planned and never
+/// started) more than [`KEEP_FINISHED`] ago, and the plan of finished jobs whose removal was
+/// cut short. Returns the ids of the jobs removed.
+pub async fn prune(store: &dyn ObjectStore, now: SystemTime) -> Result<Vec<String>> {
+    let mut removed = Vec::new();
+    for mut job in list(store).await? {
+        if expired(&job, now) {
+            remove(store, &job).await?;
+            removed.push(job.id);
+        } else if job.state == JobState::Finished && !job.plan_removed {
+            remove_plan(store, &job).await?;
+            job.plan_removed = true;
+            store
+                .put_record(&job_record(&job.id), Some(job.encode()?), false)
+                .await?;
+        }
+    }
+    Ok(removed)
+}
+
+/// `objfs restore --abandon ID`: removes the job's records whatever its state (an interrupted
+/// job can then not be resumed; its steps done so far stay done). An unknown id is an error.
+pub async fn abandon(store: &dyn ObjectStore, id: &str) -> Result<Job> {
+    let unknown = || StoreError::InvalidArgument(format!("there is no restore job {id:?}"));
+    if id.len() != 16 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(unknown());
+    }
+    let job = get(store, id).await?.ok_or_else(unknown)?;
+    remove(store, &job).await?;
+    Ok(job)
+}
+
+/// Removes the other unfinished jobs of the same request (`--replan` plans anew: the older
+/// plans could no longer be found by the command). Returns their ids.
+pub async fn supersede(store: &dyn ObjectStore, newer: &Job) -> Result<Vec<String>> {
+    let mut removed = Vec::new();
+    for job in list(store).await? {
+        if job.id != newer.id
+            && job.state != JobState::Finished
+            && job.same_request(&newer.prefix, newer.at, &newer.as_of, newer.exact)
+        {
+            remove(store, &job).await?;
+            removed.push(job.id);
+        }
+    }
+    Ok(removed)
 }

@@ -18,6 +18,8 @@
 
 pub mod decide;
 pub mod job;
+#[cfg(test)]
+mod lifecycle_tests;
 pub mod plan;
 pub mod run;
 #[cfg(test)]

@@ -261,8 +261,13 @@ pub async fn execute(
         job::save_done(store, &job.id, n, &outcomes).await?;
     }
     watch.progress(&progress);
-    job.state = JobState::Finished;
-    job::put_job(store, job).await?;
+    let ended = job::Ended {
+        done: report.done,
+        already: report.already,
+        conflicts: report.conflicts,
+        failed: report.failed,
+    };
+    job::finish(store, job, ended, SystemTime::now()).await?;
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
 }
@@ -310,6 +315,8 @@ pub async fn plan_job(
         keys: plan.keys,
         versions: plan.versions,
         state: JobState::Planned,
+        finished: None,
+        plan_removed: false,
     };
     job::save(store, &job, &plan.steps).await?;
     Ok((job, plan.steps))
