@@ -4,6 +4,9 @@
 
 use super::*;
 
+/// Up to this many pending keys, [`ObjectStore::capacity`] asks the bucket about each.
+const EXACT_CAPACITY_KEYS: usize = 256;
+
 impl WriteBack {
     /// Journals `key`'s new version with `body` (the caller checked the key).
     async fn journal_put(
@@ -247,11 +250,11 @@ impl ObjectStore for WriteBack {
         // Pending keys under the prefix: the whole listing, merged, then paged (no change is
         // in flight meanwhile, so none shows twice).
         let _gate = self.shared.gate.write().await;
+        // Without the delimiter: the keys under a common prefix decide whether it follows a
+        // key marker inside it.
         let mut by_key: BTreeMap<String, Vec<VersionInfo>> = BTreeMap::new();
-        let mut prefixes: Vec<String> = Vec::new();
         let mut inner_req = ListVersionsRequest {
             prefix: req.prefix.clone(),
-            delimiter: req.delimiter.clone(),
             ..Default::default()
         };
         loop {
@@ -263,7 +266,6 @@ impl ObjectStore for WriteBack {
                     by_key.entry(v.key.clone()).or_default().push(v);
                 }
             }
-            prefixes.extend(page.common_prefixes);
             if page.next_key_marker.is_none() {
                 break;
             }
@@ -277,20 +279,13 @@ impl ObjectStore for WriteBack {
                 .range(req.prefix.clone()..)
                 .take_while(|(k, _)| k.starts_with(&req.prefix));
             for (k, q) in pending {
-                if let Some(p) = roll_up(&req.prefix, req.delimiter.as_deref(), k) {
-                    if q.iter().any(|c| matches!(c.kind, Kind::Put { .. })) || st.coalesce {
-                        prefixes.push(p);
-                    }
-                    continue;
-                }
                 let q: Vec<Pending> = q.iter().cloned().collect();
                 let bucket = by_key.remove(k).unwrap_or_default();
                 by_key.insert(k.clone(), listing::key_versions(&q, bucket, st.coalesce));
             }
         }
-        prefixes.sort();
-        prefixes.dedup();
-        listing::versions_page(listing::version_items(by_key, prefixes), req)
+        let items = listing::version_items(by_key, &req.prefix, req.delimiter.as_deref());
+        listing::versions_page(items, req)
     }
 
     async fn create_multipart(&self, key: &str, opts: PutOptions) -> Result<String> {
@@ -386,8 +381,40 @@ impl ObjectStore for WriteBack {
         self.shared.inner.sync().await
     }
 
+    /// The bucket's figures with the pending changes applied: exact (one head per pending
+    /// key, no upload finishing meanwhile) up to [`EXACT_CAPACITY_KEYS`] pending keys, beyond
+    /// that the pending puts' bytes and objects added.
     async fn capacity(&self) -> Result<Capacity> {
-        self.shared.inner.capacity().await
+        let _gate = self.shared.gate.write().await;
+        let mut c = self.shared.inner.capacity().await?;
+        let latest: Vec<(String, Option<u64>)> = {
+            let st = self.shared.lock();
+            st.keys
+                .iter()
+                .filter_map(|(k, q)| {
+                    let size = listing::live_info(q.back()?).map(|i| i.size);
+                    Some((k.clone(), size))
+                })
+                .collect()
+        };
+        let exact = latest.len() <= EXACT_CAPACITY_KEYS;
+        for (key, size) in latest {
+            if exact {
+                match self.shared.inner.head(&key, None).await {
+                    Ok(i) => {
+                        c.used_bytes = c.used_bytes.saturating_sub(i.size);
+                        c.objects = c.objects.saturating_sub(1);
+                    }
+                    Err(StoreError::NotFound { .. }) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            if let Some(size) = size {
+                c.used_bytes += size;
+                c.objects += 1;
+            }
+        }
+        Ok(c)
     }
 
     async fn get_record(&self, name: &str) -> Result<Option<bytes::Bytes>> {

@@ -200,22 +200,52 @@ pub fn key_versions(
     out
 }
 
+/// One entry of a whole merged version listing: a version, or a common prefix with the
+/// greatest key under it.
+#[derive(Debug, Clone)]
+pub enum VItem {
+    Version(VersionInfo),
+    Prefix { prefix: String, last_key: String },
+}
+
+impl VItem {
+    fn name(&self) -> &str {
+        match self {
+            VItem::Version(v) => &v.key,
+            VItem::Prefix { prefix, .. } => prefix,
+        }
+    }
+
+    /// Whether the entry follows the key marker `km` (no version marker): a version of a
+    /// later key; a common prefix after it, or one the marker lies inside with a key after
+    /// the marker (a prefix given back as the marker itself is done).
+    fn after_key(&self, km: &str) -> bool {
+        match self {
+            VItem::Version(v) => v.key.as_str() > km,
+            VItem::Prefix { prefix, last_key } => {
+                if km.starts_with(prefix.as_str()) {
+                    km != prefix && last_key.as_str() > km
+                } else {
+                    prefix.as_str() > km
+                }
+            }
+        }
+    }
+}
+
 /// A page of a whole merged version listing (`items` in order), after the request's markers.
-pub fn versions_page(
-    items: Vec<Entry<VersionInfo>>,
-    req: &ListVersionsRequest,
-) -> Result<VersionsPage> {
+pub fn versions_page(items: Vec<VItem>, req: &ListVersionsRequest) -> Result<VersionsPage> {
     let mut start = 0;
     if let Some(km) = &req.key_marker {
         start = match &req.version_marker {
             None => items
                 .iter()
-                .position(|e| name(e, |v| &v.key).as_str() > km.as_str())
+                .position(|e| e.after_key(km))
                 .unwrap_or(items.len()),
             Some(vm) => {
-                let at = items
-                    .iter()
-                    .position(|e| matches!(e, Entry::Item(v) if v.key == *km && v.version == *vm));
+                let at = items.iter().position(
+                    |e| matches!(e, VItem::Version(v) if v.key == *km && v.version == *vm),
+                );
                 match at {
                     Some(i) => i + 1,
                     None => {
@@ -232,39 +262,47 @@ pub fn versions_page(
     let mut page = VersionsPage::default();
     for e in rest.iter().take(size) {
         match e {
-            Entry::Item(v) => page.versions.push(v.clone()),
-            Entry::Prefix(p) => page.common_prefixes.push(p.clone()),
+            VItem::Version(v) => page.versions.push(v.clone()),
+            VItem::Prefix { prefix, .. } => page.common_prefixes.push(prefix.clone()),
         }
     }
     if rest.len() > size {
         match &rest[size - 1] {
-            Entry::Item(v) => {
+            VItem::Version(v) => {
                 page.next_key_marker = Some(v.key.clone());
                 page.next_version_marker = Some(v.version.clone());
             }
-            Entry::Prefix(p) => page.next_key_marker = Some(p.clone()),
+            VItem::Prefix { prefix, .. } => page.next_key_marker = Some(prefix.clone()),
         }
     }
     Ok(page)
 }
 
-/// Orders a version listing: per key (or common prefix), in byte order of the names.
+/// Orders a version listing of every key under `prefix` (byte order, each key's versions as
+/// given), keys rolled up into common prefixes at `delimiter`.
 pub fn version_items(
     by_key: BTreeMap<String, Vec<VersionInfo>>,
-    prefixes: impl IntoIterator<Item = String>,
-) -> Vec<Entry<VersionInfo>> {
-    let mut groups: BTreeMap<String, Vec<Entry<VersionInfo>>> = BTreeMap::new();
+    prefix: &str,
+    delimiter: Option<&str>,
+) -> Vec<VItem> {
+    let mut out: Vec<VItem> = Vec::new();
     for (k, vs) in by_key {
-        if !vs.is_empty() {
-            groups.insert(k, vs.into_iter().map(Entry::Item).collect());
+        if vs.is_empty() {
+            continue;
+        }
+        match roll_up(prefix, delimiter, &k) {
+            Some(p) => match out.last_mut() {
+                Some(VItem::Prefix { prefix, last_key }) if *prefix == p => *last_key = k,
+                _ => out.push(VItem::Prefix {
+                    prefix: p,
+                    last_key: k,
+                }),
+            },
+            None => out.extend(vs.into_iter().map(VItem::Version)),
         }
     }
-    for p in prefixes {
-        groups
-            .entry(p.clone())
-            .or_insert_with(|| vec![Entry::Prefix(p)]);
-    }
-    groups.into_values().flatten().collect()
+    out.sort_by(|a, b| a.name().cmp(b.name()));
+    out
 }
 
 #[cfg(test)]
@@ -341,7 +379,8 @@ mod tests {
         let mut by_key = BTreeMap::new();
         by_key.insert("a".to_string(), vec![v("a", "2"), v("a", "1")]);
         by_key.insert("b".to_string(), vec![v("b", "3")]);
-        let items = version_items(by_key, ["c/".to_string()]);
+        by_key.insert("c/x".to_string(), vec![v("c/x", "4")]);
+        let items = version_items(by_key, "", Some("/"));
         let req = ListVersionsRequest {
             max_keys: 2,
             ..Default::default()
@@ -355,9 +394,24 @@ mod tests {
             max_keys: 2,
             ..Default::default()
         };
-        let p2 = versions_page(items, &req2).unwrap();
+        let p2 = versions_page(items.clone(), &req2).unwrap();
         assert_eq!(p2.versions.len(), 1);
         assert_eq!(p2.common_prefixes, ["c/"]);
         assert!(p2.next_key_marker.is_none());
+        // A marker inside a prefix: the prefix follows while a key under it does.
+        let inside = |km: &str| ListVersionsRequest {
+            key_marker: Some(km.into()),
+            ..Default::default()
+        };
+        let p = versions_page(items.clone(), &inside("c/a")).unwrap();
+        assert_eq!(p.common_prefixes, ["c/"]);
+        assert!(versions_page(items.clone(), &inside("c/x"))
+            .unwrap()
+            .common_prefixes
+            .is_empty());
+        assert!(versions_page(items, &inside("c/"))
+            .unwrap()
+            .common_prefixes
+            .is_empty());
     }
 }

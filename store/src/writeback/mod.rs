@@ -41,7 +41,7 @@ use tracing::{error, info};
 
 use crate::error::{Result, StoreError};
 use crate::key::check_key_max;
-use crate::paging::{roll_up, Entry, Position};
+use crate::paging::{Entry, Position};
 use crate::store::ObjectStore;
 use crate::types::*;
 
@@ -89,6 +89,8 @@ pub(crate) struct Shared {
     pub(crate) concurrency: usize,
     versioned: bool,
     max_key_len: usize,
+    /// The bucket's time resolution.
+    resolution: Duration,
     /// Makes pending ids unique across runs.
     boot: u64,
 }
@@ -148,6 +150,7 @@ impl WriteBack {
             concurrency: cfg.concurrency.max(1),
             versioned: f.versioning,
             max_key_len: f.max_key_len,
+            resolution: f.time_resolution,
             boot: now_ns(),
         });
         let wb = WriteBack { shared };
@@ -289,7 +292,7 @@ impl WriteBack {
     ) -> Result<ObjectInfo> {
         let h = Header {
             seq,
-            created: SystemTime::now(),
+            created: self.now(),
             op,
             metadata,
         };
@@ -302,6 +305,15 @@ impl WriteBack {
         };
         self.shared.wake.notify_one();
         Ok(info)
+    }
+
+    /// Now, cut to the bucket's time resolution: a pending version's time stays its time
+    /// after the upload, and must not order it after a version the bucket makes later in the
+    /// same second.
+    fn now(&self) -> SystemTime {
+        let res = self.shared.resolution.as_nanos().max(1) as u64;
+        let ns = now_ns();
+        UNIX_EPOCH + Duration::from_nanos(ns - ns % res)
     }
 
     /// What the journal holds now.

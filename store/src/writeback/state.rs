@@ -246,6 +246,28 @@ impl State {
         p.file.release();
     }
 
+    /// Whether the change `p` (in flight, failing) no longer needs uploading: in a bucket
+    /// without versioning a later change of its key replaces it. Then it is dropped.
+    pub fn drop_superseded(&mut self, p: &Pending) -> bool {
+        if !self.coalesce || p.partner.is_some() {
+            return false;
+        }
+        let Some(q) = self.keys.get_mut(&p.key) else {
+            return false;
+        };
+        if q.len() < 2 || q.front().map(|f| f.seq) != Some(p.seq) {
+            return false;
+        }
+        if let Some(old) = q.pop_front() {
+            self.changes -= 1;
+            self.bytes -= old.journal_bytes();
+            old.file.release();
+        }
+        self.in_flight.remove(&p.key);
+        self.ready.push_back(p.key.clone());
+        true
+    }
+
     /// The next change to upload, marked in flight.
     pub fn take_ready(&mut self) -> Option<Pending> {
         while let Some(key) = self.ready.pop_front() {

@@ -88,6 +88,11 @@ async fn upload(shared: &Shared, p: Pending) {
                 }
                 tokio::time::sleep(wait).await;
                 wait = (wait * 2).min(MAX_BACKOFF);
+                if shared.lock().drop_superseded(&p) {
+                    shared.progress.notify_waiters();
+                    shared.wake.notify_one();
+                    return;
+                }
             }
         }
     }
