@@ -29,6 +29,7 @@ mod runtime;
 mod s3mount;
 mod server;
 mod target;
+mod writeback;
 
 use std::ffi::OsString;
 use std::fmt;

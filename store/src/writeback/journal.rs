@@ -270,6 +270,9 @@ pub struct JournalDir {
     _lock: File,
 }
 
+/// An entry that failed its check at replay: where it was moved, and why.
+pub type SetAside = (PathBuf, StoreError);
+
 /// One entry found at replay.
 #[derive(Debug)]
 pub struct Found {
@@ -361,7 +364,7 @@ impl JournalDir {
 
     /// Every entry, by sequence number: `.tmp` leftovers (never acknowledged) are removed,
     /// entries that fail their checksum are moved to `corrupt/` and returned apart.
-    pub fn replay(&self) -> Result<(Vec<Found>, Vec<(PathBuf, StoreError)>)> {
+    pub fn replay(&self) -> Result<(Vec<Found>, Vec<SetAside>)> {
         let rd = fs::read_dir(&self.dir).map_err(|e| io(&self.dir, "cannot read", e))?;
         for e in rd.flatten() {
             let p = e.path();
