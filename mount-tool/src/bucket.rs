@@ -325,6 +325,8 @@ pub struct Control {
     pub fs: Weak<ObjFs>,
     /// The mount's disk cache (shown live by `status`).
     pub cache: crate::disk_cache::CacheState,
+    /// The mount's write-back journal (shown live by `status`; `None`: write-through).
+    pub writeback: Option<Arc<objfs_store::writeback::WriteBack>>,
 }
 
 impl Control {
@@ -384,6 +386,7 @@ impl Control {
         let fs = self.fs.clone();
         let mut status = self.status.clone();
         status["cache"] = self.cache.json();
+        status["writeback"] = crate::writeback::json(self.writeback.as_deref());
         let mut on_changed = |keys: &[String]| {
             if let Some(fs) = fs.upgrade() {
                 fs.invalidate_keys(keys);

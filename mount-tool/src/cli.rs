@@ -225,6 +225,14 @@ pub struct MountArgs {
     /// server refuses, e.g. Garage, which has no versioning).
     #[arg(long)]
     pub enable_versioning: bool,
+    /// For an s3:// store: a close waits until the bucket has the file, instead of returning
+    /// once the file is in the local write-back journal (uploaded in the background).
+    #[arg(long)]
+    pub write_through: bool,
+    /// For an s3:// store: the write-back journal's directory (default CACHE_DIR/writeback
+    /// with --cache-dir, else ~/.cache/objfs/writeback/KEY); one mount per directory.
+    #[arg(long, value_name = "DIR")]
+    pub journal_dir: Option<PathBuf>,
     #[command(flatten)]
     pub s3: S3Args,
 }
@@ -254,6 +262,7 @@ impl S3Args {
             region: self.region.clone(),
             profile: self.profile.clone(),
             enable_versioning: false,
+            ..Default::default()
         }
     }
 }

@@ -31,6 +31,7 @@ mod s3mount;
 mod server;
 mod target;
 mod tiering;
+mod writeback;
 
 use std::ffi::OsString;
 use std::fmt;

@@ -100,6 +100,10 @@ impl MountRequest {
             }
         }
         s.s3.enable_versioning |= a.enable_versioning;
+        s.s3.write_through |= a.write_through;
+        if let Some(d) = &a.journal_dir {
+            s.s3.journal_dir = Some(d.clone());
+        }
         let at = match &a.at {
             Some(t) => Some(crate::history_commands::moment(t)?),
             None => s.at,

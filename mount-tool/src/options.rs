@@ -120,6 +120,11 @@ pub struct S3Settings {
     pub profile: Option<String>,
     /// Turn the bucket's versioning on before mounting (`--enable-versioning`).
     pub enable_versioning: bool,
+    /// A close waits for the upload: no write-back journal (`--write-through`, `-o
+    /// write_through`).
+    pub write_through: bool,
+    /// The write-back journal's directory (`--journal-dir`, `-o journal_dir=`).
+    pub journal_dir: Option<PathBuf>,
 }
 
 /// The parts of [`FsConfig`] that options can set; `None` keeps the default.
@@ -254,6 +259,8 @@ impl MountSettings {
             "fsname" => fs.fs_name = Some(need(value)?),
             "cache_dir" => self.cache_dir = Some(PathBuf::from(need(value)?)),
             "at" => self.at = Some(crate::history_commands::moment(&need(value)?)?),
+            "write_through" => self.s3.write_through = true,
+            "journal_dir" => self.s3.journal_dir = Some(PathBuf::from(need(value)?)),
             "log_file" => self.log_file = Some(PathBuf::from(need(value)?)),
             "foreground" => self.foreground = true,
             "allow_non_empty" | "nonempty" => self.allow_non_empty = true,

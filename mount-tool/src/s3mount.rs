@@ -8,6 +8,8 @@
 //! status, and the history of a versioned bucket). `--enable-versioning` turns the bucket's
 //! versioning on first. A daemon logs to `RUNTIME_DIR/KEY.log` by default. With `--cache-dir`,
 //! the mount process opens a disk cache of object data (disk_cache.rs), and `status` shows it.
+//! Unless `--write-through`, closed files go through a write-back journal (writeback.rs),
+//! drained before the process ends.
 //!
 //! The bucket is opened in the mount process (after the fork, like a local store), so what
 //! goes wrong there — a missing bucket, refused credentials, an endpoint that does not answer —
@@ -96,6 +98,8 @@ pub fn status_json(cfg: &S3Config, store: &S3Store, record: Option<&Record>) -> 
         "mount": crate::ops::mount_json(record),
         // Filled in by the mount process (disk_cache.rs): its disk cache, live.
         "cache": Value::Null,
+        // Filled in by the mount process (writeback.rs): its write-back journal, live.
+        "writeback": Value::Null,
     })
 }
 
@@ -155,6 +159,7 @@ pub fn status_text(v: &Value) -> String {
         &v["cache"],
         v["mount"].is_object(),
     ));
+    out.push_str(&crate::writeback::status_text(&v["writeback"]));
     out
 }
 
@@ -188,6 +193,7 @@ pub fn run(req: MountRequest, loc: StoreLocation) -> Result<()> {
         mount::check_mountpoint(&req.mountpoint, req.settings.allow_non_empty)?;
     let mut cfg = req.settings.fs.to_fs_config(&format!("objfs:{loc}"));
     let cache = disk_cache::request(&req.settings, &mut cfg)?;
+    let journal = crate::writeback::journal_dir(&req.settings, &loc)?;
     let log_path = match &req.settings.log_file {
         Some(p) => Some(platform::absolute(p)?),
         None if req.settings.foreground => None,
@@ -219,6 +225,7 @@ pub fn run(req: MountRequest, loc: StoreLocation) -> Result<()> {
         log_path,
         req: &req,
         cache,
+        journal,
     };
     match served.serve(cfg, &mut notifier) {
         Ok(()) => Ok(()),
@@ -238,6 +245,8 @@ struct Served<'a> {
     log_path: Option<PathBuf>,
     req: &'a MountRequest,
     cache: Option<CacheRequest>,
+    /// The write-back journal (`None`: `--write-through`).
+    journal: Option<PathBuf>,
 }
 
 impl Served<'_> {
@@ -246,6 +255,7 @@ impl Served<'_> {
             crate::bucket::set_bucket_versioning(self.loc, &self.s3, true)?;
         }
         let store = Arc::new(open(self.loc, self.s3.clone())?);
+        let (dyn_store, writeback) = crate::writeback::wrap(store.clone(), self.journal.clone())?;
         let cache = CacheState::open(self.cache.as_ref())?;
         cfg.disk_cache = cache.handle();
         let read_only = cfg.read_only;
@@ -273,7 +283,6 @@ impl Served<'_> {
             }
         };
         let status = status_json(&self.s3, &store, Some(&record));
-        let dyn_store: Arc<dyn ObjectStore> = store;
         // The control thread's reference ends with the process (it never stops accepting).
         let control_store = Arc::downgrade(&dyn_store);
         let handle = match objfs_fs::mount(dyn_store, &mp, cfg)
@@ -292,6 +301,7 @@ impl Served<'_> {
             status,
             fs: Arc::downgrade(handle.fs()),
             cache,
+            writeback: writeback.clone(),
         };
         std::thread::Builder::new()
             .name("objfs-control".into())
@@ -309,6 +319,9 @@ impl Served<'_> {
         }
         notifier.ready();
         let result = mount::serve_until_unmounted(handle, &mp)?;
+        if let Some(wb) = &writeback {
+            crate::writeback::drain(wb);
+        }
         // The registration goes (socket and record removed) once the mount has ended.
         drop(registration);
         result

@@ -27,7 +27,9 @@
 #   options), S3BENCH_NO_BUILD=1 (use target/release/objfs as it is), S3BENCH_KEEP=1 (keep
 #   WORKDIR: logs and raw figures), S3BENCH_BASE_BIN (another objfs binary, e.g. one built
 #   from main: measured as the tool "objfs-base" in the same rounds, with a before/after
-#   column objfs/objfs-base).
+#   column objfs/objfs-base), S3BENCH_BASE_OPTS (`objfs mount` options of objfs-base only,
+#   e.g. --write-through with S3BENCH_BASE_BIN=target/release/objfs: write-back against
+#   write-through in one run).
 # Needs root (page cache drops, FUSE mounts), python3, s3fs and rclone (apt-get install -y s3fs
 # rclone). Everything is unmounted and Garage stopped on exit, however the script exits.
 set -euo pipefail
@@ -44,6 +46,7 @@ fi
 GARAGE="${S3BENCH_GARAGE:-$HOME/.cache/objfs-ci/garage/2.5.0/bin/garage}"
 FSBENCH="${S3BENCH_FSBENCH:-/work/shared/bench/fsbench.py}"
 OBJFS_OPTS="${S3BENCH_OBJFS_OPTS:-}"
+BASE_OPTS="${S3BENCH_BASE_OPTS:-$OBJFS_OPTS}"
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 BIN="${S3BENCH_BIN:-$TARGET_DIR/release/objfs}"
 
@@ -204,7 +207,7 @@ do_mount() { # do_mount TOOL
     objfs | objfs-base)
         # shellcheck disable=SC2086
         "$(bin_of "$tool")" mount "s3://$bucket" "$m" --endpoint "$ENDPOINT" --region garage --profile bench \
-            --log-file "$WORK/$tool.log" $OBJFS_OPTS
+            --log-file "$WORK/$tool.log" $(if [ "$tool" = objfs-base ]; then echo "$BASE_OPTS"; else echo "$OBJFS_OPTS"; fi)
         ;;
     s3fs)
         s3fs "$bucket" "$m" -o "passwd_file=$S3FS_PASSWD,url=$ENDPOINT,use_path_request_style,endpoint=garage,logfile=$WORK/s3fs.log"

@@ -1,0 +1,388 @@
+//! The write-back decorator's memory of its journal: for every key with pending changes, the
+//! changes in journal order (what reads see on top of the bucket and what the uploader sends),
+//! the files that hold them, and the map between pending version ids and the ids the bucket
+//! gave once uploaded. No I/O here but unlinking an entry file whose every change is uploaded.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use crate::types::{Metadata, ObjectInfo, VersionId, VersionInfo};
+
+/// One journal entry file, shared by the changes it holds (two for a rename).
+#[derive(Debug)]
+pub struct EntryFile {
+    pub path: PathBuf,
+    pub body_offset: u64,
+    pub body_len: u64,
+    /// Changes of this file not yet uploaded; the file goes when it reaches 0.
+    live: AtomicUsize,
+    /// The entry's new version (put, copy) is in the bucket: a rename's delete of its source
+    /// waits for it, so the object is never under neither name there.
+    pub made: AtomicBool,
+}
+
+impl EntryFile {
+    pub fn new(path: PathBuf, body_offset: u64, body_len: u64, changes: usize) -> Arc<EntryFile> {
+        Arc::new(EntryFile {
+            path,
+            body_offset,
+            body_len,
+            live: AtomicUsize::new(changes),
+            made: AtomicBool::new(changes < 2),
+        })
+    }
+
+    /// One change of the file is done (uploaded or superseded); unlinks the file after the
+    /// last one.
+    pub fn release(&self) {
+        if self.live.fetch_sub(1, Ordering::AcqRel) == 1 {
+            super::journal::remove(&self.path);
+        }
+    }
+}
+
+/// Where a pending version's bytes are.
+#[derive(Debug, Clone)]
+pub enum Data {
+    /// In the entry file's body.
+    Journal,
+    /// In the bucket, as this version of this key (a rename of an uploaded file).
+    Remote { key: String, version: VersionId },
+}
+
+/// What a pending change does to its key.
+#[derive(Debug, Clone)]
+pub enum Kind {
+    /// A new version with data.
+    Put { info: ObjectInfo, data: Data },
+    /// A delete marker.
+    Delete,
+}
+
+/// One pending change of a key.
+#[derive(Debug, Clone)]
+pub struct Pending {
+    pub seq: u64,
+    pub key: String,
+    /// The id reads see until (and, through the id map, after) the upload.
+    pub id: VersionId,
+    pub modified: SystemTime,
+    pub kind: Kind,
+    pub file: Arc<EntryFile>,
+    /// The other key of a two-key entry (a rename): such a change is never dropped when
+    /// superseded, and the delete half is uploaded only after the other half.
+    pub partner: Option<String>,
+}
+
+impl Pending {
+    /// Bytes of data the change will upload from the journal.
+    pub fn journal_bytes(&self) -> u64 {
+        match &self.kind {
+            Kind::Put {
+                data: Data::Journal,
+                info,
+            } => info.size,
+            _ => 0,
+        }
+    }
+
+    /// Whether the uploader may send it now.
+    pub fn ready(&self) -> bool {
+        match self.kind {
+            Kind::Delete if self.partner.is_some() => self.file.made.load(Ordering::Acquire),
+            _ => true,
+        }
+    }
+}
+
+/// How an uploaded version keeps looking to this process: the id, time and etag its pending
+/// version had.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Shown {
+    pub id: VersionId,
+    pub modified: SystemTime,
+    pub etag: String,
+}
+
+/// What `status` shows of the journal.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Summary {
+    pub changes: usize,
+    pub bytes: u64,
+    pub oldest: Option<SystemTime>,
+    /// The last upload failure, while uploads are failing.
+    pub failing: Option<String>,
+}
+
+/// The decorator's pending changes.
+#[derive(Debug, Default)]
+pub struct State {
+    pub keys: BTreeMap<String, VecDeque<Pending>>,
+    pub in_flight: HashSet<String>,
+    /// Keys whose first change may be ready to upload (may hold stale names: checked when
+    /// taken).
+    pub ready: VecDeque<String>,
+    /// Pending id -> bucket id, and back (a versioned bucket only).
+    pub to_bucket: HashMap<VersionId, VersionId>,
+    pub from_bucket: HashMap<VersionId, Shown>,
+    pub next_seq: u64,
+    pub bytes: u64,
+    pub changes: usize,
+    pub failing: Option<String>,
+    /// In a bucket without versioning only the last change of a key matters: earlier ones not
+    /// yet uploading are dropped when a new one comes.
+    pub coalesce: bool,
+}
+
+impl State {
+    /// The newest pending change of `key`.
+    pub fn latest(&self, key: &str) -> Option<&Pending> {
+        self.keys.get(key).and_then(|q| q.back())
+    }
+
+    /// Whether `key` has pending changes.
+    pub fn has(&self, key: &str) -> bool {
+        self.keys.contains_key(key)
+    }
+
+    /// Adds a change at the end of its key's queue.
+    pub fn push(&mut self, p: Pending) {
+        let key = p.key.clone();
+        let in_flight = self.in_flight.contains(&key);
+        let q = self.keys.entry(key.clone()).or_default();
+        if self.coalesce {
+            // Keep the change being uploaded (it cannot be recalled) and rename halves.
+            let mut kept = VecDeque::with_capacity(q.len() + 1);
+            for (i, old) in q.drain(..).enumerate() {
+                if (i == 0 && in_flight) || old.partner.is_some() {
+                    kept.push_back(old);
+                } else {
+                    self.changes -= 1;
+                    self.bytes -= old.journal_bytes();
+                    old.file.release();
+                }
+            }
+            *q = kept;
+        }
+        self.changes += 1;
+        self.bytes += p.journal_bytes();
+        q.push_back(p);
+        if !in_flight {
+            self.ready.push_back(key);
+        }
+    }
+
+    /// The version id readers know for the bucket's `id`.
+    pub fn shown(&self, id: VersionId) -> VersionId {
+        self.from_bucket
+            .get(&id)
+            .map(|s| s.id.clone())
+            .unwrap_or(id)
+    }
+
+    /// The bucket's description of a version as this process knows it.
+    pub fn shown_info(&self, mut info: ObjectInfo) -> ObjectInfo {
+        if let Some(s) = self.from_bucket.get(&info.version) {
+            info.version = s.id.clone();
+            info.modified = s.modified;
+            info.etag.clone_from(&s.etag);
+        }
+        info
+    }
+
+    /// The same for an entry of a version listing.
+    pub fn shown_version(&self, mut v: VersionInfo) -> VersionInfo {
+        if let Some(s) = self.from_bucket.get(&v.version) {
+            v.version = s.id.clone();
+            v.modified = s.modified;
+            v.etag.clone_from(&s.etag);
+        }
+        v
+    }
+
+    /// The bucket's id for a version a reader names.
+    pub fn bucket_id(&self, id: VersionId) -> VersionId {
+        self.to_bucket.get(&id).cloned().unwrap_or(id)
+    }
+
+    /// The first change of `key` was uploaded (the bucket's id, if it made a version).
+    pub fn uploaded(&mut self, key: &str, seq: u64, bucket: Option<VersionId>) {
+        self.in_flight.remove(key);
+        let Some(q) = self.keys.get_mut(key) else {
+            return;
+        };
+        let Some(pos) = q.iter().position(|p| p.seq == seq) else {
+            return;
+        };
+        let Some(p) = q.remove(pos) else { return };
+        if q.is_empty() {
+            self.keys.remove(key);
+        } else {
+            self.ready.push_back(key.to_string());
+        }
+        self.changes -= 1;
+        self.bytes -= p.journal_bytes();
+        if let (Some(b), false) = (bucket, self.coalesce) {
+            let etag = match &p.kind {
+                Kind::Put { info, .. } => info.etag.clone(),
+                Kind::Delete => String::new(),
+            };
+            let shown = Shown {
+                id: p.id.clone(),
+                modified: p.modified,
+                etag,
+            };
+            self.to_bucket.insert(p.id.clone(), b.clone());
+            self.from_bucket.insert(b, shown);
+        }
+        if let (Kind::Put { .. }, Some(src)) = (&p.kind, &p.partner) {
+            p.file.made.store(true, Ordering::Release);
+            // The delete half (the rename's source) may go now.
+            self.ready.push_back(src.clone());
+        }
+        p.file.release();
+    }
+
+    /// Whether the change `p` (in flight, failing) no longer needs uploading: in a bucket
+    /// without versioning a later change of its key replaces it. Then it is dropped.
+    pub fn drop_superseded(&mut self, p: &Pending) -> bool {
+        if !self.coalesce || p.partner.is_some() {
+            return false;
+        }
+        let Some(q) = self.keys.get_mut(&p.key) else {
+            return false;
+        };
+        if q.len() < 2 || q.front().map(|f| f.seq) != Some(p.seq) {
+            return false;
+        }
+        if let Some(old) = q.pop_front() {
+            self.changes -= 1;
+            self.bytes -= old.journal_bytes();
+            old.file.release();
+        }
+        self.in_flight.remove(&p.key);
+        self.ready.push_back(p.key.clone());
+        true
+    }
+
+    /// The next change to upload, marked in flight.
+    pub fn take_ready(&mut self) -> Option<Pending> {
+        while let Some(key) = self.ready.pop_front() {
+            if self.in_flight.contains(&key) {
+                continue;
+            }
+            let Some(first) = self.keys.get(&key).and_then(|q| q.front()) else {
+                continue;
+            };
+            if !first.ready() {
+                continue;
+            }
+            let p = first.clone();
+            self.in_flight.insert(key);
+            return Some(p);
+        }
+        None
+    }
+
+    pub fn summary(&self) -> Summary {
+        Summary {
+            changes: self.changes,
+            bytes: self.bytes,
+            oldest: self
+                .keys
+                .values()
+                .filter_map(|q| q.front().map(|p| p.modified))
+                .min(),
+            failing: self.failing.clone(),
+        }
+    }
+}
+
+/// An object description of a pending put.
+pub fn info_of(
+    key: &str,
+    id: VersionId,
+    size: u64,
+    etag: String,
+    metadata: Metadata,
+) -> ObjectInfo {
+    ObjectInfo {
+        key: key.to_string(),
+        version: id,
+        size,
+        modified: SystemTime::now(),
+        etag,
+        metadata,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pending(seq: u64, key: &str, file: &Arc<EntryFile>) -> Pending {
+        Pending {
+            seq,
+            key: key.into(),
+            id: VersionId::from_backend(format!("p{seq}")),
+            modified: SystemTime::now(),
+            kind: Kind::Put {
+                info: info_of(key, VersionId::null(), 3, "e".into(), Metadata::new()),
+                data: Data::Journal,
+            },
+            file: file.clone(),
+            partner: None,
+        }
+    }
+
+    #[test]
+    fn coalescing_keeps_the_upload_in_flight_and_rename_halves() {
+        let t = tempfile::tempdir().unwrap();
+        let mut s = State {
+            coalesce: true,
+            ..Default::default()
+        };
+        let files: Vec<_> = (0..4)
+            .map(|i| {
+                let p = t.path().join(format!("{i}"));
+                std::fs::write(&p, b"x").unwrap();
+                EntryFile::new(p, 0, 3, 1)
+            })
+            .collect();
+        s.push(pending(1, "k", &files[0]));
+        let first = s.take_ready().unwrap();
+        assert_eq!(first.seq, 1);
+        s.push(pending(2, "k", &files[1]));
+        s.push(pending(3, "k", &files[2]));
+        // 2 was superseded by 3 (its file is gone); 1 is being uploaded.
+        let seqs: Vec<u64> = s.keys["k"].iter().map(|p| p.seq).collect();
+        assert_eq!(seqs, [1, 3]);
+        assert!(!t.path().join("1").exists());
+        assert_eq!(s.summary().changes, 2);
+        s.uploaded("k", 1, Some(VersionId::null()));
+        assert!(!t.path().join("0").exists());
+        assert_eq!(s.take_ready().unwrap().seq, 3);
+        s.uploaded("k", 3, None);
+        assert!(s.keys.is_empty());
+        assert_eq!(s.summary(), Summary::default());
+    }
+
+    #[test]
+    fn ids_map_both_ways_in_a_versioned_bucket() {
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("f");
+        std::fs::write(&p, b"x").unwrap();
+        let f = EntryFile::new(p, 0, 3, 1);
+        let mut s = State::default();
+        s.push(pending(5, "k", &f));
+        let taken = s.take_ready().unwrap();
+        let b = VersionId::from_backend("bucket-1");
+        s.uploaded("k", taken.seq, Some(b.clone()));
+        assert_eq!(s.shown(b.clone()), taken.id);
+        assert_eq!(s.bucket_id(taken.id.clone()), b);
+        assert!(s.take_ready().is_none());
+    }
+}

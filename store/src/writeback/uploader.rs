@@ -1,0 +1,143 @@
+//! The write-back uploader: a thread with a runtime of its own that sends pending changes to
+//! the bucket, a bounded number at a time, each key's changes in journal order, retrying with
+//! backoff for as long as the bucket fails (a change leaves the journal only once the bucket
+//! acknowledged it), until the decorator is dropped.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinSet;
+use tracing::{info, warn};
+
+use super::state::{Data, Kind, Pending};
+use super::{journal, Shared};
+use crate::error::{Result, StoreError};
+use crate::types::{Body, CopyOptions, PutOptions, VersionId};
+
+/// First and longest wait between two tries of a failing upload.
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Starts the uploader thread.
+pub fn start(shared: Arc<Shared>) -> std::io::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("objfs-writeback-io")
+        .enable_all()
+        .build()?;
+    std::thread::Builder::new()
+        .name("objfs-writeback".into())
+        .spawn(move || rt.block_on(run(shared)))?;
+    Ok(())
+}
+
+async fn run(shared: Arc<Shared>) {
+    let mut tasks: JoinSet<()> = JoinSet::new();
+    loop {
+        if shared.stop.load(Ordering::Acquire) {
+            tasks.shutdown().await;
+            return;
+        }
+        let woken = shared.wake.notified();
+        tokio::pin!(woken);
+        woken.as_mut().enable();
+        while tasks.len() < shared.concurrency {
+            let next = shared.lock().take_ready();
+            let Some(p) = next else { break };
+            let s = shared.clone();
+            tasks.spawn(async move { upload(&s, p).await });
+        }
+        tokio::select! {
+            _ = &mut woken => {}
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+        }
+    }
+}
+
+/// Sends one change until the bucket takes it, then forgets it.
+async fn upload(shared: &Shared, p: Pending) {
+    let mut wait = FIRST_BACKOFF;
+    let mut tries = 0u32;
+    loop {
+        let result = {
+            // Version listings wait for changes in flight (see `list_versions`).
+            let _gate = shared.gate.read().await;
+            let r = send(shared, &p).await;
+            if let Ok(bucket) = &r {
+                shared.lock().uploaded(&p.key, p.seq, bucket.clone());
+            }
+            r
+        };
+        match result {
+            Ok(_) => {
+                if tries > 0 {
+                    info!(key = %p.key, tries, "write-back: uploaded after retries");
+                    shared.lock().failing = None;
+                }
+                shared.progress.notify_waiters();
+                shared.wake.notify_one();
+                return;
+            }
+            Err(e) => {
+                tries += 1;
+                warn!(key = %p.key, tries, "write-back: upload failed, will retry: {e}");
+                shared.lock().failing = Some(format!("{}: {e}", p.key));
+                if shared.stop.load(Ordering::Acquire) {
+                    return;
+                }
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(MAX_BACKOFF);
+                if shared.lock().drop_superseded(&p) {
+                    shared.progress.notify_waiters();
+                    shared.wake.notify_one();
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// One try: the bucket's id of the version the change made, if it made one.
+async fn send(shared: &Shared, p: &Pending) -> Result<Option<VersionId>> {
+    let inner = &shared.inner;
+    match &p.kind {
+        Kind::Delete => inner.delete(&p.key).await,
+        Kind::Put {
+            info,
+            data: Data::Journal,
+        } => {
+            let path = p.file.path.clone();
+            let (off, len) = (p.file.body_offset, p.file.body_len);
+            let body = tokio::task::spawn_blocking(move || journal::read_body(&path, off, 0..len))
+                .await
+                .map_err(|e| StoreError::Unavailable {
+                    what: "write-back".into(),
+                    reason: e.to_string(),
+                })??;
+            if body.len() as u64 != info.size {
+                return Err(StoreError::Corrupt {
+                    what: format!("write-back journal entry of {}", p.key),
+                });
+            }
+            let opts = PutOptions {
+                metadata: info.metadata.clone(),
+                ..Default::default()
+            };
+            let made = inner.put(&p.key, Body::from(body), opts).await?;
+            Ok(Some(made.version))
+        }
+        Kind::Put {
+            info,
+            data: Data::Remote { key, version },
+        } => {
+            let opts = CopyOptions {
+                source_version: Some(version.clone()).filter(|v| !v.is_null()),
+                metadata: Some(info.metadata.clone()),
+                ..Default::default()
+            };
+            let made = inner.copy(key, &p.key, opts).await?;
+            Ok(Some(made.version))
+        }
+    }
+}
