@@ -6,6 +6,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use super::rollup::{day_of, Event};
 use super::Meta;
 use crate::error::Result;
 use crate::local::records::{
@@ -41,13 +42,28 @@ impl Meta {
 
     /// Records `times` beside `key` (each time given replaces the recorded one).
     pub fn set_key_times(&self, key: &str, times: KeyTimes) -> Result<()> {
+        // Under the commit lock: a live key's access day is a rollup bucket.
+        let _state = self.lock();
         let row = key_times_key(key);
-        let now = self.key_times(key)?.updated(times);
+        let old = self.key_times(key)?;
+        let now = old.updated(times);
         let rec = KeyTimesRecord {
             accessed: to_nanos(now.accessed),
             changed: to_nanos(now.changed),
         };
         let mut txn = super::Txn::new();
+        let day = |t| (t != 0).then(|| day_of(t));
+        let (from, to) = (day(to_nanos(old.accessed)), day(rec.accessed));
+        if from != to {
+            if let Some(cur) = self.current(key)? {
+                txn.events.push(Event::Access {
+                    key: key.into(),
+                    size: cur.size,
+                    from,
+                    to,
+                });
+            }
+        }
         txn.insert(row, encode(&rec)?);
         self.write_rows(txn)
     }

@@ -1,0 +1,376 @@
+//! Per-prefix rollups: what `objfs du` reads instead of scanning the namespace.
+//!
+//! Every `/`-delimited prefix of a key (and the root, the empty prefix) has a *totals* row
+//! (live objects and bytes, noncurrent versions and bytes, delete markers, incomplete
+//! multipart uploads, their parts and bytes) and sparse *histogram* rows: live objects and
+//! bytes by the day of their last modification (the version's time in the store) and by the
+//! day of their last recorded access. Rows hold absolute days; ages are computed at query
+//! time.
+//!
+//! A commit records what it changes as [`Event`]s in its transaction; [`Meta::apply`] turns
+//! them into signed deltas per row ([`Deltas`], O(depth) rows per changed key), reads each
+//! row's current value and writes the new value **in the same log record** as the change, so
+//! a replay after a crash yields exactly the totals the commits produced. Rows written by
+//! successive commits replace each other in the in-memory table, so a burst of commits under
+//! one directory costs sled one row per prefix (and day) per checkpoint, not one per commit.
+//! Rows that fall to zero are removed. Key layout and values: docs/FORMAT.md.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::{Deserialize, Serialize};
+
+use super::{Meta, Txn};
+use crate::error::Result;
+use crate::local::records::{decode, encode, key_times_key, InitialFormat, KeyTimesRecord};
+
+/// `R`: the rollup table's tag (first key byte).
+pub const TABLE: u8 = b'R';
+/// Row kinds after `R` + prefix + 0x00.
+pub const KIND_TOTALS: u8 = 0;
+pub const KIND_MODIFIED: u8 = 1;
+pub const KIND_ACCESSED: u8 = 2;
+
+/// Nanoseconds in a histogram bucket (a day).
+pub const DAY_NANOS: u64 = 86_400 * 1_000_000_000;
+
+/// The totals row of a prefix.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RollupTotals {
+    pub live_objects: u64,
+    pub live_bytes: u64,
+    pub noncurrent_versions: u64,
+    pub noncurrent_bytes: u64,
+    pub delete_markers: u64,
+    pub uploads: u64,
+    pub upload_parts: u64,
+    pub upload_bytes: u64,
+}
+
+/// A histogram row: live objects and their bytes in one day's bucket.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RollupBucket {
+    pub objects: u64,
+    pub bytes: u64,
+}
+
+impl InitialFormat for RollupTotals {}
+impl InitialFormat for RollupBucket {}
+
+/// Number of counters in a totals row (the order of [`RollupTotals`]'s fields).
+const TOTALS: usize = 8;
+
+impl RollupTotals {
+    fn to_array(self) -> [u64; TOTALS] {
+        [
+            self.live_objects,
+            self.live_bytes,
+            self.noncurrent_versions,
+            self.noncurrent_bytes,
+            self.delete_markers,
+            self.uploads,
+            self.upload_parts,
+            self.upload_bytes,
+        ]
+    }
+
+    fn from_array(a: [u64; TOTALS]) -> Self {
+        RollupTotals {
+            live_objects: a[0],
+            live_bytes: a[1],
+            noncurrent_versions: a[2],
+            noncurrent_bytes: a[3],
+            delete_markers: a[4],
+            uploads: a[5],
+            upload_parts: a[6],
+            upload_bytes: a[7],
+        }
+    }
+}
+
+/// The prefixes a key counts under: the root, then every prefix ending at one of its `/`.
+pub fn ancestors(key: &str) -> impl Iterator<Item = &str> {
+    std::iter::once("").chain(
+        key.char_indices()
+            .filter(|&(_, c)| c == '/')
+            .map(move |(i, _)| &key[..=i]),
+    )
+}
+
+/// `R` + prefix + 0x00 + kind (+ day, u32 big-endian, for histogram rows).
+pub fn row_key(prefix: &str, kind: u8, day: Option<u32>) -> Vec<u8> {
+    let mut k = Vec::with_capacity(prefix.len() + 7);
+    k.push(TABLE);
+    k.extend_from_slice(prefix.as_bytes());
+    k.push(0);
+    k.push(kind);
+    if let Some(d) = day {
+        k.extend_from_slice(&d.to_be_bytes());
+    }
+    k
+}
+
+/// The rows of `prefix` itself: from `R` + prefix + 0x00 to `R` + prefix + 0x01.
+pub fn own_rows(prefix: &str) -> (Vec<u8>, Vec<u8>) {
+    let mut a = vec![TABLE];
+    a.extend_from_slice(prefix.as_bytes());
+    let mut b = a.clone();
+    a.push(0);
+    b.push(1);
+    (a, b)
+}
+
+/// Splits a rollup row key into (prefix, kind, day).
+pub fn parse_row_key(k: &[u8]) -> Option<(&str, u8, Option<u32>)> {
+    let body = k.strip_prefix(&[TABLE])?;
+    let nul = body.iter().position(|&b| b == 0)?;
+    let prefix = std::str::from_utf8(&body[..nul]).ok()?;
+    let rest = &body[nul + 1..];
+    match rest {
+        [KIND_TOTALS] => Some((prefix, KIND_TOTALS, None)),
+        [kind @ (KIND_MODIFIED | KIND_ACCESSED), d @ ..] if d.len() == 4 => {
+            Some((prefix, *kind, Some(u32::from_be_bytes(d.try_into().ok()?))))
+        }
+        _ => None,
+    }
+}
+
+/// The day bucket of a time in nanoseconds since the epoch.
+pub fn day_of(nanos: u64) -> u32 {
+    u32::try_from(nanos / DAY_NANOS).unwrap_or(u32::MAX)
+}
+
+/// What one commit changes, per key (each applies to all the key's prefixes, with `sign`).
+#[derive(Debug, Clone)]
+pub(crate) enum Event {
+    /// A live current version of `size` bytes written on `day` (+1 added, -1 gone).
+    Live {
+        key: String,
+        size: u64,
+        day: u32,
+        sign: i64,
+    },
+    /// A noncurrent (data) version.
+    Noncurrent { key: String, size: u64, sign: i64 },
+    /// A delete marker.
+    Marker { key: String, sign: i64 },
+    /// An incomplete multipart upload of `key`: uploads, parts and bytes changed by these.
+    Upload {
+        key: String,
+        uploads: i64,
+        parts: i64,
+        bytes: i64,
+    },
+    /// A live object moving between access-day buckets (`from`/`to` None: no access recorded).
+    Access {
+        key: String,
+        size: u64,
+        from: Option<u32>,
+        to: Option<u32>,
+    },
+}
+
+/// Signed changes per rollup row key, summed over a commit's events.
+#[derive(Debug, Default)]
+pub(crate) struct Deltas {
+    totals: HashMap<Vec<u8>, [i64; TOTALS]>,
+    buckets: HashMap<Vec<u8>, [i64; 2]>,
+}
+
+impl Deltas {
+    fn total(&mut self, key: &str, field: usize, by: i64, field2: usize, by2: i64) {
+        for p in ancestors(key) {
+            let row = self
+                .totals
+                .entry(row_key(p, KIND_TOTALS, None))
+                .or_default();
+            row[field] += by;
+            row[field2] += by2;
+        }
+    }
+
+    fn bucket(&mut self, key: &str, kind: u8, day: u32, n: i64, bytes: i64) {
+        for p in ancestors(key) {
+            let row = self.buckets.entry(row_key(p, kind, Some(day))).or_default();
+            row[0] += n;
+            row[1] += bytes;
+        }
+    }
+
+    /// Adds `event`; `accessed` gives a live key's access day (read by the caller).
+    pub(crate) fn add(&mut self, event: &Event, accessed: Option<u32>) {
+        match event {
+            Event::Live {
+                key,
+                size,
+                day,
+                sign,
+            } => {
+                let b = *sign * *size as i64;
+                self.total(key, 0, *sign, 1, b);
+                self.bucket(key, KIND_MODIFIED, *day, *sign, b);
+                if let Some(a) = accessed {
+                    self.bucket(key, KIND_ACCESSED, a, *sign, b);
+                }
+            }
+            Event::Noncurrent { key, size, sign } => {
+                self.total(key, 2, *sign, 3, *sign * *size as i64)
+            }
+            Event::Marker { key, sign } => self.total(key, 4, *sign, 4, 0),
+            Event::Upload {
+                key,
+                uploads,
+                parts,
+                bytes,
+            } => {
+                self.total(key, 5, *uploads, 6, *parts);
+                self.total(key, 7, *bytes, 7, 0);
+            }
+            Event::Access {
+                key,
+                size,
+                from,
+                to,
+            } => {
+                let b = *size as i64;
+                if let Some(f) = from {
+                    self.bucket(key, KIND_ACCESSED, *f, -1, -b);
+                }
+                if let Some(t) = to {
+                    self.bucket(key, KIND_ACCESSED, *t, 1, b);
+                }
+            }
+        }
+    }
+}
+
+fn add_signed(v: u64, d: i64) -> u64 {
+    if d >= 0 {
+        v.saturating_add(d as u64)
+    } else {
+        v.saturating_sub(d.unsigned_abs())
+    }
+}
+
+impl Meta {
+    /// The access day recorded for `key`, if any.
+    pub(crate) fn access_day(&self, key: &str) -> Result<Option<u32>> {
+        Ok(match self.tables.get(&key_times_key(key))? {
+            Some(v) => {
+                let r: KeyTimesRecord = decode(&v)?;
+                (r.accessed != 0).then(|| day_of(r.accessed))
+            }
+            None => None,
+        })
+    }
+
+    /// Turns the transaction's rollup events into rows of the same transaction: each touched
+    /// row is read (under the commit lock), changed and written, or removed when it is zero.
+    pub(super) fn rollup_rows(&self, txn: &mut Txn) -> Result<()> {
+        if txn.events.is_empty() {
+            return Ok(());
+        }
+        let mut deltas = Deltas::default();
+        let mut access: HashMap<String, Option<u32>> = HashMap::new();
+        for e in std::mem::take(&mut txn.events) {
+            let accessed = match &e {
+                Event::Live { key, .. } => match access.get(key) {
+                    Some(a) => *a,
+                    None => {
+                        let a = self.access_day(key)?;
+                        access.insert(key.clone(), a);
+                        a
+                    }
+                },
+                _ => None,
+            };
+            deltas.add(&e, accessed);
+        }
+        // Sorted, so a record's rows (and the reads) go in key order.
+        let totals: BTreeMap<_, _> = deltas.totals.into_iter().collect();
+        for (row, d) in totals {
+            if d.iter().all(|&x| x == 0) {
+                continue;
+            }
+            let old = match self.tables.get(&row)? {
+                Some(v) => decode::<RollupTotals>(&v)?.to_array(),
+                None => [0; TOTALS],
+            };
+            let mut new = [0u64; TOTALS];
+            for i in 0..TOTALS {
+                new[i] = add_signed(old[i], d[i]);
+            }
+            if new.iter().all(|&x| x == 0) {
+                txn.remove(row);
+            } else {
+                txn.insert(row, encode(&RollupTotals::from_array(new))?);
+            }
+        }
+        let buckets: BTreeMap<_, _> = deltas.buckets.into_iter().collect();
+        for (row, d) in buckets {
+            if d == [0, 0] {
+                continue;
+            }
+            let old = match self.tables.get(&row)? {
+                Some(v) => decode::<RollupBucket>(&v)?,
+                None => RollupBucket::default(),
+            };
+            let new = RollupBucket {
+                objects: add_signed(old.objects, d[0]),
+                bytes: add_signed(old.bytes, d[1]),
+            };
+            if new == RollupBucket::default() {
+                txn.remove(row);
+            } else {
+                txn.insert(row, encode(&new)?);
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ancestors_are_root_and_each_slash() {
+        let a: Vec<_> = ancestors("a/b/c").collect();
+        assert_eq!(a, vec!["", "a/", "a/b/"]);
+        let a: Vec<_> = ancestors("a/b/").collect();
+        assert_eq!(a, vec!["", "a/", "a/b/"]);
+        let a: Vec<_> = ancestors("top").collect();
+        assert_eq!(a, vec![""]);
+    }
+
+    #[test]
+    fn row_keys_round_trip_and_sort_by_prefix() {
+        let t = row_key("a/", KIND_TOTALS, None);
+        let m = row_key("a/", KIND_MODIFIED, Some(20_000));
+        assert_eq!(parse_row_key(&t), Some(("a/", KIND_TOTALS, None)));
+        assert_eq!(parse_row_key(&m), Some(("a/", KIND_MODIFIED, Some(20_000))));
+        // A prefix's own rows sort before its sub-prefixes' rows.
+        assert!(m < row_key("a/b/", KIND_TOTALS, None));
+        let (lo, hi) = own_rows("a/");
+        assert!(lo <= t && t < hi && m < hi);
+        assert!(row_key("a/b/", KIND_TOTALS, None) > hi);
+        assert_eq!(parse_row_key(b"Rbad"), None);
+    }
+
+    #[test]
+    fn deltas_sum_per_row() {
+        let mut d = Deltas::default();
+        let live = |sign| Event::Live {
+            key: "x/y".into(),
+            size: 10,
+            day: 3,
+            sign,
+        };
+        d.add(&live(1), Some(4));
+        d.add(&live(1), None);
+        d.add(&live(-1), None);
+        let root = d.totals[&row_key("", KIND_TOTALS, None)];
+        assert_eq!(root[0..2], [1, 10]);
+        assert_eq!(d.buckets[&row_key("x/", KIND_MODIFIED, Some(3))], [1, 10]);
+        assert_eq!(d.buckets[&row_key("x/", KIND_ACCESSED, Some(4))], [1, 10]);
+    }
+}
