@@ -92,6 +92,16 @@ pub enum Request {
     },
     /// `objfs restore` (restore.rs).
     Restore(crate::restore::RestoreRequest),
+    /// `objfs du` (insights.rs): per-prefix rollups of `prefix` and `depth` levels below it,
+    /// the `top` largest prefixes, and a recount when `verify`.
+    Du {
+        prefix: String,
+        depth: usize,
+        #[serde(default)]
+        top: usize,
+        #[serde(default)]
+        verify: bool,
+    },
 }
 
 /// What a request changed behind the kernel's back: the mount that serves it tells the
@@ -230,6 +240,10 @@ pub fn execute(
             let mut v = store_json(&st);
             v["mount"] = mount_json(mount);
             v["daemons"] = to_value(&store.daemon_reports()?)?;
+            // The per-prefix rollups of the root: the whole store's insights.
+            let du = store.du("", 0, 0).context("cannot read the rollups")?;
+            v["insights"] = to_value(&du.prefixes.first())?;
+            v["insights_store"] = to_value(&du.store)?;
             Ok(v)
         }
         Request::Daemon { name, action } => {
@@ -285,6 +299,12 @@ pub fn execute(
                 "moved": 0,
             }))
         }
+        Request::Du {
+            prefix,
+            depth,
+            top,
+            verify,
+        } => crate::insights::execute(store, prefix, *depth, *top, *verify),
         Request::Versions { key } => history::versions(store, key),
         Request::Cat(spec) => Ok(history::cat_header(&history::resolve(store, spec)?)),
         Request::SnapshotCreate { name, at_ns } => history::snapshot_create(store, name, *at_ns),
