@@ -112,26 +112,6 @@ impl Txn {
         self.ops.push((sled::IVec::from(key.as_ref()), None));
     }
 
-    /// A live version of `key` appears (`sign` 1) or stops being live (-1).
-    fn live(&mut self, key: &str, size: u64, vid: LocalVersion, sign: i64) {
-        self.events.push(rollup::Event::Live {
-            key: key.into(),
-            size,
-            day: rollup::day_of((vid.0 >> 64) as u64),
-            sign,
-        });
-    }
-
-    /// An incomplete upload of `key` changes by these many uploads, parts and bytes.
-    fn upload(&mut self, key: &str, uploads: i64, parts: i64, bytes: i64) {
-        self.events.push(rollup::Event::Upload {
-            key: key.into(),
-            uploads,
-            parts,
-            bytes,
-        });
-    }
-
     fn add_refs(&mut self, extents: &[Extent], delta: i64) {
         // Holes reference no blob.
         for blob in extents.iter().filter_map(Extent::blob_id) {

@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use super::{Meta, Txn};
 use crate::error::Result;
 use crate::local::records::{decode, encode, key_times_key, InitialFormat, KeyTimesRecord};
+use crate::local::version::LocalVersion;
 
 /// `R`: the rollup table's tag (first key byte).
 pub const TABLE: u8 = b'R';
@@ -240,6 +241,28 @@ impl Deltas {
                 }
             }
         }
+    }
+}
+
+impl Txn {
+    /// A live version of `key` appears (`sign` 1) or stops being live (-1).
+    pub(super) fn live(&mut self, key: &str, size: u64, vid: LocalVersion, sign: i64) {
+        self.events.push(Event::Live {
+            key: key.into(),
+            size,
+            day: day_of((vid.0 >> 64) as u64),
+            sign,
+        });
+    }
+
+    /// An incomplete upload of `key` changes by these many uploads, parts and bytes.
+    pub(super) fn upload(&mut self, key: &str, uploads: i64, parts: i64, bytes: i64) {
+        self.events.push(Event::Upload {
+            key: key.into(),
+            uploads,
+            parts,
+            bytes,
+        });
     }
 }
 
