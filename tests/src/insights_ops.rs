@@ -114,8 +114,14 @@ pub async fn random_op(store: &LocalStore, rng: &mut StdRng) -> &'static str {
             "multipart"
         }
         _ => {
-            let days = rng.random_range(0..400u64);
-            let at = SystemTime::now() - Duration::from_secs(days * 86_400 + 60);
+            // Half now (a read of the current object), half days ago: an access older than
+            // the object's version counts as never read.
+            let at = if rng.random_bool(0.5) {
+                SystemTime::now()
+            } else {
+                let days = rng.random_range(0..400u64);
+                SystemTime::now() - Duration::from_secs(days * 86_400 + 60)
+            };
             let times = KeyTimes {
                 accessed: Some(at),
                 changed: None,
@@ -203,7 +209,9 @@ pub async fn brute_force(store: &LocalStore) -> BTreeMap<String, Counted> {
     for e in all {
         let VListed::Version(v) = e else { continue };
         let read = if v.is_latest && !v.is_delete_marker {
-            store.key_times(&v.key).await.unwrap().accessed.is_some()
+            // Read: an access recorded, not older than the version (docs/FORMAT.md).
+            let accessed = store.key_times(&v.key).await.unwrap().accessed;
+            accessed.is_some_and(|a| a >= v.modified)
         } else {
             false
         };

@@ -336,7 +336,7 @@ impl Meta {
         if let Some(prev) = prev {
             st.objects = sub(st.objects, 1);
             st.live_bytes = sub(st.live_bytes, prev.size);
-            txn.live(key, prev.size, LocalVersion(prev.version), -1);
+            txn.live(key, prev.size, LocalVersion(prev.version), -1, false);
             txn.events.push(rollup::Event::Noncurrent {
                 key: key.into(),
                 size: prev.size,
@@ -355,7 +355,7 @@ impl Meta {
         } else {
             st.objects += 1;
             st.live_bytes += rec.size;
-            txn.live(key, rec.size, vid, 1);
+            txn.live(key, rec.size, vid, 1, true);
             let cur = CurrentRecord {
                 version: vid.0,
                 size: rec.size,
@@ -493,7 +493,7 @@ impl Meta {
                 sign: -1,
             });
         } else if cur.as_ref().map(|c| c.version) == Some(v.0) {
-            txn.live(key, rec.size, v, -1);
+            txn.live(key, rec.size, v, -1, false);
         } else {
             txn.events.push(rollup::Event::Noncurrent {
                 key: key.into(),
@@ -515,7 +515,7 @@ impl Meta {
                         size: nrec.size,
                         sign: -1,
                     });
-                    txn.live(key, nrec.size, nv, 1);
+                    txn.live(key, nrec.size, nv, 1, false);
                     let cur = CurrentRecord {
                         version: nv.0,
                         size: nrec.size,

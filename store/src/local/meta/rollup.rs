@@ -7,6 +7,14 @@
 //! day of their last recorded access. Rows hold absolute days; ages are computed at query
 //! time.
 //!
+//! An object's access bucket is the day of the key's recorded access only when that access is
+//! not older than the object's current version ([`access_bucket`]): an access recorded before
+//! the version was written was a read of an older object, so the new one counts as never
+//! read. A commit that writes a new version therefore needs no look-up of the key's times
+//! row unless the key had a live version before (whose bucket must be taken out); only
+//! [`Meta::set_key_times`] and a version becoming current again (a newest version deleted)
+//! read it.
+//!
 //! A commit records what it changes as [`Event`]s in its transaction; [`Meta::apply`] turns
 //! them into signed deltas per row ([`Deltas`], O(depth) rows per changed key), reads each
 //! row's current value and writes the new value **in the same log record** as the change, so
@@ -140,15 +148,25 @@ pub fn day_of(nanos: u64) -> u32 {
     u32::try_from(nanos / DAY_NANOS).unwrap_or(u32::MAX)
 }
 
+/// The access bucket of a live object whose version was written at `version_nanos`, given the
+/// key's recorded access time (`accessed`, 0: none): None when nothing was recorded or the
+/// access is older than the version.
+pub fn access_bucket(accessed: u64, version_nanos: u64) -> Option<u32> {
+    (accessed != 0 && accessed >= version_nanos).then(|| day_of(accessed))
+}
+
 /// What one commit changes, per key (each applies to all the key's prefixes, with `sign`).
 #[derive(Debug, Clone)]
 pub(crate) enum Event {
-    /// A live current version of `size` bytes written on `day` (+1 added, -1 gone).
+    /// A live current version of `size` bytes written at `nanos` (+1 added, -1 gone);
+    /// `fresh`: a version this commit writes (its access bucket is known without a look-up
+    /// unless the key's earlier version leaves in the same commit).
     Live {
         key: String,
         size: u64,
-        day: u32,
+        nanos: u64,
         sign: i64,
+        fresh: bool,
     },
     /// A noncurrent (data) version.
     Noncurrent { key: String, size: u64, sign: i64 },
@@ -197,19 +215,21 @@ impl Deltas {
         }
     }
 
-    /// Adds `event`; `accessed` gives a live key's access day (read by the caller).
-    pub(crate) fn add(&mut self, event: &Event, accessed: Option<u32>) {
+    /// Adds `event`; `accessed` gives a live key's recorded access time (read by the caller;
+    /// 0: none).
+    pub(crate) fn add(&mut self, event: &Event, accessed: u64) {
         match event {
             Event::Live {
                 key,
                 size,
-                day,
+                nanos,
                 sign,
+                ..
             } => {
                 let b = *sign * *size as i64;
                 self.total(key, 0, *sign, 1, b);
-                self.bucket(key, KIND_MODIFIED, *day, *sign, b);
-                if let Some(a) = accessed {
+                self.bucket(key, KIND_MODIFIED, day_of(*nanos), *sign, b);
+                if let Some(a) = access_bucket(accessed, *nanos) {
                     self.bucket(key, KIND_ACCESSED, a, *sign, b);
                 }
             }
@@ -245,13 +265,15 @@ impl Deltas {
 }
 
 impl Txn {
-    /// A live version of `key` appears (`sign` 1) or stops being live (-1).
-    pub(super) fn live(&mut self, key: &str, size: u64, vid: LocalVersion, sign: i64) {
+    /// A live version of `key` appears (`sign` 1) or stops being live (-1); `fresh`: `vid`
+    /// is a version this commit writes.
+    pub(super) fn live(&mut self, key: &str, size: u64, vid: LocalVersion, sign: i64, fresh: bool) {
         self.events.push(Event::Live {
             key: key.into(),
             size,
-            day: day_of((vid.0 >> 64) as u64),
+            nanos: (vid.0 >> 64) as u64,
             sign,
+            fresh,
         });
     }
 
@@ -275,14 +297,11 @@ fn add_signed(v: u64, d: i64) -> u64 {
 }
 
 impl Meta {
-    /// The access day recorded for `key`, if any.
-    pub(crate) fn access_day(&self, key: &str) -> Result<Option<u32>> {
+    /// The access time recorded for `key` in nanoseconds (0: none).
+    pub(crate) fn accessed_nanos(&self, key: &str) -> Result<u64> {
         Ok(match self.tables.get(&key_times_key(key))? {
-            Some(v) => {
-                let r: KeyTimesRecord = decode(&v)?;
-                (r.accessed != 0).then(|| day_of(r.accessed))
-            }
-            None => None,
+            Some(v) => decode::<KeyTimesRecord>(&v)?.accessed,
+            None => 0,
         })
     }
 
@@ -293,20 +312,26 @@ impl Meta {
             return Ok(());
         }
         let mut deltas = Deltas::default();
-        let mut access: HashMap<String, Option<u32>> = HashMap::new();
-        for e in std::mem::take(&mut txn.events) {
-            let accessed = match &e {
-                Event::Live { key, .. } => match access.get(key) {
-                    Some(a) => *a,
-                    None => {
-                        let a = self.access_day(key)?;
-                        access.insert(key.clone(), a);
-                        a
-                    }
-                },
-                _ => None,
+        let events = std::mem::take(&mut txn.events);
+        // The keys whose times row matters: a live version leaving, or an older one becoming
+        // current again. A fresh version alone counts as never read (see `access_bucket`).
+        let mut access: HashMap<&str, u64> = HashMap::new();
+        for e in &events {
+            if let Event::Live {
+                key, fresh: false, ..
+            } = e
+            {
+                if !access.contains_key(key.as_str()) {
+                    access.insert(key, self.accessed_nanos(key)?);
+                }
+            }
+        }
+        for e in &events {
+            let accessed = match e {
+                Event::Live { key, .. } => access.get(key.as_str()).copied().unwrap_or(0),
+                _ => 0,
             };
-            deltas.add(&e, accessed);
+            deltas.add(e, accessed);
         }
         // Sorted, so a record's rows (and the reads) go in key order.
         let totals: BTreeMap<_, _> = deltas.totals.into_iter().collect();
@@ -385,15 +410,24 @@ mod tests {
         let live = |sign| Event::Live {
             key: "x/y".into(),
             size: 10,
-            day: 3,
+            nanos: 3 * DAY_NANOS,
             sign,
+            fresh: false,
         };
-        d.add(&live(1), Some(4));
-        d.add(&live(1), None);
-        d.add(&live(-1), None);
+        d.add(&live(1), 4 * DAY_NANOS);
+        d.add(&live(1), 0);
+        d.add(&live(-1), 0);
         let root = d.totals[&row_key("", KIND_TOTALS, None)];
         assert_eq!(root[0..2], [1, 10]);
         assert_eq!(d.buckets[&row_key("x/", KIND_MODIFIED, Some(3))], [1, 10]);
         assert_eq!(d.buckets[&row_key("x/", KIND_ACCESSED, Some(4))], [1, 10]);
+    }
+
+    #[test]
+    fn an_access_older_than_the_version_is_no_access() {
+        assert_eq!(access_bucket(0, 5), None);
+        assert_eq!(access_bucket(4, 5), None);
+        assert_eq!(access_bucket(5, 5), Some(0));
+        assert_eq!(access_bucket(DAY_NANOS * 2, 5), Some(2));
     }
 }

@@ -11,8 +11,8 @@
 use std::collections::BTreeMap;
 
 use super::rollup::{
-    ancestors, day_of, own_rows, parse_row_key, row_key, RollupBucket, RollupTotals, KIND_ACCESSED,
-    KIND_MODIFIED, KIND_TOTALS, TABLE,
+    access_bucket, ancestors, day_of, own_rows, parse_row_key, row_key, RollupBucket, RollupTotals,
+    KIND_ACCESSED, KIND_MODIFIED, KIND_TOTALS, TABLE,
 };
 use super::{Meta, Txn};
 use crate::error::{Result, StoreError};
@@ -255,7 +255,7 @@ impl Meta {
                     }
                     if tkey == key {
                         let rec: KeyTimesRecord = decode(tv)?;
-                        accessed = (rec.accessed != 0).then(|| day_of(rec.accessed));
+                        accessed = access_bucket(rec.accessed, (vid.0 >> 64) as u64);
                     }
                     break;
                 }

@@ -6,7 +6,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use super::rollup::{day_of, Event};
+use super::rollup::{access_bucket, Event};
 use super::Meta;
 use crate::error::Result;
 use crate::local::records::{
@@ -52,10 +52,12 @@ impl Meta {
             changed: to_nanos(now.changed),
         };
         let mut txn = super::Txn::new();
-        let day = |t| (t != 0).then(|| day_of(t));
-        let (from, to) = (day(to_nanos(old.accessed)), day(rec.accessed));
-        if from != to {
-            if let Some(cur) = self.current(key)? {
+        if let Some(cur) = self.current(key)? {
+            // The buckets of the current version before and after (see `access_bucket`).
+            let vt = (cur.version >> 64) as u64;
+            let from = access_bucket(to_nanos(old.accessed), vt);
+            let to = access_bucket(rec.accessed, vt);
+            if from != to {
                 txn.events.push(Event::Access {
                     key: key.into(),
                     size: cur.size,
