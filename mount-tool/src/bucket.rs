@@ -110,6 +110,9 @@ impl Bucket {
         on_lines: &mut dyn FnMut(&[Value]),
     ) -> Result<Value> {
         // What a bucket never serves is said without reaching it.
+        if matches!(req, Request::Du { .. }) {
+            return Err(no_du(&self.loc.to_string()));
+        }
         if !matches!(req, Request::Status | Request::MountAt { .. }) && !is_history(req) {
             return Err(local_only(&self.loc.to_string()));
         }
@@ -183,6 +186,15 @@ fn is_history(req: &Request) -> bool {
         )
 }
 
+/// `du` of a bucket: not available (docs/OPERATIONS.md says why).
+fn no_du(location: &str) -> anyhow::Error {
+    anyhow!(
+        "du is not available for {location}: its figures come from the per-prefix rollups a \
+         local store maintains as it writes, and a bucket has none (a scan of the bucket's \
+         version listing would cost one request per 1,000 versions)"
+    )
+}
+
 /// The error for a request a bucket does not serve (disks, scrub, placement: local stores').
 fn local_only(location: &str) -> anyhow::Error {
     anyhow!(
@@ -236,6 +248,7 @@ pub fn execute(
             "--at is not supported for s3 stores yet (a mount's .snapshots/@TIME/ shows the \
              past of a versioned bucket)"
         )),
+        Request::Du { .. } => Err(no_du(location)),
         _ => Err(local_only(location)),
     }
 }

@@ -151,6 +151,8 @@ pub enum Command {
     /// Print the manual page (roff), or write one page per command into a directory.
     #[command(after_help = MAN_EXAMPLES)]
     Man(ManArgs),
+    /// Where the bytes are, per prefix, and how old they are (from rollups, not a scan).
+    Du(crate::insights::DuArgs),
 }
 
 /// `objfs completions`.

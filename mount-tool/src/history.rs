@@ -72,7 +72,7 @@ impl RetentionChange {
 }
 
 /// Runs `f` to its end on a runtime of its own (the store's async API needs tokio).
-fn block<T>(f: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+pub(crate) fn block<T>(f: impl std::future::Future<Output = Result<T>>) -> Result<T> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -271,7 +271,7 @@ fn mounted_path(path: &Path) -> Result<(Target, String)> {
 }
 
 /// Where `PATH` (or `--store STORE KEY`) is.
-fn locate(path: &str, store: &Option<PathBuf>, s3: &S3Args) -> Result<(Target, String)> {
+pub(crate) fn locate(path: &str, store: &Option<PathBuf>, s3: &S3Args) -> Result<(Target, String)> {
     match store {
         Some(s) => Ok((target::resolve_with(s, s3)?, path.to_string())),
         None => mounted_path(Path::new(path)),

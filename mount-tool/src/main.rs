@@ -14,6 +14,7 @@ mod disk_cache;
 mod helper;
 mod history;
 mod history_commands;
+mod insights;
 mod location;
 mod logging;
 mod maintenance;
@@ -103,6 +104,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Lifecycle(a) => tiering::lifecycle(&a),
         Command::Completions(a) => manual::completions(&a),
         Command::Man(a) => manual::man(&a),
+        Command::Du(a) => insights::du(&a),
     }
 }
 

@@ -94,6 +94,16 @@ pub enum Request {
     Restore(crate::restore::RestoreRequest),
     /// `objfs tier` and `objfs lifecycle` (tiering.rs).
     Tier(crate::tiering::TierRequest),
+    /// `objfs du` (insights.rs): per-prefix rollups of `prefix` and `depth` levels below it,
+    /// the `top` largest prefixes, and a recount when `verify`.
+    Du {
+        prefix: String,
+        depth: usize,
+        #[serde(default)]
+        top: usize,
+        #[serde(default)]
+        verify: bool,
+    },
 }
 
 /// What a request changed behind the kernel's back: the mount that serves it tells the
@@ -236,6 +246,10 @@ pub fn execute(
             v["mount"] = mount_json(mount);
             v["daemons"] = to_value(&store.daemon_reports()?)?;
             (v["tier"], v["lifecycle"]) = crate::tiering::status_json(store)?;
+            // The per-prefix rollups of the root: the whole store's insights.
+            let du = store.du("", 0, 0).context("cannot read the rollups")?;
+            v["insights"] = to_value(&du.prefixes.first())?;
+            v["insights_store"] = to_value(&du.store)?;
             Ok(v)
         }
         Request::Daemon { name, action } => {
@@ -291,6 +305,12 @@ pub fn execute(
                 "moved": 0,
             }))
         }
+        Request::Du {
+            prefix,
+            depth,
+            top,
+            verify,
+        } => crate::insights::execute(store, prefix, *depth, *top, *verify),
         Request::Versions { key } => history::versions(store, key),
         Request::Cat(spec) => Ok(history::cat_header(&history::resolve(store, spec)?)),
         Request::SnapshotCreate { name, at_ns } => history::snapshot_create(store, name, *at_ns),

@@ -16,6 +16,7 @@ pub mod conformance;
 pub mod crash_support;
 pub mod daemon_mount;
 pub mod garage_cluster;
+pub mod insights_ops;
 pub mod mount_fixture;
 pub mod s3_cli;
 pub mod s3_fixture;

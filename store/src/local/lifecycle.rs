@@ -186,6 +186,10 @@ impl LocalStore {
             tracing::warn!(store = %path.display(), "store was not closed cleanly; recounting");
             meta.recount_stats()?;
         }
+        // A store written before the per-prefix rollups (or by an older format) gets them now.
+        if meta.ensure_rollups()? {
+            tracing::info!(store = %path.display(), "built the per-prefix rollups");
+        }
         seal_torn_volumes(&meta, &paths)?;
         for v in meta.volumes()? {
             disks.set_record(v);

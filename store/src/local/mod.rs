@@ -35,6 +35,7 @@ pub mod erasure;
 pub mod flusher;
 pub mod gc;
 pub mod group_sync;
+pub mod insights;
 pub(crate) mod layout;
 pub mod lifecycle;
 pub mod listing;

@@ -23,6 +23,8 @@ mod filter;
 pub mod log;
 mod memtable;
 mod open;
+pub mod rollup;
+pub mod rollup_scan;
 mod scan;
 #[cfg(test)]
 mod tests;
@@ -85,6 +87,8 @@ struct Txn {
     ops: Vec<log::Op>,
     new_blobs: HashMap<u64, BlobRecord>,
     deltas: HashMap<u64, i64>,
+    /// What the change does to the per-prefix rollups ([`rollup`]), made rows at commit.
+    events: Vec<rollup::Event>,
 }
 
 impl Txn {
@@ -93,6 +97,7 @@ impl Txn {
             ops: Vec::new(),
             new_blobs: HashMap::new(),
             deltas: HashMap::new(),
+            events: Vec::new(),
         }
     }
 
@@ -171,7 +176,8 @@ impl Meta {
     }
 
     /// Commits rows that carry no fresh data (no reference counts, no version).
-    fn write_rows(&self, txn: Txn) -> Result<()> {
+    fn write_rows(&self, mut txn: Txn) -> Result<()> {
+        self.rollup_rows(&mut txn)?;
         self.tables.commit(log::Batch {
             seq: 0,
             ops: txn.ops,
@@ -330,15 +336,26 @@ impl Meta {
         if let Some(prev) = prev {
             st.objects = sub(st.objects, 1);
             st.live_bytes = sub(st.live_bytes, prev.size);
+            txn.live(key, prev.size, LocalVersion(prev.version), -1, false);
+            txn.events.push(rollup::Event::Noncurrent {
+                key: key.into(),
+                size: prev.size,
+                sign: 1,
+            });
         }
         txn.insert(version_key(key, vid), encode(rec)?);
         st.versions += 1;
         if rec.delete_marker {
             st.delete_markers += 1;
+            txn.events.push(rollup::Event::Marker {
+                key: key.into(),
+                sign: 1,
+            });
             txn.remove(current_key(key));
         } else {
             st.objects += 1;
             st.live_bytes += rec.size;
+            txn.live(key, rec.size, vid, 1, true);
             let cur = CurrentRecord {
                 version: vid.0,
                 size: rec.size,
@@ -352,6 +369,7 @@ impl Meta {
 
     /// Applies the reference-count changes, the counters and the batch, atomically.
     fn apply(&self, state: &mut CommitState, stats: StatsRecord, mut txn: Txn) -> Result<()> {
+        self.rollup_rows(&mut txn)?;
         let now = now_nanos();
         let fresh_blobs: Vec<u64> = txn.new_blobs.keys().copied().collect();
         for (id, delta) in std::mem::take(&mut txn.deltas) {
@@ -462,6 +480,7 @@ impl Meta {
         };
         let rec = self.version(key, v)?.ok_or_else(no_such)?;
         let newest = self.newest(key)?.map(|(id, _)| id);
+        let cur = self.current(key)?;
         let mut txn = Txn::new();
         let mut st = state.stats;
         txn.remove(version_key(key, v));
@@ -469,9 +488,21 @@ impl Meta {
         st.versions = sub(st.versions, 1);
         if rec.delete_marker {
             st.delete_markers = sub(st.delete_markers, 1);
+            txn.events.push(rollup::Event::Marker {
+                key: key.into(),
+                sign: -1,
+            });
+        } else if cur.as_ref().map(|c| c.version) == Some(v.0) {
+            txn.live(key, rec.size, v, -1, false);
+        } else {
+            txn.events.push(rollup::Event::Noncurrent {
+                key: key.into(),
+                size: rec.size,
+                sign: -1,
+            });
         }
         if newest == Some(v) {
-            if let Some(prev) = self.current(key)? {
+            if let Some(prev) = &cur {
                 st.objects = sub(st.objects, 1);
                 st.live_bytes = sub(st.live_bytes, prev.size);
             }
@@ -479,6 +510,12 @@ impl Meta {
                 Some((nv, nrec)) if !nrec.delete_marker => {
                     st.objects += 1;
                     st.live_bytes += nrec.size;
+                    txn.events.push(rollup::Event::Noncurrent {
+                        key: key.into(),
+                        size: nrec.size,
+                        sign: -1,
+                    });
+                    txn.live(key, nrec.size, nv, 1, false);
                     let cur = CurrentRecord {
                         version: nv.0,
                         size: nrec.size,
@@ -504,8 +541,10 @@ impl Meta {
             condition: opts.condition.clone().into(),
             durable: opts.durable,
         };
+        let _state = self.lock();
         let mut txn = Txn::new();
         txn.insert(upload_key(&id), encode(&rec)?);
+        txn.upload(key, 1, 0, 0);
         self.write_rows(txn)?;
         Ok(id)
     }
@@ -524,10 +563,18 @@ impl Meta {
         }
     }
 
-    fn replace_part(&self, txn: &mut Txn, id: &str, part: u32, rec: &PartRecord) -> Result<()> {
+    fn replace_part(
+        &self,
+        txn: &mut Txn,
+        (key, id): (&str, &str),
+        part: u32,
+        rec: &PartRecord,
+    ) -> Result<()> {
         if let Some(old) = self.get::<PartRecord>(&part_key(id, part))? {
             txn.add_refs(&old.extents, -1);
+            txn.upload(key, 0, -1, -(old.size as i64));
         }
+        txn.upload(key, 0, 1, rec.size as i64);
         txn.insert(part_key(id, part), encode(rec)?);
         Ok(())
     }
@@ -545,7 +592,7 @@ impl Meta {
         self.upload(key, id)?;
         let mut txn = Txn::new();
         txn.new_blobs.extend(blobs);
-        self.replace_part(&mut txn, id, part, rec)?;
+        self.replace_part(&mut txn, (key, id), part, rec)?;
         let st = state.stats;
         self.apply(&mut state, st, txn)
     }
@@ -578,7 +625,7 @@ impl Meta {
         };
         let mut txn = Txn::new();
         txn.add_refs(&rec.extents, 1);
-        self.replace_part(&mut txn, id, part, &rec)?;
+        self.replace_part(&mut txn, (key, id), part, &rec)?;
         let st = state.stats;
         self.apply(&mut state, st, txn)?;
         Ok(rec)
@@ -647,13 +694,16 @@ impl Meta {
         let cur = self.checked_current(key, &upload.condition.clone().into())?;
         let mut txn = Txn::new();
         let listed: std::collections::HashSet<u32> = list.iter().map(|p| p.part_number).collect();
+        let mut part_bytes = 0;
         for (num, rec) in &parts {
             if !listed.contains(num) {
                 txn.add_refs(&rec.extents, -1);
             }
+            part_bytes += rec.size as i64;
             txn.remove(part_key(id, *num));
         }
         txn.remove(upload_key(id));
+        txn.upload(key, -1, -(parts.len() as i64), -part_bytes);
         let rec = VersionRecord {
             delete_marker: false,
             size,
@@ -672,11 +722,15 @@ impl Meta {
         let mut state = self.lock();
         self.upload(key, id)?;
         let mut txn = Txn::new();
+        let (mut parts, mut bytes) = (0, 0);
         for (num, rec) in self.parts(id)? {
             txn.add_refs(&rec.extents, -1);
             txn.remove(part_key(id, num));
+            parts += 1;
+            bytes += rec.size as i64;
         }
         txn.remove(upload_key(id));
+        txn.upload(key, -1, -parts, -bytes);
         let st = state.stats;
         self.apply(&mut state, st, txn)
     }

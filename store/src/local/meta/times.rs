@@ -6,6 +6,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use super::rollup::{access_bucket, Event};
 use super::Meta;
 use crate::error::Result;
 use crate::local::records::{
@@ -41,13 +42,30 @@ impl Meta {
 
     /// Records `times` beside `key` (each time given replaces the recorded one).
     pub fn set_key_times(&self, key: &str, times: KeyTimes) -> Result<()> {
+        // Under the commit lock: a live key's access day is a rollup bucket.
+        let _state = self.lock();
         let row = key_times_key(key);
-        let now = self.key_times(key)?.updated(times);
+        let old = self.key_times(key)?;
+        let now = old.updated(times);
         let rec = KeyTimesRecord {
             accessed: to_nanos(now.accessed),
             changed: to_nanos(now.changed),
         };
         let mut txn = super::Txn::new();
+        if let Some(cur) = self.current(key)? {
+            // The buckets of the current version before and after (see `access_bucket`).
+            let vt = (cur.version >> 64) as u64;
+            let from = access_bucket(to_nanos(old.accessed), vt);
+            let to = access_bucket(rec.accessed, vt);
+            if from != to {
+                txn.events.push(Event::Access {
+                    key: key.into(),
+                    size: cur.size,
+                    from,
+                    to,
+                });
+            }
+        }
         txn.insert(row, encode(&rec)?);
         self.write_rows(txn)
     }

@@ -1,0 +1,433 @@
+//! Per-prefix rollups: what `objfs du` reads instead of scanning the namespace.
+//!
+//! Every `/`-delimited prefix of a key (and the root, the empty prefix) has a *totals* row
+//! (live objects and bytes, noncurrent versions and bytes, delete markers, incomplete
+//! multipart uploads, their parts and bytes) and sparse *histogram* rows: live objects and
+//! bytes by the day of their last modification (the version's time in the store) and by the
+//! day of their last recorded access. Rows hold absolute days; ages are computed at query
+//! time.
+//!
+//! An object's access bucket is the day of the key's recorded access only when that access is
+//! not older than the object's current version ([`access_bucket`]): an access recorded before
+//! the version was written was a read of an older object, so the new one counts as never
+//! read. A commit that writes a new version therefore needs no look-up of the key's times
+//! row unless the key had a live version before (whose bucket must be taken out); only
+//! [`Meta::set_key_times`] and a version becoming current again (a newest version deleted)
+//! read it.
+//!
+//! A commit records what it changes as [`Event`]s in its transaction; [`Meta::apply`] turns
+//! them into signed deltas per row ([`Deltas`], O(depth) rows per changed key), reads each
+//! row's current value and writes the new value **in the same log record** as the change, so
+//! a replay after a crash yields exactly the totals the commits produced. Rows written by
+//! successive commits replace each other in the in-memory table, so a burst of commits under
+//! one directory costs sled one row per prefix (and day) per checkpoint, not one per commit.
+//! Rows that fall to zero are removed. Key layout and values: docs/FORMAT.md.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::{Deserialize, Serialize};
+
+use super::{Meta, Txn};
+use crate::error::Result;
+use crate::local::records::{decode, encode, key_times_key, InitialFormat, KeyTimesRecord};
+use crate::local::version::LocalVersion;
+
+/// `R`: the rollup table's tag (first key byte).
+pub const TABLE: u8 = b'R';
+/// Row kinds after `R` + prefix + 0x00.
+pub const KIND_TOTALS: u8 = 0;
+pub const KIND_MODIFIED: u8 = 1;
+pub const KIND_ACCESSED: u8 = 2;
+
+/// Nanoseconds in a histogram bucket (a day).
+pub const DAY_NANOS: u64 = 86_400 * 1_000_000_000;
+
+/// The totals row of a prefix.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RollupTotals {
+    pub live_objects: u64,
+    pub live_bytes: u64,
+    pub noncurrent_versions: u64,
+    pub noncurrent_bytes: u64,
+    pub delete_markers: u64,
+    pub uploads: u64,
+    pub upload_parts: u64,
+    pub upload_bytes: u64,
+}
+
+/// A histogram row: live objects and their bytes in one day's bucket.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RollupBucket {
+    pub objects: u64,
+    pub bytes: u64,
+}
+
+impl InitialFormat for RollupTotals {}
+impl InitialFormat for RollupBucket {}
+
+/// Number of counters in a totals row (the order of [`RollupTotals`]'s fields).
+const TOTALS: usize = 8;
+
+impl RollupTotals {
+    fn to_array(self) -> [u64; TOTALS] {
+        [
+            self.live_objects,
+            self.live_bytes,
+            self.noncurrent_versions,
+            self.noncurrent_bytes,
+            self.delete_markers,
+            self.uploads,
+            self.upload_parts,
+            self.upload_bytes,
+        ]
+    }
+
+    fn from_array(a: [u64; TOTALS]) -> Self {
+        RollupTotals {
+            live_objects: a[0],
+            live_bytes: a[1],
+            noncurrent_versions: a[2],
+            noncurrent_bytes: a[3],
+            delete_markers: a[4],
+            uploads: a[5],
+            upload_parts: a[6],
+            upload_bytes: a[7],
+        }
+    }
+}
+
+/// The prefixes a key counts under: the root, then every prefix ending at one of its `/`.
+pub fn ancestors(key: &str) -> impl Iterator<Item = &str> {
+    std::iter::once("").chain(
+        key.char_indices()
+            .filter(|&(_, c)| c == '/')
+            .map(move |(i, _)| &key[..=i]),
+    )
+}
+
+/// `R` + prefix + 0x00 + kind (+ day, u32 big-endian, for histogram rows).
+pub fn row_key(prefix: &str, kind: u8, day: Option<u32>) -> Vec<u8> {
+    let mut k = Vec::with_capacity(prefix.len() + 7);
+    k.push(TABLE);
+    k.extend_from_slice(prefix.as_bytes());
+    k.push(0);
+    k.push(kind);
+    if let Some(d) = day {
+        k.extend_from_slice(&d.to_be_bytes());
+    }
+    k
+}
+
+/// The rows of `prefix` itself: from `R` + prefix + 0x00 to `R` + prefix + 0x01.
+pub fn own_rows(prefix: &str) -> (Vec<u8>, Vec<u8>) {
+    let mut a = vec![TABLE];
+    a.extend_from_slice(prefix.as_bytes());
+    let mut b = a.clone();
+    a.push(0);
+    b.push(1);
+    (a, b)
+}
+
+/// Splits a rollup row key into (prefix, kind, day).
+pub fn parse_row_key(k: &[u8]) -> Option<(&str, u8, Option<u32>)> {
+    let body = k.strip_prefix(&[TABLE])?;
+    let nul = body.iter().position(|&b| b == 0)?;
+    let prefix = std::str::from_utf8(&body[..nul]).ok()?;
+    let rest = &body[nul + 1..];
+    match rest {
+        [KIND_TOTALS] => Some((prefix, KIND_TOTALS, None)),
+        [kind @ (KIND_MODIFIED | KIND_ACCESSED), d @ ..] if d.len() == 4 => {
+            Some((prefix, *kind, Some(u32::from_be_bytes(d.try_into().ok()?))))
+        }
+        _ => None,
+    }
+}
+
+/// The day bucket of a time in nanoseconds since the epoch.
+pub fn day_of(nanos: u64) -> u32 {
+    u32::try_from(nanos / DAY_NANOS).unwrap_or(u32::MAX)
+}
+
+/// The access bucket of a live object whose version was written at `version_nanos`, given the
+/// key's recorded access time (`accessed`, 0: none): None when nothing was recorded or the
+/// access is older than the version.
+pub fn access_bucket(accessed: u64, version_nanos: u64) -> Option<u32> {
+    (accessed != 0 && accessed >= version_nanos).then(|| day_of(accessed))
+}
+
+/// What one commit changes, per key (each applies to all the key's prefixes, with `sign`).
+#[derive(Debug, Clone)]
+pub(crate) enum Event {
+    /// A live current version of `size` bytes written at `nanos` (+1 added, -1 gone);
+    /// `fresh`: a version this commit writes (its access bucket is known without a look-up
+    /// unless the key's earlier version leaves in the same commit).
+    Live {
+        key: String,
+        size: u64,
+        nanos: u64,
+        sign: i64,
+        fresh: bool,
+    },
+    /// A noncurrent (data) version.
+    Noncurrent { key: String, size: u64, sign: i64 },
+    /// A delete marker.
+    Marker { key: String, sign: i64 },
+    /// An incomplete multipart upload of `key`: uploads, parts and bytes changed by these.
+    Upload {
+        key: String,
+        uploads: i64,
+        parts: i64,
+        bytes: i64,
+    },
+    /// A live object moving between access-day buckets (`from`/`to` None: no access recorded).
+    Access {
+        key: String,
+        size: u64,
+        from: Option<u32>,
+        to: Option<u32>,
+    },
+}
+
+/// Signed changes per rollup row key, summed over a commit's events.
+#[derive(Debug, Default)]
+pub(crate) struct Deltas {
+    totals: HashMap<Vec<u8>, [i64; TOTALS]>,
+    buckets: HashMap<Vec<u8>, [i64; 2]>,
+}
+
+impl Deltas {
+    fn total(&mut self, key: &str, field: usize, by: i64, field2: usize, by2: i64) {
+        for p in ancestors(key) {
+            let row = self
+                .totals
+                .entry(row_key(p, KIND_TOTALS, None))
+                .or_default();
+            row[field] += by;
+            row[field2] += by2;
+        }
+    }
+
+    fn bucket(&mut self, key: &str, kind: u8, day: u32, n: i64, bytes: i64) {
+        for p in ancestors(key) {
+            let row = self.buckets.entry(row_key(p, kind, Some(day))).or_default();
+            row[0] += n;
+            row[1] += bytes;
+        }
+    }
+
+    /// Adds `event`; `accessed` gives a live key's recorded access time (read by the caller;
+    /// 0: none).
+    pub(crate) fn add(&mut self, event: &Event, accessed: u64) {
+        match event {
+            Event::Live {
+                key,
+                size,
+                nanos,
+                sign,
+                ..
+            } => {
+                let b = *sign * *size as i64;
+                self.total(key, 0, *sign, 1, b);
+                self.bucket(key, KIND_MODIFIED, day_of(*nanos), *sign, b);
+                if let Some(a) = access_bucket(accessed, *nanos) {
+                    self.bucket(key, KIND_ACCESSED, a, *sign, b);
+                }
+            }
+            Event::Noncurrent { key, size, sign } => {
+                self.total(key, 2, *sign, 3, *sign * *size as i64)
+            }
+            Event::Marker { key, sign } => self.total(key, 4, *sign, 4, 0),
+            Event::Upload {
+                key,
+                uploads,
+                parts,
+                bytes,
+            } => {
+                self.total(key, 5, *uploads, 6, *parts);
+                self.total(key, 7, *bytes, 7, 0);
+            }
+            Event::Access {
+                key,
+                size,
+                from,
+                to,
+            } => {
+                let b = *size as i64;
+                if let Some(f) = from {
+                    self.bucket(key, KIND_ACCESSED, *f, -1, -b);
+                }
+                if let Some(t) = to {
+                    self.bucket(key, KIND_ACCESSED, *t, 1, b);
+                }
+            }
+        }
+    }
+}
+
+impl Txn {
+    /// A live version of `key` appears (`sign` 1) or stops being live (-1); `fresh`: `vid`
+    /// is a version this commit writes.
+    pub(super) fn live(&mut self, key: &str, size: u64, vid: LocalVersion, sign: i64, fresh: bool) {
+        self.events.push(Event::Live {
+            key: key.into(),
+            size,
+            nanos: (vid.0 >> 64) as u64,
+            sign,
+            fresh,
+        });
+    }
+
+    /// An incomplete upload of `key` changes by these many uploads, parts and bytes.
+    pub(super) fn upload(&mut self, key: &str, uploads: i64, parts: i64, bytes: i64) {
+        self.events.push(Event::Upload {
+            key: key.into(),
+            uploads,
+            parts,
+            bytes,
+        });
+    }
+}
+
+fn add_signed(v: u64, d: i64) -> u64 {
+    if d >= 0 {
+        v.saturating_add(d as u64)
+    } else {
+        v.saturating_sub(d.unsigned_abs())
+    }
+}
+
+impl Meta {
+    /// The access time recorded for `key` in nanoseconds (0: none).
+    pub(crate) fn accessed_nanos(&self, key: &str) -> Result<u64> {
+        Ok(match self.tables.get(&key_times_key(key))? {
+            Some(v) => decode::<KeyTimesRecord>(&v)?.accessed,
+            None => 0,
+        })
+    }
+
+    /// Turns the transaction's rollup events into rows of the same transaction: each touched
+    /// row is read (under the commit lock), changed and written, or removed when it is zero.
+    pub(super) fn rollup_rows(&self, txn: &mut Txn) -> Result<()> {
+        if txn.events.is_empty() {
+            return Ok(());
+        }
+        let mut deltas = Deltas::default();
+        let events = std::mem::take(&mut txn.events);
+        // The keys whose times row matters: a live version leaving, or an older one becoming
+        // current again. A fresh version alone counts as never read (see `access_bucket`).
+        let mut access: HashMap<&str, u64> = HashMap::new();
+        for e in &events {
+            if let Event::Live {
+                key, fresh: false, ..
+            } = e
+            {
+                if !access.contains_key(key.as_str()) {
+                    access.insert(key, self.accessed_nanos(key)?);
+                }
+            }
+        }
+        for e in &events {
+            let accessed = match e {
+                Event::Live { key, .. } => access.get(key.as_str()).copied().unwrap_or(0),
+                _ => 0,
+            };
+            deltas.add(e, accessed);
+        }
+        // Sorted, so a record's rows (and the reads) go in key order.
+        let totals: BTreeMap<_, _> = deltas.totals.into_iter().collect();
+        for (row, d) in totals {
+            if d.iter().all(|&x| x == 0) {
+                continue;
+            }
+            let old = match self.tables.get(&row)? {
+                Some(v) => decode::<RollupTotals>(&v)?.to_array(),
+                None => [0; TOTALS],
+            };
+            let mut new = [0u64; TOTALS];
+            for i in 0..TOTALS {
+                new[i] = add_signed(old[i], d[i]);
+            }
+            if new.iter().all(|&x| x == 0) {
+                txn.remove(row);
+            } else {
+                txn.insert(row, encode(&RollupTotals::from_array(new))?);
+            }
+        }
+        let buckets: BTreeMap<_, _> = deltas.buckets.into_iter().collect();
+        for (row, d) in buckets {
+            if d == [0, 0] {
+                continue;
+            }
+            let old = match self.tables.get(&row)? {
+                Some(v) => decode::<RollupBucket>(&v)?,
+                None => RollupBucket::default(),
+            };
+            let new = RollupBucket {
+                objects: add_signed(old.objects, d[0]),
+                bytes: add_signed(old.bytes, d[1]),
+            };
+            if new == RollupBucket::default() {
+                txn.remove(row);
+            } else {
+                txn.insert(row, encode(&new)?);
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ancestors_are_root_and_each_slash() {
+        let a: Vec<_> = ancestors("a/b/c").collect();
+        assert_eq!(a, vec!["", "a/", "a/b/"]);
+        let a: Vec<_> = ancestors("a/b/").collect();
+        assert_eq!(a, vec!["", "a/", "a/b/"]);
+        let a: Vec<_> = ancestors("top").collect();
+        assert_eq!(a, vec![""]);
+    }
+
+    #[test]
+    fn row_keys_round_trip_and_sort_by_prefix() {
+        let t = row_key("a/", KIND_TOTALS, None);
+        let m = row_key("a/", KIND_MODIFIED, Some(20_000));
+        assert_eq!(parse_row_key(&t), Some(("a/", KIND_TOTALS, None)));
+        assert_eq!(parse_row_key(&m), Some(("a/", KIND_MODIFIED, Some(20_000))));
+        // A prefix's own rows sort before its sub-prefixes' rows.
+        assert!(m < row_key("a/b/", KIND_TOTALS, None));
+        let (lo, hi) = own_rows("a/");
+        assert!(lo <= t && t < hi && m < hi);
+        assert!(row_key("a/b/", KIND_TOTALS, None) > hi);
+        assert_eq!(parse_row_key(b"Rbad"), None);
+    }
+
+    #[test]
+    fn deltas_sum_per_row() {
+        let mut d = Deltas::default();
+        let live = |sign| Event::Live {
+            key: "x/y".into(),
+            size: 10,
+            nanos: 3 * DAY_NANOS,
+            sign,
+            fresh: false,
+        };
+        d.add(&live(1), 4 * DAY_NANOS);
+        d.add(&live(1), 0);
+        d.add(&live(-1), 0);
+        let root = d.totals[&row_key("", KIND_TOTALS, None)];
+        assert_eq!(root[0..2], [1, 10]);
+        assert_eq!(d.buckets[&row_key("x/", KIND_MODIFIED, Some(3))], [1, 10]);
+        assert_eq!(d.buckets[&row_key("x/", KIND_ACCESSED, Some(4))], [1, 10]);
+    }
+
+    #[test]
+    fn an_access_older_than_the_version_is_no_access() {
+        assert_eq!(access_bucket(0, 5), None);
+        assert_eq!(access_bucket(4, 5), None);
+        assert_eq!(access_bucket(5, 5), Some(0));
+        assert_eq!(access_bucket(DAY_NANOS * 2, 5), Some(2));
+    }
+}

@@ -1,0 +1,586 @@
+//! The rollups counted from scratch: what `du --verify` compares with the maintained rows, and
+//! what builds them for a store written before they existed.
+//!
+//! A count walks the version table (every key's versions, newest first) beside the times
+//! table, both in key order, so each prefix's keys are contiguous: an accumulator per open
+//! prefix on a stack, folded into its parent when the walk leaves it, costs O(1) per key plus
+//! O(rows) per prefix. The namespace is cut into ranges at prefix boundaries (balanced with
+//! the maintained totals, when there are any) and counted on one thread per core; the ranges'
+//! rows are summed. Queries of the maintained rows live here too.
+
+use std::collections::BTreeMap;
+
+use super::rollup::{
+    access_bucket, ancestors, day_of, own_rows, parse_row_key, row_key, RollupBucket, RollupTotals,
+    KIND_ACCESSED, KIND_MODIFIED, KIND_TOTALS, TABLE,
+};
+use super::{Meta, Txn};
+use crate::error::{Result, StoreError};
+use crate::key::prefix_successor;
+use crate::local::records::{
+    decode, encode, misc_key, parse_version_key, table, KeyTimesRecord, PartRecord, UploadRecord,
+};
+
+/// The `m` row saying which rollup format the store maintains (absent: none, build them).
+pub const MISC_ROLLUPS: &str = "rollups";
+/// The rollup format this build maintains.
+pub const ROLLUP_FORMAT: u64 = 1;
+
+/// A row's value while counting: totals (8 counters) or a bucket (2).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RowValue {
+    Totals(RollupTotals),
+    Bucket(RollupBucket),
+}
+
+/// Counted rows: rollup row key -> value.
+pub type Counted = BTreeMap<Vec<u8>, RowValue>;
+
+/// One prefix's maintained rollups.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PrefixRollup {
+    pub prefix: String,
+    pub totals: RollupTotals,
+    /// (day since the epoch, live objects and bytes last modified that day).
+    pub modified: Vec<(u32, RollupBucket)>,
+    /// (day, live objects and bytes last read that day); objects never read are not here.
+    pub accessed: Vec<(u32, RollupBucket)>,
+}
+
+/// What a verification found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RollupCheck {
+    /// Version rows (keys' versions and markers) scanned.
+    pub versions: u64,
+    /// Rows compared.
+    pub rows: u64,
+    /// Rows that differ: (row, maintained, counted), at most 100.
+    pub mismatches: Vec<String>,
+    pub mismatch_count: u64,
+}
+
+#[derive(Default)]
+struct Acc {
+    totals: [u64; 8],
+    modified: BTreeMap<u32, (u64, u64)>,
+    accessed: BTreeMap<u32, (u64, u64)>,
+}
+
+impl Acc {
+    fn merge(&mut self, o: Acc) {
+        for i in 0..8 {
+            self.totals[i] += o.totals[i];
+        }
+        for (d, (n, b)) in o.modified {
+            let e = self.modified.entry(d).or_default();
+            e.0 += n;
+            e.1 += b;
+        }
+        for (d, (n, b)) in o.accessed {
+            let e = self.accessed.entry(d).or_default();
+            e.0 += n;
+            e.1 += b;
+        }
+    }
+}
+
+fn add_row(out: &mut Counted, row: Vec<u8>, v: RowValue) {
+    match (out.get_mut(&row), v) {
+        (Some(RowValue::Totals(a)), RowValue::Totals(b)) => {
+            a.live_objects += b.live_objects;
+            a.live_bytes += b.live_bytes;
+            a.noncurrent_versions += b.noncurrent_versions;
+            a.noncurrent_bytes += b.noncurrent_bytes;
+            a.delete_markers += b.delete_markers;
+            a.uploads += b.uploads;
+            a.upload_parts += b.upload_parts;
+            a.upload_bytes += b.upload_bytes;
+        }
+        (Some(RowValue::Bucket(a)), RowValue::Bucket(b)) => {
+            a.objects += b.objects;
+            a.bytes += b.bytes;
+        }
+        (_, v) => {
+            out.insert(row, v);
+        }
+    }
+}
+
+fn emit(out: &mut Counted, prefix: &str, acc: &Acc) {
+    let t = acc.totals;
+    if t.iter().any(|&x| x != 0) {
+        let totals = RollupTotals {
+            live_objects: t[0],
+            live_bytes: t[1],
+            noncurrent_versions: t[2],
+            noncurrent_bytes: t[3],
+            delete_markers: t[4],
+            uploads: t[5],
+            upload_parts: t[6],
+            upload_bytes: t[7],
+        };
+        add_row(
+            out,
+            row_key(prefix, KIND_TOTALS, None),
+            RowValue::Totals(totals),
+        );
+    }
+    for (kind, h) in [
+        (KIND_MODIFIED, &acc.modified),
+        (KIND_ACCESSED, &acc.accessed),
+    ] {
+        for (&d, &(objects, bytes)) in h {
+            if objects != 0 || bytes != 0 {
+                let b = RollupBucket { objects, bytes };
+                add_row(out, row_key(prefix, kind, Some(d)), RowValue::Bucket(b));
+            }
+        }
+    }
+}
+
+/// The stack of open prefixes of a walk in key order.
+struct Walk {
+    stack: Vec<(String, Acc)>,
+    out: Counted,
+}
+
+impl Walk {
+    fn new() -> Self {
+        Walk {
+            stack: vec![(String::new(), Acc::default())],
+            out: Counted::new(),
+        }
+    }
+
+    /// The accumulator of `key`'s deepest prefix, closing the prefixes the walk left.
+    fn at(&mut self, key: &str) -> &mut Acc {
+        while self.stack.len() > 1 && !key.starts_with(&self.stack[self.stack.len() - 1].0) {
+            self.pop();
+        }
+        let top = self.stack[self.stack.len() - 1].0.len();
+        for p in ancestors(key).filter(|p| p.len() > top) {
+            self.stack.push((p.to_string(), Acc::default()));
+        }
+        let last = self.stack.len() - 1;
+        &mut self.stack[last].1
+    }
+
+    fn pop(&mut self) {
+        if let Some((p, acc)) = self.stack.pop() {
+            emit(&mut self.out, &p, &acc);
+            if let Some(parent) = self.stack.last_mut() {
+                parent.1.merge(acc);
+            }
+        }
+    }
+
+    fn finish(mut self) -> Counted {
+        while !self.stack.is_empty() {
+            self.pop();
+        }
+        self.out
+    }
+}
+
+/// The two fields of a version row a count needs (postcard ignores the fields after them).
+#[derive(serde::Deserialize)]
+struct VersionHead {
+    delete_marker: bool,
+    size: u64,
+}
+
+fn version_head(v: &[u8]) -> Result<VersionHead> {
+    match v.split_first() {
+        // Formats 1 and 2 both begin with these two fields.
+        Some((1 | 2, body)) => postcard::from_bytes(body).map_err(|e| StoreError::Corrupt {
+            what: format!("version row does not decode: {e}"),
+        }),
+        _ => Err(StoreError::Corrupt {
+            what: "version row of an unknown format".into(),
+        }),
+    }
+}
+
+impl Meta {
+    /// Counts the rollups of the keys in `[lo, hi)` (key bounds, `hi` None: to the end).
+    fn count_range(&self, lo: &str, hi: Option<&str>) -> Result<(Counted, u64)> {
+        let vkey = |k: &str| {
+            let mut v = vec![table::VERSION];
+            v.extend_from_slice(k.as_bytes());
+            v
+        };
+        let tkey = |k: &str| {
+            let mut v = vec![table::KEY_TIMES];
+            v.extend_from_slice(k.as_bytes());
+            v
+        };
+        let vrows = self.range(vkey(lo), Some(hi.map_or(vec![table::VERSION + 1], vkey)));
+        let mut trows = self.range(tkey(lo), Some(hi.map_or(vec![table::KEY_TIMES + 1], tkey)));
+        let mut held = None;
+        let mut walk = Walk::new();
+        let mut last_key: Option<String> = None;
+        let mut versions = 0u64;
+        for row in vrows {
+            let (k, v) = row?;
+            let (key, vid) = parse_version_key(&k)?;
+            let head = version_head(&v)?;
+            versions += 1;
+            let newest = last_key.as_deref() != Some(key);
+            if newest {
+                last_key = Some(key.to_string());
+            }
+            let acc = walk.at(key);
+            if head.delete_marker {
+                acc.totals[4] += 1;
+            } else if newest {
+                acc.totals[0] += 1;
+                acc.totals[1] += head.size;
+                let e = acc
+                    .modified
+                    .entry(day_of((vid.0 >> 64) as u64))
+                    .or_default();
+                e.0 += 1;
+                e.1 += head.size;
+                // The key's access time: advance the times rows to this key.
+                let mut accessed = None;
+                loop {
+                    if held.is_none() {
+                        held = trows.next().transpose()?;
+                    }
+                    let Some((tk, tv)) = &held else { break };
+                    let tkey = std::str::from_utf8(&tk[1..]).unwrap_or("");
+                    if tkey < key {
+                        held = None;
+                        continue;
+                    }
+                    if tkey == key {
+                        let rec: KeyTimesRecord = decode(tv)?;
+                        accessed = access_bucket(rec.accessed, (vid.0 >> 64) as u64);
+                    }
+                    break;
+                }
+                if let Some(a) = accessed {
+                    let e = walk.at(key).accessed.entry(a).or_default();
+                    e.0 += 1;
+                    e.1 += head.size;
+                }
+            } else {
+                acc.totals[2] += 1;
+                acc.totals[3] += head.size;
+            }
+        }
+        Ok((walk.finish(), versions))
+    }
+
+    /// Incomplete uploads of keys starting with `prefix`, added to `out`.
+    fn count_uploads(&self, prefix: &str, out: &mut Counted) -> Result<()> {
+        for row in self.scan_prefix([table::UPLOAD]) {
+            let (k, v) = row?;
+            let up: UploadRecord = decode(&v)?;
+            if !up.key.starts_with(prefix) {
+                continue;
+            }
+            let id = String::from_utf8_lossy(&k[1..]).into_owned();
+            let (mut parts, mut bytes) = (0, 0);
+            for p in self.scan_prefix(crate::local::records::part_prefix(&id)) {
+                let (_, pv) = p?;
+                let rec: PartRecord = decode(&pv)?;
+                parts += 1;
+                bytes += rec.size;
+            }
+            for a in ancestors(&up.key).filter(|a| a.starts_with(prefix)) {
+                let t = RollupTotals {
+                    uploads: 1,
+                    upload_parts: parts,
+                    upload_bytes: bytes,
+                    ..Default::default()
+                };
+                add_row(out, row_key(a, KIND_TOTALS, None), RowValue::Totals(t));
+            }
+        }
+        Ok(())
+    }
+
+    /// Key ranges that split the keys under `prefix` into about `n` similar parts, using the
+    /// maintained totals (one range when there are none).
+    fn split(&self, prefix: &str, n: usize) -> Result<Vec<(String, Option<String>)>> {
+        let weight = |r: &RollupTotals| r.live_objects + r.noncurrent_versions + r.delete_markers;
+        let total = self.rollup(prefix)?.map_or(0, |r| weight(&r.totals));
+        let target = (total / (n as u64 * 2)).max(1);
+        // Replace any prefix heavier than the target by its children (a bounded number of
+        // times), then cut the sorted prefixes into runs of about total / n.
+        let mut parts: Vec<(String, u64)> = vec![(prefix.to_string(), total)];
+        for _ in 0..64 {
+            let Some(i) = parts
+                .iter()
+                .position(|(p, w)| *w > target && p.len() >= prefix.len())
+            else {
+                break;
+            };
+            let (p, _) = parts.remove(i);
+            let kids = self.rollup_children(&p)?;
+            if kids.is_empty() {
+                parts.insert(i, (p, 0));
+                continue;
+            }
+            for (j, k) in kids.into_iter().enumerate() {
+                let w = weight(&k.totals);
+                parts.insert(i + j, (k.prefix, w));
+            }
+        }
+        let per = (total / n as u64).max(1);
+        let mut bounds = vec![prefix.to_string()];
+        let mut acc = 0;
+        for (p, w) in &parts {
+            if acc >= per && p.as_str() > bounds[bounds.len() - 1].as_str() {
+                bounds.push(p.clone());
+                acc = 0;
+            }
+            acc += w;
+        }
+        let end = prefix_successor(prefix.as_bytes()).and_then(|e| String::from_utf8(e).ok());
+        let mut out = Vec::new();
+        for (i, b) in bounds.iter().enumerate() {
+            let hi = bounds.get(i + 1).cloned().or_else(|| end.clone());
+            out.push((b.clone(), hi));
+        }
+        Ok(out)
+    }
+
+    /// Counts the rollups of every key under `prefix` (the rows of `prefix` and below), in
+    /// parallel. Returns the rows and the number of version rows read.
+    pub fn count_rollups(&self, prefix: &str) -> Result<(Counted, u64)> {
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let ranges = if prefix.is_empty() && self.rollup("")?.is_none() {
+            vec![(String::new(), None)]
+        } else {
+            self.split(prefix, threads * 4)?
+        };
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let results: Vec<Result<(Counted, u64)>> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..threads.min(ranges.len()))
+                .map(|_| {
+                    s.spawn(|| {
+                        let mut out = Counted::new();
+                        let mut n = 0;
+                        loop {
+                            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            let Some((lo, hi)) = ranges.get(i) else { break };
+                            let (c, v) = self.count_range(lo, hi.as_deref())?;
+                            n += v;
+                            for (k, v) in c {
+                                add_row(&mut out, k, v);
+                            }
+                        }
+                        Ok((out, n))
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        Err(StoreError::Metadata("a count thread panicked".into()))
+                    })
+                })
+                .collect()
+        });
+        let mut out = Counted::new();
+        let mut versions = 0;
+        for r in results {
+            let (c, v) = r?;
+            versions += v;
+            for (k, v) in c {
+                // Rows of prefixes above `prefix` got parts of its keys only: not compared.
+                if parse_row_key(&k).is_some_and(|(p, _, _)| p.starts_with(prefix)) {
+                    add_row(&mut out, k, v);
+                }
+            }
+        }
+        self.count_uploads(prefix, &mut out)?;
+        Ok((out, versions))
+    }
+
+    /// The maintained rows of `prefix` and below.
+    fn stored_rows(&self, prefix: &str) -> Result<Counted> {
+        let mut start = vec![TABLE];
+        start.extend_from_slice(prefix.as_bytes());
+        let mut out = Counted::new();
+        for row in self.scan_prefix(&start) {
+            let (k, v) = row?;
+            let value = match parse_row_key(&k) {
+                Some((_, KIND_TOTALS, _)) => RowValue::Totals(decode(&v)?),
+                Some(_) => RowValue::Bucket(decode(&v)?),
+                None => {
+                    return Err(StoreError::Corrupt {
+                        what: format!("malformed rollup row key {:?}", &k[..]),
+                    })
+                }
+            };
+            out.insert(k.to_vec(), value);
+        }
+        Ok(out)
+    }
+
+    /// Recounts the rollups of `prefix` and compares them with the maintained rows. Holds the
+    /// commit lock meanwhile, so both describe the same moment.
+    pub fn verify_rollups(&self, prefix: &str) -> Result<RollupCheck> {
+        let _state = self.lock();
+        let (counted, versions) = self.count_rollups(prefix)?;
+        let stored = self.stored_rows(prefix)?;
+        let mut check = RollupCheck {
+            versions,
+            ..Default::default()
+        };
+        let mut keys: Vec<&Vec<u8>> = counted.keys().chain(stored.keys()).collect();
+        keys.sort();
+        keys.dedup();
+        for k in keys {
+            check.rows += 1;
+            let (a, b) = (stored.get(k), counted.get(k));
+            if a != b {
+                check.mismatch_count += 1;
+                if check.mismatches.len() < 100 {
+                    let name = parse_row_key(k)
+                        .map(|(p, kind, d)| format!("{p:?} kind {kind} day {d:?}"))
+                        .unwrap_or_else(|| format!("{k:?}"));
+                    check
+                        .mismatches
+                        .push(format!("{name}: maintained {a:?}, counted {b:?}"));
+                }
+            }
+        }
+        Ok(check)
+    }
+
+    /// Builds the rollups when the store has none of this format (a store written before
+    /// them): counts everything, replaces every rollup row, then records the format. Runs at
+    /// open, before any commit; a crash meanwhile leaves no format row, so the next open
+    /// builds again. Returns whether it built.
+    pub fn ensure_rollups(&self) -> Result<bool> {
+        if self.get::<u64>(&misc_key(MISC_ROLLUPS))? == Some(ROLLUP_FORMAT) {
+            return Ok(false);
+        }
+        let _state = self.lock();
+        let (counted, _) = self.count_rollups("")?;
+        let mut txn = Txn::new();
+        let mut rows = 0;
+        let flush = |txn: &mut Txn, rows: &mut usize, force: bool| -> Result<()> {
+            if *rows >= 10_000 || (force && *rows > 0) {
+                self.write_rows(std::mem::replace(txn, Txn::new()))?;
+                *rows = 0;
+                // Nothing else runs yet: move rows into sled so memory stays bounded.
+                self.tables.checkpoint(|| self.tables.sync())?;
+            }
+            Ok(())
+        };
+        for row in self.scan_prefix([TABLE]) {
+            let (k, _) = row?;
+            if !counted.contains_key(&k[..]) {
+                txn.remove(k);
+                rows += 1;
+                flush(&mut txn, &mut rows, false)?;
+            }
+        }
+        for (k, v) in &counted {
+            match v {
+                RowValue::Totals(t) => txn.insert(k, encode(t)?),
+                RowValue::Bucket(b) => txn.insert(k, encode(b)?),
+            }
+            rows += 1;
+            flush(&mut txn, &mut rows, false)?;
+        }
+        flush(&mut txn, &mut rows, true)?;
+        let mut txn = Txn::new();
+        txn.insert(misc_key(MISC_ROLLUPS), encode(&ROLLUP_FORMAT)?);
+        self.write_rows(txn)?;
+        self.tables.checkpoint(|| self.tables.sync())?;
+        Ok(true)
+    }
+
+    /// Removes every rollup row and the format row, as in a store written before rollups
+    /// existed (for tests of [`Meta::ensure_rollups`]).
+    pub fn forget_rollups(&self) -> Result<()> {
+        let _state = self.lock();
+        let mut txn = Txn::new();
+        for row in self.scan_prefix([TABLE]) {
+            txn.remove(row?.0);
+        }
+        txn.remove(misc_key(MISC_ROLLUPS));
+        self.write_rows(txn)
+    }
+
+    /// The maintained rollups of `prefix` (None: no key under it).
+    pub fn rollup(&self, prefix: &str) -> Result<Option<PrefixRollup>> {
+        let (lo, hi) = own_rows(prefix);
+        let mut out = PrefixRollup {
+            prefix: prefix.to_string(),
+            ..Default::default()
+        };
+        let mut any = false;
+        for row in self.range(lo, Some(hi)) {
+            let (k, v) = row?;
+            any = true;
+            match parse_row_key(&k) {
+                Some((_, KIND_TOTALS, _)) => out.totals = decode(&v)?,
+                Some((_, KIND_MODIFIED, Some(d))) => out.modified.push((d, decode(&v)?)),
+                Some((_, KIND_ACCESSED, Some(d))) => out.accessed.push((d, decode(&v)?)),
+                _ => {
+                    return Err(StoreError::Corrupt {
+                        what: format!("malformed rollup row key {:?}", &k[..]),
+                    })
+                }
+            }
+        }
+        Ok(any.then_some(out))
+    }
+
+    /// The rollups of the prefixes one level below `prefix` (`a/b/` under `a/`), in order:
+    /// one seek per child, whatever lies deeper.
+    pub fn rollup_children(&self, prefix: &str) -> Result<Vec<PrefixRollup>> {
+        let mut start = vec![TABLE];
+        start.extend_from_slice(prefix.as_bytes());
+        let end = prefix_successor(&start);
+        // Skip the prefix's own rows.
+        let (_, mut at) = own_rows(prefix);
+        let mut out = Vec::new();
+        loop {
+            let next = self.range(at.clone(), end.clone()).next();
+            let Some(row) = next else { break };
+            let (k, _) = row?;
+            let rest = &k[1 + prefix.len()..];
+            let Some(slash) = rest.iter().position(|&b| b == b'/') else {
+                return Err(StoreError::Corrupt {
+                    what: format!("rollup row {:?} names no prefix", &k[..]),
+                });
+            };
+            let child = String::from_utf8_lossy(&k[1..1 + prefix.len() + slash + 1]).into_owned();
+            if let Some(r) = self.rollup(&child)? {
+                out.push(r);
+            }
+            let mut skip = vec![TABLE];
+            skip.extend_from_slice(child.as_bytes());
+            match prefix_successor(&skip) {
+                Some(s) => at = s,
+                None => break,
+            }
+        }
+        Ok(out)
+    }
+
+    /// The totals of every prefix strictly below `prefix`, in key order.
+    pub fn rollup_descendants(&self, prefix: &str) -> Result<Vec<(String, RollupTotals)>> {
+        let mut start = vec![TABLE];
+        start.extend_from_slice(prefix.as_bytes());
+        let mut out = Vec::new();
+        for row in self.scan_prefix(&start) {
+            let (k, v) = row?;
+            if let Some((p, KIND_TOTALS, _)) = parse_row_key(&k) {
+                if p != prefix {
+                    out.push((p.to_string(), decode(&v)?));
+                }
+            }
+        }
+        Ok(out)
+    }
+}
