@@ -188,28 +188,28 @@ pub(crate) enum Event {
     },
 }
 
-/// Signed changes per rollup row key, summed over a commit's events.
+/// Signed changes per rollup row, summed over a commit's events: totals by prefix, buckets by
+/// (prefix, kind, day). The prefixes borrow from the events' keys (no row key is built until a
+/// row is written), and the maps iterate in the rows' key order (0x00 after the prefix sorts
+/// below every key byte, as a shorter string sorts before its extensions).
 #[derive(Debug, Default)]
-pub(crate) struct Deltas {
-    totals: HashMap<Vec<u8>, [i64; TOTALS]>,
-    buckets: HashMap<Vec<u8>, [i64; 2]>,
+pub(crate) struct Deltas<'a> {
+    totals: BTreeMap<&'a str, [i64; TOTALS]>,
+    buckets: BTreeMap<(&'a str, u8, u32), [i64; 2]>,
 }
 
-impl Deltas {
-    fn total(&mut self, key: &str, field: usize, by: i64, field2: usize, by2: i64) {
+impl<'a> Deltas<'a> {
+    fn total(&mut self, key: &'a str, field: usize, by: i64, field2: usize, by2: i64) {
         for p in ancestors(key) {
-            let row = self
-                .totals
-                .entry(row_key(p, KIND_TOTALS, None))
-                .or_default();
+            let row = self.totals.entry(p).or_default();
             row[field] += by;
             row[field2] += by2;
         }
     }
 
-    fn bucket(&mut self, key: &str, kind: u8, day: u32, n: i64, bytes: i64) {
+    fn bucket(&mut self, key: &'a str, kind: u8, day: u32, n: i64, bytes: i64) {
         for p in ancestors(key) {
-            let row = self.buckets.entry(row_key(p, kind, Some(day))).or_default();
+            let row = self.buckets.entry((p, kind, day)).or_default();
             row[0] += n;
             row[1] += bytes;
         }
@@ -217,7 +217,7 @@ impl Deltas {
 
     /// Adds `event`; `accessed` gives a live key's recorded access time (read by the caller;
     /// 0: none).
-    pub(crate) fn add(&mut self, event: &Event, accessed: u64) {
+    pub(crate) fn add(&mut self, event: &'a Event, accessed: u64) {
         match event {
             Event::Live {
                 key,
@@ -311,7 +311,6 @@ impl Meta {
         if txn.events.is_empty() {
             return Ok(());
         }
-        let mut deltas = Deltas::default();
         let events = std::mem::take(&mut txn.events);
         // The keys whose times row matters: a live version leaving, or an older one becoming
         // current again. A fresh version alone counts as never read (see `access_bucket`).
@@ -326,6 +325,7 @@ impl Meta {
                 }
             }
         }
+        let mut deltas = Deltas::default();
         for e in &events {
             let accessed = match e {
                 Event::Live { key, .. } => access.get(key.as_str()).copied().unwrap_or(0),
@@ -334,11 +334,11 @@ impl Meta {
             deltas.add(e, accessed);
         }
         // Sorted, so a record's rows (and the reads) go in key order.
-        let totals: BTreeMap<_, _> = deltas.totals.into_iter().collect();
-        for (row, d) in totals {
+        for (prefix, d) in deltas.totals {
             if d.iter().all(|&x| x == 0) {
                 continue;
             }
+            let row = row_key(prefix, KIND_TOTALS, None);
             let old = match self.tables.get(&row)? {
                 Some(v) => decode::<RollupTotals>(&v)?.to_array(),
                 None => [0; TOTALS],
@@ -353,11 +353,11 @@ impl Meta {
                 txn.insert(row, encode(&RollupTotals::from_array(new))?);
             }
         }
-        let buckets: BTreeMap<_, _> = deltas.buckets.into_iter().collect();
-        for (row, d) in buckets {
+        for ((prefix, kind, day), d) in deltas.buckets {
             if d == [0, 0] {
                 continue;
             }
+            let row = row_key(prefix, kind, Some(day));
             let old = match self.tables.get(&row)? {
                 Some(v) => decode::<RollupBucket>(&v)?,
                 None => RollupBucket::default(),
@@ -414,13 +414,31 @@ mod tests {
             sign,
             fresh: false,
         };
-        d.add(&live(1), 4 * DAY_NANOS);
-        d.add(&live(1), 0);
-        d.add(&live(-1), 0);
-        let root = d.totals[&row_key("", KIND_TOTALS, None)];
+        let events = [live(1), live(1), live(-1)];
+        d.add(&events[0], 4 * DAY_NANOS);
+        d.add(&events[1], 0);
+        d.add(&events[2], 0);
+        let root = d.totals[""];
         assert_eq!(root[0..2], [1, 10]);
-        assert_eq!(d.buckets[&row_key("x/", KIND_MODIFIED, Some(3))], [1, 10]);
-        assert_eq!(d.buckets[&row_key("x/", KIND_ACCESSED, Some(4))], [1, 10]);
+        assert_eq!(d.buckets[&("x/", KIND_MODIFIED, 3)], [1, 10]);
+        assert_eq!(d.buckets[&("x/", KIND_ACCESSED, 4)], [1, 10]);
+        // The maps iterate in the rows' key order.
+        let keys: Vec<_> = d
+            .buckets
+            .keys()
+            .map(|&(p, k, day)| row_key(p, k, Some(day)))
+            .collect();
+        assert!(keys.windows(2).all(|w| w[0] < w[1]));
+        let mut t = Deltas::default();
+        for k in ["a/b/c", "a/bc", "a0", "a/"] {
+            t.total(k, 0, 1, 1, 1);
+        }
+        let keys: Vec<_> = t
+            .totals
+            .keys()
+            .map(|p| row_key(p, KIND_TOTALS, None))
+            .collect();
+        assert!(keys.windows(2).all(|w| w[0] < w[1]));
     }
 
     #[test]
