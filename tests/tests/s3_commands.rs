@@ -319,7 +319,10 @@ fn df_and_status_of_a_mounted_bucket() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let bucket = server.bucket_for("df", server.versioned);
         let url = format!("s3://{bucket}");
-        let mut m = server.mount_bucket(&bucket, tmp.path(), "mnt", &[]);
+        // Write-through: with the write-back journal, statfs adds pending bytes to a listing of
+        // the bucket, and an upload landing between the two can be counted once too few
+        // (docs/S3.md, write-back); this test checks the bucket's exact figures.
+        let mut m = server.mount_bucket(&bucket, tmp.path(), "mnt", &["--write-through"]);
         fs::write(m.mountpoint.join("one.bin"), vec![1u8; 1 << 20]).expect("write");
         fs::create_dir(m.mountpoint.join("d")).expect("mkdir");
         fs::write(m.mountpoint.join("d/two.bin"), vec![2u8; 3 << 20]).expect("write");

@@ -291,9 +291,13 @@ fn downgrade_to_format_1(path: &Path) {
     let mut uploads = 0;
     for row in meta.db.iter() {
         let (k, v) = row.unwrap();
-        if k[0] == table::VERSION || k[0] == table::PART {
-            // Format 2 only allows holes: the same layout, so format 1 is the byte changed.
-            assert_eq!(v[0], 2, "version and part rows are written in format 2");
+        if k[0] == table::VERSION || k[0] == table::PART || k[0] == table::VOLUME {
+            // Format 2 only allows holes (versions, parts) or a remote layout (volumes): the
+            // same layout for what format 1 could hold, so format 1 is the byte changed.
+            assert_eq!(
+                v[0], 2,
+                "version, part and volume rows are written in format 2"
+            );
             let mut old = v.to_vec();
             old[0] = 1;
             meta.db.insert(k, old).unwrap();
