@@ -430,3 +430,50 @@ async fn moments_read_back(store: Arc<dyn ObjectStore>) -> TestResult {
     }
     Ok(())
 }
+
+/// Times kept beside keys (a directory's last entry change, a file's last access) show in the
+/// past when they had been recorded by then; a later one is not shown there (only the newest
+/// is kept, so what it replaced is not known: the version's own times stand).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn times_beside_keys_show_as_they_were() -> TestResult {
+    let store = Arc::new(MemoryStore::new());
+    let fs = new_fs(store.clone(), cfg());
+    let d = fs.mkdir(1, os("d"), 0o755, ME).await?.ino;
+    tick().await;
+    let x = write_file(&fs, d, "x", b"data").await;
+    let changed_then = fs.getattr(d).await?.mtime;
+    let t1 = tick().await;
+    write_file(&fs, d, "y", b"later").await;
+    let changed_now = fs.getattr(d).await?.mtime;
+    assert!(changed_then < t1 && t1 < changed_now);
+    assert_eq!(read_file(&fs, x).await, b"data");
+    let accessed = fs.getattr(x).await?.atime;
+    assert!(accessed > t1, "the read set the atime");
+    let t2 = tick().await;
+
+    let then = lookup(&fs, &format!("{}/d", at(t1))).await?;
+    assert!(
+        then.attr.mtime < changed_then,
+        "the change after t1 is not shown at t1"
+    );
+    let x1 = lookup(&fs, &format!("{}/d/x", at(t1))).await?;
+    assert!(x1.attr.atime < t1, "the access after t1 is not shown at t1");
+    let later = lookup(&fs, &format!("{}/d", at(t2))).await?;
+    assert_eq!(later.attr.mtime, changed_now);
+    let x2 = lookup(&fs, &format!("{}/d/x", at(t2))).await?;
+    assert_eq!(
+        x2.attr.atime, accessed,
+        "the access before t2 is shown at t2"
+    );
+    // readdirplus of the past directory hands out the same times.
+    let fh = fs.opendir(then.ino).await?;
+    let mut plus = Vec::new();
+    fs.readdirplus(then.ino, fh, 0, |_, name, e| {
+        plus.push((name.to_string(), e.attr.atime));
+        false
+    })
+    .await?;
+    let x_then = plus.iter().find(|(n, _)| n == "x").map(|(_, a)| *a);
+    assert_eq!(x_then, Some(x1.attr.atime));
+    Ok(())
+}

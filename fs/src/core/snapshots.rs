@@ -163,7 +163,7 @@ impl ObjFs {
                 self.check_key_len(&key)?;
                 match self.probe_at(&key, at).await? {
                     Some(f) => {
-                        let a = self.found_attrs_at(&f, at);
+                        let a = self.found_attrs_at(&key, &f, at).await;
                         self.remember_in(parent, name, a, View::At(at))
                     }
                     None => Err(FsError::NotFound(key)),
@@ -277,12 +277,14 @@ impl ObjFs {
         Ok(head?.map(Found::Object))
     }
 
-    /// The attributes of what was found in a view of moment `at`.
-    fn found_attrs_at(&self, f: &Found, at: SystemTime) -> Attrs {
-        match f {
-            Found::Dir { marker: None } => Attrs::default_for(Kind::Dir, &self.cfg, at),
-            other => self.found_attrs(other),
-        }
+    /// The attributes of what was found at `key` in a view of moment `at`, with the times
+    /// recorded beside it that were already recorded at `at`.
+    async fn found_attrs_at(&self, key: &str, f: &Found, at: SystemTime) -> Attrs {
+        let (a, versioned) = match f {
+            Found::Dir { marker: None } => (Attrs::default_for(Kind::Dir, &self.cfg, at), false),
+            other => (self.found_attrs(other), true),
+        };
+        self.with_times_at(key, a, versioned, at).await
     }
 
     /// getattr of an inode in the past whose attributes are not cached.
@@ -292,7 +294,7 @@ impl ObjFs {
             View::Snapshots => self.snap_dir_attrs(self.started),
             View::At(at) if key.is_empty() => self.snap_dir_attrs(at),
             View::At(at) => match self.probe_at(&key, at).await? {
-                Some(f) => self.found_attrs_at(&f, at),
+                Some(f) => self.found_attrs_at(&key, &f, at).await,
                 None => return Err(FsError::NotFound(key)),
             },
             View::Live => return Err(FsError::Internal(format!("inode {ino} is live"))),
@@ -400,19 +402,20 @@ impl ObjFs {
             _ => return Err(FsError::Internal("not a listing of the past".into())),
         };
         let key = format!("{prefix}{}", e.name);
-        let a = match (e.kind, &e.object) {
+        let (a, versioned) = match (e.kind, &e.object) {
             (Kind::Dir, _) => match self.head_at(&marker_of(&key), at).await? {
-                Some(m) => Attrs::from_object(&m, true, &self.cfg),
-                None => Attrs::default_for(Kind::Dir, &self.cfg, at),
+                Some(m) => (Attrs::from_object(&m, true, &self.cfg), true),
+                None => (Attrs::default_for(Kind::Dir, &self.cfg, at), false),
             },
             (_, Some(o)) if self.features.list_returns_metadata => {
-                Attrs::from_object(o, false, &self.cfg)
+                (Attrs::from_object(o, false, &self.cfg), true)
             }
             _ => match self.head_at(&key, at).await? {
-                Some(o) => Attrs::from_object(&o, false, &self.cfg),
+                Some(o) => (Attrs::from_object(&o, false, &self.cfg), true),
                 None => return Err(FsError::NotFound(key)),
             },
         };
+        let a = self.with_times_at(&key, a, versioned, at).await;
         Ok((a, View::At(at)))
     }
 

@@ -166,6 +166,36 @@ impl ObjFs {
         a
     }
 
+    /// As [`ObjFs::with_times`], for what `key` was at `at`: a time recorded beside it counts
+    /// only when it is not after `at`. These times only move forward, so a recorded time up to
+    /// `at` is exactly the one the key had at `at`; a later one replaced what it had then,
+    /// which is not known (the version's own times stand).
+    pub(super) async fn with_times_at(
+        &self,
+        key: &str,
+        a: Attrs,
+        versioned: bool,
+        at: SystemTime,
+    ) -> Attrs {
+        if a.kind != Kind::Dir && a.kind != Kind::File {
+            return a;
+        }
+        let tkey = if a.kind == Kind::Dir {
+            marker_of(key)
+        } else {
+            key.to_string()
+        };
+        let t = self.times_of(&tkey).await;
+        let upto = |x: Option<SystemTime>| x.filter(|x| *x <= at);
+        let t = KeyTimes {
+            accessed: upto(t.accessed),
+            changed: upto(t.changed),
+        };
+        let mut a = a;
+        merge_times(&mut a, t, versioned);
+        a
+    }
+
     /// An entry was created, removed or renamed in directory `dir`: its mtime and ctime are
     /// now.
     pub(super) async fn dir_changed(&self, dir: u64) {

@@ -116,7 +116,11 @@ impl Gc {
             }
             pass.start(&inner.meta, now)?;
         }
-        let batch = pass.step(&inner.meta)?;
+        let batch = {
+            // No snapshot or policy changes while the batch decides and expires.
+            let _history = inner.history();
+            pass.step(&inner.meta)?
+        };
         self.count("retention_keys_scanned", batch.keys);
         self.count("versions_expired", batch.versions_expired);
         self.count("version_bytes_expired", batch.bytes_expired);

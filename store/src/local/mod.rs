@@ -93,12 +93,21 @@ pub(crate) struct Inner {
     last_shutdown_clean: bool,
     /// Held by a daemon for each unit of work, so two never move the same volume at once.
     maintenance: std::sync::Mutex<()>,
+    /// Held by gc's retention pass for each batch (from reading the policy and the snapshots
+    /// to the last version it expires) and by every change to those records, so a snapshot
+    /// made or a policy set during a pass is seen whole by the next batch and never by half
+    /// of one.
+    history: std::sync::Mutex<()>,
     _lock: StoreLock,
 }
 
 impl Inner {
     fn maintenance(&self) -> std::sync::MutexGuard<'_, ()> {
         self.maintenance.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn history(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.history.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -184,7 +193,10 @@ impl ObjectStore for LocalStore {
 
     async fn put_record(&self, name: &str, value: Option<Bytes>, durable: bool) -> Result<()> {
         crate::key::validate_record_name(name)?;
-        self.inline(|i| i.meta.set_store_record(name, value.map(|v| v.to_vec())))?;
+        self.inline(|i| {
+            let _pass = retention::governs(name).then(|| i.history());
+            i.meta.set_store_record(name, value.map(|v| v.to_vec()))
+        })?;
         self.sync_if(durable).await
     }
 

@@ -7,9 +7,12 @@
 //! with `delete_version`, oldest first (so a deleted key never shows its old data while its
 //! versions go: the delete marker goes last). The policy is applied at the moment the pass
 //! started, and the policy and the snapshots are read again for every batch, so a snapshot
-//! made during a pass pins what the pass has not reached yet. The position (the last key
-//! done) is checkpointed after every batch: a pass interrupted by a crash or a stop resumes
-//! there.
+//! made during a pass pins what the pass has not reached yet. A batch runs under the store's
+//! history lock, which every change to the policy or to a snapshot's record also takes
+//! ([`governs`]): a snapshot of a past moment made while a batch runs waits for it, so no
+//! batch expires a version that a snapshot existing when the version went could see. The
+//! position (the last key done) is checkpointed after every batch: a pass interrupted by a
+//! crash or a stop resumes there.
 //!
 //! Exclusive figures: a version kept only because one snapshot sees it
 //! ([`Keep::only_snapshot`]) counts for that snapshot, and so do the blobs its extents
@@ -104,6 +107,12 @@ pub(crate) fn policy(meta: &Meta) -> Result<Policy> {
         Some(bytes) => Policy::decode(&bytes),
         None => Ok(Policy::default()),
     }
+}
+
+/// Whether store record `name` is one the pass decides by (the policy, a named snapshot):
+/// changing it takes the history lock.
+pub(crate) fn governs(name: &str) -> bool {
+    name == retention::RECORD || name.starts_with(RECORD_PREFIX)
 }
 
 /// Every named snapshot, by name.
@@ -281,7 +290,7 @@ mod tests {
 
     use crate::history::{retention, snapshots};
     use crate::local::{GcOptions, LocalConfig, LocalStore};
-    use crate::types::{ListVersionsRequest, PutOptions, VersionInfo};
+    use crate::types::{ListRequest, ListVersionsRequest, PutOptions, VersionInfo};
     use crate::ObjectStore;
 
     fn store() -> (tempfile::TempDir, LocalStore) {
@@ -419,6 +428,71 @@ mod tests {
         assert_eq!(c["versions_expired"], 3, "{c:?}");
         assert_eq!(versions(&s, "").await.len(), 1);
         assert!(s.list_records("snapshot/").await.unwrap().is_empty());
+    }
+
+    /// A snapshot of a past moment made while a pass runs: every version it could see once
+    /// it existed stays, whichever batch the pass was in (the history lock; without it, the
+    /// batch under way expired versions the new snapshot already showed).
+    #[test]
+    fn a_snapshot_made_during_a_pass_keeps_what_it_saw() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let (_d, s) = store();
+        let n = 3 * super::BATCH_KEYS;
+        let at = rt.block_on(async {
+            retention::save(&s, &tight()).await.unwrap();
+            for i in 0..n {
+                put(&s, &format!("k{i:05}"), vec![1; 10]).await;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            let at = SystemTime::now();
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            for i in 0..n {
+                put(&s, &format!("k{i:05}"), vec![2; 10]).await;
+                put(&s, &format!("k{i:05}"), vec![3; 10]).await;
+            }
+            at
+        });
+        let later = SystemTime::now() + Duration::from_secs(600);
+        let seen = std::thread::scope(|scope| {
+            let pass = scope.spawn(|| gc_at(&s, later));
+            rt.block_on(async {
+                // Into the first batch: its first key lost its old versions.
+                while versions(&s, "k00000").await.len() == 3 {
+                    tokio::task::yield_now().await;
+                }
+                snapshots::create(&s, "late", at, SystemTime::now())
+                    .await
+                    .unwrap();
+                // What the snapshot shows now that it exists.
+                let req = ListRequest {
+                    max_keys: 100_000,
+                    ..Default::default()
+                };
+                let seen = s.list_at(&req, at).await.unwrap();
+                let c = pass.join().unwrap();
+                assert!(c["versions_expired"] > 0, "{c:?}");
+                seen
+            })
+        });
+        let seen: Vec<_> = seen.objects.iter().map(|o| o.key.clone()).collect();
+        // The snapshot came after the pass had expired some keys' old versions, before all.
+        assert!(!seen.is_empty() && seen.len() < n, "{}", seen.len());
+        rt.block_on(async {
+            let req = ListRequest {
+                max_keys: 100_000,
+                ..Default::default()
+            };
+            let after = s.list_at(&req, at).await.unwrap();
+            let after: Vec<_> = after.objects.iter().map(|o| o.key.clone()).collect();
+            assert_eq!(after, seen, "the snapshot lost versions it showed");
+            for k in &after {
+                let got = s.get(k, crate::GetOptions::default()).await.unwrap();
+                assert_eq!(got.bytes().await.unwrap().to_vec(), vec![3u8; 10]);
+            }
+        });
     }
 
     #[tokio::test]
