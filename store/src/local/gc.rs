@@ -118,7 +118,7 @@ impl Gc {
         }
         let batch = {
             // No snapshot or policy changes while the batch decides and expires.
-            let _history = inner.history();
+            let _history = inner.history.pass();
             pass.step(&inner.meta)?
         };
         self.count("retention_keys_scanned", batch.keys);

@@ -210,7 +210,7 @@ impl LocalStore {
             generation: AtomicU64::new(0),
             last_shutdown_clean,
             maintenance: std::sync::Mutex::new(()),
-            history: std::sync::Mutex::new(()),
+            history: Default::default(),
             _lock: lock,
         });
         let flusher = match flusher::start(&inner) {

@@ -97,17 +97,13 @@ pub(crate) struct Inner {
     /// to the last version it expires) and by every change to those records, so a snapshot
     /// made or a policy set during a pass is seen whole by the next batch and never by half
     /// of one.
-    history: std::sync::Mutex<()>,
+    history: retention::HistoryLock,
     _lock: StoreLock,
 }
 
 impl Inner {
     fn maintenance(&self) -> std::sync::MutexGuard<'_, ()> {
         self.maintenance.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn history(&self) -> std::sync::MutexGuard<'_, ()> {
-        self.history.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -194,7 +190,7 @@ impl ObjectStore for LocalStore {
     async fn put_record(&self, name: &str, value: Option<Bytes>, durable: bool) -> Result<()> {
         crate::key::validate_record_name(name)?;
         self.inline(|i| {
-            let _pass = retention::governs(name).then(|| i.history());
+            let _pass = retention::governs(name).then(|| i.history.writer());
             i.meta.set_store_record(name, value.map(|v| v.to_vec()))
         })?;
         self.sync_if(durable).await

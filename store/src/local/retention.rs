@@ -24,6 +24,8 @@
 //! [`Keep::only_snapshot`]: crate::history::retention::Keep::only_snapshot
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -106,6 +108,33 @@ pub(crate) fn policy(meta: &Meta) -> Result<Policy> {
     match meta.store_record(retention::RECORD)? {
         Some(bytes) => Policy::decode(&bytes),
         None => Ok(Policy::default()),
+    }
+}
+
+/// The store's history lock (see the module docs). A writer of the policy or of a snapshot
+/// goes first: the pass takes the lock for its next batch only when no writer waits, so a
+/// `snapshot create` waits for at most one batch, never for a whole pass.
+#[derive(Default)]
+pub(crate) struct HistoryLock {
+    lock: Mutex<()>,
+    writers: AtomicUsize,
+}
+
+impl HistoryLock {
+    /// For a change of the policy or of a snapshot's record.
+    pub(crate) fn writer(&self) -> MutexGuard<'_, ()> {
+        self.writers.fetch_add(1, Ordering::SeqCst);
+        let guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        self.writers.fetch_sub(1, Ordering::SeqCst);
+        guard
+    }
+
+    /// For one batch of the pass.
+    pub(crate) fn pass(&self) -> MutexGuard<'_, ()> {
+        while self.writers.load(Ordering::SeqCst) > 0 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        self.lock.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
