@@ -345,6 +345,59 @@ fn directory_times_follow_their_entries() {
     );
 }
 
+/// O_TRUNC, ftruncate and a write mark the file's mtime and ctime at once (pjdfstest
+/// open/00, ftruncate/00), also while the file is open and its version not made yet, and for
+/// a file that was empty already.
+#[test]
+fn truncate_and_write_mark_mtime_and_ctime() {
+    let Some(fx) = MountFixture::new("truncate_and_write_mark_mtime_and_ctime") else {
+        return;
+    };
+    let stamps = |p: &Path| {
+        let m = fs::metadata(p).expect("stat");
+        ((m.mtime(), m.mtime_nsec()), (m.ctime(), m.ctime_nsec()))
+    };
+    let later = |what: &str, p: &Path, before: ((i64, i64), (i64, i64))| {
+        let after = stamps(p);
+        assert!(after.0 > before.0, "{what}: mtime {before:?} -> {after:?}");
+        assert!(after.1 > before.1, "{what}: ctime {before:?} -> {after:?}");
+    };
+    let f = fx.path("f");
+    fs::write(&f, b"test\n").expect("write");
+    let before = stamps(&f);
+    drop(
+        OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .open(&f)
+            .expect("open O_TRUNC"),
+    );
+    later("O_TRUNC", &f, before);
+    assert_eq!(fs::metadata(&f).expect("stat").len(), 0);
+    let before = stamps(&f);
+    drop(
+        OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .open(&f)
+            .expect("open O_TRUNC"),
+    );
+    later("O_TRUNC of an empty file", &f, before);
+    let before = stamps(&f);
+    let fh = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&f)
+        .expect("open");
+    fh.set_len(123).expect("ftruncate");
+    later("ftruncate, open", &f, before);
+    let before = stamps(&f);
+    (&fh).write_all(b"more").expect("write");
+    later("write, open", &f, before);
+    drop(fh);
+    assert_eq!(fs::metadata(&f).expect("stat").len(), 123);
+}
+
 #[test]
 fn chown_and_foreign_writes_clear_setid_bits() {
     let Some(fx) = open_mount("chown_and_foreign_writes_clear_setid_bits", shared_config()) else {

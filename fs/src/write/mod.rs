@@ -211,13 +211,24 @@ impl Writer {
         a
     }
 
-    /// Marks the metadata changed (chmod, chown, utimens, xattr) so the next commit writes it.
+    /// Marks the metadata changed (chmod, chown, utimens, xattr) so the next commit writes it;
+    /// the status changed now (ctime), as the version made at the commit will say.
     pub fn touch_meta(&mut self, explicit_mtime: Option<SystemTime>) {
         if let Some(t) = explicit_mtime {
             self.attrs.mtime = t;
             self.explicit_mtime = true;
         }
+        self.attrs.ctime = SystemTime::now();
         self.meta_dirty = true;
+    }
+
+    /// A write or truncate: the data and the status changed now (mtime and ctime, as POSIX
+    /// marks them), until the version made at the commit carries its own times.
+    fn data_changed_now(&mut self) {
+        let now = SystemTime::now();
+        self.attrs.mtime = now;
+        self.attrs.ctime = now;
+        self.explicit_mtime = false;
     }
 
     fn check_size(&self, end: u64) -> FsResult<()> {
@@ -315,8 +326,7 @@ impl Writer {
         }
         self.size = self.size.max(end);
         self.data_dirty = true;
-        self.attrs.mtime = SystemTime::now();
-        self.explicit_mtime = false;
+        self.data_changed_now();
         Ok(())
     }
 
@@ -527,8 +537,7 @@ impl Writer {
         }
         self.size = new_size;
         self.data_dirty = true;
-        self.attrs.mtime = SystemTime::now();
-        self.explicit_mtime = false;
+        self.data_changed_now();
         Ok(())
     }
 
