@@ -16,6 +16,7 @@ use std::future::Future;
 use std::io;
 use std::path::Path;
 use std::sync::Arc;
+use std::task::{Context, Waker};
 use std::time::{Duration, SystemTime};
 
 use fuser::{
@@ -49,6 +50,35 @@ impl Adapter {
         F: Future<Output = ()> + Send + 'static,
     {
         self.rt.spawn(f);
+    }
+
+    /// Runs `f` on the FUSE thread as far as it goes without waiting, and hands it to the
+    /// runtime only if it must wait. Over a store whose metadata calls complete on the calling
+    /// task ([`objfs_store::StoreFeatures::inline_metadata`]: the local store), a lookup or a
+    /// file rename is answered with no hop to a runtime worker; anything that waits (a tokio
+    /// lock held by another request, a store call on the blocking pool) continues on the
+    /// runtime as if spawned at once. Other stores spawn at once: their first poll would start
+    /// network requests on the FUSE thread.
+    fn run_here<F>(&self, f: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        if !self.fs.inline_metadata() {
+            return self.spawn(f);
+        }
+        let mut f = Box::pin(f);
+        // Inside the runtime's context, so that what the future starts (a blocking-pool
+        // task, a timer) belongs to the runtime.
+        let ready = {
+            let _rt = self.rt.enter();
+            let mut cx = Context::from_waker(Waker::noop());
+            f.as_mut().poll(&mut cx).is_ready()
+        };
+        if !ready {
+            // Polled again on the runtime, which registers the task's own waker: a wake sent
+            // to the no-op waker above meanwhile is not lost, since that poll checks again.
+            self.spawn(f);
+        }
     }
 }
 
@@ -190,7 +220,7 @@ impl Filesystem for Adapter {
             return reply_lookup(&self.fs, reply, parent.0, name, r);
         }
         let (fs, name) = (self.fs.clone(), owned(name));
-        self.spawn(async move {
+        self.run_here(async move {
             let r = fs.lookup(parent.0, &name).await;
             reply_lookup(&fs, reply, parent.0, &name, r);
         });
@@ -331,7 +361,7 @@ impl Filesystem for Adapter {
         reply: ReplyEmpty,
     ) {
         let (fs, name, newname) = (self.fs.clone(), owned(name), owned(newname));
-        self.spawn(async move {
+        self.run_here(async move {
             reply_empty(
                 reply,
                 "rename",

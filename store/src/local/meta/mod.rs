@@ -437,7 +437,12 @@ impl Meta {
             )));
         }
         let mut state = self.lock();
-        let (sv, srec) = self.resolve(src, None)?;
+        // One read of the source's current row serves its version and its counters (under
+        // the commit lock, no other commit moves it between the reads).
+        let src_cur = self.current(src)?;
+        let not_found = || StoreError::NotFound { key: src.into() };
+        let sv = LocalVersion(src_cur.as_ref().ok_or_else(not_found)?.version);
+        let srec = self.version(src, sv)?.ok_or_else(not_found)?;
         if let Some(v) = &opts.source_version {
             if LocalVersion::parse(v) != Some(sv) {
                 return Err(StoreError::PreconditionFailed {
@@ -447,7 +452,6 @@ impl Meta {
             }
         }
         let dst_cur = self.checked_current(dst, &opts.condition)?;
-        let src_cur = self.current(src)?;
         let rec = VersionRecord {
             delete_marker: false,
             ..srec
