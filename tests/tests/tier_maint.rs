@@ -219,7 +219,7 @@ fn remote_gc(server: &Server) {
     store.set_lifecycle_rule(every_version()).unwrap();
     store.lifecycle_now_until(|_| true).unwrap();
     let before = rt.block_on(remote_keys(&s3));
-    assert!(before.len() >= 4, "{before:?}");
+    assert!(before.len() >= 2, "{before:?}");
     // Most keys rewritten (their tiered versions become noncurrent), one in three kept.
     for (i, k) in keys.iter().enumerate() {
         if i % 3 != 0 {
