@@ -16,7 +16,7 @@ use objfs_store::local::daemons::DaemonReport;
 use objfs_store::local::worker::RunReport;
 use serde_json::Value;
 
-use crate::ops::{DaemonAction, GcSettings, Request};
+use crate::ops::{DaemonAction, GcSettings, Request, ScrubSettings};
 use crate::progress::Feedback;
 use crate::render::{self, counters_text, human_bytes, run_progress_text};
 use crate::target::{self, Target};
@@ -87,6 +87,15 @@ pub struct PlaceArgs {
 pub struct ScrubArgs {
     #[command(flatten)]
     pub common: DaemonArgs,
+    /// With --now: read every tiered volume whole and check its BLAKE3 (else a sample).
+    #[arg(long)]
+    pub remote_full: bool,
+    /// With --now: the share (0 to 1) of each tiered volume's blobs a sampled check reads.
+    #[arg(long, value_name = "SHARE", default_value_t = 0.05)]
+    pub remote_sample: f64,
+    /// With --now: cap on the remote reads, bytes per second (K, M, G units; 0: none).
+    #[arg(long, value_name = "RATE", default_value = "16M")]
+    pub remote_bandwidth: String,
 }
 
 /// `objfs gc`.
@@ -190,12 +199,24 @@ fn steer(name: &str, a: &DaemonArgs) -> Result<()> {
 
 /// `place|scrub|gc --now`: runs the job with progress; returns its report.
 fn run_now(name: &str, a: &DaemonArgs, gc: Option<GcSettings>) -> Result<Value> {
+    run_request(
+        a,
+        Request::Run {
+            name: name.to_string(),
+            gc,
+            scrub: None,
+        },
+    )
+}
+
+/// Runs a job's request with progress; prints and returns its report.
+fn run_request(a: &DaemonArgs, req: Request) -> Result<Value> {
+    let Request::Run { name, .. } = &req else {
+        bail!("not a job");
+    };
+    let name = name.clone();
     let target = target::resolve_with(&a.store, &a.s3)?;
     let mut fb = Feedback::new(a.quiet);
-    let req = Request::Run {
-        name: name.to_string(),
-        gc,
-    };
     let v = target.execute(&req, &mut fb)?;
     if a.json {
         print_json(&v);
@@ -215,7 +236,7 @@ fn run_now(name: &str, a: &DaemonArgs, gc: Option<GcSettings>) -> Result<Value> 
     }
     match &run {
         Some(run) => {
-            println!("{name}: {}", run_progress_text(name, run));
+            println!("{name}: {}", run_progress_text(&name, run));
             println!("{name}: {}", counters_text(&run.counters));
         }
         None => println!("{name}: nothing to do"),
@@ -240,16 +261,36 @@ pub fn place(a: &PlaceArgs) -> Result<()> {
 }
 
 /// `objfs scrub`.
-pub fn scrub(a: &ScrubArgs) -> Result<()> {
-    let a = &a.common;
+pub fn scrub(args: &ScrubArgs) -> Result<()> {
+    let a = &args.common;
     if !a.now {
         return steer("scrub", a);
     }
-    let v = run_now("scrub", a, None)?;
+    if !(0.0..=1.0).contains(&args.remote_sample) {
+        return Err(crate::usage("--remote-sample must be between 0 and 1"));
+    }
+    let settings = ScrubSettings {
+        full: args.remote_full,
+        sample: args.remote_sample,
+        bandwidth: crate::options::parse_size(&args.remote_bandwidth)?,
+    };
+    let v = run_request(
+        a,
+        Request::Run {
+            name: "scrub".into(),
+            gc: None,
+            scrub: Some(settings),
+        },
+    )?;
     let unrepairable = v["run"]["counters"]["unrepairable"].as_u64().unwrap_or(0);
     if unrepairable > 0 {
+        let note = v["progress"]["note"].as_str().unwrap_or("");
+        let remote = note
+            .split_once("unrepairable remote objects: ")
+            .map(|(_, keys)| format!("; remote objects: {keys}"))
+            .unwrap_or_default();
         bail!(
-            "{unrepairable} damaged block(s) or shard chunk(s) could not be repaired (see the log)"
+            "{unrepairable} damaged block(s), shard chunk(s) or blob(s) could not be repaired (see the log){remote}"
         );
     }
     Ok(())

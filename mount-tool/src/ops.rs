@@ -49,6 +49,9 @@ pub enum Request {
         name: String,
         #[serde(default)]
         gc: Option<GcSettings>,
+        /// `scrub --now`: how to check the remote tier (absent: the defaults).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        scrub: Option<ScrubSettings>,
     },
     DiskAdd {
         dir: PathBuf,
@@ -144,6 +147,17 @@ pub struct GcSettings {
     pub delay_secs: u64,
     pub upload_ttl_secs: u64,
     pub garbage_ratio: f64,
+}
+
+/// `scrub --now` settings for the remote tier (docs/OPERATIONS.md).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScrubSettings {
+    /// Read every tiered volume whole (else a sample of its blobs).
+    pub full: bool,
+    /// The share of each tiered volume's blobs a sampled check reads (0: none).
+    pub sample: f64,
+    /// Bytes per second the remote reads may average (0: no cap).
+    pub bandwidth: u64,
 }
 
 /// One line from the server.
@@ -271,7 +285,12 @@ pub fn execute(
             }
         }
         Request::Restore(r) => crate::restore::execute(store, r, on_progress, &mut |_| {}),
-        Request::Run { name, gc } => run_job(store, daemon_name(name)?, gc.as_ref(), on_progress),
+        Request::Run { name, gc, scrub } => run_job(
+            store,
+            daemon_name(name)?,
+            (gc.as_ref(), scrub.as_ref()),
+            on_progress,
+        ),
         Request::DiskAdd { dir } => {
             store
                 .add_disk(dir)
@@ -350,7 +369,7 @@ fn store_disk_name(store: &LocalStore, dir: &Path) -> Result<PathBuf> {
 fn run_job(
     store: &LocalStore,
     name: &'static str,
-    gc: Option<&GcSettings>,
+    (gc, scrub): (Option<&GcSettings>, Option<&ScrubSettings>),
     on_progress: &mut dyn FnMut(&JobProgress) -> bool,
 ) -> Result<Value> {
     let before = store.status()?;
@@ -376,7 +395,17 @@ fn run_job(
             }
             store.place_now_until(&mut cb)?
         }
-        "scrub" => store.scrub_now_until(&mut cb)?,
+        "scrub" => match scrub {
+            Some(s) => {
+                let remote = objfs_store::local::tier::scrub::RemoteScrub {
+                    full: s.full,
+                    sample: s.sample,
+                    bandwidth: s.bandwidth,
+                };
+                store.scrub_now_remote_until(remote, &mut cb)?
+            }
+            None => store.scrub_now_until(&mut cb)?,
+        },
         "lifecycle" => store.lifecycle_now_until(&mut cb)?,
         _ => {
             let d = GcOptions::default();

@@ -396,6 +396,7 @@ pub fn lifecycle(a: &LifecycleArgs) -> Result<()> {
             Request::Run {
                 name: "lifecycle".into(),
                 gc: None,
+                scrub: None,
             },
         ),
         LifecycleCommand::Pause { store } | LifecycleCommand::Resume { store } => (

@@ -21,5 +21,6 @@ pub mod mount_fixture;
 pub mod s3_cli;
 pub mod s3_fixture;
 pub mod support;
+pub mod tier_fixture;
 
 pub use support::{det_bytes, keyed_bytes, Fixture};

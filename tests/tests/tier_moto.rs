@@ -4,8 +4,9 @@
 //! verified, through the store and through a mount; a corrupted remote object is a read error
 //! naming its key (EIO at the mount), never data; a remote that does not answer fails tiered
 //! reads only, local data stays readable and writable; recall brings everything back; the
-//! `objfs tier` and `objfs lifecycle` commands; and kill -9 in the middle of tiering and
-//! recalling, many rounds, loses nothing.
+//! `objfs tier` and `objfs lifecycle` commands; and kill -9 in the middle of tiering,
+//! recalling and remote gc (deleting and compacting tiered volumes), many rounds, loses nothing
+//! and leaks no remote object.
 
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader};
@@ -22,79 +23,8 @@ use objfs_store::{GetOptions, ListRequest, ObjectStore, PutOptions};
 use objfs_tests::daemon_mount::objfs_binary;
 use objfs_tests::mount_fixture::MountFixture;
 use objfs_tests::s3_fixture::{garage, moto, Server};
+use objfs_tests::tier_fixture::*;
 use rand::Rng;
-
-fn config() -> LocalConfig {
-    LocalConfig {
-        ec: EcSetting::Off,
-        volume_size: 512 << 10,
-        ..Default::default()
-    }
-}
-
-fn tier_record(server: &Server, bucket: &str, endpoint: &str) -> TierRecord {
-    TierRecord {
-        format: TIER_FORMAT,
-        bucket: bucket.to_string(),
-        prefix: "cold/".into(),
-        endpoint: Some(endpoint.to_string()),
-        region: Some(server.region.clone()),
-        profile: server.profile.clone(),
-        added: 0,
-    }
-}
-
-fn every_version() -> Rule {
-    Rule {
-        prefix: String::new(),
-        after_secs: 0,
-        noncurrent_after_secs: None,
-        by: AgeBy::Modified,
-    }
-}
-
-fn body(key: &str, n: usize) -> Vec<u8> {
-    let len = [4096, 100_000, 700_000][n % 3] + n;
-    let k: u64 = key.bytes().map(u64::from).sum();
-    (0..len)
-        .map(|i| ((i as u64 * 31 + k) % 251) as u8)
-        .collect()
-}
-
-async fn read(store: &LocalStore, key: &str) -> objfs_store::Result<Vec<u8>> {
-    let got = store.get(key, GetOptions::default()).await?;
-    Ok(got.bytes().await?.to_vec())
-}
-
-/// Volume and shard files in the store's data directory.
-fn volume_files(root: &Path) -> usize {
-    std::fs::read_dir(root.join("data"))
-        .map(|d| {
-            d.flatten()
-                .filter(|e| {
-                    let n = e.file_name().to_string_lossy().into_owned();
-                    n.len() > 17 && (n[16..].starts_with(".vol") || n[16..].starts_with(".s"))
-                })
-                .count()
-        })
-        .unwrap_or(0)
-}
-
-async fn remote_keys(s3: &S3Store) -> Vec<String> {
-    let req = ListRequest {
-        prefix: "cold/".into(),
-        ..Default::default()
-    };
-    let page = s3.list(&req).await.expect("list the tier");
-    page.objects.into_iter().map(|o| o.key).collect()
-}
-
-fn reopen(root: &Path, wipe_cache: bool) -> LocalStore {
-    if wipe_cache {
-        let _ = std::fs::remove_dir_all(root.join("tier-cache"));
-    }
-    LocalStore::open(root).expect("reopen")
-}
 
 #[test]
 fn tiered_volumes_read_back_verified_and_survive_a_bad_or_absent_remote() {
@@ -264,27 +194,26 @@ fn tier_round_trip(server: &Server) {
     store.close().unwrap();
 }
 
-fn runner_body(key: &str, seed: u64) -> Vec<u8> {
-    let len = 700 + (seed as usize * 7919) % 90_000;
-    let k: u64 = key.bytes().map(u64::from).sum();
-    (0..len)
-        .map(|i| ((i as u64 * 37 + seed * 11 + k) % 253) as u8)
-        .collect()
-}
-
-/// What the parent knows of a key: the acknowledged seed and the seeds a killed write may
-/// have left instead.
-#[derive(Default)]
-struct Expect {
-    acked: Option<u64>,
-    candidates: HashSet<u64>,
+#[test]
+fn kill_9_while_tiering_and_recalling_loses_nothing() {
+    if let Some(server) = moto() {
+        kill_9_rounds(&server, None);
+    }
 }
 
 #[test]
-fn kill_9_while_tiering_and_recalling_loses_nothing() {
-    let Some(server) = moto() else { return };
+fn kill_9_while_collecting_remote_garbage_loses_nothing() {
+    if let Some(server) = moto() {
+        kill_9_rounds(&server, Some("gc"));
+    }
+}
+
+/// kill -9 of `tier_runner` (in `mode`, if any) at random points, many rounds: everything
+/// acknowledged reads back after each; at the end no remote object is left that no volume
+/// record names.
+fn kill_9_rounds(server: &Server, mode: Option<&str>) {
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let (bucket, _s3) = rt.block_on(server.fresh_bucket("tier-crash"));
+    let (bucket, s3) = rt.block_on(server.fresh_bucket("tier-crash"));
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("store");
     let cfg = LocalConfig {
@@ -294,7 +223,7 @@ fn kill_9_while_tiering_and_recalling_loses_nothing() {
     };
     let store = LocalStore::init(&root, cfg).unwrap();
     store
-        .tier_add(tier_record(&server, &bucket, &server.endpoint))
+        .tier_add(tier_record(server, &bucket, &server.endpoint))
         .unwrap();
     store.set_lifecycle_rule(every_version()).unwrap();
     store.close().unwrap();
@@ -310,6 +239,7 @@ fn kill_9_while_tiering_and_recalling_loses_nothing() {
         let mut child = Command::new(env!("CARGO_BIN_EXE_tier_runner"))
             .arg(&root)
             .arg(seed.to_string())
+            .args(mode)
             .env("OBJFS_TIER_PAUSE_MS", "15")
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -368,10 +298,19 @@ fn kill_9_while_tiering_and_recalling_loses_nothing() {
     }
     assert!(rounds >= 3, "only {rounds} rounds");
     assert!(max_tiered > 0, "nothing was ever tiered");
-    // A last lifecycle run resolves what the last kill left; then recall all and check again.
+    // A last lifecycle run and gc round resolve what the last kill left: every remote object
+    // is then a tiered volume's; recall all and check again.
     let store = LocalStore::open(&root).unwrap();
     store.lifecycle_now_until(|_| true).unwrap();
+    store.gc_now(Default::default(), |_| {}).unwrap();
+    let objects = rt.block_on(remote_keys(&s3));
+    assert_eq!(
+        objects.len() as u64,
+        store.tier_status().unwrap().unwrap().volumes,
+        "remote objects left that no volume names: {objects:?}"
+    );
     store.tier_recall(None, &mut |_| {}).unwrap();
+    assert!(rt.block_on(remote_keys(&s3)).is_empty());
     for (key, e) in &expect {
         if e.acked.is_some() {
             let data = rt.block_on(read(&store, key)).unwrap();
@@ -439,17 +378,6 @@ fn tiered_files_read_through_a_mount_and_a_corrupt_object_is_eio() {
         assert_eq!(err.raw_os_error(), Some(libc::EIO), "{n}: {err}");
     }
     assert_eq!(std::fs::read(fx.path("new")).unwrap(), b"local");
-}
-
-/// Runs `objfs ARGS`; returns (success, stdout + stderr).
-fn objfs(args: &[&str]) -> (bool, String) {
-    let out = Command::new(objfs_binary()).args(args).output().unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
 }
 
 #[test]

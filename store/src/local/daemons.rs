@@ -14,6 +14,7 @@ use crate::local::control::{self, ControlWatcher};
 use crate::local::gc::{Gc, GcOptions};
 use crate::local::placement::Placement;
 use crate::local::scrub::Scrub;
+use crate::local::tier::scrub::RemoteScrub;
 use crate::local::tier::worker::Lifecycle;
 use crate::local::volume::{now_nanos, BlobLocation};
 use crate::local::worker::{self, Progress, RunnerConfig, Worker, WorkerState, WorkerStatus};
@@ -35,6 +36,8 @@ pub struct DaemonConfig {
     pub placement_min_age: Duration,
     /// Time between the starts of two scrub passes.
     pub scrub_interval: Duration,
+    /// How the scrub daemon checks the remote tier.
+    pub scrub_remote: RemoteScrub,
     pub gc_options: GcOptions,
 }
 
@@ -49,6 +52,7 @@ impl Default for DaemonConfig {
             idle_interval: Duration::from_secs(30),
             placement_min_age: Duration::from_secs(60),
             scrub_interval: Duration::from_secs(7 * 24 * 3600),
+            scrub_remote: RemoteScrub::default(),
             gc_options: GcOptions::default(),
         }
     }
@@ -84,6 +88,7 @@ impl LocalStore {
             daemons.push(Box::new(Scrub::new(
                 self.inner.clone(),
                 cfg.scrub_interval,
+                cfg.scrub_remote.clone(),
             )?));
         }
         if cfg.gc {
@@ -151,7 +156,7 @@ impl LocalStore {
     fn idle_worker(&self, name: &str, arg: Duration) -> Result<Box<dyn Worker>> {
         Ok(match name {
             "placement" => Box::new(Placement::new(self.inner.clone(), arg)),
-            "scrub" => Box::new(Scrub::new(self.inner.clone(), arg)?),
+            "scrub" => Box::new(Scrub::new(self.inner.clone(), arg, RemoteScrub::default())?),
             "gc" => Box::new(Gc::new(self.inner.clone(), GcOptions::default())),
             "lifecycle" => Box::new(Lifecycle::new(self.inner.clone())),
             other => {
@@ -280,9 +285,19 @@ impl LocalStore {
         &self,
         on_progress: impl FnMut(&Progress) -> bool,
     ) -> Result<(Progress, bool)> {
+        self.scrub_now_remote_until(RemoteScrub::default(), on_progress)
+    }
+
+    /// [`LocalStore::scrub_now_until`] checking the remote tier as `remote` says (whole or
+    /// sampled, under a bandwidth cap).
+    pub fn scrub_now_remote_until(
+        &self,
+        remote: RemoteScrub,
+        on_progress: impl FnMut(&Progress) -> bool,
+    ) -> Result<(Progress, bool)> {
         self.with_daemon_paused("scrub", || {
             self.inner.sync_all()?;
-            let mut w = Scrub::new(self.inner.clone(), Duration::ZERO)?;
+            let mut w = Scrub::new(self.inner.clone(), Duration::ZERO, remote)?;
             w.start_now();
             worker::run_until(&mut w, on_progress)
         })

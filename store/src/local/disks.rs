@@ -228,7 +228,7 @@ impl Disks {
         }
     }
 
-    fn forget_record(&self, id: u64) {
+    pub(crate) fn forget_record(&self, id: u64) {
         if let Ok(mut l) = self.layouts.write() {
             l.remove(&id);
         }

@@ -2,8 +2,10 @@
 //! reclaims blobs nobody references (after a safety delay), compacts sealed volumes that are
 //! mostly garbage, aborts stale multipart uploads and removes files no volume record names.
 //! The [`Gc`] worker runs these phases in order; the retention pass does a batch of keys per
-//! step, compaction one volume per step.
+//! step, compaction one volume per step. Tiered volumes take part through tier/gc.rs: one that
+//! no blob is left in has its object deleted, one with much garbage is compacted in the bucket.
 
+use std::collections::HashSet;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -13,6 +15,7 @@ use crate::local::daemons::{live_blobs, nanos};
 use crate::local::placement::load_last;
 use crate::local::records::{Layout, VolumeState};
 use crate::local::retention::RetentionPass;
+use crate::local::tier::gc as tier_gc;
 use crate::local::volume::{blob_disk_len, now_nanos, BlobLocation, VOLUME_HEADER_LEN};
 use crate::local::worker::{Progress, RunReport, Step, Worker};
 use crate::local::Inner;
@@ -65,6 +68,11 @@ pub struct Gc {
     retention: Option<RetentionPass>,
     /// Run a retention pass this round whatever `retention_interval` says.
     force_retention: bool,
+    /// Volumes whose compaction was skipped this round (a live blob that does not verify).
+    skipped: HashSet<u64>,
+    /// Whether remote work may go on this round: `None` until a remote gc step a crash left
+    /// was resolved, `Some(false)` once the remote failed.
+    remote_ready: Option<bool>,
 }
 
 /// The checkpoint name under which gc keeps its last finished run.
@@ -90,6 +98,8 @@ impl Gc {
             last,
             retention: None,
             force_retention: false,
+            skipped: HashSet::new(),
+            remote_ready: None,
         }
     }
 
@@ -136,15 +146,37 @@ impl Gc {
         }
     }
 
+    /// Whether tiered volumes may be collected now: the store has a tier and what a crash left
+    /// of an earlier remote step is resolved.
+    fn remote_ready(&mut self) -> bool {
+        if let Some(r) = self.remote_ready {
+            return r;
+        }
+        let ready = match self.inner.disks.tier() {
+            None => false,
+            Some(tier) => match tier_gc::resolve(&self.inner, &tier) {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::warn!(error = %e, "remote gc postponed: the remote tier fails");
+                    false
+                }
+            },
+        };
+        self.remote_ready = Some(ready);
+        ready
+    }
+
     /// The sealed volume with the most garbage above the threshold, and its live blobs.
-    fn pick_volume(&self) -> Result<Option<(u64, Vec<BlobLocation>)>> {
+    fn pick_volume(&mut self) -> Result<Option<(u64, Vec<BlobLocation>)>> {
         let blobs = live_blobs(&self.inner)?;
+        let remote = self.remote_ready();
         let mut best: Option<(f64, u64)> = None;
         for r in self.inner.disks.records() {
-            // Tiered volumes are left alone: gc neither compacts nor deletes remote data.
+            // Tiered volumes only while the remote answers (tier/gc.rs).
             if r.state != VolumeState::Sealed
                 || r.size <= VOLUME_HEADER_LEN
-                || matches!(r.layout, Layout::Remote(_))
+                || (matches!(r.layout, Layout::Remote(_)) && !remote)
+                || self.skipped.contains(&r.id)
             {
                 continue;
             }
@@ -165,9 +197,48 @@ impl Gc {
         }))
     }
 
+    /// Deletes or compacts tiered volume `id` (tier/gc.rs). A remote failure ends remote work
+    /// for this round; what it left is resolved at the next.
+    fn collect_remote(&mut self, id: u64, locs: &[BlobLocation]) -> Result<()> {
+        let Some(tier) = self.inner.disks.tier() else {
+            self.skipped.insert(id);
+            return Ok(());
+        };
+        let done = if locs.is_empty() {
+            tier_gc::delete_volume(&self.inner, &tier, id).map(|freed| {
+                self.count("remote_volumes_deleted", 1);
+                self.count("remote_bytes_freed", freed);
+            })
+        } else {
+            tier_gc::compact_volume(&self.inner, &tier, id, locs).map(|c| match c {
+                Some(c) => {
+                    self.count("remote_volumes_compacted", 1);
+                    self.count("remote_bytes_moved", c.moved);
+                    self.count("remote_bytes_freed", c.freed);
+                }
+                None => {
+                    self.skipped.insert(id);
+                    self.count("compactions_skipped", 1);
+                }
+            })
+        };
+        if let Err(e) = done {
+            tracing::warn!(volume = id, error = %e, "remote gc stopped for this round");
+            self.skipped.insert(id);
+            self.remote_ready = Some(false);
+        }
+        Ok(())
+    }
+
     /// Copies the live blobs of volume `id` into the active volume, switches their records in
     /// one durable batch, then deletes the old volume.
     fn compact(&mut self, id: u64, locs: &[BlobLocation]) -> Result<()> {
+        if matches!(
+            self.inner.disks.record(id).map(|r| r.layout),
+            Some(Layout::Remote(_))
+        ) {
+            return self.collect_remote(id, locs);
+        }
         let inner = &self.inner;
         let mut moves = Vec::with_capacity(locs.len());
         let mut moved = 0u64;
@@ -176,6 +247,7 @@ impl Gc {
                 Ok(r) => r,
                 Err(e) => {
                     tracing::error!(volume = id, blob = loc.blob, error = %e, "cannot compact: a live blob does not verify");
+                    self.skipped.insert(id);
                     self.count("compactions_skipped", 1);
                     return Ok(());
                 }
@@ -273,7 +345,11 @@ impl Gc {
             2 => {
                 match self.pick_volume()? {
                     Some((id, locs)) => self.compact(id, &locs)?,
-                    None => self.phase = 3,
+                    None => {
+                        self.skipped.clear();
+                        self.remote_ready = None;
+                        self.phase = 3
+                    }
                 }
                 Ok(Step::Busy)
             }

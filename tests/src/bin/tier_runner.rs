@@ -3,11 +3,15 @@
 //! durable writes, `lifecycle --now` and, every third round, a recall of everything. Prints
 //! `WILL <key> <seed>` before a write and `PUT <key> <seed>` once it is acknowledged. The
 //! parent kills it at random points (OBJFS_TIER_PAUSE_MS widens the windows inside a move).
+//! With a third argument `gc`, each round also runs gc as if a year had passed (every
+//! noncurrent version expires, nothing waits), so tiered volumes are deleted and compacted in
+//! the bucket while the parent kills.
 
 use std::io::Write;
 use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
 
-use objfs_store::local::LocalStore;
+use objfs_store::local::{GcOptions, LocalStore};
 use objfs_store::{ObjectStore, PutOptions};
 
 /// The bytes of `key` written with `seed` (the parent recomputes them).
@@ -19,6 +23,16 @@ pub fn body(key: &str, seed: u64) -> Vec<u8> {
         .collect()
 }
 
+/// gc that applies the retention policy a year from now and reclaims at once.
+pub fn year_on() -> GcOptions {
+    GcOptions {
+        delay: Duration::ZERO,
+        garbage_ratio: 0.3,
+        now: Some(SystemTime::now() + Duration::from_secs(400 * 86_400)),
+        ..Default::default()
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let Some(root) = args.get(1).map(PathBuf::from) else {
@@ -26,6 +40,7 @@ fn main() {
         std::process::exit(2);
     };
     let mut seed: u64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(1);
+    let gc = args.get(3).map(String::as_str) == Some("gc");
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let store = LocalStore::open(&root).expect("open");
     let out = std::io::stdout();
@@ -45,6 +60,12 @@ fn main() {
             let _ = writeln!(out.lock(), "PUT {key} {seed}");
         }
         store.lifecycle_now_until(|_| true).expect("lifecycle");
+        if gc {
+            store.gc_now(year_on(), |_| {}).expect("gc");
+            if round % 4 != 0 {
+                continue;
+            }
+        }
         if round % 3 == 0 {
             store.tier_recall(None, &mut |_| {}).expect("recall");
         }

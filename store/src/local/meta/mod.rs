@@ -835,6 +835,29 @@ impl Meta {
         self.tables.sync()
     }
 
+    /// Replaces volume `old` by `new` in one durable batch (remote compaction): each blob of
+    /// `moves` (blob, offset in `new`) still in `old` points at `new`, `new`'s record is
+    /// added and `old`'s removed.
+    pub fn swap_volume(&self, moves: &[(u64, u64)], old: u64, new: &VolumeRecord) -> Result<()> {
+        {
+            let _state = self.lock();
+            let mut txn = Txn::new();
+            for &(blob, offset) in moves {
+                if let Some(mut rec) = self.get::<BlobRecord>(&blob_key(blob))? {
+                    if rec.volume == old {
+                        rec.volume = new.id;
+                        rec.offset = offset;
+                        txn.insert(blob_key(blob), encode(&rec)?);
+                    }
+                }
+            }
+            txn.insert(volume_key(new.id), encode(new)?);
+            txn.remove(volume_key(old));
+            self.write_rows(txn)?;
+        }
+        self.tables.sync()
+    }
+
     /// A worker's checkpoint.
     pub fn checkpoint<T: serde::de::DeserializeOwned>(&self, name: &str) -> Result<Option<T>> {
         match self.tables.get(&misc_key(&format!("ckpt:{name}")))? {

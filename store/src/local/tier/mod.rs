@@ -10,13 +10,17 @@
 //! * [`rules`]: lifecycle rules (pure), [`select`]: which volumes they move,
 //!   [`mover`]: moving one volume up or down with a crash-safe intent, [`worker`]: the lifecycle
 //!   daemon, and the store's tier and lifecycle commands ([`admin`]).
+//! * [`scrub`]: scrub's check and repair of tiered volumes; [`gc`]: deleting remote objects
+//!   nothing references and compacting remote volumes with much garbage.
 
 pub mod admin;
 pub mod cache;
 pub mod client;
+pub mod gc;
 pub mod mover;
 pub mod remote;
 pub mod rules;
+pub mod scrub;
 pub mod select;
 pub mod worker;
 
