@@ -8,19 +8,14 @@
 //! recalling and remote gc (deleting and compacting tiered volumes), many rounds, loses nothing
 //! and leaks no remote object.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use objfs_store::local::tier::rules::{AgeBy, Rule};
-use objfs_store::local::tier::{TierRecord, TIER_FORMAT};
-use objfs_store::local::{EcSetting, LocalConfig, LocalStore};
-use objfs_store::s3::S3Store;
-use objfs_store::{GetOptions, ListRequest, ObjectStore, PutOptions};
-use objfs_tests::daemon_mount::objfs_binary;
+use objfs_store::local::{LocalConfig, LocalStore};
+use objfs_store::{GetOptions, ObjectStore, PutOptions};
 use objfs_tests::mount_fixture::MountFixture;
 use objfs_tests::s3_fixture::{garage, moto, Server};
 use objfs_tests::tier_fixture::*;
