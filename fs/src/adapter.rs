@@ -376,16 +376,6 @@ impl Filesystem for Adapter {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        // A read the block cache holds is answered here, with no hop.
-        let now = {
-            let _rt = self.rt.enter();
-            self.fs.read_now(ino.0, fh.0, offset, size)
-        };
-        match now {
-            Some(Ok(d)) => return reply.data(&d),
-            Some(Err(e)) => return reply.error(errno("read", &e)),
-            None => {}
-        }
         let fs = self.fs.clone();
         self.spawn(async move {
             match fs.read(ino.0, fh.0, offset, size).await {
