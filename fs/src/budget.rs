@@ -61,6 +61,12 @@ impl MemBudget {
         }
     }
 
+    /// Permits for `units` units if they are free now, without waiting.
+    pub fn try_acquire(&self, units: usize) -> Option<OwnedSemaphorePermit> {
+        let n = u32::try_from(units.clamp(1, self.total_units)).ok()?;
+        self.sem.clone().try_acquire_many_owned(n).ok()
+    }
+
     /// Permits for `units` units, or `None` when memory stays exhausted and no other writer
     /// could give any back: then the caller must checkpoint itself (its own buffers hold the
     /// memory) and ask again. Waits for uploads to give memory back, and asks idle writers to

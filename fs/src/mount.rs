@@ -153,9 +153,35 @@ pub fn mount(
         thread: Mutex::new(Some(thread)),
     };
     // The mount is live once the kernel answers a getattr of the root through us.
-    std::fs::metadata(mountpoint)?;
+    let root = std::fs::metadata(mountpoint)?;
+    raise_readahead(&root);
     tracing::info!(mountpoint = %mountpoint.display(), "mounted");
     Ok(h)
+}
+
+/// The kernel's readahead of a mount, in KiB, asked for when the mount may set it.
+pub const READAHEAD_KB: u32 = 8192;
+
+/// Raises the kernel's readahead of the mount (its backing device's `read_ahead_kb`) to
+/// [`READAHEAD_KB`]. FUSE starts every mount at 128 KiB and lets the filesystem only lower it
+/// at INIT, so a sequential read otherwise reaches the mount as 128 KiB requests, one or two
+/// at a time; with 8 MiB the kernel sends 1 MiB requests (`max_write`/`max_pages`), several in
+/// parallel. Only root may write the setting: otherwise it stays 128 KiB (logged, not an
+/// error).
+fn raise_readahead(root: &std::fs::Metadata) {
+    use std::os::unix::fs::MetadataExt;
+    let dev = root.dev();
+    let path = format!(
+        "/sys/class/bdi/{}:{}/read_ahead_kb",
+        nix::sys::stat::major(dev),
+        nix::sys::stat::minor(dev)
+    );
+    match std::fs::write(&path, READAHEAD_KB.to_string()) {
+        Ok(()) => tracing::debug!(path, kb = READAHEAD_KB, "readahead raised"),
+        Err(e) => {
+            tracing::info!(path, error = %e, "the mount's readahead stays the kernel's 128 KiB")
+        }
+    }
 }
 
 /// Writes the times that wait in memory about once per [`TIMES_FLUSH_INTERVAL`], for as long

@@ -395,23 +395,51 @@ impl BlockCache {
         if !claimed.is_empty() {
             self.fetch_claimed(store, src, claimed).await;
         }
-        if first == last {
-            let b = self.block(store, src, first).await?;
-            let s = (range.start - first * BLOCK_SIZE) as usize;
-            let e = (end - first * BLOCK_SIZE) as usize;
-            return Ok(b.slice(s.min(b.len())..e.min(b.len())));
-        }
-        let mut out = BytesMut::with_capacity((end - range.start) as usize);
+        let mut blocks = Vec::with_capacity((last - first + 1) as usize);
         for idx in first..=last {
-            let b = self.block(store, src, idx).await?;
-            let bs = idx * BLOCK_SIZE;
-            let s = range.start.max(bs) - bs;
+            blocks.push(self.block(store, src, idx).await?);
+        }
+        Ok(Self::assemble(&blocks, first, range.start, end))
+    }
+
+    /// Bytes `range` of `src` (clamped to its size) if every block of it is cached now;
+    /// `None` otherwise (nothing is fetched).
+    pub fn read_cached(&self, src: &Source, range: Range<u64>) -> Option<Bytes> {
+        let end = range.end.min(src.size);
+        if range.start >= end {
+            return Some(Bytes::new());
+        }
+        let first = range.start / BLOCK_SIZE;
+        let last = (end - 1) / BLOCK_SIZE;
+        let blocks: Vec<Bytes> = {
+            let mut g = self.inner.lock().ok()?;
+            let mut v = Vec::with_capacity((last - first + 1) as usize);
+            for idx in first..=last {
+                v.push(g.lru.get(&Self::bkey(src, idx))?.clone());
+            }
+            v
+        };
+        Some(Self::assemble(&blocks, first, range.start, end))
+    }
+
+    /// Bytes `[start, end)` out of consecutive blocks from block `first` (a slice of the block
+    /// when one holds them all, else a copy).
+    fn assemble(blocks: &[Bytes], first: u64, start: u64, end: u64) -> Bytes {
+        if let [b] = blocks {
+            let s = (start - first * BLOCK_SIZE) as usize;
+            let e = (end - first * BLOCK_SIZE) as usize;
+            return b.slice(s.min(b.len())..e.min(b.len()));
+        }
+        let mut out = BytesMut::with_capacity((end - start) as usize);
+        for (k, b) in blocks.iter().enumerate() {
+            let bs = (first + k as u64) * BLOCK_SIZE;
+            let s = start.max(bs) - bs;
             let e = end.min(bs + b.len() as u64) - bs;
             if s < e {
                 out.extend_from_slice(&b[s as usize..e as usize]);
             }
         }
-        Ok(out.freeze())
+        out.freeze()
     }
 
     /// Starts fetching `range` of `src` in the background (readahead).

@@ -20,6 +20,16 @@ use crate::error::{FsError, FsResult};
 use crate::read::{ReadAhead, Source};
 use crate::write::{Writer, WriterCell};
 
+/// What a read handle reads now.
+enum ReadTarget {
+    /// The file is open for writing: its writer (dirty bytes over the base).
+    Writer(Arc<WriterCell>),
+    /// A version.
+    Pinned(ObjectInfo),
+    /// The current version of this key, to be looked up.
+    Unpinned(String),
+}
+
 impl ObjFs {
     fn handle(&self, fh: u64) -> FsResult<Arc<FileHandle>> {
         lock(&self.handles, "handles")?
@@ -289,6 +299,62 @@ impl ObjFs {
         if !h.read_seen.swap(true, Ordering::Relaxed) {
             self.file_read(h.ino).await?;
         }
+        let info = match self.read_target(&h, ino)? {
+            ReadTarget::Writer(w) => {
+                return w
+                    .lock()
+                    .await
+                    .read(&self.wctx, offset, u64::from(size))
+                    .await;
+            }
+            ReadTarget::Pinned(i) => i,
+            ReadTarget::Unpinned(key) => {
+                let i = self.store.head(&key, None).await?;
+                lock(&h.pinned, "handle")?.0 = Some(i.clone());
+                i
+            }
+        };
+        let src = Source::of(&info);
+        let end = offset.saturating_add(u64::from(size)).min(info.size);
+        if offset >= end {
+            return Ok(Bytes::new());
+        }
+        self.read_ahead(&h, &src, offset..end)?;
+        self.wctx
+            .cache
+            .read(self.store.as_ref(), &src, offset..end)
+            .await
+    }
+
+    /// [`ObjFs::read`] answered without waiting when the handle has read before and every
+    /// block asked for is in the block cache (readahead put it there); `None` when the read
+    /// must go through `read`. Called on the FUSE thread, inside the mount's runtime (the
+    /// readahead it starts runs there).
+    pub fn read_now(&self, ino: u64, fh: u64, offset: u64, size: u32) -> Option<FsResult<Bytes>> {
+        let h = self.handle(fh).ok()?;
+        if !h.read_seen.load(Ordering::Relaxed) {
+            return None;
+        }
+        let ReadTarget::Pinned(info) = self.read_target(&h, ino).ok()? else {
+            return None;
+        };
+        let src = Source::of(&info);
+        let end = offset.saturating_add(u64::from(size)).min(info.size);
+        if offset >= end {
+            return Some(Ok(Bytes::new()));
+        }
+        let data = self.wctx.cache.read_cached(&src, offset..end)?;
+        tracing::trace!(ino, fh, offset, size, "read (cached)");
+        if let Err(e) = self.read_ahead(&h, &src, offset..end) {
+            return Some(Err(e));
+        }
+        Some(Ok(data))
+    }
+
+    /// What a read of handle `h` reads: the file's writer, or the version the handle pinned
+    /// (a version this mount wrote of the inode since the handle chose one replaces it), or,
+    /// when it has none yet, the current version of the key.
+    fn read_target(&self, h: &FileHandle, ino: u64) -> FsResult<ReadTarget> {
         let (writer, local, seq, key) = {
             let t = self.table()?;
             let n = t
@@ -302,49 +368,37 @@ impl ObjFs {
             )
         };
         if let Some(w) = writer {
-            return w
-                .lock()
-                .await
-                .read(&self.wctx, offset, u64::from(size))
-                .await;
+            return Ok(ReadTarget::Writer(w));
         }
-        let pinned = {
-            let mut p = lock(&h.pinned, "handle")?;
-            if let Some(lv) = local {
-                // A version this mount wrote of this inode (under this or, after a rename,
-                // another key) since the handle chose its version replaces it.
-                if p.0.is_none() || p.1 < seq {
-                    *p = (Some(lv), seq);
-                }
+        let mut p = lock(&h.pinned, "handle")?;
+        if let Some(lv) = local {
+            if p.0.is_none() || p.1 < seq {
+                *p = (Some(lv), seq);
             }
-            p.0.clone()
-        };
-        let info = match pinned {
-            Some(i) => i,
+        }
+        match &p.0 {
+            Some(i) => Ok(ReadTarget::Pinned(i.clone())),
             None => {
-                let key = key.ok_or_else(|| FsError::NotFound(format!("inode {ino}")))?;
-                let i = self.store.head(&key, None).await?;
-                lock(&h.pinned, "handle")?.0 = Some(i.clone());
-                i
+                Ok(ReadTarget::Unpinned(key.ok_or_else(|| {
+                    FsError::NotFound(format!("inode {ino}"))
+                })?))
             }
-        };
-        let src = Source::of(&info);
-        let end = offset.saturating_add(u64::from(size)).min(info.size);
-        if offset >= end {
-            return Ok(Bytes::new());
         }
-        let ahead = lock(&h.ra, "readahead")?.on_read(
-            &(offset..end),
-            info.size,
-            self.wctx.cache.max_window(),
-        );
+    }
+
+    /// Records a read of `range` on the handle's readahead and starts fetching what follows.
+    fn read_ahead(
+        &self,
+        h: &FileHandle,
+        src: &Source,
+        range: std::ops::Range<u64>,
+    ) -> FsResult<()> {
+        let ahead =
+            lock(&h.ra, "readahead")?.on_read(&range, src.size, self.wctx.cache.max_window());
         if let Some(r) = ahead {
-            self.wctx.cache.prefetch(self.store.clone(), &src, r);
+            self.wctx.cache.prefetch(self.store.clone(), src, r);
         }
-        self.wctx
-            .cache
-            .read(self.store.as_ref(), &src, offset..end)
-            .await
+        Ok(())
     }
 
     /// Writes to an open file; returns the bytes written.
@@ -363,6 +417,23 @@ impl ObjFs {
         drop(g);
         self.cache_attrs(h.ino, &attrs);
         u32::try_from(data.len()).map_err(|_| FsError::Invalid("write too large".into()))
+    }
+
+    /// [`ObjFs::write`] answered without waiting, when the writer is free and the write needs
+    /// no wait ([`crate::write::Writer::try_write_now`]); `None` when it must go through
+    /// `write`. Called on the FUSE thread, inside the mount's runtime.
+    pub fn write_now(&self, ino: u64, fh: u64, offset: u64, data: &[u8]) -> Option<FsResult<u32>> {
+        let h = self.handle(fh).ok().filter(|h| h.write)?;
+        let w = self.writer_of(h.ino).ok()??;
+        let mut g = w.try_lock().ok()?;
+        if let Err(e) = g.try_write_now(&self.wctx, offset, data)? {
+            return Some(Err(e));
+        }
+        tracing::trace!(ino, fh, offset, len = data.len(), "write (at once)");
+        let attrs = g.current_attrs();
+        drop(g);
+        self.cache_attrs(h.ino, &attrs);
+        Some(u32::try_from(data.len()).map_err(|_| FsError::Invalid("write too large".into())))
     }
 
     async fn commit_handle(&self, h: &FileHandle, durable: bool) -> FsResult<()> {

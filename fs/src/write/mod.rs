@@ -298,70 +298,153 @@ impl Writer {
             .checked_add(data.len() as u64)
             .ok_or_else(|| FsError::TooBig(self.key.clone()))?;
         self.check_size(end)?;
+        for (i, rs, src) in self.pieces(offset, data) {
+            if self.chunk_is_remote(i) {
+                self.checkpoint(ctx).await?;
+            }
+            let re = rs + src.len() as u64;
+            let extra = self.reserve_memory(ctx, i, re as usize).await?;
+            if self.put_piece(i, rs, src, extra)? {
+                let up = self.ensure_upload(ctx).await?;
+                self.spawn_part(ctx, &up, i)?;
+            }
+        }
+        self.after_write(end);
+        Ok(())
+    }
+
+    /// Writes `data` at `offset` when that needs no wait (the FUSE thread answers such a
+    /// write at once, without a hop to the runtime): no chunk to checkpoint, memory free now,
+    /// and a chunk that fills up has its multipart upload already (its part is then started on
+    /// the current tokio runtime, which the caller must have entered). `None`, with nothing
+    /// changed, when the write needs [`Writer::write`].
+    pub fn try_write_now(
+        &mut self,
+        ctx: &WriteCtx,
+        offset: u64,
+        data: &[u8],
+    ) -> Option<FsResult<()>> {
+        // A part that fills up is started on the runtime: there must be one.
+        tokio::runtime::Handle::try_current().ok()?;
+        if let Err(e) = self.check_error() {
+            return Some(Err(e));
+        }
+        let end = offset.checked_add(data.len() as u64)?;
+        self.check_size(end).ok()?;
+        let pieces = self.pieces(offset, data);
+        // Every piece must be possible before any is applied.
+        let mut grants = Vec::with_capacity(pieces.len());
+        for (i, rs, src) in &pieces {
+            let re = rs + src.len() as u64;
+            if self.chunk_is_remote(*i) || (self.upload.is_none() && self.fills(*i, *rs..re)) {
+                return None;
+            }
+            let (want, held) = self.memory_units(*i, re as usize);
+            let extra = if want > held {
+                Some(ctx.budget.try_acquire(want - held)?)
+            } else {
+                None
+            };
+            grants.push(extra);
+        }
+        for ((i, rs, src), extra) in pieces.into_iter().zip(grants) {
+            match self.put_piece(i, rs, src, extra) {
+                Ok(true) => {
+                    let up = self.upload.clone()?;
+                    if let Err(e) = self.spawn_part(ctx, &up, i) {
+                        return Some(Err(e));
+                    }
+                }
+                Ok(false) => {}
+                Err(e) => return Some(Err(e)),
+            }
+        }
+        self.after_write(end);
+        Some(Ok(()))
+    }
+
+    /// `data` at `offset` cut at chunk boundaries: (chunk, offset in the chunk, bytes).
+    fn pieces<'d>(&self, offset: u64, data: &'d [u8]) -> Vec<(u64, u64, &'d [u8])> {
         let p = self.chunk;
+        let end = offset + data.len() as u64;
+        let mut out = Vec::new();
         let mut pos = offset;
         while pos < end {
             let i = pos / p;
             let cs = i * p;
             let n = end.min(cs + p) - pos;
-            if self.chunk_is_remote(i) {
-                self.checkpoint(ctx).await?;
-            }
-            let rs = pos - cs;
-            let re = rs + n;
-            self.ensure_buffer(ctx, i, re as usize).await?;
-            let src = &data[(pos - offset) as usize..(pos - offset + n) as usize];
-            let full = match self.chunks.get_mut(&i) {
-                Some(Chunk::Dirty(d)) => {
-                    d.buf[rs as usize..re as usize].copy_from_slice(src);
-                    d.ranges.insert(rs..re);
-                    d.ranges.covers(&(0..p))
-                }
-                _ => return Err(FsError::Internal("write buffer vanished".into())),
-            };
-            if full {
-                self.start_upload(ctx, i).await?;
-            }
+            let at = (pos - offset) as usize;
+            out.push((i, pos - cs, &data[at..at + n as usize]));
             pos += n;
         }
+        out
+    }
+
+    /// Whether writing `rel` (relative to the chunk) into chunk `i` would make it whole.
+    fn fills(&self, i: u64, rel: Range<u64>) -> bool {
+        let mut r = match self.chunks.get(&i) {
+            Some(Chunk::Dirty(d)) => d.ranges.clone(),
+            _ => RangeSet::default(),
+        };
+        r.insert(rel);
+        r.covers(&(0..self.chunk))
+    }
+
+    fn after_write(&mut self, end: u64) {
         self.size = self.size.max(end);
         self.data_dirty = true;
         self.data_changed_now();
-        Ok(())
     }
 
-    /// Makes chunk `i` a dirty buffer of at least `len` bytes, within the memory budget.
-    async fn ensure_buffer(&mut self, ctx: &WriteCtx, i: u64, len: usize) -> FsResult<()> {
-        let (have_len, held) = match self.chunks.get(&i) {
-            Some(Chunk::Dirty(d)) => (
-                d.buf.len(),
-                d.permit.as_ref().map(|p| p.num_permits()).unwrap_or(0),
-            ),
-            Some(_) => return Err(FsError::Internal("chunk is not a buffer".into())),
-            None => (0, 0),
+    /// Memory units a buffer of `len` bytes for chunk `i` needs, and those it holds.
+    fn memory_units(&self, i: u64, len: usize) -> (usize, usize) {
+        let held = match self.chunks.get(&i) {
+            Some(Chunk::Dirty(d)) => d.permit.as_ref().map(|p| p.num_permits()).unwrap_or(0),
+            _ => 0,
         };
-        if have_len >= len && self.chunks.contains_key(&i) {
-            return Ok(());
+        (MemBudget::units(len), held)
+    }
+
+    /// The memory a buffer of `len` bytes for chunk `i` still needs, from the budget (waiting
+    /// for it; when this writer's own buffers hold it, after a checkpoint).
+    async fn reserve_memory(
+        &mut self,
+        ctx: &WriteCtx,
+        i: u64,
+        len: usize,
+    ) -> FsResult<Option<OwnedSemaphorePermit>> {
+        if matches!(self.chunks.get(&i), Some(c) if !matches!(c, Chunk::Dirty(_))) {
+            return Err(FsError::Internal("chunk is not a buffer".into()));
         }
-        let want_units = MemBudget::units(len);
-        let extra = if want_units > held {
-            match ctx.budget.acquire(ctx, want_units - held).await? {
-                Some(p) => Some(p),
-                None => {
-                    // This writer's own buffers hold the memory: checkpoint, then ask again.
-                    tracing::info!(key = %self.key, "write memory exhausted: checkpointing");
-                    self.checkpoint(ctx).await?;
-                    let held = 0;
-                    let mut got = None;
-                    while got.is_none() {
-                        got = ctx.budget.acquire(ctx, want_units - held).await?;
-                    }
-                    got
-                }
+        let (want_units, held) = self.memory_units(i, len);
+        if want_units <= held {
+            return Ok(None);
+        }
+        if let Some(p) = ctx.budget.acquire(ctx, want_units - held).await? {
+            return Ok(Some(p));
+        }
+        // This writer's own buffers hold the memory: checkpoint, then ask again.
+        tracing::info!(key = %self.key, "write memory exhausted: checkpointing");
+        self.checkpoint(ctx).await?;
+        loop {
+            if let Some(p) = ctx.budget.acquire(ctx, want_units).await? {
+                return Ok(Some(p));
             }
-        } else {
-            None
-        };
+        }
+    }
+
+    /// Copies `src` into chunk `i` at `rs` (its buffer made or grown, holding `extra` memory
+    /// too); returns whether the chunk is now whole. Bytes appended at the buffer's end are
+    /// copied once, with no zeroing first (a sequential write); only a gap before `rs` is
+    /// zero-filled.
+    fn put_piece(
+        &mut self,
+        i: u64,
+        rs: u64,
+        src: &[u8],
+        extra: Option<OwnedSemaphorePermit>,
+    ) -> FsResult<bool> {
+        let p = self.chunk;
         let d = match self.chunks.entry(i).or_insert_with(|| {
             Chunk::Dirty(DirtyChunk {
                 buf: Vec::new(),
@@ -378,16 +461,20 @@ impl Writer {
                 None => d.permit = Some(extra),
             }
         }
-        if d.buf.len() < len {
-            let cap = (MemBudget::units(len) * UNIT)
-                .min(self.chunk as usize)
-                .max(len);
-            if d.buf.capacity() < cap {
-                d.buf.reserve_exact(cap - d.buf.len());
-            }
-            d.buf.resize(len, 0);
+        let start = rs as usize;
+        let end = start + src.len();
+        if d.buf.capacity() < end {
+            let cap = (MemBudget::units(end) * UNIT).min(p as usize).max(end);
+            d.buf.reserve_exact(cap - d.buf.len());
         }
-        Ok(())
+        if d.buf.len() < start {
+            d.buf.resize(start, 0);
+        }
+        let overlap = (d.buf.len() - start).min(src.len());
+        d.buf[start..start + overlap].copy_from_slice(&src[..overlap]);
+        d.buf.extend_from_slice(&src[overlap..]);
+        d.ranges.insert(rs..end as u64);
+        Ok(d.ranges.covers(&(0..p)))
     }
 
     async fn ensure_upload(&mut self, ctx: &WriteCtx) -> FsResult<Upload> {
@@ -414,8 +501,9 @@ impl Writer {
         Ok(u)
     }
 
-    async fn start_upload(&mut self, ctx: &WriteCtx, i: u64) -> FsResult<()> {
-        let up = self.ensure_upload(ctx).await?;
+    /// Starts the upload of the whole chunk `i` as a part of `up`, on the current runtime.
+    fn spawn_part(&mut self, ctx: &WriteCtx, up: &Upload, i: u64) -> FsResult<()> {
+        let up = up.clone();
         let Some(Chunk::Dirty(d)) = self.chunks.remove(&i) else {
             return Err(FsError::Internal("no buffer to upload".into()));
         };

@@ -157,6 +157,35 @@ pub fn write_blob(
     Ok(sums)
 }
 
+/// Blobs of at least this many bytes start their write-back to disk as soon as they are
+/// written ([`start_writeback`]).
+pub const EARLY_WRITEBACK_MIN: u64 = 1 << 20;
+
+/// Asks the kernel to start writing `len` bytes at `offset` of each file to disk now
+/// (`sync_file_range(SYNC_FILE_RANGE_WRITE)`), without waiting for it. Large blobs written in
+/// a stream (a large file, a multipart upload) then reach the disk while the next ones are
+/// written, so the fsync of a durable write waits for the last blobs only, not for every
+/// dirty page at once. A hint: durability still comes from the group sync's fsync, and a
+/// failure is only logged.
+pub fn start_writeback(files: &[Arc<File>], offset: u64, len: u64) {
+    use std::os::fd::AsRawFd;
+    let (Ok(off), Ok(n)) = (
+        libc::off64_t::try_from(offset),
+        libc::off64_t::try_from(len),
+    ) else {
+        return;
+    };
+    for file in files {
+        // SAFETY: a plain system call on a descriptor this `File` owns for the call's duration;
+        // no memory is passed.
+        let rc =
+            unsafe { libc::sync_file_range(file.as_raw_fd(), off, n, libc::SYNC_FILE_RANGE_WRITE) };
+        if rc != 0 {
+            tracing::debug!(error = %io::Error::last_os_error(), "sync_file_range");
+        }
+    }
+}
+
 /// Something a blob can be read from at an offset: a replica file, or an erasure-coded volume.
 pub trait ReadAt {
     /// Fills all of `bufs` from `offset`; a short source is `UnexpectedEof`.

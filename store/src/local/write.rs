@@ -67,6 +67,9 @@ impl Inner {
         let (vol, files, offset) = self.disks.reserve(&self.meta, n)?;
         let sums = volume::write_blob(&files, offset, id, data, bs)
             .map_err(|e| StoreError::io(format!("writing volume {vol:016x}"), e))?;
+        if data.len() as u64 >= volume::EARLY_WRITEBACK_MIN {
+            volume::start_writeback(&files, offset, n);
+        }
         Ok(WrittenBlob {
             id,
             record: BlobRecord {
