@@ -358,7 +358,7 @@ fn a_mount_of_a_past_moment_of_a_bucket() {
         let rt = runtime();
         let store = server.open_bucket(&rt, &bucket);
         let put = |k: &str, v: &str| {
-            rt.block_on(store.put(k, Body::from(v.to_string()), PutOptions::default()))
+            rt.block_on(store.put(k, Body::from(v.as_bytes().to_vec()), PutOptions::default()))
                 .expect("put");
         };
         put("d/f.txt", "old\n");
