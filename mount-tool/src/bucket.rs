@@ -113,6 +113,13 @@ impl Bucket {
         if matches!(req, Request::Du { .. }) {
             return Err(no_du(&self.loc.to_string()));
         }
+        if matches!(req, Request::WritebackRetry) {
+            anyhow::bail!(
+                "{} is not mounted here: a write-back journal is uploaded (its refused changes \
+                 tried again) when the bucket is mounted with it",
+                self.loc
+            );
+        }
         if !matches!(req, Request::Status | Request::MountAt { .. }) && !is_history(req) {
             return Err(local_only(&self.loc.to_string()));
         }
@@ -245,8 +252,8 @@ pub fn execute(
             })
         }
         Request::MountAt { .. } => Err(anyhow!(
-            "--at is not supported for s3 stores yet (a mount's .snapshots/@TIME/ shows the \
-             past of a versioned bucket)"
+            "a mount of a bucket's past is a process of its own: `objfs mount s3://... MNT --at \
+             TIME` (a live mount's .snapshots/@TIME/ shows it too)"
         )),
         Request::Du { .. } => Err(no_du(location)),
         _ => Err(local_only(location)),
@@ -406,6 +413,7 @@ impl Control {
             }
         };
         let result = match &env.request {
+            Request::WritebackRetry => crate::writeback::retry(self.writeback.as_deref()),
             // The report's lines go out as they come (the client goes away: the next
             // progress line fails, which stops the job).
             Request::Restore(r) => {

@@ -153,6 +153,9 @@ pub enum Command {
     Man(ManArgs),
     /// Where the bytes are, per prefix, and how old they are (from rollups, not a scan).
     Du(crate::insights::DuArgs),
+    /// A mounted bucket's write-back journal: try the uploads the bucket refused again.
+    #[command(after_help = crate::writeback::WRITEBACK_EXAMPLES)]
+    Writeback(crate::writeback::WritebackArgs),
 }
 
 /// `objfs completions`.

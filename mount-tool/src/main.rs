@@ -105,6 +105,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Completions(a) => manual::completions(&a),
         Command::Man(a) => manual::man(&a),
         Command::Du(a) => insights::du(&a),
+        Command::Writeback(a) => writeback::command(&a),
     }
 }
 

@@ -107,6 +107,9 @@ pub enum Request {
         #[serde(default)]
         verify: bool,
     },
+    /// `objfs writeback retry` (writeback.rs): a mounted bucket's write-back tries the
+    /// uploads the bucket refused for good again.
+    WritebackRetry,
 }
 
 /// What a request changed behind the kernel's back: the mount that serves it tells the
@@ -341,6 +344,7 @@ pub fn execute(
         Request::MountAt { .. } => {
             bail!("only the process that mounts the store serves another mount of it")
         }
+        Request::WritebackRetry => bail!(crate::writeback::NOT_A_BUCKET),
     }
 }
 

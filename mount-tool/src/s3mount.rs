@@ -176,12 +176,11 @@ pub fn run(req: MountRequest, loc: StoreLocation) -> Result<()> {
             "--init creates a local store; an s3 store is a bucket: create it with your S3 tools",
         ));
     }
-    if req.at.is_some() {
-        bail!("--at is not supported for s3 stores yet (the mount's .snapshots/ shows the past)");
-    }
     let s3 = config(&loc, &req.settings.s3)?;
     let loc = loc.with_endpoint(s3.endpoint.clone());
-    if let Some(m) = runtime::lookup_store(&loc) {
+    // A mount of a moment (`--at`) is read-only and served by a process of its own beside
+    // a live mount of the bucket, if any: it registers nothing (no control socket).
+    if let (None, Some(m)) = (req.at, runtime::lookup_store(&loc)) {
         bail!(
             "{loc} is already mounted at {} (pid {}); unmount it first (`objfs umount {}`)",
             m.record.mountpoint.display(),
@@ -193,7 +192,14 @@ pub fn run(req: MountRequest, loc: StoreLocation) -> Result<()> {
         mount::check_mountpoint(&req.mountpoint, req.settings.allow_non_empty)?;
     let mut cfg = req.settings.fs.to_fs_config(&format!("objfs:{loc}"));
     let cache = disk_cache::request(&req.settings, &mut cfg)?;
-    let journal = crate::writeback::journal_dir(&req.settings, &loc)?;
+    let journal = match req.at {
+        None => crate::writeback::journal_dir(&req.settings, &loc)?,
+        Some(at) => {
+            cfg.at = Some(at);
+            cfg.read_only = true;
+            None
+        }
+    };
     let log_path = match &req.settings.log_file {
         Some(p) => Some(platform::absolute(p)?),
         None if req.settings.foreground => None,
@@ -255,7 +261,16 @@ impl Served<'_> {
             crate::bucket::set_bucket_versioning(self.loc, &self.s3, true)?;
         }
         let store = Arc::new(open(self.loc, self.s3.clone())?);
-        let (dyn_store, writeback) = crate::writeback::wrap(store.clone(), self.journal.clone())?;
+        if cfg.at.is_some() && !store.features().versioning {
+            bail!(
+                "{} keeps no versions (its versioning is off): --at needs a versioned bucket \
+                 (turn it on with `objfs versioning enable` where the server allows it; only \
+                 what is written after that has a past)",
+                self.loc
+            );
+        }
+        let (dyn_store, writeback) =
+            crate::writeback::wrap(store.clone(), self.journal.clone(), cfg.attr_ttl)?;
         let cache = CacheState::open(self.cache.as_ref())?;
         cfg.disk_cache = cache.handle();
         let read_only = cfg.read_only;
@@ -273,14 +288,17 @@ impl Served<'_> {
             log_file: self.log_path.clone(),
             read_only,
             started: crate::render::now_ns(),
-            at: None,
+            at: cfg.at.map(crate::history::to_ns),
         };
-        let (registration, listener) = match runtime::register(self.loc, &record) {
-            Ok(r) => r,
-            Err(e) => {
-                remove_mp();
-                return Err(e);
-            }
+        let registered = match cfg.at {
+            Some(_) => None,
+            None => match runtime::register(self.loc, &record) {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    remove_mp();
+                    return Err(e);
+                }
+            },
         };
         let status = status_json(&self.s3, &store, Some(&record));
         // The control thread's reference ends with the process (it never stops accepting).
@@ -291,22 +309,25 @@ impl Served<'_> {
         {
             Ok(h) => h,
             Err(e) => {
-                drop(registration);
+                drop(registered);
                 remove_mp();
                 return Err(e);
             }
         };
-        let control = crate::bucket::Control {
-            store: control_store,
-            status,
-            fs: Arc::downgrade(handle.fs()),
-            cache,
-            writeback: writeback.clone(),
-        };
-        std::thread::Builder::new()
-            .name("objfs-control".into())
-            .spawn(move || control.serve(listener))
-            .context("cannot start the control server")?;
+        let (registration, listener) = registered.unzip();
+        if let Some(listener) = listener {
+            let control = crate::bucket::Control {
+                store: control_store,
+                status,
+                fs: Arc::downgrade(handle.fs()),
+                cache,
+                writeback: writeback.clone(),
+            };
+            std::thread::Builder::new()
+                .name("objfs-control".into())
+                .spawn(move || control.serve(listener))
+                .context("cannot start the control server")?;
+        }
         info!(store = %self.loc, mountpoint = %mp.display(), "mounted");
         if self.req.settings.foreground && !self.req.quiet {
             eprintln!(

@@ -8,19 +8,27 @@
 //! `$XDG_CACHE_HOME/objfs/writeback/KEY` (`~/.cache/...` without XDG_CACHE_HOME), KEY naming
 //! the bucket, prefix and endpoint as the runtime directory does. `--write-through` (`-o
 //! write_through`) turns it off: a close returns once the bucket has the file.
+//!
+//! An upload the bucket refuses for good (403, a missing bucket, a request it calls invalid)
+//! stays in the journal, shown by `status` as failed; `objfs writeback retry MNT` (or the next
+//! mount) tries it again.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
+use clap::{Args, Subcommand};
 use objfs_store::writeback::{Summary, WriteBack, WriteBackConfig};
 use objfs_store::ObjectStore;
 use serde_json::{json, Value};
 use tracing::{info, warn};
 
+use crate::cli::S3Args;
 use crate::location::StoreLocation;
+use crate::ops::Request;
 use crate::options::MountSettings;
+use crate::progress::Feedback;
 
 /// How long an unmount waits for the journal to drain before it leaves the rest for the next
 /// mount.
@@ -54,12 +62,20 @@ pub fn journal_dir(settings: &MountSettings, loc: &StoreLocation) -> Result<Opti
 /// The store the mount serves, and the decorator in it (`None`: write-through).
 pub type Wrapped = (Arc<dyn ObjectStore>, Option<Arc<WriteBack>>);
 
-/// Puts the write-back decorator over `store` when `dir` is given (its journal replayed).
-pub fn wrap(store: Arc<dyn ObjectStore>, dir: Option<PathBuf>) -> Result<Wrapped> {
+/// Puts the write-back decorator over `store` when `dir` is given (its journal replayed);
+/// the bucket's answers are reused for `attr_ttl`, the window in which the kernel reuses
+/// attributes and names too.
+pub fn wrap(
+    store: Arc<dyn ObjectStore>,
+    dir: Option<PathBuf>,
+    attr_ttl: Duration,
+) -> Result<Wrapped> {
     let Some(dir) = dir else {
         return Ok((store, None));
     };
-    let wb = WriteBack::open(store, WriteBackConfig::new(&dir))
+    let mut cfg = WriteBackConfig::new(&dir);
+    cfg.answer_ttl = attr_ttl;
+    let wb = WriteBack::open(store, cfg)
         .with_context(|| format!("cannot open the write-back journal {}", dir.display()))?;
     let wb = Arc::new(wb);
     let s = wb.summary();
@@ -91,10 +107,21 @@ pub fn drain(wb: &WriteBack) {
             "uploading"
         )
     });
+    let s = wb.summary();
     if done {
         info!("write-back journal drained");
+    } else if s.settled() {
+        for f in &s.failed {
+            warn!(key = %f.key, "the bucket refused this upload: {}", f.error);
+        }
+        warn!(
+            failed = s.failed.len(),
+            pending = s.changes,
+            journal = %wb.journal_dir().display(),
+            "uploads the bucket refused stay in the journal: they are tried again at the next \
+             mount"
+        );
     } else {
-        let s = wb.summary();
         warn!(
             pending = s.changes,
             bytes = s.bytes,
@@ -115,6 +142,19 @@ pub fn json(wb: Option<&WriteBack>) -> Value {
         .oldest
         .and_then(|t| SystemTime::now().duration_since(t).ok())
         .map(|d| d.as_secs_f64());
+    let failed: Vec<Value> = s
+        .failed
+        .iter()
+        .take(FAILED_SHOWN)
+        .map(|f| {
+            json!({
+                "key": f.key,
+                "entry": format!("{:016x}.wb", f.seq),
+                "error": f.error,
+                "since_s": SystemTime::now().duration_since(f.since).ok().map(|d| d.as_secs_f64()),
+            })
+        })
+        .collect();
     json!({
         "enabled": true,
         "journal": wb.journal_dir().display().to_string(),
@@ -122,6 +162,9 @@ pub fn json(wb: Option<&WriteBack>) -> Value {
         "pending_bytes": s.bytes,
         "oldest_age_s": age,
         "failing": s.failing,
+        "failed_count": s.failed.len(),
+        "failed": failed,
+        "blocked": s.blocked,
     })
 }
 
@@ -146,5 +189,85 @@ pub fn status_text(v: &Value) -> String {
     if let Some(f) = v["failing"].as_str() {
         out.push_str(&format!("  failing:    {f} (retrying)\n"));
     }
+    let n = v["failed_count"].as_u64().unwrap_or(0);
+    if n > 0 {
+        out.push_str(&format!(
+            "  FAILED:     {n} upload(s) refused by the bucket, kept in the journal ({} change(s) \
+             wait behind them); fix the cause, then `objfs writeback retry` or mount again\n",
+            v["blocked"].as_u64().unwrap_or(0)
+        ));
+        for f in v["failed"].as_array().into_iter().flatten() {
+            out.push_str(&format!(
+                "    {} ({}): {}\n",
+                f["key"].as_str().unwrap_or("?"),
+                f["entry"].as_str().unwrap_or("?"),
+                f["error"].as_str().unwrap_or("?")
+            ));
+        }
+        if n > FAILED_SHOWN as u64 {
+            out.push_str(&format!("    ... and {} more\n", n - FAILED_SHOWN as u64));
+        }
+    }
     out
+}
+
+/// Failed uploads `status` lists one by one (the count is always whole).
+const FAILED_SHOWN: usize = 20;
+
+/// Why `writeback retry` does not apply to a local store.
+pub const NOT_A_BUCKET: &str =
+    "a local store has no write-back journal (only mounts of s3:// buckets do)";
+
+pub const WRITEBACK_EXAMPLES: &str = "\
+Examples:
+  objfs status /mnt/b              # FAILED: uploads the bucket refused (403, missing bucket)
+  objfs writeback retry /mnt/b     # after fixing the cause: try them again now
+  objfs writeback retry s3://b --endpoint http://127.0.0.1:3900
+
+A refused upload stays in the journal (nothing acknowledged is dropped) and holds back the
+later changes of its file; the next mount of the bucket tries it again too.";
+
+/// `objfs writeback`.
+#[derive(Debug, Args)]
+pub struct WritebackArgs {
+    #[command(subcommand)]
+    pub action: WritebackAction,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WritebackAction {
+    /// Try the uploads the bucket refused (shown as FAILED by `objfs status`) again now.
+    Retry {
+        /// The mount point, or the s3:// location of a mounted bucket.
+        store: PathBuf,
+        #[command(flatten)]
+        s3: S3Args,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `objfs writeback retry`: asks the mount process.
+pub fn command(a: &WritebackArgs) -> Result<()> {
+    let WritebackAction::Retry { store, s3, json } = &a.action;
+    let target = crate::target::resolve_with(Path::new(store), s3)?;
+    let v = target.execute(&Request::WritebackRetry, &mut Feedback::new(true))?;
+    if *json {
+        println!("{v}");
+    } else {
+        println!(
+            "{} refused upload(s) queued again; `objfs status` shows whether they went through",
+            v["retried"].as_u64().unwrap_or(0)
+        );
+    }
+    Ok(())
+}
+
+/// The mount process's side of `writeback retry`.
+pub fn retry(wb: Option<&WriteBack>) -> Result<Value> {
+    let Some(wb) = wb else {
+        bail!("this mount writes through (--write-through): it has no write-back journal");
+    };
+    Ok(json!({ "retried": wb.retry_failed() }))
 }

@@ -99,6 +99,9 @@ pub enum Fault {
     BrokenBody,
     /// A get whose body has one byte altered (same length).
     CorruptBody,
+    /// Refuses the operation before it reaches the inner store, as a bucket refuses a
+    /// request it will never allow (S3's `403 AccessDenied`): [`StoreError::PermissionDenied`].
+    Refuse,
 }
 
 /// One rule: `fault` for `op` on keys starting with `prefix`, after `skip` matching calls
@@ -247,6 +250,9 @@ where
             tokio::time::sleep(d).await;
             f.await
         }
+        Some(Fault::Refuse) => Err(StoreError::PermissionDenied(format!(
+            "{op:?} {key:?}: injected AccessDenied (HTTP 403)"
+        ))),
         // Body faults apply to gets only (see `get`); elsewhere they change nothing.
         Some(_) => f.await,
     }

@@ -70,7 +70,19 @@ pub fn objfs_binary() -> PathBuf {
             }
         }
         let bin = profile_dir.join("objfs");
-        match cmd.status() {
+        // A build here takes minutes when the binary is stale (its feature set differs from
+        // the workspace's test build, so `cargo test` never builds it): say so, or the first
+        // test that mounts looks hung. scripts/test builds it before the tests.
+        eprintln!("objfs_binary: `cargo build -p objfs-mount-tool --bin objfs` (a no-op when fresh)");
+        let started = std::time::Instant::now();
+        let status = cmd.status();
+        if started.elapsed() > std::time::Duration::from_secs(5) {
+            eprintln!(
+                "objfs_binary: building the objfs binary took {:.0} s (counted in this test's time)",
+                started.elapsed().as_secs_f64()
+            );
+        }
+        match status {
             Ok(s) if s.success() => {}
             other => {
                 // Offline or without cargo: a binary that is there is still worth testing.

@@ -10,6 +10,7 @@ use std::process::{Command, Output};
 use objfs_store::s3::{create_bucket, set_versioning, S3Store};
 
 use crate::daemon_mount::{objfs_binary, DaemonMount};
+use crate::mount_fixture::skip_without_fuse;
 use crate::s3_fixture::{unique_name, Server};
 
 /// A runtime for the store API beside the commands.
@@ -19,6 +20,38 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .expect("a runtime")
+}
+
+/// The servers a mount test runs on (moto, Garage): those whose variables are set, each
+/// missing one said loudly; none without FUSE (said loudly too).
+pub fn mount_servers(test: &str) -> Vec<Server> {
+    if skip_without_fuse(test) {
+        return Vec::new();
+    }
+    let all: Vec<Server> = [crate::s3_fixture::moto(), crate::s3_fixture::garage()]
+        .into_iter()
+        .flatten()
+        .collect();
+    if all.is_empty() {
+        eprintln!("{test}: SKIPPED: no S3 test server (run it with scripts/test)");
+    }
+    all
+}
+
+/// Runs `sh -c script` in `cwd`, which must succeed.
+pub fn sh(script: &str, cwd: &Path) {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .current_dir(cwd)
+        .output()
+        .expect("run sh");
+    assert!(
+        out.status.success(),
+        "`{script}` failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 impl Server {

@@ -11,96 +11,11 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime};
 
-use objfs_store::s3::{create_bucket, set_versioning, S3Store};
 use objfs_store::{Body, ObjectStore, PutOptions};
 use objfs_tests::daemon_mount::{objfs_binary, DaemonMount};
 use objfs_tests::mount_fixture::skip_without_fuse;
-use objfs_tests::s3_fixture::{self, unique_name, Server};
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a runtime")
-}
-
-/// A bucket of its own on `server` (versioned on moto); its name.
-fn new_bucket(server: &Server, tag: &str) -> String {
-    let bucket = unique_name(tag);
-    let cfg = server.config_of(Some(&bucket), "");
-    rt().block_on(async {
-        create_bucket(&cfg).await.expect("create the bucket");
-        if server.versioned {
-            set_versioning(&cfg, true).await.expect("versioning on");
-        }
-    });
-    bucket
-}
-
-/// The store API's view of `bucket` (for checks beside the mount).
-fn open_store(rt: &tokio::runtime::Runtime, server: &Server, bucket: &str) -> S3Store {
-    rt.block_on(S3Store::open(server.config_of(Some(bucket), "")))
-        .expect("open the bucket")
-}
-
-/// `--endpoint E --region R [--profile P]` of `server`.
-fn server_args(server: &Server) -> Vec<String> {
-    let mut a = vec![
-        "--endpoint".to_string(),
-        server.endpoint.clone(),
-        "--region".into(),
-        server.region.clone(),
-    ];
-    if let Some(p) = &server.profile {
-        a.extend(["--profile".into(), p.clone()]);
-    }
-    a
-}
-
-/// Mounts `s3://bucket` at `dir/name` (the daemon's log beside it).
-fn mount(server: &Server, bucket: &str, dir: &Path, name: &str, extra: &[&str]) -> DaemonMount {
-    let mp = dir.join(name);
-    let mut args = server_args(server);
-    args.extend(extra.iter().map(|s| s.to_string()));
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    DaemonMount::start_source(
-        &format!("s3://{bucket}"),
-        &mp,
-        &args,
-        &dir.join(format!("{name}.log")),
-    )
-}
-
-fn sh(script: &str, cwd: &Path) {
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg(script)
-        .current_dir(cwd)
-        .output()
-        .expect("run sh");
-    assert!(
-        out.status.success(),
-        "`{script}` failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// The servers whose variables are set (each missing one says so loudly).
-fn servers(test: &str) -> Vec<Server> {
-    if skip_without_fuse(test) {
-        return Vec::new();
-    }
-    let all: Vec<Server> = [s3_fixture::moto(), s3_fixture::garage()]
-        .into_iter()
-        .flatten()
-        .collect();
-    if all.is_empty() {
-        eprintln!("{test}: SKIPPED: no S3 test server (run it with scripts/test)");
-    }
-    all
-}
+use objfs_tests::s3_cli::{mount_servers, runtime, sh};
+use objfs_tests::s3_fixture::{self, unique_name};
 
 /// A tree of small files, nested directories and one file of a few parts.
 fn make_tree(root: &Path) {
@@ -120,12 +35,12 @@ fn make_tree(root: &Path) {
 
 #[test]
 fn shell_work_on_a_mounted_bucket() {
-    for server in servers("shell_work_on_a_mounted_bucket") {
+    for server in mount_servers("shell_work_on_a_mounted_bucket") {
         let tmp = tempfile::tempdir().expect("tempdir");
         let src = tmp.path().join("src");
         make_tree(&src);
-        let bucket = new_bucket(&server, "shell");
-        let mut m = mount(&server, &bucket, tmp.path(), "mnt", &[]);
+        let bucket = server.bucket_for("shell", server.versioned);
+        let mut m = server.mount_bucket(&bucket, tmp.path(), "mnt", &[]);
         let mp = m.mountpoint.clone();
         sh(
             &format!("cp -r {} {}/tree", src.display(), mp.display()),
@@ -149,7 +64,7 @@ fn shell_work_on_a_mounted_bucket() {
         );
         m.stop();
         // After a remount, the bucket holds the same tree; rm -rf empties it.
-        let mut m = mount(&server, &bucket, tmp.path(), "mnt", &[]);
+        let mut m = server.mount_bucket(&bucket, tmp.path(), "mnt", &[]);
         sh(
             &format!("diff -r {0}/d2 {1}/tree/d2", src.display(), mp.display()),
             tmp.path(),
@@ -157,8 +72,8 @@ fn shell_work_on_a_mounted_bucket() {
         sh(&format!("rm -rf {}/tree", mp.display()), tmp.path());
         assert_eq!(fs::read_dir(&mp).expect("ls").count(), 0, "{}", server.name);
         m.stop();
-        let rt = rt();
-        let store = open_store(&rt, &server, &bucket);
+        let rt = runtime();
+        let store = server.open_bucket(&rt, &bucket);
         let left = rt
             .block_on(store.list(&objfs_store::ListRequest::default()))
             .expect("list");
@@ -174,11 +89,11 @@ fn shell_work_on_a_mounted_bucket() {
 #[test]
 fn overwrite_in_the_middle_of_a_large_file() {
     use std::io::{Seek, SeekFrom, Write};
-    for server in servers("overwrite_in_the_middle_of_a_large_file") {
+    for server in mount_servers("overwrite_in_the_middle_of_a_large_file") {
         let tmp = tempfile::tempdir().expect("tempdir");
-        let bucket = new_bucket(&server, "overwrite");
+        let bucket = server.bucket_for("overwrite", server.versioned);
         // Parts of 5 MiB (S3's smallest): 17 MiB is four parts.
-        let mut m = mount(&server, &bucket, tmp.path(), "mnt", &["--part-size", "5M"]);
+        let mut m = server.mount_bucket(&bucket, tmp.path(), "mnt", &["--part-size", "5M"]);
         let path = m.mountpoint.join("large.bin");
         let mut want = objfs_tests::det_bytes(3, 17 << 20);
         fs::write(&path, &want).expect("write");
@@ -195,7 +110,7 @@ fn overwrite_in_the_middle_of_a_large_file() {
         drop(f);
         assert!(fs::read(&path).expect("read") == want, "{}", server.name);
         m.stop();
-        let mut m = mount(&server, &bucket, tmp.path(), "mnt", &[]);
+        let mut m = server.mount_bucket(&bucket, tmp.path(), "mnt", &[]);
         let got = fs::read(m.mountpoint.join("large.bin")).expect("read after remount");
         assert!(got == want, "{}: bytes differ after remount", server.name);
         m.stop();
@@ -211,8 +126,8 @@ fn history_of_a_file_overwritten_through_the_mount() {
         return;
     };
     let tmp = tempfile::tempdir().expect("tempdir");
-    let bucket = new_bucket(&server, "history");
-    let mut m = mount(&server, &bucket, tmp.path(), "mnt", &[]);
+    let bucket = server.bucket_for("history", server.versioned);
+    let mut m = server.mount_bucket(&bucket, tmp.path(), "mnt", &[]);
     let path = m.mountpoint.join("notes.txt");
     fs::write(&path, "first\n").expect("write");
     // Versions are told apart by their times, at S3's 1 s resolution.
@@ -241,14 +156,14 @@ fn history_of_a_file_overwritten_through_the_mount() {
 
 #[test]
 fn objects_written_without_objfs_and_files_written_with_it() {
-    for server in servers("objects_written_without_objfs_and_files_written_with_it") {
+    for server in mount_servers("objects_written_without_objfs_and_files_written_with_it") {
         let tmp = tempfile::tempdir().expect("tempdir");
-        let bucket = new_bucket(&server, "interop");
-        let rt = rt();
-        let store = open_store(&rt, &server, &bucket);
+        let bucket = server.bucket_for("interop", server.versioned);
+        let rt = runtime();
+        let store = server.open_bucket(&rt, &bucket);
         rt.block_on(store.put("plain/hello.txt", Body::from("hi\n"), PutOptions::default()))
             .expect("put without metadata");
-        let mut m = mount(&server, &bucket, tmp.path(), "mnt", &[]);
+        let mut m = server.mount_bucket(&bucket, tmp.path(), "mnt", &[]);
         let mp = m.mountpoint.clone();
         let f = fs::metadata(mp.join("plain/hello.txt")).expect("stat the object");
         let d = fs::metadata(mp.join("plain")).expect("stat the prefix");
@@ -309,14 +224,14 @@ fn objects_written_without_objfs_and_files_written_with_it() {
 
 #[test]
 fn two_mounts_of_one_bucket_see_each_others_closed_files() {
-    for server in servers("two_mounts_of_one_bucket_see_each_others_closed_files") {
+    for server in mount_servers("two_mounts_of_one_bucket_see_each_others_closed_files") {
         let tmp = tempfile::tempdir().expect("tempdir");
-        let bucket = new_bucket(&server, "two");
-        let mut a = mount(&server, &bucket, tmp.path(), "a", &["-o", "attr_ttl=1"]);
+        let bucket = server.bucket_for("two", server.versioned);
+        let mut a = server.mount_bucket(&bucket, tmp.path(), "a", &["-o", "attr_ttl=1"]);
         // Two processes standing in for two machines. One machine registers one mount per
         // location (URL and endpoint), so the second reaches the same server by another name.
         let mp_b = tmp.path().join("b");
-        let mut args = server_args(&server);
+        let mut args = server.cli_args();
         args.extend(["--attr-ttl".to_string(), "1".to_string()]);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let endpoint_b = server.endpoint.replace("127.0.0.1", "localhost");
@@ -392,8 +307,8 @@ fn mount_time_errors_are_clear() {
         ],
         "the endpoint does not answer",
     );
-    for server in servers("mount_time_errors_are_clear") {
-        let args = server_args(&server);
+    for server in mount_servers("mount_time_errors_are_clear") {
+        let args = server.cli_args();
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let missing = unique_name("missing");
         mount_fails(
@@ -416,5 +331,68 @@ fn mount_time_errors_are_clear() {
                 "the credentials were refused",
             );
         }
+    }
+}
+
+/// `objfs mount s3://... --at TIME`: on a versioned bucket (moto) the files as they were at
+/// that moment, read-only, beside a live mount of the same bucket; a bucket without
+/// versioning (Garage) is refused, nothing mounted.
+#[test]
+fn a_mount_of_a_past_moment_of_a_bucket() {
+    for server in mount_servers("a_mount_of_a_past_moment_of_a_bucket") {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let bucket = server.bucket_for("at", server.versioned);
+        let moment = objfs_store::history::time::format_rfc3339(SystemTime::now());
+        if !server.versioned {
+            let mp = tmp.path().join("past");
+            fs::create_dir(&mp).unwrap();
+            let url = format!("s3://{bucket}");
+            let mp_s = mp.display().to_string();
+            server.objfs_fails(
+                &["mount", &url, &mp_s, "--at", &moment],
+                "keeps no versions",
+            );
+            assert!(!objfs_tests::mount_fixture::is_mounted(&mp));
+            continue;
+        }
+        let rt = runtime();
+        let store = server.open_bucket(&rt, &bucket);
+        let put = |k: &str, v: &str| {
+            rt.block_on(store.put(k, Body::from(v.as_bytes().to_vec()), PutOptions::default()))
+                .expect("put");
+        };
+        put("d/f.txt", "old\n");
+        put("gone.txt", "here then\n");
+        // Versions are told apart by their times, at S3's 1 s resolution.
+        std::thread::sleep(Duration::from_millis(2100));
+        let between = SystemTime::now();
+        std::thread::sleep(Duration::from_millis(1100));
+        put("d/f.txt", "new\n");
+        put("later.txt", "not yet\n");
+        rt.block_on(store.delete("gone.txt")).expect("delete");
+        let mut live = server.mount_bucket(&bucket, tmp.path(), "live", &[]);
+        let moment = objfs_store::history::time::format_rfc3339(between);
+        let mut past = server.mount_bucket(&bucket, tmp.path(), "past", &["--at", &moment]);
+        let p = past.mountpoint.clone();
+        assert_eq!(fs::read_to_string(p.join("d/f.txt")).unwrap(), "old\n");
+        assert_eq!(
+            fs::read_to_string(p.join("gone.txt")).unwrap(),
+            "here then\n"
+        );
+        assert!(!p.join("later.txt").exists());
+        let mut names: Vec<String> = fs::read_dir(&p)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["d", "gone.txt"]);
+        let err = fs::write(p.join("new.txt"), "x").expect_err("read-only");
+        assert_eq!(err.raw_os_error(), Some(libc::EROFS), "{err}");
+        assert_eq!(
+            fs::read_to_string(live.mountpoint.join("d/f.txt")).unwrap(),
+            "new\n"
+        );
+        past.stop();
+        live.stop();
     }
 }

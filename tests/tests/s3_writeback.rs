@@ -196,3 +196,215 @@ async fn a_file_renamed_before_upload_never_reaches_the_bucket_under_its_old_nam
         assert_eq!(read(bucket.as_ref(), k).await, b"data");
     }
 }
+
+/// Every `.wb` entry file left in `dir`.
+fn journal_entries(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().extension().is_some_and(|x| x == "wb"))
+        .count()
+}
+
+/// Waits until nothing is left but refused changes (and what waits behind them).
+fn wait_settled(wb: &WriteBack) -> objfs_store::writeback::Summary {
+    assert!(
+        !wb.wait_drained(Duration::from_secs(60), |_| {}),
+        "the journal drained although the bucket refuses uploads"
+    );
+    let s = wb.summary();
+    assert!(s.settled(), "still uploading after 60 s: {s:?}");
+    s
+}
+
+/// A bucket that refuses some keys for good (403): those changes are not retried, stay in
+/// the journal (readable and listed), are named with the bucket's error by the summary, do
+/// not hold back other keys, make an operation that must follow them fail at once instead of
+/// waiting for ever (the delete half of a rename whose copy was refused waits too), and
+/// reach the bucket once retried after the cause is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_upload_stays_in_the_journal_until_retried() {
+    let bucket: Arc<dyn ObjectStore> = Arc::new(MemoryStore::new());
+    bucket
+        .put("old/u", b"uploaded".to_vec().into(), PutOptions::default())
+        .await
+        .unwrap();
+    let faults = Arc::new(FaultStore::new(bucket.clone()));
+    faults.add(Rule::always(Op::Put, Fault::Refuse).on_prefix("deny/"));
+    faults.add(Rule::always(Op::Copy, Fault::Refuse).on_prefix("new/"));
+    let dir = tempfile::tempdir().unwrap();
+    let w = WriteBack::open(faults.clone(), WriteBackConfig::new(dir.path())).unwrap();
+    let wb: &dyn ObjectStore = &w;
+    for k in ["ok/a", "deny/b", "ok/c"] {
+        wb.put(k, k.as_bytes().to_vec().into(), PutOptions::default())
+            .await
+            .expect("acknowledged from the journal");
+    }
+    // A rename of an uploaded file: its server-side copy is refused, so its delete waits.
+    wb.rename("old/u", "new/u", RenameOptions::default())
+        .await
+        .unwrap();
+    let s = wait_settled(&w);
+    let failed: Vec<&str> = s.failed.iter().map(|f| f.key.as_str()).collect();
+    assert_eq!(failed, ["deny/b", "new/u"], "{s:?}");
+    assert!(s.failed[0].error.contains("AccessDenied"), "{s:?}");
+    assert_eq!((s.changes, s.blocked), (3, 3), "{s:?}");
+    assert_eq!(journal_entries(dir.path()), 2, "the refused entries stay");
+    assert_eq!(read(bucket.as_ref(), "ok/c").await, b"ok/c", "others go on");
+    assert_eq!(read(wb, "deny/b").await, b"deny/b");
+    assert_eq!(read(wb, "new/u").await, b"uploaded");
+    assert_eq!(keys(wb).await, ["deny/b", "new/u", "ok/a", "ok/c"]);
+    assert_eq!(keys(bucket.as_ref()).await, ["ok/a", "ok/c", "old/u"]);
+    // What must follow a refused change fails now instead of waiting for it.
+    let err = wb
+        .create_multipart("deny/b", PutOptions::default())
+        .await
+        .expect_err("a multipart upload must not overtake the refused change");
+    assert!(err.to_string().contains("objfs writeback retry"), "{err}");
+    assert!(wb
+        .delete_version("old/u", "x".parse().unwrap())
+        .await
+        .is_err());
+    // The cause goes away (the policy is fixed): a retry uploads everything.
+    faults.clear();
+    assert_eq!(w.retry_failed(), 2);
+    wait_drained(&w);
+    assert!(w.summary().failed.is_empty());
+    assert_eq!(read(bucket.as_ref(), "deny/b").await, b"deny/b");
+    assert_eq!(read(bucket.as_ref(), "new/u").await, b"uploaded");
+    assert_eq!(
+        keys(bucket.as_ref()).await,
+        ["deny/b", "new/u", "ok/a", "ok/c"]
+    );
+    assert_eq!(journal_entries(dir.path()), 0);
+}
+
+/// A journal whose changes were refused is tried again when it is opened again (the next
+/// mount).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_changes_are_retried_at_the_next_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let bucket: Arc<dyn ObjectStore> = Arc::new(MemoryStore::new());
+    let faults = Arc::new(FaultStore::new(bucket.clone()));
+    faults.add(Rule::always(Op::Put, Fault::Refuse));
+    {
+        let w = WriteBack::open(faults.clone(), WriteBackConfig::new(dir.path())).unwrap();
+        w.put("k", b"one".to_vec().into(), PutOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(wait_settled(&w).failed.len(), 1);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    faults.clear();
+    let w = WriteBack::open(faults.clone(), WriteBackConfig::new(dir.path())).unwrap();
+    wait_drained(&w);
+    assert_eq!(read(bucket.as_ref(), "k").await, b"one");
+}
+
+/// A pending delete (or the source of a pending rename) under a common prefix: once the
+/// bucket holds nothing else under the prefix, the parent's listing no longer shows it,
+/// before the delete is uploaded; a prefix that keeps other keys stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prefix_emptied_by_pending_deletes_leaves_the_parent_listing() {
+    let bucket: Arc<dyn ObjectStore> = Arc::new(MemoryStore::new());
+    for k in ["d/x", "d/sub/y", "m/a", "m/b", "keep/a", "keep/b"] {
+        bucket
+            .put(k, k.as_bytes().to_vec().into(), PutOptions::default())
+            .await
+            .unwrap();
+    }
+    let faults = Arc::new(FaultStore::new(bucket.clone()));
+    let dir = tempfile::tempdir().unwrap();
+    let w = WriteBack::open(faults.clone(), WriteBackConfig::new(dir.path())).unwrap();
+    let wb: &dyn ObjectStore = &w;
+    // Nothing reaches the bucket while the listings are checked.
+    for op in [Op::Put, Op::Copy, Op::Delete] {
+        faults.add(Rule::always(op, Fault::Fail { retryable: true }));
+    }
+    // d/: both keys overwritten, then deleted, while pending.
+    for k in ["d/x", "d/sub/y", "keep/a"] {
+        wb.put(k, b"new".to_vec().into(), PutOptions::default())
+            .await
+            .unwrap();
+        wb.delete(k).await.unwrap();
+    }
+    // m/: both files renamed away (`mv m/* n/`).
+    for k in ["a", "b"] {
+        wb.rename(
+            &format!("m/{k}"),
+            &format!("n/{k}"),
+            RenameOptions::default(),
+        )
+        .await
+        .unwrap();
+    }
+    let root = wb.list(&ListRequest::dir("")).await.unwrap();
+    assert_eq!(root.common_prefixes, ["keep/", "n/"], "{root:?}");
+    let d = wb.list(&ListRequest::dir("d/")).await.unwrap();
+    assert!(
+        d.objects.is_empty() && d.common_prefixes.is_empty(),
+        "{d:?}"
+    );
+    // Small pages: the hidden prefixes never take a page's place.
+    let mut req = ListRequest {
+        max_keys: 1,
+        ..ListRequest::dir("")
+    };
+    let mut seen = Vec::new();
+    loop {
+        let p = wb.list(&req).await.unwrap();
+        seen.extend(p.common_prefixes);
+        match p.next_token {
+            Some(t) => req.continuation = Some(t),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ["keep/", "n/"]);
+    faults.clear();
+    wait_drained(&w);
+    let root = bucket.list(&ListRequest::dir("")).await.unwrap();
+    assert_eq!(root.common_prefixes, ["keep/", "n/"]);
+}
+
+/// On the test servers: the bucket deleted under the decorator (`NoSuchBucket`, a failure
+/// retrying cannot cure): the upload fails for good, named with the S3 error, the change
+/// stays in the journal, and once the bucket is made again a retry uploads it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_bucket_fails_uploads_for_good_until_it_is_back() {
+    use objfs_store::s3::{create_bucket, delete_bucket, set_versioning, S3Store};
+    let servers = [
+        objfs_tests::s3_fixture::moto(),
+        objfs_tests::s3_fixture::garage(),
+    ];
+    for server in servers.into_iter().flatten() {
+        let cfg = server.config_of(Some(&objfs_tests::s3_fixture::unique_name("wb-gone")), "");
+        let make = || async {
+            create_bucket(&cfg).await.expect("create the bucket");
+            if server.versioned {
+                set_versioning(&cfg, true).await.expect("versioning on");
+            }
+        };
+        make().await;
+        let store: Arc<dyn ObjectStore> = Arc::new(S3Store::open(cfg.clone()).await.unwrap());
+        let dir = tempfile::tempdir().unwrap();
+        let w = WriteBack::open(store.clone(), WriteBackConfig::new(dir.path())).unwrap();
+        delete_bucket(&cfg).await.expect("delete the bucket");
+        w.put("f", b"kept".to_vec().into(), PutOptions::default())
+            .await
+            .expect("acknowledged from the journal");
+        let s = wait_settled(&w);
+        assert_eq!(s.failed.len(), 1, "{}: {s:?}", server.name);
+        assert!(
+            s.failed[0].error.contains("NoSuchBucket"),
+            "{}: {s:?}",
+            server.name
+        );
+        assert_eq!(journal_entries(dir.path()), 1, "{}", server.name);
+        assert_eq!(read(&w, "f").await, b"kept");
+        make().await;
+        assert_eq!(w.retry_failed(), 1);
+        wait_drained(&w);
+        assert_eq!(read(store.as_ref(), "f").await, b"kept", "{}", server.name);
+        assert_eq!(journal_entries(dir.path()), 0, "{}", server.name);
+    }
+}

@@ -8,85 +8,17 @@
 
 use std::fs;
 use std::path::Path;
-use std::process::Command;
 
-use objfs_store::s3::{create_bucket, set_versioning, S3Store};
+use objfs_store::s3::S3Store;
 use objfs_store::{GetOptions, ListRequest, ObjectStore};
 use objfs_tests::daemon_mount::DaemonMount;
-use objfs_tests::mount_fixture::skip_without_fuse;
-use objfs_tests::s3_fixture::{self, unique_name, Server};
+use objfs_tests::s3_cli::{mount_servers, runtime, sh};
+use objfs_tests::s3_fixture::Server;
 
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a runtime")
-}
-
-fn servers(test: &str) -> Vec<Server> {
-    if skip_without_fuse(test) {
-        return Vec::new();
-    }
-    let all: Vec<Server> = [s3_fixture::moto(), s3_fixture::garage()]
-        .into_iter()
-        .flatten()
-        .collect();
-    if all.is_empty() {
-        eprintln!("{test}: SKIPPED: no S3 test server (run it with scripts/test)");
-    }
-    all
-}
-
-fn new_bucket(rt: &tokio::runtime::Runtime, server: &Server, tag: &str) -> (String, S3Store) {
-    let bucket = unique_name(tag);
-    let cfg = server.config_of(Some(&bucket), "");
-    let store = rt.block_on(async {
-        create_bucket(&cfg).await.expect("create the bucket");
-        if server.versioned {
-            set_versioning(&cfg, true).await.expect("versioning on");
-        }
-        S3Store::open(cfg).await.expect("open the bucket")
-    });
-    (bucket, store)
-}
-
-/// Mounts `s3://bucket` at `dir/name` with its journal in `dir/journal`.
-fn mount(server: &Server, bucket: &str, dir: &Path, name: &str) -> DaemonMount {
-    let journal = dir.join("journal");
-    let mut args = vec![
-        "--endpoint".to_string(),
-        server.endpoint.clone(),
-        "--region".into(),
-        server.region.clone(),
-        "--journal-dir".into(),
-        journal.display().to_string(),
-    ];
-    if let Some(p) = &server.profile {
-        args.extend(["--profile".into(), p.clone()]);
-    }
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    DaemonMount::start_source(
-        &format!("s3://{bucket}"),
-        &dir.join(name),
-        &args,
-        &dir.join(format!("{name}.log")),
-    )
-}
-
-fn sh(script: &str, cwd: &Path) {
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg(script)
-        .current_dir(cwd)
-        .output()
-        .expect("run sh");
-    assert!(
-        out.status.success(),
-        "`{script}` failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+/// Mounts `s3://bucket` at `dir/mnt` with its journal in `dir/journal`.
+fn mount(server: &Server, bucket: &str, dir: &Path) -> DaemonMount {
+    let journal = dir.join("journal").display().to_string();
+    server.mount_bucket(bucket, dir, "mnt", &["--journal-dir", &journal])
 }
 
 /// A local tree of `dirs` x `files` small files with distinct contents.
@@ -134,13 +66,14 @@ fn bucket_bytes(rt: &tokio::runtime::Runtime, store: &S3Store, key: &str) -> Vec
 /// unmount drained the journal the bucket holds exactly the files the mount showed.
 #[test]
 fn cp_rename_rm_reach_the_bucket_after_the_drain() {
-    for server in servers("cp_rename_rm_reach_the_bucket_after_the_drain") {
-        let rt = rt();
-        let (bucket, store) = new_bucket(&rt, &server, "wb-shell");
+    for server in mount_servers("cp_rename_rm_reach_the_bucket_after_the_drain") {
+        let rt = runtime();
+        let bucket = server.bucket_for("wb-shell", server.versioned);
+        let store = server.open_bucket(&rt, &bucket);
         let dir = tempfile::tempdir().unwrap();
         let src = dir.path().join("src");
         make_tree(&src, 4, 10);
-        let mut m = mount(&server, &bucket, dir.path(), "mnt");
+        let mut m = mount(&server, &bucket, dir.path());
         let mp = dir.path().join("mnt");
         sh(
             &format!(
@@ -185,18 +118,19 @@ fn cp_rename_rm_reach_the_bucket_after_the_drain() {
 /// every file at once and uploads it; the bucket then holds every byte.
 #[test]
 fn a_killed_mount_uploads_its_journal_at_the_next_mount() {
-    for server in servers("a_killed_mount_uploads_its_journal_at_the_next_mount") {
-        let rt = rt();
-        let (bucket, store) = new_bucket(&rt, &server, "wb-kill");
+    for server in mount_servers("a_killed_mount_uploads_its_journal_at_the_next_mount") {
+        let rt = runtime();
+        let bucket = server.bucket_for("wb-kill", server.versioned);
+        let store = server.open_bucket(&rt, &bucket);
         let dir = tempfile::tempdir().unwrap();
         let src = dir.path().join("src");
         make_tree(&src, 3, 20);
-        let mut m = mount(&server, &bucket, dir.path(), "mnt");
+        let mut m = mount(&server, &bucket, dir.path());
         let mp = dir.path().join("mnt");
         sh(&format!("cp -r {} tree", src.display()), &mp);
         m.kill9();
         drop(m);
-        let mut m = mount(&server, &bucket, dir.path(), "mnt");
+        let mut m = mount(&server, &bucket, dir.path());
         sh(&format!("diff -r {} tree", src.display()), &mp);
         m.stop();
         let files = bucket_files(&rt, &store);
@@ -212,5 +146,79 @@ fn a_killed_mount_uploads_its_journal_at_the_next_mount() {
                 );
             }
         }
+    }
+}
+
+/// `objfs status MNT --json`'s write-back object, once `done` says it is what the test waits
+/// for (60 s at most).
+fn wait_writeback(
+    server: &Server,
+    mp: &Path,
+    what: &str,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let mp = mp.display().to_string();
+    let start = std::time::Instant::now();
+    loop {
+        let v = server.objfs_json(&["status", &mp]);
+        let wb = v["writeback"].clone();
+        if done(&wb) {
+            return wb;
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(60),
+            "{}: {what}: still {wb}",
+            server.name
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+/// The bucket deleted under a mount while a file is open: its close is acknowledged (the
+/// journal has it), the upload is refused for good (`NoSuchBucket`) and not retried; `objfs
+/// status` names it, with the S3 error, in text and JSON. Once the bucket is made again,
+/// `objfs writeback retry` uploads it, and the bucket holds the bytes.
+#[test]
+fn a_refused_upload_is_shown_by_status_and_retried_on_request() {
+    use objfs_store::s3::{create_bucket, delete_bucket, set_versioning};
+    use std::io::Write;
+    for server in mount_servers("a_refused_upload_is_shown_by_status_and_retried_on_request") {
+        let rt = runtime();
+        let bucket = server.bucket_for("wb-refused", server.versioned);
+        let store = server.open_bucket(&rt, &bucket);
+        let cfg = server.config_of(Some(&bucket), "");
+        let dir = tempfile::tempdir().unwrap();
+        let mut m = mount(&server, &bucket, dir.path());
+        let mp = dir.path().join("mnt");
+        let mut f = fs::File::create(mp.join("kept.txt")).expect("create");
+        rt.block_on(delete_bucket(&cfg)).expect("delete the bucket");
+        f.write_all(b"acknowledged\n").expect("write");
+        drop(f);
+        let wb = wait_writeback(&server, &mp, "the upload refused", |wb| {
+            wb["failed_count"].as_u64() == Some(1)
+        });
+        assert_eq!(wb["failed"][0]["key"], "kept.txt", "{wb}");
+        let error = wb["failed"][0]["error"].as_str().unwrap_or("");
+        assert!(error.contains("NoSuchBucket"), "{}: {wb}", server.name);
+        assert_eq!(wb["pending"].as_u64(), Some(1), "{wb}");
+        let text = server.objfs_ok(&["status", &mp.display().to_string()]);
+        assert!(
+            text.contains("FAILED") && text.contains("kept.txt") && text.contains("NoSuchBucket"),
+            "{text}"
+        );
+        assert_eq!(fs::read(mp.join("kept.txt")).unwrap(), b"acknowledged\n");
+        rt.block_on(async {
+            create_bucket(&cfg).await.expect("make the bucket again");
+            if server.versioned {
+                set_versioning(&cfg, true).await.expect("versioning on");
+            }
+        });
+        let out = server.objfs_ok(&["writeback", "retry", &mp.display().to_string()]);
+        assert!(out.contains("1 refused upload"), "{out}");
+        wait_writeback(&server, &mp, "the retry", |wb| {
+            wb["pending"].as_u64() == Some(0)
+        });
+        m.stop();
+        assert_eq!(bucket_bytes(&rt, &store, "kept.txt"), b"acknowledged\n");
     }
 }

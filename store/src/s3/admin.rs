@@ -1,5 +1,5 @@
-//! Bucket administration that opening never does by itself: creating a bucket and turning
-//! its versioning on or off (for `objfs init`/`--enable-versioning` style commands and the
+//! Bucket administration that opening never does by itself: creating (and deleting) a bucket
+//! and turning its versioning on or off (for `objfs init`/`--enable-versioning` style commands and the
 //! test fixtures). Each call builds its own client from the same [`S3Config`].
 
 use aws_sdk_s3::types::{BucketVersioningStatus, VersioningConfiguration};
@@ -41,6 +41,21 @@ pub async fn set_versioning(cfg: &S3Config, enabled: bool) -> Result<()> {
         .map_err(|e| {
             let location = cfg.location();
             Failure::of(&e).into_error(Ctx::new("PutBucketVersioning", "", &location))
+        })?;
+    Ok(())
+}
+
+/// Deletes the bucket of `cfg`, which must be empty (S3 refuses otherwise: `BucketNotEmpty`).
+/// objfs never calls it on its own; tests use it to make a bucket disappear under a mount.
+pub async fn delete_bucket(cfg: &S3Config) -> Result<()> {
+    let c = client::build(cfg).await;
+    c.delete_bucket()
+        .bucket(&cfg.bucket)
+        .send()
+        .await
+        .map_err(|e| {
+            let location = cfg.location();
+            Failure::of(&e).into_error(Ctx::new("DeleteBucket", "", &location))
         })?;
     Ok(())
 }

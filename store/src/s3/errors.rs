@@ -173,8 +173,12 @@ impl Failure {
                 StoreError::InvalidPart(format!("{what}: {reason}"))
             }
             (401 | 403, _) => StoreError::PermissionDenied(format!("{what}: {reason}")),
-            (503, _) | (_, "SlowDown" | "Throttling" | "ThrottlingException") => {
+            (429 | 503, _) | (_, "SlowDown" | "Throttling" | "ThrottlingException") => {
                 StoreError::Throttled { what, reason }
+            }
+            // A request that timed out, or ran into another in progress, may pass next time.
+            (408, _) | (_, "RequestTimeout" | "OperationAborted") => {
+                StoreError::Unavailable { what, reason }
             }
             (500..=599, _) => StoreError::Unavailable { what, reason },
             (400..=499, _) => StoreError::InvalidArgument(format!("{what}: {reason}")),
@@ -266,6 +270,9 @@ mod tests {
             (f(503, "SlowDown"), ctx, ErrorKind::Throttled),
             (f(500, "InternalError"), ctx, ErrorKind::Unavailable),
             (f(400, "EntityTooSmall"), ctx, ErrorKind::InvalidPart),
+            (f(429, "TooManyRequests"), ctx, ErrorKind::Throttled),
+            (f(400, "RequestTimeout"), ctx, ErrorKind::Unavailable),
+            (f(409, "OperationAborted"), ctx, ErrorKind::Unavailable),
         ] {
             let e = fail.clone().into_error(c);
             assert_eq!(e.kind(), kind, "{fail:?} -> {e}");

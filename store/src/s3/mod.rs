@@ -35,7 +35,7 @@ use crate::key::S3_MAX_KEY_LEN;
 use crate::store::ObjectStore;
 use crate::types::*;
 
-pub use admin::{create_bucket, set_versioning};
+pub use admin::{create_bucket, delete_bucket, set_versioning};
 pub use mapping::parse_url;
 
 /// Smallest part of a multipart upload other than the last (S3's limit).

@@ -27,12 +27,27 @@ impl WriteBack {
         self.commit(seq, op, metadata, body, durable)
     }
 
+    /// Whether the bucket holds nothing under `prefix` but the keys `deleted` (pending
+    /// deletes, sorted): one listing of at most one key more than those.
+    async fn emptied_by_deletes(&self, prefix: &str, deleted: &[String]) -> Result<bool> {
+        let req = ListRequest {
+            prefix: prefix.to_string(),
+            max_keys: deleted.len() + 1,
+            ..Default::default()
+        };
+        let page = self.shared.inner.list(&req).await?;
+        let keys: Vec<String> = page.objects.into_iter().map(|o| o.key).collect();
+        let complete = page.next_token.is_none() && page.common_prefixes.is_empty();
+        Ok(listing::hides_all(&keys, complete, deleted))
+    }
+
     /// Waits for the pending changes of `keys` to reach the bucket (before an operation that
     /// passes to it and must come after them).
-    async fn flush_keys(&self, keys: &[&str]) {
+    async fn flush_keys(&self, keys: &[&str]) -> Result<()> {
         for k in keys {
-            self.flush_key(k).await;
+            self.flush_key(k).await?;
         }
+        Ok(())
     }
 }
 
@@ -82,6 +97,28 @@ impl ObjectStore for WriteBack {
         self.check_key(key)?;
         match self.pending_version(key, version.as_ref()) {
             Some(r) => r.map(|(info, _)| info),
+            None if version.is_none() => {
+                let recent = &self.shared.recent;
+                if let Some(known) = recent.head(key) {
+                    let info = known.ok_or_else(|| StoreError::NotFound {
+                        key: key.to_string(),
+                    })?;
+                    return Ok(self.shown(info));
+                }
+                let ticket = recent.ticket();
+                match self.shared.inner.head(key, None).await {
+                    Ok(info) => {
+                        recent.keep_head(ticket, key, Some(info.clone()));
+                        Ok(self.shown(info))
+                    }
+                    Err(e) => {
+                        if matches!(e, StoreError::NotFound { .. }) {
+                            recent.keep_head(ticket, key, None);
+                        }
+                        Err(e)
+                    }
+                }
+            }
             None => {
                 let info = self.shared.inner.head(key, self.bucket_id(version)).await?;
                 Ok(self.shown(info))
@@ -96,6 +133,7 @@ impl ObjectStore for WriteBack {
         match pending {
             None => {
                 drop(w);
+                self.shared.recent.forget(key);
                 let made = self.shared.inner.delete(key).await?;
                 Ok(made.map(|v| self.shared.lock().shown(v)))
             }
@@ -114,8 +152,9 @@ impl ObjectStore for WriteBack {
 
     async fn delete_version(&self, key: &str, version: VersionId) -> Result<()> {
         self.check_key(key)?;
-        self.flush_key(key).await;
+        self.flush_key(key).await?;
         let v = self.shared.lock().bucket_id(version);
+        self.shared.recent.forget(key);
         self.shared.inner.delete_version(key, v).await
     }
 
@@ -131,13 +170,14 @@ impl ObjectStore for WriteBack {
                 .journal_put(dst, &body, meta, &opts.condition, opts.durable)
                 .await;
         }
-        self.flush_keys(&[dst]).await;
+        self.flush_keys(&[dst]).await?;
         let opts = CopyOptions {
             source_version: self.bucket_id(opts.source_version),
             metadata: opts.metadata,
             condition: self.bucket_condition(opts.condition),
             durable: opts.durable,
         };
+        self.shared.recent.forget(dst);
         let info = self.shared.inner.copy(src, dst, opts).await?;
         Ok(self.shown(info))
     }
@@ -194,8 +234,25 @@ impl ObjectStore for WriteBack {
         let overlay = listing::overlay(&self.shared.lock(), &req.prefix, pos.as_ref());
         let mut inner_req = listing::inner_request(req, pos.as_ref(), size + 1);
         let mut entries: Vec<Entry<ObjectInfo>> = Vec::new();
+        // Common prefixes found empty once their pending deletes land (asked once each).
+        let mut emptied: BTreeMap<String, bool> = BTreeMap::new();
+        // The first request of a listing below a directory the bucket had nothing under a
+        // moment ago is answered from that (recent.rs).
+        let fresh_start = pos.is_none();
         loop {
-            let page = self.shared.inner.list(&inner_req).await?;
+            let first = fresh_start && inner_req.continuation.is_none();
+            let recent = &self.shared.recent;
+            let page = if first && recent.empty_below(&req.prefix) {
+                ListPage::default()
+            } else {
+                let ticket = recent.ticket();
+                let page = self.shared.inner.list(&inner_req).await?;
+                let empty = page.objects.is_empty() && page.common_prefixes.is_empty();
+                if first && empty && page.next_token.is_none() {
+                    recent.keep_empty(ticket, &req.prefix);
+                }
+                page
+            };
             let more = page.next_token.clone();
             let fresh = listing::page_entries(page)
                 .into_iter()
@@ -212,13 +269,20 @@ impl ObjectStore for WriteBack {
                 (Some(_), Some(Entry::Prefix(p))) => Some(p.clone()),
                 _ => None,
             };
-            let merged = listing::merge(
+            let mut merged = listing::merge(
                 &entries,
                 &overlay,
                 &req.prefix,
                 req.delimiter.as_deref(),
                 bound.as_deref(),
             );
+            for (p, deleted) in listing::doubtful_prefixes(&merged, &overlay) {
+                if !emptied.contains_key(&p) {
+                    let empty = self.emptied_by_deletes(&p, &deleted).await?;
+                    emptied.insert(p, empty);
+                }
+            }
+            merged.retain(|e| !matches!(e, Entry::Prefix(p) if emptied.get(p) == Some(&true)));
             if more.is_none() || merged.len() > size {
                 return Ok(listing::list_page(merged, size));
             }
@@ -291,7 +355,7 @@ impl ObjectStore for WriteBack {
     async fn create_multipart(&self, key: &str, opts: PutOptions) -> Result<String> {
         self.check_key(key)?;
         // The upload completes after the key's pending changes, in the bucket too.
-        self.flush_key(key).await;
+        self.flush_key(key).await?;
         let opts = PutOptions {
             condition: self.bucket_condition(opts.condition),
             ..opts
@@ -322,7 +386,7 @@ impl ObjectStore for WriteBack {
         range: Option<std::ops::Range<u64>>,
     ) -> Result<PartInfo> {
         self.check_key(src)?;
-        self.flush_key(src).await;
+        self.flush_key(src).await?;
         let v = self.bucket_id(src_version);
         self.shared
             .inner
@@ -354,7 +418,8 @@ impl ObjectStore for WriteBack {
         parts: &[CompletedPart],
     ) -> Result<ObjectInfo> {
         // Changes journaled while the upload ran come before it in the bucket as well.
-        self.flush_key(key).await;
+        self.flush_key(key).await?;
+        self.shared.recent.forget(key);
         let info = self
             .shared
             .inner

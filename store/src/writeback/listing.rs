@@ -128,6 +128,36 @@ pub fn merge(
     out
 }
 
+/// The common prefixes of `merged` that may be empty once the pending changes are uploaded:
+/// those with pending changes under them, every one a delete (a pending put under a prefix
+/// keeps it). Each with the pending deletes under it, in byte order. Whether such a prefix
+/// stays depends on what else the bucket holds under it ([`hides_all`]).
+pub fn doubtful_prefixes(
+    merged: &[Entry<ObjectInfo>],
+    overlay: &[(String, Option<ObjectInfo>)],
+) -> Vec<(String, Vec<String>)> {
+    let mut out = Vec::new();
+    for e in merged {
+        let Entry::Prefix(p) = e else { continue };
+        let start = overlay.partition_point(|(k, _)| k.as_str() < p.as_str());
+        let under: Vec<&(String, Option<ObjectInfo>)> = overlay[start..]
+            .iter()
+            .take_while(|(k, _)| k.starts_with(p.as_str()))
+            .collect();
+        if !under.is_empty() && under.iter().all(|(_, i)| i.is_none()) {
+            out.push((p.clone(), under.iter().map(|(k, _)| k.clone()).collect()));
+        }
+    }
+    out
+}
+
+/// Whether a complete listing (`complete`: no more pages) of the bucket's keys under a
+/// prefix, `keys`, holds nothing but keys in `deleted` (sorted): then the prefix is empty in
+/// the merged view.
+pub fn hides_all(keys: &[String], complete: bool, deleted: &[String]) -> bool {
+    complete && keys.iter().all(|k| deleted.binary_search(k).is_ok())
+}
+
 /// Where a listing of `req` resumes: the decorator's token, or `start_after`.
 pub fn position(req: &ListRequest) -> Result<Option<Position>> {
     match &req.continuation {
@@ -351,6 +381,34 @@ mod tests {
         // Without a delimiter nothing rolls up.
         let m = merge(&inner[..1], &ov[..3], "", None, None);
         assert_eq!(names(&m), ["a@p1", "c@p2", "d/x@p3"]);
+    }
+
+    #[test]
+    fn prefixes_with_only_pending_deletes_under_them_are_in_doubt() {
+        let merged = vec![
+            Entry::Item(obj("a", "b1")),
+            Entry::Prefix("d/".into()),
+            Entry::Prefix("e/".into()),
+            Entry::Prefix("f/".into()),
+        ];
+        let ov: Overlay = vec![
+            ("d/x".into(), None),
+            ("d/y/z".into(), None),
+            ("e/gone".into(), None),
+            ("e/kept".into(), Some(obj("e/kept", "p1"))),
+        ];
+        let doubt = doubtful_prefixes(&merged, &ov);
+        assert_eq!(
+            doubt,
+            [(
+                "d/".to_string(),
+                vec!["d/x".to_string(), "d/y/z".to_string()]
+            )]
+        );
+        let deleted = &doubt[0].1;
+        assert!(hides_all(&["d/x".into(), "d/y/z".into()], true, deleted));
+        assert!(!hides_all(&["d/x".into(), "d/w".into()], true, deleted));
+        assert!(!hides_all(&["d/x".into()], false, deleted));
     }
 
     #[test]

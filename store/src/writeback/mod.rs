@@ -26,6 +26,7 @@
 
 mod journal;
 mod listing;
+mod recent;
 mod state;
 mod uploader;
 
@@ -45,7 +46,7 @@ use crate::paging::{Entry, Position};
 use crate::store::ObjectStore;
 use crate::types::*;
 
-pub use state::Summary;
+pub use state::{Failed, Summary};
 
 use journal::{Header, JournalDir, Op};
 use state::{info_of, Data, EntryFile, Kind, Pending, State};
@@ -60,6 +61,10 @@ pub struct WriteBackConfig {
     pub dir: PathBuf,
     /// Uploads in flight at once.
     pub concurrency: usize,
+    /// How long the bucket's answers to a HEAD and to a listing that found nothing below a
+    /// directory prefix are reused (recent.rs): a mount gives its attribute TTL. Zero (the
+    /// default) asks the bucket every time.
+    pub answer_ttl: Duration,
 }
 
 impl WriteBackConfig {
@@ -67,6 +72,7 @@ impl WriteBackConfig {
         WriteBackConfig {
             dir: dir.into(),
             concurrency: DEFAULT_CONCURRENCY,
+            answer_ttl: Duration::ZERO,
         }
     }
 }
@@ -93,6 +99,8 @@ pub(crate) struct Shared {
     resolution: Duration,
     /// Makes pending ids unique across runs.
     boot: u64,
+    /// The bucket's recent answers (recent.rs).
+    recent: recent::Recent,
 }
 
 impl Shared {
@@ -152,6 +160,7 @@ impl WriteBack {
             max_key_len: f.max_key_len,
             resolution: f.time_resolution,
             boot: now_ns(),
+            recent: recent::Recent::new(cfg.answer_ttl),
         });
         let wb = WriteBack { shared };
         wb.replay()?;
@@ -290,6 +299,13 @@ impl WriteBack {
         body: &[u8],
         durable: bool,
     ) -> Result<ObjectInfo> {
+        match &op {
+            Op::Put { key, .. } | Op::Delete { key, .. } => self.shared.recent.forget(key),
+            Op::Rename { src, dst, .. } | Op::Move { src, dst, .. } => {
+                self.shared.recent.forget(src);
+                self.shared.recent.forget(dst);
+            }
+        }
         let h = Header {
             seq,
             created: self.now(),
@@ -321,8 +337,10 @@ impl WriteBack {
         self.shared.lock().summary()
     }
 
-    /// Waits until every pending change is uploaded, or `timeout` passed (then `false`),
-    /// calling `progress` about once a second while it waits.
+    /// Waits until every pending change is uploaded (`true`), or until nothing is left but
+    /// changes the bucket refused for good and those waiting behind them, or `timeout`
+    /// passed (both `false`: [`WriteBack::summary`] tells which), calling `progress` about
+    /// once a second while it waits.
     pub fn wait_drained(&self, timeout: Duration, mut progress: impl FnMut(&Summary)) -> bool {
         let start = Instant::now();
         let mut last = Instant::now();
@@ -331,7 +349,7 @@ impl WriteBack {
             if s.changes == 0 {
                 return true;
             }
-            if start.elapsed() >= timeout {
+            if s.settled() || start.elapsed() >= timeout {
                 return false;
             }
             if last.elapsed() >= Duration::from_secs(1) {
@@ -342,16 +360,43 @@ impl WriteBack {
         }
     }
 
-    /// Waits until `key` has no pending change (hurrying it to the front of the uploads).
-    async fn flush_key(&self, key: &str) {
+    /// Makes the uploader try again every change the bucket refused for good (after the
+    /// cause was fixed: a bucket policy, a bucket made again); how many keys.
+    pub fn retry_failed(&self) -> usize {
+        let n = self.shared.lock().retry_failed();
+        if n > 0 {
+            info!(keys = n, "write-back: trying the failed uploads again");
+            self.shared.wake.notify_one();
+        }
+        n
+    }
+
+    /// Waits until `key` has no pending change (hurrying it to the front of the uploads); an
+    /// error when a change of it (or the copy of a rename it is the source of) was refused
+    /// for good: what must follow it cannot go to the bucket.
+    async fn flush_key(&self, key: &str) -> Result<()> {
         loop {
             let notified = self.shared.progress.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
             {
                 let mut st = self.shared.lock();
-                if !st.has(key) {
-                    return;
+                let Some(q) = st.keys.get(key) else {
+                    return Ok(());
+                };
+                let partner = q.front().and_then(|f| f.partner.clone());
+                let failed = st
+                    .failure(key)
+                    .or_else(|| partner.as_deref().and_then(|p| st.failure(p)));
+                if let Some(f) = failed {
+                    return Err(StoreError::Unavailable {
+                        what: format!("write-back of {key:?}"),
+                        reason: format!(
+                            "an earlier change of {:?} was refused by the bucket and waits in \
+                             the journal ({}); retry it with `objfs writeback retry`",
+                            f.key, f.error
+                        ),
+                    });
                 }
                 st.ready.push_front(key.to_string());
             }

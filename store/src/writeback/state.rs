@@ -1,7 +1,9 @@
 //! The write-back decorator's memory of its journal: for every key with pending changes, the
 //! changes in journal order (what reads see on top of the bucket and what the uploader sends),
 //! the files that hold them, and the map between pending version ids and the ids the bucket
-//! gave once uploaded. No I/O here but unlinking an entry file whose every change is uploaded.
+//! gave once uploaded, and the keys whose first change the bucket refused for good (a failed
+//! change stays in the journal and holds back its key's later changes until it is retried).
+//! No I/O here but unlinking an entry file whose every change is uploaded.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
@@ -107,14 +109,39 @@ pub struct Shown {
     pub etag: String,
 }
 
+/// A change the bucket refused with an error that trying again cannot cure (403, a missing
+/// bucket, a request it calls invalid): kept in the journal, not retried until asked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failed {
+    pub key: String,
+    /// The journal entry's sequence number (its file is `SEQ.wb`, in hex).
+    pub seq: u64,
+    /// The bucket's error, with its S3 code.
+    pub error: String,
+    pub since: SystemTime,
+}
+
 /// What `status` shows of the journal.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Summary {
     pub changes: usize,
     pub bytes: u64,
     pub oldest: Option<SystemTime>,
-    /// The last upload failure, while uploads are failing.
+    /// The last upload failure, while uploads are failing (and being retried).
     pub failing: Option<String>,
+    /// Changes refused for good, by key (not retried until [`super::WriteBack::retry_failed`]
+    /// or the next open of the journal).
+    pub failed: Vec<Failed>,
+    /// Changes held back by the failed ones (later changes of the same keys, and the delete
+    /// halves of renames whose copy failed), the failed ones included.
+    pub blocked: usize,
+}
+
+impl Summary {
+    /// Whether nothing is left to upload but what failed (and what waits behind it).
+    pub fn settled(&self) -> bool {
+        self.changes == self.blocked
+    }
 }
 
 /// The decorator's pending changes.
@@ -132,6 +159,8 @@ pub struct State {
     pub bytes: u64,
     pub changes: usize,
     pub failing: Option<String>,
+    /// Keys whose first change failed for good (see [`Failed`]); the uploader leaves them.
+    pub failed: BTreeMap<String, Failed>,
     /// In a bucket without versioning only the last change of a key matters: earlier ones not
     /// yet uploading are dropped when a new one comes.
     pub coalesce: bool,
@@ -143,18 +172,14 @@ impl State {
         self.keys.get(key).and_then(|q| q.back())
     }
 
-    /// Whether `key` has pending changes.
-    pub fn has(&self, key: &str) -> bool {
-        self.keys.contains_key(key)
-    }
-
     /// Adds a change at the end of its key's queue.
     pub fn push(&mut self, p: Pending) {
         let key = p.key.clone();
         let in_flight = self.in_flight.contains(&key);
         let q = self.keys.entry(key.clone()).or_default();
         if self.coalesce {
-            // Keep the change being uploaded (it cannot be recalled) and rename halves.
+            // Keep the change being uploaded (it cannot be recalled) and rename halves; a
+            // failed change dropped here is replaced by the new one, which is tried.
             let mut kept = VecDeque::with_capacity(q.len() + 1);
             for (i, old) in q.drain(..).enumerate() {
                 if (i == 0 && in_flight) || old.partner.is_some() {
@@ -165,14 +190,72 @@ impl State {
                     old.file.release();
                 }
             }
+            let front = kept.front().map(|f| f.seq);
+            if self.failed.get(&key).is_some_and(|f| Some(f.seq) != front) {
+                self.failed.remove(&key);
+            }
             *q = kept;
         }
         self.changes += 1;
         self.bytes += p.journal_bytes();
         q.push_back(p);
-        if !in_flight {
+        if !in_flight && !self.failed.contains_key(&key) {
             self.ready.push_back(key);
         }
+    }
+
+    /// The change `p` (in flight) was refused for good: it stays, its key waits.
+    pub fn fail(&mut self, p: &Pending, error: String) {
+        self.in_flight.remove(&p.key);
+        let still = self
+            .keys
+            .get(&p.key)
+            .and_then(|q| q.front())
+            .is_some_and(|f| f.seq == p.seq);
+        if !still {
+            // Superseded meanwhile (a bucket without versioning): the next change is tried.
+            self.ready.push_back(p.key.clone());
+            return;
+        }
+        let failed = Failed {
+            key: p.key.clone(),
+            seq: p.seq,
+            error,
+            since: SystemTime::now(),
+        };
+        self.failed.insert(p.key.clone(), failed);
+    }
+
+    /// Forgets every failure, so that the uploader tries those changes again; how many.
+    pub fn retry_failed(&mut self) -> usize {
+        let keys: Vec<String> = std::mem::take(&mut self.failed).into_keys().collect();
+        let n = keys.len();
+        self.ready.extend(keys);
+        self.failing = None;
+        n
+    }
+
+    /// The error of `key`'s failed change, if its first change failed for good.
+    pub fn failure(&self, key: &str) -> Option<&Failed> {
+        self.failed.get(key)
+    }
+
+    /// Changes that wait for a failed one: every change of a failed key, and the delete half
+    /// of a rename whose copy (the partner key) failed, with the changes behind it.
+    fn blocked(&self) -> usize {
+        self.keys
+            .iter()
+            .filter(|(k, q)| {
+                self.failed.contains_key(*k)
+                    || q.front().is_some_and(|f| {
+                        !f.ready()
+                            && f.partner
+                                .as_ref()
+                                .is_some_and(|p| self.failed.contains_key(p))
+                    })
+            })
+            .map(|(_, q)| q.len())
+            .sum()
     }
 
     /// The version id readers know for the bucket's `id`.
@@ -271,7 +354,7 @@ impl State {
     /// The next change to upload, marked in flight.
     pub fn take_ready(&mut self) -> Option<Pending> {
         while let Some(key) = self.ready.pop_front() {
-            if self.in_flight.contains(&key) {
+            if self.in_flight.contains(&key) || self.failed.contains_key(&key) {
                 continue;
             }
             let Some(first) = self.keys.get(&key).and_then(|q| q.front()) else {
@@ -297,6 +380,8 @@ impl State {
                 .filter_map(|q| q.front().map(|p| p.modified))
                 .min(),
             failing: self.failing.clone(),
+            failed: self.failed.values().cloned().collect(),
+            blocked: self.blocked(),
         }
     }
 }

@@ -1,23 +1,49 @@
 //! The write-back uploader: a thread with a runtime of its own that sends pending changes to
-//! the bucket, a bounded number at a time, each key's changes in journal order, retrying with
-//! backoff for as long as the bucket fails (a change leaves the journal only once the bucket
-//! acknowledged it), until the decorator is dropped.
+//! the bucket, a bounded number at a time, each key's changes in journal order, until the
+//! decorator is dropped. A change leaves the journal only once the bucket acknowledged it.
+//! A failure that may pass (the bucket down, throttling, a 5xx, a timeout, an unknown error)
+//! is retried with backoff for as long as it lasts; one that cannot (see [`permanent`]: 403,
+//! a missing bucket, a request the bucket calls invalid) stops that key: its change stays in
+//! the journal, logged and shown by `status` as failed, until it is retried on request or at
+//! the next open of the journal.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::task::JoinSet;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use super::state::{Data, Kind, Pending};
 use super::{journal, Shared};
-use crate::error::{Result, StoreError};
+use crate::error::{ErrorKind, Result, StoreError};
 use crate::types::{Body, CopyOptions, PutOptions, VersionId};
 
 /// First and longest wait between two tries of a failing upload.
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Whether the bucket's answer `e` to an upload will be the same however often it is tried:
+/// refused credentials or permissions, a bucket that does not exist, a request it calls
+/// invalid, a copy whose source version is gone, a journal entry whose body is damaged.
+/// Everything else (the bucket unreachable, 5xx, throttling, local I/O, errors of no known
+/// kind) is retried.
+pub fn permanent(e: &StoreError) -> bool {
+    matches!(
+        e.kind(),
+        ErrorKind::PermissionDenied
+            | ErrorKind::NoSuchBucket
+            | ErrorKind::InvalidArgument
+            | ErrorKind::InvalidKey
+            | ErrorKind::InvalidPart
+            | ErrorKind::InvalidRange
+            | ErrorKind::PreconditionFailed
+            | ErrorKind::NotFound
+            | ErrorKind::NoSuchVersion
+            | ErrorKind::Unsupported
+            | ErrorKind::Corrupt
+    )
+}
 
 /// Starts the uploader thread.
 pub fn start(shared: Arc<Shared>) -> std::io::Result<()> {
@@ -55,7 +81,8 @@ async fn run(shared: Arc<Shared>) {
     }
 }
 
-/// Sends one change until the bucket takes it, then forgets it.
+/// Sends one change until the bucket takes it (then forgets it) or refuses it for good (then
+/// marks its key failed).
 async fn upload(shared: &Shared, p: Pending) {
     let mut wait = FIRST_BACKOFF;
     let mut tries = 0u32;
@@ -75,6 +102,19 @@ async fn upload(shared: &Shared, p: Pending) {
                     info!(key = %p.key, tries, "write-back: uploaded after retries");
                     shared.lock().failing = None;
                 }
+                shared.progress.notify_waiters();
+                shared.wake.notify_one();
+                return;
+            }
+            Err(e) if permanent(&e) => {
+                error!(
+                    key = %p.key,
+                    entry = %p.file.path.display(),
+                    tries = tries + 1,
+                    "write-back: the bucket refused an upload; it stays in the journal and is \
+                     not retried until `objfs writeback retry` or the next mount: {e}"
+                );
+                shared.lock().fail(&p, e.to_string());
                 shared.progress.notify_waiters();
                 shared.wake.notify_one();
                 return;
