@@ -277,9 +277,9 @@ impl ObjectStore for WriteBack {
                 bound.as_deref(),
             );
             for (p, deleted) in listing::doubtful_prefixes(&merged, &overlay) {
-                if !emptied.contains_key(&p) {
-                    let empty = self.emptied_by_deletes(&p, &deleted).await?;
-                    emptied.insert(p, empty);
+                if let std::collections::btree_map::Entry::Vacant(slot) = emptied.entry(p) {
+                    let empty = self.emptied_by_deletes(slot.key(), &deleted).await?;
+                    slot.insert(empty);
                 }
             }
             merged.retain(|e| !matches!(e, Entry::Prefix(p) if emptied.get(p) == Some(&true)));
