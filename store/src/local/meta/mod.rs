@@ -11,7 +11,6 @@ use std::sync::{Mutex, MutexGuard};
 
 use crate::error::{Result, StoreError};
 use crate::key::prefix_successor;
-use crate::local::disks::VolumeCatalog;
 use crate::local::records::*;
 use crate::local::version::LocalVersion;
 use crate::local::volume::{now_nanos, BlobLocation};
@@ -29,6 +28,7 @@ mod scan;
 #[cfg(test)]
 mod tests;
 mod times;
+mod volumes;
 
 pub(crate) use db::{db_error, DbResult};
 pub use memtable::Merged as Rows;
@@ -757,107 +757,6 @@ impl Meta {
         Ok(out)
     }
 
-    // ---- volumes ----
-
-    pub fn volumes(&self) -> Result<Vec<VolumeRecord>> {
-        let mut out = Vec::new();
-        for row in self.scan_prefix([table::VOLUME]) {
-            let (_, v) = row?;
-            out.push(decode(&v)?);
-        }
-        Ok(out)
-    }
-
-    /// Every blob row, grouped by volume: (location, reference count, freed_at).
-    pub fn blobs_by_volume(&self) -> Result<HashMap<u64, Vec<BlobRow>>> {
-        let mut out: HashMap<u64, Vec<BlobRow>> = HashMap::new();
-        for row in self.scan_prefix([table::BLOB]) {
-            let (k, v) = row?;
-            let id: [u8; 8] = k[1..].try_into().map_err(|_| StoreError::Corrupt {
-                what: "malformed blob row key".into(),
-            })?;
-            let b: BlobRecord = decode(&v)?;
-            out.entry(b.volume).or_default().push((
-                BlobLocation {
-                    blob: u64::from_be_bytes(id),
-                    volume: b.volume,
-                    offset: b.offset,
-                    len: b.len,
-                    block_size: b.block_size,
-                },
-                b.refs,
-                b.freed_at,
-            ));
-        }
-        for v in out.values_mut() {
-            v.sort_by_key(|(l, _, _)| l.offset);
-        }
-        Ok(out)
-    }
-
-    /// Removes blob rows nobody references any more, freed before `cutoff` (ns). Returns
-    /// (rows removed, data bytes they held).
-    pub fn reclaim_blobs(&self, cutoff: u64) -> Result<(u64, u64)> {
-        let _state = self.lock();
-        let mut txn = Txn::new();
-        let (mut n, mut bytes) = (0, 0);
-        for row in self.scan_prefix([table::BLOB]) {
-            let (k, v) = row?;
-            let b: BlobRecord = decode(&v)?;
-            if b.refs == 0 && b.freed_at != 0 && b.freed_at <= cutoff {
-                txn.remove(k);
-                n += 1;
-                bytes += b.len;
-            }
-        }
-        self.write_rows(txn)?;
-        Ok((n, bytes))
-    }
-
-    /// Points blobs at their new place after compaction copied them: (blob, from volume, to
-    /// volume, to offset). Durable when it returns (the caller synced the copies first).
-    /// Blobs removed or moved meanwhile are skipped.
-    pub fn relocate_blobs(&self, moves: &[(u64, u64, u64, u64)]) -> Result<()> {
-        {
-            let _state = self.lock();
-            let mut txn = Txn::new();
-            for &(blob, from, to, offset) in moves {
-                if let Some(mut rec) = self.get::<BlobRecord>(&blob_key(blob))? {
-                    if rec.volume == from {
-                        rec.volume = to;
-                        rec.offset = offset;
-                        txn.insert(blob_key(blob), encode(&rec)?);
-                    }
-                }
-            }
-            self.write_rows(txn)?;
-        }
-        self.tables.sync()
-    }
-
-    /// Replaces volume `old` by `new` in one durable batch (remote compaction): each blob of
-    /// `moves` (blob, offset in `new`) still in `old` points at `new`, `new`'s record is
-    /// added and `old`'s removed.
-    pub fn swap_volume(&self, moves: &[(u64, u64)], old: u64, new: &VolumeRecord) -> Result<()> {
-        {
-            let _state = self.lock();
-            let mut txn = Txn::new();
-            for &(blob, offset) in moves {
-                if let Some(mut rec) = self.get::<BlobRecord>(&blob_key(blob))? {
-                    if rec.volume == old {
-                        rec.volume = new.id;
-                        rec.offset = offset;
-                        txn.insert(blob_key(blob), encode(&rec)?);
-                    }
-                }
-            }
-            txn.insert(volume_key(new.id), encode(new)?);
-            txn.remove(volume_key(old));
-            self.write_rows(txn)?;
-        }
-        self.tables.sync()
-    }
-
     /// A worker's checkpoint.
     pub fn checkpoint<T: serde::de::DeserializeOwned>(&self, name: &str) -> Result<Option<T>> {
         match self.tables.get(&misc_key(&format!("ckpt:{name}")))? {
@@ -891,29 +790,5 @@ impl Meta {
     /// The first key (of any table) after every key starting with `prefix`.
     pub fn after_prefix(prefix: &[u8]) -> Option<Vec<u8>> {
         prefix_successor(prefix)
-    }
-}
-
-impl VolumeCatalog for Meta {
-    fn new_volume_id(&self) -> Result<u64> {
-        self.next_id()
-    }
-
-    fn save_volume(&self, rec: &VolumeRecord) -> Result<()> {
-        let mut txn = Txn::new();
-        txn.insert(volume_key(rec.id), encode(rec)?);
-        self.write_rows(txn)
-    }
-
-    fn save_volume_durably(&self, rec: &VolumeRecord) -> Result<()> {
-        self.save_volume(rec)?;
-        self.tables.sync()
-    }
-
-    fn remove_volume(&self, id: u64) -> Result<()> {
-        let mut txn = Txn::new();
-        txn.remove(volume_key(id));
-        self.write_rows(txn)?;
-        self.tables.sync()
     }
 }

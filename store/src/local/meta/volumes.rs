@@ -1,0 +1,137 @@
+//! The volume and blob tables of the metadata: volume records, blob rows grouped by volume,
+//! and the changes the daemons make to them (reclaiming unreferenced blobs, pointing blobs at
+//! their new place after compaction, swapping a remote volume for its compacted copy). Apart
+//! from `mod.rs` because these are the daemons' rows, not the commits of objects.
+
+use std::collections::HashMap;
+
+use super::{blob_key, table, volume_key, BlobRow, Meta, Txn};
+use crate::error::{Result, StoreError};
+use crate::local::disks::VolumeCatalog;
+use crate::local::records::*;
+use crate::local::volume::BlobLocation;
+
+impl Meta {
+    pub fn volumes(&self) -> Result<Vec<VolumeRecord>> {
+        let mut out = Vec::new();
+        for row in self.scan_prefix([table::VOLUME]) {
+            let (_, v) = row?;
+            out.push(decode(&v)?);
+        }
+        Ok(out)
+    }
+
+    /// Every blob row, grouped by volume: (location, reference count, freed_at).
+    pub fn blobs_by_volume(&self) -> Result<HashMap<u64, Vec<BlobRow>>> {
+        let mut out: HashMap<u64, Vec<BlobRow>> = HashMap::new();
+        for row in self.scan_prefix([table::BLOB]) {
+            let (k, v) = row?;
+            let id: [u8; 8] = k[1..].try_into().map_err(|_| StoreError::Corrupt {
+                what: "malformed blob row key".into(),
+            })?;
+            let b: BlobRecord = decode(&v)?;
+            out.entry(b.volume).or_default().push((
+                BlobLocation {
+                    blob: u64::from_be_bytes(id),
+                    volume: b.volume,
+                    offset: b.offset,
+                    len: b.len,
+                    block_size: b.block_size,
+                },
+                b.refs,
+                b.freed_at,
+            ));
+        }
+        for v in out.values_mut() {
+            v.sort_by_key(|(l, _, _)| l.offset);
+        }
+        Ok(out)
+    }
+
+    /// Removes blob rows nobody references any more, freed before `cutoff` (ns). Returns
+    /// (rows removed, data bytes they held).
+    pub fn reclaim_blobs(&self, cutoff: u64) -> Result<(u64, u64)> {
+        let _state = self.lock();
+        let mut txn = Txn::new();
+        let (mut n, mut bytes) = (0, 0);
+        for row in self.scan_prefix([table::BLOB]) {
+            let (k, v) = row?;
+            let b: BlobRecord = decode(&v)?;
+            if b.refs == 0 && b.freed_at != 0 && b.freed_at <= cutoff {
+                txn.remove(k);
+                n += 1;
+                bytes += b.len;
+            }
+        }
+        self.write_rows(txn)?;
+        Ok((n, bytes))
+    }
+
+    /// Points blobs at their new place after compaction copied them: (blob, from volume, to
+    /// volume, to offset). Durable when it returns (the caller synced the copies first).
+    /// Blobs removed or moved meanwhile are skipped.
+    pub fn relocate_blobs(&self, moves: &[(u64, u64, u64, u64)]) -> Result<()> {
+        {
+            let _state = self.lock();
+            let mut txn = Txn::new();
+            for &(blob, from, to, offset) in moves {
+                self.relocate(&mut txn, blob, from, to, offset)?;
+            }
+            self.write_rows(txn)?;
+        }
+        self.tables.sync()
+    }
+
+    /// Adds to `txn` the move of blob `blob` to (`to`, `offset`) if it is still in `from`.
+    fn relocate(&self, txn: &mut Txn, blob: u64, from: u64, to: u64, offset: u64) -> Result<()> {
+        if let Some(mut rec) = self.get::<BlobRecord>(&blob_key(blob))? {
+            if rec.volume == from {
+                rec.volume = to;
+                rec.offset = offset;
+                txn.insert(blob_key(blob), encode(&rec)?);
+            }
+        }
+        Ok(())
+    }
+
+    /// Replaces volume `old` by `new` in one durable batch (remote compaction): each blob of
+    /// `moves` (blob, offset in `new`) still in `old` points at `new`, `new`'s record is
+    /// added and `old`'s removed.
+    pub fn swap_volume(&self, moves: &[(u64, u64)], old: u64, new: &VolumeRecord) -> Result<()> {
+        {
+            let _state = self.lock();
+            let mut txn = Txn::new();
+            for &(blob, offset) in moves {
+                self.relocate(&mut txn, blob, old, new.id, offset)?;
+            }
+            txn.insert(volume_key(new.id), encode(new)?);
+            txn.remove(volume_key(old));
+            self.write_rows(txn)?;
+        }
+        self.tables.sync()
+    }
+}
+
+impl VolumeCatalog for Meta {
+    fn new_volume_id(&self) -> Result<u64> {
+        self.next_id()
+    }
+
+    fn save_volume(&self, rec: &VolumeRecord) -> Result<()> {
+        let mut txn = Txn::new();
+        txn.insert(volume_key(rec.id), encode(rec)?);
+        self.write_rows(txn)
+    }
+
+    fn save_volume_durably(&self, rec: &VolumeRecord) -> Result<()> {
+        self.save_volume(rec)?;
+        self.tables.sync()
+    }
+
+    fn remove_volume(&self, id: u64) -> Result<()> {
+        let mut txn = Txn::new();
+        txn.remove(volume_key(id));
+        self.write_rows(txn)?;
+        self.tables.sync()
+    }
+}
