@@ -22,5 +22,6 @@ pub mod s3_cli;
 pub mod s3_fixture;
 pub mod support;
 pub mod tier_fixture;
+pub mod watchdog;
 
 pub use support::{det_bytes, keyed_bytes, Fixture};

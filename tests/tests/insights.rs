@@ -9,6 +9,7 @@ use std::time::Duration;
 use objfs_store::local::{GcOptions, LocalStore};
 use objfs_tests::crash_support::init_small_store;
 use objfs_tests::insights_ops::{check_rollups, random_op};
+use objfs_tests::watchdog::Watchdog;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -22,6 +23,11 @@ fn seed() -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rollups_match_a_brute_force_count_after_random_operations() {
     let seed = seed();
+    let _dog = Watchdog::start(
+        format!("rollups_match_a_brute_force_count_after_random_operations (seed {seed})"),
+        Duration::from_secs(600),
+        &[],
+    );
     eprintln!("OBJFS_INSIGHTS_SEED={seed}");
     let dir = tempfile::tempdir().unwrap();
     init_small_store(dir.path(), 1 << 20);
@@ -70,6 +76,12 @@ async fn rollups_survive_kill_9_of_a_writer() {
             .expect("spawn insights_writer");
         let stdout = child.stdout.take().unwrap();
         let mut lines = BufReader::new(stdout).lines();
+        // A round takes well under a second; a stuck one fails with every thread's stack.
+        let dog = Watchdog::start(
+            format!("round {round} (seed {seed}), writer pid {}", child.id()),
+            Duration::from_secs(180),
+            &[child.id()],
+        );
         // Wait until it opened the store, then let it work a random while.
         for l in lines.by_ref() {
             if l.unwrap() == "OPEN" {
@@ -83,12 +95,18 @@ async fn rollups_survive_kill_9_of_a_writer() {
         let store = LocalStore::open(dir.path()).unwrap();
         check_rollups(&store, &format!("round {round} after kill -9 ({ops} ops)")).await;
         store.close().unwrap();
+        drop(dog);
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_written_before_rollups_gets_them_at_open() {
     let seed = seed();
+    let _dog = Watchdog::start(
+        format!("a_store_written_before_rollups_gets_them_at_open (seed {seed})"),
+        Duration::from_secs(600),
+        &[],
+    );
     eprintln!("OBJFS_INSIGHTS_SEED={seed}");
     let dir = tempfile::tempdir().unwrap();
     init_small_store(dir.path(), 1 << 20);
