@@ -10,7 +10,9 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
+use objfs_store::history::{retention, snapshots};
 use objfs_store::local::insights::PrefixUsage;
+use objfs_store::local::meta::du_scan::Placement;
 use objfs_store::local::meta::rollup::RollupTotals;
 use objfs_store::local::LocalStore;
 use objfs_store::{
@@ -275,4 +277,75 @@ pub async fn check_rollups(store: &LocalStore, when: &str) {
             v.mismatches
         );
     }
+}
+
+/// Takes a snapshot of now under a retention policy that keeps nothing by age, so that from
+/// here on noncurrent versions whose life holds a snapshot's moment are kept by snapshots
+/// alone (what [`check_placement`] counts).
+pub async fn snapshot_under_a_bare_policy(store: &LocalStore, name: &str) {
+    let bare = retention::Policy {
+        keep_all: Duration::ZERO,
+        hourly: Duration::ZERO,
+        daily: Duration::ZERO,
+        deleted: Duration::ZERO,
+    };
+    retention::save(store, &bare).await.unwrap();
+    let now = SystemTime::now();
+    snapshots::create(store, name, now, now).await.unwrap();
+}
+
+/// Compares `du --placement` ([`LocalStore::du_placement`]) with a count through the public
+/// API: every data version's bytes local and replicated (these stores have neither erasure
+/// coding nor a remote tier), and the noncurrent versions whose life (from their time to the
+/// next newer version's) holds a snapshot's moment as kept only by snapshots (the policy
+/// keeps nothing by age once a snapshot exists: [`snapshot_under_a_bare_policy`]). Returns the
+/// versions kept only by snapshots.
+pub async fn check_placement(store: &LocalStore, when: &str) -> u64 {
+    let moments: Vec<SystemTime> = snapshots::list(store)
+        .await
+        .unwrap()
+        .iter()
+        .map(|s| s.at)
+        .collect();
+    let mut want: BTreeMap<String, Placement> = BTreeMap::new();
+    let all = list_versions_all(store, &ListVersionsRequest::default()).await;
+    let mut newer: Option<(String, SystemTime)> = None;
+    for e in all {
+        let VListed::Version(v) = e else { continue };
+        // Versions come newest first per key: the life of this one ends at the newer one's time.
+        let ends = newer.as_ref().filter(|(k, _)| *k == v.key).map(|(_, t)| *t);
+        newer = Some((v.key.clone(), v.modified));
+        if v.is_delete_marker {
+            continue;
+        }
+        let snapshot_only =
+            ends.is_some_and(|end| moments.iter().any(|m| v.modified <= *m && *m < end));
+        for p in prefixes_of(&v.key) {
+            let w = want.entry(p).or_default();
+            w.local_replicated_bytes += v.size;
+            if snapshot_only {
+                w.snapshot_only_versions += 1;
+                w.snapshot_only_bytes += v.size;
+            }
+        }
+    }
+    let got = store.du_placement("", 64).unwrap();
+    let got: BTreeMap<String, Placement> = got
+        .into_iter()
+        .map(|(p, mut g)| {
+            assert_eq!(g.hole_bytes, 0, "{when}: {p:?} has no holes");
+            g.hole_bytes = 0;
+            (p, g)
+        })
+        .filter(|(_, g)| *g != Placement::default())
+        .collect();
+    want.retain(|_, w| *w != Placement::default());
+    assert_eq!(got, want, "{when}: du --placement differs from a count");
+    // A scan of a sub-prefix, one level deep, gives the same figures for what it shows.
+    for (p, g) in store.du_placement("d1/", 1).unwrap() {
+        assert!(p.starts_with("d1/") && p.matches('/').count() <= 2, "{p}");
+        let w = want.get(&p).copied().unwrap_or_default();
+        assert_eq!(g, w, "{when}: du --placement of {p:?} under d1/");
+    }
+    want.get("").map_or(0, |w| w.snapshot_only_versions)
 }

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use objfs_store::local::{GcOptions, LocalStore};
 use objfs_tests::crash_support::init_small_store;
-use objfs_tests::insights_ops::{check_rollups, random_op};
+use objfs_tests::insights_ops::{
+    check_placement, check_rollups, random_op, snapshot_under_a_bare_policy,
+};
 use objfs_tests::watchdog::Watchdog;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -33,11 +35,18 @@ async fn rollups_match_a_brute_force_count_after_random_operations() {
     init_small_store(dir.path(), 1 << 20);
     let mut rng = StdRng::seed_from_u64(seed);
     let mut store = LocalStore::open(dir.path()).unwrap();
+    let mut snapshot_only = 0;
     for round in 0..6 {
         for _ in 0..150 {
             random_op(&store, &mut rng).await;
         }
         check_rollups(&store, &format!("round {round}")).await;
+        snapshot_only += check_placement(&store, &format!("round {round}")).await;
+        if round == 1 || round == 3 {
+            // From here on noncurrent versions alive at these moments are kept by snapshots
+            // alone (gc's retention pass expires the others).
+            snapshot_under_a_bare_policy(&store, &format!("s{round}")).await;
+        }
         if round % 2 == 1 {
             // gc aborts every incomplete upload (ttl 0) and reclaims what nothing references.
             let opts = GcOptions {
@@ -47,11 +56,13 @@ async fn rollups_match_a_brute_force_count_after_random_operations() {
             };
             store.gc_now(opts, |_| {}).unwrap();
             check_rollups(&store, &format!("round {round} after gc")).await;
+            snapshot_only += check_placement(&store, &format!("round {round} after gc")).await;
         }
         store.close().unwrap();
         store = LocalStore::open(dir.path()).unwrap();
         check_rollups(&store, &format!("round {round} after reopen")).await;
     }
+    assert!(snapshot_only > 0, "no version was kept by snapshots alone");
     store.close().unwrap();
 }
 

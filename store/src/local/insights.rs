@@ -3,15 +3,20 @@
 //! ([`crate::local::meta::rollup`]), never from a scan; and the check that recounts them.
 //!
 //! Histogram rows hold absolute days; this module turns them into ages (days before today)
-//! at query time. Figures that belong to volumes and to retention rather than to keys (bytes
-//! per layout, bytes only snapshots hold) are store-wide: see [`StoreWide`].
+//! at query time. Figures that belong to volumes and to retention rather than to keys are
+//! store-wide ([`StoreWide`]: bytes per volume layout); per prefix they are counted on demand
+//! by a scan of the prefix ([`LocalStore::du_placement`]: bytes per tier, bytes only snapshots
+//! keep).
 
-use std::time::{Duration, Instant};
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
 
 use crate::error::Result;
+use crate::history::retention::Expiry;
 use crate::key::validate_prefix;
+use crate::local::meta::du_scan::Placement;
 use crate::local::meta::rollup::{day_of, RollupBucket, RollupTotals};
 use crate::local::meta::rollup_scan::PrefixRollup;
 use crate::local::records::{Layout, VolumeState};
@@ -200,12 +205,14 @@ impl LocalStore {
     }
 
     /// Recounts the rollups of `prefix` and below from the versions (in parallel) and
-    /// compares them with the maintained ones. Commits wait meanwhile.
+    /// compares them with the maintained ones, both as of one commit. Checkpoints the log
+    /// first (so the view it pins copies few rows); commits go on meanwhile, checkpoints wait.
     pub fn verify_rollups(&self, prefix: &str) -> Result<VerifyReport> {
         if !prefix.is_empty() {
             validate_prefix(prefix)?;
         }
         let started = Instant::now();
+        self.inner.meta.checkpoint_log(|| self.inner.sync_all())?;
         let c = self.inner.meta.verify_rollups(prefix)?;
         let secs = started
             .elapsed()
@@ -220,6 +227,24 @@ impl LocalStore {
             seconds: secs,
             versions_per_second: c.versions as f64 / secs,
         })
+    }
+
+    /// Bytes per tier and bytes only named snapshots keep, for `prefix` and each prefix up to
+    /// `depth` levels below it, counted from a scan of every version under `prefix` (see
+    /// [`crate::local::meta::du_scan`]; what `du --placement` adds). Prefixes without a
+    /// version are absent.
+    pub fn du_placement(&self, prefix: &str, depth: usize) -> Result<BTreeMap<String, Placement>> {
+        if !prefix.is_empty() {
+            validate_prefix(prefix)?;
+        }
+        let meta = &self.inner.meta;
+        let policy = crate::local::retention::policy(meta)?;
+        let moments: Vec<SystemTime> = crate::local::retention::snapshots(meta)?
+            .iter()
+            .map(|s| s.at)
+            .collect();
+        let expiry = Expiry::new(&policy, &moments, SystemTime::now());
+        meta.placement_scan(prefix, depth, &expiry)
     }
 
     /// Removes the rollups and their format row, leaving the store as one written before

@@ -21,6 +21,7 @@ use sled::IVec;
 use super::db::{db_error, DbResult};
 use super::filter::{self, KeyFilter};
 use super::log::{self, Batch, FsLogDir, LogWriter};
+pub use super::pinned::Pinned;
 pub use super::scan::Merged;
 use crate::error::{Result, StoreError};
 use crate::local::records::{encode, misc, misc_key, table};
@@ -205,6 +206,27 @@ impl Tables {
     /// merged with sled's (see [`Merged`]).
     pub fn range(&self, start: Vec<u8>, end: Option<Vec<u8>>) -> Merged {
         Merged::new(self.mem.clone(), self.db.clone(), start, end)
+    }
+
+    /// The tables and sled as of the last commit, fixed until the view is dropped (see
+    /// [`Pinned`]): checkpoints wait meanwhile.
+    pub fn pin(&self) -> Pinned<'_> {
+        let checkpoints = self.checkpointing.lock().unwrap_or_else(|p| p.into_inner());
+        let (frozen, active) = {
+            let m = self.read();
+            (m.frozen.clone(), m.active.clone())
+        };
+        let mut rows = Rows::new();
+        // Oldest first, so a newer table's row replaces an older one's.
+        for f in &frozen {
+            rows.extend(f.rows.iter().map(|(k, v)| (k.clone(), v.clone())));
+        }
+        rows.extend(active);
+        Pinned {
+            _checkpoints: checkpoints,
+            rows,
+            db: self.db.clone(),
+        }
     }
 
     /// Logs `batch` and makes its rows visible. When this returns the change survives the

@@ -18,10 +18,12 @@ use crate::types::*;
 
 mod batch;
 mod db;
+pub mod du_scan;
 mod filter;
 pub mod log;
 mod memtable;
 mod open;
+mod pinned;
 pub mod rollup;
 pub mod rollup_scan;
 mod scan;

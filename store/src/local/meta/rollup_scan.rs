@@ -6,10 +6,14 @@
 //! prefix on a stack, folded into its parent when the walk leaves it, costs O(1) per key plus
 //! O(rows) per prefix. The namespace is cut into ranges at prefix boundaries (balanced with
 //! the maintained totals, when there are any) and counted on one thread per core; the ranges'
-//! rows are summed. Queries of the maintained rows live here too.
+//! rows are summed. A count reads a [`Pinned`] view (the in-memory rows copied at one commit,
+//! sled read directly, checkpoints held off), so `du --verify` compares counts and maintained
+//! rows of the same commit without holding the commit lock. Queries of the maintained rows
+//! live here too.
 
 use std::collections::BTreeMap;
 
+use super::pinned::Pinned;
 use super::rollup::{
     access_bucket, ancestors, day_of, own_rows, parse_row_key, row_key, RollupBucket, RollupTotals,
     KIND_ACCESSED, KIND_MODIFIED, KIND_TOTALS, TABLE,
@@ -201,80 +205,97 @@ fn version_head(v: &[u8]) -> Result<VersionHead> {
     }
 }
 
-impl Meta {
-    /// Counts the rollups of the keys in `[lo, hi)` (key bounds, `hi` None: to the end).
-    fn count_range(&self, lo: &str, hi: Option<&str>) -> Result<(Counted, u64)> {
-        let vkey = |k: &str| {
-            let mut v = vec![table::VERSION];
-            v.extend_from_slice(k.as_bytes());
-            v
-        };
-        let tkey = |k: &str| {
-            let mut v = vec![table::KEY_TIMES];
-            v.extend_from_slice(k.as_bytes());
-            v
-        };
-        let vrows = self.range(vkey(lo), Some(hi.map_or(vec![table::VERSION + 1], vkey)));
-        let mut trows = self.range(tkey(lo), Some(hi.map_or(vec![table::KEY_TIMES + 1], tkey)));
-        let mut held = None;
-        let mut walk = Walk::new();
-        let mut last_key: Option<String> = None;
-        let mut versions = 0u64;
-        for row in vrows {
-            let (k, v) = row?;
-            let (key, vid) = parse_version_key(&k)?;
-            let head = version_head(&v)?;
-            versions += 1;
-            let newest = last_key.as_deref() != Some(key);
-            if newest {
-                last_key = Some(key.to_string());
+/// `V` + key: where a key's version rows start.
+fn version_bound(key: &str) -> Vec<u8> {
+    let mut v = Vec::with_capacity(key.len() + 1);
+    v.push(table::VERSION);
+    v.extend_from_slice(key.as_bytes());
+    v
+}
+
+/// `t` + key: the key's times row.
+fn times_bound(key: &str) -> Vec<u8> {
+    let mut v = Vec::with_capacity(key.len() + 1);
+    v.push(table::KEY_TIMES);
+    v.extend_from_slice(key.as_bytes());
+    v
+}
+
+/// Counts the rollups of the keys in `[lo, hi)` (key bounds, `hi` None: to the end) as of
+/// `view`. Decodes only a version row's key, its first two fields, and a live key's times row.
+fn count_range(view: &Pinned<'_>, lo: &str, hi: Option<&str>) -> Result<(Counted, u64)> {
+    let vend = hi.map_or(vec![table::VERSION + 1], version_bound);
+    let tend = hi.map_or(vec![table::KEY_TIMES + 1], times_bound);
+    let vrows = view.range(version_bound(lo), Some(vend));
+    let mut trows = view.range(times_bound(lo), Some(tend)).peekable();
+    let mut walk = Walk::new();
+    // The key of the previous row (its versions come newest first).
+    let mut last_key: Option<Vec<u8>> = None;
+    let mut versions = 0u64;
+    for row in vrows {
+        let (k, v) = row?;
+        let (key, vid) = parse_version_key(&k)?;
+        let head = version_head(&v)?;
+        versions += 1;
+        let newest = last_key.as_deref() != Some(key.as_bytes());
+        if newest {
+            let last = last_key.get_or_insert_with(Vec::new);
+            last.clear();
+            last.extend_from_slice(key.as_bytes());
+        }
+        let acc = walk.at(key);
+        if head.delete_marker {
+            acc.totals[4] += 1;
+        } else if newest {
+            let nanos = (vid.0 >> 64) as u64;
+            acc.totals[0] += 1;
+            acc.totals[1] += head.size;
+            let e = acc.modified.entry(day_of(nanos)).or_default();
+            e.0 += 1;
+            e.1 += head.size;
+            // The key's access time: advance the times rows to this key.
+            let mut accessed = None;
+            while let Some(t) = trows.peek() {
+                let tk = match t {
+                    Ok((tk, _)) => &tk[1..],
+                    Err(_) => {
+                        if let Some(Err(e)) = trows.next() {
+                            return Err(e);
+                        }
+                        break;
+                    }
+                };
+                match tk.cmp(key.as_bytes()) {
+                    std::cmp::Ordering::Less => {
+                        trows.next();
+                    }
+                    std::cmp::Ordering::Equal => {
+                        if let Some(Ok((_, tv))) = trows.next() {
+                            let rec: KeyTimesRecord = decode(&tv)?;
+                            accessed = access_bucket(rec.accessed, nanos);
+                        }
+                        break;
+                    }
+                    std::cmp::Ordering::Greater => break,
+                }
             }
-            let acc = walk.at(key);
-            if head.delete_marker {
-                acc.totals[4] += 1;
-            } else if newest {
-                acc.totals[0] += 1;
-                acc.totals[1] += head.size;
-                let e = acc
-                    .modified
-                    .entry(day_of((vid.0 >> 64) as u64))
-                    .or_default();
+            if let Some(a) = accessed {
+                let e = acc.accessed.entry(a).or_default();
                 e.0 += 1;
                 e.1 += head.size;
-                // The key's access time: advance the times rows to this key.
-                let mut accessed = None;
-                loop {
-                    if held.is_none() {
-                        held = trows.next().transpose()?;
-                    }
-                    let Some((tk, tv)) = &held else { break };
-                    let tkey = std::str::from_utf8(&tk[1..]).unwrap_or("");
-                    if tkey < key {
-                        held = None;
-                        continue;
-                    }
-                    if tkey == key {
-                        let rec: KeyTimesRecord = decode(tv)?;
-                        accessed = access_bucket(rec.accessed, (vid.0 >> 64) as u64);
-                    }
-                    break;
-                }
-                if let Some(a) = accessed {
-                    let e = walk.at(key).accessed.entry(a).or_default();
-                    e.0 += 1;
-                    e.1 += head.size;
-                }
-            } else {
-                acc.totals[2] += 1;
-                acc.totals[3] += head.size;
             }
+        } else {
+            acc.totals[2] += 1;
+            acc.totals[3] += head.size;
         }
-        Ok((walk.finish(), versions))
     }
+    Ok((walk.finish(), versions))
+}
 
+impl Meta {
     /// Incomplete uploads of keys starting with `prefix`, added to `out`.
-    fn count_uploads(&self, prefix: &str, out: &mut Counted) -> Result<()> {
-        for row in self.scan_prefix([table::UPLOAD]) {
+    fn count_uploads(view: &Pinned<'_>, prefix: &str, out: &mut Counted) -> Result<()> {
+        for row in view.range(vec![table::UPLOAD], Some(vec![table::UPLOAD + 1])) {
             let (k, v) = row?;
             let up: UploadRecord = decode(&v)?;
             if !up.key.starts_with(prefix) {
@@ -282,7 +303,9 @@ impl Meta {
             }
             let id = String::from_utf8_lossy(&k[1..]).into_owned();
             let (mut parts, mut bytes) = (0, 0);
-            for p in self.scan_prefix(crate::local::records::part_prefix(&id)) {
+            let parts_of = crate::local::records::part_prefix(&id);
+            let parts_end = prefix_successor(&parts_of);
+            for p in view.range(parts_of, parts_end) {
                 let (_, pv) = p?;
                 let rec: PartRecord = decode(&pv)?;
                 parts += 1;
@@ -347,9 +370,10 @@ impl Meta {
         Ok(out)
     }
 
-    /// Counts the rollups of every key under `prefix` (the rows of `prefix` and below), in
-    /// parallel. Returns the rows and the number of version rows read.
-    pub fn count_rollups(&self, prefix: &str) -> Result<(Counted, u64)> {
+    /// Counts the rollups of every key under `prefix` (the rows of `prefix` and below) as of
+    /// `view`, on one thread per core over ranges split at prefix boundaries. Returns the rows
+    /// and the number of version rows read.
+    pub fn count_rollups(&self, view: &Pinned<'_>, prefix: &str) -> Result<(Counted, u64)> {
         let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
         let ranges = if prefix.is_empty() && self.rollup("")?.is_none() {
             vec![(String::new(), None)]
@@ -366,7 +390,7 @@ impl Meta {
                         loop {
                             let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                             let Some((lo, hi)) = ranges.get(i) else { break };
-                            let (c, v) = self.count_range(lo, hi.as_deref())?;
+                            let (c, v) = count_range(view, lo, hi.as_deref())?;
                             n += v;
                             for (k, v) in c {
                                 add_row(&mut out, k, v);
@@ -397,16 +421,17 @@ impl Meta {
                 }
             }
         }
-        self.count_uploads(prefix, &mut out)?;
+        Self::count_uploads(view, prefix, &mut out)?;
         Ok((out, versions))
     }
 
-    /// The maintained rows of `prefix` and below.
-    fn stored_rows(&self, prefix: &str) -> Result<Counted> {
+    /// The maintained rows of `prefix` and below, as of `view`.
+    fn stored_rows(view: &Pinned<'_>, prefix: &str) -> Result<Counted> {
         let mut start = vec![TABLE];
         start.extend_from_slice(prefix.as_bytes());
+        let end = prefix_successor(&start);
         let mut out = Counted::new();
-        for row in self.scan_prefix(&start) {
+        for row in view.range(start, end) {
             let (k, v) = row?;
             let value = match parse_row_key(&k) {
                 Some((_, KIND_TOTALS, _)) => RowValue::Totals(decode(&v)?),
@@ -422,12 +447,15 @@ impl Meta {
         Ok(out)
     }
 
-    /// Recounts the rollups of `prefix` and compares them with the maintained rows. Holds the
-    /// commit lock meanwhile, so both describe the same moment.
+    /// Recounts the rollups of `prefix` and compares them with the maintained rows, both read
+    /// from one [`Pinned`] view, so they describe the same commit. Commits go on meanwhile;
+    /// checkpoints wait.
     pub fn verify_rollups(&self, prefix: &str) -> Result<RollupCheck> {
-        let _state = self.lock();
-        let (counted, versions) = self.count_rollups(prefix)?;
-        let stored = self.stored_rows(prefix)?;
+        let (counted, versions, stored) = {
+            let view = self.tables.pin();
+            let (counted, versions) = self.count_rollups(&view, prefix)?;
+            (counted, versions, Self::stored_rows(&view, prefix)?)
+        };
         let mut check = RollupCheck {
             versions,
             ..Default::default()
@@ -462,7 +490,10 @@ impl Meta {
             return Ok(false);
         }
         let _state = self.lock();
-        let (counted, _) = self.count_rollups("")?;
+        let counted = {
+            let view = self.tables.pin();
+            self.count_rollups(&view, "")?.0
+        };
         let mut txn = Txn::new();
         let mut rows = 0;
         let flush = |txn: &mut Txn, rows: &mut usize, force: bool| -> Result<()> {
@@ -536,33 +567,54 @@ impl Meta {
     }
 
     /// The rollups of the prefixes one level below `prefix` (`a/b/` under `a/`), in order:
-    /// one seek per child, whatever lies deeper.
+    /// one pass over the children's own rows (a prefix's own rows sort before its
+    /// sub-prefixes'), with a seek past each child that has deeper rows, whatever lies there.
     pub fn rollup_children(&self, prefix: &str) -> Result<Vec<PrefixRollup>> {
         let mut start = vec![TABLE];
         start.extend_from_slice(prefix.as_bytes());
         let end = prefix_successor(&start);
         // Skip the prefix's own rows.
-        let (_, mut at) = own_rows(prefix);
-        let mut out = Vec::new();
-        loop {
-            let next = self.range(at.clone(), end.clone()).next();
-            let Some(row) = next else { break };
-            let (k, _) = row?;
+        let (_, at) = own_rows(prefix);
+        let mut rows = self.range(at, end);
+        let mut out: Vec<PrefixRollup> = Vec::new();
+        while let Some(row) = rows.next() {
+            let (k, v) = row?;
             let rest = &k[1 + prefix.len()..];
             let Some(slash) = rest.iter().position(|&b| b == b'/') else {
                 return Err(StoreError::Corrupt {
                     what: format!("rollup row {:?} names no prefix", &k[..]),
                 });
             };
-            let child = String::from_utf8_lossy(&k[1..1 + prefix.len() + slash + 1]).into_owned();
-            if let Some(r) = self.rollup(&child)? {
-                out.push(r);
+            let child_end = 1 + prefix.len() + slash + 1;
+            if k.get(child_end) != Some(&0) {
+                // A row of a prefix below the child: skip the child's subtree.
+                match prefix_successor(&k[..child_end]) {
+                    Some(s) => rows.seek(s),
+                    None => break,
+                }
+                continue;
             }
-            let mut skip = vec![TABLE];
-            skip.extend_from_slice(child.as_bytes());
-            match prefix_successor(&skip) {
-                Some(s) => at = s,
-                None => break,
+            let child = std::str::from_utf8(&k[1..child_end]).map_err(|_| StoreError::Corrupt {
+                what: format!("rollup row {:?} is not UTF-8", &k[..]),
+            })?;
+            if out.last().is_none_or(|r| r.prefix != child) {
+                out.push(PrefixRollup {
+                    prefix: child.to_string(),
+                    ..Default::default()
+                });
+            }
+            let r = out
+                .last_mut()
+                .ok_or_else(|| StoreError::Metadata("no child".into()))?;
+            match parse_row_key(&k) {
+                Some((_, KIND_TOTALS, _)) => r.totals = decode(&v)?,
+                Some((_, KIND_MODIFIED, Some(d))) => r.modified.push((d, decode(&v)?)),
+                Some((_, KIND_ACCESSED, Some(d))) => r.accessed.push((d, decode(&v)?)),
+                _ => {
+                    return Err(StoreError::Corrupt {
+                        what: format!("malformed rollup row key {:?}", &k[..]),
+                    })
+                }
             }
         }
         Ok(out)
