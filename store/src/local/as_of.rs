@@ -13,6 +13,12 @@
 //! walked only until one is live at T; then the listing seeks past the prefix. A prefix whose
 //! keys were all absent at T costs one step per key under it (they ever existed there).
 //!
+//! When no version is newer than the moment (it is at or after the newest version id the
+//! store has made), the state as of the moment is the current one: the listing is then
+//! [`listing::list`] of the current table (one row per entry, no seek), checked afterwards
+//! against commits that raced it (a commit moves the store's newest id; the walk above runs
+//! instead when one did).
+//!
 //! Continuation tokens have their own tag (`lat1.`) and the same rules as [`list`]'s: opaque,
 //! valid only for the same request and moment.
 //!
@@ -24,12 +30,13 @@ use sled::IVec;
 
 use crate::error::{Result, StoreError};
 use crate::key::{prefix_successor, validate, validate_prefix};
+use crate::local::listing;
 use crate::local::meta::{Meta, Rows};
 use crate::local::records::{
     decode, parse_version_key, table, version_key, version_prefix, VersionRecord,
 };
 use crate::local::version::LocalVersion;
-use crate::paging::{self, decode_token, Entry, Position};
+use crate::paging::{self, decode_token, encode_token, Entry, Position};
 use crate::types::{ListPage, ListRequest, ObjectInfo};
 
 /// Tag of this listing's continuation tokens.
@@ -192,6 +199,13 @@ pub fn list_at(meta: &Meta, req: &ListRequest, at: SystemTime) -> Result<ListPag
     let Some(bound) = bound(at) else {
         return Ok(ListPage::default());
     };
+    let ceiling = meta.version_ceiling();
+    if bound >= ceiling {
+        let page = current_page(meta, req, &position)?;
+        if meta.version_ceiling() == ceiling {
+            return Ok(page);
+        }
+    }
     let delimiter = req.delimiter.as_deref().filter(|d| !d.is_empty());
     let page_size = req.page_size();
     let mut floor = vec![table::VERSION];
@@ -238,4 +252,131 @@ pub fn list_at(meta: &Meta, req: &ListRequest, at: SystemTime) -> Result<ListPag
         }
     }
     Ok(paging::object_page(entries, page_size, TOKEN_TAG))
+}
+
+/// The current listing's page from `position`, its token in this listing's form.
+fn current_page(meta: &Meta, req: &ListRequest, position: &Option<Position>) -> Result<ListPage> {
+    let current = ListRequest {
+        continuation: position.as_ref().map(|p| match p {
+            Position::Key(k) => format!("K{k}"),
+            Position::Prefix(p) => format!("P{p}"),
+        }),
+        start_after: None,
+        ..req.clone()
+    };
+    let mut page = listing::list(meta, &current)?;
+    page.next_token = match page.next_token.take() {
+        None => None,
+        Some(t) => Some(match t.split_at_checked(1) {
+            Some(("K", k)) => encode_token(TOKEN_TAG, &Position::Key(k.to_string())),
+            Some(("P", p)) => encode_token(TOKEN_TAG, &Position::Prefix(p.to_string())),
+            _ => {
+                return Err(StoreError::Metadata(format!(
+                    "the current listing gave a token of another form: {t:?}"
+                )))
+            }
+        }),
+    };
+    Ok(page)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use crate::local::{LocalConfig, LocalStore};
+    use crate::types::{ListPage, ListRequest, PutOptions};
+    use crate::ObjectStore;
+
+    /// A page as the test compares it: objects (key, version) and common prefixes.
+    type Page = (Vec<(String, String)>, Vec<String>);
+
+    /// Every page of a listing as of `at` (each object as key and version), by `list_at` or
+    /// by the reference (`list_at_by_versions`, the trait's walk over every version).
+    async fn walk(
+        s: &LocalStore,
+        req: &ListRequest,
+        at: std::time::SystemTime,
+        reference: bool,
+    ) -> Vec<Page> {
+        let mut req = req.clone();
+        let mut pages = Vec::new();
+        loop {
+            let page: ListPage = if reference {
+                crate::history::as_of::list_at_by_versions(s, &req, at).await
+            } else {
+                s.list_at(&req, at).await
+            }
+            .unwrap();
+            let objects = page
+                .objects
+                .iter()
+                .map(|o| (o.key.clone(), o.version.to_string()));
+            pages.push((objects.collect(), page.common_prefixes.clone()));
+            match page.next_token {
+                Some(t) => req.continuation = Some(t),
+                None => return pages,
+            }
+        }
+    }
+
+    /// `list_at` equals the walk over every version at every moment of a history of many
+    /// versions, delete markers and re-creations, every page size, with and without a
+    /// delimiter and `start_after`; at moments after the last write (the current listing
+    /// answers) and before, and after a reopen (the version-id lease as the ceiling).
+    #[tokio::test]
+    async fn list_at_equals_the_walk_over_every_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s");
+        let store = LocalStore::init(&path, LocalConfig::default()).unwrap();
+        let keys = ["a", "b/x", "b/y", "c", "d/e/f", "d/g", "h"];
+        let mut moments = Vec::new();
+        for round in 0..12usize {
+            for (i, key) in keys.iter().enumerate() {
+                let key = format!("p/{key}");
+                if (round + i) % 5 == 3 {
+                    store.delete(&key).await.unwrap();
+                } else if (round * 7 + i) % 3 != 0 {
+                    let body = format!("{key} {round}").into_bytes();
+                    store
+                        .put(&key, body.into(), PutOptions::default())
+                        .await
+                        .unwrap();
+                }
+            }
+            moments.push(std::time::SystemTime::now());
+        }
+        let check = |store: LocalStore, moments: Vec<std::time::SystemTime>| async move {
+            let far = std::time::SystemTime::now() + Duration::from_secs(3600);
+            for at in moments.iter().copied().chain([far]) {
+                for delimiter in [None, Some("/".to_string())] {
+                    for start_after in [None, Some("p/b/x".to_string())] {
+                        for max_keys in 1..=keys.len() + 1 {
+                            let req = ListRequest {
+                                prefix: "p/".into(),
+                                delimiter: delimiter.clone(),
+                                start_after: start_after.clone(),
+                                continuation: None,
+                                max_keys,
+                            };
+                            let got = walk(&store, &req, at, false).await;
+                            let want = walk(&store, &req, at, true).await;
+                            let flat = |p: &[Page]| {
+                                let o: Vec<_> = p.iter().flat_map(|x| x.0.clone()).collect();
+                                let c: Vec<_> = p.iter().flat_map(|x| x.1.clone()).collect();
+                                (o, c)
+                            };
+                            assert_eq!(flat(&got), flat(&want), "{req:?} at {at:?}");
+                            assert_eq!(got.len(), want.len(), "pages of {req:?} at {at:?}");
+                        }
+                    }
+                }
+            }
+            store
+        };
+        let store = check(store, moments.clone()).await;
+        store.close().unwrap();
+        let store = LocalStore::open(&path).unwrap();
+        check(store, moments).await.close().unwrap();
+    }
 }

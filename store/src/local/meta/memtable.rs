@@ -113,6 +113,10 @@ pub(crate) const FILTER_AT_OPEN: usize = 100_000;
 #[cfg(test)]
 pub(crate) const FILTER_AT_OPEN: usize = 16;
 
+/// Unwanted rows [`Tables::get_sorted`] steps over before it reads by `get` instead (a step
+/// reads a row of the leaf sled's iterator holds; a get descends the tree).
+const SORTED_GET_STEPS: usize = 8;
+
 /// Rows a checkpoint applies to sled per batch.
 const APPLY_CHUNK: usize = 16_384;
 
@@ -200,6 +204,78 @@ impl Tables {
             return Ok(None);
         }
         self.db.get(key).db()
+    }
+
+    /// The rows of `keys`, each as [`Tables::get`] gives it (the tables first, then sled),
+    /// with the sled reads done by one forward scan in key order while the keys lie close
+    /// together: the scan steps over at most [`SORTED_GET_STEPS`] unwanted rows between two
+    /// wanted ones. Rows of neighbouring keys (a batch's versions, blobs written one after the
+    /// other) then cost a step each instead of a descent of sled's tree each; at the first
+    /// longer gap the keys are taken to be scattered and the rest are read by `get`.
+    pub fn get_sorted(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<IVec>>> {
+        let mut out: Vec<Option<IVec>> = vec![None; keys.len()];
+        let mut order: Vec<usize> = Vec::with_capacity(keys.len());
+        {
+            let keys_filter = self.filter();
+            let m = self.read();
+            'key: for (i, k) in keys.iter().enumerate() {
+                for t in [&m.active]
+                    .into_iter()
+                    .chain(m.frozen.iter().rev().map(|f| &f.rows))
+                {
+                    if let Some(v) = t.get(&k[..]) {
+                        out[i] = v.clone();
+                        continue 'key;
+                    }
+                }
+                if k.first() == Some(&table::CURRENT) && !keys_filter.may_contain(k) {
+                    continue;
+                }
+                order.push(i);
+            }
+        }
+        order.sort_by(|&a, &b| keys[a].cmp(&keys[b]));
+        let sorted = order.len();
+        order.dedup_by(|a, b| keys[*a] == keys[*b]);
+        let duplicates = order.len() < sorted;
+        let (Some(&first), Some(&last)) = (order.first(), order.last()) else {
+            return Ok(out);
+        };
+        let mut scan = Some(self.db.range(keys[first].clone()..=keys[last].clone()));
+        let mut ahead: Option<(IVec, IVec)> = None;
+        for &i in &order {
+            let key = &keys[i];
+            let Some(rows) = scan.as_mut() else {
+                out[i] = self.db.get(key).db()?;
+                continue;
+            };
+            let mut stepped = 0;
+            out[i] = loop {
+                let row = match ahead.take() {
+                    Some(row) => Some(row),
+                    None => rows.next().transpose().db()?,
+                };
+                let Some((k, v)) = row else { break None };
+                match k[..].cmp(&key[..]) {
+                    std::cmp::Ordering::Less if stepped < SORTED_GET_STEPS => stepped += 1,
+                    std::cmp::Ordering::Less => {
+                        // Scattered keys: a get each from here on.
+                        scan = None;
+                        break self.db.get(key).db()?;
+                    }
+                    std::cmp::Ordering::Equal => break Some(v),
+                    std::cmp::Ordering::Greater => {
+                        ahead = Some((k, v));
+                        break None;
+                    }
+                }
+            };
+        }
+        Ok(if duplicates {
+            copy_duplicates(keys, out)
+        } else {
+            out
+        })
     }
 
     /// Rows from `start` (inclusive) to `end` (exclusive; `None`: to the end), removes hidden,
@@ -357,6 +433,21 @@ impl Tables {
         log::remove_below(&*self.dir, old, cut);
         Ok(true)
     }
+}
+
+/// Gives keys that appear more than once in `keys` the row found for their first
+/// occurrence ([`Tables::get_sorted`] reads each key once).
+fn copy_duplicates(keys: &[Vec<u8>], mut out: Vec<Option<IVec>>) -> Vec<Option<IVec>> {
+    let mut first: BTreeMap<&[u8], usize> = BTreeMap::new();
+    for (i, k) in keys.iter().enumerate() {
+        match first.get(&k[..]) {
+            Some(&f) => out[i] = out[f].clone(),
+            None => {
+                first.insert(k, i);
+            }
+        }
+    }
+    out
 }
 
 /// Applies rows to sled in batches (a replay or a checkpoint: not atomic as a whole, which is

@@ -32,6 +32,7 @@ mod tests;
 mod times;
 mod volumes;
 
+use batch::Prefetched;
 pub(crate) use db::{db_error, DbResult};
 pub use memtable::Merged as Rows;
 use memtable::Tables;
@@ -191,6 +192,13 @@ impl Meta {
         self.lock().stats
     }
 
+    /// An id at or above every version id made so far (the last one made, or after an open
+    /// the version-id lease). Read under the commit lock, so every version below it is in the
+    /// tables.
+    pub fn version_ceiling(&self) -> LocalVersion {
+        LocalVersion(self.lock().last_version)
+    }
+
     fn get<T: Migrate>(&self, key: &[u8]) -> Result<Option<T>> {
         match self.tables.get(key)? {
             Some(v) => Ok(Some(decode(&v)?)),
@@ -207,9 +215,15 @@ impl Meta {
     }
 
     pub fn blob(&self, id: u64) -> Result<BlobRecord> {
-        self.get(&blob_key(id))?.ok_or_else(|| StoreError::Corrupt {
-            what: format!("blob {id} is referenced but has no record"),
-        })
+        self.blob_in(&Prefetched::new(), id)
+    }
+
+    /// [`Meta::blob`], from rows read ahead when they hold it.
+    fn blob_in(&self, pre: &Prefetched, id: u64) -> Result<BlobRecord> {
+        self.row(pre, &blob_key(id))?
+            .ok_or_else(|| StoreError::Corrupt {
+                what: format!("blob {id} is referenced but has no record"),
+            })
     }
 
     /// The newest version row of `key` (delete markers included).
@@ -374,10 +388,22 @@ impl Meta {
         self.rollup_rows(&mut txn)?;
         let now = now_nanos();
         let fresh_blobs: Vec<u64> = txn.new_blobs.keys().copied().collect();
-        for (id, delta) in std::mem::take(&mut txn.deltas) {
+        let deltas = std::mem::take(&mut txn.deltas);
+        // The blob rows to read, in one scan when there are several (a batch of copies).
+        let read: Vec<Vec<u8>> = deltas
+            .keys()
+            .filter(|id| !txn.new_blobs.contains_key(id))
+            .map(|&id| blob_key(id).to_vec())
+            .collect();
+        let pre = if read.len() > 1 {
+            self.prefetch(read)?
+        } else {
+            Prefetched::new()
+        };
+        for (id, delta) in deltas {
             let mut rec = match txn.new_blobs.remove(&id) {
                 Some(r) => r,
-                None => self.blob(id)?,
+                None => self.blob_in(&pre, id)?,
             };
             rec.refs = if delta >= 0 {
                 rec.refs + delta as u64
