@@ -309,6 +309,7 @@ fn a_pinned_view_is_one_commit_and_verify_agrees_while_commits_go_on() {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     assert!(writer.join().unwrap() > 0);
     assert_eq!(m.verify_rollups("").unwrap().mismatch_count, 0);
+}
 
 /// `get_sorted` gives every key what `get` gives it, in any order, with duplicates, over rows
 /// in sled and in the tables, present and absent, close together (steps) and far apart
