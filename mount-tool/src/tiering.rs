@@ -63,6 +63,9 @@ pub enum TierCommand {
         url: String,
         #[command(flatten)]
         s3: crate::cli::S3Args,
+        /// Volumes uploaded or recalled, and remote objects deleted, at once (1 to 64).
+        #[arg(long, value_name = "N", default_value_t = objfs_store::local::tier::DEFAULT_JOBS)]
+        jobs: u32,
     },
     /// Show the remote tier: where, and how much is there.
     List { store: PathBuf },
@@ -143,6 +146,9 @@ pub enum TierRequest {
         endpoint: Option<String>,
         region: Option<String>,
         profile: Option<String>,
+        /// Transfers at once (absent from requests of earlier builds: the default).
+        #[serde(default = "default_jobs")]
+        jobs: u32,
     },
     List,
     Remove {
@@ -161,6 +167,10 @@ pub enum TierRequest {
         prefix: String,
     },
     RuleShow,
+}
+
+fn default_jobs() -> u32 {
+    objfs_store::local::tier::DEFAULT_JOBS
 }
 
 fn to_value<T: Serialize>(v: &T) -> Result<Value> {
@@ -197,7 +207,14 @@ pub fn execute(
             endpoint,
             region,
             profile,
+            jobs,
         } => {
+            if !(1..=objfs_store::local::tier::MAX_JOBS).contains(jobs) {
+                return Err(crate::usage(format!(
+                    "--jobs must be between 1 and {}",
+                    objfs_store::local::tier::MAX_JOBS
+                )));
+            }
             let (bucket, prefix) = objfs_store::s3::parse_url(url)?;
             let rec = TierRecord {
                 format: TIER_FORMAT,
@@ -207,6 +224,7 @@ pub fn execute(
                 region: region.clone(),
                 profile: profile.clone(),
                 added: 0,
+                jobs: *jobs,
             };
             let st = store
                 .tier_add(rec)
@@ -328,13 +346,19 @@ fn print_run(job: &str, v: &Value) -> Result<()> {
 /// `objfs tier`.
 pub fn tier(a: &TierArgs) -> Result<()> {
     let (store, req) = match &a.command {
-        TierCommand::Add { store, url, s3 } => (
+        TierCommand::Add {
+            store,
+            url,
+            s3,
+            jobs,
+        } => (
             store,
             TierRequest::Add {
                 url: url.clone(),
                 endpoint: s3.endpoint.clone(),
                 region: s3.region.clone(),
                 profile: s3.profile.clone(),
+                jobs: *jobs,
             },
         ),
         TierCommand::List { store } => (store, TierRequest::List),

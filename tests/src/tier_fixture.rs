@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::Command;
 
 use objfs_store::local::tier::rules::{AgeBy, Rule};
-use objfs_store::local::tier::{TierRecord, TIER_FORMAT};
+use objfs_store::local::tier::{TierRecord, DEFAULT_JOBS, TIER_FORMAT};
 use objfs_store::local::{EcSetting, LocalConfig, LocalStore};
 use objfs_store::s3::S3Store;
 use objfs_store::{GetOptions, ListRequest, ObjectStore};
@@ -34,6 +34,7 @@ pub fn tier_record(server: &Server, bucket: &str, endpoint: &str) -> TierRecord 
         region: Some(server.region.clone()),
         profile: server.profile.clone(),
         added: 0,
+        jobs: DEFAULT_JOBS,
     }
 }
 

@@ -14,6 +14,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use objfs_store::local::tier::{TierRecord, DEFAULT_JOBS};
 use objfs_store::local::{LocalConfig, LocalStore};
 use objfs_store::{GetOptions, ObjectStore, PutOptions};
 use objfs_tests::mount_fixture::MountFixture;
@@ -72,6 +73,12 @@ fn tier_round_trip(server: &Server) {
     assert!(done);
     let tiered = p.last.as_ref().unwrap().counters["volumes_tiered"];
     assert!(tiered >= 2, "{p:?}");
+    // The uploads overlapped, never more than the tier's jobs at once.
+    let peak = p.last.as_ref().unwrap().counters["peak_uploads"];
+    assert!(
+        (2..=u64::from(DEFAULT_JOBS)).contains(&peak),
+        "peak uploads {peak}: {p:?}"
+    );
     assert_eq!(volume_files(&root), 0, "the local volume files are gone");
     let st = store.tier_status().unwrap().unwrap();
     assert_eq!(st.volumes, tiered);
@@ -187,6 +194,53 @@ fn tier_round_trip(server: &Server) {
         assert_eq!(rt.block_on(read(&store, k)).unwrap(), body(k, i), "{k}");
     }
     store.close().unwrap();
+}
+
+#[test]
+fn uploads_run_in_parallel_at_most_jobs_at_once() {
+    let Some(server) = moto() else { return };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    for jobs in [1u32, 3] {
+        let (bucket, s3) = rt.block_on(server.fresh_bucket("tier-jobs"));
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("store");
+        let store = LocalStore::init(&root, config()).unwrap();
+        let keys: Vec<String> = (0..24).map(|i| format!("p/f{i}")).collect();
+        for (i, k) in keys.iter().enumerate() {
+            rt.block_on(store.put(k, body(k, i).into(), PutOptions::default()))
+                .unwrap();
+        }
+        let rec = tier_record(&server, &bucket, &server.endpoint);
+        store.tier_add(TierRecord { jobs, ..rec }).unwrap();
+        store.set_lifecycle_rule(every_version()).unwrap();
+        let (p, done) = store.lifecycle_now_until(|_| true).unwrap();
+        assert!(done);
+        let last = p.last.unwrap();
+        let tiered = last.counters["volumes_tiered"];
+        assert!(tiered > u64::from(jobs), "{last:?}");
+        let peak = last.counters["peak_uploads"];
+        if jobs == 1 {
+            assert_eq!(peak, 1, "{last:?}");
+        } else {
+            assert!(
+                (2..=u64::from(jobs)).contains(&peak),
+                "{jobs} jobs: peak {peak}"
+            );
+        }
+        assert_eq!(volume_files(&root), 0);
+        assert_eq!(rt.block_on(remote_keys(&s3)).len() as u64, tiered);
+        for (i, k) in keys.iter().enumerate() {
+            assert_eq!(rt.block_on(read(&store, k)).unwrap(), body(k, i), "{k}");
+        }
+        // Recall and the deletions of the objects run in batches of `jobs` too.
+        let run = store.tier_recall(None, &mut |_| {}).unwrap();
+        assert_eq!(run.counters["volumes_recalled"], tiered);
+        assert!(rt.block_on(remote_keys(&s3)).is_empty());
+        for (i, k) in keys.iter().enumerate() {
+            assert_eq!(rt.block_on(read(&store, k)).unwrap(), body(k, i), "{k}");
+        }
+        store.close().unwrap();
+    }
 }
 
 #[test]

@@ -16,6 +16,7 @@ use crate::local::placement::load_last;
 use crate::local::records::{Layout, VolumeState};
 use crate::local::retention::RetentionPass;
 use crate::local::tier::gc as tier_gc;
+use crate::local::tier::Tier;
 use crate::local::volume::{blob_disk_len, now_nanos, BlobLocation, VOLUME_HEADER_LEN};
 use crate::local::worker::{Progress, RunReport, Step, Worker};
 use crate::local::Inner;
@@ -205,10 +206,7 @@ impl Gc {
             return Ok(());
         };
         let done = if locs.is_empty() {
-            tier_gc::delete_volume(&self.inner, &tier, id).map(|freed| {
-                self.count("remote_volumes_deleted", 1);
-                self.count("remote_bytes_freed", freed);
-            })
+            self.delete_remote(&tier, id)
         } else {
             tier_gc::compact_volume(&self.inner, &tier, id, locs).map(|c| match c {
                 Some(c) => {
@@ -228,6 +226,41 @@ impl Gc {
             self.remote_ready = Some(false);
         }
         Ok(())
+    }
+
+    /// Deletes tiered volume `id`, which has no blob left, with up to the tier's `jobs` - 1
+    /// others like it, their DELETEs in parallel (tier/gc.rs).
+    fn delete_remote(&mut self, tier: &Tier, id: u64) -> Result<()> {
+        let live = live_blobs(&self.inner)?;
+        let mut ids = vec![id];
+        for r in self.inner.disks.records() {
+            if ids.len() >= tier.record.jobs() {
+                break;
+            }
+            if r.id != id
+                && r.state == VolumeState::Sealed
+                && r.size > VOLUME_HEADER_LEN
+                && matches!(r.layout, Layout::Remote(_))
+                && !self.skipped.contains(&r.id)
+                && live.get(&r.id).is_none_or(|b| b.is_empty())
+            {
+                ids.push(r.id);
+            }
+        }
+        let mut failed = None;
+        for (_, r) in tier_gc::delete_volumes(&self.inner, tier, &ids)? {
+            match r {
+                Ok(freed) if freed > 0 => {
+                    self.count("remote_volumes_deleted", 1);
+                    self.count("remote_bytes_freed", freed);
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    failed.get_or_insert(e);
+                }
+            }
+        }
+        failed.map_or(Ok(()), Err)
     }
 
     /// Copies the live blobs of volume `id` into the active volume, switches their records in

@@ -4,14 +4,15 @@
 //! against a raw ranged GET of 4 KiB, and a cache-hit read against a local read of the same
 //! sizes, and a whole scrub of the tiered volumes against raw GetObject of the same objects,
 //! interleaved in one run. Prints ratios (docs/BENCHMARKS.md). OBJFS_BENCH_MB sets the
-//! bytes tiered (default 64).
+//! bytes tiered (default 64), OBJFS_BENCH_JOBS the tier's `jobs` (default 4); the raw baseline
+//! is measured both one PutObject at a time and `jobs` at once.
 
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use objfs_store::local::tier::rules::{AgeBy, Rule};
 use objfs_store::local::tier::scrub::RemoteScrub;
-use objfs_store::local::tier::{TierRecord, TIER_FORMAT};
+use objfs_store::local::tier::{TierRecord, DEFAULT_JOBS, TIER_FORMAT};
 use objfs_store::local::{EcSetting, LocalConfig, LocalStore};
 use objfs_store::{GetOptions, ListRequest, ObjectStore, PutOptions};
 use objfs_tests::s3_fixture::moto;
@@ -40,6 +41,10 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(64);
+    let jobs: u32 = std::env::var("OBJFS_BENCH_JOBS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(DEFAULT_JOBS);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let (bucket, s3) = rt.block_on(server.fresh_bucket("tier-bench"));
     let dir = tempfile::tempdir().unwrap();
@@ -74,6 +79,7 @@ fn main() {
             region: Some(server.region.clone()),
             profile: server.profile.clone(),
             added: 0,
+            jobs,
         })
         .unwrap();
     store
@@ -100,24 +106,52 @@ fn main() {
         }
         t0.elapsed() * (bytes as u32) / ((n * (8 << 20)) as u32).max(1)
     };
+    // The same, `jobs` PutObjects at once.
+    let raw_put_par = |tag: &str, bytes: u64| -> Duration {
+        let body = Bytes::from(data(8 << 20, 7));
+        let n = bytes.div_ceil(8 << 20).max(1);
+        let t0 = Instant::now();
+        let keys: Vec<String> = (0..n).map(|i| format!("raw/{tag}/{i}")).collect();
+        for chunk in keys.chunks(jobs.max(1) as usize) {
+            rt.block_on(futures::future::join_all(chunk.iter().map(|k| {
+                let b = body.clone();
+                let s3 = &s3;
+                async move { s3.put(k, b.into(), PutOptions::default()).await }
+            })))
+            .into_iter()
+            .for_each(|r| {
+                r.unwrap();
+            });
+        }
+        t0.elapsed() * (bytes as u32) / ((n * (8 << 20)) as u32).max(1)
+    };
     let target = (mb as u64) << 20;
     let b1 = raw_put("a", target);
+    let p1 = raw_put_par("pa", target);
     let t0 = Instant::now();
     let (p, _) = store.lifecycle_now_until(|_| true).unwrap();
     let tier_time = t0.elapsed();
     let run = p.last.unwrap();
     let tiered = run.counters.get("bytes_tiered").copied().unwrap_or(0);
+    let p2 = raw_put_par("pb", tiered);
     let b2 = raw_put("b", tiered);
-    let base = (b1.as_secs_f64() * tiered as f64 / target as f64 + b2.as_secs_f64()) / 2.0;
-    let base = Duration::from_secs_f64(base);
+    let avg = |a: Duration, b: Duration| {
+        Duration::from_secs_f64(
+            (a.as_secs_f64() * tiered as f64 / target as f64 + b.as_secs_f64()) / 2.0,
+        )
+    };
+    let (base, par) = (avg(b1, b2), avg(p1, p2));
     println!(
-        "tiering: {} volumes, {:.1} MiB in {:.2?}: {:.1} MiB/s; raw PutObject of the same bytes {:.1} MiB/s; ratio {:.2}x (tiering also reads every object back to verify it)",
+        "tiering: {} volumes, {:.1} MiB in {:.2?} with {jobs} job(s) (peak {} uploads at once): {:.1} MiB/s; raw PutObject of the same bytes {:.1} MiB/s one at a time, {:.1} MiB/s {jobs} at once; ratio {:.2}x / {:.2}x (tiering also reads every object back to verify it)",
         run.counters.get("volumes_tiered").copied().unwrap_or(0),
         tiered as f64 / (1 << 20) as f64,
         tier_time,
+        run.counters.get("peak_uploads").copied().unwrap_or(1),
         mbps(tiered, tier_time),
         mbps(tiered, base),
-        base.as_secs_f64() / tier_time.as_secs_f64()
+        mbps(tiered, par),
+        base.as_secs_f64() / tier_time.as_secs_f64(),
+        par.as_secs_f64() / tier_time.as_secs_f64()
     );
 
     // Cold reads: no chunk cached; files 20 apart lie in distinct 64 KiB chunks.

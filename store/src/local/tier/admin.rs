@@ -10,7 +10,7 @@ use serde::Serialize;
 use crate::error::{Result, StoreError};
 use crate::local::records::{decode, parse_version_key, table, Layout, VersionRecord};
 use crate::local::tier::rules::{LifecycleRules, Rule, RECORD as RULES_RECORD};
-use crate::local::tier::worker::load_rules;
+use crate::local::tier::worker::{batch_len, load_rules, BATCH_BYTES};
 use crate::local::tier::{mover, Tier, TierRecord, RECORD};
 use crate::local::worker::RunReport;
 use crate::local::LocalStore;
@@ -121,15 +121,35 @@ impl LocalStore {
             .collect();
         let mut run = RunReport::start(todo.len() as u64, todo.iter().map(|(_, s)| s).sum());
         on_progress(&run);
-        for (id, size) in todo {
-            let got = mover::recall_volume(&self.inner, &tier, id)?;
-            run.items_done += 1;
-            run.bytes_done += size;
-            if got > 0 {
-                run.count("volumes_recalled", 1);
-                run.count("bytes_recalled", got);
+        // Batches of up to the tier's `jobs` volumes (within the lifecycle daemon's memory
+        // budget), downloaded (and their objects deleted) at once.
+        let mut left: Vec<(u64, u64)> = todo.iter().rev().copied().collect();
+        while !left.is_empty() {
+            let sizes: Vec<u64> = left.iter().map(|(_, s)| *s).collect();
+            let n = batch_len(&sizes, tier.record.jobs(), BATCH_BYTES).max(1);
+            let batch = left.split_off(left.len() - n.min(left.len()));
+            let ids: Vec<u64> = batch.iter().map(|(id, _)| *id).collect();
+            let done = mover::recall_volumes(&self.inner, &tier, &ids)?;
+            let mut failed = None;
+            for (id, r) in done.results {
+                let got = match r {
+                    Ok(got) => got,
+                    Err(e) => {
+                        failed.get_or_insert(e);
+                        continue;
+                    }
+                };
+                run.items_done += 1;
+                run.bytes_done += batch.iter().find(|(b, _)| *b == id).map_or(0, |(_, s)| *s);
+                if got > 0 {
+                    run.count("volumes_recalled", 1);
+                    run.count("bytes_recalled", got);
+                }
             }
             on_progress(&run);
+            if let Some(e) = failed {
+                return Err(e);
+            }
         }
         run.finish();
         Ok(run)

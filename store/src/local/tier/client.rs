@@ -1,5 +1,7 @@
-//! The tier's S3 client: whole-object PUT, ranged GET and DELETE of volume objects, on a small
-//! runtime of its own so that the store's blocking code can wait for it from any thread.
+//! The tier's S3 client: whole-object PUT, ranged GET, a streamed BLAKE3 of a whole object (the
+//! read-back check of an upload, which never holds a second copy) and DELETE of volume objects,
+//! on a small runtime of its own so that the store's blocking code can wait for it from any
+//! thread, several threads at once (the tier's parallel moves).
 //!
 //! It rides on [`crate::s3::S3Store`] (retries with backoff, error mapping: an endpoint that
 //! does not answer is `Unavailable` after the SDK's attempts), opened on first use and again
@@ -143,6 +145,24 @@ mod imp {
             self.run(async move { s.get(&k, GetOptions::default()).await?.bytes().await })
         }
 
+        /// The size and BLAKE3 of the whole object `key`, hashed as it streams in.
+        pub fn hash(&self, key: &str) -> Result<(u64, [u8; 32])> {
+            use futures::StreamExt;
+            let s = self.store()?;
+            let k = key.to_string();
+            self.run(async move {
+                let mut body = s.get(&k, GetOptions::default()).await?.body.into_stream();
+                let mut h = blake3::Hasher::new();
+                let mut len = 0u64;
+                while let Some(chunk) = body.next().await {
+                    let chunk = chunk?;
+                    len += chunk.len() as u64;
+                    h.update(&chunk);
+                }
+                Ok((len, *h.finalize().as_bytes()))
+            })
+        }
+
         /// Deletes object `key` (a missing one is fine).
         pub fn delete(&self, key: &str) -> Result<()> {
             let s = self.store()?;
@@ -185,6 +205,9 @@ mod imp {
             Err(missing())
         }
         pub fn get(&self, _key: &str) -> Result<Bytes> {
+            Err(missing())
+        }
+        pub fn hash(&self, _key: &str) -> Result<(u64, [u8; 32])> {
             Err(missing())
         }
         pub fn delete(&self, _key: &str) -> Result<()> {

@@ -1,19 +1,20 @@
 //! Garbage collection in the remote tier, for gc's compaction phase (local/gc.rs):
 //!
-//! * a tiered volume none of whose blobs is left (every one reached refs 0 and was reclaimed)
-//!   is deleted: its record durably, then its object ([`delete_volume`]);
+//! * tiered volumes none of whose blobs is left (every one reached refs 0 and was reclaimed)
+//!   are deleted, several at once ([`delete_volumes`]): their records durably, then their
+//!   objects, at most the tier's `jobs` DELETEs in flight;
 //! * a tiered volume with much garbage is compacted **remote to remote** ([`compact_volume`]):
 //!   its live blob regions are read (ranged GETs through the read cache, each verified by its
 //!   checksums), packed into a new volume image under a new volume id, uploaded to that id's
-//!   hashed key, read back and checked; then one durable metadata batch points the blobs at
+//!   hashed key, read back (streamed) and checked; then one durable metadata batch points the blobs at
 //!   the new volume, adds its record and removes the old one; the old object goes last.
 //!   Compacting in the bucket (rather than recalling the volume and letting the lifecycle
 //!   daemon tier it again) never needs local disk space for cold data and keeps the data cold;
 //!   it costs the GETs of the live regions and one PUT of them.
 //!
-//! Both are crash-safe through the intent checkpoint `tier-gc` ([`GcIntent`]), written before
-//! the first remote write and cleared after the last; [`resolve`] finishes or rolls back what
-//! a crash left, before gc's next remote work:
+//! Both are crash-safe through the intent checkpoint `tier-gc` (a list of [`GcIntent`], one per
+//! volume), written before the first remote write and cleared after the last; [`resolve`]
+//! finishes or rolls back what a crash left, intent by intent, before gc's next remote work:
 //!
 //! | intent | records | state | resolution |
 //! | --- | --- | --- | --- |
@@ -28,7 +29,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, StoreError};
 use crate::local::records::{Layout, RemoteObject, VolumeRecord, VolumeState};
-use crate::local::tier::{object_key, Tier};
+use crate::local::tier::{object_key, parallel, Tier};
 use crate::local::volume::{now_nanos, volume_header, BlobLocation, VOLUME_HEADER_LEN};
 use crate::local::Inner;
 
@@ -69,8 +70,10 @@ pub fn resolution(intent: Option<&GcIntent>, old_exists: bool, new_exists: bool)
     }
 }
 
-fn save_intent(inner: &Inner, intent: Option<&GcIntent>) -> Result<()> {
-    inner.meta.save_checkpoint(INTENT, &intent)?;
+/// Saves the steps in flight durably: postcard's list, for zero or one step the same bytes as
+/// the `Option<GcIntent>` earlier builds wrote (so their checkpoints read unchanged).
+fn save_intents(inner: &Inner, intents: &[GcIntent]) -> Result<()> {
+    inner.meta.save_checkpoint(INTENT, &intents)?;
     inner.meta.flush()
 }
 
@@ -84,14 +87,11 @@ fn test_pause() {
     }
 }
 
-/// Finishes or rolls back what a crash left in flight.
-pub(crate) fn resolve(inner: &Inner, tier: &Tier) -> Result<()> {
-    let Some(intent) = inner.meta.checkpoint::<Option<GcIntent>>(INTENT)?.flatten() else {
-        return Ok(());
-    };
+/// Finishes or rolls back one step.
+fn resolve_one(inner: &Inner, tier: &Tier, intent: &GcIntent) -> Result<()> {
     let old = inner.disks.record(intent.old).is_some();
     let new = intent.new != 0 && inner.disks.record(intent.new).is_some();
-    match resolution(Some(&intent), old, new) {
+    match resolution(Some(intent), old, new) {
         GcResolution::Nothing => {}
         GcResolution::DeleteOld => {
             tier.client.delete(&intent.old_key)?;
@@ -104,32 +104,81 @@ pub(crate) fn resolve(inner: &Inner, tier: &Tier) -> Result<()> {
         new = intent.new,
         "resolved an interrupted remote gc step"
     );
-    save_intent(inner, None)
+    Ok(())
 }
 
-/// Deletes tiered volume `id`, which has no blob left. Returns the object's size.
-pub(crate) fn delete_volume(inner: &Inner, tier: &Tier, id: u64) -> Result<u64> {
-    let Some(rec) = inner.disks.record(id) else {
-        return Ok(0);
+/// Finishes or rolls back what a crash left in flight (what fails stays for the next time).
+pub(crate) fn resolve(inner: &Inner, tier: &Tier) -> Result<()> {
+    let intents = inner
+        .meta
+        .checkpoint::<Vec<GcIntent>>(INTENT)?
+        .unwrap_or_default();
+    if intents.is_empty() {
+        return Ok(());
+    }
+    for (n, intent) in intents.iter().enumerate() {
+        if let Err(e) = resolve_one(inner, tier, intent) {
+            save_intents(inner, &intents[n..])?;
+            return Err(e);
+        }
+    }
+    save_intents(inner, &[])
+}
+
+/// Deletes the tiered volumes `ids`, which have no blob left: their records (durably), then
+/// their objects, at most the tier's `jobs` at once. Per volume: the object's size (0: not a
+/// tiered volume) or why its object could not be deleted (its intent stays; the next
+/// [`resolve`] deletes it).
+pub(crate) fn delete_volumes(
+    inner: &Inner,
+    tier: &Tier,
+    ids: &[u64],
+) -> Result<Vec<(u64, Result<u64>)>> {
+    let mut out = Vec::new();
+    let mut todo = Vec::new();
+    for &id in ids {
+        match inner.disks.record(id).map(|r| r.layout) {
+            Some(Layout::Remote(obj)) => todo.push((id, obj)),
+            _ => out.push((id, Ok(0))),
+        }
+    }
+    if todo.is_empty() {
+        return Ok(out);
+    }
+    let intent = |(id, obj): &(u64, RemoteObject)| GcIntent {
+        old: *id,
+        old_key: obj.key.clone(),
+        new: 0,
+        new_key: String::new(),
     };
-    let Layout::Remote(obj) = &rec.layout else {
-        return Ok(0);
-    };
-    save_intent(
-        inner,
-        Some(&GcIntent {
-            old: id,
-            old_key: obj.key.clone(),
-            new: 0,
-            new_key: String::new(),
-        }),
-    )?;
-    inner.disks.delete_volume(&inner.meta, id)?;
-    test_pause();
-    tier.client.delete(&obj.key)?;
-    tier.cache.remove_volume(id);
-    save_intent(inner, None)?;
-    Ok(obj.size)
+    save_intents(inner, &todo.iter().map(intent).collect::<Vec<_>>())?;
+    let mut left = Vec::new();
+    let mut gone = Vec::new();
+    for t in &todo {
+        match inner.disks.delete_volume(&inner.meta, t.0) {
+            Ok(_) => gone.push(t),
+            // Not committed: the next round tries again (resolve leaves it).
+            Err(e) => out.push((t.0, Err(e))),
+        }
+    }
+    if !gone.is_empty() {
+        test_pause();
+    }
+    let deleted = parallel(tier.record.jobs(), &gone, |(_, obj)| {
+        tier.client.delete(&obj.key)
+    });
+    for (t, r) in gone.iter().zip(deleted) {
+        tier.cache.remove_volume(t.0);
+        match r {
+            Ok(()) => out.push((t.0, Ok(t.1.size))),
+            Err(e) => {
+                left.push(intent(t));
+                out.push((t.0, Err(e)));
+            }
+        }
+    }
+    save_intents(inner, &left)?;
+    Ok(out)
 }
 
 /// Where compaction puts each live region in the new volume: packed after the header, in the
@@ -201,21 +250,21 @@ pub(crate) fn compact_volume(
     let moved: u64 = regions.iter().map(|r| r.len() as u64).sum();
     let hash = *blake3::hash(&image).as_bytes();
     let new_key = object_key(&tier.record.prefix, new_id);
-    save_intent(
+    save_intents(
         inner,
-        Some(&GcIntent {
+        &[GcIntent {
             old: id,
             old_key: old_obj.key.clone(),
             new: new_id,
             new_key: new_key.clone(),
-        }),
+        }],
     )?;
     let etag = tier.client.put(&new_key, Bytes::from(image))?;
     test_pause();
-    let back = tier.client.get(&new_key)?;
-    if back.len() as u64 != size || *blake3::hash(&back).as_bytes() != hash {
+    let (len, back) = tier.client.hash(&new_key)?;
+    if len != size || back != hash {
         let _ = tier.client.delete(&new_key);
-        save_intent(inner, None)?;
+        save_intents(inner, &[])?;
         return Err(StoreError::Corrupt {
             what: format!(
                 "compacting volume {id:016x}: the new object read back from {} does not match",
@@ -243,7 +292,7 @@ pub(crate) fn compact_volume(
     test_pause();
     tier.client.delete(&old_obj.key)?;
     tier.cache.remove_volume(id);
-    save_intent(inner, None)?;
+    save_intents(inner, &[])?;
     Ok(Some(Compacted {
         new_volume: new_id,
         moved,

@@ -12,6 +12,8 @@
 //!   daemon, and the store's tier and lifecycle commands ([`admin`]).
 //! * [`scrub`]: scrub's check and repair of tiered volumes; [`gc`]: deleting remote objects
 //!   nothing references and compacting remote volumes with much garbage.
+//! * [`parallel`]: the bounded fan-out (the record's `jobs`, 4 by default) that uploads,
+//!   recalls and remote deletions run in.
 
 pub mod admin;
 pub mod cache;
@@ -25,6 +27,7 @@ pub mod select;
 pub mod worker;
 
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -53,6 +56,19 @@ pub struct TierRecord {
     pub profile: Option<String>,
     /// When it was added (ns since the epoch).
     pub added: u64,
+    /// How many volumes move (upload, recall) or remote objects are deleted at once. Absent in
+    /// records of earlier builds: [`DEFAULT_JOBS`].
+    #[serde(default = "default_jobs")]
+    pub jobs: u32,
+}
+
+/// Volumes moved at once unless the tier says otherwise (`objfs tier add --jobs`).
+pub const DEFAULT_JOBS: u32 = 4;
+/// The most a tier may ask for.
+pub const MAX_JOBS: u32 = 64;
+
+fn default_jobs() -> u32 {
+    DEFAULT_JOBS
 }
 
 impl TierRecord {
@@ -76,6 +92,11 @@ impl TierRecord {
         Ok(r)
     }
 
+    /// Moves at once: the record's `jobs`, within 1..=[`MAX_JOBS`].
+    pub fn jobs(&self) -> usize {
+        self.jobs.clamp(1, MAX_JOBS) as usize
+    }
+
     pub fn encode(&self) -> Result<Vec<u8>> {
         serde_json::to_vec(self).map_err(|e| StoreError::Metadata(format!("tier record: {e}")))
     }
@@ -95,6 +116,47 @@ pub fn object_key(prefix: &str, id: u64) -> String {
     let h = blake3::hash(&id.to_be_bytes());
     let b = h.as_bytes();
     format!("{prefix}{:02x}/{:02x}/{id:016x}", b[0], b[1])
+}
+
+/// Runs `f` on every item, at most `jobs` at once (the calling thread and up to `jobs - 1`
+/// scoped threads taking items in turn); the results come back in the items' order. A thread
+/// that cannot be started only lowers the concurrency.
+pub(crate) fn parallel<T: Sync, R: Send>(
+    jobs: usize,
+    items: &[T],
+    f: impl Fn(&T) -> R + Sync,
+) -> Vec<R> {
+    let next = AtomicUsize::new(0);
+    let work = || {
+        let mut done = Vec::new();
+        loop {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            let Some(item) = items.get(i) else {
+                return done;
+            };
+            done.push((i, f(item)));
+        }
+    };
+    let mut out = std::thread::scope(|s| {
+        let helpers: Vec<_> = (1..jobs.min(items.len()))
+            .filter_map(|_| {
+                std::thread::Builder::new()
+                    .name("objfs-tier-job".into())
+                    .spawn_scoped(s, work)
+                    .ok()
+            })
+            .collect();
+        let mut out = work();
+        for h in helpers {
+            match h.join() {
+                Ok(done) => out.extend(done),
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+        out
+    });
+    out.sort_by_key(|(i, _)| *i);
+    out.into_iter().map(|(_, r)| r).collect()
 }
 
 /// A store's open tier: its record, its client, its read cache.
@@ -156,11 +218,53 @@ mod tests {
             region: None,
             profile: Some("x".into()),
             added: 5,
+            jobs: 7,
         };
         assert_eq!(TierRecord::decode(&r.encode().unwrap()).unwrap(), r);
+        // Records of earlier builds have no `jobs`: the default.
+        let old = br#"{"format":1,"bucket":"b","prefix":"","endpoint":null,"region":null,"profile":null,"added":1}"#;
+        assert_eq!(
+            TierRecord::decode(old).unwrap().jobs(),
+            DEFAULT_JOBS as usize
+        );
+        assert_eq!(
+            TierRecord {
+                jobs: 0,
+                ..r.clone()
+            }
+            .jobs(),
+            1
+        );
+        assert_eq!(
+            TierRecord {
+                jobs: 1000,
+                ..r.clone()
+            }
+            .jobs(),
+            MAX_JOBS as usize
+        );
         let newer = TierRecord { format: 2, ..r };
         assert!(TierRecord::decode(&newer.encode().unwrap()).is_err());
         assert!(TierRecord::decode(b"{").is_err());
         assert_eq!(newer.url(), "s3://b/p/");
+    }
+
+    #[test]
+    fn parallel_runs_every_item_once_in_order_and_at_most_jobs_at_once() {
+        let items: Vec<u64> = (0..50).collect();
+        let now = AtomicUsize::new(0);
+        let peak = AtomicUsize::new(0);
+        let out = parallel(4, &items, |&i| {
+            let n = now.fetch_add(1, Ordering::SeqCst) + 1;
+            peak.fetch_max(n, Ordering::SeqCst);
+            std::thread::sleep(std::time::Duration::from_millis(2));
+            now.fetch_sub(1, Ordering::SeqCst);
+            i * 2
+        });
+        assert_eq!(out, items.iter().map(|i| i * 2).collect::<Vec<_>>());
+        let peak = peak.load(Ordering::SeqCst);
+        assert!((1..=4).contains(&peak), "peak {peak}");
+        assert_eq!(parallel(1, &items, |&i| i), items);
+        assert!(parallel(8, &[] as &[u64], |&i| i).is_empty());
     }
 }

@@ -1,15 +1,17 @@
-//! Moving one sealed volume to the remote tier ([`tier_volume`]) and back ([`recall_volume`]),
-//! so that a crash at any point loses nothing.
+//! Moving sealed volumes to the remote tier ([`tier_volumes`]) and back ([`recall_volumes`]),
+//! several at once (the tier's `jobs`), so that a crash at any point loses nothing.
 //!
-//! Up: the volume's image (its header and every blob region, verified) is uploaded whole to
-//! its hashed key, read back and checked against its BLAKE3, and only then is the volume
-//! record switched to [`Layout::Remote`] and made durable; the local files go last. Down: the
-//! object is downloaded and checked, written as replica files (fsynced), the record switched
-//! back durably, and the object deleted last.
+//! Up: each volume's image (its header and every blob region, verified) is uploaded whole to
+//! its hashed key, read back (streamed, never a second copy in memory) and checked against its
+//! BLAKE3, and only then is the volume record switched to [`Layout::Remote`] and made durable;
+//! the local files go last. Down: the object is downloaded and checked, written as replica
+//! files (fsynced), the record switched back durably, and the object deleted last. A batch
+//! runs its transfers in parallel ([`super::parallel`]) and its commits one by one.
 //!
-//! Each move first records an intent (the checkpoint `tier-move`, [`Intent`]) and clears it
-//! when done. What a crash leaves is resolved by [`resolve`] before the next move (the
-//! lifecycle worker's first step, `tier recall`, `tier remove`):
+//! Each batch first records one intent per volume (the checkpoint `tier-move`, a list of
+//! [`Intent`]) and clears those it finished. What a crash (or a failed transfer) leaves is
+//! resolved by [`resolve`], intent by intent, before the next batch (every batch's first step,
+//! `tier recall`, `tier remove`):
 //!
 //! | intent | record says | state | resolved by |
 //! | --- | --- | --- | --- |
@@ -19,17 +21,19 @@
 //! | down | remote | replicas may be partial | rollback: delete the new replica files |
 //! | down | local | committed | finish: delete the object |
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, StoreError};
 use crate::local::disks::{FileKind, VolumeCatalog};
 use crate::local::records::{Layout, RemoteObject, VolumeRecord, VolumeState};
-use crate::local::tier::{object_key, Tier};
+use crate::local::tier::{object_key, parallel, Tier};
 use crate::local::volume::{self, volume_header, BlobLocation, VOLUME_HEADER_LEN};
 use crate::local::Inner;
 
-/// The checkpoint holding a move in flight.
+/// The checkpoint holding the moves in flight.
 const INTENT: &str = "tier-move";
 
 /// A move in flight (see the module's table).
@@ -70,18 +74,25 @@ pub fn resolution(intent: Option<&Intent>, record: Option<&VolumeRecord>) -> Res
     }
 }
 
-fn save_intent(inner: &Inner, intent: Option<&Intent>) -> Result<()> {
-    inner.meta.save_checkpoint(INTENT, &intent)?;
+/// Saves the moves in flight durably. The list is postcard's (a varint count, then each):
+/// for zero or one move the same bytes as the `Option<Intent>` earlier builds wrote, so their
+/// checkpoints read unchanged.
+fn save_intents(inner: &Inner, intents: &[Intent]) -> Result<()> {
+    inner.meta.save_checkpoint(INTENT, &intents)?;
     inner.meta.flush()
 }
 
-/// Finishes or rolls back what a crash left in flight.
-pub(crate) fn resolve(inner: &Inner, tier: &Tier) -> Result<()> {
-    let Some(intent) = inner.meta.checkpoint::<Option<Intent>>(INTENT)?.flatten() else {
-        return Ok(());
-    };
+fn load_intents(inner: &Inner) -> Result<Vec<Intent>> {
+    Ok(inner
+        .meta
+        .checkpoint::<Vec<Intent>>(INTENT)?
+        .unwrap_or_default())
+}
+
+/// Finishes or rolls back one intent.
+fn resolve_one(inner: &Inner, tier: &Tier, intent: &Intent) -> Result<()> {
     let rec = inner.disks.record(intent.volume);
-    match resolution(Some(&intent), rec.as_ref()) {
+    match resolution(Some(intent), rec.as_ref()) {
         Resolution::Nothing => {}
         Resolution::DeleteObject => tier.client.delete(&intent.key)?,
         Resolution::DeleteLocal => {
@@ -100,7 +111,23 @@ pub(crate) fn resolve(inner: &Inner, tier: &Tier) -> Result<()> {
         up = intent.up,
         "resolved an interrupted tier move"
     );
-    save_intent(inner, None)
+    Ok(())
+}
+
+/// Finishes or rolls back what a crash (or a failed transfer) left in flight. On a failure
+/// the intents not yet resolved stay for the next time.
+pub(crate) fn resolve(inner: &Inner, tier: &Tier) -> Result<()> {
+    let intents = load_intents(inner)?;
+    if intents.is_empty() {
+        return Ok(());
+    }
+    for (n, intent) in intents.iter().enumerate() {
+        if let Err(e) = resolve_one(inner, tier, intent) {
+            save_intents(inner, &intents[n..])?;
+            return Err(e);
+        }
+    }
+    save_intents(inner, &[])
 }
 
 /// Test hook: `OBJFS_TIER_PAUSE_MS` sleeps between the steps of a move (crash tests).
@@ -113,136 +140,282 @@ fn test_pause() {
     }
 }
 
-/// Moves sealed local volume `id` (live blobs `blobs`) to the remote tier. Returns the bytes
-/// uploaded, or 0 when the volume is not eligible (open, already remote, gone).
-pub(crate) fn tier_volume(
-    inner: &Inner,
-    tier: &Tier,
-    id: u64,
-    blobs: &[BlobLocation],
-) -> Result<u64> {
-    let _busy = inner.maintenance();
-    let Some(rec) = inner.disks.record(id) else {
-        return Ok(0);
-    };
-    if rec.state != VolumeState::Sealed || matches!(rec.layout, Layout::Remote(_)) {
-        return Ok(0);
+/// What a batch of moves did.
+#[derive(Debug, Default)]
+pub(crate) struct Batch {
+    /// Per volume: the bytes moved (0: not eligible) or why it failed.
+    pub results: Vec<(u64, Result<u64>)>,
+    /// The most transfers that were in flight at the same time.
+    pub peak: usize,
+}
+
+/// Counts the transfers in flight and their peak.
+#[derive(Default)]
+struct Gauge {
+    now: AtomicUsize,
+    peak: AtomicUsize,
+}
+
+impl Gauge {
+    fn during<R>(&self, f: impl FnOnce() -> R) -> R {
+        let n = self.now.fetch_add(1, Ordering::SeqCst) + 1;
+        self.peak.fetch_max(n, Ordering::SeqCst);
+        let r = f();
+        self.now.fetch_sub(1, Ordering::SeqCst);
+        r
     }
-    let size = rec.size.max(VOLUME_HEADER_LEN);
+}
+
+/// One volume of an upload batch.
+struct Up {
+    id: u64,
+    rec: VolumeRecord,
+    blobs: Vec<BlobLocation>,
+    key: String,
+}
+
+/// The volume's image: its header and every blob region (each verified).
+fn image_of(inner: &Inner, up: &Up) -> Result<Vec<u8>> {
+    let size = up.rec.size.max(VOLUME_HEADER_LEN);
     let mut image = vec![0u8; size as usize];
-    image[..VOLUME_HEADER_LEN as usize].copy_from_slice(&volume_header(id, rec.created));
-    for loc in blobs {
+    image[..VOLUME_HEADER_LEN as usize].copy_from_slice(&volume_header(up.id, up.rec.created));
+    for loc in &up.blobs {
         // Never tier a blob that does not verify: that is scrub's to repair first.
         let region = inner.disks.read_region(loc)?;
         let at = loc.offset as usize;
         let Some(dst) = image.get_mut(at..at + region.len()) else {
             return Err(StoreError::Corrupt {
-                what: format!("blob {} lies outside volume {id:016x}", loc.blob),
+                what: format!("blob {} lies outside volume {:016x}", loc.blob, up.id),
             });
         };
         dst.copy_from_slice(&region);
     }
-    let hash = *blake3::hash(&image).as_bytes();
-    let key = object_key(&tier.record.prefix, id);
-    save_intent(
-        inner,
-        Some(&Intent {
-            volume: id,
-            up: true,
-            key: key.clone(),
-            local: rec.layout.clone(),
-        }),
-    )?;
-    let etag = tier.client.put(&key, Bytes::from(image))?;
-    test_pause();
-    let back = tier.client.get(&key)?;
-    if back.len() as u64 != size || *blake3::hash(&back).as_bytes() != hash {
-        let _ = tier.client.delete(&key);
-        save_intent(inner, None)?;
-        return Err(StoreError::Corrupt {
-            what: format!(
-                "volume {id:016x}: the copy read back from {} does not match what was written",
-                tier.describe(&key)
-            ),
-        });
-    }
-    let tiered = VolumeRecord {
-        layout: Layout::Remote(RemoteObject {
-            key,
-            size,
-            etag,
-            blake3: hash,
-        }),
-        ..rec.clone()
-    };
-    // Only once the remote layout is durable may the local files go.
-    VolumeCatalog::save_volume_durably(&inner.meta, &tiered)?;
-    inner.disks.set_record(tiered);
-    test_pause();
-    inner.disks.forget_handles(id);
-    inner.disks.remove_files(&rec);
-    save_intent(inner, None)?;
-    Ok(size)
+    Ok(image)
 }
 
-/// Brings tiered volume `id` back to local replica files. Returns the bytes downloaded (0 when
-/// it is not remote).
-pub(crate) fn recall_volume(inner: &Inner, tier: &Tier, id: u64) -> Result<u64> {
-    let _busy = inner.maintenance();
-    let Some(rec) = inner.disks.record(id) else {
-        return Ok(0);
-    };
-    let Layout::Remote(obj) = rec.layout.clone() else {
-        return Ok(0);
-    };
-    let bytes = tier.client.get(&obj.key)?;
-    if bytes.len() as u64 != obj.size || *blake3::hash(&bytes).as_bytes() != obj.blake3 {
+/// Uploads one volume and checks the copy the bucket returns; the remote object on success.
+fn upload(inner: &Inner, tier: &Tier, up: &Up) -> Result<RemoteObject> {
+    let image = image_of(inner, up)?;
+    let size = image.len() as u64;
+    let hash = *blake3::hash(&image).as_bytes();
+    let etag = tier.client.put(&up.key, Bytes::from(image))?;
+    test_pause();
+    let (len, back) = tier.client.hash(&up.key)?;
+    if len != size || back != hash {
+        let _ = tier.client.delete(&up.key);
         return Err(StoreError::Corrupt {
             what: format!(
-                "volume {id:016x}: {} does not match its recorded BLAKE3; not recalled",
-                tier.describe(&obj.key)
+                "volume {:016x}: the copy read back from {} does not match what was written",
+                up.id,
+                tier.describe(&up.key)
             ),
         });
     }
-    let disks = inner.disks.pick(inner.disks.replicas());
-    if disks.is_empty() {
-        return Err(StoreError::Unavailable {
-            what: "the store's disks".into(),
-            reason: "no disk in service to recall a volume to".into(),
+    Ok(RemoteObject {
+        key: up.key.clone(),
+        size,
+        etag,
+        blake3: hash,
+    })
+}
+
+/// Moves the sealed local volumes of `batch` (with their live blobs) to the remote tier, the
+/// uploads at most the tier's `jobs` at once. A volume not eligible (open, already remote,
+/// gone) moves 0 bytes. An error of the whole batch (its intents not saved) moved nothing.
+pub(crate) fn tier_volumes(
+    inner: &Inner,
+    tier: &Tier,
+    batch: &[(u64, Vec<BlobLocation>)],
+) -> Result<Batch> {
+    let _busy = inner.maintenance();
+    resolve(inner, tier)?;
+    let mut out = Batch::default();
+    let mut todo = Vec::new();
+    for (id, blobs) in batch {
+        match inner.disks.record(*id) {
+            Some(rec)
+                if rec.state == VolumeState::Sealed && !matches!(rec.layout, Layout::Remote(_)) =>
+            {
+                todo.push(Up {
+                    id: *id,
+                    rec,
+                    blobs: blobs.clone(),
+                    key: object_key(&tier.record.prefix, *id),
+                })
+            }
+            _ => out.results.push((*id, Ok(0))),
+        }
+    }
+    if todo.is_empty() {
+        return Ok(out);
+    }
+    let intent = |u: &Up| Intent {
+        volume: u.id,
+        up: true,
+        key: u.key.clone(),
+        local: u.rec.layout.clone(),
+    };
+    save_intents(inner, &todo.iter().map(intent).collect::<Vec<_>>())?;
+    let gauge = Gauge::default();
+    let uploaded = parallel(tier.record.jobs(), &todo, |u| {
+        gauge.during(|| upload(inner, tier, u))
+    });
+    out.peak = gauge.peak.load(Ordering::SeqCst);
+    // Commit one by one; what fails keeps its intent (resolve deletes its object).
+    let mut left = Vec::new();
+    let mut committed = Vec::new();
+    for (u, r) in todo.iter().zip(uploaded) {
+        let r = r.and_then(|obj| {
+            let tiered = VolumeRecord {
+                layout: Layout::Remote(obj),
+                ..u.rec.clone()
+            };
+            // Only once the remote layout is durable may the local files go.
+            VolumeCatalog::save_volume_durably(&inner.meta, &tiered)?;
+            inner.disks.set_record(tiered);
+            Ok(())
+        });
+        match r {
+            Ok(()) => committed.push(u),
+            Err(e) => {
+                left.push(intent(u));
+                out.results.push((u.id, Err(e)));
+            }
+        }
+    }
+    if !committed.is_empty() {
+        test_pause();
+    }
+    for u in committed {
+        inner.disks.forget_handles(u.id);
+        inner.disks.remove_files(&u.rec);
+        out.results
+            .push((u.id, Ok(u.rec.size.max(VOLUME_HEADER_LEN))));
+    }
+    save_intents(inner, &left)?;
+    Ok(out)
+}
+
+/// One volume of a recall batch.
+struct Down {
+    id: u64,
+    rec: VolumeRecord,
+    obj: RemoteObject,
+    local: Layout,
+    disks: Vec<u32>,
+}
+
+/// Downloads one volume, checks it and writes its replica files (fsynced).
+fn download(inner: &Inner, tier: &Tier, d: &Down) -> Result<()> {
+    let bytes = tier.client.get(&d.obj.key)?;
+    if bytes.len() as u64 != d.obj.size || *blake3::hash(&bytes).as_bytes() != d.obj.blake3 {
+        return Err(StoreError::Corrupt {
+            what: format!(
+                "volume {:016x}: {} does not match its recorded BLAKE3; not recalled",
+                d.id,
+                tier.describe(&d.obj.key)
+            ),
         });
     }
-    let local = Layout::Replicated {
-        disks: disks.clone(),
-    };
-    save_intent(
-        inner,
-        Some(&Intent {
-            volume: id,
-            up: false,
-            key: obj.key.clone(),
-            local: local.clone(),
-        }),
-    )?;
-    for &d in &disks {
-        let path = inner.disks.file_path(id, d, FileKind::Replica);
+    for &disk in &d.disks {
+        let path = inner.disks.file_path(d.id, disk, FileKind::Replica);
         let ctx = |e| StoreError::io(format!("recalling into {}", path.display()), e);
         let f = std::fs::File::create(&path).map_err(ctx)?;
         std::io::Write::write_all(&mut &f, &bytes).map_err(ctx)?;
         f.sync_all().map_err(ctx)?;
-        volume::sync_dir(&inner.disks.path(d))?;
+        volume::sync_dir(&inner.disks.path(disk))?;
     }
-    test_pause();
-    let back = VolumeRecord {
-        layout: local,
-        verified_at: volume::now_nanos(),
-        ..rec
+    Ok(())
+}
+
+/// Brings the tiered volumes `ids` back to local replica files, at most the tier's `jobs` at
+/// once (downloads, then the deletions of the objects). Per volume: the bytes downloaded (0
+/// when it is not remote) or why it failed.
+pub(crate) fn recall_volumes(inner: &Inner, tier: &Tier, ids: &[u64]) -> Result<Batch> {
+    let _busy = inner.maintenance();
+    resolve(inner, tier)?;
+    let mut out = Batch::default();
+    let mut todo = Vec::new();
+    for &id in ids {
+        let Some(rec) = inner.disks.record(id) else {
+            out.results.push((id, Ok(0)));
+            continue;
+        };
+        let Layout::Remote(obj) = rec.layout.clone() else {
+            out.results.push((id, Ok(0)));
+            continue;
+        };
+        let disks = inner.disks.pick(inner.disks.replicas());
+        if disks.is_empty() {
+            return Err(StoreError::Unavailable {
+                what: "the store's disks".into(),
+                reason: "no disk in service to recall a volume to".into(),
+            });
+        }
+        let local = Layout::Replicated {
+            disks: disks.clone(),
+        };
+        todo.push(Down {
+            id,
+            rec,
+            obj,
+            local,
+            disks,
+        });
+    }
+    if todo.is_empty() {
+        return Ok(out);
+    }
+    let intent = |d: &Down| Intent {
+        volume: d.id,
+        up: false,
+        key: d.obj.key.clone(),
+        local: d.local.clone(),
     };
-    VolumeCatalog::save_volume_durably(&inner.meta, &back)?;
-    inner.disks.set_record(back);
-    tier.cache.remove_volume(id);
-    tier.client.delete(&obj.key)?;
-    save_intent(inner, None)?;
-    Ok(obj.size)
+    save_intents(inner, &todo.iter().map(intent).collect::<Vec<_>>())?;
+    let gauge = Gauge::default();
+    let downloaded = parallel(tier.record.jobs(), &todo, |d| {
+        gauge.during(|| download(inner, tier, d))
+    });
+    out.peak = gauge.peak.load(Ordering::SeqCst);
+    // Commit one by one; what fails keeps its intent (resolve deletes its partial replicas).
+    let mut left = Vec::new();
+    let mut committed = Vec::new();
+    for (d, r) in todo.iter().zip(downloaded) {
+        let r = r.and_then(|()| {
+            let back = VolumeRecord {
+                layout: d.local.clone(),
+                verified_at: volume::now_nanos(),
+                ..d.rec.clone()
+            };
+            VolumeCatalog::save_volume_durably(&inner.meta, &back)?;
+            inner.disks.set_record(back);
+            tier.cache.remove_volume(d.id);
+            Ok(())
+        });
+        match r {
+            Ok(()) => committed.push(d),
+            Err(e) => {
+                left.push(intent(d));
+                out.results.push((d.id, Err(e)));
+            }
+        }
+    }
+    if !committed.is_empty() {
+        test_pause();
+    }
+    // The objects go last, in parallel; one that stays keeps its intent.
+    let deleted = parallel(tier.record.jobs(), &committed, |d| {
+        tier.client.delete(&d.obj.key)
+    });
+    for (d, r) in committed.iter().zip(deleted) {
+        if r.is_err() {
+            left.push(intent(d));
+        }
+        out.results.push((d.id, Ok(d.obj.size)));
+    }
+    save_intents(inner, &left)?;
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -302,5 +475,24 @@ mod tests {
             Resolution::DeleteObject
         );
         assert_eq!(resolution(Some(&up), None), Resolution::Nothing);
+    }
+
+    #[test]
+    fn intents_of_earlier_builds_read_as_lists() {
+        let i = Intent {
+            volume: 9,
+            up: true,
+            key: "k".into(),
+            local: Layout::Replicated { disks: vec![0, 1] },
+        };
+        // Earlier builds saved an `Option<Intent>`.
+        let old_some = postcard::to_stdvec(&Some(i.clone())).unwrap();
+        let old_none = postcard::to_stdvec(&None::<Intent>).unwrap();
+        let read = |b: &[u8]| postcard::from_bytes::<Vec<Intent>>(b).unwrap();
+        assert_eq!(read(&old_some), vec![i.clone()]);
+        assert!(read(&old_none).is_empty());
+        assert_eq!(postcard::to_stdvec(&vec![i.clone()]).unwrap(), old_some);
+        let two = vec![i.clone(), Intent { volume: 10, ..i }];
+        assert_eq!(read(&postcard::to_stdvec(&two).unwrap()), two);
     }
 }

@@ -1,6 +1,7 @@
 //! The lifecycle daemon: moves the volumes the lifecycle rules select (select.rs) to the
-//! remote tier, one volume per step, on the one worker pattern (worker.rs: status, throttle,
-//! pause/resume, backoff). While the remote is unreachable its steps fail and the runner backs
+//! remote tier, one batch per step (up to the tier's `jobs` volumes uploaded at once, and at
+//! most [`BATCH_BYTES`] of volume images in memory), on the one worker pattern (worker.rs:
+//! status, throttle, pause/resume, backoff). While the remote is unreachable its steps fail and the runner backs
 //! off and tries again; local reads and writes are not affected. A run is one batch: from the
 //! scan that finds volumes to move until its queue is empty.
 
@@ -18,6 +19,25 @@ const LAST_RUN: &str = "lifecycle-last-run";
 
 /// The lifecycle daemon's name.
 pub const NAME: &str = "lifecycle";
+
+/// The most bytes of volume images one batch holds in memory (a batch takes at least one
+/// volume, whatever its size).
+pub const BATCH_BYTES: u64 = 1 << 30;
+
+/// How many volumes from the end of `sizes` the next batch takes: at most `jobs`, and more
+/// than one only while their sizes stay within `budget` (pure).
+pub fn batch_len(sizes: &[u64], jobs: usize, budget: u64) -> usize {
+    let mut n = 0;
+    let mut bytes = 0u64;
+    for &s in sizes.iter().rev().take(jobs.max(1)) {
+        if n > 0 && bytes.saturating_add(s) > budget {
+            break;
+        }
+        bytes = bytes.saturating_add(s);
+        n += 1;
+    }
+    n
+}
 
 pub struct Lifecycle {
     inner: Arc<Inner>,
@@ -88,27 +108,53 @@ impl Worker for Lifecycle {
             self.run = Some(RunReport::start(found.len() as u64, bytes));
             self.queue = found.into_iter().rev().collect();
         }
-        let Some((id, locs)) = self.queue.last().cloned() else {
+        let sizes: Vec<u64> = self
+            .queue
+            .iter()
+            .map(|(id, _)| self.inner.disks.record(*id).map_or(0, |r| r.size))
+            .collect();
+        let n = batch_len(&sizes, tier.record.jobs(), BATCH_BYTES);
+        let batch = self.queue[self.queue.len() - n..].to_vec();
+        if batch.is_empty() {
             return Ok(Step::Idle);
-        };
-        // A failure (the remote down) leaves the volume queued: the runner backs off and the
-        // next step tries it again.
-        let moved = mover::tier_volume(&self.inner, &tier, id, &locs)?;
-        self.queue.pop();
-        if let Some(run) = &mut self.run {
-            run.items_done += 1;
-            run.bytes_done += moved;
+        }
+        // A failure (the remote down) leaves the volumes that did not move queued: the runner
+        // backs off and the next step tries them again.
+        let done = mover::tier_volumes(&self.inner, &tier, &batch)?;
+        let mut failed = None;
+        let mut moved_ids = Vec::new();
+        for (id, r) in done.results {
+            let moved = match r {
+                Ok(m) => m,
+                Err(e) => {
+                    failed.get_or_insert(e);
+                    continue;
+                }
+            };
+            moved_ids.push(id);
+            if let Some(run) = &mut self.run {
+                run.items_done += 1;
+                run.bytes_done += moved;
+                if moved > 0 {
+                    run.count("volumes_tiered", 1);
+                    run.count("bytes_tiered", moved);
+                }
+            }
             if moved > 0 {
-                run.count("volumes_tiered", 1);
-                run.count("bytes_tiered", moved);
+                tracing::info!(
+                    volume = id,
+                    bytes = moved,
+                    "moved a volume to the remote tier"
+                );
             }
         }
-        if moved > 0 {
-            tracing::info!(
-                volume = id,
-                bytes = moved,
-                "moved a volume to the remote tier"
-            );
+        self.queue.retain(|(id, _)| !moved_ids.contains(id));
+        if let Some(run) = &mut self.run {
+            let peak = run.counters.entry("peak_uploads".into()).or_insert(0);
+            *peak = (*peak).max(done.peak as u64);
+        }
+        if let Some(e) = failed {
+            return Err(e);
         }
         if self.queue.is_empty() {
             self.finish_run()?;
@@ -131,7 +177,7 @@ impl Worker for Lifecycle {
         if let Some(r) = run.or(self.last.as_ref()) {
             p.counters = r.counters.clone();
         }
-        for c in ["volumes_tiered", "bytes_tiered"] {
+        for c in ["volumes_tiered", "bytes_tiered", "peak_uploads"] {
             p.counters.entry(c.into()).or_insert(0);
         }
         p
@@ -141,5 +187,24 @@ impl Worker for Lifecycle {
         self.queue.clear();
         self.run = None;
         self.last = load_last(&self.inner, LAST_RUN);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_takes_up_to_jobs_volumes_within_the_memory_budget() {
+        // The queue is worked from its end.
+        assert_eq!(batch_len(&[1, 1, 1, 1, 1, 1], 4, 100), 4);
+        assert_eq!(batch_len(&[1, 1], 4, 100), 2);
+        assert_eq!(batch_len(&[], 4, 100), 0);
+        assert_eq!(batch_len(&[5, 5, 60, 50], 4, 100), 1);
+        assert_eq!(batch_len(&[5, 5, 40, 50], 4, 100), 4);
+        assert_eq!(batch_len(&[5, 10, 40, 50], 4, 100), 3);
+        // One volume larger than the budget still goes, alone.
+        assert_eq!(batch_len(&[1, 500], 4, 100), 1);
+        assert_eq!(batch_len(&[1, 1, 1], 0, 100), 1);
     }
 }
