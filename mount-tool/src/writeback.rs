@@ -10,8 +10,8 @@
 //! write_through`) turns it off: a close returns once the bucket has the file.
 //!
 //! An upload the bucket refuses for good (403, a missing bucket, a request it calls invalid)
-//! stays in the journal, shown by `status` as failed; `objfs writeback retry MNT` (or the next
-//! mount) tries it again.
+//! stays in the journal, shown by `status` as failed (also after a remount: the journal records
+//! the refusal); `objfs writeback retry MNT` tries it again.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -118,8 +118,8 @@ pub fn drain(wb: &WriteBack) {
             failed = s.failed.len(),
             pending = s.changes,
             journal = %wb.journal_dir().display(),
-            "uploads the bucket refused stay in the journal: they are tried again at the next \
-             mount"
+            "uploads the bucket refused stay in the journal, failed (also at the next mount): \
+             fix the cause, then `objfs writeback retry`"
         );
     } else {
         warn!(
@@ -193,7 +193,7 @@ pub fn status_text(v: &Value) -> String {
     if n > 0 {
         out.push_str(&format!(
             "  FAILED:     {n} upload(s) refused by the bucket, kept in the journal ({} change(s) \
-             wait behind them); fix the cause, then `objfs writeback retry` or mount again\n",
+             wait behind them); fix the cause, then `objfs writeback retry`\n",
             v["blocked"].as_u64().unwrap_or(0)
         ));
         for f in v["failed"].as_array().into_iter().flatten() {
@@ -225,7 +225,8 @@ Examples:
   objfs writeback retry s3://b --endpoint http://127.0.0.1:3900
 
 A refused upload stays in the journal (nothing acknowledged is dropped) and holds back the
-later changes of its file; the next mount of the bucket tries it again too.";
+later changes of its file; it stays failed at the next mount of the bucket too (the journal
+records the refusal), until `objfs writeback retry`.";
 
 /// `objfs writeback`.
 #[derive(Debug, Args)]

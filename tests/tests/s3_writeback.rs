@@ -279,26 +279,75 @@ async fn a_refused_upload_stays_in_the_journal_until_retried() {
     assert_eq!(journal_entries(dir.path()), 0);
 }
 
-/// A journal whose changes were refused is tried again when it is opened again (the next
-/// mount).
+/// A refusal is recorded in the journal: after the journal is closed and opened again (a
+/// remount) the change is still failed, with the bucket's error and time, and not tried,
+/// even though the bucket would take it now; `retry_failed` uploads it and the record goes.
+/// A journal without such records (written before they existed) is uploaded at open.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn refused_changes_are_retried_at_the_next_open() {
+async fn refused_changes_stay_failed_across_an_open_until_retried() {
     let dir = tempfile::tempdir().unwrap();
     let bucket: Arc<dyn ObjectStore> = Arc::new(MemoryStore::new());
     let faults = Arc::new(FaultStore::new(bucket.clone()));
+    faults.add(Rule::always(Op::Put, Fault::Refuse).on_prefix("deny/"));
+    let before = {
+        let w = WriteBack::open(faults.clone(), WriteBackConfig::new(dir.path())).unwrap();
+        w.put("deny/k", b"one".to_vec().into(), PutOptions::default())
+            .await
+            .unwrap();
+        let s = wait_settled(&w);
+        assert_eq!(s.failed.len(), 1, "{s:?}");
+        s.failed[0].clone()
+    };
+    let records = |d: &std::path::Path| {
+        std::fs::read_dir(d)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.path().extension().is_some_and(|x| x == "failed"))
+            .count()
+    };
+    assert_eq!(records(dir.path()), 1, "the refusal is recorded");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    faults.clear();
+    let w = WriteBack::open(faults.clone(), WriteBackConfig::new(dir.path())).unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let s = w.summary();
+    assert_eq!(s.failed, vec![before], "failed again after the open: {s:?}");
+    assert!(s.failed[0].error.contains("AccessDenied"), "{s:?}");
+    assert!(s.settled() && s.changes == 1, "{s:?}");
+    assert!(
+        bucket.head("deny/k", None).await.is_err(),
+        "a recorded refusal is not tried at open"
+    );
+    assert_eq!(read(&w, "deny/k").await, b"one", "still readable");
+    assert_eq!(w.retry_failed(), 1);
+    wait_drained(&w);
+    assert_eq!(read(bucket.as_ref(), "deny/k").await, b"one");
+    assert_eq!(records(dir.path()), 0);
+    assert_eq!(journal_entries(dir.path()), 0);
+    drop(w);
+    // A journal with no records (as every journal before them) is uploaded at open.
+    tokio::time::sleep(Duration::from_millis(300)).await;
     faults.add(Rule::always(Op::Put, Fault::Refuse));
     {
         let w = WriteBack::open(faults.clone(), WriteBackConfig::new(dir.path())).unwrap();
-        w.put("k", b"one".to_vec().into(), PutOptions::default())
+        w.put("old", b"two".to_vec().into(), PutOptions::default())
             .await
             .unwrap();
         assert_eq!(wait_settled(&w).failed.len(), 1);
+    }
+    for e in std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+    {
+        if e.path().extension().is_some_and(|x| x == "failed") {
+            std::fs::remove_file(e.path()).unwrap();
+        }
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     faults.clear();
     let w = WriteBack::open(faults.clone(), WriteBackConfig::new(dir.path())).unwrap();
     wait_drained(&w);
-    assert_eq!(read(bucket.as_ref(), "k").await, b"one");
+    assert_eq!(read(bucket.as_ref(), "old").await, b"two");
 }
 
 /// A pending delete (or the source of a pending rename) under a common prefix: once the

@@ -176,8 +176,10 @@ fn wait_writeback(
 
 /// The bucket deleted under a mount while a file is open: its close is acknowledged (the
 /// journal has it), the upload is refused for good (`NoSuchBucket`) and not retried; `objfs
-/// status` names it, with the S3 error, in text and JSON. Once the bucket is made again,
-/// `objfs writeback retry` uploads it, and the bucket holds the bytes.
+/// status` names it, with the S3 error, in text and JSON. The refusal is kept in the
+/// journal: the mount is unmounted, the bucket made again and mounted again, and `status`
+/// still shows the change FAILED with the same error (not tried at the remount); `objfs
+/// writeback retry` then uploads it, and the bucket holds the bytes.
 #[test]
 fn a_refused_upload_is_shown_by_status_and_retried_on_request() {
     use objfs_store::s3::{create_bucket, delete_bucket, set_versioning};
@@ -207,12 +209,35 @@ fn a_refused_upload_is_shown_by_status_and_retried_on_request() {
             "{text}"
         );
         assert_eq!(fs::read(mp.join("kept.txt")).unwrap(), b"acknowledged\n");
+        m.stop();
         rt.block_on(async {
             create_bucket(&cfg).await.expect("make the bucket again");
             if server.versioned {
                 set_versioning(&cfg, true).await.expect("versioning on");
             }
         });
+        let mut m = mount(&server, &bucket, dir.path());
+        std::thread::sleep(std::time::Duration::from_secs(1));
+        let again = wait_writeback(&server, &mp, "the refusal after the remount", |wb| {
+            wb["failed_count"].as_u64() == Some(1)
+        });
+        assert_eq!(again["failed"][0]["key"], "kept.txt", "{again}");
+        assert_eq!(
+            again["failed"][0]["error"], wb["failed"][0]["error"],
+            "{again}"
+        );
+        let text = server.objfs_ok(&["status", &mp.display().to_string()]);
+        assert!(
+            text.contains("FAILED") && text.contains("NoSuchBucket"),
+            "{}: after the remount: {text}",
+            server.name
+        );
+        assert_eq!(fs::read(mp.join("kept.txt")).unwrap(), b"acknowledged\n");
+        assert!(
+            rt.block_on(store.head("kept.txt", None)).is_err(),
+            "{}: a recorded refusal is not tried at the remount",
+            server.name
+        );
         let out = server.objfs_ok(&["writeback", "retry", &mp.display().to_string()]);
         assert!(out.contains("1 refused upload"), "{out}");
         wait_writeback(&server, &mp, "the retry", |wb| {

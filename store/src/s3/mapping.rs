@@ -48,7 +48,11 @@ pub fn name_to_s3(name: &str) -> Result<String> {
         )));
     }
     match name.strip_prefix(AMZ_META) {
-        Some(rest) if !rest.is_empty() && !rest.starts_with(RAW) => Ok(rest.to_string()),
+        Some(rest)
+            if !rest.is_empty() && !rest.starts_with(RAW) && rest != super::blocksum::META_NAME =>
+        {
+            Ok(rest.to_string())
+        }
         _ => Ok(format!("{RAW}{name}")),
     }
 }
@@ -101,10 +105,11 @@ pub fn metadata_to_s3(meta: &Metadata) -> Result<HashMap<String, String>> {
         .collect()
 }
 
-/// S3 user metadata as store metadata.
+/// S3 user metadata as store metadata (the block checksums, the backend's own, left out).
 pub fn metadata_from_s3(meta: Option<&HashMap<String, String>>) -> Metadata {
     meta.into_iter()
         .flatten()
+        .filter(|(k, _)| !k.eq_ignore_ascii_case(super::blocksum::META_NAME))
         .map(|(k, v)| (name_from_s3(k), value_from_s3(v)))
         .collect()
 }
@@ -269,12 +274,19 @@ mod tests {
             ("empty", "objfs.empty"),
             ("x-amz-meta-objfs.x", "objfs.x-amz-meta-objfs.x"),
             ("x-amz-meta-", "objfs.x-amz-meta-"),
+            // The backend's own entry is not a store name's.
+            ("x-amz-meta-objfs-blocks", "objfs.x-amz-meta-objfs-blocks"),
         ] {
             assert_eq!(name_to_s3(store).unwrap(), s3, "{store}");
             assert_eq!(name_from_s3(s3), store, "{s3}");
         }
         // Written by another tool (S3 lowercases).
         assert_eq!(name_from_s3("Foo"), "x-amz-meta-foo");
+        let mut m = HashMap::new();
+        m.insert("objfs-blocks".to_string(), "1:20:0:x:".to_string());
+        m.insert("mode".to_string(), "33188".to_string());
+        let back = metadata_from_s3(Some(&m));
+        assert_eq!(back.keys().collect::<Vec<_>>(), ["x-amz-meta-mode"]);
         assert!(name_to_s3("Upper").is_err());
         assert!(name_to_s3("sp ace").is_err());
         assert!(name_to_s3("").is_err());

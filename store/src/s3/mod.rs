@@ -12,6 +12,7 @@
 //! endpoints.
 
 mod admin;
+mod blocksum;
 mod capacity;
 mod client;
 mod errors;

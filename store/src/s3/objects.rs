@@ -18,6 +18,7 @@ use futures::StreamExt;
 
 use aws_sdk_s3::primitives::ByteStream;
 
+use super::blocksum::{self, BlockSums};
 use super::errors::{self, Failure};
 use super::mapping::{self, clean_etag, quoted_etag, time_from_s3};
 use super::{S3Store, S3_MAX_COPY_SIZE};
@@ -123,6 +124,16 @@ impl S3Store {
         full: &str,
         version: Option<&VersionId>,
     ) -> Result<ObjectInfo> {
+        Ok(self.head_with_sums(key, full, version).await?.0)
+    }
+
+    /// [`Self::head_full`], and the version's block checksums entry as it is stored, if any.
+    pub(super) async fn head_with_sums(
+        &self,
+        key: &str,
+        full: &str,
+        version: Option<&VersionId>,
+    ) -> Result<(ObjectInfo, Option<String>)> {
         let ctx = self.ctx("HeadObject", key).version(version);
         self.check_version_possible(ctx, version)?;
         let out = self
@@ -144,7 +155,8 @@ impl S3Store {
             modified: out.last_modified(),
             metadata: out.metadata(),
         };
-        self.pinned_info(ctx, key, version, d)
+        let entry = blocksum::raw_entry(out.metadata()).map(str::to_string);
+        Ok((self.pinned_info(ctx, key, version, d)?, entry))
     }
 
     /// The version an answer describes, which must be the one asked for (`version`): in a
@@ -264,12 +276,18 @@ impl S3Store {
         };
         let pre = self.precondition(key, &full, &opts.condition).await?;
         let len = first.len() as i64;
+        let (md5, entry) = blocksum::sums_of(first.clone(), meta.clone()).await?;
+        let mut meta = meta;
+        if let Some(e) = entry {
+            meta.insert(blocksum::META_NAME.to_string(), e);
+        }
         let mut req = self
             .client
             .put_object()
             .bucket(&self.bucket)
             .key(&full)
             .content_length(len)
+            .content_md5(aws_smithy_types::base64::encode(md5))
             .body(ByteStream::from(first))
             .set_metadata(Some(meta));
         req = match &pre {
@@ -402,7 +420,11 @@ impl S3Store {
         if got.end - got.start != length {
             return Err(short(&what, length, got.end - got.start));
         }
+        let sums = blocksum::sums_in(out.metadata(), &info);
         let body = checked(out.body, length, what.clone());
+        if let Some(sums) = sums.filter(|_| want.start < want.end) {
+            return Ok(self.get_verified(key, &full, info, sums, (got, want), body, what));
+        }
         if got.start != want.start || got.end > want.end {
             // Not the range we asked for: take what we want out of it.
             let all = Body::Stream(body).collect().await?;
@@ -432,6 +454,46 @@ impl S3Store {
             range: want,
             body: Body::Stream(Box::pin(body.chain(rest))),
         })
+    }
+
+    /// The bytes `want` of a version with block checksums, `body` being the first answer's
+    /// (bytes `got`): read from the boundaries of the blocks that cover `want`, every block
+    /// checked before its bytes are returned (blocksum.rs). When the first answer does not
+    /// start at a block boundary (a read not aligned to the blocks), the covering blocks are
+    /// fetched again, pinned to the version and its ETag.
+    #[allow(clippy::too_many_arguments)]
+    fn get_verified(
+        &self,
+        key: &str,
+        full: &str,
+        info: ObjectInfo,
+        sums: BlockSums,
+        (got, want): (Range<u64>, Range<u64>),
+        body: ByteStream2,
+        what: String,
+    ) -> GetResult {
+        let span = sums.span(&want);
+        let (span, stream): (Range<u64>, ByteStream2) = if got.start == span.start {
+            // The first answer starts the span: the rest follows it (all of what came is
+            // checked, also past the span when a server sent more than asked).
+            let span = span.start..span.end.max(got.end);
+            let rest = self.ranges_after(key, full, &info, got.end..span.end);
+            (span, Box::pin(body.chain(rest)))
+        } else {
+            drop(body);
+            let all = self.ranges_after(key, full, &info, span.clone());
+            (span, all)
+        };
+        let checked = blocksum::verified(stream, sums, span.clone(), what);
+        GetResult {
+            info,
+            range: want.clone(),
+            body: Body::Stream(blocksum::trimmed(
+                checked,
+                want.start - span.start,
+                want.end - want.start,
+            )),
+        }
     }
 
     /// The ranges of `span` as a stream of bytes, `concurrency` requests in flight.
@@ -580,23 +642,32 @@ impl S3Store {
         opts: CopyOptions,
     ) -> Result<ObjectInfo> {
         let sfull = self.full_key(src)?;
-        let source = self
-            .head_full(src, &sfull, opts.source_version.as_ref())
+        let (source, entry) = self
+            .head_with_sums(src, &sfull, opts.source_version.as_ref())
             .await?;
-        self.copy_from(&source, &sfull, dst, opts).await
+        self.copy_from(&source, entry, &sfull, dst, opts).await
     }
 
-    /// Copies `source` (the version of the full key `sfull` a HEAD just described) to `dst`.
+    /// Copies `source` (the version of the full key `sfull` a HEAD just described, with its
+    /// block checksums entry `entry`) to `dst`; a copy with new metadata keeps the entry (the
+    /// bytes are the same).
     async fn copy_from(
         &self,
         source: &ObjectInfo,
+        entry: Option<String>,
         sfull: &str,
         dst: &str,
         opts: CopyOptions,
     ) -> Result<ObjectInfo> {
         let dfull = self.full_key(dst)?;
         let meta = match &opts.metadata {
-            Some(m) => Some(mapping::metadata_to_s3(m)?),
+            Some(m) => {
+                let mut m = mapping::metadata_to_s3(m)?;
+                if let Some(e) = entry {
+                    m.insert(blocksum::META_NAME.to_string(), e);
+                }
+                Some(m)
+            }
             None => None,
         };
         // Checked here even where the server honours the headers: some ignore them on copies.
@@ -698,7 +769,7 @@ impl S3Store {
         opts: RenameOptions,
     ) -> Result<ObjectInfo> {
         let sfull = self.full_key(src)?;
-        let source = self.head_full(src, &sfull, None).await?;
+        let (source, entry) = self.head_with_sums(src, &sfull, None).await?;
         if let Some(v) = &opts.source_version {
             if *v != source.version {
                 return Err(StoreError::PreconditionFailed {
@@ -713,7 +784,7 @@ impl S3Store {
             condition: opts.condition,
             durable: opts.durable,
         };
-        let info = self.copy_from(&source, &sfull, dst, copy).await?;
+        let info = self.copy_from(&source, entry, &sfull, dst, copy).await?;
         self.client
             .delete_object()
             .bucket(&self.bucket)

@@ -7,6 +7,10 @@
 //! torn `.wb`; a `.wb` whose checksum fails (a power loss before an unsynced entry reached the
 //! disk, or a damaged disk) is moved to `corrupt/` and reported, never uploaded or read.
 //! Removing an uploaded entry is an unlink: there is no log to compact.
+//!
+//! A change the bucket refused for good is recorded beside its entry in `SEQ.failed` (the
+//! keys, when and the bucket's error), so that the next open shows it failed again instead of
+//! forgetting why; the entry itself is never rewritten. Removing the entry removes that file.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -392,6 +396,144 @@ impl JournalDir {
     }
 }
 
+/// The first bytes of a failure file (`SEQ.failed`).
+pub const FAIL_MAGIC: &[u8; 4] = b"OWBF";
+/// The failure file format this code writes (and the only one it reads).
+pub const FAIL_FORMAT: u8 = 1;
+
+/// One change of an entry that the bucket refused for good, as a failure file keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub key: String,
+    pub since: SystemTime,
+    /// The bucket's error, with its S3 code.
+    pub error: String,
+}
+
+fn ns_of(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+/// The bytes of the failure file of entry `seq`.
+pub fn encode_failed(seq: u64, refusals: &[Refusal]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64);
+    out.extend_from_slice(FAIL_MAGIC);
+    out.push(FAIL_FORMAT);
+    out.extend_from_slice(&[0, 0, 0]);
+    out.extend_from_slice(&seq.to_le_bytes());
+    out.extend_from_slice(&(refusals.len() as u32).to_le_bytes());
+    for r in refusals {
+        put_str(&mut out, &r.key);
+        out.extend_from_slice(&ns_of(r.since).to_le_bytes());
+        put_str(&mut out, &r.error);
+    }
+    let sum = blake3::hash(&out);
+    out.extend_from_slice(sum.as_bytes());
+    out
+}
+
+/// Decodes a failure file: the entry's sequence number and its refused changes.
+pub fn decode_failed(bytes: &[u8]) -> Result<(u64, Vec<Refusal>)> {
+    if bytes.len() < 8 + SUM_LEN || &bytes[..4] != FAIL_MAGIC {
+        return Err(bad("failure file: not one (magic)"));
+    }
+    if bytes[4] != FAIL_FORMAT {
+        return Err(bad(format!("failure file: unknown format {}", bytes[4])));
+    }
+    let (data, sum) = bytes.split_at(bytes.len() - SUM_LEN);
+    if blake3::hash(data).as_bytes() != sum {
+        return Err(bad("failure file: checksum mismatch"));
+    }
+    let mut c = Cursor { b: data, at: 8 };
+    let seq = c.u64()?;
+    let n = c.u32()?;
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let key = c.string()?;
+        let since = UNIX_EPOCH + Duration::from_nanos(c.u64()?);
+        out.push(Refusal {
+            key,
+            since,
+            error: c.string()?,
+        });
+    }
+    if c.at != data.len() {
+        return Err(bad("failure file: trailing bytes"));
+    }
+    Ok((seq, out))
+}
+
+/// The failure file beside the entry file `entry`.
+fn failed_path_of(entry: &Path) -> PathBuf {
+    entry.with_extension("failed")
+}
+
+impl JournalDir {
+    /// Records that the bucket refused these changes of entry `seq` for good (replacing what
+    /// was recorded of it): written to a temporary name, fsynced, renamed into place.
+    pub fn write_failed(&self, seq: u64, refusals: &[Refusal]) -> Result<()> {
+        let path = failed_path_of(&self.entry_path(seq));
+        let tmp = self.dir.join(format!("{seq:016x}.failed.tmp"));
+        let mut f = File::create(&tmp).map_err(|e| io(&tmp, "cannot create", e))?;
+        f.write_all(&encode_failed(seq, refusals))
+            .and_then(|()| f.sync_all())
+            .map_err(|e| io(&tmp, "cannot write", e))?;
+        drop(f);
+        fs::rename(&tmp, &path).map_err(|e| io(&path, "cannot rename into", e))?;
+        self.sync_dir()
+    }
+
+    /// Forgets every recorded refusal (their changes are tried again); how many files.
+    pub fn clear_failed(&self) -> Result<usize> {
+        let rd = fs::read_dir(&self.dir).map_err(|e| io(&self.dir, "cannot read", e))?;
+        let mut n = 0;
+        for p in rd.filter_map(|e| e.ok().map(|e| e.path())) {
+            if p.extension().is_some_and(|x| x == "failed") {
+                fs::remove_file(&p).map_err(|e| io(&p, "cannot remove", e))?;
+                n += 1;
+            }
+        }
+        if n > 0 {
+            self.sync_dir()?;
+        }
+        Ok(n)
+    }
+
+    /// Every failure file whose entry is still there, by sequence number. A failure file
+    /// without its entry (the entry was uploaded or superseded, and a crash came before the
+    /// failure file went) is removed; one that fails its check is removed and reported (its
+    /// changes are then tried again, which loses nothing).
+    pub fn failures(&self) -> Result<(Vec<(u64, Vec<Refusal>)>, Vec<SetAside>)> {
+        let rd = fs::read_dir(&self.dir).map_err(|e| io(&self.dir, "cannot read", e))?;
+        let mut paths: Vec<PathBuf> = rd
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "failed"))
+            .collect();
+        paths.sort();
+        let mut found = Vec::new();
+        let mut damaged = Vec::new();
+        for path in paths {
+            let entry = path.with_extension("wb");
+            let decoded = fs::read(&path)
+                .map_err(|e| io(&path, "cannot read", e))
+                .and_then(|b| decode_failed(&b));
+            match decoded {
+                Ok((seq, r)) if entry.exists() && entry == self.entry_path(seq) => {
+                    found.push((seq, r))
+                }
+                Ok(_) => remove(&path),
+                Err(e) => {
+                    remove(&path);
+                    damaged.push((path, e));
+                }
+            }
+        }
+        Ok((found, damaged))
+    }
+}
+
 /// Reads `range` (relative to the body) of the body of the entry at `path`.
 pub fn read_body(path: &Path, body_offset: u64, range: std::ops::Range<u64>) -> Result<Vec<u8>> {
     let mut f = File::open(path).map_err(|e| io(path, "cannot open", e))?;
@@ -403,11 +545,18 @@ pub fn read_body(path: &Path, body_offset: u64, range: std::ops::Range<u64>) -> 
     Ok(buf)
 }
 
-/// Removes an uploaded entry's file.
+/// Removes the failure file of entry `seq` in the journal directory `dir`.
+pub fn remove_failed(dir: &Path, seq: u64) {
+    remove(&failed_path_of(&dir.join(format!("{seq:016x}.wb"))));
+}
+
+/// Removes an uploaded entry's file, and its failure file if it has one.
 pub fn remove(path: &Path) {
-    if let Err(e) = fs::remove_file(path) {
-        if e.kind() != std::io::ErrorKind::NotFound {
-            tracing::warn!("write-back journal: cannot remove {}: {e}", path.display());
+    for p in [path.to_path_buf(), failed_path_of(path)] {
+        if let Err(e) = fs::remove_file(&p) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!("write-back journal: cannot remove {}: {e}", p.display());
+            }
         }
     }
 }
@@ -511,5 +660,40 @@ mod tests {
             read_body(&f.path, f.decoded.body_offset, 1..3).unwrap(),
             b"ne"
         );
+    }
+
+    #[test]
+    fn refusals_are_kept_beside_their_entry_and_go_with_it() {
+        let t = tempfile::tempdir().unwrap();
+        let j = JournalDir::open(t.path()).unwrap();
+        let h = header(Op::Put {
+            key: "k".into(),
+            id: "p".into(),
+        });
+        let (entry, _) = j.write(&h, b"body", false).unwrap();
+        let r = Refusal {
+            key: "k".into(),
+            since: UNIX_EPOCH + Duration::from_nanos(1_700_000_000_000_000_001),
+            error: "AccessDenied: no (HTTP 403)".into(),
+        };
+        j.write_failed(7, std::slice::from_ref(&r)).unwrap();
+        // An orphan (its entry is gone) and a damaged one are removed at open.
+        j.write_failed(9, std::slice::from_ref(&r)).unwrap();
+        let mut damaged = encode_failed(10, std::slice::from_ref(&r));
+        damaged[20] ^= 1;
+        fs::write(t.path().join("000000000000000a.failed"), damaged).unwrap();
+        fs::write(t.path().join("000000000000000a.wb"), b"x").unwrap();
+        let (found, bad_files) = j.failures().unwrap();
+        assert_eq!(found, vec![(7, vec![r.clone()])]);
+        assert_eq!(bad_files.len(), 1);
+        assert!(!t.path().join("0000000000000009.failed").exists());
+        assert!(!t.path().join("000000000000000a.failed").exists());
+        // Removing the entry removes its failure file; clearing removes them all.
+        j.write_failed(8, std::slice::from_ref(&r)).unwrap();
+        remove(&entry);
+        assert!(!t.path().join("0000000000000007.failed").exists());
+        assert_eq!(j.clear_failed().unwrap(), 1);
+        let cut = encode_failed(7, &[r]);
+        assert!(decode_failed(&cut[..cut.len() - 1]).is_err());
     }
 }

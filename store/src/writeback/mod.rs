@@ -21,7 +21,8 @@
 //! is `null`, as the bucket's are, and only a key's last change is uploaded.
 //!
 //! The journal (journal.rs; docs/FORMAT.md) is replayed when the decorator opens: pending
-//! changes are visible at once and uploaded. [`WriteBack::summary`] tells what is pending;
+//! changes are visible at once and uploaded, except those the bucket refused for good before
+//! (recorded beside their entries), which stay failed until [`WriteBack::retry_failed`]. [`WriteBack::summary`] tells what is pending;
 //! [`WriteBack::wait_drained`] waits for the uploads (unmount).
 
 mod journal;
@@ -107,6 +108,23 @@ impl Shared {
     pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
+
+    /// The change `p` was refused for good: its key is failed, and the refusal is recorded
+    /// beside its entry (under the state's lock, so a retry cannot come between the two).
+    pub(crate) fn record_failure(&self, p: &Pending, error: String) {
+        let mut st = self.lock();
+        if !st.fail(p, error) {
+            return;
+        }
+        let refusals = st.refusals_of(p.seq);
+        if let Err(e) = self.journal.write_failed(p.seq, &refusals) {
+            error!(
+                key = %p.key,
+                "write-back journal: cannot record the refusal (shown failed until the mount \
+                 ends, then tried again at the next one): {e}"
+            );
+        }
+    }
 }
 
 /// The write-back decorator over a remote store.
@@ -188,12 +206,44 @@ impl WriteBack {
             let file = entry_file(&d.header.op, f.path.clone(), d.body_offset, d.body_len);
             self.apply(&mut st, &d.header, file, &d.etag);
         }
+        self.restore_failures(&mut st)?;
         if !found.is_empty() {
             info!(
                 changes = st.changes,
                 bytes = st.bytes,
                 "write-back journal replayed: uploading what it holds"
             );
+        }
+        Ok(())
+    }
+
+    /// Marks failed again the changes whose refusal the journal recorded (they wait for
+    /// `objfs writeback retry`, as they did before the journal was closed).
+    fn restore_failures(&self, st: &mut State) -> Result<()> {
+        let (failures, damaged) = self.shared.journal.failures()?;
+        for (path, e) in &damaged {
+            error!(
+                "write-back journal: a failure record failed its check and was removed ({}); \
+                 its changes are tried again: {e}",
+                path.display()
+            );
+        }
+        for (seq, refusals) in failures {
+            let mut kept = Vec::new();
+            for r in refusals {
+                if st.restore_failed(seq, &r.key, &r.error, r.since) {
+                    error!(
+                        key = %r.key,
+                        "write-back: the bucket refused this change before; it stays in the \
+                         journal, failed, until `objfs writeback retry`: {}",
+                        r.error
+                    );
+                    kept.push(r);
+                }
+            }
+            if kept.is_empty() {
+                journal::remove_failed(self.shared.journal.path(), seq);
+            }
         }
         Ok(())
     }
@@ -363,7 +413,13 @@ impl WriteBack {
     /// Makes the uploader try again every change the bucket refused for good (after the
     /// cause was fixed: a bucket policy, a bucket made again); how many keys.
     pub fn retry_failed(&self) -> usize {
-        let n = self.shared.lock().retry_failed();
+        let n = {
+            let mut st = self.shared.lock();
+            if let Err(e) = self.shared.journal.clear_failed() {
+                error!("write-back journal: cannot forget the recorded refusals: {e}");
+            }
+            st.retry_failed()
+        };
         if n > 0 {
             info!(keys = n, "write-back: trying the failed uploads again");
             self.shared.wake.notify_one();

@@ -129,8 +129,8 @@ pub struct Summary {
     pub oldest: Option<SystemTime>,
     /// The last upload failure, while uploads are failing (and being retried).
     pub failing: Option<String>,
-    /// Changes refused for good, by key (not retried until [`super::WriteBack::retry_failed`]
-    /// or the next open of the journal).
+    /// Changes refused for good, by key (not retried until [`super::WriteBack::retry_failed`];
+    /// recorded in the journal, so a later open shows them failed too).
     pub failed: Vec<Failed>,
     /// Changes held back by the failed ones (later changes of the same keys, and the delete
     /// halves of renames whose copy failed), the failed ones included.
@@ -204,8 +204,9 @@ impl State {
         }
     }
 
-    /// The change `p` (in flight) was refused for good: it stays, its key waits.
-    pub fn fail(&mut self, p: &Pending, error: String) {
+    /// The change `p` (in flight) was refused for good: it stays, its key waits. `false` when
+    /// it was superseded meanwhile (then the next change is tried instead).
+    pub fn fail(&mut self, p: &Pending, error: String) -> bool {
         self.in_flight.remove(&p.key);
         let still = self
             .keys
@@ -215,7 +216,7 @@ impl State {
         if !still {
             // Superseded meanwhile (a bucket without versioning): the next change is tried.
             self.ready.push_back(p.key.clone());
-            return;
+            return false;
         }
         let failed = Failed {
             key: p.key.clone(),
@@ -224,6 +225,37 @@ impl State {
             since: SystemTime::now(),
         };
         self.failed.insert(p.key.clone(), failed);
+        true
+    }
+
+    /// A refusal recorded in the journal (found at open): `key` is failed again if entry
+    /// `seq` still holds its first change; whether it does.
+    pub fn restore_failed(&mut self, seq: u64, key: &str, error: &str, since: SystemTime) -> bool {
+        let front = self.keys.get(key).and_then(|q| q.front()).map(|f| f.seq);
+        if front != Some(seq) {
+            return false;
+        }
+        let failed = Failed {
+            key: key.to_string(),
+            seq,
+            error: error.to_string(),
+            since,
+        };
+        self.failed.insert(key.to_string(), failed);
+        true
+    }
+
+    /// The refused changes of entry `seq`, as its failure file records them.
+    pub fn refusals_of(&self, seq: u64) -> Vec<super::journal::Refusal> {
+        self.failed
+            .values()
+            .filter(|f| f.seq == seq)
+            .map(|f| super::journal::Refusal {
+                key: f.key.clone(),
+                since: f.since,
+                error: f.error.clone(),
+            })
+            .collect()
     }
 
     /// Forgets every failure, so that the uploader tries those changes again; how many.

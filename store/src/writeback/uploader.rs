@@ -4,8 +4,8 @@
 //! A failure that may pass (the bucket down, throttling, a 5xx, a timeout, an unknown error)
 //! is retried with backoff for as long as it lasts; one that cannot (see [`permanent`]: 403,
 //! a missing bucket, a request the bucket calls invalid) stops that key: its change stays in
-//! the journal, logged and shown by `status` as failed, until it is retried on request or at
-//! the next open of the journal.
+//! the journal, logged and shown by `status` as failed (also after a restart: the refusal is
+//! recorded in the journal), until it is retried on request.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -112,9 +112,9 @@ async fn upload(shared: &Shared, p: Pending) {
                     entry = %p.file.path.display(),
                     tries = tries + 1,
                     "write-back: the bucket refused an upload; it stays in the journal and is \
-                     not retried until `objfs writeback retry` or the next mount: {e}"
+                     not retried until `objfs writeback retry`: {e}"
                 );
-                shared.lock().fail(&p, e.to_string());
+                shared.record_failure(&p, e.to_string());
                 shared.progress.notify_waiters();
                 shared.wake.notify_one();
                 return;
