@@ -401,6 +401,9 @@ pub const FAIL_MAGIC: &[u8; 4] = b"OWBF";
 /// The failure file format this code writes (and the only one it reads).
 pub const FAIL_FORMAT: u8 = 1;
 
+/// The refusals recorded for one journal entry, by its sequence number.
+pub type Failures = (u64, Vec<Refusal>);
+
 /// One change of an entry that the bucket refused for good, as a failure file keeps it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {
@@ -505,7 +508,7 @@ impl JournalDir {
     /// without its entry (the entry was uploaded or superseded, and a crash came before the
     /// failure file went) is removed; one that fails its check is removed and reported (its
     /// changes are then tried again, which loses nothing).
-    pub fn failures(&self) -> Result<(Vec<(u64, Vec<Refusal>)>, Vec<SetAside>)> {
+    pub fn failures(&self) -> Result<(Vec<Failures>, Vec<SetAside>)> {
         let rd = fs::read_dir(&self.dir).map_err(|e| io(&self.dir, "cannot read", e))?;
         let mut paths: Vec<PathBuf> = rd
             .filter_map(|e| e.ok().map(|e| e.path()))
