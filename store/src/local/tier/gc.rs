@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, StoreError};
 use crate::local::records::{Layout, RemoteObject, VolumeRecord, VolumeState};
-use crate::local::tier::{object_key, parallel, Tier};
+use crate::local::tier::{object_key, parallel, resolve_in_order, Tier};
 use crate::local::volume::{now_nanos, volume_header, BlobLocation, VOLUME_HEADER_LEN};
 use crate::local::Inner;
 
@@ -113,16 +113,11 @@ pub(crate) fn resolve(inner: &Inner, tier: &Tier) -> Result<()> {
         .meta
         .checkpoint::<Vec<GcIntent>>(INTENT)?
         .unwrap_or_default();
-    if intents.is_empty() {
-        return Ok(());
-    }
-    for (n, intent) in intents.iter().enumerate() {
-        if let Err(e) = resolve_one(inner, tier, intent) {
-            save_intents(inner, &intents[n..])?;
-            return Err(e);
-        }
-    }
-    save_intents(inner, &[])
+    resolve_in_order(
+        &intents,
+        |intent| resolve_one(inner, tier, intent),
+        |rest| save_intents(inner, rest),
+    )
 }
 
 /// Deletes the tiered volumes `ids`, which have no blob left: their records (durably), then

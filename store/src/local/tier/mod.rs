@@ -184,6 +184,25 @@ impl Tier {
     }
 }
 
+/// Resolves the intents a crash (or a failed transfer) left, in order. At the first failure
+/// the intents from it on are saved for the next time; when all are resolved, none are left.
+pub(crate) fn resolve_in_order<T>(
+    intents: &[T],
+    mut resolve_one: impl FnMut(&T) -> Result<()>,
+    save: impl Fn(&[T]) -> Result<()>,
+) -> Result<()> {
+    if intents.is_empty() {
+        return Ok(());
+    }
+    for (n, intent) in intents.iter().enumerate() {
+        if let Err(e) = resolve_one(intent) {
+            save(&intents[n..])?;
+            return Err(e);
+        }
+    }
+    save(&[])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

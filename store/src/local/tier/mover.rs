@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Result, StoreError};
 use crate::local::disks::{FileKind, VolumeCatalog};
 use crate::local::records::{Layout, RemoteObject, VolumeRecord, VolumeState};
-use crate::local::tier::{object_key, parallel, Tier};
+use crate::local::tier::{object_key, parallel, resolve_in_order, Tier};
 use crate::local::volume::{self, volume_header, BlobLocation, VOLUME_HEADER_LEN};
 use crate::local::Inner;
 
@@ -118,16 +118,11 @@ fn resolve_one(inner: &Inner, tier: &Tier, intent: &Intent) -> Result<()> {
 /// the intents not yet resolved stay for the next time.
 pub(crate) fn resolve(inner: &Inner, tier: &Tier) -> Result<()> {
     let intents = load_intents(inner)?;
-    if intents.is_empty() {
-        return Ok(());
-    }
-    for (n, intent) in intents.iter().enumerate() {
-        if let Err(e) = resolve_one(inner, tier, intent) {
-            save_intents(inner, &intents[n..])?;
-            return Err(e);
-        }
-    }
-    save_intents(inner, &[])
+    resolve_in_order(
+        &intents,
+        |intent| resolve_one(inner, tier, intent),
+        |rest| save_intents(inner, rest),
+    )
 }
 
 /// Test hook: `OBJFS_TIER_PAUSE_MS` sleeps between the steps of a move (crash tests).
