@@ -31,7 +31,7 @@ use objfs_store::{ListPage, ListRequest, ObjectInfo, ObjectStore};
 
 use crate::attr::{Attrs, Kind, META_MODE};
 use crate::error::FsResult;
-use crate::inode::SNAPDIR;
+use crate::inode::{RESERVED, SNAPDIR};
 
 /// Entries kept behind the furthest offset read.
 pub const SLACK: usize = 1024;
@@ -302,6 +302,7 @@ impl DirHandle {
             && name != ".."
             && name.len() <= NAME_MAX
             && !(self.hide_snapdir && name == SNAPDIR)
+            && !(self.prefix.is_empty() && name == RESERVED)
     }
 
     /// Releases held-back files that sort before `key` as directories.

@@ -38,6 +38,12 @@ pub const ROOT: u64 = 1;
 /// The name of the snapshot directory in the root of every mount.
 pub const SNAPDIR: &str = ".snapshots";
 
+/// The name at the store's root that the mount keeps for itself: the keys under `.objfs/`
+/// hold what is not the user's (staged checkpoints of files being written in the local
+/// store; S3 keeps its records there and refuses the prefix). It is never listed, a lookup of
+/// it is ENOENT and making it is EPERM, in the live tree and in every view of the past.
+pub const RESERVED: &str = ".objfs";
+
 /// Which tree an inode belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum View {

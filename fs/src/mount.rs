@@ -115,6 +115,7 @@ pub fn mount(
     let options = mount_options(&cfg);
     tracing::info!(store = %store.describe(), mountpoint = %mountpoint.display(), "mounting");
     let fs = ObjFs::new(store, cfg);
+    rt.block_on(fs.clear_stage());
     spawn_times_flusher(rt.handle(), &fs);
     let adapter = Adapter::new(fs.clone(), rt.handle().clone());
     let mut session = Session::new(adapter, mountpoint, &options)?;

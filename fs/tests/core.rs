@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use common::*;
-use objfs_fs::{FsConfig, Kind, ObjFs, SetAttr, SetTime};
+use objfs_fs::{FsConfig, FsError, Kind, ObjFs, SetAttr, SetTime};
 use objfs_store::memory::MemoryStore;
 use objfs_store::{Body, ListRequest, ObjectStore, PutOptions};
 
@@ -914,6 +914,7 @@ async fn differential(seed: u64, min_part: u64) -> TestResult {
     let mut rng = Lcg(seed);
     let mut model: Vec<u8> = Vec::new();
     let ino = write_file(&fs, 1, "f", &model).await;
+    let mut committed = model.clone();
     let mut fh = fs.open(ino, libc::O_RDWR).await?;
     for step in 0..300 {
         match rng.below(10) {
@@ -952,9 +953,13 @@ async fn differential(seed: u64, min_part: u64) -> TestResult {
                     "seed {seed} step {step} read {off}+{len}"
                 );
             }
-            8 => fs.flush(ino, fh).await?,
+            8 => {
+                fs.flush(ino, fh).await?;
+                committed = model.clone();
+            }
             _ => {
                 fs.release(ino, fh).await?;
+                committed = model.clone();
                 assert_eq!(
                     read_file(&fs, ino).await,
                     model,
@@ -964,8 +969,18 @@ async fn differential(seed: u64, min_part: u64) -> TestResult {
             }
         }
         assert_eq!(fs.getattr(ino).await?.size, model.len() as u64);
+        if store.features().zero_copy {
+            // Checkpoints are staged: the store's current version is what the last commit
+            // made (what a crash of the mount would leave), whatever was written since.
+            let current = store.get("f", Default::default()).await?.bytes().await?;
+            assert!(
+                current[..] == committed[..],
+                "seed {seed} step {step}: the current version is not the last commit"
+            );
+        }
     }
     fs.release(ino, fh).await?;
+    assert_eq!(staged_versions(store.as_ref()).await, 0);
     assert_eq!(read_file(&fs, ino).await, model);
     // A new core on the same store reads the same bytes.
     let fs2 = new_fs(store.clone(), small_cfg());
@@ -1081,5 +1096,139 @@ async fn setattr_racing_release_is_never_lost() -> TestResult {
         }
     }
     assert!(wrong.is_empty(), "files with lost attributes: {wrong:?}");
+    Ok(())
+}
+
+/// Every version under the staging prefix (what writers staged and did not remove).
+async fn staged_versions(store: &dyn ObjectStore) -> usize {
+    let req = objfs_store::ListVersionsRequest {
+        prefix: objfs_fs::write::STAGE_PREFIX.to_string(),
+        ..Default::default()
+    };
+    store
+        .list_versions(&req)
+        .await
+        .expect("list")
+        .versions
+        .len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkpoint_is_staged_not_the_current_version() -> TestResult {
+    let store = CountingStore::new();
+    let fs = new_fs(store.clone(), small_cfg());
+    let chunk = 64 * 1024usize;
+    let old = pattern(4 * chunk, 1);
+    let ino = write_file(&fs, 1, "f", &old).await;
+    let v_old = store.head("f", None).await?.version;
+
+    // Overwrite chunk 0 whole (it is uploaded at once), then patch it: a checkpoint.
+    let fh = fs.open(ino, libc::O_RDWR).await?;
+    let mut data = old.clone();
+    let new0 = pattern(chunk, 7);
+    fs.write(ino, fh, 0, &new0).await?;
+    data[..chunk].copy_from_slice(&new0);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    fs.write(ino, fh, 100, b"patch").await?;
+    data[100..105].copy_from_slice(b"patch");
+    // The checkpoint did not touch the file's key: its current version is still the old one,
+    // and the staged version is there instead.
+    assert_eq!(store.head("f", None).await?.version, v_old);
+    let got = store.get("f", Default::default()).await?.bytes().await?;
+    assert_eq!(
+        &got[..],
+        &old[..],
+        "a crash now would find the previous version"
+    );
+    assert_eq!(staged_versions(store.as_ref()).await, 1);
+    // The mount reads what was written.
+    assert_eq!(&fs.read(ino, fh, 0, 200).await?[..], &data[..200]);
+    fs.flush(ino, fh).await?;
+    fs.release(ino, fh).await?;
+    assert_eq!(read_file(&fs, ino).await, data);
+    assert_ne!(store.head("f", None).await?.version, v_old);
+    assert_eq!(
+        staged_versions(store.as_ref()).await,
+        0,
+        "the commit removes what it staged"
+    );
+    assert_eq!(store.list_multipart_uploads("").await?.len(), 0);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_file_checkpointed_is_not_in_the_store_until_its_close() -> TestResult {
+    let store = CountingStore::new();
+    let fs = new_fs(store.clone(), small_cfg());
+    let chunk = 64 * 1024usize;
+    let (e, fh) = fs.create(1, os("n"), 0o100644, libc::O_RDWR, ME).await?;
+    let mut data = pattern(3 * chunk, 3);
+    fs.write(e.ino, fh, 0, &data).await?;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    fs.write(e.ino, fh, 10, b"HEADER").await?;
+    data[10..16].copy_from_slice(b"HEADER");
+    assert_eq!(
+        errno(store.head("n", None).await.map_err(FsError::from)),
+        libc::ENOENT
+    );
+    // The mount shows it meanwhile, with its size.
+    assert_eq!(fs.getattr(e.ino).await?.size, data.len() as u64);
+    fs.release(e.ino, fh).await?;
+    assert_eq!(read_file(&fs, e.ino).await, data);
+    assert_eq!(staged_versions(store.as_ref()).await, 0);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_commit_after_a_checkpoint_keeps_the_previous_version() -> TestResult {
+    let store = CountingStore::new();
+    let fs = new_fs(store.clone(), small_cfg());
+    let chunk = 64 * 1024usize;
+    let old = pattern(3 * chunk, 5);
+    let ino = write_file(&fs, 1, "f", &old).await;
+    let fh = fs.open(ino, libc::O_RDWR).await?;
+    fs.write(ino, fh, 0, &pattern(chunk, 8)).await?;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    fs.write(ino, fh, 5, b"x").await?;
+    store.fail_uploads.store(true, Ordering::SeqCst);
+    fs.write(ino, fh, chunk as u64, &pattern(chunk, 9))
+        .await
+        .ok();
+    assert_eq!(errno(fs.flush(ino, fh).await), libc::EIO);
+    store.fail_uploads.store(false, Ordering::SeqCst);
+    fs.release(ino, fh).await.ok();
+    assert_eq!(read_file(&fs, ino).await, old);
+    assert_eq!(staged_versions(store.as_ref()).await, 0);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reserved_root_name_is_hidden_and_refused() -> TestResult {
+    let store = Arc::new(MemoryStore::new());
+    put(store.as_ref(), ".objfs/stage/left-1", b"left over").await;
+    put(store.as_ref(), "a", b"a").await;
+    let fs = new_fs(store.clone(), small_cfg());
+    let names: Vec<String> = list_dir(&fs, 1).await.into_iter().map(|(n, _)| n).collect();
+    assert_eq!(names, vec!["a".to_string()]);
+    assert_eq!(errno(lookup(&fs, ".objfs").await), libc::ENOENT);
+    assert_eq!(
+        errno(fs.create(1, os(".objfs"), 0o100644, libc::O_RDWR, ME).await),
+        libc::EPERM
+    );
+    assert_eq!(
+        errno(fs.mkdir(1, os(".objfs"), 0o755, ME).await),
+        libc::EPERM
+    );
+    // Below the root the name is an ordinary one.
+    let d = fs.mkdir(1, os("d"), 0o755, ME).await?;
+    write_file(&fs, d.ino, ".objfs", b"mine").await;
+    assert_eq!(
+        read_file(&fs, lookup(&fs, "d/.objfs").await?.ino).await,
+        b"mine"
+    );
+    // What an earlier mount staged goes at the next mount.
+    fs.clear_stage().await;
+    assert_eq!(staged_versions(store.as_ref()).await, 0);
+    assert_eq!(store.head("a", None).await?.size, 1);
     Ok(())
 }

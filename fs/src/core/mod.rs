@@ -30,7 +30,7 @@ use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Instant, SystemTime};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use objfs_store::{
     Body, Condition, CopyOptions, ErrorKind, Metadata, ObjectInfo, ObjectStore, PutOptions,
@@ -166,6 +166,19 @@ impl ObjFs {
             uploads: Arc::new(Semaphore::new(UPLOAD_SLOTS)),
             part_size: cfg.part_size.max(1) as u64,
             min_part: features.min_part_size,
+            // Checkpoints are staged where a copy shares data (see `write`'s module doc).
+            stage: (features.zero_copy
+                && features.versioning
+                && !cfg.read_only
+                && cfg.at.is_none())
+            .then(|| {
+                format!(
+                    "{:x}",
+                    now.duration_since(UNIX_EPOCH)
+                        .unwrap_or_default()
+                        .as_nanos()
+                )
+            }),
         };
         let mut cfg = cfg;
         let mut inodes = InodeTable::new();
@@ -195,6 +208,22 @@ impl ObjFs {
             notifier: Mutex::new(None),
             cfg,
         })
+    }
+
+    /// Removes what writers of an earlier mount staged and never committed (the mount died):
+    /// run before the mount serves. A failure is logged, not fatal (the staged versions are
+    /// only garbage; the next mount tries again).
+    pub async fn clear_stage(&self) {
+        if self.wctx.stage.is_none() {
+            return;
+        }
+        match crate::write::clear_stage(self.store.as_ref()).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(removed = n, "removed checkpoints an earlier mount staged"),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot remove the checkpoints an earlier mount staged")
+            }
+        }
     }
 
     /// The configuration.

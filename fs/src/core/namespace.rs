@@ -57,6 +57,9 @@ impl ObjFs {
             return r;
         }
         let name = check_name(name)?;
+        if self.is_reserved(parent, name) {
+            return Err(FsError::NotFound(name.to_string()));
+        }
         if self.in_past(parent, Some(name)) {
             return self.lookup_past(parent, name).await;
         }

@@ -34,7 +34,7 @@ use super::{is_not_found, marker_of, Attr, Entry, Found, ObjFs};
 use crate::attr::{Attrs, Kind};
 use crate::dirhandle::{DirEntry, DirHandle, Listing};
 use crate::error::{FsError, FsResult};
-use crate::inode::{View, ROOT, SNAPDIR};
+use crate::inode::{View, RESERVED, ROOT, SNAPDIR};
 
 /// Permission bits of `.snapshots` and of the root of each view (read-only directories).
 const SNAP_DIR_PERM: u32 = 0o555;
@@ -104,7 +104,27 @@ impl ObjFs {
         if self.in_past(ino, name) {
             return Err(FsError::ReadOnly);
         }
+        if ino == ROOT && name == Some(RESERVED) {
+            return Err(FsError::NotPermitted(format!(
+                "{RESERVED} is reserved for the store's own keys"
+            )));
+        }
         Ok(())
+    }
+
+    /// Whether `name` in `parent` is the reserved [`RESERVED`] at the root of the store (in
+    /// the live tree or in a view of a moment): it is never looked up.
+    pub(super) fn is_reserved(&self, parent: u64, name: &str) -> bool {
+        if name != RESERVED {
+            return false;
+        }
+        if parent == ROOT {
+            return true;
+        }
+        let Ok(t) = self.table() else {
+            return false;
+        };
+        matches!(t.view_key(parent), Some((View::At(_), k)) if k.is_empty())
     }
 
     /// The attributes of `.snapshots` and of the root of a view of moment `at`.

@@ -21,8 +21,15 @@
 //! file that would outgrow 5000 chunks fails with EFBIG.
 //!
 //! A write to (or a read of, or a truncate into) a chunk already uploaded, whose bytes were
-//! given back, first *checkpoints*: the upload so far is completed into a version that
-//! becomes the base, and a new upload starts. That is correct and rare.
+//! given back, first *checkpoints*: the upload so far is completed into a version that the
+//! file's bytes are read from from then on, and a new upload starts. That is correct and rare.
+//! Where copies share data (the local and memory stores), the upload and its checkpoints go
+//! to a *staging key* under `.objfs/stage/` (a name the mount never shows) and the commit
+//! copies the result to the file's key, so a checkpoint is never the file's current version:
+//! a crash before the commit leaves the previous version, as DESIGN.md's ruling says, and the
+//! staged versions are removed for good once the commit is made (or at the next mount,
+//! [`clear_stage`]). Elsewhere (S3, where a copy moves the bytes again) the upload is the
+//! file's own and a checkpoint completes it into a version of the file.
 //!
 //! Errors: a failed background upload is remembered; later writes fail with it and the next
 //! flush/fsync/release reports it, drops the buffered data and aborts the upload: the previous
@@ -70,6 +77,40 @@ pub struct WriteCtx {
     pub part_size: u64,
     /// The backend's minimum part size (0: none).
     pub min_part: u64,
+    /// Uploads and checkpoints go to a staging key under [`STAGE_PREFIX`] named with this
+    /// (unique to the mount), when the store's copies share data; `None` elsewhere.
+    pub stage: Option<String>,
+}
+
+/// Where writers stage their uploads and checkpoints (under the reserved root name).
+pub const STAGE_PREFIX: &str = ".objfs/stage/";
+
+/// Removes for good every version under [`STAGE_PREFIX`] and aborts every upload there: what
+/// writers of an earlier mount staged and did not commit (it died). Run before a mount serves
+/// (no writer of its own exists yet). Returns how many versions and uploads went.
+pub async fn clear_stage(store: &dyn ObjectStore) -> FsResult<usize> {
+    let mut n = 0;
+    for u in store.list_multipart_uploads(STAGE_PREFIX).await? {
+        store.abort_multipart(&u.key, &u.upload_id).await?;
+        n += 1;
+    }
+    let mut req = objfs_store::ListVersionsRequest {
+        prefix: STAGE_PREFIX.to_string(),
+        ..Default::default()
+    };
+    loop {
+        let page = store.list_versions(&req).await?;
+        for v in &page.versions {
+            store.delete_version(&v.key, v.version.clone()).await?;
+            n += 1;
+        }
+        if page.next_key_marker.is_none() {
+            break;
+        }
+        req.key_marker = page.next_key_marker;
+        req.version_marker = page.next_version_marker;
+    }
+    Ok(n)
 }
 
 struct DirtyChunk {
@@ -110,9 +151,17 @@ pub struct Writer {
     pub id: u64,
     /// The key the next version goes to (follows renames).
     pub key: String,
-    /// The previous version, or none for a new file.
+    /// The file's current version as this writer made or found it, or none for a new file.
     pub base: Option<ObjectInfo>,
-    /// Bytes `[0, base_valid)` of the file equal the base's where not dirty; past it, zeros.
+    /// The last checkpoint, a version of `stage_key` (not the file's): the file's bytes are
+    /// read from it, not from `base`, until the next commit.
+    staged: Option<ObjectInfo>,
+    /// The staging key of this writer, when the store stages (see the module doc).
+    stage_key: Option<String>,
+    /// Staged versions no longer needed, removed after the next commit or checkpoint.
+    garbage: Vec<ObjectInfo>,
+    /// Bytes `[0, base_valid)` of the file equal the source's (the staged checkpoint, else
+    /// the base) where not dirty; past it, zeros.
     base_valid: u64,
     /// Size of the file.
     pub size: u64,
@@ -159,6 +208,12 @@ impl Writer {
             id,
             key,
             base,
+            staged: None,
+            stage_key: ctx
+                .stage
+                .as_ref()
+                .map(|s| format!("{STAGE_PREFIX}{s}-{id}")),
+            garbage: Vec::new(),
             base_valid: base_size,
             size: base_size,
             attrs,
@@ -182,14 +237,20 @@ impl Writer {
         self.chunk
     }
 
-    /// Whether bytes were written (or the size changed) since the last commit.
+    /// Whether bytes were written (or the size changed) since the last commit (a staged
+    /// checkpoint holds some).
     pub fn is_data_dirty(&self) -> bool {
-        self.data_dirty
+        self.data_dirty || self.staged.is_some()
     }
 
     /// Whether there is anything to commit.
     pub fn is_dirty(&self) -> bool {
-        self.data_dirty || self.meta_dirty
+        self.is_data_dirty() || self.meta_dirty
+    }
+
+    /// Where the file's bytes not in buffers come from: the staged checkpoint, else the base.
+    fn source(&self) -> Option<&ObjectInfo> {
+        self.staged.as_ref().or(self.base.as_ref())
     }
 
     /// Bytes held in buffers now.
@@ -482,21 +543,18 @@ impl Writer {
             return Ok(u.clone());
         }
         let meta = self.build_meta(None);
+        let key = self.stage_key.clone().unwrap_or_else(|| self.key.clone());
         let id = ctx
             .store
             .create_multipart(
-                &self.key,
+                &key,
                 PutOptions {
                     metadata: meta.clone(),
                     ..Default::default()
                 },
             )
             .await?;
-        let u = Upload {
-            id,
-            key: self.key.clone(),
-            meta,
-        };
+        let u = Upload { id, key, meta };
         self.upload = Some(u.clone());
         Ok(u)
     }
@@ -579,7 +637,7 @@ impl Writer {
         out_start: u64,
         range: Range<u64>,
     ) -> FsResult<()> {
-        let Some(base) = &self.base else {
+        let Some(base) = self.source() else {
             return Ok(());
         };
         let end = range.end.min(self.base_valid);
@@ -647,16 +705,58 @@ impl Writer {
         m
     }
 
-    /// Completes the upload so far into a version that becomes the base. A failure is
-    /// remembered (and reported by the next flush) as well as returned.
+    /// Completes the upload so far into a version the file's bytes are read from from then on:
+    /// a staged version where the store stages (the file's current version stays), else a
+    /// version of the file. A failure is remembered (and reported by the next flush) as well
+    /// as returned.
     pub async fn checkpoint(&mut self, ctx: &WriteCtx) -> FsResult<()> {
         self.stats.checkpoints += 1;
-        match self.commit(ctx, false).await {
-            Ok(_) => Ok(()),
+        let r = match self.stage_key.clone() {
+            Some(stage) => self.stage(ctx, &stage).await,
+            None => self.commit(ctx, false).await.map(|_| ()),
+        };
+        match r {
+            Ok(()) => Ok(()),
             Err(e) => {
                 let d = e.duplicate();
                 self.error = Some(e);
                 Err(d)
+            }
+        }
+    }
+
+    /// A checkpoint into the staging key `stage`.
+    async fn stage(&mut self, ctx: &WriteCtx, stage: &str) -> FsResult<()> {
+        self.poll_uploads();
+        if let Some(e) = self.error.take() {
+            self.reset(ctx).await;
+            return Err(e);
+        }
+        if self.unlinked {
+            self.reset(ctx).await;
+            return Ok(());
+        }
+        if !self.data_dirty {
+            return Ok(());
+        }
+        match self.write_version(ctx, stage, false).await {
+            Ok(info) => {
+                if let Some(old) = self.staged.replace(info.clone()) {
+                    self.garbage.push(old);
+                }
+                self.size = info.size;
+                self.base_valid = info.size;
+                self.chunks.clear();
+                self.uploading.clear();
+                self.upload = None;
+                self.data_dirty = false;
+                self.drop_garbage(ctx).await;
+                Ok(())
+            }
+            Err(e) => {
+                tracing::error!(key = %self.key, error = %e, "checkpoint failed; the previous version stays");
+                self.reset(ctx).await;
+                Err(e)
             }
         }
     }
@@ -679,9 +779,11 @@ impl Writer {
             }
             return Ok(None);
         }
-        match self.commit_inner(ctx, durable).await {
+        let key = self.key.clone();
+        match self.write_version(ctx, &key, durable).await {
             Ok(info) => {
                 self.after_commit(&info);
+                self.drop_garbage(ctx).await;
                 Ok(Some(info))
             }
             Err(e) => {
@@ -694,6 +796,9 @@ impl Writer {
 
     fn after_commit(&mut self, info: &ObjectInfo) {
         self.base = Some(info.clone());
+        if let Some(s) = self.staged.take() {
+            self.garbage.push(s);
+        }
         self.size = info.size;
         self.base_valid = info.size;
         self.chunks.clear();
@@ -709,6 +814,16 @@ impl Writer {
         self.attrs.ctime = info.modified;
     }
 
+    /// Removes the staged versions no longer needed, for good (a failure is logged: the next
+    /// mount's [`clear_stage`] removes what is left).
+    async fn drop_garbage(&mut self, ctx: &WriteCtx) {
+        for v in std::mem::take(&mut self.garbage) {
+            if let Err(e) = ctx.store.delete_version(&v.key, v.version.clone()).await {
+                tracing::warn!(key = %v.key, error = %e, "cannot remove a staged version");
+            }
+        }
+    }
+
     /// Drops everything not committed; the base stays the current version.
     async fn reset(&mut self, ctx: &WriteCtx) {
         if let Some(u) = self.upload.take() {
@@ -716,6 +831,10 @@ impl Writer {
                 tracing::warn!(key = %u.key, error = %e, "abort of multipart upload failed");
             }
         }
+        if let Some(s) = self.staged.take() {
+            self.garbage.push(s);
+        }
+        self.drop_garbage(ctx).await;
         self.chunks.clear();
         self.uploading.clear();
         let size = self.base.as_ref().map(|b| b.size).unwrap_or(0);
@@ -726,13 +845,21 @@ impl Writer {
         self.explicit_mtime = false;
     }
 
-    async fn commit_inner(&mut self, ctx: &WriteCtx, durable: bool) -> FsResult<ObjectInfo> {
+    /// Writes the file as it is now into a new version of `target` (the file's key, or the
+    /// staging key for a checkpoint). An upload staged for the file's key is completed into
+    /// the staging key and copied to `target` with the final metadata.
+    async fn write_version(
+        &mut self,
+        ctx: &WriteCtx,
+        target: &str,
+        durable: bool,
+    ) -> FsResult<ObjectInfo> {
         let store = ctx.store.clone();
         if !self.data_dirty {
             let meta = self.build_meta(None);
-            return match &self.base {
-                Some(b) => copy_version(store.as_ref(), b, &self.key, meta, durable).await,
-                None => put_version(store.as_ref(), &self.key, Body::empty(), meta, durable).await,
+            return match self.source() {
+                Some(b) => copy_version(store.as_ref(), b, target, meta, durable).await,
+                None => put_version(store.as_ref(), target, Body::empty(), meta, durable).await,
             };
         }
         let p = self.chunk;
@@ -742,7 +869,7 @@ impl Writer {
             let meta = self.build_meta(None);
             self.stats.puts += 1;
             self.stats.bytes_uploaded += data.len() as u64;
-            return put_version(store.as_ref(), &self.key, Body::Bytes(data), meta, durable).await;
+            return put_version(store.as_ref(), target, Body::Bytes(data), meta, durable).await;
         }
         let up = self.ensure_upload(ctx).await?;
         // Wait for the parts in flight.
@@ -759,8 +886,23 @@ impl Writer {
         let parts = self.upload_parts(ctx, &up, n).await?;
         let mut info = store.complete_multipart(&up.key, &up.id, &parts).await?;
         self.upload = None;
+        if up.key != target {
+            // Staged for the file: copy it to the file's key with the final metadata.
+            if durable {
+                store.sync().await?;
+            }
+            let staged = info;
+            let meta = self.build_meta(None);
+            let copied = copy_version(store.as_ref(), &staged, target, meta, durable).await;
+            self.garbage.push(staged);
+            return copied;
+        }
         if durable {
             store.sync().await?;
+        }
+        if self.stage_key.as_deref() == Some(target) {
+            // A checkpoint: its metadata does not matter (the commit sets the final one).
+            return Ok(info);
         }
         let final_meta = self.build_meta(Some(&up.meta));
         if final_meta != up.meta {

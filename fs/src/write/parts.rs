@@ -129,7 +129,7 @@ impl Writer {
         up: &Upload,
         jobs: Vec<Job>,
     ) -> FsResult<Vec<CompletedPart>> {
-        let base = self.base.clone();
+        let base = self.source().cloned();
         let base_valid = self.base_valid;
         futures::stream::iter(jobs)
             .map(|job| {
@@ -171,7 +171,7 @@ impl Writer {
             }
             segs.push((r, s));
         };
-        let has_base = self.base.is_some();
+        let has_base = self.source().is_some();
         let clean = |g: Range<u64>, push: &mut dyn FnMut(Range<u64>, Src)| {
             let split = if has_base {
                 self.base_valid.clamp(g.start, g.end)
@@ -244,7 +244,7 @@ impl Writer {
         };
         materialize(
             ctx.store.as_ref(),
-            self.base.as_ref(),
+            self.source(),
             self.base_valid,
             range,
             dirty.as_deref(),
