@@ -748,6 +748,30 @@ async fn unlinked_open_file_is_not_recreated() -> TestResult {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unlinked_open_file_keeps_what_its_checkpoints_staged() -> TestResult {
+    let store = CountingStore::new();
+    let fs = new_fs(store.clone(), small_cfg());
+    let chunk = 64 * 1024usize;
+    let (e, fh) = fs.create(1, os("tmp"), 0o100644, libc::O_RDWR, ME).await?;
+    fs.unlink(1, os("tmp")).await?;
+    let mut data = pattern(4 * chunk, 6);
+    fs.write(e.ino, fh, 0, &data).await?;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // Into an uploaded chunk: a checkpoint, staged although the file has no name.
+    fs.write(e.ino, fh, 7, b"again").await?;
+    data[7..12].copy_from_slice(b"again");
+    assert_eq!(staged_versions(store.as_ref()).await, 1);
+    assert_eq!(
+        &fs.read(e.ino, fh, 0, data.len() as u32).await?[..],
+        &data[..]
+    );
+    fs.release(e.ino, fh).await?;
+    assert!(store.head("tmp", None).await.is_err());
+    assert_eq!(staged_versions(store.as_ref()).await, 0);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fsync_and_flush_all() -> TestResult {
     let store = Arc::new(MemoryStore::new());
     let fs = new_fs(store.clone(), small_cfg());

@@ -1130,3 +1130,77 @@ fn acknowledged_ops_survive_a_clean_unmount_under_load() {
         End::Clean,
     );
 }
+
+/// A checkpoint made while a file is open (a write into a part already uploaded) is not the
+/// file's current version: a kill -9 before the close brings back the previous version whole,
+/// never part of the unclosed writes (DESIGN.md's ruling), and the next mount removes what was
+/// staged.
+#[test]
+fn a_checkpoint_before_a_kill_leaves_the_previous_version() {
+    let test = "a_checkpoint_before_a_kill_leaves_the_previous_version";
+    if skip_without_fuse(test) {
+        return;
+    }
+    let tmp = tempfile::Builder::new()
+        .prefix("objfs-mount-ckpt-")
+        .tempdir()
+        .expect("temporary directory");
+    let store = tmp.path().join("store");
+    let mnt = tmp.path().join("mnt");
+    let log = tmp.path().join("objfs.log");
+    fs::create_dir(&mnt).unwrap();
+    let old = det_bytes(1, 1 << 20);
+    let mut mount = DaemonMount::start(&store, &mnt, MOUNT_ARGS, &log);
+    fs::write(mnt.join("f"), &old).unwrap();
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(mnt.join("f"))
+        .unwrap();
+    // Part 0 (256 KiB) rewritten whole goes up at once; the patch into it is a checkpoint.
+    let new0 = det_bytes(2, 256 << 10);
+    f.write_all_at(&new0, 0).unwrap();
+    f.write_all_at(b"patch", 100).unwrap();
+    let mut want = new0[..200].to_vec();
+    want[100..105].copy_from_slice(b"patch");
+    let mut got = vec![0u8; 200];
+    f.read_exact_at(&mut got, 0).unwrap();
+    assert_eq!(got, want, "the mount reads what was written");
+    mount.kill9();
+    drop(f);
+
+    let mut mount = DaemonMount::start(&store, &mnt, MOUNT_ARGS, &log);
+    let after = fs::read(mnt.join("f")).unwrap();
+    assert_eq!(after.len(), old.len());
+    assert!(
+        hash_bytes(&after) == hash_bytes(&old),
+        "the file after the kill is not its previous version\n{}",
+        mount.log_tail()
+    );
+    let names: Vec<String> = fs::read_dir(&mnt)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        names,
+        vec!["f".to_string()],
+        "the staging area is never listed"
+    );
+    mount.stop();
+    drop(mount);
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
+    let s = objfs_store::local::LocalStore::open(&store).expect("the store opens");
+    let staged = rt.block_on(async {
+        use objfs_store::ObjectStore;
+        let req = objfs_store::ListVersionsRequest {
+            prefix: objfs_fs::write::STAGE_PREFIX.to_string(),
+            ..Default::default()
+        };
+        s.list_versions(&req).await.expect("list").versions.len()
+    });
+    assert_eq!(staged, 0, "the remount removes what the dead mount staged");
+    s.close().expect("close the store");
+}

@@ -732,10 +732,7 @@ impl Writer {
             self.reset(ctx).await;
             return Err(e);
         }
-        if self.unlinked {
-            self.reset(ctx).await;
-            return Ok(());
-        }
+        // (An unlinked file is staged too: its descriptors still read what was written.)
         if !self.data_dirty {
             return Ok(());
         }
