@@ -81,7 +81,11 @@ async fn links_share_one_inode_data_and_count() -> TestResult {
     fs.setattr(lb.ino, sa).await?;
     let again = remount(&store);
     assert_eq!(lookup(&again, "a").await?.attr.perm, 0o600);
-    assert_eq!(lookup(&again, "a").await?.attr.nlink, 2, "the count survives the write and chmod");
+    assert_eq!(
+        lookup(&again, "a").await?.attr.nlink,
+        2,
+        "the count survives the write and chmod"
+    );
     // A third name of an already linked file.
     let c = fs.link(lb.ino, 1, os("c")).await?;
     assert_eq!((c.ino, c.attr.nlink), (a, 3));
@@ -107,7 +111,10 @@ async fn links_share_one_inode_data_and_count() -> TestResult {
     })
     .await?;
     fs.releasedir(fh);
-    assert!(plain.contains(&("b".to_string(), a, Kind::File)), "{plain:?}");
+    assert!(
+        plain.contains(&("b".to_string(), a, Kind::File)),
+        "{plain:?}"
+    );
     // The reserved name stays hidden.
     let root: Vec<String> = list_dir(&fs, 1).await.into_iter().map(|e| e.0).collect();
     assert_eq!(root, ["a", "c", "d"]);
@@ -175,7 +182,10 @@ async fn links_rename_and_remount() -> TestResult {
     let a_now = lookup(&fs, "a").await?;
     assert_eq!(a_now.attr.nlink, 1);
     assert_eq!(read_file(&fs, a_now.ino).await, b"linked");
-    assert_eq!(read_file(&fs, lookup(&fs, "d/moved").await?.ino).await, b"other");
+    assert_eq!(
+        read_file(&fs, lookup(&fs, "d/moved").await?.ino).await,
+        b"other"
+    );
     // Links survive a remount: a new core on the same store.
     fs.link(a_now.ino, d.ino, os("again")).await?;
     fs.flush_all().await?;
@@ -193,9 +203,16 @@ async fn links_rename_and_remount() -> TestResult {
     assert_eq!(read_file(&fresh, z.ino).await, b"after remount");
     // Errors: an existing name, a directory.
     assert_eq!(errno(fresh.link(x.ino, 1, os("e")).await), libc::EEXIST);
-    assert_eq!(lookup(&fresh, "a").await?.attr.nlink, 2, "a failed link keeps the count");
+    assert_eq!(
+        lookup(&fresh, "a").await?.attr.nlink,
+        2,
+        "a failed link keeps the count"
+    );
     let e = lookup(&fresh, "e").await?;
-    assert_eq!(errno(fresh.link(e.ino, 1, os("dirlink")).await), libc::EPERM);
+    assert_eq!(
+        errno(fresh.link(e.ino, 1, os("dirlink")).await),
+        libc::EPERM
+    );
     Ok(())
 }
 

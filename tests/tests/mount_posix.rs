@@ -592,10 +592,17 @@ fn hard_links_share_one_file() {
     run("ln", &["a", "d/b"], &mnt);
     assert_eq!(stat_c(&fx, "%h %s", "a"), "2 5");
     assert_eq!(stat_c(&fx, "%h %s", "d/b"), "2 5");
-    assert_eq!(stat_c(&fx, "%i", "a"), stat_c(&fx, "%i", "d/b"), "one inode");
+    assert_eq!(
+        stat_c(&fx, "%i", "a"),
+        stat_c(&fx, "%i", "d/b"),
+        "one inode"
+    );
     // A write through one name is read through the other; chmod applies to both.
     fs::write(fx.path("d/b"), b"written through b").expect("write b");
-    assert_eq!(fs::read(fx.path("a")).expect("read a"), b"written through b");
+    assert_eq!(
+        fs::read(fx.path("a")).expect("read a"),
+        b"written through b"
+    );
     run("chmod", &["600", "a"], &mnt);
     assert_eq!(stat_c(&fx, "%a", "d/b"), "600");
     // A third name, ls -l and find -links see the count.
@@ -606,8 +613,14 @@ fn hard_links_share_one_file() {
     found.sort();
     assert_eq!(found, ["./a", "./c", "./d/b"]);
     // ln onto an existing name, and of a directory, fail as on a local filesystem.
-    assert_eq!(errno_of(fs::hard_link(fx.path("a"), fx.path("c"))), libc::EEXIST);
-    assert_eq!(errno_of(fs::hard_link(fx.path("d"), fx.path("e"))), libc::EPERM);
+    assert_eq!(
+        errno_of(fs::hard_link(fx.path("a"), fx.path("c"))),
+        libc::EEXIST
+    );
+    assert_eq!(
+        errno_of(fs::hard_link(fx.path("d"), fx.path("e"))),
+        libc::EPERM
+    );
     // mv moves one name; rm removes one name and lowers the count.
     run("mv", &["c", "d/moved"], &mnt);
     assert_eq!(stat_c(&fx, "%h", "d/moved"), "3");
@@ -626,7 +639,10 @@ fn hard_links_share_one_file() {
         .open(fx.path("d/moved"))
         .and_then(|mut f| f.write_all(b"!"))
         .expect("append");
-    assert_eq!(fs::read(fx.path("d/b")).expect("read b"), b"written through b!");
+    assert_eq!(
+        fs::read(fx.path("d/b")).expect("read b"),
+        b"written through b!"
+    );
     // The last name takes the file with it; the reserved store name stays hidden.
     run("rm", &["d/b"], &mnt);
     assert_eq!(stat_c(&fx, "%h", "d/moved"), "1");
@@ -637,7 +653,10 @@ fn hard_links_share_one_file() {
         .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
         .collect();
     assert_eq!(left, ["d"]);
-    assert!(fs::read_dir(fx.path("d")).expect("readdir d").next().is_none());
+    assert!(fs::read_dir(fx.path("d"))
+        .expect("readdir d")
+        .next()
+        .is_none());
 }
 
 #[test]

@@ -182,7 +182,10 @@ impl ObjFs {
                         let name = if matches!(item, Item::Dot) { "." } else { ".." };
                         (name.to_string(), self.entry(target, &attr), false)
                     }
-                    Item::Entry(e) if listing == Listing::Live && e.object.as_ref().is_some_and(|o| stub_target(o).is_some()) => {
+                    Item::Entry(e)
+                        if listing == Listing::Live
+                            && e.object.as_ref().is_some_and(|o| stub_target(o).is_some()) =>
+                    {
                         // A name of a hard-linked file: the file's own inode and attributes.
                         let Some(o) = e.object.as_ref() else { continue };
                         match self.stub_entry(o).await {

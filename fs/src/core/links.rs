@@ -48,7 +48,9 @@ pub fn stub_target(info: &ObjectInfo) -> Option<&str> {
     info.metadata
         .get(META_LINK)
         .map(String::as_str)
-        .filter(|id| !id.is_empty() && id.len() <= MAX_ID && id.bytes().all(|b| b.is_ascii_hexdigit()))
+        .filter(|id| {
+            !id.is_empty() && id.len() <= MAX_ID && id.bytes().all(|b| b.is_ascii_hexdigit())
+        })
 }
 
 /// The key of inode object `id`.
@@ -142,7 +144,9 @@ impl ObjFs {
         let _ns = self.namespace.write().await;
         let (kind, key) = self.key_of(ino)?;
         if kind == Kind::Dir {
-            return Err(FsError::NotPermitted(format!("hard link of directory {key}")));
+            return Err(FsError::NotPermitted(format!(
+                "hard link of directory {key}"
+            )));
         }
         if self.table()?.get(ino).is_some_and(|n| n.detached) {
             return Err(FsError::NotFound(key));
@@ -186,7 +190,9 @@ impl ObjFs {
         let dir = inodes_dir(&mut t);
         let same = t.lookup(dir, &id, kind);
         if same != ino {
-            return Err(FsError::Internal(format!("inode {id} is {same}, not {ino}")));
+            return Err(FsError::Internal(format!(
+                "inode {id} is {same}, not {ino}"
+            )));
         }
         Ok(self.entry(ino, &attrs))
     }
