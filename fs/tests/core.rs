@@ -904,6 +904,7 @@ async fn differential(seed: u64, min_part: u64) -> TestResult {
         full: Default::default(),
         min_part,
         delay_us: Default::default(),
+        copies_move_bytes: Default::default(),
     });
     let cfg = FsConfig {
         part_size: 64 * 1024,

@@ -250,3 +250,23 @@ async fn links_of_an_open_file_keep_its_bytes() -> TestResult {
     assert_eq!((f2.attr.kind, f2.attr.nlink), (Kind::Fifo, 2));
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_links_where_copies_move_bytes() -> TestResult {
+    // As on S3: the first link's copy would move the file's bytes, so link stays EPERM.
+    let store = CountingStore::new();
+    store
+        .copies_move_bytes
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let fs = new_fs(store.clone(), small_cfg());
+    let a = write_file(&fs, 1, "a", b"bytes").await;
+    assert_eq!(errno(fs.link(a, 1, os("b")).await), libc::EPERM);
+    assert_eq!(errno(lookup(&fs, "b").await), libc::ENOENT);
+    assert_eq!(lookup(&fs, "a").await?.attr.nlink, 1);
+    assert_eq!(
+        store.inner.head("a", None).await?.size,
+        5,
+        "the file is untouched"
+    );
+    Ok(())
+}
