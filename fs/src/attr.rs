@@ -41,6 +41,8 @@ pub const META_ATIME_NSEC: &str = "x-objfs-atime-nsec";
 pub const META_RDEV: &str = "x-amz-meta-rdev";
 /// Metadata name of the nanoseconds part of the modification time (objfs's own).
 pub const META_MTIME_NSEC: &str = "x-objfs-mtime-nsec";
+/// objfs's own: the link count of a hard-linked file, on its inode object (see `core/links.rs`).
+pub const META_NLINK: &str = "x-objfs-nlink";
 
 /// Block size reported by `stat` and `statfs`.
 pub const BLOCK_SIZE: u32 = 4096;
@@ -114,6 +116,8 @@ pub struct Attrs {
     pub ctime: SystemTime,
     /// Device number of a character or block device (0 otherwise).
     pub rdev: u32,
+    /// Link count: 2 for a directory, the count of a hard-linked file's inode object, else 1.
+    pub nlink: u32,
 }
 
 impl Attrs {
@@ -134,6 +138,7 @@ impl Attrs {
             atime: now,
             ctime: now,
             rdev: 0,
+            nlink: if kind == Kind::Dir { 2 } else { 1 },
         }
     }
 
@@ -169,6 +174,11 @@ impl Attrs {
         a.atime = parse_time(&info.metadata, META_ATIME, META_ATIME_NSEC).unwrap_or(a.mtime);
         if matches!(kind, Kind::CharDev | Kind::BlockDev) {
             a.rdev = parse_u32(&info.metadata, META_RDEV).unwrap_or(0);
+        }
+        if !dir {
+            a.nlink = parse_u32(&info.metadata, META_NLINK)
+                .filter(|n| *n > 0)
+                .unwrap_or(1);
         }
         a.size = if dir { 0 } else { info.size };
         a
@@ -214,7 +224,7 @@ impl Attrs {
             mtime: self.mtime,
             ctime: self.ctime,
             perm: (self.perm & 0o7777) as u16,
-            nlink: if self.kind == Kind::Dir { 2 } else { 1 },
+            nlink: self.nlink,
             uid: self.uid,
             gid: self.gid,
             rdev: self.rdev,

@@ -635,7 +635,8 @@ async fn error_numbers() -> TestResult {
         libc::ENAMETOOLONG
     );
     let f = lookup(&fs, "d/f").await?;
-    assert_eq!(errno(fs.link(f.ino, 1, os("hard")).await), libc::EPERM);
+    assert_eq!(errno(fs.link(f.ino, 1, os("d")).await), libc::EEXIST);
+    assert_eq!(errno(fs.link(d.ino, 1, os("hard")).await), libc::EPERM);
     let fifo = fs
         .mknod(1, os("fifo"), libc::S_IFIFO | 0o644, 0, ME)
         .await?;
@@ -927,6 +928,7 @@ async fn differential(seed: u64, min_part: u64) -> TestResult {
         full: Default::default(),
         min_part,
         delay_us: Default::default(),
+        copies_move_bytes: Default::default(),
     });
     let cfg = FsConfig {
         part_size: 64 * 1024,

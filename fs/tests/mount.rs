@@ -177,9 +177,18 @@ fn files_dirs_attrs_and_remount() {
         PathBuf::from("b/c/hello.txt")
     );
     assert_eq!(fs::read(m.path("a/link")).expect("read via link"), b"hello");
+    fs::hard_link(m.path("a/b/c/hello.txt"), m.path("a/hard")).expect("link");
+    assert_eq!(fs::metadata(m.path("a/hard")).expect("stat").nlink(), 2);
     assert_eq!(
-        fs::hard_link(m.path("a/b/c/hello.txt"), m.path("a/hard")).map_err(|e| e.raw_os_error()),
-        Err(Some(libc::EPERM))
+        fs::read(m.path("a/hard")).expect("read via hard link"),
+        b"hello"
+    );
+    fs::remove_file(m.path("a/hard")).expect("unlink hard link");
+    assert_eq!(
+        fs::metadata(m.path("a/b/c/hello.txt"))
+            .expect("stat")
+            .nlink(),
+        1
     );
     fs::rename(m.path("a/b"), m.path("a/moved")).expect("rename dir");
     assert!(!m.path("a/b").exists());

@@ -10,13 +10,14 @@
 //! - chown clears the set-user-id and set-group-id bits; a write by another user clears them;
 //! - paths up to PATH_MAX (keys of up to 4,096 bytes: a 4,095-byte path and its marker), names up to 255 bytes, ENAMETOOLONG past;
 //! - access times with relatime rules, explicit atimes stored, `noatime`;
-//! - permissions enforced for another user; hard links refused with EPERM;
+//! - permissions enforced for another user;
+//! - hard links: `ln`, `stat -c %h`, writes and chmod through either name, `mv`, `rm`, a remount;
 //! - ioctl answered ENOTTY.
 //!
 //! The rsync sequence (setattr racing release) is in `mount_rsync.rs`.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{ErrorKind, Read, Write};
+use std::io::{Read, Write};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::os::unix::process::CommandExt;
@@ -29,7 +30,7 @@ use nix::sys::stat::{makedev, mknod, utimensat, Mode, SFlag, UtimensatFlags};
 use nix::sys::time::TimeSpec;
 use nix::unistd::mkfifo;
 use objfs_fs::FsConfig;
-use objfs_tests::mount_fixture::MountFixture;
+use objfs_tests::mount_fixture::{run, MountFixture};
 
 /// The user the "another user" checks run as.
 const NOBODY: u32 = 65534;
@@ -573,20 +574,89 @@ fn another_user_meets_the_permissions() {
     assert!(sticky.join("roots").exists());
 }
 
+/// `stat -c FORMAT path` through the real command.
+fn stat_c(fx: &MountFixture, format: &str, rel: &str) -> String {
+    run("stat", &["-c", format, rel], &fx.mountpoint)
+        .trim()
+        .to_string()
+}
+
 #[test]
-fn hard_links_are_refused() {
-    let Some(fx) = MountFixture::new("hard_links_are_refused") else {
+fn hard_links_share_one_file() {
+    let Some(mut fx) = MountFixture::new("hard_links_share_one_file") else {
         return;
     };
-    fs::write(fx.path("a"), b"x").expect("write");
-    let r = fs::hard_link(fx.path("a"), fx.path("b"));
-    assert_eq!(errno_of(r), libc::EPERM);
+    let mnt = fx.mountpoint.clone();
+    fs::create_dir(fx.path("d")).expect("mkdir");
+    fs::write(fx.path("a"), b"first").expect("write");
+    run("ln", &["a", "d/b"], &mnt);
+    assert_eq!(stat_c(&fx, "%h %s", "a"), "2 5");
+    assert_eq!(stat_c(&fx, "%h %s", "d/b"), "2 5");
     assert_eq!(
-        fs::symlink_metadata(fx.path("b"))
-            .map_err(|e| e.kind())
-            .err(),
-        Some(ErrorKind::NotFound)
+        stat_c(&fx, "%i", "a"),
+        stat_c(&fx, "%i", "d/b"),
+        "one inode"
     );
+    // A write through one name is read through the other; chmod applies to both.
+    fs::write(fx.path("d/b"), b"written through b").expect("write b");
+    assert_eq!(
+        fs::read(fx.path("a")).expect("read a"),
+        b"written through b"
+    );
+    run("chmod", &["600", "a"], &mnt);
+    assert_eq!(stat_c(&fx, "%a", "d/b"), "600");
+    // A third name, ls -l and find -links see the count.
+    run("ln", &["d/b", "c"], &mnt);
+    assert_eq!(stat_c(&fx, "%h", "a"), "3");
+    let found = run("find", &[".", "-type", "f", "-links", "3"], &mnt);
+    let mut found: Vec<&str> = found.lines().collect();
+    found.sort();
+    assert_eq!(found, ["./a", "./c", "./d/b"]);
+    // ln onto an existing name, and of a directory, fail as on a local filesystem.
+    assert_eq!(
+        errno_of(fs::hard_link(fx.path("a"), fx.path("c"))),
+        libc::EEXIST
+    );
+    assert_eq!(
+        errno_of(fs::hard_link(fx.path("d"), fx.path("e"))),
+        libc::EPERM
+    );
+    // mv moves one name; rm removes one name and lowers the count.
+    run("mv", &["c", "d/moved"], &mnt);
+    assert_eq!(stat_c(&fx, "%h", "d/moved"), "3");
+    run("rm", &["a"], &mnt);
+    assert_eq!(stat_c(&fx, "%h", "d/b"), "2");
+    // Everything survives a remount.
+    fx.remount();
+    assert_eq!(stat_c(&fx, "%h %a", "d/b"), "2 600");
+    assert_eq!(stat_c(&fx, "%i", "d/b"), stat_c(&fx, "%i", "d/moved"));
+    assert_eq!(
+        fs::read(fx.path("d/moved")).expect("read moved"),
+        b"written through b"
+    );
+    fs::OpenOptions::new()
+        .append(true)
+        .open(fx.path("d/moved"))
+        .and_then(|mut f| f.write_all(b"!"))
+        .expect("append");
+    assert_eq!(
+        fs::read(fx.path("d/b")).expect("read b"),
+        b"written through b!"
+    );
+    // The last name takes the file with it; the reserved store name stays hidden.
+    run("rm", &["d/b"], &mnt);
+    assert_eq!(stat_c(&fx, "%h", "d/moved"), "1");
+    run("rm", &["d/moved"], &mnt);
+    fx.remount();
+    let left: Vec<String> = fs::read_dir(fx.path(""))
+        .expect("readdir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(left, ["d"]);
+    assert!(fs::read_dir(fx.path("d"))
+        .expect("readdir d")
+        .next()
+        .is_none());
 }
 
 #[test]

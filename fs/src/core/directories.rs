@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 
+use super::links::stub_target;
 use super::{lock, Entry, ObjFs, StatFs};
 use crate::attr::{Attrs, Kind, BLOCK_SIZE};
 use crate::dirhandle::{DirEntry, DirHandle, Item, Listing, NAME_MAX};
@@ -86,7 +87,13 @@ impl ObjFs {
                     Item::DotDot => (self.parent_of(ino), Kind::Dir, ".."),
                     Item::Entry(e) => {
                         let known = self.table()?.child(ino, &e.name);
-                        let child = known.unwrap_or_else(|| {
+                        let linked = match (&e.object, e.at) {
+                            (Some(o), None) if d.listing() == Listing::Live => {
+                                self.stub_ino(o, e.kind)
+                            }
+                            _ => None,
+                        };
+                        let child = known.or(linked).unwrap_or_else(|| {
                             key_ino(&format!("{}{}", d.path_prefix(), e.name), e.kind)
                         });
                         (child, e.kind, e.name.as_str())
@@ -174,6 +181,18 @@ impl ObjFs {
                         };
                         let name = if matches!(item, Item::Dot) { "." } else { ".." };
                         (name.to_string(), self.entry(target, &attr), false)
+                    }
+                    Item::Entry(e)
+                        if listing == Listing::Live
+                            && e.object.as_ref().is_some_and(|o| stub_target(o).is_some()) =>
+                    {
+                        // A name of a hard-linked file: the file's own inode and attributes.
+                        let Some(o) = e.object.as_ref() else { continue };
+                        match self.stub_entry(o).await {
+                            Ok(entry) => (e.name.clone(), entry, true),
+                            Err(err) if err.is_not_found() => continue,
+                            Err(err) => return Err(err),
+                        }
                     }
                     Item::Entry(e) => {
                         let (attrs, marker) = match e.attrs.clone() {

@@ -12,12 +12,14 @@
 //! setattr, xattrs), `directories` (readdir handles, statfs), `markers` (every store call
 //! on a directory marker), `times` (times beside keys, written lazily), `names` (names known
 //! to be absent), `snapshots` (the past: `.snapshots/` and `mount --at`, read-only),
-//! `invalidate` (forgetting what changed outside the kernel's view). This module holds the struct and the helpers they share.
+//! `invalidate` (forgetting what changed outside the kernel's view), `links` (hard links:
+//! stubs naming inode objects). This module holds the struct and the helpers they share.
 
 mod attributes;
 mod directories;
 mod files;
 mod invalidate;
+mod links;
 mod markers;
 mod names;
 mod namespace;

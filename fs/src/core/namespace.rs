@@ -12,6 +12,7 @@ use std::time::SystemTime;
 use bytes::Bytes;
 use objfs_store::Body;
 
+use super::links::stub_target;
 use super::{check_name, marker_of, Caller, Entry, Found, ObjFs};
 use crate::attr::{Attrs, Kind};
 use crate::error::{FsError, FsResult};
@@ -83,6 +84,7 @@ impl ObjFs {
             return Err(FsError::NotFound(key));
         }
         match self.probe(&key).await? {
+            Some(Found::Object(o)) if stub_target(&o).is_some() => self.stub_entry(&o).await,
             Some(f) => {
                 let versioned = !matches!(f, Found::Dir { marker: None });
                 let marker = matches!(f, Found::Dir { marker: Some(_) });
@@ -252,13 +254,6 @@ impl ObjFs {
             .is_some_and(|n| n.is_pending()))
     }
 
-    /// Hard links are not supported (EPERM).
-    pub async fn link(&self, ino: u64, newparent: u64, newname: &OsStr) -> FsResult<Entry> {
-        self.check_change(newparent, newname.to_str())?;
-        self.check_change(ino, None)?;
-        Err(FsError::NotPermitted("hard links are not supported".into()))
-    }
-
     /// Keeps an implicit directory alive after its last entry went away, by writing its
     /// marker (otherwise it would vanish under the user's feet).
     pub(super) async fn keep_dir(&self, dir: u64) -> FsResult<()> {
@@ -344,17 +339,26 @@ impl ObjFs {
         }
         // What this mount saw under the name within the TTL needs no second look.
         let known = self.fresh_kind(parent, name)?;
-        let is_dir = match known {
-            Some(k) => k == Kind::Dir,
+        let (is_dir, stub) = match known {
+            Some(k) => (k == Kind::Dir, false),
             None => match self.probe(&key).await? {
                 None => return Err(FsError::NotFound(key)),
-                Some(f) => matches!(f, Found::Dir { .. }),
+                Some(Found::Object(o)) => (false, stub_target(&o).is_some()),
+                Some(f) => (matches!(f, Found::Dir { .. }), false),
             },
         };
         match (is_dir, dir) {
             (true, false) => return Err(FsError::IsDir(key)),
             (false, true) => return Err(FsError::NotDir(key)),
             _ => {}
+        }
+        if stub {
+            // A name of a hard-linked file (see `links.rs`).
+            self.unlink_stub(&key).await?;
+            self.name_gone(parent, name);
+            self.keep_dir(parent).await?;
+            self.dir_changed(parent).await;
+            return Ok(());
         }
         if dir {
             let has_pending = child.is_some_and(|c| self.table().is_ok_and(|t| t.has_pending(c)));

@@ -12,6 +12,7 @@ use futures::StreamExt;
 use objfs_store::{Condition, CopyOptions, ListRequest, ObjectInfo, RenameOptions};
 use tokio::sync::OwnedMutexGuard;
 
+use super::links::stub_target;
 use super::{check_name, is_precondition, marker_of, Found, ObjFs};
 
 use crate::attr::{Attrs, Kind};
@@ -67,6 +68,17 @@ impl ObjFs {
         if noreplace && df.is_some() {
             return Err(FsError::Exists(dst));
         }
+        // A name of a hard-linked file at the destination: its count drops once it is replaced.
+        let dst_link = match &df {
+            Some(Found::Object(o)) => stub_target(o).map(str::to_string),
+            _ => None,
+        };
+        if let (Some(id), false) = (&dst_link, src_dir) {
+            if self.head_live(&src).await?.as_ref().and_then(stub_target) == Some(id.as_str()) {
+                // Two names of one file: rename(2) does nothing.
+                return Ok(());
+            }
+        }
         let (held, renamed) = if src_dir {
             (self.rename_dir(&src, &dst, df).await?, None)
         } else {
@@ -102,6 +114,12 @@ impl ObjFs {
         self.dir_changed(parent).await;
         if newparent != parent {
             self.dir_changed(newparent).await;
+        }
+        if let Some(id) = dst_link {
+            if let Err(e) = self.drop_link(&id).await {
+                // The count stays above the names left: the file is kept, never lost.
+                tracing::warn!(inode = %id, error = %e, "link count not lowered after a rename over a link");
+            }
         }
         Ok(())
     }

@@ -96,6 +96,8 @@ pub struct CountingStore {
     pub min_part: u64,
     /// Microseconds each put and copy waits before it runs (a slow store widens races).
     pub delay_us: AtomicU64,
+    /// Reports copies that move bytes (`zero_copy` off), as S3 does.
+    pub copies_move_bytes: AtomicBool,
 }
 
 impl CountingStore {
@@ -112,6 +114,7 @@ impl CountingStore {
             full: AtomicBool::new(false),
             min_part,
             delay_us: AtomicU64::new(0),
+            copies_move_bytes: AtomicBool::new(false),
         })
     }
 
@@ -149,9 +152,11 @@ impl ObjectStore for CountingStore {
         "counting(memory)".into()
     }
     fn features(&self) -> StoreFeatures {
+        let inner = self.inner.features();
         StoreFeatures {
             min_part_size: self.min_part,
-            ..self.inner.features()
+            zero_copy: inner.zero_copy && !self.copies_move_bytes.load(Ordering::SeqCst),
+            ..inner
         }
     }
     async fn put(&self, key: &str, body: Body, opts: PutOptions) -> Result<ObjectInfo> {
