@@ -17,6 +17,7 @@ use crate::local::volume::{now_nanos, BlobLocation};
 use crate::types::*;
 
 mod batch;
+pub(crate) mod blob_pages;
 mod db;
 pub mod du_scan;
 mod filter;
@@ -33,6 +34,7 @@ mod times;
 mod volumes;
 
 use batch::Prefetched;
+use blob_pages::{page_key, page_of, BlobPage, PageEdits};
 pub(crate) use db::{db_error, DbResult};
 pub use memtable::Merged as Rows;
 use memtable::Tables;
@@ -220,7 +222,9 @@ impl Meta {
 
     /// [`Meta::blob`], from rows read ahead when they hold it.
     fn blob_in(&self, pre: &Prefetched, id: u64) -> Result<BlobRecord> {
-        self.row(pre, &blob_key(id))?
+        let (page, slot) = page_of(id);
+        self.row::<BlobPage>(pre, &page_key(page))?
+            .and_then(|p| p.get(slot).cloned())
             .ok_or_else(|| StoreError::Corrupt {
                 what: format!("blob {id} is referenced but has no record"),
             })
@@ -389,22 +393,31 @@ impl Meta {
         let now = now_nanos();
         let fresh_blobs: Vec<u64> = txn.new_blobs.keys().copied().collect();
         let deltas = std::mem::take(&mut txn.deltas);
-        // The blob rows to read, in one scan when there are several (a batch of copies).
-        let read: Vec<Vec<u8>> = deltas
+        let new_blobs = std::mem::take(&mut txn.new_blobs);
+        // The pages to change, read in one scan when there are several (a batch of copies).
+        let mut read: Vec<u64> = deltas
             .keys()
-            .filter(|id| !txn.new_blobs.contains_key(id))
-            .map(|&id| blob_key(id).to_vec())
+            .chain(new_blobs.keys())
+            .map(|&id| page_of(id).0)
             .collect();
+        read.sort_unstable();
+        read.dedup();
         let pre = if read.len() > 1 {
-            self.prefetch(read)?
+            self.prefetch(read.iter().map(|&p| page_key(p).to_vec()).collect())?
         } else {
             Prefetched::new()
         };
+        let mut pages = PageEdits::default();
+        for (&id, rec) in &new_blobs {
+            let (page, slot) = page_of(id);
+            pages.page(self, &pre, page)?.set(slot, rec.clone());
+        }
         for (id, delta) in deltas {
-            let mut rec = match txn.new_blobs.remove(&id) {
-                Some(r) => r,
-                None => self.blob_in(&pre, id)?,
-            };
+            let (page, slot) = page_of(id);
+            let p = pages.page(self, &pre, page)?;
+            let mut rec = p.get(slot).cloned().ok_or_else(|| StoreError::Corrupt {
+                what: format!("blob {id} is referenced but has no record"),
+            })?;
             rec.refs = if delta >= 0 {
                 rec.refs + delta as u64
             } else {
@@ -413,11 +426,9 @@ impl Meta {
             if rec.refs == 0 && rec.freed_at == 0 {
                 rec.freed_at = now;
             }
-            txn.insert(&blob_key(id)[..], encode(&rec)?);
+            p.set(slot, rec);
         }
-        for (id, rec) in std::mem::take(&mut txn.new_blobs) {
-            txn.insert(&blob_key(id)[..], encode(&rec)?);
-        }
+        pages.write(&mut txn)?;
         let logged = self.tables.commit(log::Batch {
             seq: 0,
             ops: txn.ops,
