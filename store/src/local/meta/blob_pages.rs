@@ -72,12 +72,6 @@ impl BlobPage {
         }
     }
 
-    pub fn remove(&mut self, slot: u8) {
-        if let Ok(i) = self.find(slot) {
-            self.blobs.remove(i);
-        }
-    }
-
     /// The blobs of page `page`: (blob id, record).
     pub fn iter(&self, page: u64) -> impl Iterator<Item = (u64, &BlobRecord)> {
         self.blobs
@@ -216,8 +210,7 @@ mod tests {
         assert_eq!(slots, vec![0, 3, 7, 15]);
         assert_eq!(p.get(3), Some(&rec(30)));
         assert_eq!(p.get(4), None);
-        p.remove(7);
-        p.remove(8);
+        p.blobs.retain(|(s, _)| *s != 7 && *s != 8);
         let ids: Vec<u64> = p.iter(5).map(|(id, _)| id).collect();
         assert_eq!(ids, vec![80, 83, 95]);
         let bytes = encode(&p).unwrap();
