@@ -13,6 +13,7 @@
 //! them into pages at open (docs/FORMAT.md, "Blob pages").
 
 use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
 
 use serde::{Deserialize, Serialize};
 
@@ -118,11 +119,12 @@ impl PageEdits {
     }
 
     /// Adds the rows of the changed pages to `txn` (a page left empty is removed).
-    pub fn write(self, txn: &mut Txn) -> Result<()> {
+    pub fn write(self, meta: &Meta, txn: &mut Txn) -> Result<()> {
         for (page, p) in self.pages {
             if p.blobs.is_empty() {
                 txn.remove(page_key(page));
             } else {
+                meta.page_hwm.fetch_max(page + 1, Ordering::Relaxed);
                 txn.insert(page_key(page), encode(&p)?);
             }
         }
@@ -131,6 +133,16 @@ impl PageEdits {
 }
 
 impl Meta {
+    /// Whether page `page` is certainly absent: no blob id of it was handed out before this
+    /// open (every id handed out lies below the id lease read at open, [`Meta::next_id`]),
+    /// and no commit since wrote it or a page above it. Every write of a page row happens
+    /// under the commit lock through [`PageEdits::write`], which raises the mark above it
+    /// (gc's reclaim only rewrites or removes pages that exist), so a page that holds a row
+    /// is never taken for new; a page below the mark that was never written is merely read.
+    pub(super) fn page_is_new(&self, page: u64) -> bool {
+        page >= self.page_floor && page >= self.page_hwm.load(Ordering::Relaxed)
+    }
+
     /// Turns the `b` rows of a store written before blob pages into `B` pages, in one sled
     /// batch (atomic: a crash leaves either every `b` row or none), then flushes. Runs at
     /// open after the log's replay, before any commit (the in-memory tables hold no blob rows,

@@ -7,6 +7,7 @@
 //! lock also makes version ids follow commit order, so "newest id" means "last committed".
 
 use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Mutex, MutexGuard};
 
 use crate::error::{Result, StoreError};
@@ -64,6 +65,11 @@ pub struct Meta {
     ids: Mutex<IdLease>,
     /// What the log held at open beyond its last sync, until [`Meta::finish_recovery`].
     pending: Mutex<Option<log::Recovered>>,
+    /// Blob pages at or above this one held no blob id handed out before this open (see
+    /// [`Meta::page_is_new`]).
+    page_floor: u64,
+    /// One past the highest blob page written since open (0 = none).
+    page_hwm: AtomicU64,
 }
 
 /// What recovery did at open.
@@ -394,19 +400,27 @@ impl Meta {
         let fresh_blobs: Vec<u64> = txn.new_blobs.keys().copied().collect();
         let deltas = std::mem::take(&mut txn.deltas);
         let new_blobs = std::mem::take(&mut txn.new_blobs);
-        // The pages to change, read in one scan when there are several (a batch of copies).
-        let mut read: Vec<u64> = deltas
+        // The pages to change: a page no blob was ever put in is known empty without a read
+        // (a read of sled that finds nothing, on the commit's thread, for the first blob of
+        // every page); the others are read in one scan when there are several (a batch of
+        // copies).
+        let mut touched: Vec<u64> = deltas
             .keys()
             .chain(new_blobs.keys())
             .map(|&id| page_of(id).0)
             .collect();
-        read.sort_unstable();
-        read.dedup();
-        let pre = if read.len() > 1 {
+        touched.sort_unstable();
+        touched.dedup();
+        let (fresh, read): (Vec<u64>, Vec<u64>) =
+            touched.into_iter().partition(|&p| self.page_is_new(p));
+        let mut pre = if read.len() > 1 {
             self.prefetch(read.iter().map(|&p| page_key(p).to_vec()).collect())?
         } else {
             Prefetched::new()
         };
+        for p in fresh {
+            pre.insert(page_key(p).to_vec(), None);
+        }
         let mut pages = PageEdits::default();
         for (&id, rec) in &new_blobs {
             let (page, slot) = page_of(id);
@@ -428,7 +442,7 @@ impl Meta {
             }
             p.set(slot, rec);
         }
-        pages.write(&mut txn)?;
+        pages.write(self, &mut txn)?;
         let logged = self.tables.commit(log::Batch {
             seq: 0,
             ops: txn.ops,

@@ -107,6 +107,8 @@ impl Meta {
             }),
             ids: Mutex::new(IdLease { next: lease, lease }),
             pending: Mutex::new(Some(recovered)),
+            page_floor: lease.div_ceil(blob_pages::PAGE_BLOBS),
+            page_hwm: Default::default(),
         })
     }
 

@@ -92,7 +92,7 @@ impl Meta {
             for &(blob, from, to, offset) in moves {
                 self.relocate(&mut pages, blob, from, to, offset)?;
             }
-            pages.write(&mut txn)?;
+            pages.write(self, &mut txn)?;
             self.write_rows(txn)?;
         }
         self.tables.sync()
@@ -130,7 +130,7 @@ impl Meta {
             for &(blob, offset) in moves {
                 self.relocate(&mut pages, blob, old, new.id, offset)?;
             }
-            pages.write(&mut txn)?;
+            pages.write(self, &mut txn)?;
             txn.insert(volume_key(new.id), encode(new)?);
             txn.remove(volume_key(old));
             self.write_rows(txn)?;
