@@ -65,7 +65,7 @@ fn downgrade_to_blob_rows(path: &Path, through_log: bool) -> Blobs {
         for (id, rec) in p.iter(page) {
             let row = IVec::from(encode(rec).unwrap());
             ops.push((IVec::from(&blob_key(id)[..]), Some(row)));
-            blobs.push((id, rec.clone()));
+            blobs.push((id, *rec));
         }
         ops.push((k, None));
     }

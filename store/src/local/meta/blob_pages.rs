@@ -160,16 +160,16 @@ impl Meta {
             let id = u64::from_be_bytes(id);
             let (page, slot) = page_of(id);
             let rec: BlobRecord = decode(&v)?;
-            if !pages.contains_key(&page) {
-                let existing = match self.db.get(page_key(page)).db()? {
-                    Some(v) => decode(&v)?,
-                    None => BlobPage::default(),
-                };
-                pages.insert(page, existing);
-            }
-            if let Some(p) = pages.get_mut(&page) {
-                p.set(slot, rec);
-            }
+            let p = match pages.entry(page) {
+                std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::btree_map::Entry::Vacant(e) => {
+                    e.insert(match self.db.get(page_key(page)).db()? {
+                        Some(v) => decode(&v)?,
+                        None => BlobPage::default(),
+                    })
+                }
+            };
+            p.set(slot, rec);
             batch.remove(k);
             n += 1;
         }

@@ -424,7 +424,7 @@ impl Meta {
         let mut pages = PageEdits::default();
         for (&id, rec) in &new_blobs {
             let (page, slot) = page_of(id);
-            pages.page(self, &pre, page)?.set(slot, rec.clone());
+            pages.page(self, &pre, page)?.set(slot, *rec);
         }
         for (id, delta) in deltas {
             let (page, slot) = page_of(id);
