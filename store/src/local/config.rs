@@ -23,7 +23,10 @@ use crate::error::{Result, StoreError};
 use crate::local::atomic_file;
 
 /// Format of the store as a whole; bumped on any incompatible change of any persisted part.
-pub const STORE_FORMAT: u32 = 1;
+pub const STORE_FORMAT: u32 = 2;
+/// The oldest store format this build opens (and migrates to [`STORE_FORMAT`] at open): 1, one
+/// sled row per blob, before blob pages.
+pub const OLDEST_FORMAT: u32 = 1;
 /// Name of the marker file.
 pub const MARKER: &str = "objfs-store.json";
 const MAGIC: &str = "objfs-store";
@@ -216,7 +219,7 @@ impl Marker {
             });
         }
         let format = value.get("format").and_then(|f| f.as_u64()).unwrap_or(0);
-        if format != STORE_FORMAT as u64 {
+        if !(OLDEST_FORMAT as u64..=STORE_FORMAT as u64).contains(&format) {
             return Err(StoreError::UnsupportedFormat {
                 path: root.to_path_buf(),
                 found: format.min(u32::MAX as u64) as u32,

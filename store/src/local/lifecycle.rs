@@ -144,7 +144,7 @@ impl LocalStore {
 
     fn open_locked(
         path: &Path,
-        marker: Marker,
+        mut marker: Marker,
         lock: StoreLock,
         flush_interval: Duration,
         meta: Option<Meta>,
@@ -180,6 +180,16 @@ impl LocalStore {
         })?;
         if replay.replayed > 0 || replay.dropped > 0 {
             tracing::info!(store = %path.display(), replayed = replay.replayed, dropped = replay.dropped, "replayed the metadata log");
+        }
+        // A store of format 1 kept one sled row per blob: they become pages now (after the
+        // replay, which may have put more of them into sled), then the marker says format 2.
+        let migrated = meta.migrate_blob_rows()?;
+        if migrated > 0 {
+            tracing::info!(store = %path.display(), blobs = migrated, "moved the blob records into pages (store format 2)");
+        }
+        if marker.format < config::STORE_FORMAT {
+            marker.format = config::STORE_FORMAT;
+            marker.write(path)?;
         }
         let last_shutdown_clean = meta.mark_open()?;
         if !last_shutdown_clean {

@@ -389,4 +389,6 @@ impl ObjectStore for LocalStore {
 }
 
 #[cfg(test)]
+mod format1_tests;
+#[cfg(test)]
 mod tests;

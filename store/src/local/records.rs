@@ -65,8 +65,12 @@ pub mod table {
     /// `v` + key + 0x00 + (u128::MAX - version) big-endian -> [`super::VersionRecord`]: every
     /// version, a key's versions newest first.
     pub const VERSION: u8 = b'v';
-    /// `b` + blob id (u64 BE) -> [`super::BlobRecord`].
+    /// `b` + blob id (u64 BE) -> [`super::BlobRecord`]: one row per blob, the layout of store
+    /// format 1. Read only to migrate such a store (and to replay its log) into [`BLOB_PAGE`].
     pub const BLOB: u8 = b'b';
+    /// `B` + page number (u64 BE) -> a page of up to 16 blob records
+    /// (`meta::blob_pages::BlobPage`): where blobs are and how many extents reference them.
+    pub const BLOB_PAGE: u8 = b'B';
     /// `V` + volume id (u64 BE) -> [`super::VolumeRecord`].
     pub const VOLUME: u8 = b'V';
     /// `u` + upload id -> [`super::UploadRecord`].
@@ -483,7 +487,7 @@ pub fn parse_version_key(row: &[u8]) -> Result<(&str, LocalVersion)> {
     Ok((key, LocalVersion(u128::MAX - u128::from_be_bytes(inv))))
 }
 
-/// `b` + blob id.
+/// `b` + blob id: the row of a blob in store format 1 (migrated into pages at open).
 pub fn blob_key(blob: u64) -> [u8; 9] {
     let mut k = [0u8; 9];
     k[0] = table::BLOB;

@@ -274,7 +274,7 @@ async fn open_refuses_what_is_not_a_store() {
     let marker = s.join(config::MARKER);
     let text = std::fs::read_to_string(&marker)
         .unwrap()
-        .replace("\"format\": 1", "\"format\": 99");
+        .replace("\"format\": 2", "\"format\": 99");
     std::fs::write(&marker, text).unwrap();
     let e = LocalStore::open(&s).err().unwrap();
     assert_eq!(e.kind(), ErrorKind::UnsupportedFormat, "{e}");

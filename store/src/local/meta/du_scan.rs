@@ -15,6 +15,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;
 
+use super::blob_pages::{page_key, page_of, BlobPage};
 use super::pinned::Pinned;
 use super::rollup::ancestors;
 use super::Meta;
@@ -22,8 +23,7 @@ use crate::error::Result;
 use crate::history::retention::{Decision, Expiry, Keep, VersionFacts};
 use crate::key::prefix_successor;
 use crate::local::records::{
-    blob_key, decode, parse_version_key, table, BlobRecord, Extent, Layout, VersionRecord,
-    VolumeRecord,
+    decode, parse_version_key, table, BlobRecord, Extent, Layout, VersionRecord, VolumeRecord,
 };
 use crate::local::version::LocalVersion;
 
@@ -74,12 +74,16 @@ impl Scan<'_> {
     }
 
     fn blob(&self, id: u64) -> Result<Option<BlobRecord>> {
-        let k = blob_key(id);
+        let (page, slot) = page_of(id);
+        let k = page_key(page);
         let end = prefix_successor(&k);
         match self.view.range(k.to_vec(), end).next() {
             Some(row) => {
                 let (rk, v) = row?;
-                Ok((rk[..] == k[..]).then(|| decode(&v)).transpose()?)
+                if rk[..] != k[..] {
+                    return Ok(None);
+                }
+                Ok(decode::<BlobPage>(&v)?.get(slot).cloned())
             }
             None => Ok(None),
         }

@@ -7,6 +7,7 @@
 //! lock also makes version ids follow commit order, so "newest id" means "last committed".
 
 use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Mutex, MutexGuard};
 
 use crate::error::{Result, StoreError};
@@ -17,6 +18,7 @@ use crate::local::volume::{now_nanos, BlobLocation};
 use crate::types::*;
 
 mod batch;
+pub(crate) mod blob_pages;
 mod db;
 pub mod du_scan;
 mod filter;
@@ -33,6 +35,7 @@ mod times;
 mod volumes;
 
 use batch::Prefetched;
+use blob_pages::{page_key, page_of, BlobPage, PageEdits};
 pub(crate) use db::{db_error, DbResult};
 pub use memtable::Merged as Rows;
 use memtable::Tables;
@@ -62,6 +65,11 @@ pub struct Meta {
     ids: Mutex<IdLease>,
     /// What the log held at open beyond its last sync, until [`Meta::finish_recovery`].
     pending: Mutex<Option<log::Recovered>>,
+    /// Blob pages at or above this one held no blob id handed out before this open (see
+    /// [`Meta::page_is_new`]).
+    page_floor: u64,
+    /// One past the highest blob page written since open (0 = none).
+    page_hwm: AtomicU64,
 }
 
 /// What recovery did at open.
@@ -220,7 +228,9 @@ impl Meta {
 
     /// [`Meta::blob`], from rows read ahead when they hold it.
     fn blob_in(&self, pre: &Prefetched, id: u64) -> Result<BlobRecord> {
-        self.row(pre, &blob_key(id))?
+        let (page, slot) = page_of(id);
+        self.row::<BlobPage>(pre, &page_key(page))?
+            .and_then(|p| p.get(slot).cloned())
             .ok_or_else(|| StoreError::Corrupt {
                 what: format!("blob {id} is referenced but has no record"),
             })
@@ -389,22 +399,39 @@ impl Meta {
         let now = now_nanos();
         let fresh_blobs: Vec<u64> = txn.new_blobs.keys().copied().collect();
         let deltas = std::mem::take(&mut txn.deltas);
-        // The blob rows to read, in one scan when there are several (a batch of copies).
-        let read: Vec<Vec<u8>> = deltas
+        let new_blobs = std::mem::take(&mut txn.new_blobs);
+        // The pages to change: a page no blob was ever put in is known empty without a read
+        // (a read of sled that finds nothing, on the commit's thread, for the first blob of
+        // every page); the others are read in one scan when there are several (a batch of
+        // copies).
+        let mut touched: Vec<u64> = deltas
             .keys()
-            .filter(|id| !txn.new_blobs.contains_key(id))
-            .map(|&id| blob_key(id).to_vec())
+            .chain(new_blobs.keys())
+            .map(|&id| page_of(id).0)
             .collect();
-        let pre = if read.len() > 1 {
-            self.prefetch(read)?
+        touched.sort_unstable();
+        touched.dedup();
+        let (fresh, read): (Vec<u64>, Vec<u64>) =
+            touched.into_iter().partition(|&p| self.page_is_new(p));
+        let mut pre = if read.len() > 1 {
+            self.prefetch(read.iter().map(|&p| page_key(p).to_vec()).collect())?
         } else {
             Prefetched::new()
         };
+        for p in fresh {
+            pre.insert(page_key(p).to_vec(), None);
+        }
+        let mut pages = PageEdits::default();
+        for (&id, rec) in &new_blobs {
+            let (page, slot) = page_of(id);
+            pages.page(self, &pre, page)?.set(slot, *rec);
+        }
         for (id, delta) in deltas {
-            let mut rec = match txn.new_blobs.remove(&id) {
-                Some(r) => r,
-                None => self.blob_in(&pre, id)?,
-            };
+            let (page, slot) = page_of(id);
+            let p = pages.page(self, &pre, page)?;
+            let mut rec = p.get(slot).cloned().ok_or_else(|| StoreError::Corrupt {
+                what: format!("blob {id} is referenced but has no record"),
+            })?;
             rec.refs = if delta >= 0 {
                 rec.refs + delta as u64
             } else {
@@ -413,11 +440,9 @@ impl Meta {
             if rec.refs == 0 && rec.freed_at == 0 {
                 rec.freed_at = now;
             }
-            txn.insert(&blob_key(id)[..], encode(&rec)?);
+            p.set(slot, rec);
         }
-        for (id, rec) in std::mem::take(&mut txn.new_blobs) {
-            txn.insert(&blob_key(id)[..], encode(&rec)?);
-        }
+        pages.write(self, &mut txn)?;
         let logged = self.tables.commit(log::Batch {
             seq: 0,
             ops: txn.ops,

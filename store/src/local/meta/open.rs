@@ -11,7 +11,7 @@ use std::sync::Mutex;
 
 use super::log::{self, FsLogDir};
 use super::memtable::{apply_rows, Tables, FILTER_AT_OPEN};
-use super::{db_error, CommitState, DbResult, IdLease, Meta, Replay, Txn};
+use super::{blob_pages, db_error, CommitState, DbResult, IdLease, Meta, Replay, Txn};
 use crate::error::{Result, StoreError};
 use crate::local::records::*;
 
@@ -107,6 +107,8 @@ impl Meta {
             }),
             ids: Mutex::new(IdLease { next: lease, lease }),
             pending: Mutex::new(Some(recovered)),
+            page_floor: lease.div_ceil(blob_pages::PAGE_BLOBS),
+            page_hwm: Default::default(),
         })
     }
 
@@ -127,17 +129,9 @@ impl Meta {
         };
         let trusted = rec.trusted.len();
         let (kept, dropped) = log::keep_verified(rec.suspect, |b| {
-            b.fresh_blobs.iter().all(|id| {
-                let row = blob_key(*id);
-                let found = b.ops.iter().rev().find(|(k, _)| k[..] == row[..]);
-                match found
-                    .and_then(|(_, v)| v.as_ref())
-                    .map(|v| decode::<BlobRecord>(v))
-                {
-                    Some(Ok(r)) => verify(*id, &r),
-                    _ => false,
-                }
-            })
+            b.fresh_blobs
+                .iter()
+                .all(|id| blob_pages::blob_in_ops(&b.ops, *id).is_some_and(|r| verify(*id, &r)))
         });
         for b in &kept {
             apply_rows(&self.db, b.ops.iter().map(|(k, v)| (k, v)))?;

@@ -1,12 +1,14 @@
-//! The volume and blob tables of the metadata: volume records, blob rows grouped by volume,
+//! The volume and blob tables of the metadata: volume records, blob records grouped by volume,
 //! and the changes the daemons make to them (reclaiming unreferenced blobs, pointing blobs at
 //! their new place after compaction, swapping a remote volume for its compacted copy). Apart
 //! from `mod.rs` because these are the daemons' rows, not the commits of objects.
 
 use std::collections::HashMap;
 
-use super::{blob_key, table, volume_key, BlobRow, Meta, Txn};
-use crate::error::{Result, StoreError};
+use super::batch::Prefetched;
+use super::blob_pages::{page_of, parse_page_key, BlobPage, PageEdits};
+use super::{table, volume_key, BlobRow, Meta, Txn};
+use crate::error::Result;
 use crate::local::disks::VolumeCatalog;
 use crate::local::records::*;
 use crate::local::volume::BlobLocation;
@@ -21,26 +23,26 @@ impl Meta {
         Ok(out)
     }
 
-    /// Every blob row, grouped by volume: (location, reference count, freed_at).
+    /// Every blob record, grouped by volume: (location, reference count, freed_at).
     pub fn blobs_by_volume(&self) -> Result<HashMap<u64, Vec<BlobRow>>> {
         let mut out: HashMap<u64, Vec<BlobRow>> = HashMap::new();
-        for row in self.scan_prefix([table::BLOB]) {
+        for row in self.scan_prefix([table::BLOB_PAGE]) {
             let (k, v) = row?;
-            let id: [u8; 8] = k[1..].try_into().map_err(|_| StoreError::Corrupt {
-                what: "malformed blob row key".into(),
-            })?;
-            let b: BlobRecord = decode(&v)?;
-            out.entry(b.volume).or_default().push((
-                BlobLocation {
-                    blob: u64::from_be_bytes(id),
-                    volume: b.volume,
-                    offset: b.offset,
-                    len: b.len,
-                    block_size: b.block_size,
-                },
-                b.refs,
-                b.freed_at,
-            ));
+            let page = parse_page_key(&k)?;
+            let p: BlobPage = decode(&v)?;
+            for (blob, b) in p.iter(page) {
+                out.entry(b.volume).or_default().push((
+                    BlobLocation {
+                        blob,
+                        volume: b.volume,
+                        offset: b.offset,
+                        len: b.len,
+                        block_size: b.block_size,
+                    },
+                    b.refs,
+                    b.freed_at,
+                ));
+            }
         }
         for v in out.values_mut() {
             v.sort_by_key(|(l, _, _)| l.offset);
@@ -48,19 +50,31 @@ impl Meta {
         Ok(out)
     }
 
-    /// Removes blob rows nobody references any more, freed before `cutoff` (ns). Returns
-    /// (rows removed, data bytes they held).
+    /// Removes the records of blobs nobody references any more, freed before `cutoff` (ns).
+    /// Returns (records removed, data bytes they held).
     pub fn reclaim_blobs(&self, cutoff: u64) -> Result<(u64, u64)> {
         let _state = self.lock();
         let mut txn = Txn::new();
         let (mut n, mut bytes) = (0, 0);
-        for row in self.scan_prefix([table::BLOB]) {
+        for row in self.scan_prefix([table::BLOB_PAGE]) {
             let (k, v) = row?;
-            let b: BlobRecord = decode(&v)?;
-            if b.refs == 0 && b.freed_at != 0 && b.freed_at <= cutoff {
+            let mut p: BlobPage = decode(&v)?;
+            let before = p.blobs.len();
+            p.blobs.retain(|(_, b)| {
+                let gone = b.refs == 0 && b.freed_at != 0 && b.freed_at <= cutoff;
+                if gone {
+                    n += 1;
+                    bytes += b.len;
+                }
+                !gone
+            });
+            if p.blobs.len() == before {
+                continue;
+            }
+            if p.blobs.is_empty() {
                 txn.remove(k);
-                n += 1;
-                bytes += b.len;
+            } else {
+                txn.insert(k, encode(&p)?);
             }
         }
         self.write_rows(txn)?;
@@ -74,21 +88,32 @@ impl Meta {
         {
             let _state = self.lock();
             let mut txn = Txn::new();
+            let mut pages = PageEdits::default();
             for &(blob, from, to, offset) in moves {
-                self.relocate(&mut txn, blob, from, to, offset)?;
+                self.relocate(&mut pages, blob, from, to, offset)?;
             }
+            pages.write(self, &mut txn)?;
             self.write_rows(txn)?;
         }
         self.tables.sync()
     }
 
-    /// Adds to `txn` the move of blob `blob` to (`to`, `offset`) if it is still in `from`.
-    fn relocate(&self, txn: &mut Txn, blob: u64, from: u64, to: u64, offset: u64) -> Result<()> {
-        if let Some(mut rec) = self.get::<BlobRecord>(&blob_key(blob))? {
+    /// Moves blob `blob` to (`to`, `offset`) in `pages` if it is still in `from`.
+    fn relocate(
+        &self,
+        pages: &mut PageEdits,
+        blob: u64,
+        from: u64,
+        to: u64,
+        offset: u64,
+    ) -> Result<()> {
+        let (page, slot) = page_of(blob);
+        let p = pages.page(self, &Prefetched::new(), page)?;
+        if let Some(mut rec) = p.get(slot).cloned() {
             if rec.volume == from {
                 rec.volume = to;
                 rec.offset = offset;
-                txn.insert(blob_key(blob), encode(&rec)?);
+                p.set(slot, rec);
             }
         }
         Ok(())
@@ -101,9 +126,11 @@ impl Meta {
         {
             let _state = self.lock();
             let mut txn = Txn::new();
+            let mut pages = PageEdits::default();
             for &(blob, offset) in moves {
-                self.relocate(&mut txn, blob, old, new.id, offset)?;
+                self.relocate(&mut pages, blob, old, new.id, offset)?;
             }
+            pages.write(self, &mut txn)?;
             txn.insert(volume_key(new.id), encode(new)?);
             txn.remove(volume_key(old));
             self.write_rows(txn)?;
