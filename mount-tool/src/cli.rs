@@ -239,6 +239,8 @@ pub struct MountArgs {
     #[arg(long, value_name = "DIR")]
     pub journal_dir: Option<PathBuf>,
     #[command(flatten)]
+    pub prefetch: crate::prefetch::PrefetchArgs,
+    #[command(flatten)]
     pub s3: S3Args,
 }
 
