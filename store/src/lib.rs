@@ -23,11 +23,11 @@ pub mod key;
 pub mod local;
 pub mod memory;
 mod paging;
+pub mod prefetch;
 #[cfg(feature = "s3")]
 pub mod s3;
 pub mod store;
 pub mod types;
-pub mod prefetch;
 pub mod writeback;
 
 pub use error::{ErrorKind, Result, StoreError};

@@ -262,12 +262,16 @@ impl Shared {
                         used: false,
                     }),
                 );
-                self.stats.fetched.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.stats
+                    .fetched
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
             Ok(_) => {}
             Err(e) => {
                 tracing::debug!(key = %key, error = %e, "prefetch: fetch failed (not kept)");
-                self.stats.failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.stats
+                    .failed
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
         }
         drop(s);

@@ -45,7 +45,10 @@ pub(super) struct Fetched {
 /// Where a key stands.
 pub(super) enum Slot {
     /// Listed by a session, not fetched yet.
-    Queued { dir: String, size: u64 },
+    Queued {
+        dir: String,
+        size: u64,
+    },
     /// A GET in flight; the channel turns `true` when it ended (kept or not).
     Fetching(watch::Receiver<bool>),
     Ready(Fetched),
@@ -166,7 +169,10 @@ impl State {
             let len = f.body.as_ref().map_or(0, Bytes::len);
             self.bytes = self.bytes.saturating_sub(len);
         }
-        if matches!(self.slots.get(key), Some(Slot::Ready(_) | Slot::Queued { .. })) {
+        if matches!(
+            self.slots.get(key),
+            Some(Slot::Ready(_) | Slot::Queued { .. })
+        ) {
             self.slots.remove(key);
         }
         for (i, _) in key.match_indices('/') {

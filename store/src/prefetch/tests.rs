@@ -233,9 +233,13 @@ async fn own_changes_are_never_hidden() {
     p.delete("d/f6").await.unwrap();
     assert!(p.head("d/f6", None).await.is_err());
     // A subdirectory made under a listed directory is seen below its name at once.
-    p.put("d/f7/inner", Body::Bytes(body("i", 1)), PutOptions::default())
-        .await
-        .unwrap();
+    p.put(
+        "d/f7/inner",
+        Body::Bytes(body("i", 1)),
+        PutOptions::default(),
+    )
+    .await
+    .unwrap();
     let below = ListRequest {
         prefix: "d/f7/".into(),
         max_keys: 1,
