@@ -23,9 +23,11 @@
 //!   key queued but not fetched yet fetches it now; of a key being fetched, waits for that
 //!   fetch. A listing below `DIR/NAME/` (a lookup's check for a directory) is answered empty
 //!   when the session's listing covered that place and showed no such subdirectory.
-//! * **How long.** Every answer is served for `ttl` (the mount's attribute TTL) from when its
-//!   request was sent, never longer: a change another client makes is seen within the same
-//!   window as the kernel's own caches and the write-back decorator's recent answers.
+//! * **How long.** A fetched object is served for `ttl` (the mount's attribute TTL) from when
+//!   its answer arrived, never longer (the kernel counts its own entry and attribute TTLs from
+//!   the reply too; counting from the request's start would let a GET slower than the TTL, as
+//!   under load, keep nothing): a change another client makes is seen within the TTL plus the
+//!   GET's own time. A directory's listing counts from when it was sent.
 //! * **Own changes.** Every change made through this decorator (put, copy, delete, rename,
 //!   completed multipart upload, ...) forgets what is kept of its key and the listings of the
 //!   directories above it, before and after it is made; a fetch or listing sent before such a
@@ -217,7 +219,7 @@ impl Prefetch {
 
     /// The fetched entry of `key` if it is fresh; an expired one is dropped.
     fn fresh<'a>(s: &'a mut State, key: &str, ttl: Duration) -> Option<&'a mut state::Fetched> {
-        let expired = matches!(s.slots.get(key), Some(Slot::Ready(f)) if f.sent.elapsed() >= ttl);
+        let expired = matches!(s.slots.get(key), Some(Slot::Ready(f)) if f.arrived.elapsed() >= ttl);
         if expired {
             if let Some(Slot::Ready(f)) = s.slots.remove(key) {
                 let len = f.body.as_ref().map_or(0, Bytes::len);

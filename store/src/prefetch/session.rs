@@ -257,7 +257,9 @@ impl Shared {
                     Slot::Ready(Fetched {
                         info,
                         body: Some(body),
-                        sent: ticket.sent,
+                        // Served for the TTL from its arrival, as the kernel counts its own
+                        // TTLs from the reply: under load a GET may take longer than the TTL.
+                        arrived: Instant::now(),
                         dir,
                         used: false,
                     }),

@@ -34,8 +34,8 @@ pub(super) struct Ticket {
 pub(super) struct Fetched {
     pub info: ObjectInfo,
     pub body: Option<Bytes>,
-    /// When the GET was sent: the answer is served for the TTL from then.
-    pub sent: Instant,
+    /// When the GET's answer arrived: it is served for the TTL from then.
+    pub arrived: Instant,
     /// The directory whose session fetched it.
     pub dir: String,
     /// Served at least once (a HEAD or a GET answered from it).
@@ -211,7 +211,7 @@ impl State {
     pub fn sweep(&mut self, ttl: Duration) {
         let mut freed = 0;
         self.slots.retain(|_, s| match s {
-            Slot::Ready(f) if f.sent.elapsed() >= ttl => {
+            Slot::Ready(f) if f.arrived.elapsed() >= ttl => {
                 freed += f.body.as_ref().map_or(0, Bytes::len);
                 false
             }
