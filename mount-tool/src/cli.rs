@@ -94,8 +94,9 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// The subcommands.
+/// The subcommands. Parsed once per process: the size of `mount`'s options does not matter.
 #[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant)]
 pub enum Command {
     /// Mount a store (created if missing) at a mount point.
     #[command(after_help = MOUNT_EXAMPLES)]

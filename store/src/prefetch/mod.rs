@@ -219,7 +219,8 @@ impl Prefetch {
 
     /// The fetched entry of `key` if it is fresh; an expired one is dropped.
     fn fresh<'a>(s: &'a mut State, key: &str, ttl: Duration) -> Option<&'a mut state::Fetched> {
-        let expired = matches!(s.slots.get(key), Some(Slot::Ready(f)) if f.arrived.elapsed() >= ttl);
+        let expired =
+            matches!(s.slots.get(key), Some(Slot::Ready(f)) if f.arrived.elapsed() >= ttl);
         if expired {
             if let Some(Slot::Ready(f)) = s.slots.remove(key) {
                 let len = f.body.as_ref().map_or(0, Bytes::len);

@@ -188,7 +188,7 @@ impl Shared {
             s.dir(dir).next_after = next;
             let ttl = self.cfg.ttl;
             s.sweep(ttl);
-            candidates.retain(|(k, _)| s.slots.get(k).is_none());
+            candidates.retain(|(k, _)| !s.slots.contains_key(k));
             let room = MAX_ENTRIES.saturating_sub(s.slots.len());
             candidates.truncate(room);
             for (k, size) in &candidates {
