@@ -94,8 +94,9 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// The subcommands.
+/// The subcommands. Parsed once per process: the size of `mount`'s options does not matter.
 #[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant)]
 pub enum Command {
     /// Mount a store (created if missing) at a mount point.
     #[command(after_help = MOUNT_EXAMPLES)]
@@ -238,6 +239,8 @@ pub struct MountArgs {
     /// with --cache-dir, else ~/.cache/objfs/writeback/KEY); one mount per directory.
     #[arg(long, value_name = "DIR")]
     pub journal_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub prefetch: crate::prefetch::PrefetchArgs,
     #[command(flatten)]
     pub s3: S3Args,
 }

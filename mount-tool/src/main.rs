@@ -23,6 +23,7 @@ mod mount;
 mod ops;
 mod options;
 mod platform;
+mod prefetch;
 mod progress;
 mod render;
 mod restore;

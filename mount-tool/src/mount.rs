@@ -104,6 +104,7 @@ impl MountRequest {
         if let Some(d) = &a.journal_dir {
             s.s3.journal_dir = Some(d.clone());
         }
+        s.s3.prefetch.apply_args(&a.prefetch)?;
         let at = match &a.at {
             Some(t) => Some(crate::history_commands::moment(t)?),
             None => s.at,

@@ -125,6 +125,8 @@ pub struct S3Settings {
     pub write_through: bool,
     /// The write-back journal's directory (`--journal-dir`, `-o journal_dir=`).
     pub journal_dir: Option<PathBuf>,
+    /// Prefetch of small files (`--no-prefetch`, `--prefetch-*`, `-o prefetch_*=`).
+    pub prefetch: crate::prefetch::PrefetchSettings,
 }
 
 /// The parts of [`FsConfig`] that options can set; `None` keeps the default.
@@ -261,6 +263,7 @@ impl MountSettings {
             "at" => self.at = Some(crate::history_commands::moment(&need(value)?)?),
             "write_through" => self.s3.write_through = true,
             "journal_dir" => self.s3.journal_dir = Some(PathBuf::from(need(value)?)),
+            n if self.s3.prefetch.apply(n, value)? => {}
             "log_file" => self.log_file = Some(PathBuf::from(need(value)?)),
             "foreground" => self.foreground = true,
             "allow_non_empty" | "nonempty" => self.allow_non_empty = true,

@@ -269,8 +269,16 @@ impl Served<'_> {
                 self.loc
             );
         }
+        // Under the write-back decorator, so that its pending changes win over what was
+        // prefetched from the bucket. A mount of a moment reads the past: no prefetch.
+        let bucket: Arc<dyn ObjectStore> = match cfg.at {
+            None => {
+                crate::prefetch::wrap(store.clone(), &self.req.settings.s3.prefetch, cfg.attr_ttl)
+            }
+            Some(_) => store.clone(),
+        };
         let (dyn_store, writeback) =
-            crate::writeback::wrap(store.clone(), self.journal.clone(), cfg.attr_ttl)?;
+            crate::writeback::wrap(bucket, self.journal.clone(), cfg.attr_ttl)?;
         let cache = CacheState::open(self.cache.as_ref())?;
         cfg.disk_cache = cache.handle();
         let read_only = cfg.read_only;

@@ -10,7 +10,8 @@
 //!
 //! Backends are cargo features: `local` (on by default) builds [`local`]; `memory` is always
 //! there; `s3` (off by default) builds [`s3`], the backend on an S3 bucket (aws-sdk-s3).
-//! [`writeback`] is a decorator that journals a remote store's writes on local disk and
+//! [`prefetch`] is a decorator that fetches the small objects of a directory being read with
+//! parallel GETs and answers the reader's HEADs and GETs from them. [`writeback`] is a decorator that journals a remote store's writes on local disk and
 //! uploads them in the background. `testing` builds `fault`, a failure-injecting decorator over any store, for tests.
 
 pub mod error;
@@ -22,6 +23,7 @@ pub mod key;
 pub mod local;
 pub mod memory;
 mod paging;
+pub mod prefetch;
 #[cfg(feature = "s3")]
 pub mod s3;
 pub mod store;

@@ -29,7 +29,8 @@
 #   from main: measured as the tool "objfs-base" in the same rounds, with a before/after
 #   column objfs/objfs-base), S3BENCH_BASE_OPTS (`objfs mount` options of objfs-base only,
 #   e.g. --write-through with S3BENCH_BASE_BIN=target/release/objfs: write-back against
-#   write-through in one run).
+#   write-through in one run), S3BENCH_GARAGE_DB (Garage's db_engine: lmdb, or sqlite for a
+#   build with only that engine), S3BENCH_SKIP_FSBENCH=1 (only the cold-read phase).
 # Needs root (page cache drops, FUSE mounts), python3, s3fs and rclone (apt-get install -y s3fs
 # rclone). Everything is unmounted and Garage stopped on exit, however the script exits.
 set -euo pipefail
@@ -45,6 +46,8 @@ if [ -n "$BASE_BIN" ]; then
 fi
 GARAGE="${S3BENCH_GARAGE:-$HOME/.cache/objfs-ci/garage/2.5.0/bin/garage}"
 FSBENCH="${S3BENCH_FSBENCH:-/work/shared/bench/fsbench.py}"
+GARAGE_DB="${S3BENCH_GARAGE_DB:-lmdb}"
+SKIP_FSBENCH="${S3BENCH_SKIP_FSBENCH:-0}"
 OBJFS_OPTS="${S3BENCH_OBJFS_OPTS:-}"
 BASE_OPTS="${S3BENCH_BASE_OPTS:-$OBJFS_OPTS}"
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
@@ -125,7 +128,7 @@ GARAGE_CONF="$WORK/garage.toml"
 cat >"$GARAGE_CONF" <<EOF
 metadata_dir = "$WORK/garage-meta"
 data_dir = "$WORK/garage-data"
-db_engine = "lmdb"
+db_engine = "$GARAGE_DB"
 replication_factor = 1
 rpc_bind_addr = "127.0.0.1:$RPC_PORT"
 rpc_public_addr = "127.0.0.1:$RPC_PORT"
@@ -187,7 +190,7 @@ region = garage
 force_path_style = true
 EOF
 )
-echo "== garage $("$GARAGE" --version 2>/dev/null | head -n 1 | awk '{print $2}') at $ENDPOINT (lmdb, one node); work directory $WORK"
+echo "== garage $("$GARAGE" --version 2>/dev/null | head -n 1 | awk '{print $2}') at $ENDPOINT ($GARAGE_DB, one node); work directory $WORK"
 
 # --- mounting each tool ----------------------------------------------------------------------------
 wait_mounted() {
@@ -311,7 +314,9 @@ for rep in $(seq 1 "$REPS"); do
         m=$(mnt_of "$tool")
         drop_caches
         do_mount "$tool"
-        python3 "$FSBENCH" "$m" "$tool" "$SEQ_MIB" "$NFILES" | tee -a "$RESULTS"
+        if [ "$SKIP_FSBENCH" != 1 ]; then
+            python3 "$FSBENCH" "$m" "$tool" "$SEQ_MIB" "$NFILES" | tee -a "$RESULTS"
+        fi
         cold_phase write "$m" "$tool"
         wait_uploaded "$tool"
         do_umount "$tool"

@@ -4,6 +4,7 @@
 //! corruption tests and the `crash_writer` helper binary.
 //!
 //! `s3_fixture` names the S3 test servers (moto, Garage) that `scripts/test` starts;
+//! `s3_proxy` puts a counting, byte-altering proxy in front of one;
 //! `garage_cluster` starts a Garage cluster of a test's own from the binary it built.
 //!
 //! `mount_fixture` (owned by the mount tests) mounts a real objfs for `tests/tests/mount_*.rs`;
@@ -20,6 +21,7 @@ pub mod insights_ops;
 pub mod mount_fixture;
 pub mod s3_cli;
 pub mod s3_fixture;
+pub mod s3_proxy;
 pub mod support;
 pub mod tier_fixture;
 pub mod watchdog;

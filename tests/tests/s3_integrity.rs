@@ -6,101 +6,20 @@
 //! keeps the checksums) and through a mount (`read` is EIO). Skipped loudly without the
 //! endpoint variables (and the mount part without FUSE).
 
-use std::io::{Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
-use std::time::Duration;
+use std::io::Read;
 
 use objfs_store::s3::S3Store;
 use objfs_store::{CopyOptions, ErrorKind, GetOptions, ObjectStore, PutOptions};
 use objfs_tests::s3_cli::{mount_servers, runtime};
 use objfs_tests::s3_fixture::{self, Server};
+use objfs_tests::s3_proxy::{self, NEEDLE};
 
-/// The marker the proxy alters in answers (one byte: the last).
-const NEEDLE: &[u8] = b"objfs:corrupt:me";
-const ALTERED: &[u8] = b"objfs:corrupt:mE";
 const MIB: usize = 1 << 20;
-
-/// Replaces every `NEEDLE` in `buf` by `ALTERED`.
-fn alter(buf: &mut [u8]) {
-    let mut i = 0;
-    while i + NEEDLE.len() <= buf.len() {
-        if &buf[i..i + NEEDLE.len()] == NEEDLE {
-            buf[i..i + NEEDLE.len()].copy_from_slice(ALTERED);
-            i += NEEDLE.len();
-        } else {
-            i += 1;
-        }
-    }
-}
-
-/// Server to client: everything, with the marker altered. A marker may straddle two reads,
-/// so the last bytes wait for the next read (or for a pause of the server).
-fn pump_altering(mut from: TcpStream, mut to: TcpStream) {
-    let _ = from.set_read_timeout(Some(Duration::from_millis(20)));
-    let keep = NEEDLE.len() - 1;
-    let mut pending: Vec<u8> = Vec::new();
-    let mut buf = vec![0u8; 1 << 16];
-    loop {
-        match from.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => {
-                pending.extend_from_slice(&buf[..n]);
-                alter(&mut pending);
-                if pending.len() > keep {
-                    let out: Vec<u8> = pending.drain(..pending.len() - keep).collect();
-                    if to.write_all(&out).is_err() {
-                        return;
-                    }
-                }
-            }
-            Err(e)
-                if e.kind() == std::io::ErrorKind::WouldBlock
-                    || e.kind() == std::io::ErrorKind::TimedOut =>
-            {
-                if !pending.is_empty() && to.write_all(&pending).is_err() {
-                    return;
-                }
-                pending.clear();
-            }
-            Err(_) => break,
-        }
-    }
-    let _ = to.write_all(&pending);
-    let _ = to.shutdown(Shutdown::Write);
-}
-
-/// A proxy to `endpoint` (`http://HOST:PORT`) on a free port of 127.0.0.1; its endpoint.
-/// Its threads live as long as the test process.
-fn altering_proxy(endpoint: &str) -> String {
-    let upstream = endpoint
-        .strip_prefix("http://")
-        .expect("an http:// endpoint")
-        .trim_end_matches('/')
-        .to_string();
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind the proxy");
-    let addr = listener.local_addr().expect("proxy address");
-    std::thread::spawn(move || {
-        for client in listener.incoming().flatten() {
-            let Ok(server) = TcpStream::connect(&upstream) else {
-                continue;
-            };
-            let (Ok(mut c_read), Ok(mut s_write)) = (client.try_clone(), server.try_clone()) else {
-                continue;
-            };
-            std::thread::spawn(move || {
-                let _ = std::io::copy(&mut c_read, &mut s_write);
-                let _ = s_write.shutdown(Shutdown::Write);
-            });
-            std::thread::spawn(move || pump_altering(server, client));
-        }
-    });
-    format!("http://{addr}")
-}
 
 /// `server` reached through an altering proxy.
 fn through_proxy(server: &Server) -> Server {
     Server {
-        endpoint: altering_proxy(&server.endpoint),
+        endpoint: s3_proxy::start(&server.endpoint).0,
         ..server.clone()
     }
 }

@@ -1,0 +1,282 @@
+//! Directory sessions: when a directory is being read (see [`Shared::cold_lookup`]), one
+//! delimited listing of it gives its names and sizes, and its small objects are fetched whole
+//! with parallel GETs, whose answers then serve the HEADs and GETs of the reader.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use tokio::sync::watch;
+
+use super::state::{dir_of, Fetched, Listing, Slot, MAX_ENTRIES};
+use super::Shared;
+use crate::types::{GetOptions, ListRequest};
+
+/// Sessions running at once (over all directories).
+const MAX_SESSIONS: usize = 4;
+/// Pages of a directory's listing one session reads at most (1,000 names each).
+const MAX_PAGES: usize = 4;
+/// Cold lookups count towards a session when they come within this window.
+const SIGNAL_WINDOW: Duration = Duration::from_secs(10);
+/// A directory whose sessions fetched mostly what nobody read gets none for this long.
+const COOL_DOWN: Duration = Duration::from_secs(30);
+
+/// Ends a session's bookkeeping however the session ends.
+struct SessionGuard {
+    shared: Arc<Shared>,
+    dir: String,
+}
+
+impl Drop for SessionGuard {
+    fn drop(&mut self) {
+        let mut s = self.shared.state();
+        s.active = s.active.saturating_sub(1);
+        if let Some(d) = s.dirs.get_mut(&self.dir) {
+            d.active = false;
+        }
+    }
+}
+
+/// A fetch in flight: on drop (finished or abandoned) its reservation is released and its
+/// slot, if it still says "in flight", removed; waiters are woken by the sender's drop.
+struct InFlight<'a> {
+    shared: &'a Shared,
+    key: &'a str,
+    reserved: usize,
+    _done: watch::Sender<bool>,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        let mut s = self.shared.state();
+        s.bytes = s.bytes.saturating_sub(self.reserved);
+        if matches!(s.slots.get(self.key), Some(Slot::Fetching(_))) {
+            s.slots.remove(self.key);
+        }
+    }
+}
+
+impl Shared {
+    /// A HEAD of `key` found it in the bucket (nothing here answered it): a signal that its
+    /// directory is being read. The `after`-th such lookup within [`SIGNAL_WINDOW`], or the
+    /// first after a readdir of the directory, starts a session, unless one runs there
+    /// already, [`MAX_SESSIONS`] run, or the directory cools down.
+    pub(super) fn cold_lookup(self: &Arc<Self>, key: &str) {
+        if !self.cfg.enabled() {
+            return;
+        }
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let dir = dir_of(key).to_string();
+        let after = self.cfg.after.max(1);
+        let parallel = self.cfg.parallel;
+        let start_after = {
+            let mut s = self.state();
+            if s.active >= MAX_SESSIONS {
+                return;
+            }
+            let now = Instant::now();
+            let d = s.dir(&dir);
+            if d.active || d.cold_until.is_some_and(|t| now < t) {
+                return;
+            }
+            if d.window_start.is_none_or(|w| w.elapsed() > SIGNAL_WINDOW) {
+                d.window_start = Some(now);
+                d.misses = 0;
+            }
+            d.misses += 1;
+            let readdir = d.readdir_at.is_some_and(|t| t.elapsed() < SIGNAL_WINDOW);
+            if d.misses < after && !readdir {
+                return;
+            }
+            d.misses = 0;
+            d.readdir_at = None;
+            if d.fetched >= parallel && d.used * 2 < d.fetched {
+                tracing::debug!(dir = %dir, fetched = d.fetched, used = d.used,
+                    "prefetch: the directory's last objects were mostly not read; pausing");
+                d.cold_until = Some(now + COOL_DOWN);
+                d.fetched = 0;
+                d.used = 0;
+                return;
+            }
+            d.fetched = 0;
+            d.used = 0;
+            d.active = true;
+            let from = d.next_after.clone();
+            s.active += 1;
+            from
+        };
+        let guard = SessionGuard {
+            shared: self.clone(),
+            dir: dir.clone(),
+        };
+        let me = self.clone();
+        rt.spawn(async move {
+            me.session(&dir, start_after).await;
+            drop(guard);
+        });
+    }
+
+    /// One session: lists `dir` (after `start_after`), queues its small objects, fetches them.
+    async fn session(self: &Arc<Self>, dir: &str, start_after: Option<String>) {
+        let ticket = self.state().ticket();
+        let mut candidates: Vec<(String, u64)> = Vec::new();
+        let mut prefixes = HashSet::new();
+        let mut last: Option<String> = None;
+        let mut token: Option<String> = None;
+        let mut complete = false;
+        for _ in 0..MAX_PAGES {
+            let req = ListRequest {
+                prefix: dir.to_string(),
+                delimiter: Some("/".into()),
+                start_after: if token.is_none() {
+                    start_after.clone()
+                } else {
+                    None
+                },
+                continuation: token.take(),
+                max_keys: 1000,
+            };
+            let page = match self.inner.list(&req).await {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::debug!(dir = %dir, error = %e, "prefetch: listing failed");
+                    return;
+                }
+            };
+            for o in page.objects {
+                if last.as_deref().is_none_or(|l| o.key.as_str() > l) {
+                    last = Some(o.key.clone());
+                }
+                let small = o.size > 0 && o.size <= self.cfg.max_size;
+                if small && !o.key.ends_with('/') && candidates.len() < self.cfg.max_files {
+                    candidates.push((o.key, o.size));
+                }
+            }
+            for p in page.common_prefixes {
+                if last.as_deref().is_none_or(|l| p.as_str() > l) {
+                    last = Some(p.clone());
+                }
+                prefixes.insert(p);
+            }
+            token = page.next_token;
+            if token.is_none() {
+                complete = true;
+                break;
+            }
+            if candidates.len() >= self.cfg.max_files {
+                break;
+            }
+        }
+        let full = candidates.len() >= self.cfg.max_files;
+        {
+            let mut s = self.state();
+            let listing = Listing {
+                sent: ticket.sent,
+                from: start_after.clone(),
+                to: if complete { None } else { last.clone() },
+                prefixes,
+            };
+            s.keep_listing(ticket, dir, listing);
+            let next = match (complete, full) {
+                (true, false) => None,
+                (_, true) => candidates.last().map(|c| c.0.clone()),
+                (false, false) => last,
+            };
+            s.dir(dir).next_after = next;
+            let ttl = self.cfg.ttl;
+            s.sweep(ttl);
+            candidates.retain(|(k, _)| !s.slots.contains_key(k));
+            let room = MAX_ENTRIES.saturating_sub(s.slots.len());
+            candidates.truncate(room);
+            for (k, size) in &candidates {
+                s.slots.insert(
+                    k.clone(),
+                    Slot::Queued {
+                        dir: dir.to_string(),
+                        size: *size,
+                    },
+                );
+            }
+        }
+        tracing::debug!(dir = %dir, objects = candidates.len(), "prefetch: fetching");
+        futures::stream::iter(candidates)
+            .for_each_concurrent(self.cfg.parallel.max(1), |(k, _)| async move {
+                self.fetch_one(&k).await;
+            })
+            .await;
+    }
+
+    /// Fetches `key` whole if it is queued (a session's background fetch, or a reader that
+    /// asked for it first), within the memory budget; keeps the answer unless this process
+    /// changed the key meanwhile. The GET is the backend's, so its body is verified as every
+    /// GET is (an S3 object's block checksums): a body that fails is not kept.
+    pub(super) async fn fetch_one(&self, key: &str) {
+        let (tx, ticket, dir, reserved) = {
+            let mut s = self.state();
+            let Some(Slot::Queued { dir, size }) = s.slots.get(key) else {
+                return;
+            };
+            let (dir, size) = (dir.clone(), *size as usize);
+            if s.bytes + size > self.cfg.memory {
+                s.sweep(self.cfg.ttl);
+            }
+            if s.bytes + size > self.cfg.memory {
+                s.slots.remove(key);
+                return;
+            }
+            s.bytes += size;
+            let (tx, rx) = watch::channel(false);
+            s.slots.insert(key.to_string(), Slot::Fetching(rx));
+            (tx, s.ticket(), dir, size)
+        };
+        let flight = InFlight {
+            shared: self,
+            key,
+            reserved,
+            _done: tx,
+        };
+        let got = async {
+            let g = self.inner.get(key, GetOptions::default()).await?;
+            let info = g.info.clone();
+            let body = g.bytes().await?;
+            Ok::<_, crate::StoreError>((info, body))
+        }
+        .await;
+        let mut s = self.state();
+        match got {
+            Ok((info, body)) if s.valid(ticket, key) && body.len() as u64 == info.size => {
+                s.bytes += body.len();
+                if let Some(d) = s.dirs.get_mut(&dir) {
+                    d.fetched += 1;
+                }
+                s.slots.insert(
+                    key.to_string(),
+                    Slot::Ready(Fetched {
+                        info,
+                        body: Some(body),
+                        // Served for the TTL from its arrival, as the kernel counts its own
+                        // TTLs from the reply: under load a GET may take longer than the TTL.
+                        arrived: Instant::now(),
+                        dir,
+                        used: false,
+                    }),
+                );
+                self.stats
+                    .fetched
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::debug!(key = %key, error = %e, "prefetch: fetch failed (not kept)");
+                self.stats
+                    .failed
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+        drop(s);
+        drop(flight);
+    }
+}

@@ -1,0 +1,322 @@
+//! The prefetch decorator over the memory store, with every request to the store counted.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use super::{Prefetch, PrefetchConfig};
+use crate::error::{Result, StoreError};
+use crate::memory::MemoryStore;
+use crate::store::ObjectStore;
+use crate::types::*;
+
+/// The memory store, counting HEADs, GETs and listings, failing the GETs of chosen keys.
+struct Counting {
+    inner: MemoryStore,
+    heads: AtomicU64,
+    gets: AtomicU64,
+    lists: AtomicU64,
+    broken: Mutex<Vec<String>>,
+}
+
+impl Counting {
+    fn requests(&self) -> (u64, u64, u64) {
+        (
+            self.heads.load(Ordering::SeqCst),
+            self.gets.load(Ordering::SeqCst),
+            self.lists.load(Ordering::SeqCst),
+        )
+    }
+}
+
+#[async_trait]
+impl ObjectStore for Counting {
+    fn describe(&self) -> String {
+        "counting".into()
+    }
+    fn features(&self) -> StoreFeatures {
+        self.inner.features()
+    }
+    async fn put(&self, key: &str, body: Body, opts: PutOptions) -> Result<ObjectInfo> {
+        self.inner.put(key, body, opts).await
+    }
+    async fn get(&self, key: &str, opts: GetOptions) -> Result<GetResult> {
+        self.gets.fetch_add(1, Ordering::SeqCst);
+        if self.broken.lock().unwrap().iter().any(|k| k == key) {
+            return Err(StoreError::Corrupt {
+                what: format!("{key}: block 0 does not match"),
+            });
+        }
+        self.inner.get(key, opts).await
+    }
+    async fn head(&self, key: &str, version: Option<VersionId>) -> Result<ObjectInfo> {
+        self.heads.fetch_add(1, Ordering::SeqCst);
+        self.inner.head(key, version).await
+    }
+    async fn delete(&self, key: &str) -> Result<Option<VersionId>> {
+        self.inner.delete(key).await
+    }
+    async fn delete_version(&self, key: &str, version: VersionId) -> Result<()> {
+        self.inner.delete_version(key, version).await
+    }
+    async fn copy(&self, src: &str, dst: &str, opts: CopyOptions) -> Result<ObjectInfo> {
+        self.inner.copy(src, dst, opts).await
+    }
+    async fn list(&self, req: &ListRequest) -> Result<ListPage> {
+        self.lists.fetch_add(1, Ordering::SeqCst);
+        self.inner.list(req).await
+    }
+    async fn list_versions(&self, req: &ListVersionsRequest) -> Result<VersionsPage> {
+        self.inner.list_versions(req).await
+    }
+    async fn create_multipart(&self, key: &str, opts: PutOptions) -> Result<String> {
+        self.inner.create_multipart(key, opts).await
+    }
+    async fn upload_part(&self, key: &str, id: &str, n: u32, body: Body) -> Result<PartInfo> {
+        self.inner.upload_part(key, id, n, body).await
+    }
+    async fn upload_part_copy(
+        &self,
+        key: &str,
+        id: &str,
+        n: u32,
+        src: &str,
+        v: Option<VersionId>,
+        range: Option<std::ops::Range<u64>>,
+    ) -> Result<PartInfo> {
+        self.inner.upload_part_copy(key, id, n, src, v, range).await
+    }
+    async fn list_parts(&self, key: &str, id: &str) -> Result<Vec<PartInfo>> {
+        self.inner.list_parts(key, id).await
+    }
+    async fn complete_multipart(
+        &self,
+        key: &str,
+        id: &str,
+        parts: &[CompletedPart],
+    ) -> Result<ObjectInfo> {
+        self.inner.complete_multipart(key, id, parts).await
+    }
+    async fn abort_multipart(&self, key: &str, id: &str) -> Result<()> {
+        self.inner.abort_multipart(key, id).await
+    }
+    async fn list_multipart_uploads(&self, prefix: &str) -> Result<Vec<UploadInfo>> {
+        self.inner.list_multipart_uploads(prefix).await
+    }
+    async fn sync(&self) -> Result<()> {
+        self.inner.sync().await
+    }
+    async fn capacity(&self) -> Result<Capacity> {
+        self.inner.capacity().await
+    }
+}
+
+fn body(key: &str, n: usize) -> Bytes {
+    Bytes::from(format!("{key:>8}").repeat(n))
+}
+
+/// A directory `d/` of `files` small objects `d/fN`, one large one and a subdirectory.
+async fn setup(files: usize, cfg: impl FnOnce(&mut PrefetchConfig)) -> (Arc<Counting>, Prefetch) {
+    let c = Arc::new(Counting {
+        inner: MemoryStore::new(),
+        heads: AtomicU64::new(0),
+        gets: AtomicU64::new(0),
+        lists: AtomicU64::new(0),
+        broken: Mutex::new(Vec::new()),
+    });
+    for i in 0..files {
+        let k = format!("d/f{i}");
+        c.put(&k, Body::Bytes(body(&k, 100)), PutOptions::default())
+            .await
+            .unwrap();
+    }
+    let big = Bytes::from(vec![7u8; 300 * 1024]);
+    c.put("d/big", Body::Bytes(big), PutOptions::default())
+        .await
+        .unwrap();
+    c.put("d/sub/x", Body::Bytes(body("x", 1)), PutOptions::default())
+        .await
+        .unwrap();
+    let mut pc = PrefetchConfig::new(Duration::from_secs(30));
+    cfg(&mut pc);
+    let p = Prefetch::new(c.clone(), pc);
+    (c, p)
+}
+
+async fn settle(p: &Prefetch, fetched: u64) {
+    for _ in 0..500 {
+        if p.counts().fetched + p.counts().failed >= fetched && p.shared.state().active == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    panic!("prefetch did not settle: {:?}", p.counts());
+}
+
+/// What a filesystem does to read a file cold: the lookup's HEAD and one-key listing below
+/// the name, then a GET of the version the HEAD gave.
+async fn read_like_a_mount(p: &Prefetch, key: &str) -> Bytes {
+    let info = p.head(key, None).await.unwrap();
+    let below = ListRequest {
+        prefix: format!("{key}/"),
+        max_keys: 1,
+        ..Default::default()
+    };
+    let page = p.list(&below).await.unwrap();
+    assert!(page.objects.is_empty() && page.common_prefixes.is_empty());
+    let got = p
+        .get(
+            key,
+            GetOptions {
+                version: Some(info.version.clone()),
+                range: Some(0..info.size),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(got.info.etag, info.etag);
+    got.bytes().await.unwrap()
+}
+
+#[tokio::test]
+async fn the_second_cold_read_fetches_the_directory_and_later_reads_ask_nothing() {
+    let (c, p) = setup(40, |_| {}).await;
+    // One cold lookup starts nothing.
+    assert_eq!(read_like_a_mount(&p, "d/f0").await, body("d/f0", 100));
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(p.counts().fetched, 0);
+    assert_eq!(read_like_a_mount(&p, "d/f1").await, body("d/f1", 100));
+    settle(&p, 40).await;
+    // Every small object of d/ (not the large one, not below d/sub/) was fetched once.
+    assert_eq!(p.counts().fetched, 40);
+    let before = c.requests();
+    for i in 2..40 {
+        let k = format!("d/f{i}");
+        assert_eq!(read_like_a_mount(&p, &k).await, body(&k, 100));
+    }
+    assert_eq!(c.requests(), before, "no request for the prefetched files");
+    assert_eq!(p.counts().heads, 38);
+    assert_eq!(p.counts().gets, 38);
+    assert_eq!(p.counts().lists, 38);
+    // Bodies read whole were handed over: only the two read before the session are held.
+    assert_eq!(p.held_bytes(), body("d/f0", 100).len() * 2);
+    // The large object and a name below a subdirectory still go to the store.
+    p.head("d/big", None).await.unwrap();
+    let sub = p.list(&ListRequest::dir("d/sub/")).await.unwrap();
+    assert_eq!(sub.objects.len(), 1);
+    assert_eq!(c.requests().0, before.0 + 1);
+    assert_eq!(c.requests().2, before.2 + 1);
+}
+
+#[tokio::test]
+async fn a_readdir_then_one_lookup_starts_a_session() {
+    let (_c, p) = setup(10, |_| {}).await;
+    p.list(&ListRequest::dir("d/")).await.unwrap();
+    p.head("d/f3", None).await.unwrap();
+    settle(&p, 10).await;
+    assert_eq!(p.counts().fetched, 10);
+}
+
+#[tokio::test]
+async fn own_changes_are_never_hidden() {
+    let (_c, p) = setup(10, |_| {}).await;
+    p.head("d/f0", None).await.unwrap();
+    p.head("d/f1", None).await.unwrap();
+    settle(&p, 10).await;
+    p.put("d/f5", Body::Bytes(body("new", 3)), PutOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(read_like_a_mount(&p, "d/f5").await, body("new", 3));
+    p.delete("d/f6").await.unwrap();
+    assert!(p.head("d/f6", None).await.is_err());
+    // A subdirectory made under a listed directory is seen below its name at once.
+    p.put(
+        "d/f7/inner",
+        Body::Bytes(body("i", 1)),
+        PutOptions::default(),
+    )
+    .await
+    .unwrap();
+    let below = ListRequest {
+        prefix: "d/f7/".into(),
+        max_keys: 1,
+        ..Default::default()
+    };
+    assert_eq!(p.list(&below).await.unwrap().objects.len(), 1);
+}
+
+#[tokio::test]
+async fn another_clients_change_is_seen_after_the_ttl() {
+    let ttl = Duration::from_millis(300);
+    let (c, p) = setup(10, |cfg| cfg.ttl = ttl).await;
+    p.head("d/f0", None).await.unwrap();
+    p.head("d/f1", None).await.unwrap();
+    settle(&p, 10).await;
+    // Another client (straight to the store) rewrites d/f4.
+    c.put("d/f4", Body::Bytes(body("other", 7)), PutOptions::default())
+        .await
+        .unwrap();
+    tokio::time::sleep(ttl).await;
+    assert_eq!(read_like_a_mount(&p, "d/f4").await, body("other", 7));
+}
+
+#[tokio::test]
+async fn a_failed_fetch_keeps_nothing_and_the_read_fails_on_its_own() {
+    let (c, p) = setup(10, |_| {}).await;
+    c.broken.lock().unwrap().push("d/f7".into());
+    p.head("d/f0", None).await.unwrap();
+    p.head("d/f1", None).await.unwrap();
+    settle(&p, 10).await;
+    assert_eq!(p.counts().failed, 1);
+    let gets = c.requests().1;
+    let info = p.head("d/f7", None).await.unwrap();
+    let err = p
+        .get(
+            "d/f7",
+            GetOptions {
+                version: Some(info.version),
+                range: None,
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), crate::ErrorKind::Corrupt);
+    assert_eq!(c.requests().1, gets + 1, "the read asked the store itself");
+}
+
+#[tokio::test]
+async fn the_memory_budget_and_the_file_cap_hold() {
+    let one = body("d/f0", 100).len();
+    let (_c, p) = setup(30, |cfg| {
+        cfg.memory = one * 5;
+        cfg.parallel = 1;
+    })
+    .await;
+    p.head("d/f0", None).await.unwrap();
+    p.head("d/f1", None).await.unwrap();
+    settle(&p, 5).await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(p.counts().fetched, 5);
+    assert!(p.held_bytes() <= one * 5);
+
+    let (_c, p) = setup(30, |cfg| cfg.max_files = 8).await;
+    p.head("d/f0", None).await.unwrap();
+    p.head("d/f1", None).await.unwrap();
+    settle(&p, 8).await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(p.counts().fetched, 8);
+}
+
+#[tokio::test]
+async fn off_passes_everything_through() {
+    let (c, p) = setup(10, |cfg| cfg.max_size = 0).await;
+    for i in 0..10 {
+        let k = format!("d/f{i}");
+        assert_eq!(read_like_a_mount(&p, &k).await, body(&k, 100));
+    }
+    assert_eq!(p.counts().fetched, 0);
+    assert_eq!(c.requests(), (10, 10, 10));
+}
