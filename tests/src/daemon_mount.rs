@@ -197,12 +197,15 @@ impl DaemonMount {
                     m.log_tail()
                 );
             }
-            assert!(
-                Instant::now() < deadline,
-                "{} did not appear in the mount table within 120 s\n{}",
-                mountpoint.display(),
-                m.log_tail()
-            );
+            if Instant::now() >= deadline {
+                // Where the daemon hangs, for the log of a run that fails here.
+                crate::watchdog::print_stacks(m.pid);
+                panic!(
+                    "{} did not appear in the mount table within 120 s\n{}",
+                    mountpoint.display(),
+                    m.log_tail()
+                );
+            }
             std::thread::sleep(Duration::from_millis(5));
         }
         m

@@ -84,7 +84,9 @@ fn fire(what: &str, limit: Duration, children: &[u32]) -> ! {
     std::process::abort();
 }
 
-fn print_stacks(pid: u32) {
+/// Prints every thread's stack of process `pid` to stderr (gdb; /proc wait channels without
+/// it): what a test that gives up on a process shows of where it hangs.
+pub fn print_stacks(pid: u32) {
     // gdb writes to a file, not a pipe: when it attaches to this process it stops the
     // thread that would read the pipe, and would block on a full one.
     let out = std::env::temp_dir().join(format!("objfs-watchdog-{}-{pid}.txt", std::process::id()));
