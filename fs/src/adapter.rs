@@ -385,11 +385,14 @@ impl Filesystem for Adapter {
         });
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        let fs = self.fs.clone();
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let (fs, tid) = (self.fs.clone(), req.pid());
         self.spawn(async move {
             match fs.open(ino.0, flags.0).await {
-                Ok(fh) => reply.opened(FileHandle(fh), open_flags(flags.0)),
+                Ok(fh) => {
+                    fs.note_thread(fh, tid);
+                    reply.opened(FileHandle(fh), open_flags(flags.0))
+                }
                 Err(e) => reply.error(errno("open", &e)),
             }
         });
@@ -417,7 +420,7 @@ impl Filesystem for Adapter {
 
     fn write(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         fh: FileHandle,
         offset: u64,
@@ -427,6 +430,7 @@ impl Filesystem for Adapter {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
+        self.fs.note_thread(fh.0, req.pid());
         // A write that needs no wait is copied into its buffer here, with no hop.
         let now = {
             let _rt = self.rt.enter();
@@ -448,15 +452,15 @@ impl Filesystem for Adapter {
 
     fn flush(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         fh: FileHandle,
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        let fs = self.fs.clone();
+        let (fs, tid) = (self.fs.clone(), req.pid());
         self.spawn(async move {
-            reply_empty(reply, "flush", fs.flush(ino.0, fh.0).await);
+            reply_empty(reply, "flush", fs.close(ino.0, fh.0, tid).await);
         });
     }
 
@@ -662,16 +666,19 @@ impl Filesystem for Adapter {
         flags: i32,
         reply: ReplyCreate,
     ) {
-        let (fs, name, who) = (self.fs.clone(), owned(name), caller(req));
+        let (fs, name, who, tid) = (self.fs.clone(), owned(name), caller(req), req.pid());
         self.spawn(async move {
             match fs.create(parent.0, &name, mode, flags, who).await {
-                Ok((e, fh)) => reply.created(
-                    &e.ttl,
-                    &file_attr(&e.attr),
-                    Generation(e.generation),
-                    FileHandle(fh),
-                    FopenFlags::empty(),
-                ),
+                Ok((e, fh)) => {
+                    fs.note_thread(fh, tid);
+                    reply.created(
+                        &e.ttl,
+                        &file_attr(&e.attr),
+                        Generation(e.generation),
+                        FileHandle(fh),
+                        FopenFlags::empty(),
+                    )
+                }
                 Err(e) => reply.error(errno("create", &e)),
             }
         });

@@ -9,7 +9,7 @@
 //! [`attr`] (metadata <-> attributes), [`xattr`] (extended attributes in metadata),
 //! [`inode`] (inode table), [`dirhandle`] (listing -> readdir offsets), [`read`] (block cache
 //! and readahead), [`diskcache`] (the disk tier under it for remote mounts), [`write`](mod@write) (multipart write handles; commit planning in `write/parts.rs`),
-//! [`budget`] (write memory budget), [`core`] (the filesystem, split by concept: namespace,
+//! [`budget`] (write memory budget), [`closers`] (whose close(2) commits), [`core`] (the filesystem, split by concept: namespace,
 //! rename, files, attributes, directories, directory markers; its plain types in
 //! [`core::types`]), [`adapter`] (fuser, the only module that sees fuser's types), [`mount`](mod@mount)
 //! (entry point).
@@ -19,6 +19,7 @@
 pub mod adapter;
 pub mod attr;
 pub mod budget;
+pub mod closers;
 pub mod config;
 pub mod core;
 pub mod dirhandle;

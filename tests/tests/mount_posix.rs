@@ -679,3 +679,88 @@ fn ioctl_is_enotty() {
     let e = std::io::Error::last_os_error().raw_os_error();
     assert_eq!((r, e), (-1, Some(libc::ENOTTY)));
 }
+
+/// FUSE sends FLUSH for every close of a descriptor, also when a child made by `fork` closes
+/// the copy it inherited as it execs (`O_CLOEXEC`, which every `Command` child does): that
+/// close is not the writer's and makes no version of the half-written file. A child that
+/// writes through the descriptor is a writer: its close makes a version. The writer's own
+/// close makes the last one.
+#[test]
+fn a_child_closing_an_inherited_descriptor_makes_no_version() {
+    use objfs_store::{GetOptions, ListVersionsRequest, ObjectStore};
+    use std::os::fd::AsRawFd;
+    let Some(fx) = MountFixture::new("inherited_close") else {
+        return;
+    };
+    let store = fx.store().expect("mounted").clone();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
+    // The versions of key `f`, newest first, with their bytes.
+    let versions = || -> Vec<Vec<u8>> {
+        rt.block_on(async {
+            let req = ListVersionsRequest {
+                prefix: "f".into(),
+                ..Default::default()
+            };
+            let mut out = Vec::new();
+            for v in store.list_versions(&req).await.expect("list").versions {
+                if v.key != "f" {
+                    continue;
+                }
+                let opts = GetOptions {
+                    version: Some(v.version.clone()),
+                    range: None,
+                };
+                let body = store.get("f", opts).await.expect("get");
+                out.push(body.bytes().await.expect("bytes").to_vec());
+            }
+            out
+        })
+    };
+
+    let mut f = File::create(fx.path("f")).expect("create");
+    f.write_all(b"first half, ").expect("write");
+    let st = Command::new("true").status().expect("spawn true");
+    assert!(st.success());
+    assert!(
+        versions().is_empty(),
+        "a child closed its inherited copy at exec: no version of the open file"
+    );
+
+    // A child that writes through the descriptor (as its fd 3) and closes it.
+    let fd = f.as_raw_fd();
+    let mut child = Command::new("sh");
+    child.args(["-c", "printf 'child, ' >&3 && exec 3>&-"]);
+    // SAFETY: between fork and exec only async-signal-safe calls (dup2, fcntl).
+    unsafe {
+        child.pre_exec(move || {
+            let r = if fd == 3 {
+                libc::fcntl(3, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(fd, 3)
+            };
+            if r < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let st = child.status().expect("spawn sh");
+    assert!(st.success());
+    assert_eq!(
+        versions(),
+        vec![b"first half, child, ".to_vec()],
+        "the child that wrote made a version at its close"
+    );
+
+    f.write_all(b"second half").expect("write");
+    drop(f);
+    let all = versions();
+    assert_eq!(all.len(), 2, "the writer's close made the second version");
+    assert_eq!(all[0], b"first half, child, second half");
+    assert_eq!(
+        fs::read(fx.path("f")).expect("read"),
+        b"first half, child, second half"
+    );
+}

@@ -148,6 +148,7 @@ impl ObjFs {
                 pinned: Mutex::new(pinned),
                 ra: Mutex::new(ReadAhead::default()),
                 read_seen: std::sync::atomic::AtomicBool::new(false),
+                closers: Default::default(),
             }),
         );
         Ok(fh)
@@ -453,6 +454,37 @@ impl ObjFs {
     pub async fn flush(&self, _ino: u64, fh: u64) -> FsResult<()> {
         let h = self.handle(fh)?;
         if !h.write {
+            return Ok(());
+        }
+        self.commit_handle(&h, false).await
+    }
+
+    /// Remembers that thread `tid` (a FUSE request's pid) opened write handle `fh` or wrote
+    /// through it (see [`crate::closers`]).
+    pub fn note_thread(&self, fh: u64, tid: u32) {
+        if let Ok(h) = self.handle(fh) {
+            if h.write {
+                h.closers.note(tid);
+            }
+        }
+    }
+
+    /// close(2) of a descriptor by thread `tid`: [`ObjFs::flush`] when the thread opened the
+    /// handle or wrote through it, or belongs to a process that did; nothing when it is
+    /// another process that only inherited the descriptor (a child closing it at exec). The
+    /// writer's own close, an fsync or the last close (release) makes the version then.
+    pub async fn close(&self, ino: u64, fh: u64, tid: u32) -> FsResult<()> {
+        let h = self.handle(fh)?;
+        if !h.write {
+            return Ok(());
+        }
+        if !h.closers.is_writers(tid) {
+            tracing::debug!(
+                ino,
+                fh,
+                tid,
+                "close by a process that did not write: no version"
+            );
             return Ok(());
         }
         self.commit_handle(&h, false).await

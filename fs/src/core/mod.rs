@@ -69,6 +69,8 @@ struct FileHandle {
     ra: Mutex<ReadAhead>,
     /// A read went through this handle (relatime looks once per handle).
     read_seen: std::sync::atomic::AtomicBool,
+    /// The threads that opened this handle or wrote through it: whose close commits.
+    closers: crate::closers::Closers,
 }
 
 /// What a name resolves to in the store (or, `Pending`, in this mount only).
