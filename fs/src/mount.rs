@@ -129,7 +129,20 @@ pub fn mount(
         std::thread::Builder::new()
             .name("objfs-fuse".into())
             .spawn(move || {
-                let res = session.run();
+                let res = match session.run() {
+                    // The connection was aborted (`/sys/fs/fuse/connections/N/abort`, or the
+                    // kernel ending it under a lazy unmount): the session is over as after an
+                    // unmount (fuser only takes ENODEV for that). Requests in flight failed
+                    // for their callers, so none was acknowledged; what is open is completed
+                    // below like at any unmount.
+                    Err(e) if e.raw_os_error() == Some(libc::ECONNABORTED) => {
+                        tracing::warn!(
+                            "the kernel aborted the FUSE connection; the session is over"
+                        );
+                        Ok(())
+                    }
+                    r => r,
+                };
                 // Whatever is still open when the session ends is completed now.
                 let flushed = block_on(&handle, async move { fs.flush_all().await });
                 let (lock, cv) = &*done;
