@@ -199,9 +199,10 @@ impl DaemonMount {
             }
             if Instant::now() >= deadline {
                 // Where the daemon hangs, for the log of a run that fails here.
-                crate::watchdog::print_stacks(m.pid);
+                let stacks = crate::watchdog::print_stacks(m.pid);
                 panic!(
-                    "{} did not appear in the mount table within 120 s\n{}",
+                    "{} did not appear in the mount table within 120 s\n{}\n\
+                     --- the daemon's threads (full stacks above) ---\n{stacks}",
                     mountpoint.display(),
                     m.log_tail()
                 );

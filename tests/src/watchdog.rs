@@ -85,8 +85,11 @@ fn fire(what: &str, limit: Duration, children: &[u32]) -> ! {
 }
 
 /// Prints every thread's stack of process `pid` to stderr (gdb; /proc wait channels without
-/// it): what a test that gives up on a process shows of where it hangs.
-pub fn print_stacks(pid: u32) {
+/// it): what a test that gives up on a process shows of where it hangs. Returns a short form
+/// (each thread's state, CPU time and top frames, one line each) for a panic message, which
+/// the end of a long log keeps when the full stacks scroll away.
+pub fn print_stacks(pid: u32) -> String {
+    let states = thread_states(pid);
     // gdb writes to a file, not a pipe: when it attaches to this process it stops the
     // thread that would read the pipe, and would block on a full one.
     let out = std::env::temp_dir().join(format!("objfs-watchdog-{}-{pid}.txt", std::process::id()));
@@ -104,12 +107,12 @@ pub fn print_stacks(pid: u32) {
     let _ = std::fs::remove_file(&out);
     if gdb.is_ok_and(|s| s.success()) && text.contains("Thread") {
         say!("{text}");
-        return;
+        return format!("{states}{}", short_stacks(&text));
     }
     // No gdb: each thread's name, state and kernel wait channel (and kernel stack, as root).
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
         say!("(pid {pid} is gone)");
-        return;
+        return format!("(pid {pid} is gone)");
     };
     for t in tasks.flatten() {
         let p = t.path();
@@ -126,4 +129,81 @@ pub fn print_stacks(pid: u32) {
             say!("{stack}");
         }
     }
+    states
+}
+
+/// One line per thread of `pid`: id, name, state (R runs, S/D waits) and CPU ticks used, which
+/// tell a spinning thread from a blocked one.
+fn thread_states(pid: u32) -> String {
+    let mut out = String::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return out;
+    };
+    for t in tasks.flatten() {
+        let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
+        // Fields after the parenthesised name: state is the 1st, utime the 12th, stime the 13th.
+        let (name, rest) = match (stat.find('('), stat.rfind(')')) {
+            (Some(a), Some(b)) if a < b => (&stat[a + 1..b], &stat[b + 1..]),
+            _ => ("?", ""),
+        };
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let get = |i: usize| f.get(i).copied().unwrap_or("?");
+        out.push_str(&format!(
+            "thread {} {name}: state {} utime {} stime {}\n",
+            t.file_name().to_string_lossy(),
+            get(0),
+            get(11),
+            get(12)
+        ));
+    }
+    out
+}
+
+/// The top frames of each thread in gdb's `thread apply all bt` output, one short line each:
+/// function names without their generic arguments, with file and line.
+fn short_stacks(gdb: &str) -> String {
+    let mut out = String::new();
+    let mut depth = 0;
+    for line in gdb.lines() {
+        if line.starts_with("Thread ") {
+            out.push_str(line);
+            out.push('\n');
+            depth = 0;
+        } else if let Some(rest) = line.strip_prefix('#') {
+            depth += 1;
+            if depth > 14 {
+                continue;
+            }
+            // "#3  0x00ab in f<T> (args) at file:line", or "#4  g () at ..." when inlined.
+            let (n, body) = rest.split_once(' ').unwrap_or((rest, ""));
+            let body = body.trim_start();
+            let body = match body.strip_prefix("0x") {
+                Some(b) => b.split_once(" in ").map_or(b, |(_, f)| f),
+                None => body,
+            };
+            let func = strip_generics(body.split(" (").next().unwrap_or(""));
+            let at = line.rsplit(" at ").next().filter(|_| line.contains(" at "));
+            out.push_str(&format!("  #{n} {func}"));
+            if let Some(at) = at {
+                out.push_str(&format!(" @ {at}"));
+            }
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// `a::b<c::d<e>>::f` -> `a::b::f`.
+fn strip_generics(s: &str) -> String {
+    let mut out = String::new();
+    let mut level = 0usize;
+    for c in s.chars() {
+        match c {
+            '<' => level += 1,
+            '>' => level = level.saturating_sub(1),
+            _ if level == 0 => out.push(c),
+            _ => {}
+        }
+    }
+    out
 }
