@@ -270,3 +270,68 @@ async fn no_links_where_copies_move_bytes() -> TestResult {
     );
     Ok(())
 }
+
+/// The past (`.snapshots/@TIME`, `mount --at`) shows a linked file's names with the file's
+/// bytes and attributes as of that moment (its inode object's version then), not the empty
+/// stubs the names are: through lookup, read, readdirplus and after later writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_past_shows_a_linked_file_as_it_was() -> TestResult {
+    use objfs_store::history::time::format_rfc3339;
+    let tick = || async {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        let t = std::time::SystemTime::now();
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        t
+    };
+    let store = Arc::new(MemoryStore::new());
+    let fs = remount(&store);
+    let a = write_file(&fs, 1, "a", b"before the link").await;
+    let before = tick().await;
+    fs.link(a, 1, os("b")).await?;
+    rewrite(&fs, a, b"linked, first").await;
+    let sa = SetAttr {
+        mode: Some(0o640),
+        ..Default::default()
+    };
+    fs.setattr(a, sa).await?;
+    let linked = tick().await;
+    rewrite(&fs, a, b"linked, second and longer").await;
+
+    let view = |t| format!(".snapshots/@{}", format_rfc3339(t));
+    // Before the link: `a` was a plain file, `b` did not exist.
+    let old = lookup(&fs, &format!("{}/a", view(before))).await?;
+    assert_eq!(read_file(&fs, old.ino).await, b"before the link");
+    assert_eq!(
+        errno(lookup(&fs, &format!("{}/b", view(before))).await),
+        libc::ENOENT
+    );
+    // While linked: both names show the file's bytes and attributes then.
+    for name in ["a", "b"] {
+        let e = lookup(&fs, &format!("{}/{name}", view(linked))).await?;
+        assert_eq!(read_file(&fs, e.ino).await, b"linked, first", "{name}");
+        assert_eq!((e.attr.size, e.attr.perm), (13, 0o640), "{name}");
+    }
+    let root = lookup(&fs, &view(linked)).await?;
+    let fh = fs.opendir(root.ino).await?;
+    let mut plus = Vec::new();
+    fs.readdirplus(root.ino, fh, 0, |_, name, e| {
+        if name != "." && name != ".." {
+            plus.push((name.to_string(), e.attr.size, e.attr.perm));
+        }
+        false
+    })
+    .await?;
+    fs.releasedir(fh);
+    plus.sort();
+    assert_eq!(
+        plus,
+        vec![("a".to_string(), 13, 0o640), ("b".to_string(), 13, 0o640)],
+        "the reserved name stays hidden in the past too"
+    );
+    // Now: the newest bytes.
+    assert_eq!(
+        read_file(&fs, lookup(&fs, "b").await?.ino).await,
+        b"linked, second and longer"
+    );
+    Ok(())
+}
