@@ -14,6 +14,7 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::{bail, Context, Result};
 use objfs_fs::attr::{parse_mode, Kind, META_GID, META_MODE, META_UID};
+use objfs_fs::core::{inode_key, link_id, stub_target};
 use objfs_store::history::retention::{self, Policy};
 use objfs_store::history::{expire, snapshots, time};
 use objfs_store::{
@@ -154,15 +155,40 @@ fn version_json(v: &VersionInfo) -> Value {
     })
 }
 
-/// `objfs versions`: every version and delete marker of `key`, newest first.
+/// The inode objects the versions of a name link to (a hard-linked file's names are stubs;
+/// its bytes and their history are the inode object's), newest link first, each once.
+fn linked_inodes(vs: &[VersionInfo]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for v in vs {
+        if let Some(id) = link_id(&v.metadata) {
+            let k = inode_key(id);
+            if !out.contains(&k) {
+                out.push(k);
+            }
+        }
+    }
+    out
+}
+
+/// `objfs versions`: every version and delete marker of `key`, newest first; for a name of a
+/// hard-linked file also every version of the inode object that holds its bytes (`linked`).
 pub fn versions(store: &dyn ObjectStore, key: &str) -> Result<Value> {
     let vs = block(key_versions(store, key))?;
     if vs.is_empty() {
         bail!("{key}: the store has no version of it");
     }
+    let mut linked = Vec::new();
+    for inode in linked_inodes(&vs) {
+        let iv = block(key_versions(store, &inode))?;
+        linked.push(json!({
+            "inode": inode,
+            "versions": iv.iter().map(version_json).collect::<Vec<_>>(),
+        }));
+    }
     Ok(json!({
         "key": key,
         "versions": vs.iter().map(version_json).collect::<Vec<_>>(),
+        "linked": linked,
     }))
 }
 
@@ -173,17 +199,24 @@ pub fn resolve(store: &dyn ObjectStore, spec: &CatSpec) -> Result<ObjectInfo> {
         let info = match (&spec.version, spec.at_ns) {
             (Some(v), None) => {
                 let id: VersionId = v.parse()?;
-                store.head(key, Some(id)).await.map_err(|e| {
-                    if e.kind() == ErrorKind::NoSuchVersion {
-                        anyhow::anyhow!("{key} has no version {v} with data (see `objfs versions`)")
-                    } else {
-                        anyhow::Error::new(e)
+                match store.head(key, Some(id.clone())).await {
+                    Ok(i) => i,
+                    // A version of the inode object of a hard-linked name (`versions` lists
+                    // them under `linked`).
+                    Err(e) if e.kind() == ErrorKind::NoSuchVersion => {
+                        match linked_version(store, key, &id).await? {
+                            Some(i) => i,
+                            None => {
+                                bail!("{key} has no version {v} with data (see `objfs versions`)")
+                            }
+                        }
                     }
-                })?
+                    Err(e) => return Err(e.into()),
+                }
             }
             (None, Some(ns)) => {
                 let at = from_ns(ns);
-                store.head_at(key, at).await.map_err(|e| {
+                let found = store.head_at(key, at).await.map_err(|e| {
                     if e.kind() == ErrorKind::NotFound {
                         anyhow::anyhow!(
                             "{key} did not exist at {} (or was deleted then)",
@@ -192,12 +225,33 @@ pub fn resolve(store: &dyn ObjectStore, spec: &CatSpec) -> Result<ObjectInfo> {
                     } else {
                         anyhow::Error::new(e)
                     }
-                })?
+                })?;
+                // A name of a hard-linked file then: the bytes its inode object had then.
+                match stub_target(&found).map(inode_key) {
+                    Some(inode) => store.head_at(&inode, at).await.unwrap_or(found),
+                    None => found,
+                }
             }
             _ => bail!("cat takes exactly one of --version and --at"),
         };
         Ok(info)
     })
+}
+
+/// Version `id` of an inode object a version of `key` links to, if it is one.
+async fn linked_version(
+    store: &dyn ObjectStore,
+    key: &str,
+    id: &VersionId,
+) -> Result<Option<ObjectInfo>> {
+    for inode in linked_inodes(&key_versions(store, key).await?) {
+        match store.head(&inode, Some(id.clone())).await {
+            Ok(i) => return Ok(Some(i)),
+            Err(e) if matches!(e.kind(), ErrorKind::NoSuchVersion | ErrorKind::NotFound) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(None)
 }
 
 /// What `cat` answers before the bytes.

@@ -414,10 +414,28 @@ fn restored_text(mark: &str) -> String {
 
 fn versions_text(v: &Value) -> String {
     let empty = Vec::new();
-    let vs = v["versions"].as_array().unwrap_or(&empty);
+    let mut out = versions_table(
+        v["key"].as_str().unwrap_or("?"),
+        v["versions"].as_array().unwrap_or(&empty),
+    );
+    for l in v["linked"].as_array().unwrap_or(&empty) {
+        out += &format!(
+            "\nA hard link: the file's bytes and their history are {} (`objfs cat --version` takes these ids too)\n",
+            l["inode"].as_str().unwrap_or("?")
+        );
+        out += &versions_table(
+            l["inode"].as_str().unwrap_or("?"),
+            l["versions"].as_array().unwrap_or(&empty),
+        );
+    }
+    out
+}
+
+/// The table of one key's versions, newest first.
+fn versions_table(key: &str, vs: &[Value]) -> String {
     let mut out = format!(
         "{}: {} version{} (newest first)\n",
-        v["key"].as_str().unwrap_or("?"),
+        key,
         vs.len(),
         if vs.len() == 1 { "" } else { "s" }
     );

@@ -404,3 +404,69 @@ fn history_commands_and_mount_at_on_an_unmounted_store() {
     let again = env.json(&["retention", "show", s(&store), "--dry-run", "--json"]);
     assert_eq!(again["dry_run"]["versions"], v["dry_run"]["versions"]);
 }
+
+/// A hard-linked file's names are stubs; its bytes and their history are its inode object's.
+/// `versions` of a name lists both (`linked`), `cat --version` takes the inode object's ids,
+/// and `cat --at` of a name gives the bytes the file had then: on a mounted store (through
+/// the mount process) and on an unmounted one.
+#[test]
+fn versions_and_cat_of_a_hard_linked_file() {
+    let Some((_dir, env, store, mp)) = setup("versions_and_cat_of_a_hard_linked_file") else {
+        return;
+    };
+    env.ok(&["init", s(&store)]);
+    let _g = guard(&store, &mp);
+    env.ok(&["mount", s(&store), s(&mp)]);
+    fs::write(mp.join("a"), b"before the link\n").unwrap();
+    fs::hard_link(mp.join("a"), mp.join("b")).unwrap();
+    fs::write(mp.join("a"), b"linked, first\n").unwrap();
+    let t = moment();
+    fs::write(mp.join("b"), b"linked, second\n").unwrap();
+
+    let check = |v: &serde_json::Value, name: &str| {
+        assert_eq!(v["key"], name);
+        let linked = v["linked"].as_array().expect("linked");
+        assert_eq!(linked.len(), 1, "{v}");
+        let inode = linked[0]["inode"].as_str().unwrap();
+        assert!(inode.starts_with(".objfs/inodes/"), "{inode}");
+        let iv = linked[0]["versions"].as_array().unwrap();
+        // The copy made at the first link, then the two writes.
+        assert_eq!(iv.len(), 3, "{v}");
+        assert_eq!(iv[0]["size"], 15);
+        assert_eq!(iv[1]["size"], 14);
+        assert_eq!(iv[2]["size"], 16);
+        iv[1]["version"].as_str().unwrap().to_string()
+    };
+    // Mounted: the mount process answers.
+    let v = env.json(&["versions", "--json", s(&mp.join("b"))]);
+    let first = check(&v, "b");
+    assert_eq!(
+        env.bytes(&["cat", "--version", &first, s(&mp.join("a"))]),
+        b"linked, first\n"
+    );
+    assert_eq!(
+        env.bytes(&["cat", "--at", &t, s(&mp.join("b"))]),
+        b"linked, first\n"
+    );
+    let text = env.ok(&["versions", s(&mp.join("a"))]);
+    assert!(text.contains("A hard link"), "{text}");
+    // The name's own history: the plain file before the link, then its stub.
+    let own = v["versions"].as_array().unwrap();
+    assert_eq!(own.len(), 1, "b was made as a stub: {v}");
+    env.ok(&["umount", s(&mp)]);
+
+    // Unmounted: the command opens the store itself.
+    let v = env.json(&["versions", "--json", "--store", s(&store), "a"]);
+    let first = check(&v, "a");
+    let own = v["versions"].as_array().unwrap();
+    assert_eq!(own.len(), 2, "the plain file, then its stub: {v}");
+    assert_eq!(own[1]["size"], 16);
+    assert_eq!(
+        env.bytes(&["cat", "--version", &first, "--store", s(&store), "a"]),
+        b"linked, first\n"
+    );
+    assert_eq!(
+        env.bytes(&["cat", "--at", &t, "--store", s(&store), "a"]),
+        b"linked, first\n"
+    );
+}

@@ -45,12 +45,14 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(0);
 
 /// The inode ID a stub names; `None` when `info` is not a stub.
 pub fn stub_target(info: &ObjectInfo) -> Option<&str> {
-    info.metadata
-        .get(META_LINK)
-        .map(String::as_str)
-        .filter(|id| {
-            !id.is_empty() && id.len() <= MAX_ID && id.bytes().all(|b| b.is_ascii_hexdigit())
-        })
+    link_id(&info.metadata)
+}
+
+/// The inode ID in the metadata of a stub (of any version of one); `None` for anything else.
+pub fn link_id(meta: &Metadata) -> Option<&str> {
+    meta.get(META_LINK).map(String::as_str).filter(|id| {
+        !id.is_empty() && id.len() <= MAX_ID && id.bytes().all(|b| b.is_ascii_hexdigit())
+    })
 }
 
 /// The key of inode object `id`.

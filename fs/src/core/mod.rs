@@ -50,6 +50,7 @@ use crate::read::{BlockCache, ReadAhead};
 use crate::write::{WriteCtx, Writer, WriterCell};
 
 pub use invalidate::KernelNotifier;
+pub use links::{inode_key, link_id, stub_target, INODES, META_LINK};
 pub use markers::marker_of;
 pub use times::{MAX_DIRTY_TIMES, TIMES_FLUSH_INTERVAL};
 pub use types::{Attr, Caller, Entry, SetAttr, SetTime, StatFs};
