@@ -347,6 +347,8 @@ pub struct Control {
     pub cache: crate::disk_cache::CacheState,
     /// The mount's write-back journal (shown live by `status`; `None`: write-through).
     pub writeback: Option<Arc<objfs_store::writeback::WriteBack>>,
+    /// The mount's prefetch decorator (shown live by `status`; `None`: prefetch off).
+    pub prefetch: Option<Arc<objfs_store::prefetch::Prefetch>>,
 }
 
 impl Control {
@@ -407,6 +409,7 @@ impl Control {
         let mut status = self.status.clone();
         status["cache"] = self.cache.json();
         status["writeback"] = crate::writeback::json(self.writeback.as_deref());
+        status["prefetch"] = crate::prefetch::json(self.prefetch.as_deref());
         let mut on_changed = |keys: &[String]| {
             if let Some(fs) = fs.upgrade() {
                 fs.invalidate_keys(keys);

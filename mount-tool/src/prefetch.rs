@@ -1,7 +1,7 @@
 //! Prefetch of small objects for a mounted bucket (`objfs_store::prefetch`): its options
 //! (`--no-prefetch`, `--prefetch-max-size`, `--prefetch-files`, `--prefetch-parallel`,
-//! `--prefetch-memory`, and the same as `-o no_prefetch,prefetch_max_size=...`) and putting the
-//! decorator over the bucket.
+//! `--prefetch-memory`, and the same as `-o no_prefetch,prefetch_max_size=...`), putting the
+//! decorator over the bucket, and what `objfs status` shows of it (its counters, live).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,6 +10,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use objfs_store::prefetch::{Prefetch, PrefetchConfig};
 use objfs_store::ObjectStore;
+use serde_json::{json, Value};
 
 use crate::options::parse_mem_size;
 
@@ -110,16 +111,16 @@ impl PrefetchSettings {
     }
 }
 
-/// `store` with prefetch over it as `s` says (itself when prefetch is off).
-pub fn wrap(
-    store: Arc<dyn ObjectStore>,
-    s: &PrefetchSettings,
-    ttl: Duration,
-) -> Arc<dyn ObjectStore> {
+/// The store the mount serves, and the decorator in it (`None`: prefetch off).
+pub type Wrapped = (Arc<dyn ObjectStore>, Option<Arc<Prefetch>>);
+
+/// `store` with prefetch over it as `s` says (itself when prefetch is off), and the decorator
+/// (for `status`).
+pub fn wrap(store: Arc<dyn ObjectStore>, s: &PrefetchSettings, ttl: Duration) -> Wrapped {
     let cfg = s.config(ttl);
     if !cfg.enabled() {
         tracing::info!("prefetch off");
-        return store;
+        return (store, None);
     }
     tracing::info!(
         max_size = cfg.max_size,
@@ -129,7 +130,82 @@ pub fn wrap(
         ttl_ms = cfg.ttl.as_millis() as u64,
         "prefetch of small files on"
     );
-    Arc::new(Prefetch::new(store, cfg))
+    let p = Arc::new(Prefetch::new(store, cfg));
+    (p.clone(), Some(p))
+}
+
+/// What `status` shows of the prefetch of a mount (`None`: off).
+pub fn json(p: Option<&Prefetch>) -> Value {
+    let Some(p) = p else {
+        return json!({ "enabled": false });
+    };
+    let c = p.config();
+    let st = p.status();
+    let n = st.counts;
+    json!({
+        "enabled": true,
+        "max_size": c.max_size,
+        "max_files": c.max_files,
+        "parallel": c.parallel,
+        "ttl_ms": c.ttl.as_millis() as u64,
+        "sessions": n.sessions,
+        "running": st.running,
+        "fetched": n.fetched,
+        "fetched_bytes": n.fetched_bytes,
+        "failed": n.failed,
+        "skipped": n.skipped,
+        "hits": n.hits(),
+        "hit_heads": n.heads,
+        "hit_gets": n.gets,
+        "hit_lists": n.lists,
+        "misses": n.misses,
+        "expired": n.expired,
+        "expired_unused": n.expired_unused,
+        "invalidated": n.invalidated,
+        "entries": st.entries,
+        "held_bytes": st.held_bytes,
+        "memory_bytes": st.memory,
+    })
+}
+
+/// The text of [`json`] (`Null`: nothing mounted).
+pub fn status_text(v: &Value) -> String {
+    if v.is_null() {
+        return String::new();
+    }
+    if v["enabled"].as_bool() != Some(true) {
+        return "prefetch:     off (--no-prefetch, --prefetch-max-size 0 or --attr-ttl 0)\n".into();
+    }
+    let n = |k: &str| v[k].as_u64().unwrap_or(0);
+    format!(
+        "prefetch:     files up to {} bytes, {} per directory, {} GETs at a time, served {} ms\n  \
+         sessions:   {} started, {} running\n  \
+         fetched:    {} files, {} bytes; {} failed, {} skipped (no room)\n  \
+         answered:   {} requests ({} HEADs, {} GETs, {} listings); {} HEADs/GETs missed\n  \
+         dropped:    {} expired ({} never served), {} by this mount's changes\n  \
+         held:       {} bytes of {} in {} entries\n",
+        n("max_size"),
+        n("max_files"),
+        n("parallel"),
+        n("ttl_ms"),
+        n("sessions"),
+        n("running"),
+        n("fetched"),
+        n("fetched_bytes"),
+        n("failed"),
+        n("skipped"),
+        n("hits"),
+        n("hit_heads"),
+        n("hit_gets"),
+        n("hit_lists"),
+        n("misses"),
+        n("expired"),
+        n("expired_unused"),
+        n("invalidated"),
+        n("held_bytes"),
+        n("memory_bytes"),
+        n("entries"),
+    )
 }
 
 #[cfg(test)]
@@ -155,5 +231,37 @@ mod tests {
         assert!(!s.config(Duration::from_secs(1)).enabled());
         // A TTL of zero (nothing cached) means no prefetch either.
         assert!(!PrefetchSettings::default().config(Duration::ZERO).enabled());
+    }
+
+    #[test]
+    fn status_shows_the_counters() {
+        let store: Arc<dyn ObjectStore> = Arc::new(objfs_store::memory::MemoryStore::new());
+        let s = PrefetchSettings {
+            memory: Some(1 << 20),
+            ..Default::default()
+        };
+        let (_, p) = wrap(store.clone(), &s, Duration::from_secs(2));
+        let v = json(p.as_deref());
+        assert_eq!(v["enabled"], true);
+        assert_eq!(v["memory_bytes"], 1 << 20);
+        assert_eq!(v["ttl_ms"], 2000);
+        assert_eq!(
+            (v["sessions"].as_u64(), v["held_bytes"].as_u64()),
+            (Some(0), Some(0))
+        );
+        let text = status_text(&v);
+        assert!(
+            text.contains("held:       0 bytes of 1048576 in 0 entries"),
+            "{text}"
+        );
+        assert!(text.contains("sessions:   0 started"), "{text}");
+        let off = PrefetchSettings {
+            off: true,
+            ..Default::default()
+        };
+        let (_, none) = wrap(store, &off, Duration::from_secs(2));
+        assert!(none.is_none());
+        assert!(status_text(&json(None)).contains("prefetch:     off"));
+        assert_eq!(status_text(&Value::Null), "");
     }
 }

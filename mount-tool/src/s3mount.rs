@@ -100,6 +100,8 @@ pub fn status_json(cfg: &S3Config, store: &S3Store, record: Option<&Record>) -> 
         "cache": Value::Null,
         // Filled in by the mount process (writeback.rs): its write-back journal, live.
         "writeback": Value::Null,
+        // Filled in by the mount process (prefetch.rs): its prefetch counters, live.
+        "prefetch": Value::Null,
     })
 }
 
@@ -160,6 +162,7 @@ pub fn status_text(v: &Value) -> String {
         v["mount"].is_object(),
     ));
     out.push_str(&crate::writeback::status_text(&v["writeback"]));
+    out.push_str(&crate::prefetch::status_text(&v["prefetch"]));
     out
 }
 
@@ -271,11 +274,11 @@ impl Served<'_> {
         }
         // Under the write-back decorator, so that its pending changes win over what was
         // prefetched from the bucket. A mount of a moment reads the past: no prefetch.
-        let bucket: Arc<dyn ObjectStore> = match cfg.at {
+        let (bucket, prefetch): crate::prefetch::Wrapped = match cfg.at {
             None => {
                 crate::prefetch::wrap(store.clone(), &self.req.settings.s3.prefetch, cfg.attr_ttl)
             }
-            Some(_) => store.clone(),
+            Some(_) => (store.clone(), None),
         };
         let (dyn_store, writeback) =
             crate::writeback::wrap(bucket, self.journal.clone(), cfg.attr_ttl)?;
@@ -330,6 +333,7 @@ impl Served<'_> {
                 fs: Arc::downgrade(handle.fs()),
                 cache,
                 writeback: writeback.clone(),
+                prefetch,
             };
             std::thread::Builder::new()
                 .name("objfs-control".into())

@@ -373,6 +373,11 @@ impl ObjectStore for FaultStore {
         self.run(Op::List, &req.prefix, self.inner.list(req)).await
     }
 
+    async fn list_keys(&self, req: &ListRequest) -> Result<ListPage> {
+        self.run(Op::List, &req.prefix, self.inner.list_keys(req))
+            .await
+    }
+
     async fn list_versions(&self, req: &ListVersionsRequest) -> Result<VersionsPage> {
         self.run(Op::ListVersions, &req.prefix, self.inner.list_versions(req))
             .await

@@ -185,6 +185,14 @@ pub trait ObjectStore: Send + Sync + 'static {
     /// Lists live objects.
     async fn list(&self, req: &ListRequest) -> Result<ListPage>;
 
+    /// [`ObjectStore::list`] for a caller that needs only each object's key, size, time and
+    /// ETag (and the common prefixes): a backend that learns an object's version id and
+    /// metadata with a request of its own per listed object (S3 with versioning: a HEAD each)
+    /// may leave them out (a null version id, no metadata). By default, `list`.
+    async fn list_keys(&self, req: &ListRequest) -> Result<ListPage> {
+        self.list(req).await
+    }
+
     /// Lists versions and delete markers.
     async fn list_versions(&self, req: &ListVersionsRequest) -> Result<VersionsPage>;
 

@@ -8,8 +8,9 @@
 //!   or the first one after a delimited listing of the directory (a readdir), starts a
 //!   *session* for it, unless one runs there already or 4 run in all. A directory whose last
 //!   sessions fetched mostly what nobody then read gets no session for 30 s.
-//! * **What.** A session lists the directory (one delimited listing, at most 4 pages) and
-//!   fetches its objects of at most `max_size` bytes (default 256 KiB; at most `max_files`,
+//! * **What.** A session lists the directory (one delimited listing, at most 4 pages, asked
+//!   for with `list_keys`: names and sizes only, so a versioned bucket does not HEAD every
+//!   listed object as its `list` does) and fetches its objects of at most `max_size` bytes (default 256 KiB; at most `max_files`,
 //!   default 256, in listing order; a later session of the same directory goes on after the
 //!   last one it listed), `parallel` GETs at a time (default 32), each whole, within a memory
 //!   budget (`memory`, default 64 MiB: a fetch that does not fit is not made). Each GET is the
@@ -33,6 +34,11 @@
 //!   directories above it, before and after it is made; a fetch or listing sent before such a
 //!   change is not kept. Under a write-back decorator (which sits above this one), pending
 //!   changes are answered there and never reach this one.
+//! * **Counters.** [`PrefetchStats`] (atomics) count sessions, objects and bytes fetched,
+//!   failed and skipped fetches, the requests answered here (hits) and the HEADs and GETs
+//!   passed on (misses), answers dropped as expired or by own changes; [`Prefetch::status`]
+//!   adds what is held now against the memory budget. `objfs status` of a mounted bucket
+//!   shows them.
 
 mod session;
 mod state;
@@ -91,27 +97,82 @@ impl PrefetchConfig {
     }
 }
 
-/// What the decorator did so far.
+/// What the decorator did so far (shown by `objfs status` of a mounted bucket).
 #[derive(Debug, Default)]
 pub struct PrefetchStats {
-    /// Objects fetched and kept.
+    /// Sessions started (a directory listed and its small objects queued).
+    pub sessions: AtomicU64,
+    /// Objects fetched and kept, and their bytes.
     pub fetched: AtomicU64,
+    pub fetched_bytes: AtomicU64,
     /// Fetches that failed (kept nothing).
     pub failed: AtomicU64,
-    /// HEADs, GETs and listings answered here.
+    /// HEADs, GETs and listings answered here (the hits).
     pub heads: AtomicU64,
     pub gets: AtomicU64,
     pub lists: AtomicU64,
+    /// HEADs and GETs nothing here answered: passed to the store.
+    pub misses: AtomicU64,
+    /// Fetched answers dropped when their TTL ran out, and of those, the ones never served.
+    pub expired: AtomicU64,
+    pub expired_unused: AtomicU64,
+    /// Fetched or queued answers dropped because this process changed their key.
+    pub invalidated: AtomicU64,
+    /// Objects not fetched for want of room (the memory budget, or the cap on entries).
+    pub skipped: AtomicU64,
 }
 
 /// Counters of [`PrefetchStats`], read at one moment.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PrefetchCounts {
+    pub sessions: u64,
     pub fetched: u64,
+    pub fetched_bytes: u64,
     pub failed: u64,
     pub heads: u64,
     pub gets: u64,
     pub lists: u64,
+    pub misses: u64,
+    pub expired: u64,
+    pub expired_unused: u64,
+    pub invalidated: u64,
+    pub skipped: u64,
+}
+
+impl PrefetchCounts {
+    /// Requests answered here.
+    pub fn hits(&self) -> u64 {
+        self.heads + self.gets + self.lists
+    }
+}
+
+/// The counters and what is held now.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PrefetchStatus {
+    pub counts: PrefetchCounts,
+    /// Bytes of fetched bodies held now (with those reserved by fetches in flight), and the
+    /// budget ([`PrefetchConfig::memory`]).
+    pub held_bytes: u64,
+    pub memory: u64,
+    /// Keys held now: fetched (with or without their body), queued or in flight.
+    pub entries: u64,
+    /// Sessions running now.
+    pub running: u64,
+}
+
+impl PrefetchStats {
+    fn add(counter: &AtomicU64, n: u64) {
+        if n > 0 {
+            counter.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
+    /// Counts what [`State`] dropped.
+    fn dropped(&self, d: state::Dropped) {
+        Self::add(&self.expired, d.expired);
+        Self::add(&self.expired_unused, d.expired_unused);
+        Self::add(&self.invalidated, d.invalidated);
+    }
 }
 
 pub(crate) struct Shared {
@@ -129,7 +190,8 @@ impl Shared {
     /// This process changes (or changed) `key`.
     fn forget(&self, key: &str) {
         if self.cfg.enabled() {
-            self.state().forget(key);
+            let d = self.state().forget(key);
+            self.stats.dropped(d);
         }
     }
 }
@@ -168,12 +230,38 @@ impl Prefetch {
     /// What was fetched and answered so far.
     pub fn counts(&self) -> PrefetchCounts {
         let s = &self.shared.stats;
+        let l = |c: &AtomicU64| c.load(Ordering::Relaxed);
         PrefetchCounts {
-            fetched: s.fetched.load(Ordering::Relaxed),
-            failed: s.failed.load(Ordering::Relaxed),
-            heads: s.heads.load(Ordering::Relaxed),
-            gets: s.gets.load(Ordering::Relaxed),
-            lists: s.lists.load(Ordering::Relaxed),
+            sessions: l(&s.sessions),
+            fetched: l(&s.fetched),
+            fetched_bytes: l(&s.fetched_bytes),
+            failed: l(&s.failed),
+            heads: l(&s.heads),
+            gets: l(&s.gets),
+            lists: l(&s.lists),
+            misses: l(&s.misses),
+            expired: l(&s.expired),
+            expired_unused: l(&s.expired_unused),
+            invalidated: l(&s.invalidated),
+            skipped: l(&s.skipped),
+        }
+    }
+
+    /// The counters, and what is held now. Answers whose TTL ran out are dropped first (and
+    /// counted as expired), so that what is shown as held is what could still be served.
+    pub fn status(&self) -> PrefetchStatus {
+        let (held_bytes, entries, running) = {
+            let mut s = self.shared.state();
+            let d = s.sweep(self.shared.cfg.ttl);
+            self.shared.stats.dropped(d);
+            (s.bytes as u64, s.slots.len() as u64, s.active as u64)
+        };
+        PrefetchStatus {
+            counts: self.counts(),
+            held_bytes,
+            memory: self.shared.cfg.memory as u64,
+            entries,
+            running,
         }
     }
 
@@ -217,14 +305,24 @@ impl Prefetch {
         None
     }
 
-    /// The fetched entry of `key` if it is fresh; an expired one is dropped.
-    fn fresh<'a>(s: &'a mut State, key: &str, ttl: Duration) -> Option<&'a mut state::Fetched> {
+    /// The fetched entry of `key` if it is fresh; an expired one is dropped (and counted).
+    fn fresh<'a>(
+        s: &'a mut State,
+        key: &str,
+        ttl: Duration,
+        stats: &PrefetchStats,
+    ) -> Option<&'a mut state::Fetched> {
         let expired =
             matches!(s.slots.get(key), Some(Slot::Ready(f)) if f.arrived.elapsed() >= ttl);
         if expired {
             if let Some(Slot::Ready(f)) = s.slots.remove(key) {
                 let len = f.body.as_ref().map_or(0, Bytes::len);
                 s.bytes = s.bytes.saturating_sub(len);
+                stats.dropped(state::Dropped {
+                    expired: 1,
+                    expired_unused: u64::from(!f.used),
+                    invalidated: 0,
+                });
             }
             return None;
         }
@@ -235,10 +333,10 @@ impl Prefetch {
     }
 
     async fn head_here(&self, key: &str, version: Option<&VersionId>) -> Option<ObjectInfo> {
-        let ttl = self.shared.cfg.ttl;
+        let (ttl, stats) = (self.shared.cfg.ttl, &self.shared.stats);
         let info = self
             .answer(key, |s, k| {
-                let f = Self::fresh(s, k, ttl)?;
+                let f = Self::fresh(s, k, ttl, stats)?;
                 if version.is_some_and(|v| *v != f.info.version) {
                     return None;
                 }
@@ -255,11 +353,11 @@ impl Prefetch {
     }
 
     async fn get_here(&self, key: &str, opts: &GetOptions) -> Option<GetResult> {
-        let ttl = self.shared.cfg.ttl;
+        let (ttl, stats) = (self.shared.cfg.ttl, &self.shared.stats);
         let got = self
             .answer(key, |s, k| {
                 let (info, range, data, freed) = {
-                    let f = Self::fresh(s, k, ttl)?;
+                    let f = Self::fresh(s, k, ttl, stats)?;
                     if opts.version.as_ref().is_some_and(|v| *v != f.info.version) {
                         return None;
                     }
@@ -315,6 +413,13 @@ impl Prefetch {
         Some(ListPage::default())
     }
 
+    /// A HEAD or GET that nothing here answered.
+    fn missed(&self) {
+        if self.shared.cfg.enabled() {
+            self.shared.stats.misses.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     /// A readdir of `req.prefix` (a signal for its directory).
     fn note_readdir(&self, req: &ListRequest) {
         let dir_like = req.prefix.is_empty() || req.prefix.ends_with('/');
@@ -362,6 +467,7 @@ impl ObjectStore for Prefetch {
         if let Some(got) = self.get_here(key, &opts).await {
             return Ok(got);
         }
+        self.missed();
         self.shared.inner.get(key, opts).await
     }
 
@@ -369,6 +475,7 @@ impl ObjectStore for Prefetch {
         if let Some(info) = self.head_here(key, version.as_ref()).await {
             return Ok(info);
         }
+        self.missed();
         let plain = version.is_none();
         let got = self.shared.inner.head(key, version).await;
         if plain && got.is_ok() {

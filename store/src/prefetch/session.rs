@@ -3,6 +3,7 @@
 //! with parallel GETs, whose answers then serve the HEADs and GETs of the reader.
 
 use std::collections::HashSet;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -108,6 +109,7 @@ impl Shared {
             s.active += 1;
             from
         };
+        self.stats.sessions.fetch_add(1, Ordering::Relaxed);
         let guard = SessionGuard {
             shared: self.clone(),
             dir: dir.clone(),
@@ -139,7 +141,9 @@ impl Shared {
                 continuation: token.take(),
                 max_keys: 1000,
             };
-            let page = match self.inner.list(&req).await {
+            // Names and sizes are all a session needs: no HEAD per object (which a versioned
+            // bucket's `list` sends, and which would cost what the prefetch saves).
+            let page = match self.inner.list_keys(&req).await {
                 Ok(p) => p,
                 Err(e) => {
                     tracing::debug!(dir = %dir, error = %e, "prefetch: listing failed");
@@ -187,10 +191,15 @@ impl Shared {
             };
             s.dir(dir).next_after = next;
             let ttl = self.cfg.ttl;
-            s.sweep(ttl);
+            let dropped = s.sweep(ttl);
+            self.stats.dropped(dropped);
             candidates.retain(|(k, _)| !s.slots.contains_key(k));
             let room = MAX_ENTRIES.saturating_sub(s.slots.len());
-            candidates.truncate(room);
+            if candidates.len() > room {
+                let n = (candidates.len() - room) as u64;
+                self.stats.skipped.fetch_add(n, Ordering::Relaxed);
+                candidates.truncate(room);
+            }
             for (k, size) in &candidates {
                 s.slots.insert(
                     k.clone(),
@@ -221,10 +230,12 @@ impl Shared {
             };
             let (dir, size) = (dir.clone(), *size as usize);
             if s.bytes + size > self.cfg.memory {
-                s.sweep(self.cfg.ttl);
+                let dropped = s.sweep(self.cfg.ttl);
+                self.stats.dropped(dropped);
             }
             if s.bytes + size > self.cfg.memory {
                 s.slots.remove(key);
+                self.stats.skipped.fetch_add(1, Ordering::Relaxed);
                 return;
             }
             s.bytes += size;
@@ -248,7 +259,8 @@ impl Shared {
         let mut s = self.state();
         match got {
             Ok((info, body)) if s.valid(ticket, key) && body.len() as u64 == info.size => {
-                s.bytes += body.len();
+                let len = body.len();
+                s.bytes += len;
                 if let Some(d) = s.dirs.get_mut(&dir) {
                     d.fetched += 1;
                 }
@@ -264,16 +276,15 @@ impl Shared {
                         used: false,
                     }),
                 );
+                self.stats.fetched.fetch_add(1, Ordering::Relaxed);
                 self.stats
-                    .fetched
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    .fetched_bytes
+                    .fetch_add(len as u64, Ordering::Relaxed);
             }
             Ok(_) => {}
             Err(e) => {
                 tracing::debug!(key = %key, error = %e, "prefetch: fetch failed (not kept)");
-                self.stats
-                    .failed
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.stats.failed.fetch_add(1, Ordering::Relaxed);
             }
         }
         drop(s);

@@ -98,6 +98,16 @@ pub(super) struct DirState {
     pub cold_until: Option<Instant>,
 }
 
+/// Entries a sweep or a change dropped (for the decorator's counters).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct Dropped {
+    /// Fetched answers whose TTL ran out, and of those, the ones never served.
+    pub expired: u64,
+    pub expired_unused: u64,
+    /// Fetched or queued answers dropped by a change of their key.
+    pub invalidated: u64,
+}
+
 /// The decorator's state.
 pub(super) struct State {
     pub slots: HashMap<String, Slot>,
@@ -158,7 +168,7 @@ impl State {
 
     /// This process changed `key`: its entry goes, the listings of the directories above it
     /// go, and answers to requests already sent about it will not be kept.
-    pub fn forget(&mut self, key: &str) {
+    pub fn forget(&mut self, key: &str) -> Dropped {
         self.generation += 1;
         if self.changed.len() >= MAX_CHANGED {
             self.changed.clear();
@@ -169,11 +179,13 @@ impl State {
             let len = f.body.as_ref().map_or(0, Bytes::len);
             self.bytes = self.bytes.saturating_sub(len);
         }
+        let mut dropped = Dropped::default();
         if matches!(
             self.slots.get(key),
             Some(Slot::Ready(_) | Slot::Queued { .. })
         ) {
             self.slots.remove(key);
+            dropped.invalidated = 1;
         }
         for (i, _) in key.match_indices('/') {
             if let Some(d) = self.dirs.get_mut(&key[..=i]) {
@@ -186,6 +198,7 @@ impl State {
         if let Some(d) = self.dirs.get_mut(&format!("{key}/")) {
             d.listing = None;
         }
+        dropped
     }
 
     /// Keeps a session's listing of `dir` (unless a key below it changed since `t`).
@@ -208,16 +221,20 @@ impl State {
     }
 
     /// Removes the answers older than `ttl` (their bodies' bytes freed).
-    pub fn sweep(&mut self, ttl: Duration) {
+    pub fn sweep(&mut self, ttl: Duration) -> Dropped {
         let mut freed = 0;
+        let mut dropped = Dropped::default();
         self.slots.retain(|_, s| match s {
             Slot::Ready(f) if f.arrived.elapsed() >= ttl => {
                 freed += f.body.as_ref().map_or(0, Bytes::len);
+                dropped.expired += 1;
+                dropped.expired_unused += u64::from(!f.used);
                 false
             }
             _ => true,
         });
         self.bytes = self.bytes.saturating_sub(freed);
+        dropped
     }
 
     /// Marks `f` served (counted once for its directory).

@@ -19,6 +19,8 @@ struct Counting {
     heads: AtomicU64,
     gets: AtomicU64,
     lists: AtomicU64,
+    /// Listings asked for with `list_keys` (counted in `lists` too).
+    key_lists: AtomicU64,
     broken: Mutex<Vec<String>>,
 }
 
@@ -68,6 +70,10 @@ impl ObjectStore for Counting {
     async fn list(&self, req: &ListRequest) -> Result<ListPage> {
         self.lists.fetch_add(1, Ordering::SeqCst);
         self.inner.list(req).await
+    }
+    async fn list_keys(&self, req: &ListRequest) -> Result<ListPage> {
+        self.key_lists.fetch_add(1, Ordering::SeqCst);
+        self.list(req).await
     }
     async fn list_versions(&self, req: &ListVersionsRequest) -> Result<VersionsPage> {
         self.inner.list_versions(req).await
@@ -125,6 +131,7 @@ async fn setup(files: usize, cfg: impl FnOnce(&mut PrefetchConfig)) -> (Arc<Coun
         heads: AtomicU64::new(0),
         gets: AtomicU64::new(0),
         lists: AtomicU64::new(0),
+        key_lists: AtomicU64::new(0),
         broken: Mutex::new(Vec::new()),
     });
     for i in 0..files {
@@ -198,9 +205,14 @@ async fn the_second_cold_read_fetches_the_directory_and_later_reads_ask_nothing(
         assert_eq!(read_like_a_mount(&p, &k).await, body(&k, 100));
     }
     assert_eq!(c.requests(), before, "no request for the prefetched files");
-    assert_eq!(p.counts().heads, 38);
-    assert_eq!(p.counts().gets, 38);
-    assert_eq!(p.counts().lists, 38);
+    // The session listed d/ once, with `list_keys` (no HEAD per listed object).
+    assert_eq!(c.key_lists.load(Ordering::SeqCst), 1);
+    let n = p.counts();
+    assert_eq!((n.heads, n.gets, n.lists, n.hits()), (38, 38, 38, 114));
+    assert_eq!(n.sessions, 1);
+    assert_eq!(n.fetched_bytes, 40 * body("d/f0", 100).len() as u64);
+    // The two reads before the session: a HEAD and a GET each went to the store.
+    assert_eq!(n.misses, 4);
     // Bodies read whole were handed over: only the two read before the session are held.
     assert_eq!(p.held_bytes(), body("d/f0", 100).len() * 2);
     // The large object and a name below a subdirectory still go to the store.
@@ -209,6 +221,16 @@ async fn the_second_cold_read_fetches_the_directory_and_later_reads_ask_nothing(
     assert_eq!(sub.objects.len(), 1);
     assert_eq!(c.requests().0, before.0 + 1);
     assert_eq!(c.requests().2, before.2 + 1);
+    let st = p.status();
+    assert_eq!(st.counts.misses, 5);
+    assert_eq!(st.held_bytes, p.held_bytes() as u64);
+    assert_eq!(st.memory, 64 << 20);
+    assert_eq!(
+        st.entries, 40,
+        "fetched entries stay (without their bodies) until the TTL"
+    );
+    assert_eq!(st.running, 0);
+    assert_eq!((st.counts.expired, st.counts.invalidated), (0, 0));
 }
 
 #[tokio::test]
@@ -246,6 +268,9 @@ async fn own_changes_are_never_hidden() {
         ..Default::default()
     };
     assert_eq!(p.list(&below).await.unwrap().objects.len(), 1);
+    // d/f5 and d/f6 were fetched: both dropped by the changes.
+    assert_eq!(p.counts().invalidated, 2);
+    assert_eq!(p.status().entries, 8);
 }
 
 #[tokio::test]
@@ -261,6 +286,12 @@ async fn another_clients_change_is_seen_after_the_ttl() {
         .unwrap();
     tokio::time::sleep(ttl).await;
     assert_eq!(read_like_a_mount(&p, "d/f4").await, body("other", 7));
+    // d/f4's expired answer was dropped by the read, the other nine by the status, none of
+    // them ever served; nothing is held any more.
+    assert_eq!(p.counts().expired, 1);
+    let st = p.status();
+    assert_eq!((st.counts.expired, st.counts.expired_unused), (10, 10));
+    assert_eq!((st.entries, st.held_bytes), (0, 0));
 }
 
 #[tokio::test]
@@ -301,6 +332,9 @@ async fn the_memory_budget_and_the_file_cap_hold() {
     tokio::time::sleep(Duration::from_millis(20)).await;
     assert_eq!(p.counts().fetched, 5);
     assert!(p.held_bytes() <= one * 5);
+    // The other 25 small files did not fit: not fetched, counted.
+    assert_eq!(p.counts().skipped, 25);
+    assert_eq!(p.status().held_bytes, 5 * one as u64);
 
     let (_c, p) = setup(30, |cfg| cfg.max_files = 8).await;
     p.head("d/f0", None).await.unwrap();

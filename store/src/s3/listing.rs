@@ -4,7 +4,8 @@
 //!
 //! S3's listings carry no version id (ListObjectsV2) and no user metadata (both), and the SDK
 //! hands versions and delete markers back as two lists. So: in a versioned bucket, `list`
-//! heads each object (in parallel) for its version id and metadata; `list_versions` heads each
+//! heads each object (in parallel) for its version id and metadata (`list_keys`, for callers
+//! that need only names and sizes, does not); `list_versions` heads each
 //! version for its metadata and merges versions and markers back into S3's order (keys in byte
 //! order, each key newest first) by their millisecond times. A bucket without versioning lists
 //! its versions with ListObjectsV2 (one `null` version per key).
@@ -83,7 +84,10 @@ impl S3Store {
         })
     }
 
-    pub(super) async fn list_objects(&self, req: &ListRequest) -> Result<ListPage> {
+    /// A page of ListObjectsV2; with `head`, each object headed for its version id and
+    /// metadata (what `list` does in a versioned bucket), else as listed (`list_keys`: a null
+    /// version id, no metadata).
+    pub(super) async fn list_objects(&self, req: &ListRequest, head: bool) -> Result<ListPage> {
         let full_prefix = self.full_prefix(&req.prefix)?;
         let token = match &req.continuation {
             Some(t) => Some(
@@ -112,7 +116,7 @@ impl S3Store {
                 req.page_size(),
             )
             .await?;
-        let objects = if self.features.versioning {
+        let objects = if head {
             self.head_all(raw.objects).await?
         } else {
             raw.objects

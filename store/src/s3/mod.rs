@@ -320,7 +320,11 @@ impl ObjectStore for S3Store {
     }
 
     async fn list(&self, req: &ListRequest) -> Result<ListPage> {
-        self.list_objects(req).await
+        self.list_objects(req, self.features.versioning).await
+    }
+
+    async fn list_keys(&self, req: &ListRequest) -> Result<ListPage> {
+        self.list_objects(req, false).await
     }
 
     async fn list_versions(&self, req: &ListVersionsRequest) -> Result<VersionsPage> {

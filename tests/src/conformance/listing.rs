@@ -9,6 +9,59 @@ use crate::support::{assert_kind, list_all, walk_list, Listed};
 
 use super::helpers::*;
 
+/// `list_keys` (the listing for callers that need only names and sizes) gives, page by page,
+/// the keys, sizes, ETags and common prefixes `list` gives, with the same paging.
+pub async fn list_keys_match_list(s: &dyn ObjectStore) {
+    let ns = "list_keys_match_list/";
+    for (k, len) in [
+        ("a", 3),
+        ("b", 0),
+        ("c/x", 5),
+        ("d", 700),
+        ("e/f/g", 1),
+        ("h", 9),
+    ] {
+        put(s, &format!("{ns}{k}"), vec![b'k'; len]).await;
+    }
+    for delimiter in [None, Some("/")] {
+        let mut req = ListRequest {
+            prefix: ns.to_string(),
+            delimiter: delimiter.map(str::to_string),
+            max_keys: 2,
+            ..Default::default()
+        };
+        let mut keys_req = req.clone();
+        let mut pages = 0;
+        loop {
+            let full = s.list(&req).await.expect("list");
+            let brief = s.list_keys(&keys_req).await.expect("list_keys");
+            let view = |p: &objfs_store::ListPage| -> Vec<(String, u64, String)> {
+                p.objects
+                    .iter()
+                    .map(|o| (o.key.clone(), o.size, o.etag.clone()))
+                    .collect()
+            };
+            let what = format!("{delimiter:?}, page {pages}");
+            assert_eq!(view(&brief), view(&full), "{what}");
+            assert_eq!(brief.common_prefixes, full.common_prefixes, "{what}");
+            assert_eq!(
+                brief.next_token.is_some(),
+                full.next_token.is_some(),
+                "{what}"
+            );
+            pages += 1;
+            match (full.next_token, brief.next_token) {
+                (Some(a), Some(b)) => {
+                    req.continuation = Some(a);
+                    keys_req.continuation = Some(b);
+                }
+                _ => break,
+            }
+        }
+        assert!(pages >= 2, "{delimiter:?}: the listing was paged");
+    }
+}
+
 /// Keys that sort around '/', runs of '/', and prefixes at and off '/' boundaries.
 pub async fn list_sort_around_slash(s: &dyn ObjectStore) {
     let ns = "list_sort_around_slash/";

@@ -352,6 +352,7 @@ macro_rules! __conformance_cases {
             copy_errors [Versioning, ConditionalPut],
             change_many_batches [Versioning, ConditionalPut],
             list_sort_around_slash [],
+            list_keys_match_list [],
             list_unicode [],
             list_other_delimiters [],
             list_paging [],
