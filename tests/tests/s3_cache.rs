@@ -226,7 +226,16 @@ fn a_mount_with_a_cache_dir_reads_from_it_after_a_remount() {
 
         let mut m = mount_with_cache(&server, &bucket, tmp.path(), &cache);
         assert!(std::fs::read(&path).expect("cold read") == data, "{name}");
-        let v = status_json(&server, &bucket);
+        // The blocks read reach the cache in the background: wait for all 4 (not a timed
+        // assertion: a generous bound, then the checks below say what is missing).
+        let mut v = status_json(&server, &bucket);
+        for _ in 0..200 {
+            if v["cache"]["blocks"].as_u64() >= Some(4) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+            v = status_json(&server, &bucket);
+        }
         let c = &v["cache"];
         assert_eq!(c["enabled"], true, "{name}: {v}");
         assert_eq!(c["limit_bytes"], 64 << 20, "{name}: {v}");
