@@ -430,11 +430,11 @@ impl Filesystem for Adapter {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        self.fs.note_thread(fh.0, req.pid());
-        // A write that needs no wait is copied into its buffer here, with no hop.
+        // A write that needs no wait is copied into its buffer here, with no hop. Either way
+        // the handle now knows this thread as a writer (`closers`).
         let now = {
             let _rt = self.rt.enter();
-            self.fs.write_now(ino.0, fh.0, offset, data)
+            self.fs.write_now(ino.0, fh.0, offset, data, req.pid())
         };
         match now {
             Some(Ok(n)) => return reply.written(n),

@@ -17,7 +17,7 @@ type TestResult = Result<(), Box<dyn std::error::Error>>;
 /// Writes `data` at `off` as the adapter does: at once when possible, else through the runtime.
 /// Returns whether it was taken at once.
 async fn adapter_write(fs: &objfs_fs::ObjFs, ino: u64, fh: u64, off: u64, data: &[u8]) -> bool {
-    match fs.write_now(ino, fh, off, data) {
+    match fs.write_now(ino, fh, off, data, 1) {
         Some(r) => {
             assert_eq!(r.expect("write at once") as usize, data.len());
             true
@@ -101,7 +101,7 @@ async fn a_failed_background_part_is_eio_at_fsync_and_close() -> TestResult {
         for i in 1..6u64 {
             let off = i * 64 * 1024;
             let data = pattern(64 * 1024, i as u8);
-            let r = match fs.write_now(ino, fh, off, &data) {
+            let r = match fs.write_now(ino, fh, off, &data, 1) {
                 Some(r) => r.map(|_| ()),
                 None => fs.write(ino, fh, off, &data).await.map(|_| ()),
             };

@@ -422,9 +422,19 @@ impl ObjFs {
 
     /// [`ObjFs::write`] answered without waiting, when the writer is free and the write needs
     /// no wait ([`crate::write::Writer::try_write_now`]); `None` when it must go through
-    /// `write`. Called on the FUSE thread, inside the mount's runtime.
-    pub fn write_now(&self, ino: u64, fh: u64, offset: u64, data: &[u8]) -> Option<FsResult<u32>> {
+    /// `write`. Called on the FUSE thread, inside the mount's runtime. The handle remembers
+    /// `tid` as one of its writers either way ([`ObjFs::note_thread`], without a second
+    /// lookup of the handle).
+    pub fn write_now(
+        &self,
+        ino: u64,
+        fh: u64,
+        offset: u64,
+        data: &[u8],
+        tid: u32,
+    ) -> Option<FsResult<u32>> {
         let h = self.handle(fh).ok().filter(|h| h.write)?;
+        h.closers.note(tid);
         let w = self.writer_of(h.ino).ok()??;
         let mut g = w.try_lock().ok()?;
         if let Err(e) = g.try_write_now(&self.wctx, offset, data)? {

@@ -3,6 +3,15 @@
 
 use std::path::Path;
 
+/// The allocator the objfs binary runs with (docs/ARCHITECTURE.md#dependencies), so the figures
+/// are the binary's.
+#[global_allocator]
+static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// The binary's jemalloc options (mount-tool/src/main.rs).
+#[export_name = "_rjem_malloc_conf"]
+pub static MALLOC_CONF: &u8 = &b"oversize_threshold:0\0"[0];
+
 /// A two-worker tokio runtime (the machine's cores).
 pub fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()

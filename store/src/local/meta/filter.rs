@@ -26,6 +26,16 @@ const PROBES: u64 = 7;
 /// rebuilds it only past a million keys.
 const MIN_CAPACITY: usize = 1 << 20;
 
+/// The saved filter's first bytes.
+const SAVED_MAGIC: &[u8; 8] = b"objfs-kf";
+/// The saved filter's format.
+const SAVED_FORMAT: u32 = 1;
+/// Bytes before the saved filter's bit words.
+const SAVED_HEADER: usize = 56;
+/// A key whose hash, saved with the filter, tells whether this build hashes as the one that
+/// saved it.
+const PROBE_KEY: &[u8] = b"objfs key filter probe";
+
 /// A Bloom filter over byte strings, safe to add to and query concurrently.
 pub(crate) struct KeyFilter {
     bits: Vec<AtomicU64>,
@@ -100,6 +110,67 @@ impl KeyFilter {
         !self.ready.load(Ordering::Acquire) || self.added.load(Ordering::Relaxed) > self.capacity
     }
 
+    /// The filter as the file a clean shutdown leaves (docs/FORMAT.md, "The key filter"),
+    /// valid for sled as it stands with [`crate::local::records::misc::LOG_APPLIED`] =
+    /// `log_applied`. `None` when it is not complete (nothing worth saving).
+    pub fn to_bytes(&self, log_applied: u64) -> Option<Vec<u8>> {
+        if self.needs_build() {
+            return None;
+        }
+        let mut out = Vec::with_capacity(SAVED_HEADER + 8 * self.bits.len() + 32);
+        out.extend_from_slice(SAVED_MAGIC);
+        out.extend_from_slice(&SAVED_FORMAT.to_le_bytes());
+        out.extend_from_slice(&(PROBES as u32).to_le_bytes());
+        out.extend_from_slice(&log_applied.to_le_bytes());
+        out.extend_from_slice(&hash(PROBE_KEY).to_le_bytes());
+        out.extend_from_slice(&(self.capacity as u64).to_le_bytes());
+        out.extend_from_slice(&(self.added.load(Ordering::Relaxed) as u64).to_le_bytes());
+        out.extend_from_slice(&(self.bits.len() as u64).to_le_bytes());
+        for w in &self.bits {
+            out.extend_from_slice(&w.load(Ordering::Relaxed).to_le_bytes());
+        }
+        let sum = blake3::hash(&out);
+        out.extend_from_slice(sum.as_bytes());
+        Some(out)
+    }
+
+    /// A complete filter read back from [`KeyFilter::to_bytes`], or `None` when the bytes
+    /// are not one (torn, corrupt, another format), were saved for another state of sled
+    /// (`log_applied` differs), or were hashed by another build's hasher (the probe key's
+    /// hash differs: std's `DefaultHasher` may change between Rust releases).
+    pub fn from_bytes(b: &[u8], log_applied: u64) -> Option<KeyFilter> {
+        let body_len = b.len().checked_sub(32)?;
+        let (body, sum) = b.split_at(body_len);
+        if body.len() < SAVED_HEADER || blake3::hash(body).as_bytes() != sum {
+            return None;
+        }
+        let u32_at = |at: usize| body[at..at + 4].try_into().ok().map(u32::from_le_bytes);
+        let u64_at = |at: usize| body[at..at + 8].try_into().ok().map(u64::from_le_bytes);
+        let words = usize::try_from(u64_at(48)?).ok()?;
+        if &body[..8] != SAVED_MAGIC
+            || u32_at(8)? != SAVED_FORMAT
+            || u64::from(u32_at(12)?) != PROBES
+            || u64_at(16)? != log_applied
+            || u64_at(24)? != hash(PROBE_KEY)
+            || !words.is_power_of_two()
+            || body.len() != SAVED_HEADER + 8 * words
+        {
+            return None;
+        }
+        let bits = body[SAVED_HEADER..]
+            .chunks_exact(8)
+            .map(|c| c.try_into().map(|w| AtomicU64::new(u64::from_le_bytes(w))))
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .ok()?;
+        Some(KeyFilter {
+            bits,
+            mask: (words as u64 * 64) - 1,
+            capacity: usize::try_from(u64_at(32)?).ok()?,
+            added: AtomicUsize::new(usize::try_from(u64_at(40)?).ok()?),
+            ready: AtomicBool::new(true),
+        })
+    }
+
     /// False only when `key` was certainly never added to a complete filter.
     pub fn may_contain(&self, key: &[u8]) -> bool {
         if self.needs_build() {
@@ -128,6 +199,40 @@ mod tests {
             .filter(|i| f.may_contain(format!("cother/{i}").as_bytes()))
             .count();
         assert!(false_positives < 300, "{false_positives} false positives");
+    }
+
+    #[test]
+    fn a_saved_filter_reads_back_only_for_the_state_it_was_saved_for() {
+        let hashes: Vec<u64> = (0..3_000)
+            .map(|i| hash(format!("ck/{i}").as_bytes()))
+            .collect();
+        let f = KeyFilter::build(&hashes);
+        f.add(b"cextra");
+        let bytes = f.to_bytes(41).expect("a complete filter saves");
+        let g = KeyFilter::from_bytes(&bytes, 41).expect("reads back");
+        assert!(!g.needs_build());
+        assert_eq!(g.added.load(Ordering::Relaxed), 3_001);
+        assert_eq!(g.capacity, f.capacity);
+        assert!((0..3_000).all(|i| g.may_contain(format!("ck/{i}").as_bytes())));
+        assert!(g.may_contain(b"cextra"));
+        let denied = |x: &KeyFilter| {
+            (0..2_000)
+                .filter(|i| !x.may_contain(format!("cother/{i}").as_bytes()))
+                .count()
+        };
+        assert_eq!(denied(&f), denied(&g), "the same bits");
+        // Another state of sled, a flipped bit anywhere, a torn file, another format: refused.
+        assert!(KeyFilter::from_bytes(&bytes, 42).is_none());
+        for at in [0, 9, 20, 60, bytes.len() / 2, bytes.len() - 1] {
+            let mut bad = bytes.clone();
+            bad[at] ^= 0x10;
+            assert!(KeyFilter::from_bytes(&bad, 41).is_none(), "flip at {at}");
+        }
+        assert!(KeyFilter::from_bytes(&bytes[..bytes.len() - 1], 41).is_none());
+        assert!(KeyFilter::from_bytes(&bytes[..40], 41).is_none());
+        assert!(KeyFilter::from_bytes(&[], 41).is_none());
+        // Nothing to save before a filter is complete.
+        assert!(KeyFilter::unbuilt().to_bytes(1).is_none());
     }
 
     #[test]

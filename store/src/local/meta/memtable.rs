@@ -163,6 +163,18 @@ impl Tables {
         Ok(())
     }
 
+    /// The filter as a clean shutdown saves it (`None` when it is not complete), for sled
+    /// with `LOG_APPLIED` = `log_applied`. Only while nothing writes into sled.
+    pub fn filter_bytes(&self, log_applied: u64) -> Option<Vec<u8>> {
+        self.filter().to_bytes(log_applied)
+    }
+
+    /// Makes `f` (read back from a clean shutdown's file) the filter. Only at open, before
+    /// any checkpoint.
+    pub fn install_filter(&self, f: KeyFilter) {
+        *self.filter.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(f);
+    }
+
     fn read(&self) -> RwLockReadGuard<'_, Mem> {
         self.mem.read().unwrap_or_else(|p| p.into_inner())
     }

@@ -6,13 +6,16 @@
 //! and calls [`Meta::finish_recovery`], which applies the later records whose fresh blobs
 //! still verify, checkpoints, and starts a new log.
 
-use std::path::Path;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use super::filter::KeyFilter;
 use super::log::{self, FsLogDir};
 use super::memtable::{apply_rows, Tables, FILTER_AT_OPEN};
 use super::{blob_pages, db_error, CommitState, DbResult, IdLease, Meta, Replay, Txn};
 use crate::error::{Result, StoreError};
+use crate::local::atomic_file::replace_with;
 use crate::local::records::*;
 
 /// sled 0.34 writes `snap.<lsn>.generating`, fsyncs it and renames it to `snap.<lsn>`, but
@@ -68,6 +71,34 @@ fn open_sled(path: &Path) -> Result<sled::Db> {
             Err(e) => return Err(db_error(e)),
         }
     }
+}
+
+/// The file a clean shutdown saves the key filter in (docs/FORMAT.md, "The key filter").
+const FILTER_FILE: &str = "keyfilter";
+
+/// Reads the saved key filter and removes its file, so that a filter is only ever read by the
+/// open right after the shutdown that saved it. `Some` only when `expect_applied` is given
+/// (sled is as a clean shutdown left it) and the file holds a valid filter for it; any other
+/// file is dropped with a note in the log.
+fn take_saved_filter(path: &Path, expect_applied: Option<u64>) -> Option<KeyFilter> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(e) => {
+            tracing::warn!(file = %path.display(), error = %e, "could not read the saved key filter; rebuilding it");
+            Vec::new()
+        }
+    };
+    if let Err(e) = std::fs::remove_file(path) {
+        // A file left behind could be read by a later open: use none.
+        tracing::warn!(file = %path.display(), error = %e, "could not remove the saved key filter; rebuilding it");
+        return None;
+    }
+    let f = expect_applied.and_then(|applied| KeyFilter::from_bytes(&bytes, applied));
+    if f.is_none() {
+        tracing::info!(file = %path.display(), "the saved key filter does not match the store; rebuilding it");
+    }
+    f
 }
 
 fn read_misc<T: Migrate>(db: &sled::Db, name: &str) -> Result<Option<T>> {
@@ -152,9 +183,17 @@ impl Meta {
             .db()?;
         self.db.flush().db()?;
         log::remove_below(dir, existing, last + 1);
-        // Sled holds every replayed row and nothing writes into it until the first
-        // checkpoint: the filter of its current keys can be built now (when it is small).
-        self.tables.build_filter(FILTER_AT_OPEN)?;
+        // The filter a clean shutdown saved, when sled is exactly as it left it: the flag
+        // still says clean (`mark_open` comes later), no log record was applied since, and
+        // the file names the same applied segment. Else sled holds every replayed row and
+        // nothing writes into it until the first checkpoint: the filter of its current keys
+        // is built from a scan now (when it is small) or by that checkpoint.
+        let clean = read_misc::<bool>(&self.db, misc::CLEAN)?.unwrap_or(false);
+        let unchanged = clean && trusted == 0 && kept.is_empty() && dropped == 0;
+        match take_saved_filter(&self.filter_file(), unchanged.then_some(applied)) {
+            Some(f) => self.tables.install_filter(f),
+            None => self.tables.build_filter(FILTER_AT_OPEN)?,
+        }
         self.tables.start_log(last + 1, rec.last_seq + 1)?;
         // The counters and the version-id lease as the replay left them.
         let stats = read_misc(&self.db, misc::STATS)?.unwrap_or_default();
@@ -181,6 +220,31 @@ impl Meta {
     /// Whether rows are waiting for a checkpoint, and how many are in the active table.
     pub fn log_backlog(&self) -> (bool, usize) {
         self.tables.backlog()
+    }
+
+    /// Where a clean shutdown leaves the key filter: `keyfilter` in the log's directory.
+    fn filter_file(&self) -> PathBuf {
+        self.tables.log_dir().path.join(FILTER_FILE)
+    }
+
+    /// Saves the key filter for the next open (after the last checkpoint: nothing writes
+    /// into sled any more). Failing to save costs the next open a scan, nothing else.
+    fn save_filter(&self) -> Result<()> {
+        let applied = read_misc::<u64>(&self.db, misc::LOG_APPLIED)?.unwrap_or(0);
+        let Some(bytes) = self.tables.filter_bytes(applied) else {
+            return Ok(());
+        };
+        let path = self.filter_file();
+        if let Err(e) = replace_with(&path, true, |f| (&*f).write_all(&bytes)) {
+            tracing::warn!(file = %path.display(), error = %e, "could not save the key filter; the next open rebuilds it");
+        }
+        Ok(())
+    }
+
+    /// Whether the key filter can answer "absent" now (tests: was a saved one read back?).
+    #[cfg(test)]
+    pub(crate) fn filter_ready(&self) -> bool {
+        self.tables.filter_bytes(0).is_some()
     }
 
     /// Reads and sets the clean-shutdown flag; returns whether the last shutdown was clean.
@@ -210,6 +274,7 @@ impl Meta {
             }
         }
         self.tables.checkpoint(|| self.tables.sync())?;
+        self.save_filter()?;
         self.db.insert(misc_key(misc::CLEAN), encode(&true)?).db()?;
         self.db.flush().db()?;
         Ok(())
