@@ -576,7 +576,12 @@ async fn run(store: &dyn ObjectStore, req: &RestoreRequest, w: &mut Watcher<'_>)
                 exact: req.exact,
                 jobs: req.jobs,
             };
-            let (j, s) = restore::plan_job(store, &r, SystemTime::now(), w)
+            // A hard link's name stands for its inode object: restored with it, so the name
+            // shows the bytes it showed then (docs/SEMANTICS.md, "Hard links").
+            let linked = |m: &objfs_store::types::Metadata| {
+                objfs_fs::core::link_id(m).map(objfs_fs::core::inode_key)
+            };
+            let (j, s) = restore::plan_job(store, &r, SystemTime::now(), Some(&linked), w)
                 .await
                 .context("cannot plan the restore")?;
             let older = job::supersede(store, &j)

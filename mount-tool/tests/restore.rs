@@ -439,6 +439,83 @@ fn restore_through_a_mount_shows_the_restored_files() {
     );
 }
 
+/// A hard-linked file restored by one of its names shows the bytes it had at the moment: the
+/// object the names link to comes back too (it is outside the directory restored), whether
+/// the names were overwritten through or removed since; and it is one file again (a write
+/// through one name shows through the other).
+#[test]
+fn restore_of_hard_linked_names_brings_back_their_bytes() {
+    if fuse_missing("restore_of_hard_linked_names_brings_back_their_bytes") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let rtd = dir.path().join("run");
+    let store = dir.path().join("store");
+    let mp = dir.path().join("m");
+    std::env::set_var("XDG_RUNTIME_DIR", &rtd);
+    let (st, m) = (s(&store), s(&mp));
+    ok(&["init", st]);
+    let _g = guard(&store, &mp);
+    ok(&["mount", st, m, "--attr-ttl", "0.2"]);
+    let d = mp.join("d");
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::write(d.join("a"), "as it was").unwrap();
+    std::fs::hard_link(d.join("a"), d.join("b")).unwrap();
+    std::fs::write(d.join("kept"), "kept").unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    let at = format_rfc3339(moment());
+    std::thread::sleep(Duration::from_millis(20));
+    // Overwritten through one name: the stubs stay as they were, only the object changed.
+    std::fs::write(d.join("b"), "overwritten").unwrap();
+    let t2 = moment();
+    let dry = ok(&["restore", s(&d), "--as-of", &at, "--dry-run", "--json"]);
+    // One JSON line per step, then the summary.
+    let keys: Vec<String> = dry
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter_map(|v| v["key"].as_str().map(String::from))
+        .collect();
+    assert_eq!(keys.len(), 1, "only the linked object changed: {dry}");
+    assert!(keys[0].starts_with(".objfs/inodes/"), "{dry}");
+    let out = ok(&["restore", s(&d), "--as-of", &at]);
+    assert!(out.contains("1 key(s) restored"), "{out}");
+    std::thread::sleep(Duration::from_millis(300));
+    for name in ["a", "b"] {
+        assert_eq!(
+            std::fs::read_to_string(d.join(name)).unwrap(),
+            "as it was",
+            "{name}"
+        );
+    }
+    // Every name removed (the object gets a delete marker with its last name), then restored.
+    std::fs::remove_file(d.join("a")).unwrap();
+    std::fs::remove_file(d.join("b")).unwrap();
+    let out = ok(&["restore", s(&d), "--as-of", &at]);
+    assert!(
+        out.contains("3 key(s) restored"),
+        "the names and their object: {out}"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    for name in ["a", "b"] {
+        assert_eq!(
+            std::fs::read_to_string(d.join(name)).unwrap(),
+            "as it was",
+            "{name}"
+        );
+    }
+    std::fs::write(d.join("a"), "one file again").unwrap();
+    assert_eq!(
+        std::fs::read_to_string(d.join("b")).unwrap(),
+        "one file again"
+    );
+    // The state after the overwrite, restored by the same rule.
+    let out = ok(&["restore", s(&d), "--as-of", &format_rfc3339(t2)]);
+    assert!(out.contains("1 key(s) restored"), "{out}");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(std::fs::read_to_string(d.join("a")).unwrap(), "overwritten");
+    assert_eq!(std::fs::read_to_string(d.join("kept")).unwrap(), "kept");
+}
+
 /// The job records' lifecycle through the command: a finished job is listed (its plan
 /// removed), a dry run's planned job too, `--replan` replaces an unfinished plan of the same
 /// request, `--abandon` removes a job, and an unknown id is an error that changes nothing.

@@ -79,7 +79,7 @@ async fn layout(name: &str, prefix: &str, key: impl Fn(usize) -> String, n: usiz
     eprintln!("restore/{name}: planning");
     let plan_cpu = common::cpu_seconds(false);
     let started = Instant::now();
-    let (mut job, steps) = restore::plan_job(&store, &req, SystemTime::now(), &mut Unwatched)
+    let (mut job, steps) = restore::plan_job(&store, &req, SystemTime::now(), None, &mut Unwatched)
         .await
         .expect("plan");
     let plan_secs = started.elapsed().as_secs_f64();

@@ -69,7 +69,7 @@ async fn lifecycle(store: &dyn ObjectStore) {
     let now = SystemTime::now();
 
     // A finished job: only its record stays, with how it ended, for KEEP_FINISHED.
-    let (mut done, _) = plan_job(store, &request(at, "a"), now, &mut Unwatched)
+    let (mut done, _) = plan_job(store, &request(at, "a"), now, None, &mut Unwatched)
         .await
         .unwrap();
     assert_eq!(done.chunks, 2);
@@ -98,7 +98,7 @@ async fn lifecycle(store: &dyn ObjectStore) {
     for i in 0..n {
         store.delete(&format!("p/{i:06}")).await.unwrap();
     }
-    let (mut stopped, _) = plan_job(store, &request(at, "b"), now + NS, &mut Unwatched)
+    let (mut stopped, _) = plan_job(store, &request(at, "b"), now + NS, None, &mut Unwatched)
         .await
         .unwrap();
     let r = execute(store, &mut stopped, 2, &mut StopAt(CHUNK_STEPS as u64 + 10))
@@ -106,9 +106,15 @@ async fn lifecycle(store: &dyn ObjectStore) {
         .unwrap();
     assert!(r.stopped);
     let earlier = at - Duration::from_nanos(1);
-    let (planned, _) = plan_job(store, &request(earlier, "c"), now + 2 * NS, &mut Unwatched)
-        .await
-        .unwrap();
+    let (planned, _) = plan_job(
+        store,
+        &request(earlier, "c"),
+        now + 2 * NS,
+        None,
+        &mut Unwatched,
+    )
+    .await
+    .unwrap();
     assert_eq!(planned.state, JobState::Planned);
 
     // Within a week nothing goes; after it, the finished and the never-started jobs go, the
@@ -147,10 +153,10 @@ async fn lifecycle(store: &dyn ObjectStore) {
     assert!(records(store).await.is_empty());
 
     // --replan: the newer plan of the same request supersedes the older unfinished one.
-    let (first, _) = plan_job(store, &request(at, "d"), now, &mut Unwatched)
+    let (first, _) = plan_job(store, &request(at, "d"), now, None, &mut Unwatched)
         .await
         .unwrap();
-    let (second, _) = plan_job(store, &request(at, "d"), now + DAY, &mut Unwatched)
+    let (second, _) = plan_job(store, &request(at, "d"), now + DAY, None, &mut Unwatched)
         .await
         .unwrap();
     assert_eq!(

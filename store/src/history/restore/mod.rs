@@ -6,7 +6,8 @@
 //! * **Plan** ([`plan`]): list every version under the prefix, in parallel per sub-prefix
 //!   (the first levels found with a delimiter), and decide per key ([`decide`], a pure
 //!   function of its versions): undelete, revert, delete (`--exact`) or nothing. Each step
-//!   records the version it expects to be current.
+//!   records the version it expects to be current. Keys outside the prefix that a version of
+//!   the moment stands for ([`Companion`]: a hard link's object) are decided the same way.
 //! * **Job** ([`job`]): the plan is saved in the store as records before anything changes
 //!   (`restore/jobs/ID` says what the job is, `restore/ID/plan/N` hold its steps in chunks,
 //!   `restore/ID/done/N` check off each chunk as it is executed), so that `--dry-run` prints a
@@ -28,6 +29,12 @@ mod tests;
 use std::time::SystemTime;
 
 use crate::types::{Metadata, VersionId};
+
+/// For a version a key showed at the moment, another key whose state then is part of it
+/// (`None`: none): the object a hard link's stub names, in objfs's mount (the filesystem
+/// passes `objfs_fs::core::link_id`). The planner restores such keys too, wherever they are,
+/// so that a restored name shows the bytes it showed then ([`plan`]).
+pub type Companion<'a> = &'a (dyn Fn(&Metadata) -> Option<String> + Sync);
 
 pub use job::{Job, JobState};
 pub use plan::{plan, Plan};

@@ -7,18 +7,25 @@
 //! split again while there are fewer sub-prefixes than `jobs` (up to [`MAX_SPLIT_DEPTH`]
 //! levels), so that a prefix with one big directory still lists in parallel.
 //!
+//! A key whose version of the moment stands for another key ([`Companion`]: a hard link's
+//! stub and the object holding the file) brings that key into the plan too, even outside the
+//! prefix: its versions are listed (one listing per such key, `jobs` at a time) and decided
+//! like the others, never with `--exact` (it was live then). Several names of one object add
+//! it once.
+//!
 //! On a backend whose version listings carry no metadata (S3), each restoring step's source
 //! metadata is read with a head, and a key counts as unchanged when its current version has
 //! the etag of its version of the moment (a metadata-only change is not seen there).
 
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use futures::stream::{self, StreamExt};
 
-use super::decide::decide;
-use super::{Progress, Step, Watch};
+use super::decide::{decide, live_at};
+use super::{Companion, Progress, Step, Watch};
 use crate::error::Result;
 use crate::store::ObjectStore;
 use crate::types::{ListVersionsRequest, VersionInfo};
@@ -44,10 +51,26 @@ struct Counts {
     versions: AtomicU64,
 }
 
-/// What one listing found: steps for its keys, and the common prefixes (with a delimiter).
+/// What one listing found: steps for its keys, the common prefixes (with a delimiter), and
+/// the keys its versions of the moment stand for ([`Companion`]).
 struct Found {
     steps: Vec<Step>,
     prefixes: Vec<String>,
+    companions: Vec<String>,
+}
+
+/// Decides one key (its versions, newest first) into `found`.
+fn decide_key(
+    found: &mut Found,
+    versions: &[VersionInfo],
+    at: SystemTime,
+    exact: bool,
+    companion: Option<Companion>,
+) {
+    found.steps.extend(decide(versions, at, exact));
+    if let Some(then) = companion.and_then(|c| live_at(versions, at).and_then(|v| c(&v.metadata))) {
+        found.companions.push(then);
+    }
 }
 
 /// Lists every version under `prefix` (with `delimiter`, only the keys of its first level, and
@@ -59,6 +82,7 @@ async fn list_and_decide<S: ObjectStore + ?Sized>(
     at: SystemTime,
     exact: bool,
     counts: &Counts,
+    companion: Option<Companion<'_>>,
 ) -> Result<Found> {
     let mut req = ListVersionsRequest {
         prefix,
@@ -68,6 +92,7 @@ async fn list_and_decide<S: ObjectStore + ?Sized>(
     let mut found = Found {
         steps: Vec::new(),
         prefixes: Vec::new(),
+        companions: Vec::new(),
     };
     // One key's versions, newest first (a key's versions may span pages).
     let mut key_versions: Vec<VersionInfo> = Vec::new();
@@ -79,7 +104,7 @@ async fn list_and_decide<S: ObjectStore + ?Sized>(
         for v in page.versions {
             if key_versions.first().is_some_and(|f| f.key != v.key) {
                 counts.keys.fetch_add(1, Ordering::Relaxed);
-                found.steps.extend(decide(&key_versions, at, exact));
+                decide_key(&mut found, &key_versions, at, exact, companion);
                 key_versions.clear();
             }
             key_versions.push(v);
@@ -95,9 +120,42 @@ async fn list_and_decide<S: ObjectStore + ?Sized>(
     }
     if !key_versions.is_empty() {
         counts.keys.fetch_add(1, Ordering::Relaxed);
-        found.steps.extend(decide(&key_versions, at, exact));
+        decide_key(&mut found, &key_versions, at, exact, companion);
     }
     Ok(found)
+}
+
+/// Decides `key` alone (a companion outside the prefix): its versions are those of a listing
+/// with the key as prefix, the other keys it starts dropped.
+async fn decide_one<S: ObjectStore + ?Sized>(
+    store: &S,
+    key: String,
+    at: SystemTime,
+    counts: &Counts,
+) -> Result<Option<Step>> {
+    let mut req = ListVersionsRequest {
+        prefix: key.clone(),
+        ..Default::default()
+    };
+    let mut versions = Vec::new();
+    loop {
+        let page = store.list_versions(&req).await?;
+        let n = page.versions.len() as u64;
+        counts.versions.fetch_add(n, Ordering::Relaxed);
+        versions.extend(page.versions.into_iter().filter(|v| v.key == key));
+        match page.next_key_marker {
+            Some(k) if k == key => {
+                req.key_marker = Some(k);
+                req.version_marker = page.next_version_marker;
+            }
+            _ => break,
+        }
+    }
+    if versions.is_empty() {
+        return Ok(None);
+    }
+    counts.keys.fetch_add(1, Ordering::Relaxed);
+    Ok(decide(&versions, at, false))
 }
 
 /// Reads the metadata of each step's source version, for backends whose version listings do
@@ -124,13 +182,15 @@ async fn fill_metadata<S: ObjectStore + ?Sized>(
 }
 
 /// Plans the restore of every key under `prefix` to what it showed at `at` (`exact`: keys
-/// made since are deleted too), listing at most `jobs` sub-prefixes at a time.
+/// made since are deleted too), listing at most `jobs` sub-prefixes at a time; with
+/// `companion`, also of the keys outside the prefix that its versions of the moment stand for.
 pub async fn plan<S: ObjectStore + ?Sized>(
     store: &S,
     prefix: &str,
     at: SystemTime,
     exact: bool,
     jobs: usize,
+    companion: Option<Companion<'_>>,
     watch: &mut dyn Watch,
 ) -> Result<Plan> {
     crate::key::validate_prefix(prefix)?;
@@ -146,6 +206,7 @@ pub async fn plan<S: ObjectStore + ?Sized>(
         watch.progress(&progress)
     };
     let mut steps = Vec::new();
+    let mut companions = BTreeSet::new();
     // Split level by level while there are too few sub-prefixes to keep `jobs` listings busy.
     let mut frontier = vec![prefix.to_string()];
     let mut depth = 0;
@@ -153,11 +214,12 @@ pub async fn plan<S: ObjectStore + ?Sized>(
     {
         let level = std::mem::take(&mut frontier);
         let mut listings = stream::iter(level)
-            .map(|p| list_and_decide(store, p, Some("/"), at, exact, &counts))
+            .map(|p| list_and_decide(store, p, Some("/"), at, exact, &counts, companion))
             .buffer_unordered(jobs);
         while let Some(found) = listings.next().await {
             let found = found?;
             steps.extend(found.steps);
+            companions.extend(found.companions);
             frontier.extend(found.prefixes);
             report(watch, &counts);
         }
@@ -165,13 +227,24 @@ pub async fn plan<S: ObjectStore + ?Sized>(
     }
     let subprefixes = frontier.len() as u64;
     let mut listings = stream::iter(frontier)
-        .map(|p| list_and_decide(store, p, None, at, exact, &counts))
+        .map(|p| list_and_decide(store, p, None, at, exact, &counts, companion))
         .buffer_unordered(jobs);
     while let Some(found) = listings.next().await {
-        steps.extend(found?.steps);
+        let found = found?;
+        steps.extend(found.steps);
+        companions.extend(found.companions);
         report(watch, &counts);
     }
     drop(listings);
+    // Companions under the prefix were listed and decided with it.
+    let mut decided = stream::iter(companions.into_iter().filter(|k| !k.starts_with(prefix)))
+        .map(|k| decide_one(store, k, at, &counts))
+        .buffer_unordered(jobs);
+    while let Some(step) = decided.next().await {
+        steps.extend(step?);
+        report(watch, &counts);
+    }
+    drop(decided);
     if !store.features().list_returns_metadata {
         fill_metadata(store, &mut steps, jobs).await?;
     }

@@ -293,6 +293,7 @@ pub async fn plan_job(
     store: &dyn ObjectStore,
     req: &Request,
     now: SystemTime,
+    companion: Option<super::Companion<'_>>,
     watch: &mut dyn Watch,
 ) -> Result<(Job, Vec<Step>)> {
     if req.at > now {
@@ -301,7 +302,16 @@ pub async fn plan_job(
             super::moment_text(req.at)
         )));
     }
-    let plan = super::plan::plan(store, &req.prefix, req.at, req.exact, req.jobs, watch).await?;
+    let plan = super::plan::plan(
+        store,
+        &req.prefix,
+        req.at,
+        req.exact,
+        req.jobs,
+        companion,
+        watch,
+    )
+    .await?;
     let steps = plan.steps.len() as u64;
     let job = Job {
         id: job::new_id(&req.prefix, req.at, req.exact, now),

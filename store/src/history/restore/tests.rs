@@ -159,7 +159,7 @@ proptest! {
             let now_all = view(&store, "", None).await;
             let counts_before = version_counts(&store).await;
             let (mut job, steps) =
-                plan_job(&store, &req(at, "t", exact, jobs), SystemTime::now(), &mut Unwatched)
+                plan_job(&store, &req(at, "t", exact, jobs), SystemTime::now(), None, &mut Unwatched)
                     .await
                     .unwrap();
             let report = execute(&store, &mut job, jobs, &mut Unwatched).await.unwrap();
@@ -189,7 +189,7 @@ proptest! {
                 prop_assert_eq!(*n, counts_before.get(k).copied().unwrap_or(0) + made, "{}", k);
             }
             // Done: planning again finds nothing to do.
-            let again = plan::plan(&store, PREFIX, at, exact, jobs, &mut Unwatched).await.unwrap();
+            let again = plan::plan(&store, PREFIX, at, exact, jobs, None, &mut Unwatched).await.unwrap();
             prop_assert!(again.steps.is_empty(), "{:?}", again.steps);
             Ok(())
         })?;
@@ -224,6 +224,7 @@ async fn keys_changed_between_plan_and_run_are_conflicts_left_alone() {
         &store,
         &req(at, "t", true, 2),
         SystemTime::now(),
+        None,
         &mut Unwatched,
     )
     .await
@@ -296,6 +297,7 @@ async fn a_stopped_run_resumes_without_doing_a_key_twice() {
         &store,
         &req(at, "-1h", false, 4),
         SystemTime::now(),
+        None,
         &mut Unwatched,
     )
     .await
@@ -341,9 +343,15 @@ async fn moments_in_the_future_are_refused() {
     let store = MemoryStore::new();
     let now = SystemTime::now();
     let later = now + std::time::Duration::from_secs(60);
-    let e = plan_job(&store, &req(later, "x", false, 1), now, &mut Unwatched)
-        .await
-        .unwrap_err();
+    let e = plan_job(
+        &store,
+        &req(later, "x", false, 1),
+        now,
+        None,
+        &mut Unwatched,
+    )
+    .await
+    .unwrap_err();
     assert!(e.to_string().contains("future"), "{e}");
     assert!(job::list(&store).await.unwrap().is_empty());
 }
@@ -548,6 +556,7 @@ async fn restored_versions_keep_their_metadata_where_listings_carry_none() {
         &store,
         &req(at, "t", false, 4),
         SystemTime::now(),
+        None,
         &mut Unwatched,
     )
     .await
@@ -560,4 +569,117 @@ async fn restored_versions_keep_their_metadata_where_listings_carry_none() {
         assert_eq!(info.metadata["x-amz-meta-mode"], m, "{k}");
         assert!(info.metadata.contains_key(RESTORED_FROM));
     }
+}
+
+/// Keys a version of the moment stands for ([`Companion`]) are restored with the prefix, even
+/// outside it, once however many names stand for them; one under the prefix is not decided
+/// twice; and nothing else outside the prefix moves.
+#[tokio::test]
+async fn companions_of_the_moment_are_restored_with_the_prefix() {
+    let store = MemoryStore::new();
+    let link = |id: &str| {
+        let mut meta = Metadata::new();
+        meta.insert("link".into(), id.into());
+        PutOptions {
+            metadata: meta,
+            ..Default::default()
+        }
+    };
+    let companion = |m: &Metadata| m.get("link").cloned();
+    store
+        .put("obj/1", "one".into(), Default::default())
+        .await
+        .unwrap();
+    store
+        .put("obj/2", "two".into(), Default::default())
+        .await
+        .unwrap();
+    store
+        .put("obj/3", "three".into(), Default::default())
+        .await
+        .unwrap();
+    store.put("p/a", "".into(), link("obj/1")).await.unwrap();
+    store.put("p/b", "".into(), link("obj/1")).await.unwrap();
+    store.put("p/c", "".into(), link("obj/2")).await.unwrap();
+    store.put("p/d", "".into(), link("p/obj/9")).await.unwrap();
+    store
+        .put("p/obj/9", "nine".into(), Default::default())
+        .await
+        .unwrap();
+    let at = moment();
+    // Overwritten behind unchanged names, deleted with its names, and a key nobody names then.
+    store
+        .put("obj/1", "ONE".into(), Default::default())
+        .await
+        .unwrap();
+    store.delete("p/c").await.unwrap();
+    store.delete("obj/2").await.unwrap();
+    store
+        .put("obj/3", "THREE".into(), Default::default())
+        .await
+        .unwrap();
+    store
+        .put("p/obj/9", "NINE".into(), Default::default())
+        .await
+        .unwrap();
+    let before = version_counts(&store).await;
+    let mut r = req(at, "t", false, 3);
+    r.prefix = "p/".into();
+    let (mut job, steps) = plan_job(
+        &store,
+        &r,
+        SystemTime::now(),
+        Some(&companion),
+        &mut Unwatched,
+    )
+    .await
+    .unwrap();
+    let planned: Vec<(&str, Action)> = steps.iter().map(|s| (s.key.as_str(), s.action)).collect();
+    assert_eq!(
+        planned,
+        [
+            ("obj/1", Action::Revert),
+            ("obj/2", Action::Undelete),
+            ("p/c", Action::Undelete),
+            ("p/obj/9", Action::Revert),
+        ]
+    );
+    let report = execute(&store, &mut job, 3, &mut Unwatched).await.unwrap();
+    assert!(report.all_succeeded(), "{report:?}");
+    let body = |k: &'static str| {
+        let store = &store;
+        async move {
+            store
+                .get(k, Default::default())
+                .await
+                .unwrap()
+                .bytes()
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(body("obj/1").await, "one");
+    assert_eq!(body("obj/2").await, "two");
+    assert_eq!(
+        body("obj/3").await,
+        "THREE",
+        "named by nothing under p/ then"
+    );
+    assert_eq!(body("p/obj/9").await, "nine");
+    let after = version_counts(&store).await;
+    for (k, n) in &before {
+        let made = usize::from(["obj/1", "obj/2", "p/c", "p/obj/9"].contains(&k.as_str()));
+        assert_eq!(after[k], n + made, "{k}");
+    }
+    // Planned again: nothing left to do.
+    let (_, again) = plan_job(
+        &store,
+        &r,
+        SystemTime::now(),
+        Some(&companion),
+        &mut Unwatched,
+    )
+    .await
+    .unwrap();
+    assert!(again.is_empty(), "{again:?}");
 }
