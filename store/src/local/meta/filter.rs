@@ -89,9 +89,26 @@ impl KeyFilter {
         (0..PROBES).map(move |i| h1.wrapping_add(i.wrapping_mul(h2)) & self.mask)
     }
 
-    /// Records `key` as possibly present.
+    /// Records `key` as possibly present (counted even when it is already).
+    #[cfg(test)]
     pub fn add(&self, key: &[u8]) {
         self.add_hash(hash(key))
+    }
+
+    /// [`KeyFilter::add`], unless a complete filter already answers "maybe" for `key` (its
+    /// bits are all set): an overwrite of a key sled holds does not count towards the keys
+    /// the filter is sized for. Counting every overwrite made a store whose keys are
+    /// rewritten often rebuild the filter, a scan of every current row, again and again.
+    pub fn add_new(&self, key: &[u8]) {
+        let h = hash(key);
+        if self.needs_build() || !self.contains_hash(h) {
+            self.add_hash(h);
+        }
+    }
+
+    fn contains_hash(&self, h: u64) -> bool {
+        self.positions(h)
+            .all(|p| self.bits[(p / 64) as usize].load(Ordering::Relaxed) & (1 << (p % 64)) != 0)
     }
 
     fn add_hash(&self, h: u64) {
@@ -173,11 +190,7 @@ impl KeyFilter {
 
     /// False only when `key` was certainly never added to a complete filter.
     pub fn may_contain(&self, key: &[u8]) -> bool {
-        if self.needs_build() {
-            return true;
-        }
-        self.positions(hash(key))
-            .all(|p| self.bits[(p / 64) as usize].load(Ordering::Relaxed) & (1 << (p % 64)) != 0)
+        self.needs_build() || self.contains_hash(hash(key))
     }
 }
 
@@ -233,6 +246,40 @@ mod tests {
         assert!(KeyFilter::from_bytes(&[], 41).is_none());
         // Nothing to save before a filter is complete.
         assert!(KeyFilter::unbuilt().to_bytes(1).is_none());
+    }
+
+    #[test]
+    fn rewriting_the_same_keys_does_not_fill_the_filter() {
+        let hashes: Vec<u64> = (0..1_000)
+            .map(|i| hash(format!("ck/{i}").as_bytes()))
+            .collect();
+        let f = KeyFilter::build(&hashes);
+        for _ in 0..(MIN_CAPACITY / 1_000 + 2) {
+            for i in 0..1_000 {
+                f.add_new(format!("ck/{i}").as_bytes());
+            }
+        }
+        assert!(
+            !f.needs_build(),
+            "added {}",
+            f.added.load(Ordering::Relaxed)
+        );
+        assert_eq!(f.added.load(Ordering::Relaxed), 1_000);
+        // New keys still count, and are found.
+        for i in 0..500 {
+            f.add_new(format!("cnew/{i}").as_bytes());
+        }
+        let added = f.added.load(Ordering::Relaxed);
+        assert!(
+            (1_490..=1_500).contains(&added),
+            "{added} (a few false positives)"
+        );
+        assert!((0..500).all(|i| f.may_contain(format!("cnew/{i}").as_bytes())));
+        // Unbuilt: every add counts (the rebuild that follows scans sled anyway).
+        let u = KeyFilter::unbuilt();
+        u.add_new(b"cx");
+        u.add_new(b"cx");
+        assert_eq!(u.added.load(Ordering::Relaxed), 2);
     }
 
     #[test]

@@ -416,7 +416,7 @@ impl Tables {
         for f in &frozen {
             for (k, v) in &f.rows {
                 if v.is_some() && k.first() == Some(&table::CURRENT) {
-                    keys.add(k);
+                    keys.add_new(k);
                 }
             }
         }
