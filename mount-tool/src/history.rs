@@ -17,9 +17,7 @@ use objfs_fs::attr::{parse_mode, Kind, META_GID, META_MODE, META_UID};
 use objfs_fs::core::{inode_key, link_id, stub_target};
 use objfs_store::history::retention::{self, Policy};
 use objfs_store::history::{expire, snapshots, time};
-use objfs_store::{
-    ErrorKind, GetOptions, ListVersionsRequest, ObjectInfo, ObjectStore, VersionId, VersionInfo,
-};
+use objfs_store::{ErrorKind, GetOptions, ObjectInfo, ObjectStore, VersionId, VersionInfo};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -86,32 +84,9 @@ fn moment_json(t: SystemTime) -> (u64, String) {
     (to_ns(t), time::format_rfc3339(t))
 }
 
-/// Every version and delete marker of `key`, newest first.
+/// Every version and delete marker of `key`, newest first (with the command's errors).
 async fn key_versions(store: &dyn ObjectStore, key: &str) -> Result<Vec<VersionInfo>> {
-    let mut req = ListVersionsRequest {
-        prefix: key.to_string(),
-        ..Default::default()
-    };
-    let mut out = Vec::new();
-    loop {
-        let page = store.list_versions(&req).await?;
-        let mut past = false;
-        for v in page.versions {
-            if v.key == key {
-                out.push(v);
-            } else {
-                past = true;
-                break;
-            }
-        }
-        match page.next_key_marker {
-            Some(k) if !past && k == key => {
-                req.key_marker = Some(k);
-                req.version_marker = page.next_version_marker;
-            }
-            _ => return Ok(out),
-        }
-    }
+    Ok(objfs_store::history::key_versions(store, key).await?)
 }
 
 /// The text of a kind, as `versions` reports it.

@@ -125,36 +125,21 @@ async fn list_and_decide<S: ObjectStore + ?Sized>(
     Ok(found)
 }
 
-/// Decides `key` alone (a companion outside the prefix): its versions are those of a listing
-/// with the key as prefix, the other keys it starts dropped.
+/// Decides `key` alone (a companion outside the prefix).
 async fn decide_one<S: ObjectStore + ?Sized>(
     store: &S,
     key: String,
     at: SystemTime,
     counts: &Counts,
 ) -> Result<Option<Step>> {
-    let mut req = ListVersionsRequest {
-        prefix: key.clone(),
-        ..Default::default()
-    };
-    let mut versions = Vec::new();
-    loop {
-        let page = store.list_versions(&req).await?;
-        let n = page.versions.len() as u64;
-        counts.versions.fetch_add(n, Ordering::Relaxed);
-        versions.extend(page.versions.into_iter().filter(|v| v.key == key));
-        match page.next_key_marker {
-            Some(k) if k == key => {
-                req.key_marker = Some(k);
-                req.version_marker = page.next_version_marker;
-            }
-            _ => break,
-        }
-    }
+    let versions = crate::history::key_versions(store, &key).await?;
     if versions.is_empty() {
         return Ok(None);
     }
     counts.keys.fetch_add(1, Ordering::Relaxed);
+    counts
+        .versions
+        .fetch_add(versions.len() as u64, Ordering::Relaxed);
     Ok(decide(&versions, at, false))
 }
 
