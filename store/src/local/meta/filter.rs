@@ -34,7 +34,7 @@ const SAVED_FORMAT: u32 = 1;
 const SAVED_HEADER: usize = 56;
 /// A key whose hash, saved with the filter, tells whether this build hashes as the one that
 /// saved it.
-const PROBE_KEY: &[u8] = b"objfs key filter probe";
+const PROBE_KEY: &[u8] = b"keyfilter-probe";
 
 /// A Bloom filter over byte strings, safe to add to and query concurrently.
 pub(crate) struct KeyFilter {
