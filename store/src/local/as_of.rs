@@ -1,26 +1,35 @@
-//! The local store as it was at a moment: [`head_at`] and [`list_at`] by seeking in the
-//! version table, so that a listing as of a moment costs O(keys at that level), however many
-//! versions each key has.
+//! The local store as it was at a moment: [`head_at`] and [`list_at`], so that a listing as
+//! of a moment costs O(keys at that level), however many versions each key has.
 //!
 //! The version table's rows are `v` + key + 0x00 + (u128::MAX - version) big-endian: a key's
 //! rows are contiguous and newest first, and version ids grow with time
 //! ([`LocalVersion`]), so "the newest version not after T" is the first row at or after
-//! `v` + key + 0x00 + inverted(largest id of T's nanosecond): one seek per key. A listing
-//! goes from key to key: it reads a key's first row (its newest version; when that is not
-//! after T it is the answer and no seek is needed), seeks to the version at T otherwise, and
-//! then skips the key's older rows by seeking to `v` + key + 0x01 (keys hold no NUL, so that
-//! is the first row of the next key). Under a delimiter, the keys of a common prefix are
-//! walked only until one is live at T; then the listing seeks past the prefix. A prefix whose
-//! keys were all absent at T costs one step per key under it (they ever existed there).
+//! `v` + key + 0x00 + inverted(largest id of T's nanosecond): one seek ([`head_at`]).
+//!
+//! A listing reads the keys from the current table (`c`, live keys) and the table of deleted
+//! keys (`d`, keys whose newest version is a delete marker) side by side, in key order: every
+//! key that has a version has a row in exactly one of them, naming its newest version. When
+//! that version is not after T it is the answer (a live key's row carries what the listing
+//! shows; a deleted key is absent), with no seek; otherwise one seek in the version table
+//! finds the version at T. Under a delimiter, the keys of a common prefix are read only until
+//! one is live at T; then the listing skips past the prefix. A prefix whose keys were all
+//! absent at T costs one step per key under it (they ever existed there).
+//!
+//! A commit that moves a key between `c` and `d` (a delete, an undelete, gc removing a newest
+//! version) while the listing reads could make it miss the key in both; the listing reads the
+//! `d` table's seqlock ([`Meta::deleted_epoch`]) before and after, and when such a commit ran
+//! meanwhile it lists the page again by the walk of the version table alone
+//! ([`Cursor`]: per key, a seek to the version at T and a seek past the key's older rows),
+//! which sees only rows that no commit changes.
 //!
 //! When no version is newer than the moment (it is at or after the newest version id the
 //! store has made), the state as of the moment is the current one: the listing is then
 //! [`listing::list`] of the current table (one row per entry, no seek), checked afterwards
-//! against commits that raced it (a commit moves the store's newest id; the walk above runs
+//! against commits that raced it (a commit moves the store's newest id; the walks above run
 //! instead when one did).
 //!
 //! Continuation tokens have their own tag (`lat1.`) and the same rules as [`list`]'s: opaque,
-//! valid only for the same request and moment.
+//! valid only for the same request and moment, whichever walk made them.
 //!
 //! [`list`]: crate::ObjectStore::list
 
@@ -33,7 +42,8 @@ use crate::key::{prefix_successor, validate, validate_prefix};
 use crate::local::listing;
 use crate::local::meta::{Meta, Rows};
 use crate::local::records::{
-    decode, parse_version_key, table, version_key, version_prefix, VersionRecord,
+    after_versions as after_key, decode, parse_version_key, table, version_key, CurrentRecord,
+    DeletedRecord, VersionRecord,
 };
 use crate::local::version::LocalVersion;
 use crate::paging::{self, decode_token, encode_token, Entry, Position};
@@ -48,15 +58,6 @@ fn bound(at: SystemTime) -> Option<LocalVersion> {
         return None;
     }
     Some(LocalVersion::at(at).max_in_nanosecond())
-}
-
-/// `v` + key + 0x01: the first row after every version of `key`.
-fn after_key(key: &str) -> Vec<u8> {
-    let mut k = version_prefix(key);
-    if let Some(last) = k.last_mut() {
-        *last = 1;
-    }
-    k
 }
 
 fn info(key: &str, vid: LocalVersion, rec: VersionRecord) -> ObjectInfo {
@@ -77,19 +78,143 @@ pub fn head_at(meta: &Meta, key: &str, at: SystemTime) -> Result<ObjectInfo> {
         key: key.to_string(),
     };
     let bound = bound(at).ok_or_else(not_found)?;
-    let mut rows = meta.range(version_key(key, bound), Some(after_key(key)));
-    match rows.next() {
-        Some(row) => {
-            let (k, v) = row?;
-            let (_, vid) = parse_version_key(&k)?;
-            let rec: VersionRecord = decode(&v)?;
-            if rec.delete_marker {
-                Err(not_found())
-            } else {
-                Ok(info(key, vid, rec))
-            }
+    live_at(meta, key, bound)?.ok_or_else(not_found)
+}
+
+/// The live version of `key` at `bound` (`None`: absent then), by one seek.
+fn live_at(meta: &Meta, key: &str, bound: LocalVersion) -> Result<Option<ObjectInfo>> {
+    let Some((k, v)) = meta.first_in(&version_key(key, bound), &after_key(key))? else {
+        return Ok(None);
+    };
+    let (_, vid) = parse_version_key(&k)?;
+    let rec: VersionRecord = decode(&v)?;
+    Ok((!rec.delete_marker).then(|| info(key, vid, rec)))
+}
+
+/// What a key's row in `c` or `d` says of its newest version.
+enum Newest {
+    Live(CurrentRecord),
+    Deleted(DeletedRecord),
+    /// A row in both tables (never written so; the version table decides).
+    Unknown,
+}
+
+/// The rows of `c` and `d` in one range, merged in key order: every key that has a version.
+struct KeyRows {
+    current: Rows,
+    deleted: Rows,
+    /// The next row of each, read ahead (key without the table tag, value).
+    next_current: Option<(IVec, IVec)>,
+    next_deleted: Option<(IVec, IVec)>,
+    /// The range's end, without the table tag (`None`: the table's end).
+    end: Option<Vec<u8>>,
+    /// Nothing is left (a seek went past the end).
+    done: bool,
+    /// Each scan came to its end (asked again, sled's iterator would descend the tree again
+    /// to find nothing).
+    current_done: bool,
+    deleted_done: bool,
+}
+
+/// `tag` + `rest`, or the first key after table `tag` when `rest` is `None`.
+fn tagged(tag: u8, rest: Option<&[u8]>) -> Vec<u8> {
+    match rest {
+        Some(r) => [&[tag][..], r].concat(),
+        None => vec![tag + 1],
+    }
+}
+
+impl KeyRows {
+    fn new(meta: &Meta, start: &[u8], end: Option<Vec<u8>>) -> Result<KeyRows> {
+        let c_end = tagged(table::CURRENT, end.as_deref());
+        let d_end = tagged(table::DELETED, end.as_deref());
+        let mut rows = KeyRows {
+            current: meta.range(tagged(table::CURRENT, Some(start)), Some(c_end)),
+            deleted: meta.range(tagged(table::DELETED, Some(start)), Some(d_end)),
+            next_current: None,
+            next_deleted: None,
+            end,
+            done: false,
+            current_done: false,
+            deleted_done: false,
+        };
+        rows.fill()?;
+        Ok(rows)
+    }
+
+    fn fill(&mut self) -> Result<()> {
+        if self.done {
+            return Ok(());
         }
-        None => Err(not_found()),
+        if self.next_current.is_none() && !self.current_done {
+            self.next_current = self.current.next().transpose()?;
+            self.current_done = self.next_current.is_none();
+        }
+        if self.next_deleted.is_none() && !self.deleted_done {
+            self.next_deleted = self.deleted.next().transpose()?;
+            self.deleted_done = self.next_deleted.is_none();
+        }
+        Ok(())
+    }
+
+    /// The next key and what its row says.
+    fn next(&mut self) -> Result<Option<(String, Newest)>> {
+        self.fill()?;
+        let order = match (&self.next_current, &self.next_deleted) {
+            (None, None) => return Ok(None),
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, Some(_)) => std::cmp::Ordering::Greater,
+            (Some((c, _)), Some((d, _))) => c[1..].cmp(&d[1..]),
+        };
+        let (k, newest) = match order {
+            std::cmp::Ordering::Less => {
+                let Some((k, v)) = self.next_current.take() else {
+                    return Ok(None);
+                };
+                (k, Newest::Live(decode(&v)?))
+            }
+            std::cmp::Ordering::Greater => {
+                let Some((k, v)) = self.next_deleted.take() else {
+                    return Ok(None);
+                };
+                (k, Newest::Deleted(decode(&v)?))
+            }
+            std::cmp::Ordering::Equal => {
+                self.next_deleted = None;
+                let Some((k, _)) = self.next_current.take() else {
+                    return Ok(None);
+                };
+                (k, Newest::Unknown)
+            }
+        };
+        let key = std::str::from_utf8(&k[1..]).map_err(|_| StoreError::Corrupt {
+            what: "a key in the metadata is not UTF-8".into(),
+        })?;
+        Ok(Some((key.to_string(), newest)))
+    }
+
+    /// Continues from the first key at or after `to` (forward only; `None`: nothing is left).
+    fn seek(&mut self, to: Option<Vec<u8>>) {
+        let to = match to {
+            Some(t) if self.end.as_ref().is_none_or(|e| t < *e) => t,
+            _ => {
+                self.next_current = None;
+                self.next_deleted = None;
+                self.done = true;
+                return;
+            }
+        };
+        let ahead =
+            |row: &Option<(IVec, IVec)>| row.as_ref().is_some_and(|(k, _)| k[1..] >= to[..]);
+        // A scan at its end stays there (seeks are forward only).
+        if !ahead(&self.next_current) && !self.current_done {
+            self.next_current = None;
+            self.current.seek(tagged(table::CURRENT, Some(&to)));
+        }
+        if !ahead(&self.next_deleted) && !self.deleted_done {
+            self.next_deleted = None;
+            self.deleted.seek(tagged(table::DELETED, Some(&to)));
+        }
     }
 }
 
@@ -189,7 +314,8 @@ impl Cursor {
     }
 }
 
-/// [`crate::ObjectStore::list_at`]: O(keys at the level) seeks and row reads.
+/// [`crate::ObjectStore::list_at`]: O(keys at the level) row reads, and a seek per key
+/// changed since the moment.
 pub fn list_at(meta: &Meta, req: &ListRequest, at: SystemTime) -> Result<ListPage> {
     validate_prefix(&req.prefix)?;
     let position = match &req.continuation {
@@ -206,12 +332,87 @@ pub fn list_at(meta: &Meta, req: &ListRequest, at: SystemTime) -> Result<ListPag
             return Ok(page);
         }
     }
+    let epoch = meta.deleted_epoch();
+    if epoch % 2 == 0 {
+        let page = list_by_keys(meta, req, &position, bound)?;
+        if meta.deleted_epoch() == epoch {
+            return Ok(page);
+        }
+    }
+    list_by_versions(meta, req, &position, bound)
+}
+
+/// The page as of `bound` from the `c` and `d` tables, seeking the version table for keys
+/// changed since (see the module doc).
+fn list_by_keys(
+    meta: &Meta,
+    req: &ListRequest,
+    position: &Option<Position>,
+    bound: LocalVersion,
+) -> Result<ListPage> {
+    let delimiter = req.delimiter.as_deref().filter(|d| !d.is_empty());
+    let page_size = req.page_size();
+    let floor = req.prefix.as_bytes().to_vec();
+    let end = prefix_successor(&floor);
+    let start = match position {
+        Some(Position::Key(k)) => Some([k.as_bytes(), &[0]].concat()),
+        Some(Position::Prefix(p)) => prefix_successor(p.as_bytes()),
+        None => Some(floor.clone()),
+    };
+    let start = match start {
+        Some(s) if end.as_ref().is_some_and(|e| s >= *e) => return Ok(ListPage::default()),
+        Some(s) => s.max(floor),
+        None => return Ok(ListPage::default()),
+    };
+    let mut keys = KeyRows::new(meta, &start, end)?;
+    let mut entries: Vec<Entry<ObjectInfo>> = Vec::new();
+    while let Some((key, newest)) = keys.next()? {
+        let object = match newest {
+            Newest::Live(cur) if LocalVersion(cur.version) <= bound => {
+                let vid = LocalVersion(cur.version);
+                Some(ObjectInfo {
+                    key: key.clone(),
+                    version: vid.id(),
+                    size: cur.size,
+                    modified: vid.time(),
+                    etag: cur.etag,
+                    metadata: cur.metadata,
+                })
+            }
+            Newest::Deleted(d) if LocalVersion(d.marker) <= bound => None,
+            _ => live_at(meta, &key, bound)?,
+        };
+        let Some(object) = object else {
+            continue;
+        };
+        let rolled = paging::roll_up(&req.prefix, delimiter, &key);
+        paging::push_rolled(&mut entries, &req.prefix, delimiter, &key, || object);
+        if entries.len() > page_size {
+            break;
+        }
+        if let Some(cp) = rolled {
+            // One live key is enough: skip the rest of the prefix.
+            keys.seek(prefix_successor(cp.as_bytes()));
+        }
+    }
+    Ok(paging::object_page(entries, page_size, TOKEN_TAG))
+}
+
+/// The page as of `bound` from the version table alone: a seek to each changed key's version
+/// at the moment and one past its older rows. Used when a commit moved a key between `c` and
+/// `d` while [`list_by_keys`] read them.
+fn list_by_versions(
+    meta: &Meta,
+    req: &ListRequest,
+    position: &Option<Position>,
+    bound: LocalVersion,
+) -> Result<ListPage> {
     let delimiter = req.delimiter.as_deref().filter(|d| !d.is_empty());
     let page_size = req.page_size();
     let mut floor = vec![table::VERSION];
     floor.extend_from_slice(req.prefix.as_bytes());
     let end = prefix_successor(&floor).unwrap_or_else(|| vec![table::VERSION + 1]);
-    let start = match &position {
+    let start = match position {
         Some(Position::Key(k)) => Some(after_key(k)),
         Some(Position::Prefix(p)) => {
             let mut row = vec![table::VERSION];
@@ -254,6 +455,24 @@ pub fn list_at(meta: &Meta, req: &ListRequest, at: SystemTime) -> Result<ListPag
     Ok(paging::object_page(entries, page_size, TOKEN_TAG))
 }
 
+/// [`list_at`] by the walk of the version table alone, whatever the seqlock says (tests: the
+/// fallback must give the same pages).
+#[cfg(test)]
+pub(crate) fn list_at_by_version_table(
+    meta: &Meta,
+    req: &ListRequest,
+    at: SystemTime,
+) -> Result<ListPage> {
+    let position = match &req.continuation {
+        Some(token) => Some(decode_token(TOKEN_TAG, token)?),
+        None => req.start_after.clone().map(Position::Key),
+    };
+    match bound(at) {
+        Some(bound) => list_by_versions(meta, req, &position, bound),
+        None => Ok(ListPage::default()),
+    }
+}
+
 /// The current listing's page from `position`, its token in this listing's form.
 fn current_page(meta: &Meta, req: &ListRequest, position: &Option<Position>) -> Result<ListPage> {
     let current = ListRequest {
@@ -291,21 +510,31 @@ mod tests {
     /// A page as the test compares it: objects (key, version) and common prefixes.
     type Page = (Vec<(String, String)>, Vec<String>);
 
-    /// Every page of a listing as of `at` (each object as key and version), by `list_at` or
-    /// by the reference (`list_at_by_versions`, the trait's walk over every version).
+    /// How a test lists as of a moment.
+    #[derive(Clone, Copy, Debug)]
+    enum By {
+        /// `list_at` (the `c` and `d` tables when a commit did not race it).
+        Store,
+        /// The walk of the version table alone (what `list_at` falls back to).
+        VersionTable,
+        /// The reference: `list_at_by_versions`, the trait's walk over every version.
+        Reference,
+    }
+
+    /// Every page of a listing as of `at` (each object as key and version).
     async fn walk(
         s: &LocalStore,
         req: &ListRequest,
         at: std::time::SystemTime,
-        reference: bool,
+        by: By,
     ) -> Vec<Page> {
         let mut req = req.clone();
         let mut pages = Vec::new();
         loop {
-            let page: ListPage = if reference {
-                crate::history::as_of::list_at_by_versions(s, &req, at).await
-            } else {
-                s.list_at(&req, at).await
+            let page: ListPage = match by {
+                By::Store => s.list_at(&req, at).await,
+                By::VersionTable => super::list_at_by_version_table(&s.inner.meta, &req, at),
+                By::Reference => crate::history::as_of::list_at_by_versions(s, &req, at).await,
             }
             .unwrap();
             let objects = page
@@ -346,6 +575,17 @@ mod tests {
             }
             moments.push(std::time::SystemTime::now());
         }
+        // Newest versions removed for good (gc, retention): a marker (the key is live again
+        // as of now), a live version (the one before it current again), a whole key.
+        for key in ["p/c", "p/d/g", "p/h"] {
+            let (v, _) = store.inner.meta.newest(key).unwrap().unwrap();
+            store.delete_version(key, v.id()).await.unwrap();
+            moments.push(std::time::SystemTime::now());
+        }
+        while let Some((v, _)) = store.inner.meta.newest("p/a").unwrap() {
+            store.delete_version("p/a", v.id()).await.unwrap();
+        }
+        moments.push(std::time::SystemTime::now());
         let check = |store: LocalStore, moments: Vec<std::time::SystemTime>| async move {
             let far = std::time::SystemTime::now() + Duration::from_secs(3600);
             for at in moments.iter().copied().chain([far]) {
@@ -359,15 +599,17 @@ mod tests {
                                 continuation: None,
                                 max_keys,
                             };
-                            let got = walk(&store, &req, at, false).await;
-                            let want = walk(&store, &req, at, true).await;
+                            let want = walk(&store, &req, at, By::Reference).await;
                             let flat = |p: &[Page]| {
                                 let o: Vec<_> = p.iter().flat_map(|x| x.0.clone()).collect();
                                 let c: Vec<_> = p.iter().flat_map(|x| x.1.clone()).collect();
                                 (o, c)
                             };
-                            assert_eq!(flat(&got), flat(&want), "{req:?} at {at:?}");
-                            assert_eq!(got.len(), want.len(), "pages of {req:?} at {at:?}");
+                            for by in [By::Store, By::VersionTable] {
+                                let got = walk(&store, &req, at, by).await;
+                                assert_eq!(flat(&got), flat(&want), "{by:?} {req:?} at {at:?}");
+                                assert_eq!(got.len(), want.len(), "pages of {req:?} at {at:?}");
+                            }
                         }
                     }
                 }

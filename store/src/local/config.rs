@@ -23,9 +23,9 @@ use crate::error::{Result, StoreError};
 use crate::local::atomic_file;
 
 /// Format of the store as a whole; bumped on any incompatible change of any persisted part.
-pub const STORE_FORMAT: u32 = 2;
+pub const STORE_FORMAT: u32 = 3;
 /// The oldest store format this build opens (and migrates to [`STORE_FORMAT`] at open): 1, one
-/// sled row per blob, before blob pages.
+/// sled row per blob, before blob pages (format 2: blob pages, no table of deleted keys).
 pub const OLDEST_FORMAT: u32 = 1;
 /// Name of the marker file.
 pub const MARKER: &str = "objfs-store.json";

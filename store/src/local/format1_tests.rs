@@ -88,8 +88,8 @@ fn downgrade_to_blob_rows(path: &Path, through_log: bool) -> Blobs {
     drop(meta);
     let marker = path.join(config::MARKER);
     let text = std::fs::read_to_string(&marker).unwrap();
-    assert!(text.contains("\"format\": 2"), "{text}");
-    std::fs::write(&marker, text.replace("\"format\": 2", "\"format\": 1")).unwrap();
+    assert!(text.contains("\"format\": 3"), "{text}");
+    std::fs::write(&marker, text.replace("\"format\": 3", "\"format\": 1")).unwrap();
     blobs.sort_by_key(|(id, _)| *id);
     blobs
 }
@@ -154,8 +154,8 @@ async fn migrates(through_log: bool) {
     let store = LocalStore::open(&path).unwrap();
     let text = std::fs::read_to_string(path.join(config::MARKER)).unwrap();
     assert!(
-        text.contains("\"format\": 2"),
-        "the marker says format 2: {text}"
+        text.contains("\"format\": 3"),
+        "the marker says format 3: {text}"
     );
     assert!(
         store

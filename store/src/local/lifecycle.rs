@@ -187,6 +187,12 @@ impl LocalStore {
         if migrated > 0 {
             tracing::info!(store = %path.display(), blobs = migrated, "moved the blob records into pages (store format 2)");
         }
+        // A store before format 3 has no table of deleted keys: it is built from the version
+        // table now (before anything is committed), then the marker says format 3.
+        if marker.format < 3 {
+            let deleted = meta.migrate_deleted_keys()?;
+            tracing::info!(store = %path.display(), deleted, "built the table of deleted keys (store format 3)");
+        }
         if marker.format < config::STORE_FORMAT {
             marker.format = config::STORE_FORMAT;
             marker.write(path)?;

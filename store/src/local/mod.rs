@@ -389,6 +389,8 @@ impl ObjectStore for LocalStore {
 }
 
 #[cfg(test)]
+mod deleted_tests;
+#[cfg(test)]
 mod format1_tests;
 #[cfg(test)]
 mod tests;

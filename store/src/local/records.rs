@@ -62,6 +62,10 @@ pub mod table {
     /// `c` + key -> [`super::CurrentRecord`]: the live version of a key (absent when the newest
     /// version is a delete marker). Listing scans only this table.
     pub const CURRENT: u8 = b'c';
+    /// `d` + key -> [`super::DeletedRecord`]: a key whose newest version is a delete marker
+    /// (store format 3). With [`CURRENT`] it names every key that has a version: a key has a
+    /// row in exactly one of the two. Listings as of a moment read both in key order.
+    pub const DELETED: u8 = b'd';
     /// `v` + key + 0x00 + (u128::MAX - version) big-endian -> [`super::VersionRecord`]: every
     /// version, a key's versions newest first.
     pub const VERSION: u8 = b'v';
@@ -142,6 +146,13 @@ pub struct CurrentRecord {
     pub size: u64,
     pub etag: String,
     pub metadata: Metadata,
+}
+
+/// A key whose newest version is a delete marker: that marker's id (the row of table
+/// [`table::DELETED`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeletedRecord {
+    pub marker: u128,
 }
 
 /// Where a blob lives and how many extents reference it.
@@ -342,6 +353,7 @@ pub struct StatsRecord {
 }
 
 impl InitialFormat for CurrentRecord {}
+impl InitialFormat for DeletedRecord {}
 impl InitialFormat for BlobRecord {}
 impl Migrate for VolumeRecord {
     const FORMAT: u8 = 2;
@@ -453,12 +465,30 @@ pub fn current_key(key: &str) -> Vec<u8> {
     k
 }
 
+/// `d` + key.
+pub fn deleted_key(key: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + key.len());
+    k.push(table::DELETED);
+    k.extend_from_slice(key.as_bytes());
+    k
+}
+
 /// `v` + key + 0x00: the start of a key's version rows.
 pub fn version_prefix(key: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(2 + key.len() + 16);
     k.push(table::VERSION);
     k.extend_from_slice(key.as_bytes());
     k.push(0);
+    k
+}
+
+/// `v` + key + 0x01: the first row after every version of `key` (keys hold no NUL, so no
+/// other key's rows lie between).
+pub fn after_versions(key: &str) -> Vec<u8> {
+    let mut k = version_prefix(key);
+    if let Some(last) = k.last_mut() {
+        *last = 1;
+    }
     k
 }
 

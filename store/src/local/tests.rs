@@ -272,9 +272,10 @@ async fn open_refuses_what_is_not_a_store() {
         .close()
         .unwrap();
     let marker = s.join(config::MARKER);
-    let text = std::fs::read_to_string(&marker)
-        .unwrap()
-        .replace("\"format\": 2", "\"format\": 99");
+    let text = std::fs::read_to_string(&marker).unwrap().replace(
+        &format!("\"format\": {}", config::STORE_FORMAT),
+        "\"format\": 99",
+    );
     std::fs::write(&marker, text).unwrap();
     let e = LocalStore::open(&s).err().unwrap();
     assert_eq!(e.kind(), ErrorKind::UnsupportedFormat, "{e}");

@@ -21,7 +21,7 @@ use sled::IVec;
 use super::{check_condition, Meta, Txn};
 use crate::error::{Result, StoreError};
 use crate::local::records::{
-    current_key, decode, version_key, CurrentRecord, Migrate, VersionRecord,
+    current_key, decode, deleted_key, version_key, CurrentRecord, Migrate, VersionRecord,
 };
 use crate::local::version::LocalVersion;
 use crate::types::{Change, Condition, CopyOptions, Metadata, VersionId};
@@ -32,11 +32,13 @@ pub(super) type Prefetched = HashMap<Vec<u8>, Option<IVec>>;
 
 /// A change whose reads succeeded: what to install.
 enum Prepared<'a> {
-    /// A new version of `key` (a copy), with the key's current row before it.
+    /// A new version of `key` (a copy), with the key's current row before it and whether
+    /// it had a `d` row (its newest version a delete marker).
     Version {
         key: &'a str,
         rec: VersionRecord,
         prev: Option<CurrentRecord>,
+        deleted: bool,
     },
     /// A delete marker on `key`, whose current row is `prev`.
     Marker { key: &'a str, prev: CurrentRecord },
@@ -71,7 +73,8 @@ impl Meta {
     }
 
     /// What a batch of changes reads before it changes anything: each copy's source version
-    /// (when named) and each key's current row, in one scan ([`Meta::prefetch`]).
+    /// (when named), each key's current row and a copy's target's deleted-key row, in one
+    /// scan ([`Meta::prefetch`]).
     fn prefetch_changes(&self, changes: &[Change]) -> Result<Prefetched> {
         let mut keys = Vec::with_capacity(changes.len() * 2);
         for c in changes {
@@ -81,6 +84,7 @@ impl Meta {
                         keys.push(version_key(src, v));
                     }
                     keys.push(current_key(dst));
+                    keys.push(deleted_key(dst));
                 }
                 Change::DeleteIf { key, .. } => keys.push(current_key(key)),
             }
@@ -130,6 +134,7 @@ impl Meta {
     ) -> Result<Prepared<'a>> {
         let srec = self.resolve_in(pre, src, &opts.source_version)?;
         let prev = self.checked_current_in(pre, dst, &opts.condition)?;
+        let deleted = self.is_deleted_in(pre, dst, prev.as_ref())?;
         let rec = VersionRecord {
             delete_marker: false,
             size: srec.size,
@@ -141,6 +146,7 @@ impl Meta {
             key: dst,
             rec,
             prev,
+            deleted,
         })
     }
 
@@ -178,16 +184,22 @@ impl Meta {
         let mut out = Vec::with_capacity(prepared.len());
         for p in prepared {
             out.push(match p {
-                Prepared::Version { key, rec, prev } => {
+                Prepared::Version {
+                    key,
+                    rec,
+                    prev,
+                    deleted,
+                } => {
                     txn.add_refs(&rec.extents, 1);
                     let vid = self.next_version(state, &mut txn)?;
-                    Self::install_version(&mut st, &mut txn, key, vid, rec, prev.as_ref())?;
+                    let prev = prev.as_ref();
+                    Self::install_version(&mut st, &mut txn, key, vid, rec, prev, *deleted)?;
                     Some(vid)
                 }
                 Prepared::Marker { key, prev } => {
                     let vid = self.next_version(state, &mut txn)?;
                     let rec = delete_marker();
-                    Self::install_version(&mut st, &mut txn, key, vid, &rec, Some(prev))?;
+                    Self::install_version(&mut st, &mut txn, key, vid, &rec, Some(prev), false)?;
                     Some(vid)
                 }
                 Prepared::Nothing => None,

@@ -1,19 +1,22 @@
-//! Which keys sled's `c` table may hold: a Bloom filter that spares a commit of a new key its
-//! sled read.
+//! Which keys sled's `c` and `d` tables may hold: a Bloom filter that spares a commit of a new
+//! key its sled reads.
 //!
-//! Every commit reads the key's current row (for its condition and the counters); for a key
-//! that is not in the in-memory tables that read goes to sled, and for a new key it finds
-//! nothing at the price of a tree descent (3 to 8 µs, a third of a small put). The filter
-//! answers "certainly not in sled" for most new keys instead.
+//! Every commit reads the key's current row (for its condition and the counters), and a key
+//! with no current row its `d` row (a deleted key's, which the new version removes); for a
+//! key that is not in the in-memory tables these reads go to sled, and for a new key they find
+//! nothing at the price of a tree descent each (3 to 8 µs, a third of a small put). The filter
+//! answers "certainly not in sled" for most new keys instead. Its entries are row keys (the
+//! table's tag, then the key), so a key's `c` and `d` rows are separate entries.
 //!
-//! It is exact where it must be: it never says "absent" for a key sled's `c` table holds.
-//! That holds because, once the store is open, only the checkpoint writes rows into sled
-//! ([`super::memtable::Tables::checkpoint`], one at a time): it adds every `c` key it is
-//! about to apply before applying it, and it (re)builds the filter from a scan of sled's `c`
-//! table while no other checkpoint runs. A reader consults the filter only after missing the
-//! in-memory tables, which hold a row until sled (and so the filter) has it. A filter that is
-//! not built yet, or holds more keys than it was sized for, answers "maybe" for every key
-//! until the next checkpoint rebuilds it, twice as large.
+//! It is exact where it must be: it never says "absent" for a row sled's `c` or `d` table
+//! holds. That holds because, once the store is open, only the checkpoint writes rows into
+//! sled ([`super::memtable::Tables::checkpoint`], one at a time): it adds every `c` and `d`
+//! key it is about to apply before applying it, and it (re)builds the filter from a scan of
+//! sled's `c` and `d` tables while no other checkpoint runs. A reader consults the filter only
+//! after missing the in-memory tables, which hold a row until sled (and so the filter) has it.
+//! A filter that is not built yet, or holds more keys than it was sized for, answers "maybe"
+//! for every key until the next checkpoint rebuilds it, twice as large. The migration that
+//! builds the `d` table of a format-2 store rebuilds it too (`meta/deleted.rs`).
 
 use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};

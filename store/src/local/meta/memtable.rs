@@ -53,6 +53,21 @@ impl Mem {
     ///
     /// Each table gives at most `limit` rows, so every row of every table up to the `limit`-th
     /// key of their union is among them: the window is complete up to its last key.
+    /// Whether any table holds a row (or a removal) in `start..end`.
+    fn has_rows_in(&self, start: &[u8], end: &[u8]) -> bool {
+        start < end
+            && self
+                .frozen
+                .iter()
+                .map(|f| &f.rows)
+                .chain([&self.active])
+                .any(|t| {
+                    t.range::<[u8], _>((Bound::Included(start), Bound::Excluded(end)))
+                        .next()
+                        .is_some()
+                })
+    }
+
     pub(super) fn window(
         &self,
         start: Bound<&[u8]>,
@@ -99,7 +114,7 @@ pub(crate) struct Tables {
     /// Commits wait here while the active table is full (a checkpoint empties it).
     room: Condvar,
     room_lock: Mutex<()>,
-    /// Which keys sled's `c` table may hold (see [`super::filter`]).
+    /// Which keys sled's `c` and `d` tables may hold (see [`super::filter`]).
     filter: RwLock<Arc<KeyFilter>>,
 }
 
@@ -112,6 +127,12 @@ pub(crate) const MAX_ACTIVE_ROWS: usize = 400_000;
 pub(crate) const FILTER_AT_OPEN: usize = 100_000;
 #[cfg(test)]
 pub(crate) const FILTER_AT_OPEN: usize = 16;
+
+/// Whether the key filter covers a row key: the `c` and `d` tables' (a key's current row, and
+/// the row of a key whose newest version is a delete marker).
+fn filtered(key: &[u8]) -> bool {
+    matches!(key.first(), Some(&table::CURRENT) | Some(&table::DELETED))
+}
 
 /// Unwanted rows [`Tables::get_sorted`] steps over before it reads by `get` instead (a step
 /// reads a row of the leaf sled's iterator holds; a get descends the tree).
@@ -146,14 +167,21 @@ impl Tables {
             .clone()
     }
 
-    /// Builds the filter of sled's `c` keys from a scan, unless there are more than `limit`
-    /// (then the first checkpoint builds it, on the flusher's thread). Only while nothing else
-    /// writes into sled: at the end of recovery, or inside a checkpoint.
+    /// Builds the filter of sled's `c` and `d` keys from a scan, unless there are more than
+    /// `limit` (then it answers "maybe" for every key until the first checkpoint builds it, on
+    /// the flusher's thread). Only while nothing else writes into sled: at the end of
+    /// recovery, after a migration at open, or inside a checkpoint.
     pub fn build_filter(&self, limit: usize) -> Result<()> {
         let mut hashes = Vec::new();
-        for row in self.db.scan_prefix([table::CURRENT]) {
+        let rows = self
+            .db
+            .scan_prefix([table::CURRENT])
+            .chain(self.db.scan_prefix([table::DELETED]));
+        for row in rows {
             let (k, _) = row.db()?;
             if hashes.len() == limit {
+                *self.filter.write().unwrap_or_else(|p| p.into_inner()) =
+                    Arc::new(KeyFilter::unbuilt());
                 return Ok(());
             }
             hashes.push(filter::hash(&k));
@@ -211,8 +239,8 @@ impl Tables {
                 }
             }
         }
-        // A current row that is in no table and certainly not in sled: the key is new.
-        if key.first() == Some(&table::CURRENT) && !self.filter().may_contain(key) {
+        // A current (or deleted-key) row that is in no table and certainly not in sled.
+        if filtered(key) && !self.filter().may_contain(key) {
             return Ok(None);
         }
         self.db.get(key).db()
@@ -240,7 +268,7 @@ impl Tables {
                         continue 'key;
                     }
                 }
-                if k.first() == Some(&table::CURRENT) && !keys_filter.may_contain(k) {
+                if filtered(k) && !keys_filter.may_contain(k) {
                     continue;
                 }
                 order.push(i);
@@ -292,6 +320,20 @@ impl Tables {
 
     /// Rows from `start` (inclusive) to `end` (exclusive; `None`: to the end), removes hidden,
     /// merged with sled's (see [`Merged`]).
+    /// The first row in `start..end`, as [`Tables::range`]'s first: by one descent of sled's
+    /// tree, read in place, when no in-memory table holds a row there (the common case for
+    /// old rows, which checkpoints moved into sled). A row that a checkpoint moves meanwhile
+    /// is in sled before it leaves the tables, so it is not missed.
+    pub fn first_in(&self, start: &[u8], end: &[u8]) -> Result<Option<(IVec, IVec)>> {
+        if self.read().has_rows_in(start, end) {
+            return self
+                .range(start.to_vec(), Some(end.to_vec()))
+                .next()
+                .transpose();
+        }
+        self.db.first_in(start, end).db()
+    }
+
     pub fn range(&self, start: Vec<u8>, end: Option<Vec<u8>>) -> Merged {
         Merged::new(self.mem.clone(), self.db.clone(), start, end)
     }
@@ -415,7 +457,7 @@ impl Tables {
         let keys = self.filter();
         for f in &frozen {
             for (k, v) in &f.rows {
-                if v.is_some() && k.first() == Some(&table::CURRENT) {
+                if v.is_some() && filtered(k) {
                     keys.add_new(k);
                 }
             }

@@ -423,6 +423,30 @@ impl Tree {
         }
     }
 
+    /// objfs patch (`PATCHES.md`): the first pair with a key in `lo..hi`, found by one
+    /// descent and read in place from the leaf it lands in, without the copy of the whole
+    /// leaf that the first step of a new `Iter` makes. When that leaf holds no key at or
+    /// after `lo` (the answer lies in a later leaf), it is `self.range(lo..hi).next()`.
+    pub fn first_in(&self, lo: &[u8], hi: &[u8]) -> Result<Option<(IVec, IVec)>> {
+        if lo >= hi {
+            return Ok(None);
+        }
+        {
+            let guard = pin();
+            let _cc = concurrency_control::read();
+            let view = self.view_for_key(lo, &guard)?;
+            let bound = ops::Bound::Included(IVec::from(lo));
+            if view.contains_upper_bound(&bound)
+                && view.contains_lower_bound(&bound, true)
+            {
+                if let Some((k, v)) = view.successor(&bound) {
+                    return Ok(if &*k < hi { Some((k, v)) } else { None });
+                }
+            }
+        }
+        self.range(lo..hi).next().transpose()
+    }
+
     pub(crate) fn get_inner(
         &self,
         key: &[u8],
