@@ -240,3 +240,48 @@ async fn a_format_2_store_gets_its_deleted_table_at_open() {
     check(&store, "after a put on a migrated deleted key");
     store.close().unwrap();
 }
+
+/// Keys moving between `c` and `d` (deletes and puts back) while listings as of an earlier
+/// moment run: every listing is the same, complete one (the seqlock sends a raced page to the
+/// walk of the version table).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listings_as_of_a_moment_are_whole_while_keys_are_deleted_and_put_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s");
+    let store = std::sync::Arc::new(LocalStore::init(&path, LocalConfig::default()).unwrap());
+    for i in 0..300 {
+        put(&store, &format!("p/k{i:03}"), "v").await;
+    }
+    let at = SystemTime::now();
+    let want = listing(&store, at).await;
+    assert_eq!(want.len(), 300);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flipper = {
+        let (store, stop) = (store.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut flips = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let key = format!("p/k{:03}", flips % 300);
+                store.delete(&key).await.unwrap();
+                put(&store, &key, "again").await;
+                flips += 1;
+            }
+            flips
+        })
+    };
+    /// Stops the flipper however the listings end (a failed assertion included).
+    struct Stop(std::sync::Arc<std::sync::atomic::AtomicBool>);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+    let guard = Stop(stop);
+    for round in 0..200 {
+        assert_eq!(listing(&store, at).await, want, "listing {round}");
+    }
+    drop(guard);
+    let flips = flipper.await.unwrap();
+    assert!(flips > 0, "keys moved while the listings ran");
+    check(&store, "after the flips");
+}
