@@ -34,7 +34,7 @@ pub struct PrefetchArgs {
     /// being read (default 256K; 0 turns prefetch off).
     #[arg(long, value_name = "SIZE")]
     pub prefetch_max_size: Option<String>,
-    /// Files one prefetch of a directory fetches at most (default 256).
+    /// Files a prefetch of a directory fetches ahead of the reader at most (default 128).
     #[arg(long, value_name = "N")]
     pub prefetch_files: Option<String>,
     /// Requests in flight of one prefetch of a directory (default 32).

@@ -53,7 +53,7 @@ fn run(server: &Server) {
             .map(|i| (format!("d/f{i}"), small("f", i)))
             .chain((0..OTHERS).map(|i| (format!("d/g{i}"), small("g", i))))
             .collect();
-        objects.push(("d/bad".into(), bad.clone()));
+        objects.push(("d/zbad".into(), bad.clone()));
         objects.push(("d/big".into(), vec![b'z'; 1 << 20]));
         for (k, b) in objects {
             store
@@ -107,7 +107,8 @@ fn run(server: &Server) {
         total(pre) * 2 <= total(base),
         "{name}: {pre:?} is not half of {base:?}"
     );
-    // The session fetched the other small files of d/ too (and tried d/bad), not d/big.
+    // The session fetched the other small files of d/ after the reader's too (and tried
+    // d/zbad), not d/big.
     let deadline = Instant::now() + Duration::from_secs(20);
     while minus(counts.snapshot(), start).1 < (FILES + OTHERS + 1) as u64 {
         assert!(
@@ -138,7 +139,7 @@ fn run(server: &Server) {
     assert!(n(p, "fetched") >= (FILES + OTHERS) as u64, "{name}: {p}");
     assert!(
         n(p, "failed") >= 1,
-        "{name}: d/bad's fetch failed its checksums: {p}"
+        "{name}: d/zbad's fetch failed its checksums: {p}"
     );
     assert_eq!(n(p, "fetched_bytes"), n(p, "fetched") * 4096, "{name}: {p}");
     assert!(
@@ -183,7 +184,7 @@ fn run(server: &Server) {
     );
 
     // (d) A body altered on the way is EIO, whether the prefetch or the read fetched it.
-    let err = std::fs::read(mp.join("d/bad")).expect_err("altered bytes must not be read");
+    let err = std::fs::read(mp.join("d/zbad")).expect_err("altered bytes must not be read");
     assert_eq!(err.raw_os_error(), Some(libc::EIO), "{name}: {err}");
     // Past the TTL every answer of the first session was dropped as expired (d/g* never
     // served); none by this mount's changes (it made none).

@@ -10,10 +10,14 @@
 //!   sessions fetched mostly what nobody then read gets no session for 30 s.
 //! * **What.** A session lists the directory (one delimited listing, at most 4 pages, asked
 //!   for with `list_keys`: names and sizes only, so a versioned bucket does not HEAD every
-//!   listed object as its `list` does) and fetches its objects of at most `max_size` bytes (default 256 KiB; at most `max_files`,
-//!   default 256, in listing order; a later session of the same directory goes on after the
-//!   last one it listed), `parallel` GETs at a time (default 32), each whole, within a memory
-//!   budget (`memory`, default 64 MiB: a fetch that does not fit is not made). Each GET is the
+//!   listed object as its `list` does; a later session of the same directory goes on after
+//!   the last name one listed) and fetches its objects of at most `max_size` bytes (default
+//!   256 KiB), `parallel` GETs at a time (default 32), each whole, within a memory budget
+//!   (`memory`, default 64 MiB: a fetch that does not fit is not made). It follows the reader
+//!   (`session.rs`): the files after the reader's last request, in the order the reader goes
+//!   (listing order, or natural order: `f2` after `f1`), at most `max_files` (default 128)
+//!   ahead of it; it ends when the reader has asked for none of its files for 2 s (or the
+//!   TTL, if longer), forgetting what it listed and did not fetch. Each GET is the
 //!   backend's own, so the body is verified as every GET is (an S3 object's block checksums,
 //!   `s3/blocksum.rs`); a fetch that fails keeps nothing (the reader's own request then fails
 //!   or succeeds on its own).
@@ -62,7 +66,7 @@ use state::{dir_of, Slot, State};
 pub struct PrefetchConfig {
     /// Objects of at most this many bytes are fetched (0: no prefetch).
     pub max_size: u64,
-    /// Objects one session fetches at most.
+    /// Objects a session fetches ahead of its reader at most (its window).
     pub max_files: usize,
     /// GETs in flight per session.
     pub parallel: usize,
@@ -79,7 +83,7 @@ impl PrefetchConfig {
     pub fn new(ttl: Duration) -> PrefetchConfig {
         PrefetchConfig {
             max_size: 256 * 1024,
-            max_files: 256,
+            max_files: 128,
             parallel: 32,
             memory: 64 << 20,
             ttl,
@@ -180,6 +184,9 @@ pub(crate) struct Shared {
     cfg: PrefetchConfig,
     state: Mutex<State>,
     stats: PrefetchStats,
+    /// Woken when a reader asks for a file of a running session (its fetchers wait for the
+    /// reader to come within their window).
+    reader_moved: tokio::sync::Notify,
 }
 
 impl Shared {
@@ -218,6 +225,7 @@ impl Prefetch {
                 cfg,
                 state: Mutex::new(State::new()),
                 stats: PrefetchStats::default(),
+                reader_moved: tokio::sync::Notify::new(),
             }),
         }
     }
@@ -280,6 +288,7 @@ impl Prefetch {
         if !self.shared.cfg.enabled() {
             return None;
         }
+        self.shared.reader_at(key);
         for _ in 0..3 {
             let step = {
                 let mut s = self.shared.state();

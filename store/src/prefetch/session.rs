@@ -1,6 +1,14 @@
 //! Directory sessions: when a directory is being read (see [`Shared::cold_lookup`]), one
 //! delimited listing of it gives its names and sizes, and its small objects are fetched whole
 //! with parallel GETs, whose answers then serve the HEADs and GETs of the reader.
+//!
+//! A session follows its reader ([`Plan`]): it fetches the files after the one the reader
+//! asked for last, in the order the reader goes (the listing's byte order, or natural order
+//! once the reader is seen to read `f2` after `f1`), at most `max_files` ahead of it. Fetching
+//! far ahead of a slow reader only fetched answers that expired (the TTL) before it came to
+//! them; fetching in byte order while the reader went `f0, f1, f2, ...` fetched `f100` before
+//! `f2`. The session ends when every file was taken, or when the reader has asked for none
+//! of its files for [`IDLE`]; files it listed and did not fetch are forgotten then.
 
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
@@ -10,7 +18,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use tokio::sync::watch;
 
-use super::state::{dir_of, Fetched, Listing, Slot, MAX_ENTRIES};
+use super::state::{dir_of, Fetched, Listing, Plan, Slot, State, Take, MAX_ENTRIES};
 use super::Shared;
 use crate::types::{GetOptions, ListRequest};
 
@@ -22,6 +30,12 @@ const MAX_PAGES: usize = 4;
 const SIGNAL_WINDOW: Duration = Duration::from_secs(10);
 /// A directory whose sessions fetched mostly what nobody read gets none for this long.
 const COOL_DOWN: Duration = Duration::from_secs(30);
+/// A session whose reader asked for none of its files for this long (or the TTL, if longer)
+/// ends.
+const IDLE: Duration = Duration::from_secs(2);
+/// How often a fetcher waiting for the reader looks again (it is also woken when the reader
+/// moves).
+const WAIT_STEP: Duration = Duration::from_millis(100);
 
 /// Ends a session's bookkeeping however the session ends.
 struct SessionGuard {
@@ -33,8 +47,16 @@ impl Drop for SessionGuard {
     fn drop(&mut self) {
         let mut s = self.shared.state();
         s.active = s.active.saturating_sub(1);
-        if let Some(d) = s.dirs.get_mut(&self.dir) {
+        let plan = s.dirs.get_mut(&self.dir).and_then(|d| {
             d.active = false;
+            d.plan.take()
+        });
+        // What the session listed and did not fetch is forgotten (a read of it goes to the
+        // bucket as any read).
+        for k in plan.map(|p| p.order).unwrap_or_default() {
+            if matches!(s.slots.get(&k), Some(Slot::Queued { .. })) {
+                s.slots.remove(&k);
+            }
         }
     }
 }
@@ -115,14 +137,16 @@ impl Shared {
             dir: dir.clone(),
         };
         let me = self.clone();
+        let key = key.to_string();
         rt.spawn(async move {
-            me.session(&dir, start_after).await;
+            me.session(&dir, start_after, &key).await;
             drop(guard);
         });
     }
 
-    /// One session: lists `dir` (after `start_after`), queues its small objects, fetches them.
-    async fn session(self: &Arc<Self>, dir: &str, start_after: Option<String>) {
+    /// One session: lists `dir` (after `start_after`), queues its small objects and fetches
+    /// them after the reader, whose last request was `reader` (the lookup that started it).
+    async fn session(self: &Arc<Self>, dir: &str, start_after: Option<String>, reader: &str) {
         let ticket = self.state().ticket();
         let mut candidates: Vec<(String, u64)> = Vec::new();
         let mut prefixes = HashSet::new();
@@ -155,7 +179,7 @@ impl Shared {
                     last = Some(o.key.clone());
                 }
                 let small = o.size > 0 && o.size <= self.cfg.max_size;
-                if small && !o.key.ends_with('/') && candidates.len() < self.cfg.max_files {
+                if small && !o.key.ends_with('/') {
                     candidates.push((o.key, o.size));
                 }
             }
@@ -170,11 +194,7 @@ impl Shared {
                 complete = true;
                 break;
             }
-            if candidates.len() >= self.cfg.max_files {
-                break;
-            }
         }
-        let full = candidates.len() >= self.cfg.max_files;
         {
             let mut s = self.state();
             let listing = Listing {
@@ -184,15 +204,15 @@ impl Shared {
                 prefixes,
             };
             s.keep_listing(ticket, dir, listing);
-            let next = match (complete, full) {
-                (true, false) => None,
-                (_, true) => candidates.last().map(|c| c.0.clone()),
-                (false, false) => last,
-            };
-            s.dir(dir).next_after = next;
+            s.dir(dir).next_after = if complete { None } else { last };
             let ttl = self.cfg.ttl;
             let dropped = s.sweep(ttl);
             self.stats.dropped(dropped);
+            // The plan holds every small file listed (a reader's request for one already
+            // kept still moves the reader); only those not kept are queued.
+            let mut plan = Plan::new(candidates.iter().map(|(k, _)| k.clone()).collect());
+            plan.reader_at(reader);
+            s.dir(dir).plan = Some(plan);
             candidates.retain(|(k, _)| !s.slots.contains_key(k));
             let room = MAX_ENTRIES.saturating_sub(s.slots.len());
             if candidates.len() > room {
@@ -211,11 +231,51 @@ impl Shared {
             }
         }
         tracing::debug!(dir = %dir, objects = candidates.len(), "prefetch: fetching");
-        futures::stream::iter(candidates)
-            .for_each_concurrent(self.cfg.parallel.max(1), |(k, _)| async move {
-                self.fetch_one(&k).await;
-            })
+        let parallel = self.cfg.parallel.max(1);
+        futures::stream::iter(0..parallel)
+            .for_each_concurrent(parallel, |_| self.fetcher(dir))
             .await;
+    }
+
+    /// One of a session's `parallel` fetchers: takes the plan's next file and fetches it,
+    /// until the plan is done or its reader idle.
+    async fn fetcher(&self, dir: &str) {
+        let idle = IDLE.max(self.cfg.ttl);
+        loop {
+            let step = {
+                let mut guard = self.state();
+                let State { dirs, slots, .. } = &mut *guard;
+                match dirs.get_mut(dir).and_then(|d| d.plan.as_mut()) {
+                    None => Take::Done,
+                    Some(plan) if plan.moved.elapsed() > idle => Take::Done,
+                    Some(plan) => plan.take(self.cfg.max_files, |k| {
+                        matches!(slots.get(k), Some(Slot::Queued { .. }))
+                    }),
+                }
+            };
+            match step {
+                Take::Fetch(k) => self.fetch_one(&k).await,
+                Take::Done => return,
+                Take::Wait => {
+                    let _ = tokio::time::timeout(WAIT_STEP, self.reader_moved.notified()).await;
+                }
+            }
+        }
+    }
+
+    /// A reader asked for `key` (a HEAD or GET that came here): the session of its directory,
+    /// if one runs and listed it, fetches after it from now on.
+    pub(super) fn reader_at(&self, key: &str) {
+        let moved = {
+            let mut s = self.state();
+            s.dirs
+                .get_mut(dir_of(key))
+                .and_then(|d| d.plan.as_mut())
+                .is_some_and(|p| p.reader_at(key))
+        };
+        if moved {
+            self.reader_moved.notify_waiters();
+        }
     }
 
     /// Fetches `key` whole if it is queued (a session's background fetch, or a reader that

@@ -6,6 +6,7 @@
 //! Everything here is plain data under one lock; the decorator (`mod.rs`) and the sessions
 //! (`session.rs`) do the I/O.
 
+use std::cmp::Ordering;
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
@@ -96,6 +97,167 @@ pub(super) struct DirState {
     pub used: usize,
     /// No session before this (the last ones fetched mostly what nobody read).
     pub cold_until: Option<Instant>,
+    /// The running session's plan.
+    pub plan: Option<Plan>,
+}
+
+/// What a session fetches, in which order, and where the reader is: the session fetches the
+/// files after the reader's last one, at most `window` ahead of it, so that what it fetches
+/// is read before its TTL runs out however far the directory goes; past the last file it goes
+/// on from the first (a reader that started in the middle, or goes backwards, gets those too).
+pub(super) struct Plan {
+    /// The small files of the directory, in the order they are fetched: the listing's
+    /// (byte order, as `ls`, `cp -r`, `tar` and `rsync` read), or natural order (`f2` before
+    /// `f10`, as a loop over numbered names reads) once the reader is seen to go that way.
+    pub order: Vec<String>,
+    /// Whether each file (by position in `order`) was taken by a fetcher already.
+    taken: Vec<bool>,
+    left: usize,
+    index: HashMap<String, usize>,
+    /// The position of the reader's last request among these files.
+    reader: Option<usize>,
+    /// How far after the reader the files are all taken (a hint: fetchers look from there).
+    scanned: usize,
+    pub natural: bool,
+    /// When the reader last asked for one of these files (or the session began).
+    pub moved: Instant,
+}
+
+/// What a session's fetcher does next.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Take {
+    Fetch(String),
+    /// Nothing within the window: wait for the reader.
+    Wait,
+    /// Every file was taken.
+    Done,
+}
+
+impl Plan {
+    pub fn new(order: Vec<String>) -> Plan {
+        let n = order.len();
+        let mut p = Plan {
+            order,
+            taken: vec![false; n],
+            left: n,
+            index: HashMap::new(),
+            reader: None,
+            scanned: 0,
+            natural: false,
+            moved: Instant::now(),
+        };
+        p.reindex();
+        p
+    }
+
+    fn reindex(&mut self) {
+        self.index = self
+            .order
+            .iter()
+            .enumerate()
+            .map(|(i, k)| (k.clone(), i))
+            .collect();
+    }
+
+    /// The reader asked for `key`. When it is not the file after the reader's last one in the
+    /// plan's order but is in natural order, the plan switches to natural order. Fetching
+    /// goes on after the reader. Returns whether `key` is one of the plan's files.
+    pub fn reader_at(&mut self, key: &str) -> bool {
+        let Some(&(mut i)) = self.index.get(key) else {
+            return false;
+        };
+        if let Some(prev) = self.reader {
+            if i != prev + 1 && !self.natural && self.is_natural_successor(prev, key) {
+                self.natural = true;
+                let mut pairs: Vec<(String, bool)> = std::mem::take(&mut self.order)
+                    .into_iter()
+                    .zip(std::mem::take(&mut self.taken))
+                    .collect();
+                pairs.sort_by(|a, b| natural_cmp(&a.0, &b.0));
+                (self.order, self.taken) = pairs.into_iter().unzip();
+                self.reindex();
+                i = self.index[key];
+            }
+        }
+        if self.reader != Some(i) {
+            self.scanned = 0;
+        }
+        self.reader = Some(i);
+        self.moved = Instant::now();
+        true
+    }
+
+    /// Whether `key` comes right after the file at `prev` in natural order (no file of the
+    /// plan lies between them).
+    fn is_natural_successor(&self, prev: usize, key: &str) -> bool {
+        let p = &self.order[prev];
+        natural_cmp(p, key) == Ordering::Less
+            && !self.order.iter().any(|k| {
+                natural_cmp(p, k) == Ordering::Less && natural_cmp(k, key) == Ordering::Less
+            })
+    }
+
+    /// The next file to fetch: the first not yet taken after the reader's position (going
+    /// round past the last file) for which `wanted` holds (still queued), at most `window`
+    /// positions after the reader.
+    pub fn take(&mut self, window: usize, wanted: impl Fn(&str) -> bool) -> Take {
+        let n = self.order.len();
+        // Before the reader's first request, the first file is "after" it.
+        let from = self.reader.map_or(n.saturating_sub(1), |r| r);
+        while self.left > 0 {
+            let step = self.scanned + 1;
+            if step > window.max(1) || step > n {
+                return Take::Wait;
+            }
+            let pos = (from + step) % n;
+            if self.taken[pos] {
+                self.scanned = step;
+                continue;
+            }
+            self.taken[pos] = true;
+            self.left -= 1;
+            self.scanned = step;
+            if wanted(&self.order[pos]) {
+                return Take::Fetch(self.order[pos].clone());
+            }
+        }
+        Take::Done
+    }
+}
+
+/// Natural order: runs of ASCII digits compare as numbers (`f2` < `f10`), everything else
+/// bytewise; equal numbers with different leading zeros fall back to byte order.
+pub(super) fn natural_cmp(a: &str, b: &str) -> Ordering {
+    let (mut x, mut y) = (a.as_bytes(), b.as_bytes());
+    loop {
+        match (x.first(), y.first()) {
+            (None, None) => return a.cmp(b),
+            (None, Some(_)) => return Ordering::Less,
+            (Some(_), None) => return Ordering::Greater,
+            (Some(c), Some(d)) if c.is_ascii_digit() && d.is_ascii_digit() => {
+                let run = |s: &[u8]| s.iter().take_while(|c| c.is_ascii_digit()).count();
+                let (n, m) = (run(x), run(y));
+                let trim = |s: &[u8]| {
+                    let z = s.iter().take_while(|c| **c == b'0').count();
+                    s[z..].to_vec()
+                };
+                let (u, v) = (trim(&x[..n]), trim(&y[..m]));
+                let ord = u.len().cmp(&v.len()).then_with(|| u.cmp(&v));
+                if ord != Ordering::Equal {
+                    return ord;
+                }
+                x = &x[n..];
+                y = &y[m..];
+            }
+            (Some(c), Some(d)) => {
+                if c != d {
+                    return c.cmp(d);
+                }
+                x = &x[1..];
+                y = &y[1..];
+            }
+        }
+    }
 }
 
 /// Entries a sweep or a change dropped (for the decorator's counters).
@@ -294,6 +456,76 @@ mod tests {
         assert!(!l.nothing_below("d/c/", Duration::ZERO), "expired");
         assert_eq!(dir_of("a/b/c"), "a/b/");
         assert_eq!(dir_of("c"), "");
+    }
+
+    #[test]
+    fn natural_order_compares_numbers_as_numbers() {
+        let mut v = vec!["f10", "f2", "f1", "g", "f02", "f", "f1a", "f1b", "f100"];
+        v.sort_by(|a, b| natural_cmp(a, b));
+        assert_eq!(
+            v,
+            ["f", "f1", "f1a", "f1b", "f02", "f2", "f10", "f100", "g"]
+        );
+    }
+
+    #[test]
+    fn a_plan_follows_the_reader_within_its_window() {
+        let keys: Vec<String> = {
+            let mut k: Vec<String> = (0..30).map(|i| format!("d/f{i}")).collect();
+            k.sort();
+            k
+        };
+        let all = |_: &str| true;
+        // A reader in listing order: fetches run at most 4 ahead of it.
+        let mut p = Plan::new(keys.clone());
+        assert!(p.reader_at("d/f0"));
+        let taken: Vec<Take> = (0..5).map(|_| p.take(4, all)).collect();
+        assert_eq!(taken[0], Take::Fetch("d/f1".into()));
+        assert_eq!(
+            taken[3],
+            Take::Fetch("d/f12".into()),
+            "listing order: f1, f10, f11..."
+        );
+        assert_eq!(taken[4], Take::Wait);
+        assert!(p.reader_at("d/f1"));
+        assert_eq!(p.take(4, all), Take::Fetch("d/f13".into()));
+        assert!(!p.natural);
+        // A reader in natural order: f0, f1, then f2 (not f10): the plan switches, and goes
+        // on after f2, skipping what was taken already.
+        let mut p = Plan::new(keys.clone());
+        p.reader_at("d/f0");
+        p.reader_at("d/f1");
+        assert_eq!(p.take(4, all), Take::Fetch("d/f10".into()));
+        assert!(p.reader_at("d/f2"));
+        assert!(p.natural);
+        let fetched = |k: &str| k != "d/f3";
+        assert_eq!(p.take(4, fetched), Take::Fetch("d/f4".into()));
+        assert_eq!(p.take(4, all), Take::Fetch("d/f5".into()));
+        assert_eq!(p.take(4, all), Take::Fetch("d/f6".into()));
+        assert_eq!(p.take(4, all), Take::Wait);
+        // Near the end it goes round to the files before the reader (f0 and f1 here; f2,
+        // which the reader read itself, is no longer queued), within the window.
+        assert!(p.reader_at("d/f28"));
+        let not_f2 = |k: &str| k != "d/f2";
+        let rest: Vec<Take> = (0..4).map(|_| p.take(4, not_f2)).collect();
+        assert_eq!(
+            rest,
+            [
+                Take::Fetch("d/f29".into()),
+                Take::Fetch("d/f0".into()),
+                Take::Fetch("d/f1".into()),
+                Take::Wait
+            ]
+        );
+        assert!(p.reader_at("d/f29"));
+        let mut n = 0;
+        while let Take::Fetch(_) = p.take(100, all) {
+            n += 1;
+        }
+        // Taken before: f10, f3, f4, f5, f6, f29, f0, f1, f2.
+        assert_eq!(n, 30 - 9, "every file not taken yet, once");
+        assert_eq!(p.take(100, all), Take::Done);
+        assert!(!p.reader_at("d/other"));
     }
 
     #[test]

@@ -154,7 +154,8 @@ async fn setup(files: usize, cfg: impl FnOnce(&mut PrefetchConfig)) -> (Arc<Coun
 }
 
 async fn settle(p: &Prefetch, fetched: u64) {
-    for _ in 0..500 {
+    // (A session whose reader stopped ends 2 s after its last request.)
+    for _ in 0..1000 {
         if p.counts().fetched + p.counts().failed >= fetched && p.shared.state().active == 0 {
             return;
         }
@@ -336,12 +337,57 @@ async fn the_memory_budget_and_the_file_cap_hold() {
     assert_eq!(p.counts().skipped, 25);
     assert_eq!(p.status().held_bytes, 5 * one as u64);
 
-    let (_c, p) = setup(30, |cfg| cfg.max_files = 8).await;
+    // A window of 8: 8 files after the reader's, then nothing until it moves; the session
+    // ends when it has not for 2 s.
+    let (_c, p) = setup(30, |cfg| {
+        cfg.max_files = 8;
+        cfg.ttl = Duration::from_millis(500);
+    })
+    .await;
     p.head("d/f0", None).await.unwrap();
     p.head("d/f1", None).await.unwrap();
     settle(&p, 8).await;
     tokio::time::sleep(Duration::from_millis(20)).await;
     assert_eq!(p.counts().fetched, 8);
+    // What it fetched expired since (its TTL is 0.5 s); what it did not fetch is forgotten
+    // (not left queued).
+    let st = p.status();
+    assert_eq!((st.entries, st.counts.expired), (0, 8), "{st:?}");
+}
+
+/// A reader going through numbered names in natural order (`f0, f1, f2, ...`, not the
+/// listing's `f0, f1, f10, f100, ...`), over more files than the window: after the two cold
+/// reads that start the session, every file is served here, fetched once, just ahead of it.
+#[tokio::test]
+async fn a_reader_in_natural_order_is_followed() {
+    let (c, p) = setup(300, |cfg| cfg.max_files = 32).await;
+    for i in 0..300 {
+        let k = format!("d/f{i}");
+        assert_eq!(read_like_a_mount(&p, &k).await, body(&k, 100));
+        if i == 1 {
+            // The session (started by this second cold lookup) has listed the directory.
+            for _ in 0..1000 {
+                let planned = p
+                    .shared
+                    .state()
+                    .dirs
+                    .get("d/")
+                    .is_some_and(|d| d.plan.is_some());
+                if planned {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    }
+    let (heads, gets, _) = c.requests();
+    assert_eq!(heads, 2, "the two cold lookups only");
+    assert_eq!(gets, 300, "one GET per file");
+    let n = p.counts();
+    assert_eq!(n.sessions, 1);
+    assert!(n.fetched >= 298, "{n:?}");
+    assert!(n.hits() >= 298 * 3, "{n:?}");
+    assert_eq!((n.expired, n.skipped), (0, 0));
 }
 
 #[tokio::test]
