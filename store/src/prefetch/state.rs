@@ -118,6 +118,10 @@ pub(super) struct Plan {
     reader: Option<usize>,
     /// How far after the reader the files are all taken (a hint: fetchers look from there).
     scanned: usize,
+    /// Each file's rank in natural order (by position in `order`), computed once, when the
+    /// reader first skips in the plan's order (so a reader that jumps around costs one sort,
+    /// not a scan of the plan per request).
+    ranks: Option<Vec<usize>>,
     pub natural: bool,
     /// When the reader last asked for one of these files (or the session began).
     pub moved: Instant,
@@ -143,6 +147,7 @@ impl Plan {
             index: HashMap::new(),
             reader: None,
             scanned: 0,
+            ranks: None,
             natural: false,
             moved: Instant::now(),
         };
@@ -167,7 +172,7 @@ impl Plan {
             return false;
         };
         if let Some(prev) = self.reader {
-            if i != prev + 1 && !self.natural && self.is_natural_successor(prev, key) {
+            if i != prev + 1 && !self.natural && self.is_natural_successor(prev, i) {
                 self.natural = true;
                 let mut pairs: Vec<(String, bool)> = std::mem::take(&mut self.order)
                     .into_iter()
@@ -175,6 +180,7 @@ impl Plan {
                     .collect();
                 pairs.sort_by(|a, b| natural_cmp(&a.0, &b.0));
                 (self.order, self.taken) = pairs.into_iter().unzip();
+                self.ranks = None;
                 self.reindex();
                 i = self.index[key];
             }
@@ -187,14 +193,20 @@ impl Plan {
         true
     }
 
-    /// Whether `key` comes right after the file at `prev` in natural order (no file of the
-    /// plan lies between them).
-    fn is_natural_successor(&self, prev: usize, key: &str) -> bool {
-        let p = &self.order[prev];
-        natural_cmp(p, key) == Ordering::Less
-            && !self.order.iter().any(|k| {
-                natural_cmp(p, k) == Ordering::Less && natural_cmp(k, key) == Ordering::Less
-            })
+    /// Whether the file at `i` comes right after the file at `prev` in natural order (no
+    /// file of the plan lies between them).
+    fn is_natural_successor(&mut self, prev: usize, i: usize) -> bool {
+        let order = &self.order;
+        let ranks = self.ranks.get_or_insert_with(|| {
+            let mut by_name: Vec<usize> = (0..order.len()).collect();
+            by_name.sort_by(|&a, &b| natural_cmp(&order[a], &order[b]));
+            let mut ranks = vec![0; order.len()];
+            for (rank, pos) in by_name.into_iter().enumerate() {
+                ranks[pos] = rank;
+            }
+            ranks
+        });
+        ranks[i] == ranks[prev] + 1
     }
 
     /// The next file to fetch: the first not yet taken after the reader's position (going
