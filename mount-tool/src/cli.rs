@@ -239,6 +239,11 @@ pub struct MountArgs {
     /// with --cache-dir, else ~/.cache/objfs/writeback/KEY); one mount per directory.
     #[arg(long, value_name = "DIR")]
     pub journal_dir: Option<PathBuf>,
+    /// For an s3:// store: how long the bucket's answers (a file's attributes, that a name
+    /// does not exist, a directory's listing) are reused, in seconds (default 60): a change
+    /// another machine makes is seen within it. An open asks again after --attr-ttl.
+    #[arg(long, value_name = "SECONDS")]
+    pub metadata_ttl: Option<String>,
     #[command(flatten)]
     pub prefetch: crate::prefetch::PrefetchArgs,
     #[command(flatten)]

@@ -104,6 +104,12 @@ impl MountRequest {
         if let Some(d) = &a.journal_dir {
             s.s3.journal_dir = Some(d.clone());
         }
+        if let Some(v) = &a.metadata_ttl {
+            let ttl = parse_seconds(v)
+                .context("bad --metadata-ttl")
+                .map_err(bad)?;
+            s.s3.metadata_ttl = Some(ttl);
+        }
         s.s3.prefetch.apply_args(&a.prefetch)?;
         let at = match &a.at {
             Some(t) => Some(crate::history_commands::moment(t)?),

@@ -111,6 +111,10 @@ pub struct MountSettings {
     pub at: Option<std::time::SystemTime>,
 }
 
+/// How long a mount of a bucket reuses the bucket's answers for names and attributes (a
+/// change another machine makes is seen within it; opens ask again after `--attr-ttl`).
+pub const DEFAULT_METADATA_TTL: Duration = Duration::from_secs(60);
+
 /// How to reach an `s3://` store: `--endpoint/--region/--profile` or `-o endpoint=,region=,
 /// profile=`. Credentials are never here: they come the standard AWS way.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -125,6 +129,9 @@ pub struct S3Settings {
     pub write_through: bool,
     /// The write-back journal's directory (`--journal-dir`, `-o journal_dir=`).
     pub journal_dir: Option<PathBuf>,
+    /// How long the bucket's answers are reused for names and attributes (`--metadata-ttl`,
+    /// `-o metadata_ttl=`; default [`DEFAULT_METADATA_TTL`]).
+    pub metadata_ttl: Option<Duration>,
     /// Prefetch of small files (`--no-prefetch`, `--prefetch-*`, `-o prefetch_*=`).
     pub prefetch: crate::prefetch::PrefetchSettings,
 }
@@ -263,6 +270,7 @@ impl MountSettings {
             "at" => self.at = Some(crate::history_commands::moment(&need(value)?)?),
             "write_through" => self.s3.write_through = true,
             "journal_dir" => self.s3.journal_dir = Some(PathBuf::from(need(value)?)),
+            "metadata_ttl" => self.s3.metadata_ttl = Some(parse_seconds(&need(value)?)?),
             n if self.s3.prefetch.apply(n, value)? => {}
             "log_file" => self.log_file = Some(PathBuf::from(need(value)?)),
             "foreground" => self.foreground = true,

@@ -259,6 +259,13 @@ struct Served<'a> {
 }
 
 impl Served<'_> {
+    /// How long the bucket's answers are reused for names and attributes.
+    fn metadata_ttl(&self) -> std::time::Duration {
+        let s3 = &self.req.settings.s3;
+        s3.metadata_ttl
+            .unwrap_or(crate::options::DEFAULT_METADATA_TTL)
+    }
+
     fn serve(self, mut cfg: objfs_fs::FsConfig, notifier: &mut Notifier) -> Result<()> {
         if self.req.settings.s3.enable_versioning {
             crate::bucket::set_bucket_versioning(self.loc, &self.s3, true)?;
@@ -280,8 +287,12 @@ impl Served<'_> {
             }
             Some(_) => (store.clone(), None),
         };
-        let (dyn_store, writeback) =
-            crate::writeback::wrap(bucket, self.journal.clone(), cfg.attr_ttl)?;
+        let (dyn_store, writeback) = crate::writeback::wrap(
+            bucket,
+            self.journal.clone(),
+            self.metadata_ttl(),
+            cfg.attr_ttl,
+        )?;
         let cache = CacheState::open(self.cache.as_ref())?;
         cfg.disk_cache = cache.handle();
         let read_only = cfg.read_only;

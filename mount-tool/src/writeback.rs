@@ -63,18 +63,20 @@ pub fn journal_dir(settings: &MountSettings, loc: &StoreLocation) -> Result<Opti
 pub type Wrapped = (Arc<dyn ObjectStore>, Option<Arc<WriteBack>>);
 
 /// Puts the write-back decorator over `store` when `dir` is given (its journal replayed);
-/// the bucket's answers are reused for `attr_ttl`, the window in which the kernel reuses
-/// attributes and names too.
+/// the bucket's answers are reused for `metadata_ttl` for names and attributes, and for
+/// `attr_ttl` (the window in which the kernel reuses attributes and names) for opens.
 pub fn wrap(
     store: Arc<dyn ObjectStore>,
     dir: Option<PathBuf>,
+    metadata_ttl: Duration,
     attr_ttl: Duration,
 ) -> Result<Wrapped> {
     let Some(dir) = dir else {
         return Ok((store, None));
     };
     let mut cfg = WriteBackConfig::new(&dir);
-    cfg.answer_ttl = attr_ttl;
+    cfg.answer_ttl = metadata_ttl;
+    cfg.open_ttl = attr_ttl;
     let wb = WriteBack::open(store, cfg)
         .with_context(|| format!("cannot open the write-back journal {}", dir.display()))?;
     let wb = Arc::new(wb);
@@ -155,8 +157,17 @@ pub fn json(wb: Option<&WriteBack>) -> Value {
             })
         })
         .collect();
+    let a = wb.answers();
     json!({
         "enabled": true,
+        "metadata_ttl_s": a.ttl.as_secs_f64(),
+        "open_ttl_s": a.open_ttl.as_secs_f64(),
+        "answers": {
+            "heads": a.heads,
+            "dirs": a.dirs,
+            "names": a.names,
+            "answered": a.answered,
+        },
         "journal": wb.journal_dir().display().to_string(),
         "pending": s.changes,
         "pending_bytes": s.bytes,
@@ -186,6 +197,17 @@ pub fn status_text(v: &Value) -> String {
         out.push_str(&format!(", oldest {a:.1} s ago"));
     }
     out.push('\n');
+    let a = &v["answers"];
+    out.push_str(&format!(
+        "  answers:    kept {} s for names and attributes, {} s for opens; {} HEADs, {} \
+         directory listings ({} names) kept; {} questions answered from them\n",
+        v["metadata_ttl_s"].as_f64().unwrap_or(0.0),
+        v["open_ttl_s"].as_f64().unwrap_or(0.0),
+        a["heads"].as_u64().unwrap_or(0),
+        a["dirs"].as_u64().unwrap_or(0),
+        a["names"].as_u64().unwrap_or(0),
+        a["answered"].as_u64().unwrap_or(0),
+    ));
     if let Some(f) = v["failing"].as_str() {
         out.push_str(&format!("  failing:    {f} (retrying)\n"));
     }

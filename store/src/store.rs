@@ -88,6 +88,14 @@ pub trait ObjectStore: Send + Sync + 'static {
     /// Describes the current (or a given) version without reading data.
     async fn head(&self, key: &str, version: Option<VersionId>) -> Result<ObjectInfo>;
 
+    /// The current version of `key` for an open, which reads what it returns: as
+    /// [`ObjectStore::head`], except that a decorator reusing the bucket's answers for names
+    /// and attributes (the write-back's, for the metadata TTL) reuses them here only within
+    /// its shorter window for opens (close-to-open consistency on a shared bucket).
+    async fn head_for_open(&self, key: &str) -> Result<ObjectInfo> {
+        self.head(key, None).await
+    }
+
     /// Adds a delete marker when `key` has a live version; returns the marker's id, or `None`
     /// when there was nothing to delete.
     async fn delete(&self, key: &str) -> Result<Option<VersionId>>;

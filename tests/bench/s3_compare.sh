@@ -56,7 +56,14 @@ BIN="${S3BENCH_BIN:-$TARGET_DIR/release/objfs}"
 for tool in python3 s3fs rclone; do
     command -v "$tool" >/dev/null || { echo "error: $tool is needed (apt-get install -y s3fs rclone)" >&2; exit 2; }
 done
-[ -x "$GARAGE" ] || { echo "error: no Garage binary at $GARAGE (S3BENCH_GARAGE)" >&2; exit 2; }
+[ -x "$GARAGE" ] || {
+    echo "error: no Garage binary at $GARAGE (S3BENCH_GARAGE); build the optimised one once with" >&2
+    echo "  CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 cargo install --locked \\" >&2
+    echo "    --no-default-features --features bundled-libs,lmdb garage --version 2.5.0 --root ~/.cache/objfs-ci/garage/2.5.0" >&2
+    echo "  (about 50 minutes on 2 cores), or point S3BENCH_GARAGE at the debug build of scripts/test" >&2
+    echo "  with S3BENCH_GARAGE_DB=sqlite" >&2
+    exit 2
+}
 [ -f "$FSBENCH" ] || { echo "error: no fsbench.py at $FSBENCH (S3BENCH_FSBENCH)" >&2; exit 2; }
 if [ "${S3BENCH_NO_BUILD:-0}" != 1 ]; then
     echo "== building the release binary"
@@ -233,7 +240,12 @@ do_umount() { # do_umount TOOL: returns once everything is uploaded and the moun
     local tool=$1 m
     m=$(mnt_of "$tool")
     case "$tool" in
-    objfs | objfs-base) "$(bin_of "$tool")" umount "$m" ;;
+    objfs | objfs-base)
+        "$(bin_of "$tool")" umount "$m"
+        # `objfs umount` waits for the mount process; make sure it is gone (its write-back
+        # journal is locked until it is) before the next mount of the same bucket.
+        for _ in $(seq 1 600); do pgrep -f "mount s3://$(bucket_of "$tool") " >/dev/null || break; sleep 0.1; done
+        ;;
     s3fs)
         umount "$m"
         # s3fs's daemon exits after the unmount; wait for it so that the next mount is clean.

@@ -26,4 +26,4 @@ pub mod support;
 pub mod tier_fixture;
 pub mod watchdog;
 
-pub use support::{det_bytes, keyed_bytes, Fixture};
+pub use support::{det_bytes, keyed_bytes, model_cases, Fixture};

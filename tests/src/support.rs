@@ -12,6 +12,14 @@ use objfs_store::{
     VersionInfo,
 };
 
+/// Cases of a model-based property test: `OBJFS_MODEL_CASES`, 64 by default.
+pub fn model_cases() -> u32 {
+    std::env::var("OBJFS_MODEL_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(64)
+}
+
 /// Deterministic pseudo-random bytes (splitmix64): the same `(seed, len)` always gives the same
 /// bytes, on every platform and with every version of `rand`.
 pub fn det_bytes(seed: u64, len: usize) -> Vec<u8> {

@@ -1061,16 +1061,9 @@ impl Harness {
     }
 }
 
-fn cases() -> u32 {
-    std::env::var("OBJFS_MODEL_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(64)
-}
-
 proptest! {
     #![proptest_config(ProptestConfig {
-        cases: cases(),
+        cases: objfs_tests::model_cases(),
         failure_persistence: None,
         max_shrink_iters: 2000,
         ..ProptestConfig::default()

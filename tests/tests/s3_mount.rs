@@ -227,12 +227,20 @@ fn two_mounts_of_one_bucket_see_each_others_closed_files() {
     for server in mount_servers("two_mounts_of_one_bucket_see_each_others_closed_files") {
         let tmp = tempfile::tempdir().expect("tempdir");
         let bucket = server.bucket_for("two", server.versioned);
-        let mut a = server.mount_bucket(&bucket, tmp.path(), "a", &["-o", "attr_ttl=1"]);
+        // a's closes are uploads, so that b's first question is answered by the bucket.
+        let mut a = server.mount_bucket(
+            &bucket,
+            tmp.path(),
+            "a",
+            &["-o", "attr_ttl=1", "--write-through"],
+        );
         // Two processes standing in for two machines. One machine registers one mount per
         // location (URL and endpoint), so the second reaches the same server by another name.
         let mp_b = tmp.path().join("b");
         let mut args = server.cli_args();
-        args.extend(["--attr-ttl".to_string(), "1".to_string()]);
+        // b reuses the bucket's answers for names and attributes for 5 s; opens ask again
+        // after the attribute TTL.
+        args.extend(["--attr-ttl", "1", "--metadata-ttl", "5"].map(String::from));
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let endpoint_b = server.endpoint.replace("127.0.0.1", "localhost");
         let mut args_b: Vec<&str> = args.clone();
@@ -243,17 +251,27 @@ fn two_mounts_of_one_bucket_see_each_others_closed_files() {
             &args_b,
             &tmp.path().join("b.log"),
         );
+        // b lists the root first: its answer (no shared.txt) is kept for the metadata TTL.
+        let before: Vec<_> = fs::read_dir(&mp_b).expect("ls b").collect();
+        assert!(before.is_empty(), "{}: {before:?}", server.name);
         fs::write(a.mountpoint.join("shared.txt"), "from a\n").expect("write on a");
         let start = Instant::now();
         loop {
             match fs::read_to_string(mp_b.join("shared.txt")) {
                 Ok(t) if t == "from a\n" => break,
-                _ if start.elapsed() < Duration::from_secs(10) => {
+                _ if start.elapsed() < Duration::from_secs(15) => {
                     std::thread::sleep(Duration::from_millis(100))
                 }
                 other => panic!("{}: b never saw a's file: {other:?}", server.name),
             }
         }
+        // An overwrite on a is read whole by the next open on b past the attribute TTL,
+        // although b's answer for the name (the old size) is still within its metadata TTL.
+        let longer = "from a, a second version that is longer than the first\n";
+        fs::write(a.mountpoint.join("shared.txt"), longer).expect("overwrite on a");
+        std::thread::sleep(Duration::from_millis(1500));
+        let got = fs::read_to_string(mp_b.join("shared.txt")).expect("read on b");
+        assert_eq!(got, longer, "{}: b's open read an old version", server.name);
         a.stop();
         b.stop();
     }

@@ -38,6 +38,30 @@ mod wb_memory {
     }
 }
 
+/// The decorator keeping the bucket's answers for an hour, opens included: it is the only
+/// writer, so every answer must still be right (its own changes write themselves into what
+/// it kept).
+async fn wb_memory_kept() -> Fixture {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cfg = WriteBackConfig::new(dir.path().join("journal"));
+    cfg.answer_ttl = Duration::from_secs(3600);
+    cfg.open_ttl = Duration::from_secs(3600);
+    let wb = WriteBack::open(Arc::new(MemoryStore::new()), cfg).expect("open the journal");
+    Fixture::with_guard(wb, dir)
+}
+
+mod wb_memory_kept {
+    use super::*;
+    objfs_tests::conformance_tests!(wb_memory_kept);
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn all_cases_share_one_store() {
+        let fixture = wb_memory_kept().await;
+        let report = objfs_tests::conformance::run_all(fixture.store()).await;
+        assert!(report.skipped.is_empty(), "{}", report.summary());
+    }
+}
+
 async fn wb_moto() -> Option<Fixture> {
     let server = objfs_tests::s3_fixture::moto()?;
     Some(decorate(Arc::new(

@@ -75,11 +75,12 @@ impl ObjFs {
                 None => return Err(FsError::NotFound(key)),
             }
         } else {
-            Some(self.head_existing(&key).await?)
+            Some(self.head_for_open(&key).await?)
         };
         // Decide what the handle reads (and what a new writer starts from) under the table
         // lock, so that a version this mount writes meanwhile is either seen here or sees this
         // handle's writer.
+        let mut stale = false;
         let pinned = {
             let mut t = self.table()?;
             let n = t
@@ -96,7 +97,14 @@ impl ObjFs {
             };
             if let Some(p) = &pinned {
                 // An open inode always has attributes, so fstat keeps working if the name goes.
-                n.attrs = Some((Attrs::from_object(p, false, &self.cfg), Instant::now()));
+                let a = Attrs::from_object(p, false, &self.cfg);
+                // The version opened is not the one the kernel was told of (changed elsewhere
+                // since the lookup's answer): the kernel forgets its size and pages, so that
+                // reads past the old size are not cut short.
+                stale = n.attrs.as_ref().is_some_and(|(k, _)| {
+                    k.kind == Kind::File && (k.size != a.size || k.mtime != a.mtime)
+                });
+                n.attrs = Some((a, Instant::now()));
             }
             if write {
                 self.attach_writer(n, &key, pinned.clone());
@@ -104,6 +112,9 @@ impl ObjFs {
             (pinned, n.local_seq)
         };
         self.table()?.open(ino);
+        if stale {
+            self.forget_kernel_attrs(ino);
+        }
         self.new_handle(ino, write, if write { (None, pinned.1) } else { pinned })
     }
 

@@ -135,6 +135,16 @@ impl ObjFs {
         self.notify(inv);
     }
 
+    /// The kernel forgets the attributes and cached pages of `ino` (an open found a version
+    /// other than the one the kernel was told of).
+    pub(super) fn forget_kernel_attrs(&self, ino: u64) {
+        let inv = Invalidations {
+            inodes: vec![ino],
+            ..Default::default()
+        };
+        self.notify(inv);
+    }
+
     /// Adds the negative entries this mount handed out for names whose key `hit` picks.
     fn absent_entries(&self, inv: &mut Invalidations, hit: impl Fn(&str) -> bool) {
         let absent = self.absent_names();

@@ -361,6 +361,16 @@ impl ObjFs {
         }
     }
 
+    /// The current version of `key` for an open (see [`ObjectStore::head_for_open`]); ENOENT
+    /// when it has none.
+    async fn head_for_open(&self, key: &str) -> FsResult<ObjectInfo> {
+        match self.store.head_for_open(key).await {
+            Ok(i) => Ok(i),
+            Err(e) if is_not_found(&e) => Err(FsError::NotFound(key.to_string())),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// The current version of `key`; ENOENT when it has none.
     async fn head_existing(&self, key: &str) -> FsResult<ObjectInfo> {
         self.head_live(key)

@@ -3,8 +3,9 @@
 //! the reader's lookups (HEAD), its one-key listings below a name and its reads (GET) are
 //! answered without a round trip each.
 //!
-//! * **When.** A HEAD that finds a key in the bucket (a cold lookup: nothing here answered it)
-//!   is a signal for the key's directory. The `after`-th such lookup (default 2) within 10 s,
+//! * **When.** A HEAD that finds a key in the bucket (a cold lookup: nothing here answered it),
+//!   or a GET of a small object that nothing here answered (its lookup and open answered
+//!   above, by the write-back's kept answers), is a signal for the key's directory. The `after`-th such lookup (default 2) within 10 s,
 //!   or the first one after a delimited listing of the directory (a readdir), starts a
 //!   *session* for it, unless one runs there already or 4 run in all. A directory whose last
 //!   sessions fetched mostly what nobody then read gets no session for 30 s.
@@ -477,7 +478,15 @@ impl ObjectStore for Prefetch {
             return Ok(got);
         }
         self.missed();
-        self.shared.inner.get(key, opts).await
+        let got = self.shared.inner.get(key, opts).await;
+        // A read of a small file that nothing here answered is a cold lookup too: its
+        // lookup and open may have been answered above (the write-back's kept answers).
+        if let Ok(g) = &got {
+            if g.info.size <= self.shared.cfg.max_size {
+                self.shared.cold_lookup(key);
+            }
+        }
+        got
     }
 
     async fn head(&self, key: &str, version: Option<VersionId>) -> Result<ObjectInfo> {

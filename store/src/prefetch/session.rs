@@ -105,6 +105,11 @@ impl Shared {
             if d.active || d.cold_until.is_some_and(|t| now < t) {
                 return;
             }
+            // A read's HEAD and GET that both came here are one signal.
+            if d.last_signal.as_deref() == Some(key) {
+                return;
+            }
+            d.last_signal = Some(key.to_string());
             if d.window_start.is_none_or(|w| w.elapsed() > SIGNAL_WINDOW) {
                 d.window_start = Some(now);
                 d.misses = 0;

@@ -82,6 +82,8 @@ impl Listing {
 pub(super) struct DirState {
     /// Cold lookups (HEADs nothing here answered) since `window_start`.
     pub misses: u32,
+    /// The key of the last cold lookup counted (its GET is not counted again).
+    pub last_signal: Option<String>,
     pub window_start: Option<Instant>,
     /// When the directory was last listed by a reader (readdir).
     pub readdir_at: Option<Instant>,

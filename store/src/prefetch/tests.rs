@@ -355,6 +355,21 @@ async fn the_memory_budget_and_the_file_cap_hold() {
     assert_eq!((st.entries, st.counts.expired), (0, 8), "{st:?}");
 }
 
+/// Reads whose lookups and opens were answered above (the write-back's kept answers) reach
+/// here as GETs only: two of a directory's small files start its session too; a read's HEAD
+/// and GET together are one signal (the test above).
+#[tokio::test]
+async fn cold_gets_alone_start_a_session() {
+    let (_c, p) = setup(40, |_| {}).await;
+    for k in ["d/f0", "d/f1"] {
+        let got = p.get(k, GetOptions::default()).await.unwrap();
+        assert_eq!(got.bytes().await.unwrap(), body(k, 100));
+    }
+    settle(&p, 40).await;
+    assert_eq!(p.counts().sessions, 1);
+    assert!(p.counts().fetched > 0, "{:?}", p.counts());
+}
+
 /// A reader going through numbered names in natural order (`f0, f1, f2, ...`, not the
 /// listing's `f0, f1, f10, f100, ...`), over more files than the window: after the two cold
 /// reads that start the session, every file is served here, fetched once, just ahead of it.

@@ -41,6 +41,24 @@ impl WriteBack {
         Ok(listing::hides_all(&keys, complete, deleted))
     }
 
+    /// The bucket's current version of `key`, its answer kept (recent.rs).
+    async fn bucket_head(&self, key: &str) -> Result<ObjectInfo> {
+        let recent = &self.shared.recent;
+        let ticket = recent.ticket();
+        match self.shared.inner.head(key, None).await {
+            Ok(info) => {
+                recent.keep_head(ticket, key, Some(info.clone()));
+                Ok(self.shown(info))
+            }
+            Err(e) => {
+                if matches!(e, StoreError::NotFound { .. }) {
+                    recent.keep_head(ticket, key, None);
+                }
+                Err(e)
+            }
+        }
+    }
+
     /// Waits for the pending changes of `keys` to reach the bucket (before an operation that
     /// passes to it and must come after them).
     async fn flush_keys(&self, keys: &[&str]) -> Result<()> {
@@ -105,25 +123,28 @@ impl ObjectStore for WriteBack {
                     })?;
                     return Ok(self.shown(info));
                 }
-                let ticket = recent.ticket();
-                match self.shared.inner.head(key, None).await {
-                    Ok(info) => {
-                        recent.keep_head(ticket, key, Some(info.clone()));
-                        Ok(self.shown(info))
-                    }
-                    Err(e) => {
-                        if matches!(e, StoreError::NotFound { .. }) {
-                            recent.keep_head(ticket, key, None);
-                        }
-                        Err(e)
-                    }
-                }
+                self.bucket_head(key).await
             }
             None => {
                 let info = self.shared.inner.head(key, self.bucket_id(version)).await?;
                 Ok(self.shown(info))
             }
         }
+    }
+
+    async fn head_for_open(&self, key: &str) -> Result<ObjectInfo> {
+        self.check_key(key)?;
+        if let Some(r) = self.pending_version(key, None) {
+            return r.map(|(info, _)| info);
+        }
+        let recent = &self.shared.recent;
+        if let Some(known) = recent.head_for_open(key) {
+            let info = known.ok_or_else(|| StoreError::NotFound {
+                key: key.to_string(),
+            })?;
+            return Ok(self.shown(info));
+        }
+        self.bucket_head(key).await
     }
 
     async fn delete(&self, key: &str) -> Result<Option<VersionId>> {
@@ -133,9 +154,14 @@ impl ObjectStore for WriteBack {
         match pending {
             None => {
                 drop(w);
-                self.shared.recent.forget(key);
-                let made = self.shared.inner.delete(key).await?;
-                Ok(made.map(|v| self.shared.lock().shown(v)))
+                let recent = &self.shared.recent;
+                recent.forget(key);
+                let made = self.shared.inner.delete(key).await;
+                match &made {
+                    Ok(_) => recent.now_absent(key),
+                    Err(_) => recent.unknown(key),
+                }
+                Ok(made?.map(|v| self.shared.lock().shown(v)))
             }
             Some(Kind::Delete) => Ok(None),
             Some(Kind::Put { .. }) => {
@@ -154,8 +180,11 @@ impl ObjectStore for WriteBack {
         self.check_key(key)?;
         self.flush_key(key).await?;
         let v = self.shared.lock().bucket_id(version);
-        self.shared.recent.forget(key);
-        self.shared.inner.delete_version(key, v).await
+        // The key's current version may change or go: nothing kept about it holds.
+        self.shared.recent.unknown(key);
+        let r = self.shared.inner.delete_version(key, v).await;
+        self.shared.recent.unknown(key);
+        r
     }
 
     async fn copy(&self, src: &str, dst: &str, opts: CopyOptions) -> Result<ObjectInfo> {
@@ -177,9 +206,14 @@ impl ObjectStore for WriteBack {
             condition: self.bucket_condition(opts.condition),
             durable: opts.durable,
         };
-        self.shared.recent.forget(dst);
-        let info = self.shared.inner.copy(src, dst, opts).await?;
-        Ok(self.shown(info))
+        let recent = &self.shared.recent;
+        recent.forget(dst);
+        let info = self.shared.inner.copy(src, dst, opts).await;
+        match &info {
+            Ok(_) => recent.now_exists(dst),
+            Err(_) => recent.unknown(dst),
+        }
+        Ok(self.shown(info?))
     }
 
     async fn rename(&self, src: &str, dst: &str, opts: RenameOptions) -> Result<ObjectInfo> {
@@ -239,6 +273,10 @@ impl ObjectStore for WriteBack {
         // The first request of a listing below a directory the bucket had nothing under a
         // moment ago is answered from that (recent.rs).
         let fresh_start = pos.is_none();
+        // Where the bucket's next page starts (after this; `None`: at the start), so that
+        // the pages of a directory's listing are kept as one (recent.rs).
+        let mut from = inner_req.start_after.clone();
+        let delimited = req.delimiter.as_deref() == Some("/");
         loop {
             let first = fresh_start && inner_req.continuation.is_none();
             let recent = &self.shared.recent;
@@ -247,10 +285,11 @@ impl ObjectStore for WriteBack {
             } else {
                 let ticket = recent.ticket();
                 let page = self.shared.inner.list(&inner_req).await?;
-                let empty = page.objects.is_empty() && page.common_prefixes.is_empty();
-                if first && empty && page.next_token.is_none() {
-                    recent.keep_empty(ticket, &req.prefix);
+                if delimited {
+                    recent.keep_page(ticket, &req.prefix, from.as_deref(), &page);
                 }
+                let last_object = page.objects.last().map(|o| &o.key);
+                from = last_object.max(page.common_prefixes.last()).cloned();
                 page
             };
             let more = page.next_token.clone();
@@ -419,13 +458,18 @@ impl ObjectStore for WriteBack {
     ) -> Result<ObjectInfo> {
         // Changes journaled while the upload ran come before it in the bucket as well.
         self.flush_key(key).await?;
-        self.shared.recent.forget(key);
+        let recent = &self.shared.recent;
+        recent.forget(key);
         let info = self
             .shared
             .inner
             .complete_multipart(key, upload_id, parts)
-            .await?;
-        Ok(self.shown(info))
+            .await;
+        match &info {
+            Ok(_) => recent.now_exists(key),
+            Err(_) => recent.unknown(key),
+        }
+        Ok(self.shown(info?))
     }
 
     async fn abort_multipart(&self, key: &str, upload_id: &str) -> Result<()> {

@@ -28,6 +28,7 @@
 mod journal;
 mod listing;
 mod recent;
+pub use recent::AnswerStats;
 mod state;
 mod uploader;
 
@@ -62,10 +63,13 @@ pub struct WriteBackConfig {
     pub dir: PathBuf,
     /// Uploads in flight at once.
     pub concurrency: usize,
-    /// How long the bucket's answers to a HEAD and to a listing that found nothing below a
-    /// directory prefix are reused (recent.rs): a mount gives its attribute TTL. Zero (the
-    /// default) asks the bucket every time.
+    /// How long the bucket's answers to a HEAD and to a directory listing are reused for
+    /// names and attributes (recent.rs): a mount gives its metadata TTL. Zero (the default)
+    /// asks the bucket every time.
     pub answer_ttl: Duration,
+    /// How long they are reused for an open (`head_for_open`): a mount gives its attribute
+    /// TTL. At most `answer_ttl`.
+    pub open_ttl: Duration,
 }
 
 impl WriteBackConfig {
@@ -74,6 +78,7 @@ impl WriteBackConfig {
             dir: dir.into(),
             concurrency: DEFAULT_CONCURRENCY,
             answer_ttl: Duration::ZERO,
+            open_ttl: Duration::ZERO,
         }
     }
 }
@@ -178,7 +183,7 @@ impl WriteBack {
             max_key_len: f.max_key_len,
             resolution: f.time_resolution,
             boot: now_ns(),
-            recent: recent::Recent::new(cfg.answer_ttl),
+            recent: recent::Recent::new(cfg.answer_ttl, cfg.open_ttl),
         });
         let wb = WriteBack { shared };
         wb.replay()?;
@@ -349,11 +354,13 @@ impl WriteBack {
         body: &[u8],
         durable: bool,
     ) -> Result<ObjectInfo> {
+        let recent = &self.shared.recent;
         match &op {
-            Op::Put { key, .. } | Op::Delete { key, .. } => self.shared.recent.forget(key),
+            Op::Put { key, .. } => recent.now_exists(key),
+            Op::Delete { key, .. } => recent.now_absent(key),
             Op::Rename { src, dst, .. } | Op::Move { src, dst, .. } => {
-                self.shared.recent.forget(src);
-                self.shared.recent.forget(dst);
+                recent.now_absent(src);
+                recent.now_exists(dst);
             }
         }
         let h = Header {
@@ -385,6 +392,11 @@ impl WriteBack {
     /// What the journal holds now.
     pub fn summary(&self) -> Summary {
         self.shared.lock().summary()
+    }
+
+    /// The bucket's answers kept for names and attributes (recent.rs).
+    pub fn answers(&self) -> AnswerStats {
+        self.shared.recent.stats()
     }
 
     /// Waits until every pending change is uploaded (`true`), or until nothing is left but

@@ -17,7 +17,7 @@ use tracing::{error, info, warn};
 use super::state::{Data, Kind, Pending};
 use super::{journal, Shared};
 use crate::error::{ErrorKind, Result, StoreError};
-use crate::types::{Body, CopyOptions, PutOptions, VersionId};
+use crate::types::{Body, CopyOptions, ObjectInfo, PutOptions, VersionId};
 
 /// First and longest wait between two tries of a failing upload.
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
@@ -91,8 +91,23 @@ async fn upload(shared: &Shared, p: Pending) {
             // Version listings wait for changes in flight (see `list_versions`).
             let _gate = shared.gate.read().await;
             let r = send(shared, &p).await;
-            if let Ok(bucket) = &r {
-                shared.lock().uploaded(&p.key, p.seq, bucket.clone());
+            if let Ok(made) = &r {
+                // Answers the bucket gave while the change was in flight are not kept, and
+                // the kept listings show it (again) before the journal stops answering; the
+                // new version's description is the bucket's answer for the key from now.
+                let recent = &shared.recent;
+                let version = match made {
+                    Made::Marker(v) => {
+                        recent.now_absent(&p.key);
+                        v.clone()
+                    }
+                    Made::Version(info) => {
+                        recent.now_exists(&p.key);
+                        recent.keep_head(recent.ticket(), &p.key, Some(info.clone()));
+                        Some(info.version.clone())
+                    }
+                };
+                shared.lock().uploaded(&p.key, p.seq, version);
             }
             r
         };
@@ -138,11 +153,19 @@ async fn upload(shared: &Shared, p: Pending) {
     }
 }
 
-/// One try: the bucket's id of the version the change made, if it made one.
-async fn send(shared: &Shared, p: &Pending) -> Result<Option<VersionId>> {
+/// What an upload made in the bucket.
+enum Made {
+    /// A delete: the marker's id, if the bucket made one.
+    Marker(Option<VersionId>),
+    /// A new version.
+    Version(ObjectInfo),
+}
+
+/// One try.
+async fn send(shared: &Shared, p: &Pending) -> Result<Made> {
     let inner = &shared.inner;
     match &p.kind {
-        Kind::Delete => inner.delete(&p.key).await,
+        Kind::Delete => inner.delete(&p.key).await.map(Made::Marker),
         Kind::Put {
             info,
             data: Data::Journal,
@@ -165,7 +188,7 @@ async fn send(shared: &Shared, p: &Pending) -> Result<Option<VersionId>> {
                 ..Default::default()
             };
             let made = inner.put(&p.key, Body::from(body), opts).await?;
-            Ok(Some(made.version))
+            Ok(Made::Version(made))
         }
         Kind::Put {
             info,
@@ -177,7 +200,7 @@ async fn send(shared: &Shared, p: &Pending) -> Result<Option<VersionId>> {
                 ..Default::default()
             };
             let made = inner.copy(key, &p.key, opts).await?;
-            Ok(Some(made.version))
+            Ok(Made::Version(made))
         }
     }
 }
