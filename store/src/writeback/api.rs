@@ -41,6 +41,21 @@ impl WriteBack {
         Ok(listing::hides_all(&keys, complete, deleted))
     }
 
+    /// The current version of `key` as `known` from a kept answer, else as the bucket says.
+    async fn current_head(
+        &self,
+        key: &str,
+        known: Option<Option<ObjectInfo>>,
+    ) -> Result<ObjectInfo> {
+        match known {
+            Some(Some(info)) => Ok(self.shown(info)),
+            Some(None) => Err(StoreError::NotFound {
+                key: key.to_string(),
+            }),
+            None => self.bucket_head(key).await,
+        }
+    }
+
     /// The bucket's current version of `key`, its answer kept (recent.rs).
     async fn bucket_head(&self, key: &str) -> Result<ObjectInfo> {
         let recent = &self.shared.recent;
@@ -116,14 +131,8 @@ impl ObjectStore for WriteBack {
         match self.pending_version(key, version.as_ref()) {
             Some(r) => r.map(|(info, _)| info),
             None if version.is_none() => {
-                let recent = &self.shared.recent;
-                if let Some(known) = recent.head(key) {
-                    let info = known.ok_or_else(|| StoreError::NotFound {
-                        key: key.to_string(),
-                    })?;
-                    return Ok(self.shown(info));
-                }
-                self.bucket_head(key).await
+                let known = self.shared.recent.head(key);
+                self.current_head(key, known).await
             }
             None => {
                 let info = self.shared.inner.head(key, self.bucket_id(version)).await?;
@@ -137,14 +146,8 @@ impl ObjectStore for WriteBack {
         if let Some(r) = self.pending_version(key, None) {
             return r.map(|(info, _)| info);
         }
-        let recent = &self.shared.recent;
-        if let Some(known) = recent.head_for_open(key) {
-            let info = known.ok_or_else(|| StoreError::NotFound {
-                key: key.to_string(),
-            })?;
-            return Ok(self.shown(info));
-        }
-        self.bucket_head(key).await
+        let known = self.shared.recent.head_for_open(key);
+        self.current_head(key, known).await
     }
 
     async fn delete(&self, key: &str) -> Result<Option<VersionId>> {
