@@ -160,10 +160,7 @@ impl ObjectStore for WriteBack {
                 let recent = &self.shared.recent;
                 recent.forget(key);
                 let made = self.shared.inner.delete(key).await;
-                match &made {
-                    Ok(_) => recent.now_absent(key),
-                    Err(_) => recent.unknown(key),
-                }
+                recent.sent(key, made.is_ok(), false);
                 Ok(made?.map(|v| self.shared.lock().shown(v)))
             }
             Some(Kind::Delete) => Ok(None),
@@ -212,10 +209,7 @@ impl ObjectStore for WriteBack {
         let recent = &self.shared.recent;
         recent.forget(dst);
         let info = self.shared.inner.copy(src, dst, opts).await;
-        match &info {
-            Ok(_) => recent.now_exists(dst),
-            Err(_) => recent.unknown(dst),
-        }
+        recent.sent(dst, info.is_ok(), true);
         Ok(self.shown(info?))
     }
 
@@ -468,10 +462,7 @@ impl ObjectStore for WriteBack {
             .inner
             .complete_multipart(key, upload_id, parts)
             .await;
-        match &info {
-            Ok(_) => recent.now_exists(key),
-            Err(_) => recent.unknown(key),
-        }
+        recent.sent(key, info.is_ok(), true);
         Ok(self.shown(info?))
     }
 

@@ -454,6 +454,16 @@ impl Recent {
         }
     }
 
+    /// A change of `key` sent straight to the bucket ended: it made the key exist (`exists`)
+    /// or not if it succeeded (`ok`); a failed one leaves its outcome unknown.
+    pub fn sent(&self, key: &str, ok: bool, exists: bool) {
+        match (ok, exists) {
+            (true, true) => self.now_exists(key),
+            (true, false) => self.now_absent(key),
+            (false, _) => self.unknown(key),
+        }
+    }
+
     /// A change of `key` whose outcome is not known (a request that failed, a version
     /// removed): nothing kept about it or the directories above it is trusted.
     pub fn unknown(&self, key: &str) {
