@@ -7,8 +7,9 @@
 //!   or a GET of a small object that nothing here answered (its lookup and open answered
 //!   above, by the write-back's kept answers), is a signal for the key's directory. The
 //!   `after`-th such lookup (default 2) within 10 s, or the first one after a delimited
-//!   listing of the directory (a readdir), starts a *session* for it, unless one runs there already or 4 run in all. A directory whose last
-//!   sessions fetched mostly what nobody then read gets no session for 30 s.
+//!   listing of the directory (a readdir), starts a *session* for it, unless one runs there
+//!   already or 4 run in all. A directory whose last sessions fetched mostly what nobody then
+//!   read gets no session for 30 s.
 //! * **What.** A session lists the directory (one delimited listing, at most 4 pages, asked
 //!   for with `list_keys`: names and sizes only, so a versioned bucket does not HEAD every
 //!   listed object as its `list` does; a later session of the same directory goes on after
