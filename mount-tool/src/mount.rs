@@ -110,6 +110,12 @@ impl MountRequest {
                 .map_err(bad)?;
             s.s3.metadata_ttl = Some(ttl);
         }
+        if let Some(v) = &a.upload_delay {
+            let d = parse_seconds(v)
+                .context("bad --upload-delay")
+                .map_err(bad)?;
+            s.s3.upload_delay = Some(d);
+        }
         s.s3.prefetch.apply_args(&a.prefetch)?;
         let at = match &a.at {
             Some(t) => Some(crate::history_commands::moment(t)?),

@@ -115,6 +115,10 @@ pub struct MountSettings {
 /// change another machine makes is seen within it; opens ask again after `--attr-ttl`).
 pub const DEFAULT_METADATA_TTL: Duration = Duration::from_secs(60);
 
+/// How long a write-back mount keeps a change in its journal before uploading it (a file
+/// renamed or deleted meanwhile is uploaded in its last form only, or not at all).
+pub const DEFAULT_UPLOAD_DELAY: Duration = Duration::ZERO;
+
 /// How to reach an `s3://` store: `--endpoint/--region/--profile` or `-o endpoint=,region=,
 /// profile=`. Credentials are never here: they come the standard AWS way.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -132,6 +136,9 @@ pub struct S3Settings {
     /// How long the bucket's answers are reused for names and attributes (`--metadata-ttl`,
     /// `-o metadata_ttl=`; default [`DEFAULT_METADATA_TTL`]).
     pub metadata_ttl: Option<Duration>,
+    /// How long a change waits in the write-back journal before it is uploaded
+    /// (`--upload-delay`, `-o upload_delay=`; default [`DEFAULT_UPLOAD_DELAY`]).
+    pub upload_delay: Option<Duration>,
     /// Prefetch of small files (`--no-prefetch`, `--prefetch-*`, `-o prefetch_*=`).
     pub prefetch: crate::prefetch::PrefetchSettings,
 }
@@ -271,6 +278,7 @@ impl MountSettings {
             "write_through" => self.s3.write_through = true,
             "journal_dir" => self.s3.journal_dir = Some(PathBuf::from(need(value)?)),
             "metadata_ttl" => self.s3.metadata_ttl = Some(parse_seconds(&need(value)?)?),
+            "upload_delay" => self.s3.upload_delay = Some(parse_seconds(&need(value)?)?),
             n if self.s3.prefetch.apply(n, value)? => {}
             "log_file" => self.log_file = Some(PathBuf::from(need(value)?)),
             "foreground" => self.foreground = true,

@@ -292,6 +292,11 @@ impl Served<'_> {
             self.journal.clone(),
             self.metadata_ttl(),
             cfg.attr_ttl,
+            self.req
+                .settings
+                .s3
+                .upload_delay
+                .unwrap_or(crate::options::DEFAULT_UPLOAD_DELAY),
         )?;
         let cache = CacheState::open(self.cache.as_ref())?;
         cfg.disk_cache = cache.handle();

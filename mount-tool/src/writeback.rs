@@ -70,6 +70,7 @@ pub fn wrap(
     dir: Option<PathBuf>,
     metadata_ttl: Duration,
     attr_ttl: Duration,
+    upload_delay: Duration,
 ) -> Result<Wrapped> {
     let Some(dir) = dir else {
         return Ok((store, None));
@@ -77,6 +78,7 @@ pub fn wrap(
     let mut cfg = WriteBackConfig::new(&dir);
     cfg.answer_ttl = metadata_ttl;
     cfg.open_ttl = attr_ttl;
+    cfg.upload_delay = upload_delay;
     let wb = WriteBack::open(store, cfg)
         .with_context(|| format!("cannot open the write-back journal {}", dir.display()))?;
     let wb = Arc::new(wb);
@@ -162,6 +164,7 @@ pub fn json(wb: Option<&WriteBack>) -> Value {
         "enabled": true,
         "metadata_ttl_s": a.ttl.as_secs_f64(),
         "open_ttl_s": a.open_ttl.as_secs_f64(),
+        "upload_delay_s": wb.upload_delay().as_secs_f64(),
         "answers": {
             "heads": a.heads,
             "dirs": a.dirs,
@@ -195,6 +198,9 @@ pub fn status_text(v: &Value) -> String {
     );
     if let Some(a) = v["oldest_age_s"].as_f64() {
         out.push_str(&format!(", oldest {a:.1} s ago"));
+    }
+    if let Some(d) = v["upload_delay_s"].as_f64().filter(|d| *d > 0.0) {
+        out.push_str(&format!("; uploaded {d} s after the close"));
     }
     out.push('\n');
     let a = &v["answers"];

@@ -22,6 +22,7 @@ pub mod key;
 #[cfg(feature = "local")]
 pub mod local;
 pub mod memory;
+pub mod owner_lock;
 mod paging;
 pub mod prefetch;
 #[cfg(feature = "s3")]

@@ -481,3 +481,167 @@ async fn a_deleted_bucket_fails_uploads_for_good_until_it_is_back() {
         assert_eq!(journal_entries(dir.path()), 0, "{}", server.name);
     }
 }
+
+/// A decorator over `inner` whose uploads wait `delay` (the mount's `--upload-delay`).
+fn delayed(inner: Arc<dyn ObjectStore>, dir: &std::path::Path, delay: Duration) -> WriteBack {
+    let mut cfg = WriteBackConfig::new(dir);
+    cfg.upload_delay = delay;
+    WriteBack::open(inner, cfg).expect("open the journal")
+}
+
+/// With an upload delay, a change reaches the bucket by itself, and never before the delay
+/// has passed; a drain, and an operation that must follow a key's pending changes (a version
+/// delete), do not wait for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_wait_the_delay_but_a_drain_or_a_flush_of_the_key_does_not() {
+    let bucket: Arc<dyn ObjectStore> = Arc::new(MemoryStore::new());
+    let dir = tempfile::tempdir().unwrap();
+    let delay = Duration::from_millis(700);
+    let wb = delayed(bucket.clone(), &dir.path().join("a"), delay);
+    assert_eq!(wb.upload_delay(), delay);
+    let put_at = std::time::Instant::now();
+    wb.put("a", b"1".to_vec().into(), PutOptions::default())
+        .await
+        .unwrap();
+    let arrived = loop {
+        if bucket.head("a", None).await.is_ok() {
+            break std::time::Instant::now();
+        }
+        assert!(put_at.elapsed() < Duration::from_secs(60), "never uploaded");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert!(
+        arrived - put_at >= delay,
+        "uploaded {:?} after the put",
+        arrived - put_at
+    );
+    assert_eq!(read(bucket.as_ref(), "a").await, b"1");
+    drop(wb);
+
+    // An hour's delay: the drain (an unmount) sends everything now.
+    let wb = delayed(
+        bucket.clone(),
+        &dir.path().join("b"),
+        Duration::from_secs(3600),
+    );
+    for k in ["b1", "b2"] {
+        wb.put(k, b"2".to_vec().into(), PutOptions::default())
+            .await
+            .unwrap();
+    }
+    assert!(bucket.head("b1", None).await.is_err());
+    wait_drained(&wb);
+    assert_eq!(read(bucket.as_ref(), "b2").await, b"2");
+
+    // A version delete waits for the key's pending changes: they go at once.
+    let v = wb
+        .put("c", b"3".to_vec().into(), PutOptions::default())
+        .await
+        .unwrap()
+        .version;
+    tokio::time::timeout(Duration::from_secs(60), wb.delete_version("c", v))
+        .await
+        .expect("the version delete waited for the upload delay")
+        .unwrap();
+    assert!(bucket.head("c", None).await.is_err());
+    assert_eq!(wb.summary().changes, 0);
+}
+
+/// A journal left by a mount that ended (a crash) is uploaded by the next open without the
+/// delay: its changes already waited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_journal_does_not_wait_the_delay() {
+    let bucket: Arc<dyn ObjectStore> = Arc::new(MemoryStore::new());
+    let faults = Arc::new(FaultStore::new(bucket.clone()));
+    faults.add(Rule::always(Op::Put, Fault::Fail { retryable: true }));
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let wb = delayed(faults.clone(), dir.path(), Duration::ZERO);
+        wb.put("r", b"left".to_vec().into(), PutOptions::default())
+            .await
+            .unwrap();
+    }
+    faults.clear();
+    let wb = delayed(bucket.clone(), dir.path(), Duration::from_secs(3600));
+    let start = std::time::Instant::now();
+    while bucket.head("r", None).await.is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the replayed change waited: {:?}",
+            wb.summary()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(read(bucket.as_ref(), "r").await, b"left");
+}
+
+/// On Garage (no versioning), with an upload delay: a file written under a temporary name and
+/// renamed, and a file written and deleted, within the delay never reach the bucket as those
+/// writes (uploads of the temporary names are refused for good here, which would leave them
+/// failed in the journal); the bucket ends with the renamed files only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn within_the_delay_temporary_files_never_reach_a_bucket_without_versioning() {
+    let Some(server) = objfs_tests::s3_fixture::garage() else {
+        return;
+    };
+    let bucket: Arc<dyn ObjectStore> = Arc::new(server.fresh_store("wb-delay").await);
+    let faults = Arc::new(FaultStore::new(bucket.clone()));
+    faults.add(Rule::always(Op::Put, Fault::Refuse).on_prefix(".t"));
+    faults.add(Rule::always(Op::Copy, Fault::Refuse).on_prefix(".t"));
+    faults.add(Rule::always(Op::Put, Fault::Refuse).on_prefix("scratch"));
+    let dir = tempfile::tempdir().unwrap();
+    let wb = delayed(faults.clone(), dir.path(), Duration::from_secs(3600));
+    for i in 0..5 {
+        let tmp = format!(".t{i}");
+        wb.put(&tmp, b"data".to_vec().into(), PutOptions::default())
+            .await
+            .unwrap();
+        wb.rename(&tmp, &format!("f{i}"), RenameOptions::default())
+            .await
+            .unwrap();
+    }
+    wb.put("scratch", b"x".to_vec().into(), PutOptions::default())
+        .await
+        .unwrap();
+    wb.delete("scratch").await.unwrap();
+    wait_drained(&wb);
+    assert!(wb.summary().failed.is_empty(), "{:?}", wb.summary());
+    let want: Vec<String> = (0..5).map(|i| format!("f{i}")).collect();
+    assert_eq!(keys(bucket.as_ref()).await, want);
+    for k in &want {
+        assert_eq!(read(bucket.as_ref(), k).await, b"data");
+    }
+}
+
+/// An unlink of an uploaded file is journaled like a write: it returns while the bucket
+/// refuses deletes, reads see the file gone at once, and the DELETE reaches the bucket once
+/// it answers; a delete of a key that does not exist makes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deletes_of_uploaded_files_are_journaled() {
+    let bucket: Arc<dyn ObjectStore> = Arc::new(MemoryStore::new());
+    bucket
+        .put("up", b"old".to_vec().into(), PutOptions::default())
+        .await
+        .unwrap();
+    let faults = Arc::new(FaultStore::new(bucket.clone()));
+    faults.add(Rule::always(Op::Delete, Fault::Fail { retryable: true }));
+    let dir = tempfile::tempdir().unwrap();
+    let wb = delayed(faults.clone(), dir.path(), Duration::ZERO);
+    assert!(wb.delete("up").await.unwrap().is_some());
+    assert!(wb.delete("never").await.unwrap().is_none());
+    assert!(wb.head("up", None).await.is_err());
+    assert!(keys(&wb).await.is_empty());
+    assert_eq!(wb.summary().changes, 1);
+    assert!(bucket.head("up", None).await.is_ok());
+    faults.clear();
+    wait_drained(&wb);
+    assert!(bucket.head("up", None).await.is_err());
+    let versions = bucket
+        .list_versions(&objfs_store::ListVersionsRequest::default())
+        .await
+        .unwrap();
+    assert!(
+        versions.versions.iter().all(|v| v.key == "up"),
+        "a marker for a key that never existed: {versions:?}"
+    );
+}

@@ -2,13 +2,14 @@
 //! listings; `store/src/writeback/recent.rs`) against a reference: random sequences of puts,
 //! deletes, renames, marker creations, HEADs (for names and for opens) and whole delimited
 //! listings run on the decorator (answers kept for an hour, over a memory store) and on a
-//! plain memory store, every answer compared, uploads left to land at random moments. The
+//! plain memory store, every answer compared, uploads left to land at random moments (with no
+//! upload delay, a few milliseconds', or an hour's: then they land at the settles). The
 //! decorator is the bucket's only writer, so every kept answer must stay right through its
 //! own changes, whether they are still in the journal, in flight or landed.
 //!
 //! Then a count of the requests that reach the bucket: after a directory was listed, a rename
 //! inside it asks the bucket nothing (the source's HEAD was kept, the destination's absence
-//! is in the listing).
+//! is in the listing), and neither does an unlink of an uploaded file.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -83,8 +84,9 @@ async fn list_all(s: &dyn ObjectStore, prefix: &str, page: usize) -> Vec<String>
     out
 }
 
-fn kept(inner: Arc<dyn ObjectStore>, dir: &std::path::Path) -> WriteBack {
+fn kept(inner: Arc<dyn ObjectStore>, dir: &std::path::Path, delay: Duration) -> WriteBack {
     let mut cfg = WriteBackConfig::new(dir.join("journal"));
+    cfg.upload_delay = delay;
     cfg.answer_ttl = Duration::from_secs(3600);
     cfg.open_ttl = Duration::from_secs(3600);
     WriteBack::open(inner, cfg).expect("open the journal")
@@ -98,9 +100,9 @@ fn settle(wb: &WriteBack) {
     );
 }
 
-async fn run(ops: Vec<Op>) {
+async fn run(ops: Vec<Op>, delay: Duration) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let wb = kept(Arc::new(MemoryStore::new()), dir.path());
+    let wb = kept(Arc::new(MemoryStore::new()), dir.path(), delay);
     let model = MemoryStore::new();
     let sides: [&dyn ObjectStore; 2] = [&wb, &model];
     for (step, op) in ops.iter().enumerate() {
@@ -161,13 +163,16 @@ async fn run(ops: Vec<Op>) {
 proptest! {
     #![proptest_config(ProptestConfig { cases: objfs_tests::model_cases(), ..ProptestConfig::default() })]
     #[test]
-    fn kept_answers_agree_with_the_bucket(ops in prop::collection::vec(op(), 1..60)) {
+    fn kept_answers_agree_with_the_bucket(
+        ops in prop::collection::vec(op(), 1..60),
+        delay_ms in prop_oneof![Just(0u64), Just(1), Just(3), Just(3_600_000)],
+    ) {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()
             .expect("runtime");
-        rt.block_on(run(ops));
+        rt.block_on(run(ops, Duration::from_millis(delay_ms)));
     }
 }
 
@@ -178,7 +183,7 @@ proptest! {
 async fn renames_in_a_listed_directory_ask_the_bucket_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
     let faults = Arc::new(FaultStore::new(Arc::new(MemoryStore::new())));
-    let wb = kept(faults.clone(), dir.path());
+    let wb = kept(faults.clone(), dir.path(), Duration::ZERO);
     for i in 0..50 {
         let body = Body::from(vec![1u8; 10]);
         wb.put(&format!("small/f{i}"), body, PutOptions::default())
@@ -226,4 +231,18 @@ async fn renames_in_a_listed_directory_ask_the_bucket_nothing() {
     assert_eq!(names, want);
     // And the bucket itself agrees (listed without the decorator).
     assert_eq!(list_all(faults.as_ref(), "small/", 1000).await, want);
+    // Unlinks of the uploaded files ask nothing either (the copies' answers were kept) and
+    // are journaled: the DELETEs go after.
+    faults.add_all(&[FaultOp::Head, FaultOp::List], Fault::Refuse);
+    for k in &want {
+        assert!(wb.delete(k).await.unwrap().is_some(), "{k}");
+    }
+    assert_eq!(
+        faults.injected(),
+        0,
+        "HEADs and listings sent by the unlinks"
+    );
+    settle(&wb);
+    faults.clear();
+    assert!(list_all(faults.as_ref(), "small/", 1000).await.is_empty());
 }

@@ -20,8 +20,9 @@
 //!   goes over it deletes the least recently used files. At open the index is rebuilt by
 //!   scanning `DIR/blocks` (by modification time, which a hit refreshes), so the cache survives
 //!   a remount.
-//! * **One owner.** `DIR/objfs-cache.lock` is held (flock) while the cache is open; a second
-//!   mount with the same directory gets [`DiskCacheError::InUse`].
+//! * **One owner.** `DIR/objfs-cache.lock` is held (flock) while the cache is open and names
+//!   the holder's pid; a second mount with the same directory waits up to 5 s (for a mount
+//!   that was just unmounted and is closing), then gets [`DiskCacheError::InUse`].
 //! * **Never fails a read.** A write that fails (a full disk, an unwritable directory) is
 //!   logged and the read goes on uncached; a lookup that fails is a miss.
 
@@ -36,13 +37,17 @@ use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use bytes::Bytes;
-use nix::fcntl::{Flock, FlockArg};
+use objfs_store::owner_lock::{LockError, OwnerLock};
 
 pub use block::Identity;
 use index::Index;
 
 /// Name of the lock file in the cache directory.
 pub const LOCK_FILE: &str = "objfs-cache.lock";
+
+/// How long an open waits for another mount's lock (a mount that was just unmounted and is
+/// still closing) before it refuses.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 /// Directory of the block files in the cache directory.
 pub const BLOCKS_DIR: &str = "blocks";
 
@@ -106,7 +111,7 @@ pub struct DiskCache {
     /// A write failure was logged as a warning (later ones are logged at debug level).
     warned: AtomicBool,
     tmp_seq: AtomicU64,
-    _lock: Flock<File>,
+    _lock: OwnerLock,
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> DiskCacheError + '_ {
@@ -126,32 +131,14 @@ impl DiskCache {
         let dir = fs::canonicalize(dir).map_err(io_err(dir))?;
         let blocks = dir.join(BLOCKS_DIR);
         let lock_path = dir.join(LOCK_FILE);
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .open(&lock_path)
-            .map_err(io_err(&lock_path))?;
-        let mut lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-            Ok(l) => l,
-            Err((mut file, nix::errno::Errno::EWOULDBLOCK)) => {
-                let mut pid = String::new();
-                let _ = file.read_to_string(&mut pid);
-                let pid = pid.trim();
-                return Err(DiskCacheError::InUse {
-                    dir,
-                    holder: if pid.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" (pid {pid})")
-                    },
-                });
-            }
-            Err((_, e)) => return Err(io_err(&lock_path)(e.into())),
-        };
-        lock.set_len(0).map_err(io_err(&lock_path))?;
-        writeln!(lock, "{}", std::process::id()).map_err(io_err(&lock_path))?;
+        // A mount just unmounted may still be closing: wait for it a little.
+        let lock = OwnerLock::acquire(&lock_path, LOCK_WAIT).map_err(|e| match e {
+            LockError::Held { .. } => DiskCacheError::InUse {
+                dir: dir.clone(),
+                holder: e.holder(),
+            },
+            LockError::Io { path, source } => io_err(&path)(source),
+        })?;
         let mut index = Index::new(limit);
         let mut evicted = Vec::new();
         for (name, size) in scan(&blocks) {

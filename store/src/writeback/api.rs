@@ -152,28 +152,24 @@ impl ObjectStore for WriteBack {
 
     async fn delete(&self, key: &str) -> Result<Option<VersionId>> {
         self.check_key(key)?;
-        let w = self.shared.write.lock().await;
+        let _w = self.shared.write.lock().await;
         let pending = self.shared.lock().latest(key).map(|p| p.kind.clone());
         match pending {
-            None => {
-                drop(w);
-                let recent = &self.shared.recent;
-                recent.forget(key);
-                let made = self.shared.inner.delete(key).await;
-                recent.sent(key, made.is_ok(), false);
-                Ok(made?.map(|v| self.shared.lock().shown(v)))
-            }
-            Some(Kind::Delete) => Ok(None),
-            Some(Kind::Put { .. }) => {
-                let seq = self.next_seq();
-                let op = Op::Delete {
-                    key: key.to_string(),
-                    id: self.new_id(seq, ""),
-                };
-                let made = self.commit(seq, op, Metadata::new(), &[], false)?;
-                Ok(Some(made.version))
-            }
+            Some(Kind::Delete) => return Ok(None),
+            Some(Kind::Put { .. }) => {}
+            // Nothing to delete: no marker (the bucket's answer may be a kept one).
+            None if self.current(key).await?.is_none() => return Ok(None),
+            None => {}
         }
+        // Journaled like a put, pending or not: the unlink returns once the journal has it,
+        // and the uploader sends the DELETE (after the key's earlier changes).
+        let seq = self.next_seq();
+        let op = Op::Delete {
+            key: key.to_string(),
+            id: self.new_id(seq, ""),
+        };
+        let made = self.commit(seq, op, Metadata::new(), &[], false)?;
+        Ok(Some(made.version))
     }
 
     async fn delete_version(&self, key: &str, version: VersionId) -> Result<()> {

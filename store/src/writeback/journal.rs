@@ -12,13 +12,13 @@
 //! keys, when and the bucket's error), so that the next open shows it failed again instead of
 //! forgetting why; the entry itself is never rewritten. Removing the entry removes that file.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::error::{Result, StoreError};
+use crate::owner_lock::{LockError, OwnerLock};
 use crate::types::Metadata;
 
 /// The first bytes of every entry.
@@ -27,6 +27,10 @@ pub const MAGIC: &[u8; 4] = b"OWBJ";
 pub const FORMAT: u8 = 1;
 /// Length of the trailing checksum (BLAKE3 of every byte before it).
 const SUM_LEN: usize = 32;
+
+/// How long an open waits for another mount's lock on the journal (a mount that was just
+/// unmounted and is still closing) before it refuses.
+const LOCK_WAIT: Duration = Duration::from_secs(5);
 
 /// What an entry does.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -270,8 +274,8 @@ fn io(path: &Path, what: &str, e: std::io::Error) -> StoreError {
 #[derive(Debug)]
 pub struct JournalDir {
     dir: PathBuf,
-    /// Holds the `flock` for as long as the journal is open.
-    _lock: File,
+    /// Held for as long as the journal is open.
+    _lock: OwnerLock,
 }
 
 /// An entry that failed its check at replay: where it was moved, and why.
@@ -289,20 +293,15 @@ impl JournalDir {
     pub fn open(dir: &Path) -> Result<JournalDir> {
         fs::create_dir_all(dir).map_err(|e| io(dir, "cannot create", e))?;
         let lock_path = dir.join("lock");
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|e| io(&lock_path, "cannot open", e))?;
-        // SAFETY: flock on a file descriptor this function owns; no memory is involved.
-        let rc = unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-        if rc != 0 {
-            return Err(StoreError::InvalidArgument(format!(
-                "the write-back journal {} is in use by another mount",
-                dir.display()
-            )));
-        }
+        // A mount just unmounted may still be finishing its uploads: wait for it a little.
+        let lock = OwnerLock::acquire(&lock_path, LOCK_WAIT).map_err(|e| match e {
+            LockError::Held { .. } => StoreError::InvalidArgument(format!(
+                "the write-back journal {} is in use by another mount{}",
+                dir.display(),
+                e.holder()
+            )),
+            LockError::Io { path, source } => io(&path, "cannot lock", source),
+        })?;
         Ok(JournalDir {
             dir: dir.to_path_buf(),
             _lock: lock,

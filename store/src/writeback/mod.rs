@@ -2,10 +2,10 @@
 //! a local on-disk journal and uploads them to the store it wraps in the background (DESIGN.md,
 //! "Remote write-back"; rclone's `--vfs-cache-mode writes` is the anchor).
 //!
-//! What goes through the journal: `put`, `delete` of a key with pending changes, `copy` from a
-//! pending source, and `rename` (of a pending file: its body moves in the journal; of an
-//! uploaded file: a server-side copy + delete queued for the uploader). Everything else passes
-//! to the bucket, after the pending changes it must follow: multipart uploads (large files),
+//! What goes through the journal: `put`, `delete` (of a key with a live version, pending or in
+//! the bucket), `copy` from a pending source, and `rename` (of a pending file: its body moves
+//! in the journal; of an uploaded file: a server-side copy + delete queued for the uploader).
+//! Everything else passes to the bucket, after the pending changes it must follow: multipart uploads (large files),
 //! copies into a pending key and version deletes wait for that key's changes to be uploaded
 //! first, so the bucket sees every key's changes in the order they were made.
 //!
@@ -24,6 +24,12 @@
 //! changes are visible at once and uploaded, except those the bucket refused for good before
 //! (recorded beside their entries), which stay failed until [`WriteBack::retry_failed`]. [`WriteBack::summary`] tells what is pending;
 //! [`WriteBack::wait_drained`] waits for the uploads (unmount).
+//!
+//! Uploads may wait: with an upload delay ([`WriteBackConfig::upload_delay`], rclone's
+//! `--vfs-write-back`) a change is sent that long after it was journaled, so a file written,
+//! renamed and deleted within the delay costs the bucket what its last form needs (a bucket
+//! without versioning: only the last change of a key). A flush of the key, a drain and a
+//! replayed journal do not wait.
 
 mod journal;
 mod listing;
@@ -70,6 +76,11 @@ pub struct WriteBackConfig {
     /// How long they are reused for an open (`head_for_open`): a mount gives its attribute
     /// TTL. At most `answer_ttl`.
     pub open_ttl: Duration,
+    /// How long a change stays in the journal before it is uploaded (zero, the default:
+    /// at once). A change superseded meanwhile (a file renamed, deleted or rewritten) is
+    /// uploaded in its last form only, or not at all; a flush of the key, a drain and a
+    /// replayed journal do not wait.
+    pub upload_delay: Duration,
 }
 
 impl WriteBackConfig {
@@ -79,6 +90,7 @@ impl WriteBackConfig {
             concurrency: DEFAULT_CONCURRENCY,
             answer_ttl: Duration::ZERO,
             open_ttl: Duration::ZERO,
+            upload_delay: Duration::ZERO,
         }
     }
 }
@@ -187,6 +199,8 @@ impl WriteBack {
         });
         let wb = WriteBack { shared };
         wb.replay()?;
+        // What was journaled before is due now; new changes wait the delay.
+        wb.shared.lock().delay = cfg.upload_delay;
         uploader::start(wb.shared.clone()).map_err(|e| StoreError::io("write-back uploader", e))?;
         Ok(wb)
     }
@@ -270,6 +284,7 @@ impl WriteBack {
             kind,
             file: file.clone(),
             partner: partner.cloned(),
+            due: Instant::now(),
         };
         let (dst, vid, src, marker, made, data) = match &h.op {
             Op::Put { key, id: v } => {
@@ -407,6 +422,7 @@ impl WriteBack {
         let start = Instant::now();
         let mut last = Instant::now();
         loop {
+            self.hurry();
             let s = self.summary();
             if s.changes == 0 {
                 return true;
@@ -419,6 +435,21 @@ impl WriteBack {
                 last = Instant::now();
             }
             std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// How long a change waits before it is uploaded.
+    pub fn upload_delay(&self) -> Duration {
+        self.shared.lock().delay
+    }
+
+    /// Sends every pending change now, without waiting for the upload delay.
+    pub fn hurry(&self) {
+        let mut st = self.shared.lock();
+        if st.next_due().is_some() {
+            st.hurry();
+            drop(st);
+            self.shared.wake.notify_one();
         }
     }
 

@@ -5,11 +5,12 @@
 //! change stays in the journal and holds back its key's later changes until it is retried).
 //! No I/O here but unlinking an entry file whose every change is uploaded.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::types::{Metadata, ObjectInfo, VersionId, VersionInfo};
 
@@ -77,6 +78,9 @@ pub struct Pending {
     /// The other key of a two-key entry (a rename): such a change is never dropped when
     /// superseded, and the delete half is uploaded only after the other half.
     pub partner: Option<String>,
+    /// When the uploader may send it: its commit plus the upload delay (set by
+    /// [`State::push`]; a change found at replay is due at once).
+    pub due: Instant,
 }
 
 impl Pending {
@@ -152,6 +156,13 @@ pub struct State {
     /// Keys whose first change may be ready to upload (may hold stale names: checked when
     /// taken).
     pub ready: VecDeque<String>,
+    /// Keys whose first change is not due yet, by due time (moved to `ready` when due; may
+    /// hold stale names too).
+    pub delayed: BinaryHeap<Reverse<(Instant, String)>>,
+    /// How long a change waits in the journal before it is uploaded (the write-back delay):
+    /// a file renamed, rewritten or deleted meanwhile is uploaded once in its last form, or
+    /// not at all in a bucket without versioning.
+    pub delay: Duration,
     /// Pending id -> bucket id, and back (a versioned bucket only).
     pub to_bucket: HashMap<VersionId, VersionId>,
     pub from_bucket: HashMap<VersionId, Shown>,
@@ -173,7 +184,7 @@ impl State {
     }
 
     /// Adds a change at the end of its key's queue.
-    pub fn push(&mut self, p: Pending) {
+    pub fn push(&mut self, mut p: Pending) {
         let key = p.key.clone();
         let in_flight = self.in_flight.contains(&key);
         let q = self.keys.entry(key.clone()).or_default();
@@ -198,10 +209,47 @@ impl State {
         }
         self.changes += 1;
         self.bytes += p.journal_bytes();
+        p.due = Instant::now() + self.delay;
+        let due = p.due;
         q.push_back(p);
         if !in_flight && !self.failed.contains_key(&key) {
+            self.schedule(key, due);
+        }
+    }
+
+    /// Queues `key` for the uploader: at once when its first change is `due`, else when it
+    /// will be.
+    fn schedule(&mut self, key: String, due: Instant) {
+        if due <= Instant::now() {
+            self.ready.push_back(key);
+        } else {
+            self.delayed.push(Reverse((due, key)));
+        }
+    }
+
+    /// Moves the keys whose time came to the uploads' queue.
+    fn promote(&mut self, now: Instant) {
+        while self
+            .delayed
+            .peek()
+            .is_some_and(|Reverse((due, _))| *due <= now)
+        {
+            if let Some(Reverse((_, key))) = self.delayed.pop() {
+                self.ready.push_back(key);
+            }
+        }
+    }
+
+    /// Makes every delayed change ready now (an unmount, a flush).
+    pub fn hurry(&mut self) {
+        while let Some(Reverse((_, key))) = self.delayed.pop() {
             self.ready.push_back(key);
         }
+    }
+
+    /// When the next delayed change becomes due.
+    pub fn next_due(&self) -> Option<Instant> {
+        self.delayed.peek().map(|Reverse((due, _))| *due)
     }
 
     /// The change `p` (in flight) was refused for good: it stays, its key waits. `false` when
@@ -333,10 +381,11 @@ impl State {
             return;
         };
         let Some(p) = q.remove(pos) else { return };
-        if q.is_empty() {
-            self.keys.remove(key);
-        } else {
-            self.ready.push_back(key.to_string());
+        match q.front().map(|next| next.due) {
+            None => {
+                self.keys.remove(key);
+            }
+            Some(due) => self.schedule(key.to_string(), due),
         }
         self.changes -= 1;
         self.bytes -= p.journal_bytes();
@@ -385,6 +434,7 @@ impl State {
 
     /// The next change to upload, marked in flight.
     pub fn take_ready(&mut self) -> Option<Pending> {
+        self.promote(Instant::now());
         while let Some(key) = self.ready.pop_front() {
             if self.in_flight.contains(&key) || self.failed.contains_key(&key) {
                 continue;
@@ -452,6 +502,7 @@ mod tests {
             },
             file: file.clone(),
             partner: None,
+            due: Instant::now(),
         }
     }
 
@@ -501,5 +552,53 @@ mod tests {
         assert_eq!(s.shown(b.clone()), taken.id);
         assert_eq!(s.bucket_id(taken.id.clone()), b);
         assert!(s.take_ready().is_none());
+    }
+
+    #[test]
+    fn delayed_changes_wait_until_due_or_hurried() {
+        let t = tempfile::tempdir().unwrap();
+        let mut s = State {
+            delay: Duration::from_secs(3600),
+            ..Default::default()
+        };
+        let files: Vec<_> = (0..3)
+            .map(|i| {
+                let p = t.path().join(format!("{i}"));
+                std::fs::write(&p, b"x").unwrap();
+                EntryFile::new(p, 0, 3, 1)
+            })
+            .collect();
+        s.push(pending(1, "a", &files[0]));
+        s.push(pending(2, "b", &files[1]));
+        assert!(s.take_ready().is_none(), "taken before its time");
+        let due = s.next_due().unwrap();
+        assert!(due > Instant::now() + Duration::from_secs(3000));
+        // A flush of one key puts it first, whatever its time.
+        s.ready.push_front("b".into());
+        assert_eq!(s.take_ready().unwrap().seq, 2);
+        // The next change of a key uploaded early waits its own time.
+        s.push(pending(3, "b", &files[2]));
+        s.uploaded("b", 2, None);
+        assert!(s.take_ready().is_none());
+        // A drain: everything now, each key once.
+        s.hurry();
+        assert!(s.next_due().is_none());
+        let mut taken: Vec<u64> = std::iter::from_fn(|| s.take_ready())
+            .map(|p| p.seq)
+            .collect();
+        taken.sort();
+        assert_eq!(taken, [1, 3]);
+    }
+
+    #[test]
+    fn a_zero_delay_makes_changes_ready_at_once() {
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("f");
+        std::fs::write(&p, b"x").unwrap();
+        let f = EntryFile::new(p, 0, 3, 1);
+        let mut s = State::default();
+        s.push(pending(1, "k", &f));
+        assert!(s.next_due().is_none());
+        assert_eq!(s.take_ready().unwrap().seq, 1);
     }
 }

@@ -74,11 +74,22 @@ async fn run(shared: Arc<Shared>) {
             let s = shared.clone();
             tasks.spawn(async move { upload(&s, p).await });
         }
+        // The next delayed change, if there is room to send it.
+        let due = shared
+            .lock()
+            .next_due()
+            .filter(|_| tasks.len() < shared.concurrency);
+        let until = due.map(tokio::time::Instant::from_std);
         tokio::select! {
             _ = &mut woken => {}
             Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+            _ = tokio::time::sleep_until(until.unwrap_or_else(far_future)), if until.is_some() => {}
         }
     }
+}
+
+fn far_future() -> tokio::time::Instant {
+    tokio::time::Instant::now() + Duration::from_secs(3600)
 }
 
 /// Sends one change until the bucket takes it (then forgets it) or refuses it for good (then
