@@ -245,7 +245,7 @@ pub struct MountArgs {
     #[arg(long, value_name = "SECONDS")]
     pub metadata_ttl: Option<String>,
     /// For an s3:// store with write-back: how long a closed file waits in the journal before
-    /// it is uploaded, in seconds (default 0: at once). A file renamed, rewritten or
+    /// it is uploaded, in seconds (default 1; 0: at once). A file renamed, rewritten or
     /// deleted meanwhile is uploaded in its last form only; other machines see a change this
     /// much later. Unmount uploads everything without waiting.
     #[arg(long, value_name = "SECONDS")]

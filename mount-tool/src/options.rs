@@ -116,8 +116,11 @@ pub struct MountSettings {
 pub const DEFAULT_METADATA_TTL: Duration = Duration::from_secs(60);
 
 /// How long a write-back mount keeps a change in its journal before uploading it (a file
-/// renamed or deleted meanwhile is uploaded in its last form only, or not at all).
-pub const DEFAULT_UPLOAD_DELAY: Duration = Duration::ZERO;
+/// renamed or deleted meanwhile is uploaded in its last form only, or not at all, and a burst
+/// of small files is written before its uploads take the cores): 1 s, measured against 0 in
+/// docs/BENCHMARKS.md (session 16). Small beside the metadata TTL other machines see
+/// changes through.
+pub const DEFAULT_UPLOAD_DELAY: Duration = Duration::from_secs(1);
 
 /// How to reach an `s3://` store: `--endpoint/--region/--profile` or `-o endpoint=,region=,
 /// profile=`. Credentials are never here: they come the standard AWS way.

@@ -96,6 +96,7 @@ pub fn wrap(
 pub fn drain(wb: &WriteBack) {
     let s = wb.summary();
     if s.changes == 0 {
+        wb.seal_journal();
         return;
     }
     info!(
@@ -153,7 +154,7 @@ pub fn json(wb: Option<&WriteBack>) -> Value {
         .map(|f| {
             json!({
                 "key": f.key,
-                "entry": format!("{:016x}.wb", f.seq),
+                "entry": format!("{:016x}", f.seq),
                 "error": f.error,
                 "since_s": SystemTime::now().duration_since(f.since).ok().map(|d| d.as_secs_f64()),
             })
@@ -228,7 +229,10 @@ pub fn status_text(v: &Value) -> String {
             out.push_str(&format!(
                 "    {} ({}): {}\n",
                 f["key"].as_str().unwrap_or("?"),
-                f["entry"].as_str().unwrap_or("?"),
+                f["entry"]
+                    .as_str()
+                    .map(|e| format!("journal entry {e}"))
+                    .unwrap_or_default(),
                 f["error"].as_str().unwrap_or("?")
             ));
         }

@@ -174,12 +174,27 @@ async fn a_journal_left_behind_is_replayed_and_uploaded() {
             vec![i as u8; 1000 + i]
         );
     }
-    let left: Vec<_> = std::fs::read_dir(&journal)
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .filter(|e| e.path().extension().is_some_and(|x| x == "wb"))
-        .collect();
-    assert!(left.is_empty(), "uploaded entries leave the journal");
+    assert_eq!(
+        journal_entries(&journal),
+        0,
+        "uploaded entries leave the journal"
+    );
+    // Once closed, nothing is left of them on disk.
+    drop(wb);
+    let mut files = Vec::new();
+    for _ in 0..100 {
+        files = std::fs::read_dir(&journal)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n != "lock")
+            .collect();
+        if files.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(files.is_empty(), "{files:?}");
 }
 
 /// On a bucket without versioning, the temp-file-then-rename of editors and rsync uploads the
@@ -221,13 +236,9 @@ async fn a_file_renamed_before_upload_never_reaches_the_bucket_under_its_old_nam
     }
 }
 
-/// Every `.wb` entry file left in `dir`.
+/// Every entry left in the journal at `dir` (not done).
 fn journal_entries(dir: &std::path::Path) -> usize {
-    std::fs::read_dir(dir)
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .filter(|e| e.path().extension().is_some_and(|x| x == "wb"))
-        .count()
+    objfs_store::writeback::entries_on_disk(dir).unwrap()
 }
 
 /// Waits until nothing is left but refused changes (and what waits behind them).

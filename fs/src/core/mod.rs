@@ -332,7 +332,17 @@ impl ObjFs {
     /// What `key` is in the store: a directory (wins), a file/symlink, or nothing.
     async fn probe(&self, key: &str) -> FsResult<Option<Found>> {
         let (below, head) = tokio::join!(self.list_below(key, 1), self.head_live(key));
-        if let Some(page) = below? {
+        let below = match (below, &head) {
+            // The file is there (the journal of a write-back mount may know it while the
+            // bucket cannot be listed): it is shown rather than an error for what might lie
+            // below its name.
+            (Err(e), Ok(Some(_))) => {
+                tracing::debug!(key, error = %e, "listing below a file failed: the file is shown");
+                None
+            }
+            (below, _) => below?,
+        };
+        if let Some(page) = below {
             if !page.objects.is_empty() || !page.common_prefixes.is_empty() {
                 let marker_key = marker_of(key);
                 let marker = page

@@ -1,7 +1,8 @@
 //! Builds the aws-sdk-s3 client from an [`S3Config`]: one HTTPS client (hyper + rustls with
 //! ring), the standard AWS credential and region chains, the SDK's standard retry mode, and the
 //! settings S3-compatible servers need (path-style addressing, an explicit region, checksums
-//! only where an operation requires them).
+//! only where an operation requires them), and whether request bodies need a payload signature
+//! on the way to the endpoint.
 
 use std::time::Duration;
 
@@ -66,4 +67,48 @@ pub async fn build(cfg: &S3Config) -> Client {
         conf = conf.endpoint_url(e);
     }
     Client::from_conf(conf.build())
+}
+
+/// Whether a request body sent to `endpoint` (`None`: AWS, over HTTPS) needs SigV4's payload
+/// signature (`x-amz-content-sha256`, a SHA-256 of the body on both sides) to be protected on
+/// its way: not over HTTPS (TLS protects it) nor to this machine (a loopback address or
+/// `localhost`: no wire). Elsewhere (plain HTTP to another host) it is the only check an
+/// UploadPart's bytes get; a PutObject carries `Content-MD5`, which the server checks, and
+/// never needs it.
+pub fn payload_signing_needed(endpoint: Option<&str>) -> bool {
+    let Some(e) = endpoint else {
+        return false;
+    };
+    let Ok(uri) = e.parse::<http::Uri>() else {
+        return true;
+    };
+    if uri.scheme_str() == Some("https") {
+        return false;
+    }
+    let host = uri.host().unwrap_or_default();
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let loopback = host
+        .parse::<std::net::IpAddr>()
+        .map(|ip| ip.is_loopback())
+        .unwrap_or_else(|_| host.eq_ignore_ascii_case("localhost"));
+    !loopback
+}
+
+#[cfg(test)]
+mod tests {
+    use super::payload_signing_needed as needed;
+
+    #[test]
+    fn bodies_are_signed_only_over_plain_http_to_another_host() {
+        assert!(!needed(None));
+        assert!(!needed(Some("https://s3.example.com")));
+        assert!(!needed(Some("http://127.0.0.1:3900")));
+        assert!(!needed(Some("http://127.8.9.1:3900")));
+        assert!(!needed(Some("http://localhost:9000/")));
+        assert!(!needed(Some("http://[::1]:9000")));
+        assert!(needed(Some("http://10.0.0.5:3900")));
+        assert!(needed(Some("http://garage.lan:3900")));
+        assert!(needed(Some("http://[fe80::1]:3900")));
+        assert!(needed(Some("not a uri at all")));
+    }
 }

@@ -135,6 +135,8 @@ pub struct S3Store {
     features: StoreFeatures,
     concurrency: usize,
     part_size: u64,
+    /// UploadPart bodies are signed (plain HTTP to another host: [`client::payload_signing_needed`]).
+    sign_parts: bool,
     /// Conditions of multipart uploads in progress, checked at completion (S3 keeps none with
     /// the upload; an upload resumed by another process completes unconditionally).
     upload_conditions: Mutex<HashMap<String, Condition>>,
@@ -190,6 +192,7 @@ impl S3Store {
             },
             concurrency: cfg.concurrency.max(1),
             part_size: cfg.part_size.max(S3_MIN_PART_SIZE),
+            sign_parts: client::payload_signing_needed(cfg.endpoint.as_deref()),
             upload_conditions: Mutex::new(HashMap::new()),
         };
         store.check_bucket().await?;

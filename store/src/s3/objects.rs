@@ -295,9 +295,16 @@ impl S3Store {
             Precondition::Absent => req.if_none_match("*"),
             Precondition::Etag(e) => req.if_match(quoted_etag(e)),
         };
-        let out = req.send().await.map_err(|e| {
-            Self::condition_error(key, &pre, errors::map(self.ctx("PutObject", key), e))
-        })?;
+        // Content-MD5 protects the body on its way (the server checks it): no payload
+        // signature, whose SHA-256 both sides would compute (client.rs).
+        let out = req
+            .customize()
+            .disable_payload_signing()
+            .send()
+            .await
+            .map_err(|e| {
+                Self::condition_error(key, &pre, errors::map(self.ctx("PutObject", key), e))
+            })?;
         self.head_written(key, &full, out.version_id()).await
     }
 

@@ -280,6 +280,9 @@ impl ObjectStore for WriteBack {
                 let page = self.shared.inner.list(&inner_req).await?;
                 if delimited {
                     recent.keep_page(ticket, &req.prefix, from.as_deref(), &page);
+                } else if first && listing::found_nothing(&page) {
+                    // A lookup's one-key listing below a name: nothing there.
+                    recent.keep_empty(ticket, &req.prefix);
                 }
                 let last_object = page.objects.last().map(|o| &o.key);
                 from = last_object.max(page.common_prefixes.last()).cloned();

@@ -1,25 +1,31 @@
-//! The write-back journal on disk: one file per entry in a directory, the byte format of an
-//! entry (docs/FORMAT.md, "Write-back journal"), and the directory's lock.
+//! The write-back journal on disk: the byte format of an entry (docs/FORMAT.md, "Write-back
+//! journal"), the segments entries are appended to (segment.rs), replay, and the directory's
+//! lock.
 //!
-//! An entry is written to `SEQ.tmp`, then renamed to `SEQ.wb` (with `fsync` of the file and
-//! the directory first when the write is durable); only then is the write acknowledged. A
-//! crash can therefore leave a torn `.tmp` (never acknowledged: dropped at replay) but never a
-//! torn `.wb`; a `.wb` whose checksum fails (a power loss before an unsynced entry reached the
-//! disk, or a damaged disk) is moved to `corrupt/` and reported, never uploaded or read.
-//! Removing an uploaded entry is an unlink: there is no log to compact.
+//! An entry is appended to the current segment with one `write(2)` (then `fdatasync` when the
+//! write is durable); only then is the write acknowledged. A crash can therefore leave a
+//! segment's last record torn, and a power loss can leave an unsynced entry damaged: every
+//! entry carries a BLAKE3 checksum, and one that fails it (or a torn tail) is copied to
+//! `corrupt/` and reported at replay, never uploaded or read. An uploaded entry is recorded
+//! as done beside its segment; a segment goes once all of its entries are done: there is no
+//! log to compact.
 //!
-//! A change the bucket refused for good is recorded beside its entry in `SEQ.failed` (the
-//! keys, when and the bucket's error), so that the next open shows it failed again instead of
-//! forgetting why; the entry itself is never rewritten. Removing the entry removes that file.
+//! A change the bucket refused for good is recorded in `SEQ.failed` (the keys, when and the
+//! bucket's error), so that the next open shows it failed again instead of forgetting why;
+//! the entry itself is never rewritten. The entry's end removes that file.
 
-use std::fs::{self, File};
+use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::error::{Result, StoreError};
 use crate::owner_lock::{LockError, OwnerLock};
 use crate::types::Metadata;
+
+use super::segment::{self, Segment, DONE_MAGIC, HEADER_LEN, SEGMENT_BYTES, SEGMENT_MAGIC};
 
 /// The first bytes of every entry.
 pub const MAGIC: &[u8; 4] = b"OWBJ";
@@ -274,17 +280,39 @@ fn io(path: &Path, what: &str, e: std::io::Error) -> StoreError {
 #[derive(Debug)]
 pub struct JournalDir {
     dir: PathBuf,
+    /// The segment entries are appended to, once the first is written.
+    current: Mutex<Option<Current>>,
+    /// The number of the next segment begun.
+    next_segment: AtomicU64,
     /// Held for as long as the journal is open.
     _lock: OwnerLock,
 }
 
-/// An entry that failed its check at replay: where it was moved, and why.
+impl Drop for JournalDir {
+    fn drop(&mut self) {
+        // Nothing more is appended: the segment goes once its last entry is done.
+        self.seal_current();
+    }
+}
+
+/// The segment being appended to.
+#[derive(Debug)]
+struct Current {
+    segment: Arc<Segment>,
+    file: File,
+    len: u64,
+    /// Its directory entry is durable.
+    dir_synced: bool,
+}
+
+/// An entry that failed its check at replay: where its bytes were set aside, and why.
 pub type SetAside = (PathBuf, StoreError);
 
-/// One entry found at replay.
+/// One entry found at replay; `decoded.body_offset` is where its body starts in the
+/// segment's file.
 #[derive(Debug)]
 pub struct Found {
-    pub path: PathBuf,
+    pub segment: Arc<Segment>,
     pub decoded: Decoded,
 }
 
@@ -304,6 +332,8 @@ impl JournalDir {
         })?;
         Ok(JournalDir {
             dir: dir.to_path_buf(),
+            current: Mutex::new(None),
+            next_segment: AtomicU64::new(1),
             _lock: lock,
         })
     }
@@ -317,37 +347,108 @@ impl JournalDir {
         self.dir.join(format!("{seq:016x}.wb"))
     }
 
-    /// Writes an entry and renames it into place; fsyncs file and directory when `durable`.
-    /// Returns the entry's path and where its body starts.
-    pub fn write(&self, h: &Header, body: &[u8], durable: bool) -> Result<(PathBuf, u64)> {
-        let bytes = encode(h, body);
-        let body_offset = (bytes.len() - SUM_LEN - body.len()) as u64;
-        let tmp = self.dir.join(format!("{:016x}.tmp", h.seq));
-        let path = self.entry_path(h.seq);
-        let mut f = File::create(&tmp).map_err(|e| io(&tmp, "cannot create", e))?;
-        f.write_all(&bytes)
-            .map_err(|e| io(&tmp, "cannot write", e))?;
-        if durable {
-            f.sync_all().map_err(|e| io(&tmp, "cannot sync", e))?;
-        }
-        drop(f);
-        fs::rename(&tmp, &path).map_err(|e| io(&path, "cannot rename into", e))?;
-        if durable {
-            self.sync_dir()?;
-        }
-        Ok((path, body_offset))
+    fn segment_path(&self, n: u64) -> PathBuf {
+        self.dir.join(format!("{n:016x}.log"))
     }
 
-    /// Fsyncs the directory (the renames and unlinks in it).
+    /// Begins the next segment (its header written).
+    fn begin_segment(&self) -> Result<Current> {
+        let n = self.next_segment.fetch_add(1, Ordering::SeqCst);
+        let path = self.segment_path(n);
+        let mut file = OpenOptions::new()
+            .create_new(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| io(&path, "cannot create", e))?;
+        let h = segment::header(SEGMENT_MAGIC, n);
+        if let Err(e) = file.write_all(&h) {
+            let _ = fs::remove_file(&path);
+            return Err(io(&path, "cannot write", e));
+        }
+        Ok(Current {
+            segment: Arc::new(Segment::new(path, n, 0)),
+            file,
+            len: HEADER_LEN as u64,
+            dir_synced: false,
+        })
+    }
+
+    /// Appends an entry to the current segment (one `write`; a new segment first when it is
+    /// full); with `durable`, fdatasyncs it (and the directory, once per segment). Returns the
+    /// segment and where the body starts in its file.
+    pub fn write(&self, h: &Header, body: &[u8], durable: bool) -> Result<(Arc<Segment>, u64)> {
+        let bytes = encode(h, body);
+        let mut record = Vec::with_capacity(8 + bytes.len());
+        record.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
+        record.extend_from_slice(&bytes);
+        let mut cur = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        if cur.as_ref().is_some_and(|c| c.len >= SEGMENT_BYTES) {
+            if let Some(old) = cur.take() {
+                old.segment.seal();
+            }
+        }
+        if cur.is_none() {
+            *cur = Some(self.begin_segment()?);
+        }
+        let Some(c) = cur.as_mut() else {
+            return Err(io(&self.dir, "no segment", std::io::Error::other("none")));
+        };
+        let path = c.segment.path().to_path_buf();
+        if let Err(e) = c.file.write_all(&record) {
+            // Part of the record may be there: nothing more is appended after it (replay
+            // sets such a tail aside).
+            if let Some(old) = cur.take() {
+                old.segment.seal();
+            }
+            return Err(io(&path, "cannot write", e));
+        }
+        let body_offset = c.len + 8 + (bytes.len() - SUM_LEN - body.len()) as u64;
+        c.len += record.len() as u64;
+        c.segment.added();
+        if durable {
+            c.file
+                .sync_data()
+                .map_err(|e| io(&path, "cannot sync", e))?;
+            if !c.dir_synced {
+                self.sync_dir()?;
+                c.dir_synced = true;
+            }
+        }
+        Ok((c.segment.clone(), body_offset))
+    }
+
+    /// Seals the segment being appended to (the next entry begins a new one).
+    pub fn seal_current(&self) {
+        let taken = self
+            .current
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(c) = taken {
+            c.segment.seal();
+        }
+    }
+
+    /// Fsyncs the directory (the files made and unlinked in it).
     pub fn sync_dir(&self) -> Result<()> {
         File::open(&self.dir)
             .and_then(|d| d.sync_all())
             .map_err(|e| io(&self.dir, "cannot sync", e))
     }
 
-    /// Fsyncs every entry and the directory (`sync` of the store).
+    /// Fsyncs every segment, done file and single-entry file, and the directory (`sync` of
+    /// the store).
     pub fn sync_all(&self) -> Result<()> {
-        for p in self.entry_files()? {
+        {
+            let cur = self.current.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(c) = cur.as_ref() {
+                c.file
+                    .sync_data()
+                    .map_err(|e| io(c.segment.path(), "cannot sync", e))?;
+                c.segment.sync_done()?;
+            }
+        }
+        for p in self.files_with(&["log", "done", "wb"])? {
             if let Ok(f) = File::open(&p) {
                 f.sync_all().map_err(|e| io(&p, "cannot sync", e))?;
             }
@@ -355,44 +456,160 @@ impl JournalDir {
         self.sync_dir()
     }
 
-    fn entry_files(&self) -> Result<Vec<PathBuf>> {
+    /// The files of the directory with one of these extensions, sorted by name.
+    fn files_with(&self, exts: &[&str]) -> Result<Vec<PathBuf>> {
         let rd = fs::read_dir(&self.dir).map_err(|e| io(&self.dir, "cannot read", e))?;
         let mut out: Vec<PathBuf> = rd
             .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "wb"))
+            .filter(|p| {
+                p.extension()
+                    .and_then(|x| x.to_str())
+                    .is_some_and(|x| exts.contains(&x))
+            })
             .collect();
         out.sort();
         Ok(out)
     }
 
-    /// Every entry, by sequence number: `.tmp` leftovers (never acknowledged) are removed,
-    /// entries that fail their checksum are moved to `corrupt/` and returned apart.
+    /// Sets `bytes` aside in `corrupt/NAME` and returns where, with `why`.
+    fn set_aside(&self, name: &str, bytes: &[u8], why: StoreError) -> SetAside {
+        let corrupt = self.dir.join("corrupt");
+        let _ = fs::create_dir_all(&corrupt);
+        let to = corrupt.join(name);
+        if let Err(e) = fs::write(&to, bytes) {
+            tracing::warn!("write-back journal: cannot set aside {}: {e}", to.display());
+        }
+        (to, why)
+    }
+
+    /// Every entry not done, by sequence number, from the segments and from single-entry
+    /// files (the format before segments). `.tmp` leftovers (never acknowledged) are
+    /// removed; an entry that fails its check, and a segment's torn tail, are copied to
+    /// `corrupt/` and returned apart. The segments found are sealed (new entries go to a new
+    /// one); those with nothing left to upload are removed.
     pub fn replay(&self) -> Result<(Vec<Found>, Vec<SetAside>)> {
-        let rd = fs::read_dir(&self.dir).map_err(|e| io(&self.dir, "cannot read", e))?;
-        for e in rd.flatten() {
-            let p = e.path();
-            if p.extension().is_some_and(|x| x == "tmp") {
-                let _ = fs::remove_file(&p);
-            }
+        for p in self.files_with(&["tmp"])? {
+            let _ = fs::remove_file(&p);
         }
         let mut found = Vec::new();
         let mut bad_entries = Vec::new();
-        for path in self.entry_files()? {
+        for path in self.files_with(&["log"])? {
+            let name = path.file_name().unwrap_or_default().to_string_lossy();
+            let bytes = fs::read(&path).map_err(|e| io(&path, "cannot read", e))?;
+            let n = match segment::read_header(SEGMENT_MAGIC, &bytes) {
+                Ok(n) => n,
+                Err(why) => {
+                    bad_entries.push(self.set_aside(&name, &bytes, bad(why)));
+                    let _ = fs::remove_file(&path);
+                    continue;
+                }
+            };
+            self.next_segment.fetch_max(n + 1, Ordering::SeqCst);
+            let done = done_of(&path, n);
+            let seg = Arc::new(Segment::new(path.clone(), n, 0));
+            let (records, torn) = records_of(&bytes);
+            for (at, body) in records {
+                match decode(&bytes[body.clone()]) {
+                    Ok(mut d) if !done.contains(&d.header.seq) => {
+                        d.body_offset += body.start as u64;
+                        seg.added();
+                        found.push(Found {
+                            segment: seg.clone(),
+                            decoded: d,
+                        });
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        let name = format!("{name}.{at}");
+                        bad_entries.push(self.set_aside(&name, &bytes[body], e));
+                    }
+                }
+            }
+            if let Some(at) = torn {
+                let why = bad(format!("torn at byte {at} of segment {name}"));
+                bad_entries.push(self.set_aside(&format!("{name}.{at}"), &bytes[at..], why));
+            }
+            seg.seal();
+        }
+        // Entries of the format before segments, one file each.
+        for path in self.files_with(&["wb"])? {
             let bytes = fs::read(&path).map_err(|e| io(&path, "cannot read", e))?;
             match decode(&bytes) {
-                Ok(decoded) => found.push(Found { path, decoded }),
+                Ok(decoded) => found.push(Found {
+                    segment: Arc::new(Segment::single(path)),
+                    decoded,
+                }),
                 Err(e) => {
-                    let corrupt = self.dir.join("corrupt");
-                    let _ = fs::create_dir_all(&corrupt);
-                    let to = corrupt.join(path.file_name().unwrap_or_default());
-                    let _ = fs::rename(&path, &to);
-                    bad_entries.push((to, e));
+                    let name = path.file_name().unwrap_or_default().to_string_lossy();
+                    bad_entries.push(self.set_aside(&name, &bytes, e));
+                    let _ = fs::remove_file(&path);
                 }
             }
         }
         found.sort_by_key(|f| f.decoded.header.seq);
         Ok((found, bad_entries))
     }
+}
+
+/// The records of a segment's bytes (after its header): where each starts, and the range of
+/// its entry's bytes; then where a torn tail starts, if there is one.
+fn records_of(bytes: &[u8]) -> (Vec<(usize, std::ops::Range<usize>)>, Option<usize>) {
+    let mut out = Vec::new();
+    let mut at = HEADER_LEN;
+    while at < bytes.len() {
+        let len = bytes
+            .get(at..at + 8)
+            .and_then(|b| <[u8; 8]>::try_from(b).ok())
+            .map(u64::from_le_bytes);
+        let end = len
+            .and_then(|l| usize::try_from(l).ok())
+            .and_then(|l| (at + 8).checked_add(l))
+            .filter(|e| *e <= bytes.len());
+        let Some(end) = end else {
+            return (out, Some(at));
+        };
+        out.push((at, at + 8..end));
+        at = end;
+    }
+    (out, None)
+}
+
+/// The entries of segment `n` (at `path`) recorded done.
+fn done_of(path: &Path, n: u64) -> std::collections::HashSet<u64> {
+    match fs::read(path.with_extension("done")) {
+        Ok(b) if segment::read_header(DONE_MAGIC, &b) == Ok(n) => {
+            segment::done_seqs(&b).into_iter().collect()
+        }
+        _ => Default::default(),
+    }
+}
+
+/// How many entries the journal directory `dir` holds that are not done (what the next open
+/// would replay), read without taking its lock: for `status` of an unmounted journal and
+/// for tests.
+pub fn entries_on_disk(dir: &Path) -> Result<usize> {
+    let rd = fs::read_dir(dir).map_err(|e| io(dir, "cannot read", e))?;
+    let mut n = 0;
+    for path in rd.filter_map(|e| e.ok().map(|e| e.path())) {
+        match path.extension().and_then(|x| x.to_str()) {
+            Some("wb") => n += 1,
+            Some("log") => {
+                let bytes = fs::read(&path).map_err(|e| io(&path, "cannot read", e))?;
+                let Ok(number) = segment::read_header(SEGMENT_MAGIC, &bytes) else {
+                    continue;
+                };
+                let done = done_of(&path, number);
+                let (records, _) = records_of(&bytes);
+                n += records
+                    .into_iter()
+                    .filter_map(|(_, body)| decode(&bytes[body]).ok())
+                    .filter(|d| !done.contains(&d.header.seq))
+                    .count();
+            }
+            _ => {}
+        }
+    }
+    Ok(n)
 }
 
 /// The first bytes of a failure file (`SEQ.failed`).
@@ -503,31 +720,24 @@ impl JournalDir {
         Ok(n)
     }
 
-    /// Every failure file whose entry is still there, by sequence number. A failure file
-    /// without its entry (the entry was uploaded or superseded, and a crash came before the
-    /// failure file went) is removed; one that fails its check is removed and reported (its
-    /// changes are then tried again, which loses nothing).
+    /// Every failure file, by sequence number. One that fails its check is removed and
+    /// reported (its changes are then tried again, which loses nothing); the caller removes
+    /// those whose entry is no longer pending (uploaded or superseded, and a crash came
+    /// before the failure file went).
     pub fn failures(&self) -> Result<(Vec<Failures>, Vec<SetAside>)> {
-        let rd = fs::read_dir(&self.dir).map_err(|e| io(&self.dir, "cannot read", e))?;
-        let mut paths: Vec<PathBuf> = rd
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "failed"))
-            .collect();
-        paths.sort();
         let mut found = Vec::new();
         let mut damaged = Vec::new();
-        for path in paths {
-            let entry = path.with_extension("wb");
+        for path in self.files_with(&["failed"])? {
             let decoded = fs::read(&path)
                 .map_err(|e| io(&path, "cannot read", e))
                 .and_then(|b| decode_failed(&b));
             match decoded {
-                Ok((seq, r)) if entry.exists() && entry == self.entry_path(seq) => {
+                Ok((seq, r)) if path == failed_path_of(&self.entry_path(seq)) => {
                     found.push((seq, r))
                 }
-                Ok(_) => remove(&path),
+                Ok(_) => remove_file(&path),
                 Err(e) => {
-                    remove(&path);
+                    remove_file(&path);
                     damaged.push((path, e));
                 }
             }
@@ -549,153 +759,18 @@ pub fn read_body(path: &Path, body_offset: u64, range: std::ops::Range<u64>) -> 
 
 /// Removes the failure file of entry `seq` in the journal directory `dir`.
 pub fn remove_failed(dir: &Path, seq: u64) {
-    remove(&failed_path_of(&dir.join(format!("{seq:016x}.wb"))));
+    remove_file(&failed_path_of(&dir.join(format!("{seq:016x}.wb"))));
 }
 
-/// Removes an uploaded entry's file, and its failure file if it has one.
-pub fn remove(path: &Path) {
-    for p in [path.to_path_buf(), failed_path_of(path)] {
-        if let Err(e) = fs::remove_file(&p) {
-            if e.kind() != std::io::ErrorKind::NotFound {
-                tracing::warn!("write-back journal: cannot remove {}: {e}", p.display());
-            }
+/// Removes a file of the journal, if it is there.
+fn remove_file(p: &Path) {
+    if let Err(e) = fs::remove_file(p) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            tracing::warn!("write-back journal: cannot remove {}: {e}", p.display());
         }
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn header(op: Op) -> Header {
-        let mut metadata = Metadata::new();
-        metadata.insert("x-amz-meta-mode".into(), "33188".into());
-        Header {
-            seq: 7,
-            created: UNIX_EPOCH + Duration::from_nanos(1_700_000_000_123_456_789),
-            op,
-            metadata,
-        }
-    }
-
-    #[test]
-    fn entries_round_trip() {
-        let ops = [
-            Op::Put {
-                key: "a/b".into(),
-                id: "p1".into(),
-            },
-            Op::Delete {
-                key: "a/b".into(),
-                id: "p2".into(),
-            },
-            Op::Rename {
-                src: "t.tmp".into(),
-                src_marker: "p3".into(),
-                dst: "t".into(),
-                id: "p4".into(),
-            },
-            Op::Move {
-                src: "u".into(),
-                src_version: "b7".into(),
-                src_marker: "p5".into(),
-                dst: "v".into(),
-                id: "p6".into(),
-                size: 1 << 40,
-                etag: "\"abc\"".into(),
-            },
-        ];
-        for op in ops {
-            let h = header(op);
-            let bytes = encode(&h, b"hello");
-            let d = decode(&bytes).unwrap();
-            assert_eq!(d.header, h);
-            assert_eq!(d.body_len, 5);
-            let o = d.body_offset as usize;
-            assert_eq!(&bytes[o..o + 5], b"hello");
-        }
-    }
-
-    #[test]
-    fn torn_and_damaged_entries_are_refused() {
-        let h = header(Op::Put {
-            key: "k".into(),
-            id: "p".into(),
-        });
-        let bytes = encode(&h, &[9u8; 100]);
-        for cut in [0, 3, 10, bytes.len() / 2, bytes.len() - 1] {
-            assert!(decode(&bytes[..cut]).is_err(), "cut at {cut}");
-        }
-        let mut flipped = bytes.clone();
-        flipped[40] ^= 1;
-        assert!(decode(&flipped).is_err());
-        let mut other_format = bytes;
-        other_format[4] = 2;
-        assert!(decode(&other_format).is_err());
-    }
-
-    #[test]
-    fn the_directory_is_locked_and_replay_drops_tmp_and_quarantines_damage() {
-        let t = tempfile::tempdir().unwrap();
-        let j = JournalDir::open(t.path()).unwrap();
-        assert!(JournalDir::open(t.path()).is_err(), "second open must fail");
-        let mut h = header(Op::Put {
-            key: "k".into(),
-            id: "p".into(),
-        });
-        j.write(&h, b"one", false).unwrap();
-        h.seq = 8;
-        let (p8, _) = j.write(&h, b"two", true).unwrap();
-        // A torn, never acknowledged entry, and a damaged acknowledged one.
-        fs::write(t.path().join("0000000000000009.tmp"), b"OWBJ\x01torn").unwrap();
-        let mut damaged = fs::read(&p8).unwrap();
-        damaged[30] ^= 0xff;
-        fs::write(&p8, damaged).unwrap();
-        let (found, bad_entries) = j.replay().unwrap();
-        assert_eq!(found.len(), 1);
-        assert_eq!(found[0].decoded.header.seq, 7);
-        assert_eq!(bad_entries.len(), 1);
-        assert!(bad_entries[0].0.starts_with(t.path().join("corrupt")));
-        assert!(!t.path().join("0000000000000009.tmp").exists());
-        let f = &found[0];
-        assert_eq!(
-            read_body(&f.path, f.decoded.body_offset, 1..3).unwrap(),
-            b"ne"
-        );
-    }
-
-    #[test]
-    fn refusals_are_kept_beside_their_entry_and_go_with_it() {
-        let t = tempfile::tempdir().unwrap();
-        let j = JournalDir::open(t.path()).unwrap();
-        let h = header(Op::Put {
-            key: "k".into(),
-            id: "p".into(),
-        });
-        let (entry, _) = j.write(&h, b"body", false).unwrap();
-        let r = Refusal {
-            key: "k".into(),
-            since: UNIX_EPOCH + Duration::from_nanos(1_700_000_000_000_000_001),
-            error: "AccessDenied: no (HTTP 403)".into(),
-        };
-        j.write_failed(7, std::slice::from_ref(&r)).unwrap();
-        // An orphan (its entry is gone) and a damaged one are removed at open.
-        j.write_failed(9, std::slice::from_ref(&r)).unwrap();
-        let mut damaged = encode_failed(10, std::slice::from_ref(&r));
-        damaged[20] ^= 1;
-        fs::write(t.path().join("000000000000000a.failed"), damaged).unwrap();
-        fs::write(t.path().join("000000000000000a.wb"), b"x").unwrap();
-        let (found, bad_files) = j.failures().unwrap();
-        assert_eq!(found, vec![(7, vec![r.clone()])]);
-        assert_eq!(bad_files.len(), 1);
-        assert!(!t.path().join("0000000000000009.failed").exists());
-        assert!(!t.path().join("000000000000000a.failed").exists());
-        // Removing the entry removes its failure file; clearing removes them all.
-        j.write_failed(8, std::slice::from_ref(&r)).unwrap();
-        remove(&entry);
-        assert!(!t.path().join("0000000000000007.failed").exists());
-        assert_eq!(j.clear_failed().unwrap(), 1);
-        let cut = encode_failed(7, &[r]);
-        assert!(decode_failed(&cut[..cut.len() - 1]).is_err());
-    }
-}
+#[path = "journal_tests.rs"]
+mod tests;

@@ -158,6 +158,11 @@ pub fn hides_all(keys: &[String], complete: bool, deleted: &[String]) -> bool {
     complete && keys.iter().all(|k| deleted.binary_search(k).is_ok())
 }
 
+/// Whether a bucket's page says there is nothing at all after where it started.
+pub fn found_nothing(page: &ListPage) -> bool {
+    page.objects.is_empty() && page.common_prefixes.is_empty() && page.next_token.is_none()
+}
+
 /// Where a listing of `req` resumes: the decorator's token, or `start_after`.
 pub fn position(req: &ListRequest) -> Result<Option<Position>> {
     match &req.continuation {

@@ -20,7 +20,7 @@
 //! listings keep showing the id that `put` returned. In a bucket without versioning every id
 //! is `null`, as the bucket's are, and only a key's last change is uploaded.
 //!
-//! The journal (journal.rs; docs/FORMAT.md) is replayed when the decorator opens: pending
+//! The journal (journal.rs, segment.rs; docs/FORMAT.md) is replayed when the decorator opens: pending
 //! changes are visible at once and uploaded, except those the bucket refused for good before
 //! (recorded beside their entries), which stay failed until [`WriteBack::retry_failed`]. [`WriteBack::summary`] tells what is pending;
 //! [`WriteBack::wait_drained`] waits for the uploads (unmount).
@@ -34,6 +34,8 @@
 mod journal;
 mod listing;
 mod recent;
+mod segment;
+pub use journal::entries_on_disk;
 pub use recent::AnswerStats;
 mod state;
 mod uploader;
@@ -134,6 +136,7 @@ impl Shared {
             return;
         }
         let refusals = st.refusals_of(p.seq);
+        p.file.failed.store(true, Ordering::Release);
         if let Err(e) = self.journal.write_failed(p.seq, &refusals) {
             error!(
                 key = %p.key,
@@ -157,13 +160,21 @@ impl Drop for WriteBack {
     }
 }
 
-/// The file of an entry, shared by its one or two changes.
-fn entry_file(op: &Op, path: PathBuf, body_offset: u64, body_len: u64) -> Arc<EntryFile> {
-    let changes = match op {
+/// Reads of a pending body up to this many bytes are made on the calling task.
+const INLINE_READ: usize = 128 * 1024;
+
+/// An entry's place in the journal, shared by its one or two changes.
+fn entry_file(
+    h: &Header,
+    segment: Arc<segment::Segment>,
+    body_offset: u64,
+    body_len: u64,
+) -> Arc<EntryFile> {
+    let changes = match h.op {
         Op::Rename { .. } | Op::Move { .. } => 2,
         _ => 1,
     };
-    EntryFile::new(path, body_offset, body_len, changes)
+    EntryFile::new(segment, h.seq, body_offset, body_len, changes)
 }
 
 fn now_ns() -> u64 {
@@ -222,7 +233,7 @@ impl WriteBack {
         for f in &found {
             let d = &f.decoded;
             st.next_seq = st.next_seq.max(d.header.seq + 1);
-            let file = entry_file(&d.header.op, f.path.clone(), d.body_offset, d.body_len);
+            let file = entry_file(&d.header, f.segment.clone(), d.body_offset, d.body_len);
             self.apply(&mut st, &d.header, file, &d.etag);
         }
         self.restore_failures(&mut st)?;
@@ -251,6 +262,9 @@ impl WriteBack {
             let mut kept = Vec::new();
             for r in refusals {
                 if st.restore_failed(seq, &r.key, &r.error, r.since) {
+                    if let Some(p) = st.keys.get(&r.key).and_then(|q| q.front()) {
+                        p.file.failed.store(true, Ordering::Release);
+                    }
                     error!(
                         key = %r.key,
                         "write-back: the bucket refused this change before; it stays in the \
@@ -384,14 +398,19 @@ impl WriteBack {
             op,
             metadata,
         };
-        let (path, off) = self.shared.journal.write(&h, body, durable)?;
+        let (segment, off) = self.shared.journal.write(&h, body, durable)?;
         let etag = journal::etag_of(body);
-        let file = entry_file(&h.op, path, off, body.len() as u64);
-        let info = {
+        let file = entry_file(&h, segment, off, body.len() as u64);
+        let (info, wake) = {
             let mut st = self.shared.lock();
-            self.apply(&mut st, &h, file, &etag)
+            let info = self.apply(&mut st, &h, file, &etag);
+            (info, st.take_wake())
         };
-        self.shared.wake.notify_one();
+        // With an upload delay the uploader sleeps until its first due change: a change due
+        // later does not wake it (a thread switch per change).
+        if wake {
+            self.shared.wake.notify_one();
+        }
         Ok(info)
     }
 
@@ -425,6 +444,7 @@ impl WriteBack {
             self.hurry();
             let s = self.summary();
             if s.changes == 0 {
+                self.seal_journal();
                 return true;
             }
             if s.settled() || start.elapsed() >= timeout {
@@ -436,6 +456,13 @@ impl WriteBack {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Appends no more to the journal's current segment: it goes once its entries are all
+    /// uploaded (at once when they are), and the next change begins a new one. Called when
+    /// the journal drained, so that an unmounted journal holds no segment at all.
+    pub fn seal_journal(&self) {
+        self.shared.journal.seal_current();
     }
 
     /// How long a change waits before it is uploaded.
@@ -613,12 +640,12 @@ impl WriteBack {
                         .get(&p.key)
                         .is_some_and(|q| q.iter().any(|o| o.seq == p.seq));
                     if still {
-                        std::fs::File::open(&p.file.path).ok()
+                        std::fs::File::open(p.file.path()).ok()
                     } else {
                         None
                     }
                 };
-                let Some(mut file) = file else {
+                let Some(file) = file else {
                     // Uploaded meanwhile: the bucket has it under the mapped id.
                     let version = self.bucket_id(Some(p.id.clone()));
                     let opts = GetOptions {
@@ -629,15 +656,22 @@ impl WriteBack {
                 };
                 let off = p.file.body_offset + range.start;
                 let len = (range.end - range.start) as usize;
-                let buf = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
-                    use std::io::{Read, Seek, SeekFrom};
-                    file.seek(SeekFrom::Start(off))?;
+                let read = move || -> std::io::Result<Vec<u8>> {
+                    use std::os::unix::fs::FileExt;
                     let mut buf = vec![0u8; len];
-                    file.read_exact(&mut buf)?;
+                    file.read_exact_at(&mut buf, off)?;
                     Ok(buf)
-                })
-                .await
-                .map_err(|e| StoreError::io("write-back read", std::io::Error::other(e)))?
+                };
+                // A small read of what was just written is a copy from the page cache: done
+                // here (a rename of a pending file, a read of a small one) rather than with a
+                // hop to the blocking pool and back.
+                let buf = if len <= INLINE_READ {
+                    read()
+                } else {
+                    tokio::task::spawn_blocking(read)
+                        .await
+                        .map_err(|e| StoreError::io("write-back read", std::io::Error::other(e)))?
+                }
                 .map_err(|e| StoreError::io("write-back journal read", e))?;
                 Ok(Body::from(buf))
             }

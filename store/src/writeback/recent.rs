@@ -23,7 +23,7 @@
 //! kept at all. Pending changes are laid over these answers as over the
 //! bucket's own (see `api.rs`).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -69,8 +69,9 @@ struct Maps {
     names: usize,
     /// Bumped by every change this process makes.
     generation: u64,
-    /// Key -> the generation of its last change, for the changes since `floor`.
-    changed: HashMap<String, u64>,
+    /// The changes since `floor`: (generation, key), oldest first, so that a check looks at
+    /// the changes made while its request was out only.
+    changed: VecDeque<(u64, String)>,
     /// Answers to requests sent before this generation are not kept (the changes before it
     /// were forgotten one by one).
     floor: u64,
@@ -87,7 +88,30 @@ impl Maps {
             || self
                 .changed
                 .iter()
-                .any(|(k, g)| *g > t.generation && hit(k))
+                .rev()
+                .take_while(|(g, _)| *g > t.generation)
+                .any(|(_, k)| hit(k))
+    }
+
+    /// A listing of `dir` sent at `at` found nothing: kept as a whole listing with no names,
+    /// unless a newer one of `dir` is kept.
+    fn listed_empty(&mut self, dir: &str, at: Instant) {
+        if self.dirs.get(dir).is_some_and(|l| l.sent >= at) {
+            return;
+        }
+        self.drop_dir(dir);
+        if self.dirs.len() >= MAX_ANSWERS {
+            // Full: not kept (the emptiness it stands for is forgotten, as before).
+            return;
+        }
+        self.dirs.insert(
+            dir.to_string(),
+            Listed {
+                sent: at,
+                to: None,
+                names: HashSet::new(),
+            },
+        );
     }
 
     fn drop_dir(&mut self, dir: &str) {
@@ -268,6 +292,20 @@ impl Recent {
         self.hit(empty.then_some(())).is_some()
     }
 
+    /// Keeps the answer of a listing (delimited or not) below `prefix` that found nothing
+    /// at all from the start.
+    pub fn keep_empty(&self, t: Ticket, prefix: &str) {
+        if !self.enabled() || !prefix.ends_with('/') {
+            return;
+        }
+        let mut m = self.maps();
+        if m.changed_since(t, |k| k.starts_with(prefix)) {
+            return;
+        }
+        trim(&mut m.empty, self.ttl, |v| *v);
+        m.empty.insert(prefix.to_string(), t.sent);
+    }
+
     /// Keeps one page of a delimited (`/`) listing below `prefix` that started after `from`
     /// (`None`: at the start; a continuation token's page starts after the previous page's
     /// last entry). The pages of one directory chain up while each starts where the kept
@@ -368,17 +406,28 @@ impl Recent {
         let mut m = self.maps();
         m.generation += 1;
         if m.changed.len() >= MAX_ANSWERS {
-            m.changed.clear();
-            m.floor = m.generation;
+            // Answers to requests sent before the oldest change still listed are not kept.
+            if let Some((g, _)) = m.changed.pop_front() {
+                m.floor = g;
+            }
         }
         let g = m.generation;
-        m.changed.insert(key.to_string(), g);
+        m.changed.push_back((g, key.to_string()));
         m.heads.remove(key);
         if m.empty.is_empty() {
             return;
         }
+        // "Nothing below P" is a whole listing of P that showed nothing: it goes on as one,
+        // so that the change (written into it by the caller) and the names after it are
+        // still answered (a directory this mount made: the lookups of the files created in
+        // it, and of the destinations of renames there).
         for (i, _) in key.match_indices('/') {
-            m.empty.remove(&key[..=i]);
+            let prefix = &key[..=i];
+            if let Some(at) = m.empty.remove(prefix) {
+                if at.elapsed() < self.ttl {
+                    m.listed_empty(prefix, at);
+                }
+            }
         }
         m.empty.remove(&format!("{key}/"));
     }

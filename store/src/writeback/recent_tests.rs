@@ -209,3 +209,45 @@ fn a_marker_is_an_entry_of_its_own_listing() {
     r.now_exists("e/");
     assert!(!r.empty_below("e/"));
 }
+
+#[test]
+fn an_empty_directory_made_here_answers_for_the_names_created_in_it() {
+    let r = recent();
+    // The lookup before a mkdir found nothing below n/ (an undelimited listing of one key);
+    // the mkdir makes the marker.
+    r.keep_empty(r.ticket(), "n/");
+    assert_eq!(r.stats().dirs, 0);
+    r.now_exists("n/");
+    assert!(!r.empty_below("n/"));
+    assert_eq!(r.stats().dirs, 1);
+    // The lookups of names created in it are answered without a request ...
+    assert_eq!(r.head("n/f0"), Some(None));
+    assert!(r.empty_below("n/f0/"));
+    r.now_exists("n/f0");
+    assert!(r.head("n/f0").is_none(), "its HEAD is the bucket's to say");
+    assert!(r.empty_below("n/f0/"), "a file: nothing below it");
+    // ... as are the renames' destinations; the source is gone.
+    assert_eq!(r.head("n/g0"), Some(None));
+    r.now_absent("n/f0");
+    r.now_exists("n/g0");
+    assert_eq!(r.head("n/f0"), Some(None));
+    assert!(r.head("n/g0").is_none());
+    // A deeper key made below an empty prefix lists its directory there.
+    r.keep_empty(r.ticket(), "p/");
+    r.now_exists("p/q/r");
+    assert_eq!(r.head("p/other"), Some(None));
+    assert!(!r.empty_below("p/q/"));
+    // An outcome not known forgets it all.
+    r.unknown("n/g0");
+    assert!(r.head("n/h0").is_none());
+}
+
+#[test]
+fn an_emptiness_past_the_ttl_does_not_become_a_listing() {
+    let r = Recent::new(Duration::from_millis(30), Duration::from_millis(30));
+    r.keep_empty(r.ticket(), "n/");
+    std::thread::sleep(Duration::from_millis(40));
+    r.now_exists("n/");
+    assert_eq!(r.stats().dirs, 0);
+    assert!(r.head("n/f0").is_none());
+}

@@ -3,46 +3,70 @@
 //! the files that hold them, and the map between pending version ids and the ids the bucket
 //! gave once uploaded, and the keys whose first change the bucket refused for good (a failed
 //! change stays in the journal and holds back its key's later changes until it is retried).
-//! No I/O here but unlinking an entry file whose every change is uploaded.
+//! No I/O here but marking an entry done in its segment once its every change is uploaded.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet, VecDeque};
-use std::path::PathBuf;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::types::{Metadata, ObjectInfo, VersionId, VersionInfo};
 
-/// One journal entry file, shared by the changes it holds (two for a rename).
+use super::segment::Segment;
+
+/// One journal entry's place (its segment and where its body is), shared by the changes it
+/// holds (two for a rename).
 #[derive(Debug)]
 pub struct EntryFile {
-    pub path: PathBuf,
+    segment: Arc<Segment>,
+    pub seq: u64,
     pub body_offset: u64,
     pub body_len: u64,
-    /// Changes of this file not yet uploaded; the file goes when it reaches 0.
+    /// Changes of this entry not yet uploaded; the entry is done when it reaches 0.
     live: AtomicUsize,
     /// The entry's new version (put, copy) is in the bucket: a rename's delete of its source
     /// waits for it, so the object is never under neither name there.
     pub made: AtomicBool,
+    /// A refusal of one of its changes was recorded (a failure file is beside it).
+    pub failed: AtomicBool,
 }
 
 impl EntryFile {
-    pub fn new(path: PathBuf, body_offset: u64, body_len: u64, changes: usize) -> Arc<EntryFile> {
+    pub fn new(
+        segment: Arc<Segment>,
+        seq: u64,
+        body_offset: u64,
+        body_len: u64,
+        changes: usize,
+    ) -> Arc<EntryFile> {
         Arc::new(EntryFile {
-            path,
+            segment,
+            seq,
             body_offset,
             body_len,
             live: AtomicUsize::new(changes),
             made: AtomicBool::new(changes < 2),
+            failed: AtomicBool::new(false),
         })
     }
 
-    /// One change of the file is done (uploaded or superseded); unlinks the file after the
-    /// last one.
+    /// The file its bytes are in.
+    pub fn path(&self) -> &Path {
+        self.segment.path()
+    }
+
+    /// One change of the entry is done (uploaded or superseded); after the last one the
+    /// entry is done in its segment, and its failure file goes.
     pub fn release(&self) {
         if self.live.fetch_sub(1, Ordering::AcqRel) == 1 {
-            super::journal::remove(&self.path);
+            if self.failed.load(Ordering::Acquire) {
+                if let Some(dir) = self.path().parent() {
+                    super::journal::remove_failed(dir, self.seq);
+                }
+            }
+            self.segment.entry_done(self.seq);
         }
     }
 }
@@ -118,7 +142,7 @@ pub struct Shown {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Failed {
     pub key: String,
-    /// The journal entry's sequence number (its file is `SEQ.wb`, in hex).
+    /// The journal entry's sequence number (its failure file is `SEQ.failed`, in hex).
     pub seq: u64,
     /// The bucket's error, with its S3 code.
     pub error: String,
@@ -163,6 +187,8 @@ pub struct State {
     /// a file renamed, rewritten or deleted meanwhile is uploaded once in its last form, or
     /// not at all in a bucket without versioning.
     pub delay: Duration,
+    /// A change was queued that the uploader must be woken for ([`State::take_wake`]).
+    pub wake: bool,
     /// Pending id -> bucket id, and back (a versioned bucket only).
     pub to_bucket: HashMap<VersionId, VersionId>,
     pub from_bucket: HashMap<VersionId, Shown>,
@@ -222,9 +248,18 @@ impl State {
     fn schedule(&mut self, key: String, due: Instant) {
         if due <= Instant::now() {
             self.ready.push_back(key);
+            self.wake = true;
         } else {
+            // The uploader sleeps until the first due change: only a new first changes that.
+            self.wake |= self.next_due().is_none_or(|first| due < first);
             self.delayed.push(Reverse((due, key)));
         }
+    }
+
+    /// Whether a change queued since the last call needs the uploader woken (it is due now,
+    /// or due before anything the uploader waits for).
+    pub fn take_wake(&mut self) -> bool {
+        std::mem::take(&mut self.wake)
     }
 
     /// Moves the keys whose time came to the uploads' queue.
@@ -490,6 +525,17 @@ pub fn info_of(
 mod tests {
     use super::*;
 
+    /// `n` single-entry files in `dir` (entries 0..n), 3 bytes of body each.
+    fn entry_files(dir: &std::path::Path, n: u64) -> Vec<Arc<EntryFile>> {
+        (0..n)
+            .map(|i| {
+                let p = dir.join(format!("{i}"));
+                std::fs::write(&p, b"x").unwrap();
+                EntryFile::new(Arc::new(Segment::single(p)), i, 0, 3, 1)
+            })
+            .collect()
+    }
+
     fn pending(seq: u64, key: &str, file: &Arc<EntryFile>) -> Pending {
         Pending {
             seq,
@@ -513,13 +559,7 @@ mod tests {
             coalesce: true,
             ..Default::default()
         };
-        let files: Vec<_> = (0..4)
-            .map(|i| {
-                let p = t.path().join(format!("{i}"));
-                std::fs::write(&p, b"x").unwrap();
-                EntryFile::new(p, 0, 3, 1)
-            })
-            .collect();
+        let files = entry_files(t.path(), 4);
         s.push(pending(1, "k", &files[0]));
         let first = s.take_ready().unwrap();
         assert_eq!(first.seq, 1);
@@ -541,9 +581,7 @@ mod tests {
     #[test]
     fn ids_map_both_ways_in_a_versioned_bucket() {
         let t = tempfile::tempdir().unwrap();
-        let p = t.path().join("f");
-        std::fs::write(&p, b"x").unwrap();
-        let f = EntryFile::new(p, 0, 3, 1);
+        let f = entry_files(t.path(), 1).remove(0);
         let mut s = State::default();
         s.push(pending(5, "k", &f));
         let taken = s.take_ready().unwrap();
@@ -561,13 +599,7 @@ mod tests {
             delay: Duration::from_secs(3600),
             ..Default::default()
         };
-        let files: Vec<_> = (0..3)
-            .map(|i| {
-                let p = t.path().join(format!("{i}"));
-                std::fs::write(&p, b"x").unwrap();
-                EntryFile::new(p, 0, 3, 1)
-            })
-            .collect();
+        let files = entry_files(t.path(), 3);
         s.push(pending(1, "a", &files[0]));
         s.push(pending(2, "b", &files[1]));
         assert!(s.take_ready().is_none(), "taken before its time");
@@ -591,11 +623,35 @@ mod tests {
     }
 
     #[test]
+    fn the_uploader_is_woken_only_for_a_change_due_before_what_it_waits_for() {
+        let t = tempfile::tempdir().unwrap();
+        let files = entry_files(t.path(), 4);
+        let mut s = State {
+            delay: Duration::from_secs(3600),
+            ..Default::default()
+        };
+        s.push(pending(1, "a", &files[0]));
+        assert!(
+            s.take_wake(),
+            "the first delayed change: the uploader sleeps for ever"
+        );
+        assert!(!s.take_wake(), "taken");
+        s.push(pending(2, "b", &files[1]));
+        assert!(!s.take_wake(), "due after the first");
+        // Without a delay every change is due now.
+        s.delay = Duration::ZERO;
+        s.push(pending(3, "c", &files[2]));
+        assert!(s.take_wake());
+        // A change of a key being uploaded waits for that upload, not for a wake.
+        let taken = s.take_ready().unwrap();
+        s.push(pending(4, &taken.key, &files[3]));
+        assert!(!s.take_wake());
+    }
+
+    #[test]
     fn a_zero_delay_makes_changes_ready_at_once() {
         let t = tempfile::tempdir().unwrap();
-        let p = t.path().join("f");
-        std::fs::write(&p, b"x").unwrap();
-        let f = EntryFile::new(p, 0, 3, 1);
+        let f = entry_files(t.path(), 1).remove(0);
         let mut s = State::default();
         s.push(pending(1, "k", &f));
         assert!(s.next_due().is_none());

@@ -135,7 +135,8 @@ async fn upload(shared: &Shared, p: Pending) {
             Err(e) if permanent(&e) => {
                 error!(
                     key = %p.key,
-                    entry = %p.file.path.display(),
+                    entry = %format_args!("{:016x}", p.seq),
+                    segment = %p.file.path().display(),
                     tries = tries + 1,
                     "write-back: the bucket refused an upload; it stays in the journal and is \
                      not retried until `objfs writeback retry`: {e}"
@@ -181,7 +182,7 @@ async fn send(shared: &Shared, p: &Pending) -> Result<Made> {
             info,
             data: Data::Journal,
         } => {
-            let path = p.file.path.clone();
+            let path = p.file.path().to_path_buf();
             let (off, len) = (p.file.body_offset, p.file.body_len);
             let body = tokio::task::spawn_blocking(move || journal::read_body(&path, off, 0..len))
                 .await
