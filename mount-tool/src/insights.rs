@@ -5,8 +5,8 @@
 //! version in parallel and fails when they differ. A mounted store answers through its
 //! control socket ([`Request::Du`], executed by [`execute`] in the mount process), an
 //! unmounted one in this process. S3 buckets keep no rollups: `du` says so (bucket.rs).
-//! `--placement` adds what no rollup carries (bytes per tier, bytes only snapshots keep),
-//! counted by a scan of the prefix's versions: opt-in, costing a read of each.
+//! Bytes per tier (local replicated, local erasure-coded, remote) are rollups too, and so are
+//! the versions only named snapshots keep (as gc's last retention pass found them).
 
 use std::path::PathBuf;
 
@@ -29,8 +29,7 @@ pub const DU_EXAMPLES: &str = "Examples:
   objfs du --store ~/.objfs/store logs/ --top 10   the 10 largest prefixes under logs/
   objfs du ~/objfs --json                    machine-readable (schema in docs/OPERATIONS.md)
   objfs du ~/objfs --csv                     one line per prefix
-  objfs du ~/objfs --verify                  recount from every version and compare
-  objfs du ~/objfs --placement               also bytes per tier and held only by snapshots (a scan)";
+  objfs du ~/objfs --verify                  recount from every version and compare";
 
 /// `objfs du`.
 #[derive(Debug, Args)]
@@ -58,10 +57,6 @@ pub struct DuArgs {
     /// Recount everything under PATH from the versions and compare with the rollups.
     #[arg(long)]
     pub verify: bool,
-    /// Also show, per prefix, bytes per tier (local replicated, local erasure-coded, remote)
-    /// and bytes only named snapshots keep: counted by a scan of every version under PATH.
-    #[arg(long)]
-    pub placement: bool,
 }
 
 /// A directory key becomes its prefix (`photos` -> `photos/`); the root stays empty.
@@ -86,7 +81,6 @@ pub fn du(a: &DuArgs) -> Result<()> {
         depth: a.depth,
         top: a.top,
         verify: a.verify,
-        placement: a.placement,
     };
     let v = target.execute(&req, &mut Feedback::new(true))?;
     if a.json {
@@ -111,7 +105,6 @@ pub fn execute(
     depth: usize,
     top: usize,
     verify: bool,
-    placement: bool,
 ) -> Result<Value> {
     let report = store
         .du(prefix, depth, top)
@@ -127,22 +120,6 @@ pub fn execute(
         .sum();
     v["store"]["snapshot_only_bytes"] = json!(held);
     v["store"]["snapshots"] = json!(snaps.len());
-    if placement {
-        // The largest prefixes may lie deeper than `depth`: count every level then.
-        let levels = if top > 0 { usize::MAX } else { depth };
-        let found = store
-            .du_placement(prefix, levels)
-            .with_context(|| format!("cannot scan {prefix:?}"))?;
-        for list in ["prefixes", "top"] {
-            if let Some(rows) = v[list].as_array_mut() {
-                for p in rows {
-                    let key = p["prefix"].as_str().unwrap_or("").to_string();
-                    let figures = found.get(&key).copied().unwrap_or_default();
-                    p["placement"] = serde_json::to_value(figures)?;
-                }
-            }
-        }
-    }
     if verify {
         let check = store
             .verify_rollups(prefix)
@@ -228,14 +205,14 @@ pub fn table(v: &Value) -> String {
             out.push_str(&row(&p));
         }
     }
-    if prefixes.iter().any(|p| p["placement"].is_object()) {
+    if prefixes.iter().any(|p| p["tiers"].is_object()) {
         out.push_str(&format!(
             "\n{:<32} {:>10} {:>10} {:>9} {:>9} {:>13}\n",
             "PREFIX", "REPLICATED", "ERASURE", "REMOTE", "HOLES", "SNAPSHOT-ONLY"
         ));
         for p in prefixes {
             let indent = "  ".repeat(p["depth"].as_u64().unwrap_or(0) as usize);
-            let t = &p["placement"];
+            let t = &p["tiers"];
             out.push_str(&format!(
                 "{:<32} {:>10} {:>10} {:>9} {:>9} {:>13}\n",
                 format!("{indent}{}", name(p)),
@@ -243,7 +220,7 @@ pub fn table(v: &Value) -> String {
                 human_bytes(u(t, "local_erasure_coded_bytes")),
                 human_bytes(u(t, "remote_bytes")),
                 human_bytes(u(t, "hole_bytes")),
-                human_bytes(u(t, "snapshot_only_bytes")),
+                human_bytes(u(&p["snapshot_only"], "snapshot_only_bytes")),
             ));
         }
     }
@@ -273,15 +250,16 @@ pub fn table(v: &Value) -> String {
     out
 }
 
-/// The columns `--placement` adds to the CSV form.
-const PLACEMENT_FIELDS: [&str; 6] = [
+/// The tier columns of the CSV form.
+const TIER_FIELDS: [&str; 4] = [
     "local_replicated_bytes",
     "local_erasure_coded_bytes",
     "remote_bytes",
     "hole_bytes",
-    "snapshot_only_versions",
-    "snapshot_only_bytes",
 ];
+
+/// The snapshot-only columns of the CSV form.
+const SNAPSHOT_FIELDS: [&str; 2] = ["snapshot_only_versions", "snapshot_only_bytes"];
 
 /// The CSV form: a header, then one line per prefix (ages as bytes per class).
 pub fn csv(v: &Value) -> String {
@@ -303,7 +281,6 @@ pub fn csv(v: &Value) -> String {
         .collect();
     let empty = vec![];
     let rows = v["prefixes"].as_array().unwrap_or(&empty);
-    let placement = rows.iter().any(|p| p["placement"].is_object());
     let mut out = String::from("prefix,depth,");
     out.push_str(&fields.join(","));
     for kind in ["modified", "accessed"] {
@@ -311,10 +288,8 @@ pub fn csv(v: &Value) -> String {
             out.push_str(&format!(",{kind}_{c}_bytes"));
         }
     }
-    if placement {
-        for f in PLACEMENT_FIELDS {
-            out.push_str(&format!(",{f}"));
-        }
+    for f in TIER_FIELDS.iter().chain(&SNAPSHOT_FIELDS) {
+        out.push_str(&format!(",{f}"));
     }
     out.push('\n');
     for p in rows {
@@ -328,10 +303,11 @@ pub fn csv(v: &Value) -> String {
                 out.push_str(&format!(",{}", u(c, "bytes")));
             }
         }
-        if placement {
-            for f in PLACEMENT_FIELDS {
-                out.push_str(&format!(",{}", u(&p["placement"], f)));
-            }
+        for f in TIER_FIELDS {
+            out.push_str(&format!(",{}", u(&p["tiers"], f)));
+        }
+        for f in SNAPSHOT_FIELDS {
+            out.push_str(&format!(",{}", u(&p["snapshot_only"], f)));
         }
         out.push('\n');
     }
@@ -360,15 +336,15 @@ mod tests {
         assert!(header.starts_with("prefix,depth,live_objects,"));
         let line = lines.next().unwrap();
         assert!(line.starts_with("\"a\"\"b/\",1,3,"), "{line}");
-        assert!(line.ends_with(",5"), "{line}");
+        assert!(line.ends_with(",5,0,0,0,0,0,0"), "{line}");
     }
 
     #[test]
-    fn placement_adds_columns_and_a_table() {
+    fn tiers_and_snapshot_only_have_columns_and_a_table() {
         let v = json!({"prefixes": [{"prefix": "", "depth": 0, "live_objects": 2,
-            "placement": {"local_replicated_bytes": 10, "local_erasure_coded_bytes": 20,
-                "remote_bytes": 30, "hole_bytes": 0, "snapshot_only_versions": 1,
-                "snapshot_only_bytes": 7}}]});
+            "tiers": {"local_replicated_bytes": 10, "local_erasure_coded_bytes": 20,
+                "remote_bytes": 30, "hole_bytes": 0},
+            "snapshot_only": {"snapshot_only_versions": 1, "snapshot_only_bytes": 7}}]});
         let text = csv(&v);
         let mut lines = text.lines();
         assert!(lines

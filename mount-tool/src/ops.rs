@@ -106,9 +106,6 @@ pub enum Request {
         top: usize,
         #[serde(default)]
         verify: bool,
-        /// Also bytes per tier and bytes only snapshots keep, per prefix (a scan).
-        #[serde(default)]
-        placement: bool,
     },
     /// `objfs writeback retry` (writeback.rs): a mounted bucket's write-back tries the
     /// uploads the bucket refused for good again.
@@ -335,8 +332,7 @@ pub fn execute(
             depth,
             top,
             verify,
-            placement,
-        } => crate::insights::execute(store, prefix, *depth, *top, *verify, *placement),
+        } => crate::insights::execute(store, prefix, *depth, *top, *verify),
         Request::Versions { key } => history::versions(store, key),
         Request::Cat(spec) => Ok(history::cat_header(&history::resolve(store, spec)?)),
         Request::SnapshotCreate { name, at_ns } => history::snapshot_create(store, name, *at_ns),

@@ -1,7 +1,9 @@
 //! Storage insights benchmark (issue 13): `du --depth 1` read from the per-prefix rollups of a
-//! store of 1,000,000 objects (1,000 directories of 1,000 empty objects), against listing one
-//! page of 1,000 keys of the same store; and the `--verify` recount rate (version rows per
-//! second, all cores) against a plain paged listing of every key.
+//! store of 1,000,000 objects (1,000 directories of 1,000 objects of 100 bytes, so every
+//! version has an extent and every prefix rows of bytes per volume lineage), against listing
+//! one page of 1,000 keys of the same store; and the `--verify` recount rate (version rows
+//! per second, all cores, each version's extents resolved to their volume's lineage) against a
+//! plain paged listing of every key.
 //!
 //! Targets (docs/BENCHMARKS.md): `du --depth 1` < 100 ms; recount >= 200,000 keys/s.
 //! `OBJFS_BENCH_OBJECTS` changes the 1,000,000 objects (`cargo test --benches`: 20,000).
@@ -33,15 +35,16 @@ fn main() {
     let dir = common::bench_dir();
     let path = dir.path().join("store");
     let store = LocalStore::init(&path, LocalConfig::default()).expect("init");
-    // The first directory by puts of empty objects, each next one as copies of the previous
-    // one's keys in one batch (one commit per 1,000 keys: a batch's keys must be distinct).
+    // The first directory by puts of 100-byte objects, each next one as copies of the previous
+    // one's keys in one batch (one commit per 1,000 keys: a batch's keys must be distinct;
+    // copies share the blobs, so the store holds 1,000 blobs in one volume).
     let per = n / dirs;
     let started = Instant::now();
     rt.block_on(async {
         for i in 0..per {
             let key = format!("d0000/f{i:04}");
             store
-                .put(&key, bytes::Bytes::new().into(), PutOptions::default())
+                .put(&key, vec![7u8; 100].into(), PutOptions::default())
                 .await
                 .expect("put");
         }
@@ -72,6 +75,10 @@ fn main() {
         du_ms.push(t.elapsed().as_secs_f64() * 1e3);
         assert_eq!(r.prefixes.len(), dirs + 1);
         assert_eq!(r.prefixes[0].totals.live_objects as usize, n / dirs * dirs);
+        assert_eq!(
+            r.prefixes[0].tiers.local_replicated_bytes as usize,
+            n / dirs * dirs * 100
+        );
         let t = Instant::now();
         let req = ListRequest {
             prefix: "d0001/".into(),

@@ -11,8 +11,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
 use objfs_store::history::{retention, snapshots};
-use objfs_store::local::insights::PrefixUsage;
-use objfs_store::local::meta::du_scan::Placement;
+use objfs_store::local::insights::{PrefixUsage, SnapshotOnly, TierBytes};
 use objfs_store::local::meta::rollup::RollupTotals;
 use objfs_store::local::LocalStore;
 use objfs_store::{
@@ -294,20 +293,22 @@ pub async fn snapshot_under_a_bare_policy(store: &LocalStore, name: &str) {
     snapshots::create(store, name, now, now).await.unwrap();
 }
 
-/// Compares `du --placement` ([`LocalStore::du_placement`]) with a count through the public
-/// API: every data version's bytes local and replicated (these stores have neither erasure
-/// coding nor a remote tier), and the noncurrent versions whose life (from their time to the
-/// next newer version's) holds a snapshot's moment as kept only by snapshots (the policy
-/// keeps nothing by age once a snapshot exists: [`snapshot_under_a_bare_policy`]). Returns the
-/// versions kept only by snapshots.
-pub async fn check_placement(store: &LocalStore, when: &str) -> u64 {
+/// Compares the bytes per tier and what only snapshots keep, per prefix, of `du` (rollups)
+/// with a count through the public API: every data version's bytes local and replicated
+/// (these stores have neither erasure coding nor a remote tier), and the noncurrent versions
+/// whose life (from their time to the next newer version's) holds a snapshot's moment as kept
+/// only by snapshots (the policy keeps nothing by age once a snapshot exists:
+/// [`snapshot_under_a_bare_policy`]). What only snapshots keep is as of gc's last retention
+/// pass, so it is compared only `after_gc`. Returns the versions kept only by snapshots.
+pub async fn check_placement(store: &LocalStore, when: &str, after_gc: bool) -> u64 {
     let moments: Vec<SystemTime> = snapshots::list(store)
         .await
         .unwrap()
         .iter()
         .map(|s| s.at)
         .collect();
-    let mut want: BTreeMap<String, Placement> = BTreeMap::new();
+    let mut want_tiers: BTreeMap<String, TierBytes> = BTreeMap::new();
+    let mut want: BTreeMap<String, SnapshotOnly> = BTreeMap::new();
     let all = list_versions_all(store, &ListVersionsRequest::default()).await;
     let mut newer: Option<(String, SystemTime)> = None;
     for e in all {
@@ -321,31 +322,42 @@ pub async fn check_placement(store: &LocalStore, when: &str) -> u64 {
         let snapshot_only =
             ends.is_some_and(|end| moments.iter().any(|m| v.modified <= *m && *m < end));
         for p in prefixes_of(&v.key) {
-            let w = want.entry(p).or_default();
-            w.local_replicated_bytes += v.size;
+            want_tiers
+                .entry(p.clone())
+                .or_default()
+                .local_replicated_bytes += v.size;
             if snapshot_only {
+                let w = want.entry(p).or_default();
                 w.snapshot_only_versions += 1;
                 w.snapshot_only_bytes += v.size;
             }
         }
     }
-    let got = store.du_placement("", 64).unwrap();
-    let got: BTreeMap<String, Placement> = got
-        .into_iter()
-        .map(|(p, mut g)| {
-            assert_eq!(g.hole_bytes, 0, "{when}: {p:?} has no holes");
-            g.hole_bytes = 0;
-            (p, g)
-        })
-        .filter(|(_, g)| *g != Placement::default())
+    let report = store.du("", 64, 0).unwrap();
+    let got_tiers: BTreeMap<String, TierBytes> = report
+        .prefixes
+        .iter()
+        .filter(|p| p.tiers != TierBytes::default())
+        .map(|p| (p.prefix.clone(), p.tiers))
         .collect();
-    want.retain(|_, w| *w != Placement::default());
-    assert_eq!(got, want, "{when}: du --placement differs from a count");
-    // A scan of a sub-prefix, one level deep, gives the same figures for what it shows.
-    for (p, g) in store.du_placement("d1/", 1).unwrap() {
-        assert!(p.starts_with("d1/") && p.matches('/').count() <= 2, "{p}");
-        let w = want.get(&p).copied().unwrap_or_default();
-        assert_eq!(g, w, "{when}: du --placement of {p:?} under d1/");
+    want_tiers.retain(|_, w| *w != TierBytes::default());
+    assert_eq!(
+        got_tiers, want_tiers,
+        "{when}: du's bytes per tier differ from a count"
+    );
+    if !after_gc {
+        return 0;
     }
+    let got: BTreeMap<String, SnapshotOnly> = report
+        .prefixes
+        .iter()
+        .filter(|p| p.snapshot_only != SnapshotOnly::default())
+        .map(|p| (p.prefix.clone(), p.snapshot_only))
+        .collect();
+    want.retain(|_, w| *w != SnapshotOnly::default());
+    assert_eq!(
+        got, want,
+        "{when}: du's snapshot-only figures differ from a count"
+    );
     want.get("").map_or(0, |w| w.snapshot_only_versions)
 }

@@ -122,3 +122,11 @@ pub fn objfs(args: &[&str]) -> (bool, String) {
     );
     (out.status.success(), text)
 }
+
+/// The bytes per tier `du` shows for the whole store (rollups), after checking that a
+/// recount of the rollups agrees with them.
+pub fn tiers(store: &LocalStore) -> objfs_store::local::insights::TierBytes {
+    let v = store.verify_rollups("").unwrap();
+    assert_eq!(v.mismatch_count, 0, "{:#?}", v.mismatches);
+    store.du("", 0, 0).unwrap().prefixes[0].tiers
+}

@@ -275,6 +275,22 @@ fn remote_gc(server: &Server) {
     }
     let p = scrub(&store, full());
     assert_eq!(counter(&p, "bad"), 0, "{p:?}");
+    // du: the kept first versions are remote (in the volume a compaction made, too), the
+    // rewritten ones local.
+    let (mut remote, mut local) = (0, 0);
+    for (i, k) in keys.iter().enumerate() {
+        if i % 3 == 0 {
+            remote += file(k, 1).len() as u64;
+        } else {
+            local += file(k, 2).len() as u64;
+        }
+    }
+    let t = tiers(&store);
+    assert_eq!(
+        (t.remote_bytes, t.local_replicated_bytes),
+        (remote, local),
+        "{t:?}"
+    );
     // Tiering the rewritten versions too, then every key deleted and expired: the bucket
     // empties.
     store.lifecycle_now_until(|_| true).unwrap();

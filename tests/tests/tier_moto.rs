@@ -82,6 +82,18 @@ fn tier_round_trip(server: &Server) {
     assert_eq!(volume_files(&root), 0, "the local volume files are gone");
     let st = store.tier_status().unwrap().unwrap();
     assert_eq!(st.volumes, tiered);
+    // du counts every byte as remote now (rollups: nothing was recounted).
+    let total: u64 = keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| body(k, i).len() as u64)
+        .sum();
+    let t = tiers(&store);
+    assert_eq!(
+        (t.remote_bytes, t.local_replicated_bytes),
+        (total, 0),
+        "{t:?}"
+    );
     for (i, k) in keys.iter().enumerate() {
         assert_eq!(rt.block_on(read(&store, k)).unwrap(), body(k, i), "{k}");
     }
@@ -186,6 +198,12 @@ fn tier_round_trip(server: &Server) {
         assert_eq!(rt.block_on(read(&store, k)).unwrap(), body(k, i), "{k}");
     }
     assert!(rt.block_on(remote_keys(&s3)).is_empty());
+    let t = tiers(&store);
+    assert_eq!(
+        (t.remote_bytes, t.local_replicated_bytes),
+        (0, total + 5),
+        "recalled: {t:?}"
+    );
     store.tier_remove(false, &mut |_| {}).unwrap();
     assert!(store.tier_status().unwrap().is_none());
     store.close().unwrap();

@@ -61,6 +61,36 @@ impl Disks {
     }
 
     fn create_volume(&self, cat: &dyn VolumeCatalog) -> Result<Active> {
+        let (id, files, disks) = self.new_volume(cat, VolumeState::Open, 0)?;
+        Ok(Active {
+            id,
+            files,
+            disks,
+            len: VOLUME_HEADER_LEN,
+        })
+    }
+
+    /// A new replicated volume of `size` bytes (header included), recorded sealed, that no
+    /// append goes to: compaction fills it with the live blobs of one volume (so it inherits
+    /// that volume's lineage, see `meta::rollup`). Its record is durable when this returns;
+    /// until blobs are pointed at it, it holds nothing anyone references, and gc removes it.
+    pub(crate) fn create_sealed_volume(
+        &self,
+        cat: &dyn VolumeCatalog,
+        size: u64,
+    ) -> Result<(u64, Vec<Arc<File>>)> {
+        let (id, files, _) = self.new_volume(cat, VolumeState::Sealed, size)?;
+        Ok((id, files))
+    }
+
+    /// Creates the replica files of a new volume (header written, fsynced) and its durable
+    /// record.
+    fn new_volume(
+        &self,
+        cat: &dyn VolumeCatalog,
+        state: VolumeState,
+        size: u64,
+    ) -> Result<(u64, Vec<Arc<File>>, Vec<u32>)> {
         let disks = self.pick(self.replicas);
         if disks.is_empty() {
             return Err(StoreError::NoSpace("no data disk is online".into()));
@@ -105,8 +135,8 @@ impl Disks {
         }
         let rec = VolumeRecord {
             id,
-            state: VolumeState::Open,
-            size: 0,
+            state,
+            size,
             created,
             layout: Layout::Replicated {
                 disks: disks.clone(),
@@ -117,12 +147,7 @@ impl Disks {
         // the blobs of unsynced log records against the volumes it knows.
         cat.save_volume_durably(&rec)?;
         self.set_record(rec);
-        Ok(Active {
-            id,
-            files,
-            disks,
-            len: VOLUME_HEADER_LEN,
-        })
+        Ok((id, files, disks))
     }
 
     /// Seals the active volume (at close, and before `place --now`).

@@ -263,8 +263,9 @@ impl Gc {
         failed.map_or(Ok(()), Err)
     }
 
-    /// Copies the live blobs of volume `id` into the active volume, switches their records in
-    /// one durable batch, then deletes the old volume.
+    /// Copies the live blobs of volume `id` into a new volume of their size (which inherits
+    /// `id`'s lineage, so no per-prefix rollup changes), switches their records in one
+    /// durable batch, then deletes the old volume.
     fn compact(&mut self, id: u64, locs: &[BlobLocation]) -> Result<()> {
         if matches!(
             self.inner.disks.record(id).map(|r| r.layout),
@@ -272,35 +273,79 @@ impl Gc {
         ) {
             return self.collect_remote(id, locs);
         }
+        let inner = self.inner.clone();
+        if !locs.is_empty() {
+            let size = VOLUME_HEADER_LEN
+                + locs
+                    .iter()
+                    .map(|l| blob_disk_len(l.len, l.block_size))
+                    .sum::<u64>();
+            let (vol, files) = inner.disks.create_sealed_volume(&inner.meta, size)?;
+            let moves = match self.copy_live(id, locs, vol, &files) {
+                Ok(Some(moves)) => moves,
+                done => {
+                    // Nothing points at the new volume: it goes again.
+                    if let Err(e) = inner.disks.delete_volume(&inner.meta, vol) {
+                        tracing::warn!(volume = vol, error = %e, "cannot remove an unused compaction volume; gc removes it later");
+                    }
+                    return done.map(|_| ());
+                }
+            };
+            inner.meta.relocate_blobs(id, vol, &moves)?;
+            self.count("bytes_moved", size - VOLUME_HEADER_LEN);
+        }
+        let freed = inner.disks.delete_volume(&inner.meta, id)?;
+        self.count("volumes_compacted", 1);
+        self.count("bytes_freed", freed);
+        Ok(())
+    }
+
+    /// Writes the live blob regions of volume `id` one after the other into the new volume
+    /// `vol` and makes them durable: their (blob, offset) in `vol`, or None when a live blob
+    /// does not verify (the compaction is skipped, the volume left for repair).
+    fn copy_live(
+        &mut self,
+        id: u64,
+        locs: &[BlobLocation],
+        vol: u64,
+        files: &[Arc<std::fs::File>],
+    ) -> Result<Option<Vec<(u64, u64)>>> {
         let inner = &self.inner;
         let mut moves = Vec::with_capacity(locs.len());
-        let mut moved = 0u64;
+        let mut off = VOLUME_HEADER_LEN;
         for loc in locs {
             let region = match inner.disks.read_region(loc) {
-                Ok(r) => r,
+                Ok(r) if r.len() as u64 == blob_disk_len(loc.len, loc.block_size) => r,
+                Ok(r) => {
+                    return Err(StoreError::Corrupt {
+                        what: format!(
+                            "blob {} of volume {id:016x} reads as {} bytes, not {}",
+                            loc.blob,
+                            r.len(),
+                            blob_disk_len(loc.len, loc.block_size)
+                        ),
+                    })
+                }
                 Err(e) => {
                     tracing::error!(volume = id, blob = loc.blob, error = %e, "cannot compact: a live blob does not verify");
                     self.skipped.insert(id);
                     self.count("compactions_skipped", 1);
-                    return Ok(());
+                    return Ok(None);
                 }
             };
-            let (vol, files, off) = inner.disks.reserve(&inner.meta, region.len() as u64)?;
-            for f in &files {
+            for f in files {
                 f.write_all_at(&region, off)
                     .map_err(|e| StoreError::io(format!("compacting into volume {vol:016x}"), e))?;
             }
-            moved += region.len() as u64;
-            moves.push((loc.blob, id, vol, off));
+            moves.push((loc.blob, off));
+            off += region.len() as u64;
         }
         // The copies must be durable before the records point at them.
-        inner.disks.sync_dirty()?;
-        inner.meta.relocate_blobs(&moves)?;
-        let freed = inner.disks.delete_volume(&inner.meta, id)?;
-        self.count("volumes_compacted", 1);
-        self.count("bytes_moved", moved);
-        self.count("bytes_freed", freed);
-        Ok(())
+        for f in files {
+            f.sync_data()
+                .map_err(|e| StoreError::io(format!("syncing volume {vol:016x}"), e))?;
+        }
+        Ok(Some(moves))
     }
 }
 

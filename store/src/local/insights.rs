@@ -3,21 +3,18 @@
 //! ([`crate::local::meta::rollup`]), never from a scan; and the check that recounts them.
 //!
 //! Histogram rows hold absolute days; this module turns them into ages (days before today)
-//! at query time. Figures that belong to volumes and to retention rather than to keys are
-//! store-wide ([`StoreWide`]: bytes per volume layout); per prefix they are counted on demand
-//! by a scan of the prefix ([`LocalStore::du_placement`]: bytes per tier, bytes only snapshots
-//! keep).
+//! at query time, and the bytes a prefix has in each volume lineage into bytes per tier, by
+//! the layout of the lineage's newest volume ([`Tiers`]). What only named snapshots keep is a
+//! rollup of what gc's retention pass found for each key on its last visit.
 
-use std::collections::BTreeMap;
-use std::time::{Duration, Instant, SystemTime};
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
 use crate::error::Result;
-use crate::history::retention::Expiry;
 use crate::key::validate_prefix;
-use crate::local::meta::du_scan::Placement;
-use crate::local::meta::rollup::{day_of, RollupBucket, RollupTotals};
+use crate::local::meta::rollup::{day_of, RollupBucket, RollupTotals, HOLE_LINEAGE};
 use crate::local::meta::rollup_scan::PrefixRollup;
 use crate::local::records::{Layout, VolumeState};
 use crate::local::volume::now_nanos;
@@ -58,6 +55,69 @@ pub struct PrefixUsage {
     /// Live objects with no recorded access.
     pub never_read_objects: u64,
     pub never_read_bytes: u64,
+    /// Bytes of its versions (live and noncurrent) by tier.
+    pub tiers: TierBytes,
+    /// What only named snapshots keep, as gc's last retention pass over each key found it.
+    pub snapshot_only: SnapshotOnly,
+}
+
+/// The noncurrent versions of a prefix that the retention policy would expire but a named
+/// snapshot sees, and their bytes (each version's size; blobs shared with other versions
+/// count in full).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct SnapshotOnly {
+    pub snapshot_only_versions: u64,
+    pub snapshot_only_bytes: u64,
+}
+
+/// Where a prefix's version bytes are (each version counts its extents in full, even when
+/// it shares blobs with other versions, as after a rename or a copy).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct TierBytes {
+    /// In volumes kept as whole local copies (the open volume included).
+    pub local_replicated_bytes: u64,
+    /// In volumes erasure-coded by placement.
+    pub local_erasure_coded_bytes: u64,
+    /// In volumes moved to the remote tier.
+    pub remote_bytes: u64,
+    /// Holes: zeros stored nowhere.
+    pub hole_bytes: u64,
+}
+
+/// Volume lineage -> the layout of its newest volume, which holds its blobs (compaction
+/// moves them to a volume with a higher id, then deletes the old one).
+pub struct Tiers(HashMap<u64, (u64, Layout)>);
+
+impl Tiers {
+    fn of(inner: &Inner) -> Result<Tiers> {
+        let lineages = inner.meta.lineages()?;
+        let mut out: HashMap<u64, (u64, Layout)> = HashMap::new();
+        for v in inner.disks.records() {
+            let l = lineages.get(&v.id).copied().unwrap_or(v.id);
+            if out.get(&l).is_none_or(|(id, _)| *id < v.id) {
+                out.insert(l, (v.id, v.layout));
+            }
+        }
+        Ok(Tiers(out))
+    }
+
+    /// A prefix's stored rows as bytes per tier. A lineage with no volume (none should be
+    /// left while versions reference it) counts as local and replicated.
+    pub fn bytes(&self, stored: &[(u64, u64)]) -> TierBytes {
+        let mut t = TierBytes::default();
+        for &(l, b) in stored {
+            if l == HOLE_LINEAGE {
+                t.hole_bytes += b;
+                continue;
+            }
+            match self.0.get(&l).map(|(_, layout)| layout) {
+                Some(Layout::Erasure { .. }) => t.local_erasure_coded_bytes += b,
+                Some(Layout::Remote(_)) => t.remote_bytes += b,
+                _ => t.local_replicated_bytes += b,
+            }
+        }
+        t
+    }
 }
 
 /// Figures that are not per prefix.
@@ -122,7 +182,7 @@ fn classes(rows: &[(u32, RollupBucket)], today: u32) -> Vec<AgeClass> {
 }
 
 /// A prefix's figures from its rollup rows, with ages as of `today`.
-pub fn usage(r: &PrefixRollup, depth: usize, today: u32) -> PrefixUsage {
+pub fn usage(r: &PrefixRollup, depth: usize, today: u32, tiers: &Tiers) -> PrefixUsage {
     let t = r.totals;
     let read: (u64, u64) = r
         .accessed
@@ -136,6 +196,11 @@ pub fn usage(r: &PrefixRollup, depth: usize, today: u32) -> PrefixUsage {
         accessed: classes(&r.accessed, today),
         never_read_objects: t.live_objects.saturating_sub(read.0),
         never_read_bytes: t.live_bytes.saturating_sub(read.1),
+        tiers: tiers.bytes(&r.stored),
+        snapshot_only: SnapshotOnly {
+            snapshot_only_versions: r.snapshot_only.objects,
+            snapshot_only_bytes: r.snapshot_only.bytes,
+        },
     }
 }
 
@@ -143,18 +208,19 @@ impl Inner {
     fn du(&self, prefix: &str, depth: usize, top: usize) -> Result<DuReport> {
         let started = Instant::now();
         let today = day_of(now_nanos());
+        let tiers = Tiers::of(self)?;
         let mut prefixes = Vec::new();
         let root = self.meta.rollup(prefix)?.unwrap_or_else(|| PrefixRollup {
             prefix: prefix.to_string(),
             ..Default::default()
         });
-        prefixes.push(usage(&root, 0, today));
+        prefixes.push(usage(&root, 0, today, &tiers));
         let mut frontier = vec![prefix.to_string()];
         for level in 1..=depth {
             let mut next = Vec::new();
             for p in &frontier {
                 for c in self.meta.rollup_children(p)? {
-                    prefixes.push(usage(&c, level, today));
+                    prefixes.push(usage(&c, level, today, &tiers));
                     next.push(c.prefix);
                 }
             }
@@ -168,7 +234,7 @@ impl Inner {
             for (p, _) in all.into_iter().take(top) {
                 if let Some(r) = self.meta.rollup(&p)? {
                     let d = p[prefix.len()..].matches('/').count();
-                    top_rows.push(usage(&r, d, today));
+                    top_rows.push(usage(&r, d, today, &tiers));
                 }
             }
         }
@@ -227,24 +293,6 @@ impl LocalStore {
             seconds: secs,
             versions_per_second: c.versions as f64 / secs,
         })
-    }
-
-    /// Bytes per tier and bytes only named snapshots keep, for `prefix` and each prefix up to
-    /// `depth` levels below it, counted from a scan of every version under `prefix` (see
-    /// [`crate::local::meta::du_scan`]; what `du --placement` adds). Prefixes without a
-    /// version are absent.
-    pub fn du_placement(&self, prefix: &str, depth: usize) -> Result<BTreeMap<String, Placement>> {
-        if !prefix.is_empty() {
-            validate_prefix(prefix)?;
-        }
-        let meta = &self.inner.meta;
-        let policy = crate::local::retention::policy(meta)?;
-        let moments: Vec<SystemTime> = crate::local::retention::snapshots(meta)?
-            .iter()
-            .map(|s| s.at)
-            .collect();
-        let expiry = Expiry::new(&policy, &moments, SystemTime::now());
-        meta.placement_scan(prefix, depth, &expiry)
     }
 
     /// Removes the rollups and their format row, leaving the store as one written before

@@ -77,12 +77,21 @@ pub mod table {
     pub const BLOB_PAGE: u8 = b'B';
     /// `V` + volume id (u64 BE) -> [`super::VolumeRecord`].
     pub const VOLUME: u8 = b'V';
+    /// `L` + volume id (u64 BE) -> u64: the *lineage* of a volume made by compaction, the id
+    /// of the volume its blobs were first written to (a volume without a row is its own
+    /// lineage). Per-prefix rollups count bytes by lineage, so a compaction, which moves
+    /// every live blob of one volume into one new volume, changes no rollup row.
+    pub const LINEAGE: u8 = b'L';
     /// `u` + upload id -> [`super::UploadRecord`].
     pub const UPLOAD: u8 = b'u';
     /// `p` + upload id + 0x00 + part number (u32 BE) -> [`super::PartRecord`].
     pub const PART: u8 = b'p';
     /// `t` + key -> [`super::KeyTimesRecord`]: times kept beside a key's versions.
     pub const KEY_TIMES: u8 = b't';
+    /// `s` + key -> RollupBucket (`meta::rollup`): the key's noncurrent versions (and their
+    /// bytes) that only named snapshots keep, as gc's last retention pass over the key found
+    /// them; absent when none. Summed per prefix by the rollups.
+    pub const SNAPSHOT_ONLY: u8 = b's';
     /// `r` + name -> [`super::StoreRecordRow`]: a store record (named snapshots, the
     /// retention policy, restore checkpoints), opaque bytes of the layer that wrote it.
     pub const STORE_RECORD: u8 = b'r';
@@ -529,6 +538,22 @@ pub fn blob_key(blob: u64) -> [u8; 9] {
 pub fn volume_key(volume: u64) -> [u8; 9] {
     let mut k = [0u8; 9];
     k[0] = table::VOLUME;
+    k[1..].copy_from_slice(&volume.to_be_bytes());
+    k
+}
+
+/// `s` + key.
+pub fn snapshot_only_key(key: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(key.len() + 1);
+    k.push(table::SNAPSHOT_ONLY);
+    k.extend_from_slice(key.as_bytes());
+    k
+}
+
+/// `L` + volume id.
+pub fn lineage_key(volume: u64) -> [u8; 9] {
+    let mut k = [0u8; 9];
+    k[0] = table::LINEAGE;
     k[1..].copy_from_slice(&volume.to_be_bytes());
     k
 }

@@ -21,6 +21,11 @@
 //! record gets those figures ([`Exclusive`]); a resumed pass saw only part of the store and
 //! leaves them as they were.
 //!
+//! Per key, the noncurrent versions only named snapshots keep (any of them) and their bytes
+//! go into the key's `s` row when they changed, with the per-prefix rollups
+//! ([`Meta::set_snapshot_only`]): `objfs du` shows them as of the pass's last visit to each
+//! key. A batch also clears the rows of keys in its range that have no version left.
+//!
 //! [`Keep::only_snapshot`]: crate::history::retention::Keep::only_snapshot
 
 use std::collections::HashMap;
@@ -31,8 +36,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ErrorKind, Result};
-use crate::history::retention::{self, Decision, Expiry, Policy, VersionFacts};
+use crate::history::retention::{self, Decision, Expiry, Keep, Policy, VersionFacts};
 use crate::history::snapshots::{Exclusive, Snapshot, RECORD_PREFIX};
+use crate::local::meta::rollup::RollupBucket;
 use crate::local::meta::Meta;
 use crate::local::records::{
     decode, parse_version_key, table, version_prefix, Extent, VersionRecord,
@@ -233,6 +239,7 @@ impl RetentionPass {
             done,
             ..Default::default()
         };
+        let mut snapshot_only: Vec<(String, RollupBucket)> = Vec::with_capacity(keys.len());
         for (key, rows) in &keys {
             let facts: Vec<VersionFacts> = rows
                 .iter()
@@ -242,6 +249,14 @@ impl RetentionPass {
                 })
                 .collect();
             let decisions = expiry.decide(&facts);
+            let mut only = RollupBucket::default();
+            for (row, d) in rows.iter().zip(&decisions) {
+                if !row.delete_marker && matches!(d, Decision::Keep(Keep::Snapshot { .. })) {
+                    only.objects += 1;
+                    only.bytes += row.size;
+                }
+            }
+            snapshot_only.push((key.clone(), only));
             // Oldest first: a delete marker goes after the versions under it.
             for (row, d) in rows.iter().zip(&decisions).rev() {
                 match d {
@@ -266,6 +281,7 @@ impl RetentionPass {
                 }
             }
         }
+        self.record_snapshot_only(meta, snapshot_only, done)?;
         if let Some((last, _)) = keys.last() {
             self.state.after = Some(last.clone());
         }
@@ -274,6 +290,45 @@ impl RetentionPass {
         }
         meta.save_checkpoint(CHECKPOINT, &self.state)?;
         Ok(batch)
+    }
+
+    /// Records the batch's snapshot-only figures (`found`, per key in key order) where they
+    /// differ from the keys' `s` rows, and clears the rows of keys in the batch's range that
+    /// have no version any more (`done`: the range runs to the end).
+    fn record_snapshot_only(
+        &self,
+        meta: &Meta,
+        found: Vec<(String, RollupBucket)>,
+        done: bool,
+    ) -> Result<()> {
+        let until = if done {
+            None
+        } else {
+            match found.last() {
+                Some((k, _)) => Some(k.as_str()),
+                None => return Ok(()),
+            }
+        };
+        let had: HashMap<String, RollupBucket> = meta
+            .snapshot_only_rows(self.state.after.as_deref(), until)?
+            .into_iter()
+            .collect();
+        let mut changes: Vec<(String, RollupBucket)> = Vec::new();
+        for key in had.keys() {
+            // `found` is in key order (the version table's).
+            if found
+                .binary_search_by(|(k, _)| k.as_str().cmp(key.as_str()))
+                .is_err()
+            {
+                changes.push((key.clone(), RollupBucket::default()));
+            }
+        }
+        for (key, b) in found {
+            if had.get(&key).copied().unwrap_or_default() != b {
+                changes.push((key, b));
+            }
+        }
+        meta.set_snapshot_only(&changes)
     }
 
     /// Ends the pass; when it ran whole here, records what each snapshot alone keeps.

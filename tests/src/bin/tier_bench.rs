@@ -1,5 +1,6 @@
 //! Benchmark of the remote tier against the S3 server the test variables name (moto from
-//! scripts/test, or any OBJFS_TEST_S3_ENDPOINT/PROFILE/REGION): tiering throughput against raw
+//! scripts/test, or any OBJFS_TEST_S3_ENDPOINT/PROFILE/REGION; with only
+//! OBJFS_TEST_GARAGE_ENDPOINT/PROFILE/REGION set, that Garage): tiering throughput against raw
 //! PutObject of the same bytes through the same client, a cold read of a tiered 4 KiB file
 //! against a raw ranged GET of 4 KiB, and a cache-hit read against a local read of the same
 //! sizes, and a whole scrub of the tiered volumes against raw GetObject of the same objects,
@@ -15,7 +16,7 @@ use objfs_store::local::tier::scrub::RemoteScrub;
 use objfs_store::local::tier::{TierRecord, DEFAULT_JOBS, TIER_FORMAT};
 use objfs_store::local::{EcSetting, LocalConfig, LocalStore};
 use objfs_store::{GetOptions, ListRequest, ObjectStore, PutOptions};
-use objfs_tests::s3_fixture::moto;
+use objfs_tests::s3_fixture::{garage, moto};
 
 fn data(n: usize, seed: u64) -> Vec<u8> {
     (0..n)
@@ -33,10 +34,18 @@ fn mbps(bytes: u64, d: Duration) -> f64 {
 }
 
 fn main() {
-    let Some(server) = moto() else {
-        eprintln!("tier_bench: OBJFS_TEST_S3_ENDPOINT is not set; nothing measured");
+    let server = if std::env::var_os("OBJFS_TEST_S3_ENDPOINT").is_some() {
+        moto()
+    } else {
+        garage()
+    };
+    let Some(server) = server else {
+        eprintln!(
+            "tier_bench: neither OBJFS_TEST_S3_ENDPOINT nor OBJFS_TEST_GARAGE_ENDPOINT is set; nothing measured"
+        );
         return;
     };
+    println!("tier_bench: against {} at {}", server.name, server.endpoint);
     let mb: usize = std::env::var("OBJFS_BENCH_MB")
         .ok()
         .and_then(|v| v.parse().ok())

@@ -21,7 +21,6 @@ mod batch;
 pub(crate) mod blob_pages;
 mod db;
 mod deleted;
-pub mod du_scan;
 mod filter;
 pub mod log;
 mod memtable;
@@ -76,6 +75,8 @@ pub struct Meta {
     /// by each such commit: a seqlock for listings that read `c` and `d` side by side
     /// ([`Meta::deleted_epoch`]).
     deleted_epoch: AtomicU64,
+    /// Volume id -> its lineage (the `L` table, read through; [`Meta::lineage_of`]).
+    lineages: Mutex<HashMap<u64, u64>>,
 }
 
 /// What recovery did at open.
@@ -167,6 +168,10 @@ fn check_condition(key: &str, cond: &Condition, cur: Option<&CurrentRecord>) -> 
 
 fn sub(a: u64, b: u64) -> u64 {
     a.saturating_sub(b)
+}
+
+fn lock_map<K, V>(m: &Mutex<HashMap<K, V>>) -> MutexGuard<'_, HashMap<K, V>> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Meta {
@@ -408,6 +413,9 @@ impl Meta {
             };
             txn.insert(current_key(key), encode(&cur)?);
         }
+        if !rec.delete_marker {
+            txn.stored(key, &rec.extents, 1);
+        }
         Ok(())
     }
 
@@ -577,6 +585,9 @@ impl Meta {
         let mut st = state.stats;
         txn.remove(version_key(key, v));
         txn.add_refs(&rec.extents, -1);
+        if !rec.delete_marker {
+            txn.stored(key, &rec.extents, -1);
+        }
         st.versions = sub(st.versions, 1);
         if rec.delete_marker {
             st.delete_markers = sub(st.delete_markers, 1);

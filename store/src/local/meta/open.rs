@@ -140,6 +140,7 @@ impl Meta {
             pending: Mutex::new(Some(recovered)),
             page_floor: lease.div_ceil(blob_pages::PAGE_BLOBS),
             page_hwm: Default::default(),
+            lineages: Default::default(),
             deleted_epoch: Default::default(),
         })
     }

@@ -2,10 +2,26 @@
 //!
 //! Every `/`-delimited prefix of a key (and the root, the empty prefix) has a *totals* row
 //! (live objects and bytes, noncurrent versions and bytes, delete markers, incomplete
-//! multipart uploads, their parts and bytes) and sparse *histogram* rows: live objects and
+//! multipart uploads, their parts and bytes), sparse *histogram* rows: live objects and
 //! bytes by the day of their last modification (the version's time in the store) and by the
-//! day of their last recorded access. Rows hold absolute days; ages are computed at query
-//! time.
+//! day of their last recorded access, and *stored* rows: the bytes of its versions' extents
+//! (live and noncurrent) by the lineage of the volume they are in. Rows hold absolute days;
+//! ages are computed at query time.
+//!
+//! Stored rows are what makes bytes per tier a rollup. Data changes tier a whole volume at a
+//! time (placement erasure-codes a volume, tiering moves it to the bucket, recall brings it
+//! back: the volume keeps its id), and compaction moves every live blob of one volume into
+//! one new volume that inherits its *lineage* (the `L` table). So the bytes a prefix has in a
+//! lineage change only when a version is written or removed for good, and `du` turns
+//! lineages into tiers at query time by the layout of each lineage's newest volume. Holes
+//! count under [`HOLE_LINEAGE`].
+//!
+//! A *snapshot-only* row sums the `s` rows of the prefix's keys: the noncurrent versions only
+//! named snapshots keep. That depends on the retention policy at a moment, not on commits (a
+//! version becomes one as time passes), so gc's retention pass, which decides every key's
+//! versions anyway, records each key's figure in its `s` row when it changes
+//! ([`Meta::set_snapshot_only`]), and the prefix rows follow in the same log record: exact
+//! as of the pass's last visit to each key.
 //!
 //! An object's access bucket is the day of the key's recorded access only when that access is
 //! not older than the object's current version ([`access_bucket`]): an access recorded before
@@ -29,7 +45,9 @@ use serde::{Deserialize, Serialize};
 
 use super::{Meta, Txn};
 use crate::error::Result;
-use crate::local::records::{decode, encode, key_times_key, InitialFormat, KeyTimesRecord};
+use crate::local::records::{
+    decode, encode, key_times_key, snapshot_only_key, table, Extent, InitialFormat, KeyTimesRecord,
+};
 use crate::local::version::LocalVersion;
 
 /// `R`: the rollup table's tag (first key byte).
@@ -38,6 +56,25 @@ pub const TABLE: u8 = b'R';
 pub const KIND_TOTALS: u8 = 0;
 pub const KIND_MODIFIED: u8 = 1;
 pub const KIND_ACCESSED: u8 = 2;
+pub const KIND_STORED: u8 = 3;
+pub const KIND_SNAPSHOT_ONLY: u8 = 4;
+
+/// The lineage holes count under (they are stored nowhere).
+pub const HOLE_LINEAGE: u64 = crate::local::records::HOLE_BLOB;
+
+/// What a rollup row is, after its prefix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum RowKind {
+    Totals,
+    /// Live objects last modified on this day.
+    Modified(u32),
+    /// Live objects last read on this day.
+    Accessed(u32),
+    /// Version bytes in this volume lineage.
+    Stored(u64),
+    /// Noncurrent versions (and bytes) only named snapshots keep.
+    SnapshotOnly,
+}
 
 /// Nanoseconds in a histogram bucket (a day).
 pub const DAY_NANOS: u64 = 86_400 * 1_000_000_000;
@@ -118,6 +155,21 @@ pub fn row_key(prefix: &str, kind: u8, day: Option<u32>) -> Vec<u8> {
     k
 }
 
+/// The key of any row kind of `prefix`.
+pub fn kind_key(prefix: &str, kind: RowKind) -> Vec<u8> {
+    match kind {
+        RowKind::Totals => row_key(prefix, KIND_TOTALS, None),
+        RowKind::Modified(d) => row_key(prefix, KIND_MODIFIED, Some(d)),
+        RowKind::Accessed(d) => row_key(prefix, KIND_ACCESSED, Some(d)),
+        RowKind::SnapshotOnly => row_key(prefix, KIND_SNAPSHOT_ONLY, None),
+        RowKind::Stored(lineage) => {
+            let mut k = row_key(prefix, KIND_STORED, None);
+            k.extend_from_slice(&lineage.to_be_bytes());
+            k
+        }
+    }
+}
+
 /// The rows of `prefix` itself: from `R` + prefix + 0x00 to `R` + prefix + 0x01.
 pub fn own_rows(prefix: &str) -> (Vec<u8>, Vec<u8>) {
     let mut a = vec![TABLE];
@@ -128,19 +180,21 @@ pub fn own_rows(prefix: &str) -> (Vec<u8>, Vec<u8>) {
     (a, b)
 }
 
-/// Splits a rollup row key into (prefix, kind, day).
-pub fn parse_row_key(k: &[u8]) -> Option<(&str, u8, Option<u32>)> {
+/// Splits a rollup row key into its prefix and kind.
+pub fn parse_row_key(k: &[u8]) -> Option<(&str, RowKind)> {
     let body = k.strip_prefix(&[TABLE])?;
     let nul = body.iter().position(|&b| b == 0)?;
     let prefix = std::str::from_utf8(&body[..nul]).ok()?;
     let rest = &body[nul + 1..];
-    match rest {
-        [KIND_TOTALS] => Some((prefix, KIND_TOTALS, None)),
-        [kind @ (KIND_MODIFIED | KIND_ACCESSED), d @ ..] if d.len() == 4 => {
-            Some((prefix, *kind, Some(u32::from_be_bytes(d.try_into().ok()?))))
-        }
-        _ => None,
-    }
+    let kind = match rest {
+        [KIND_TOTALS] => RowKind::Totals,
+        [KIND_MODIFIED, d @ ..] => RowKind::Modified(u32::from_be_bytes(d.try_into().ok()?)),
+        [KIND_ACCESSED, d @ ..] => RowKind::Accessed(u32::from_be_bytes(d.try_into().ok()?)),
+        [KIND_STORED, l @ ..] => RowKind::Stored(u64::from_be_bytes(l.try_into().ok()?)),
+        [KIND_SNAPSHOT_ONLY] => RowKind::SnapshotOnly,
+        _ => return None,
+    };
+    Some((prefix, kind))
 }
 
 /// The day bucket of a time in nanoseconds since the epoch.
@@ -179,6 +233,19 @@ pub(crate) enum Event {
         parts: i64,
         bytes: i64,
     },
+    /// A data version's extents written (+1) or removed for good (-1): their bytes by the
+    /// lineage of their blobs' volumes (resolved at commit).
+    Stored {
+        key: String,
+        extents: Vec<Extent>,
+        sign: i64,
+    },
+    /// A key's snapshot-only versions and bytes changed by these.
+    SnapshotOnly {
+        key: String,
+        versions: i64,
+        bytes: i64,
+    },
     /// A live object moving between access-day buckets (`from`/`to` None: no access recorded).
     Access {
         key: String,
@@ -196,6 +263,8 @@ pub(crate) enum Event {
 pub(crate) struct Deltas<'a> {
     totals: BTreeMap<&'a str, [i64; TOTALS]>,
     buckets: BTreeMap<(&'a str, u8, u32), [i64; 2]>,
+    stored: BTreeMap<(&'a str, u64), i64>,
+    snapshot_only: BTreeMap<&'a str, [i64; 2]>,
 }
 
 impl<'a> Deltas<'a> {
@@ -215,9 +284,21 @@ impl<'a> Deltas<'a> {
         }
     }
 
+    /// Adds `bytes` (signed) in `lineage` to every prefix of `key`.
+    fn stored(&mut self, key: &'a str, lineage: u64, bytes: i64) {
+        for p in ancestors(key) {
+            *self.stored.entry((p, lineage)).or_default() += bytes;
+        }
+    }
+
     /// Adds `event`; `accessed` gives a live key's recorded access time (read by the caller;
-    /// 0: none).
-    pub(crate) fn add(&mut self, event: &'a Event, accessed: u64) {
+    /// 0: none); `lineage` the lineage of a blob's volume (for [`Event::Stored`]).
+    pub(crate) fn add(
+        &mut self,
+        event: &'a Event,
+        accessed: u64,
+        lineage: &mut impl FnMut(u64) -> Result<u64>,
+    ) -> Result<()> {
         match event {
             Event::Live {
                 key,
@@ -260,7 +341,37 @@ impl<'a> Deltas<'a> {
                     self.bucket(key, KIND_ACCESSED, *t, 1, b);
                 }
             }
+            Event::SnapshotOnly {
+                key,
+                versions,
+                bytes,
+            } => {
+                for p in ancestors(key) {
+                    let row = self.snapshot_only.entry(p).or_default();
+                    row[0] += versions;
+                    row[1] += bytes;
+                }
+            }
+            Event::Stored { key, extents, sign } => {
+                // One row per lineage the version uses, summed first (a file of many
+                // extents in one volume touches each of its prefixes' rows once).
+                let mut by: Vec<(u64, u64)> = Vec::with_capacity(1);
+                for e in extents {
+                    let l = match e.blob_id() {
+                        Some(blob) => lineage(blob)?,
+                        None => HOLE_LINEAGE,
+                    };
+                    match by.iter_mut().find(|(x, _)| *x == l) {
+                        Some((_, n)) => *n += e.len,
+                        None => by.push((l, e.len)),
+                    }
+                }
+                for (l, n) in by {
+                    self.stored(key, l, *sign * n as i64);
+                }
+            }
         }
+        Ok(())
     }
 }
 
@@ -274,6 +385,19 @@ impl Txn {
             nanos: (vid.0 >> 64) as u64,
             sign,
             fresh,
+        });
+    }
+
+    /// A data version of `key` made of `extents` is written (`sign` 1) or removed for good
+    /// (-1).
+    pub(super) fn stored(&mut self, key: &str, extents: &[Extent], sign: i64) {
+        if extents.is_empty() {
+            return;
+        }
+        self.events.push(Event::Stored {
+            key: key.into(),
+            extents: extents.to_vec(),
+            sign,
         });
     }
 
@@ -325,13 +449,23 @@ impl Meta {
                 }
             }
         }
+        // A blob's lineage: its volume's, from the blob's record (in this commit when it is
+        // fresh), a few volumes per commit.
+        let new_blobs = &txn.new_blobs;
+        let mut lineage = |blob: u64| -> Result<u64> {
+            let volume = match new_blobs.get(&blob) {
+                Some(b) => b.volume,
+                None => self.blob(blob)?.volume,
+            };
+            self.lineage_of(volume)
+        };
         let mut deltas = Deltas::default();
         for e in &events {
             let accessed = match e {
                 Event::Live { key, .. } => access.get(key.as_str()).copied().unwrap_or(0),
                 _ => 0,
             };
-            deltas.add(e, accessed);
+            deltas.add(e, accessed, &mut lineage)?;
         }
         // Sorted, so a record's rows (and the reads) go in key order.
         for (prefix, d) in deltas.totals {
@@ -354,25 +488,108 @@ impl Meta {
             }
         }
         for ((prefix, kind, day), d) in deltas.buckets {
-            if d == [0, 0] {
+            self.add_to_bucket(txn, row_key(prefix, kind, Some(day)), d)?;
+        }
+        for (prefix, d) in deltas.snapshot_only {
+            self.add_to_bucket(txn, kind_key(prefix, RowKind::SnapshotOnly), d)?;
+        }
+        for ((prefix, lineage), d) in deltas.stored {
+            if d == 0 {
                 continue;
             }
-            let row = row_key(prefix, kind, Some(day));
+            let row = kind_key(prefix, RowKind::Stored(lineage));
             let old = match self.tables.get(&row)? {
-                Some(v) => decode::<RollupBucket>(&v)?,
-                None => RollupBucket::default(),
+                Some(v) => decode::<u64>(&v)?,
+                None => 0,
             };
-            let new = RollupBucket {
-                objects: add_signed(old.objects, d[0]),
-                bytes: add_signed(old.bytes, d[1]),
-            };
-            if new == RollupBucket::default() {
-                txn.remove(row);
-            } else {
-                txn.insert(row, encode(&new)?);
+            match add_signed(old, d) {
+                0 => txn.remove(row),
+                new => txn.insert(row, encode(&new)?),
             }
         }
         Ok(())
+    }
+}
+
+impl Meta {
+    /// Adds `d` (objects, bytes) to the bucket row `row` in `txn` (removed when it falls to
+    /// zero).
+    fn add_to_bucket(&self, txn: &mut Txn, row: Vec<u8>, d: [i64; 2]) -> Result<()> {
+        if d == [0, 0] {
+            return Ok(());
+        }
+        let old = match self.tables.get(&row)? {
+            Some(v) => decode::<RollupBucket>(&v)?,
+            None => RollupBucket::default(),
+        };
+        let new = RollupBucket {
+            objects: add_signed(old.objects, d[0]),
+            bytes: add_signed(old.bytes, d[1]),
+        };
+        if new == RollupBucket::default() {
+            txn.remove(row);
+        } else {
+            txn.insert(row, encode(&new)?);
+        }
+        Ok(())
+    }
+
+    /// The `s` rows of keys in `(after, until]` (None: from the first key / to the last), in
+    /// key order: what gc's retention pass last recorded for them.
+    pub(crate) fn snapshot_only_rows(
+        &self,
+        after: Option<&str>,
+        until: Option<&str>,
+    ) -> Result<Vec<(String, RollupBucket)>> {
+        let start = match after {
+            Some(k) => {
+                let mut s = snapshot_only_key(k);
+                s.push(0);
+                s
+            }
+            None => vec![table::SNAPSHOT_ONLY],
+        };
+        let mut out = Vec::new();
+        for row in self.range(start, Some(vec![table::SNAPSHOT_ONLY + 1])) {
+            let (k, v) = row?;
+            let key = std::str::from_utf8(&k[1..]).map_err(|_| crate::StoreError::Corrupt {
+                what: format!("snapshot-only row {:?} is not UTF-8", &k[..]),
+            })?;
+            if until.is_some_and(|u| key > u) {
+                break;
+            }
+            out.push((key.to_string(), decode(&v)?));
+        }
+        Ok(out)
+    }
+
+    /// Records what only snapshots keep of each key (`changes`: key, its new figure; zero
+    /// removes the row) in one log record, with the prefixes' rows: each key's old figure is
+    /// read under the commit lock, so the prefix rows stay the sum of the `s` rows.
+    pub(crate) fn set_snapshot_only(&self, changes: &[(String, RollupBucket)]) -> Result<()> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let _state = self.lock();
+        let mut txn = Txn::new();
+        for (key, new) in changes {
+            let row = snapshot_only_key(key);
+            let old: RollupBucket = self.get(&row)?.unwrap_or_default();
+            if old == *new {
+                continue;
+            }
+            if *new == RollupBucket::default() {
+                txn.remove(&row);
+            } else {
+                txn.insert(&row, encode(new)?);
+            }
+            txn.events.push(Event::SnapshotOnly {
+                key: key.clone(),
+                versions: new.objects as i64 - old.objects as i64,
+                bytes: new.bytes as i64 - old.bytes as i64,
+            });
+        }
+        self.write_rows(txn)
     }
 }
 
@@ -394,8 +611,15 @@ mod tests {
     fn row_keys_round_trip_and_sort_by_prefix() {
         let t = row_key("a/", KIND_TOTALS, None);
         let m = row_key("a/", KIND_MODIFIED, Some(20_000));
-        assert_eq!(parse_row_key(&t), Some(("a/", KIND_TOTALS, None)));
-        assert_eq!(parse_row_key(&m), Some(("a/", KIND_MODIFIED, Some(20_000))));
+        assert_eq!(parse_row_key(&t), Some(("a/", RowKind::Totals)));
+        assert_eq!(parse_row_key(&m), Some(("a/", RowKind::Modified(20_000))));
+        let st = kind_key("a/", RowKind::Stored(7));
+        assert_eq!(parse_row_key(&st), Some(("a/", RowKind::Stored(7))));
+        assert!(m < st && st < row_key("a/b/", KIND_TOTALS, None));
+        assert_eq!(
+            kind_key("a/", RowKind::Accessed(3)),
+            row_key("a/", KIND_ACCESSED, Some(3))
+        );
         // A prefix's own rows sort before its sub-prefixes' rows.
         assert!(m < row_key("a/b/", KIND_TOTALS, None));
         let (lo, hi) = own_rows("a/");
@@ -415,9 +639,10 @@ mod tests {
             fresh: false,
         };
         let events = [live(1), live(1), live(-1)];
-        d.add(&events[0], 4 * DAY_NANOS);
-        d.add(&events[1], 0);
-        d.add(&events[2], 0);
+        let mut none = |_| -> Result<u64> { unreachable!("no extents") };
+        d.add(&events[0], 4 * DAY_NANOS, &mut none).unwrap();
+        d.add(&events[1], 0, &mut none).unwrap();
+        d.add(&events[2], 0, &mut none).unwrap();
         let root = d.totals[""];
         assert_eq!(root[0..2], [1, 10]);
         assert_eq!(d.buckets[&("x/", KIND_MODIFIED, 3)], [1, 10]);
@@ -439,6 +664,36 @@ mod tests {
             .map(|p| row_key(p, KIND_TOTALS, None))
             .collect();
         assert!(keys.windows(2).all(|w| w[0] < w[1]));
+    }
+
+    #[test]
+    fn stored_bytes_sum_per_lineage_and_holes_count_apart() {
+        let ext = |blob, len| Extent {
+            blob,
+            offset: 0,
+            len,
+        };
+        let put = Event::Stored {
+            key: "a/b/f".into(),
+            extents: vec![ext(1, 10), ext(2, 5), Extent::hole(7), ext(3, 4)],
+            sign: 1,
+        };
+        let gone = Event::Stored {
+            key: "a/c".into(),
+            extents: vec![ext(3, 4)],
+            sign: -1,
+        };
+        // Blobs 1 and 2 are in lineage 100, blob 3 in 200.
+        let mut lineage = |b: u64| -> Result<u64> { Ok(if b == 3 { 200 } else { 100 }) };
+        let mut d = Deltas::default();
+        d.add(&put, 0, &mut lineage).unwrap();
+        d.add(&gone, 0, &mut lineage).unwrap();
+        assert_eq!(d.stored[&("a/b/", 100)], 15);
+        assert_eq!(d.stored[&("a/b/", 200)], 4);
+        assert_eq!(d.stored[&("a/b/", HOLE_LINEAGE)], 7);
+        assert_eq!(d.stored[&("a/", 200)], 0);
+        assert_eq!(d.stored[&("", 100)], 15);
+        assert!(!d.stored.contains_key(&("a/c", 200)));
     }
 
     #[test]

@@ -11,30 +11,34 @@
 //! rows of the same commit without holding the commit lock. Queries of the maintained rows
 //! live here too.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
+use super::blob_pages::{page_key, page_of, BlobPage};
 use super::pinned::Pinned;
 use super::rollup::{
-    access_bucket, ancestors, day_of, own_rows, parse_row_key, row_key, RollupBucket, RollupTotals,
-    KIND_ACCESSED, KIND_MODIFIED, KIND_TOTALS, TABLE,
+    access_bucket, ancestors, day_of, kind_key, own_rows, parse_row_key, row_key, RollupBucket,
+    RollupTotals, RowKind, HOLE_LINEAGE, KIND_ACCESSED, KIND_MODIFIED, KIND_TOTALS, TABLE,
 };
+use super::volumes::lineage_id;
 use super::{Meta, Txn};
 use crate::error::{Result, StoreError};
 use crate::key::prefix_successor;
 use crate::local::records::{
-    decode, encode, misc_key, parse_version_key, table, KeyTimesRecord, PartRecord, UploadRecord,
+    decode, encode, misc_key, parse_version_key, table, Extent, KeyTimesRecord, PartRecord,
+    UploadRecord, VersionRecord,
 };
 
 /// The `m` row saying which rollup format the store maintains (absent: none, build them).
 pub const MISC_ROLLUPS: &str = "rollups";
-/// The rollup format this build maintains.
-pub const ROLLUP_FORMAT: u64 = 1;
+/// The rollup format this build maintains (2: stored rows by volume lineage added).
+pub const ROLLUP_FORMAT: u64 = 2;
 
-/// A row's value while counting: totals (8 counters) or a bucket (2).
+/// A row's value while counting: totals (8 counters), a bucket (2) or stored bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RowValue {
     Totals(RollupTotals),
     Bucket(RollupBucket),
+    Stored(u64),
 }
 
 /// Counted rows: rollup row key -> value.
@@ -49,6 +53,24 @@ pub struct PrefixRollup {
     pub modified: Vec<(u32, RollupBucket)>,
     /// (day, live objects and bytes last read that day); objects never read are not here.
     pub accessed: Vec<(u32, RollupBucket)>,
+    /// (volume lineage, bytes of version extents in it), holes under [`HOLE_LINEAGE`].
+    pub stored: Vec<(u64, u64)>,
+    /// Noncurrent versions and bytes only named snapshots keep (the keys' `s` rows).
+    pub snapshot_only: RollupBucket,
+}
+
+impl PrefixRollup {
+    /// Adds one of the prefix's rows.
+    fn add(&mut self, kind: RowKind, v: &[u8]) -> Result<()> {
+        match kind {
+            RowKind::Totals => self.totals = decode(v)?,
+            RowKind::Modified(d) => self.modified.push((d, decode(v)?)),
+            RowKind::Accessed(d) => self.accessed.push((d, decode(v)?)),
+            RowKind::Stored(l) => self.stored.push((l, decode(v)?)),
+            RowKind::SnapshotOnly => self.snapshot_only = decode(v)?,
+        }
+        Ok(())
+    }
 }
 
 /// What a verification found.
@@ -68,6 +90,7 @@ struct Acc {
     totals: [u64; 8],
     modified: BTreeMap<u32, (u64, u64)>,
     accessed: BTreeMap<u32, (u64, u64)>,
+    stored: BTreeMap<u64, u64>,
 }
 
 impl Acc {
@@ -84,6 +107,9 @@ impl Acc {
             let e = self.accessed.entry(d).or_default();
             e.0 += n;
             e.1 += b;
+        }
+        for (l, b) in o.stored {
+            *self.stored.entry(l).or_default() += b;
         }
     }
 }
@@ -104,6 +130,7 @@ fn add_row(out: &mut Counted, row: Vec<u8>, v: RowValue) {
             a.objects += b.objects;
             a.bytes += b.bytes;
         }
+        (Some(RowValue::Stored(a)), RowValue::Stored(b)) => *a += b,
         (_, v) => {
             out.insert(row, v);
         }
@@ -139,6 +166,70 @@ fn emit(out: &mut Counted, prefix: &str, acc: &Acc) {
                 add_row(out, row_key(prefix, kind, Some(d)), RowValue::Bucket(b));
             }
         }
+    }
+    for (&l, &b) in &acc.stored {
+        if b != 0 {
+            let row = kind_key(prefix, RowKind::Stored(l));
+            add_row(out, row, RowValue::Stored(b));
+        }
+    }
+}
+
+/// Blob id -> lineage of its volume, as of a view: the `L` table read once, blob pages
+/// looked up as versions name them (the last pages kept: blobs written together are
+/// numbered together).
+struct ViewLineage<'v> {
+    view: &'v Pinned<'v>,
+    lineages: HashMap<u64, u64>,
+    pages: HashMap<u64, BlobPage>,
+}
+
+impl<'v> ViewLineage<'v> {
+    fn new(view: &'v Pinned<'v>) -> Result<Self> {
+        let mut lineages = HashMap::new();
+        for row in view.range(vec![table::LINEAGE], Some(vec![table::LINEAGE + 1])) {
+            let (k, v) = row?;
+            lineages.insert(lineage_id(&k)?, decode(&v)?);
+        }
+        Ok(ViewLineage {
+            view,
+            lineages,
+            pages: HashMap::new(),
+        })
+    }
+
+    fn of(&mut self, e: &Extent) -> Result<u64> {
+        let Some(blob) = e.blob_id() else {
+            return Ok(HOLE_LINEAGE);
+        };
+        let (page, slot) = page_of(blob);
+        if !self.pages.contains_key(&page) {
+            if self.pages.len() >= 4096 {
+                self.pages.clear();
+            }
+            let k = page_key(page);
+            let p = match self.view.range(k.to_vec(), prefix_successor(&k)).next() {
+                Some(row) => {
+                    let (rk, v) = row?;
+                    if rk[..] == k[..] {
+                        decode::<BlobPage>(&v)?
+                    } else {
+                        BlobPage::default()
+                    }
+                }
+                None => BlobPage::default(),
+            };
+            self.pages.insert(page, p);
+        }
+        let volume = self
+            .pages
+            .get(&page)
+            .and_then(|p| p.get(slot))
+            .map(|b| b.volume)
+            .ok_or_else(|| StoreError::Corrupt {
+                what: format!("blob {blob} is referenced but has no record"),
+            })?;
+        Ok(self.lineages.get(&volume).copied().unwrap_or(volume))
     }
 }
 
@@ -228,6 +319,7 @@ fn count_range(view: &Pinned<'_>, lo: &str, hi: Option<&str>) -> Result<(Counted
     let tend = hi.map_or(vec![table::KEY_TIMES + 1], times_bound);
     let vrows = view.range(version_bound(lo), Some(vend));
     let mut trows = view.range(times_bound(lo), Some(tend)).peekable();
+    let mut lineage = ViewLineage::new(view)?;
     let mut walk = Walk::new();
     // The key of the previous row (its versions come newest first).
     let mut last_key: Option<Vec<u8>> = None;
@@ -244,6 +336,12 @@ fn count_range(view: &Pinned<'_>, lo: &str, hi: Option<&str>) -> Result<(Counted
             last.extend_from_slice(key.as_bytes());
         }
         let acc = walk.at(key);
+        if !head.delete_marker {
+            let rec: VersionRecord = decode(&v)?;
+            for e in &rec.extents {
+                *acc.stored.entry(lineage.of(e)?).or_default() += e.len;
+            }
+        }
         if head.delete_marker {
             acc.totals[4] += 1;
         } else if newest {
@@ -319,6 +417,25 @@ impl Meta {
                     ..Default::default()
                 };
                 add_row(out, row_key(a, KIND_TOTALS, None), RowValue::Totals(t));
+            }
+        }
+        Ok(())
+    }
+
+    /// The `s` rows of keys starting with `prefix`, summed into their prefixes' rows in `out`.
+    fn count_snapshot_only(view: &Pinned<'_>, prefix: &str, out: &mut Counted) -> Result<()> {
+        let mut start = vec![table::SNAPSHOT_ONLY];
+        start.extend_from_slice(prefix.as_bytes());
+        let end = prefix_successor(&start);
+        for row in view.range(start, end) {
+            let (k, v) = row?;
+            let key = std::str::from_utf8(&k[1..]).map_err(|_| StoreError::Corrupt {
+                what: format!("snapshot-only row {:?} is not UTF-8", &k[..]),
+            })?;
+            let b: RollupBucket = decode(&v)?;
+            for a in ancestors(key).filter(|a| a.starts_with(prefix)) {
+                let row = kind_key(a, RowKind::SnapshotOnly);
+                add_row(out, row, RowValue::Bucket(b));
             }
         }
         Ok(())
@@ -416,12 +533,13 @@ impl Meta {
             versions += v;
             for (k, v) in c {
                 // Rows of prefixes above `prefix` got parts of its keys only: not compared.
-                if parse_row_key(&k).is_some_and(|(p, _, _)| p.starts_with(prefix)) {
+                if parse_row_key(&k).is_some_and(|(p, _)| p.starts_with(prefix)) {
                     add_row(&mut out, k, v);
                 }
             }
         }
         Self::count_uploads(view, prefix, &mut out)?;
+        Self::count_snapshot_only(view, prefix, &mut out)?;
         Ok((out, versions))
     }
 
@@ -434,7 +552,8 @@ impl Meta {
         for row in view.range(start, end) {
             let (k, v) = row?;
             let value = match parse_row_key(&k) {
-                Some((_, KIND_TOTALS, _)) => RowValue::Totals(decode(&v)?),
+                Some((_, RowKind::Totals)) => RowValue::Totals(decode(&v)?),
+                Some((_, RowKind::Stored(_))) => RowValue::Stored(decode(&v)?),
                 Some(_) => RowValue::Bucket(decode(&v)?),
                 None => {
                     return Err(StoreError::Corrupt {
@@ -470,7 +589,7 @@ impl Meta {
                 check.mismatch_count += 1;
                 if check.mismatches.len() < 100 {
                     let name = parse_row_key(k)
-                        .map(|(p, kind, d)| format!("{p:?} kind {kind} day {d:?}"))
+                        .map(|(p, kind)| format!("{p:?} {kind:?}"))
                         .unwrap_or_else(|| format!("{k:?}"));
                     check
                         .mismatches
@@ -517,6 +636,7 @@ impl Meta {
             match v {
                 RowValue::Totals(t) => txn.insert(k, encode(t)?),
                 RowValue::Bucket(b) => txn.insert(k, encode(b)?),
+                RowValue::Stored(b) => txn.insert(k, encode(b)?),
             }
             rows += 1;
             flush(&mut txn, &mut rows, false)?;
@@ -553,10 +673,8 @@ impl Meta {
             let (k, v) = row?;
             any = true;
             match parse_row_key(&k) {
-                Some((_, KIND_TOTALS, _)) => out.totals = decode(&v)?,
-                Some((_, KIND_MODIFIED, Some(d))) => out.modified.push((d, decode(&v)?)),
-                Some((_, KIND_ACCESSED, Some(d))) => out.accessed.push((d, decode(&v)?)),
-                _ => {
+                Some((_, kind)) => out.add(kind, &v)?,
+                None => {
                     return Err(StoreError::Corrupt {
                         what: format!("malformed rollup row key {:?}", &k[..]),
                     })
@@ -607,10 +725,8 @@ impl Meta {
                 .last_mut()
                 .ok_or_else(|| StoreError::Metadata("no child".into()))?;
             match parse_row_key(&k) {
-                Some((_, KIND_TOTALS, _)) => r.totals = decode(&v)?,
-                Some((_, KIND_MODIFIED, Some(d))) => r.modified.push((d, decode(&v)?)),
-                Some((_, KIND_ACCESSED, Some(d))) => r.accessed.push((d, decode(&v)?)),
-                _ => {
+                Some((_, kind)) => r.add(kind, &v)?,
+                None => {
                     return Err(StoreError::Corrupt {
                         what: format!("malformed rollup row key {:?}", &k[..]),
                     })
@@ -627,7 +743,7 @@ impl Meta {
         let mut out = Vec::new();
         for row in self.scan_prefix(&start) {
             let (k, v) = row?;
-            if let Some((p, KIND_TOTALS, _)) = parse_row_key(&k) {
+            if let Some((p, RowKind::Totals)) = parse_row_key(&k) {
                 if p != prefix {
                     out.push((p.to_string(), decode(&v)?));
                 }

@@ -81,19 +81,24 @@ impl Meta {
         Ok((n, bytes))
     }
 
-    /// Points blobs at their new place after compaction copied them: (blob, from volume, to
-    /// volume, to offset). Durable when it returns (the caller synced the copies first).
-    /// Blobs removed or moved meanwhile are skipped.
-    pub fn relocate_blobs(&self, moves: &[(u64, u64, u64, u64)]) -> Result<()> {
+    /// Points the blobs compaction copied from volume `from` into volume `to` at their new
+    /// place ((blob, offset in `to`)), and gives `to` the lineage of `from` (in the same
+    /// batch, so the per-prefix stored rows stay right: see [`super::rollup`]). Durable when
+    /// it returns (the caller synced the copies first). Blobs removed or moved meanwhile are
+    /// skipped.
+    pub fn relocate_blobs(&self, from: u64, to: u64, moves: &[(u64, u64)]) -> Result<()> {
         {
             let _state = self.lock();
             let mut txn = Txn::new();
             let mut pages = PageEdits::default();
-            for &(blob, from, to, offset) in moves {
+            for &(blob, offset) in moves {
                 self.relocate(&mut pages, blob, from, to, offset)?;
             }
             pages.write(self, &mut txn)?;
+            let lineage = self.lineage_of(from)?;
+            txn.insert(lineage_key(to), encode(&lineage)?);
             self.write_rows(txn)?;
+            self.set_lineage(to, lineage);
         }
         self.tables.sync()
     }
@@ -131,12 +136,57 @@ impl Meta {
                 self.relocate(&mut pages, blob, old, new.id, offset)?;
             }
             pages.write(self, &mut txn)?;
+            let lineage = self.lineage_of(old)?;
             txn.insert(volume_key(new.id), encode(new)?);
+            txn.insert(lineage_key(new.id), encode(&lineage)?);
             txn.remove(volume_key(old));
+            txn.remove(lineage_key(old));
             self.write_rows(txn)?;
+            self.set_lineage(new.id, lineage);
+            self.forget_lineage(old);
         }
         self.tables.sync()
     }
+
+    /// The lineage of volume `id` ([`table::LINEAGE`]): the volume its blobs were first
+    /// written to. Read once per volume, then remembered (a volume's lineage never changes:
+    /// it is written before any version references a blob in the volume).
+    pub(crate) fn lineage_of(&self, id: u64) -> Result<u64> {
+        if let Some(&l) = super::lock_map(&self.lineages).get(&id) {
+            return Ok(l);
+        }
+        let l = self.get::<u64>(&lineage_key(id))?.unwrap_or(id);
+        super::lock_map(&self.lineages).insert(id, l);
+        Ok(l)
+    }
+
+    fn set_lineage(&self, id: u64, lineage: u64) {
+        super::lock_map(&self.lineages).insert(id, lineage);
+    }
+
+    fn forget_lineage(&self, id: u64) {
+        super::lock_map(&self.lineages).remove(&id);
+    }
+
+    /// Every volume made by compaction and its lineage (the `L` table).
+    pub fn lineages(&self) -> Result<HashMap<u64, u64>> {
+        let mut out = HashMap::new();
+        for row in self.scan_prefix([table::LINEAGE]) {
+            let (k, v) = row?;
+            out.insert(lineage_id(&k)?, decode(&v)?);
+        }
+        Ok(out)
+    }
+}
+
+/// The volume id of an `L` row key.
+pub(super) fn lineage_id(k: &[u8]) -> Result<u64> {
+    k.get(1..9)
+        .and_then(|b| b.try_into().ok())
+        .map(u64::from_be_bytes)
+        .ok_or_else(|| crate::StoreError::Corrupt {
+            what: format!("malformed lineage row key {k:?}"),
+        })
 }
 
 impl VolumeCatalog for Meta {
@@ -158,7 +208,9 @@ impl VolumeCatalog for Meta {
     fn remove_volume(&self, id: u64) -> Result<()> {
         let mut txn = Txn::new();
         txn.remove(volume_key(id));
+        txn.remove(lineage_key(id));
         self.write_rows(txn)?;
+        self.forget_lineage(id);
         self.tables.sync()
     }
 }
