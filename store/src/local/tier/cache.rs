@@ -9,6 +9,7 @@
 //! (remote.rs). Files are written to a temporary name and renamed; a crash leaves at worst a
 //! stray `.tmp` that the next open removes.
 
+use std::fmt;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -32,22 +33,54 @@ pub struct BlockCache {
 }
 
 struct State {
-    lru: LruCache<String, u64>,
+    lru: LruCache<ChunkKey, u64>,
     bytes: u64,
     /// Open handles on recently read chunk files (a cache hit costs a pread, not an open).
-    handles: LruCache<String, Arc<File>>,
+    handles: LruCache<ChunkKey, Arc<File>>,
+}
+
+/// A cached chunk: chunk `index` of the object of volume `volume` whose BLAKE3 begins with
+/// `tag`. Its file name is its `Display` form. A plain value (no string built or hashed per
+/// read: a cache hit must cost about what a local read does).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ChunkKey {
+    volume: u64,
+    tag: u32,
+    index: u64,
+}
+
+impl ChunkKey {
+    pub fn new(volume: u64, blake3: &[u8; 32], index: u64) -> ChunkKey {
+        ChunkKey {
+            volume,
+            tag: u32::from_be_bytes([blake3[0], blake3[1], blake3[2], blake3[3]]),
+            index,
+        }
+    }
+
+    /// The key of a chunk file's name (None: not a chunk's name).
+    fn parse(name: &str) -> Option<ChunkKey> {
+        let mut parts = name.split('-');
+        let (v, t, i) = (parts.next()?, parts.next()?, parts.next()?);
+        if parts.next().is_some() || v.len() != 16 || t.len() != 8 {
+            return None;
+        }
+        Some(ChunkKey {
+            volume: u64::from_str_radix(v, 16).ok()?,
+            tag: u32::from_str_radix(t, 16).ok()?,
+            index: u64::from_str_radix(i, 16).ok()?,
+        })
+    }
+}
+
+impl fmt::Display for ChunkKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:016x}-{:08x}-{:x}", self.volume, self.tag, self.index)
+    }
 }
 
 /// How many chunk files are kept open.
 const HANDLES: usize = 256;
-
-/// The name of a chunk's file.
-pub fn chunk_name(volume: u64, tag: &[u8; 32], index: u64) -> String {
-    format!(
-        "{volume:016x}-{:02x}{:02x}{:02x}{:02x}-{index:x}",
-        tag[0], tag[1], tag[2], tag[3]
-    )
-}
 
 impl BlockCache {
     /// Opens (creating) the cache directory and indexes the chunks in it.
@@ -58,13 +91,15 @@ impl BlockCache {
         let mut bytes = 0;
         for e in std::fs::read_dir(dir).map_err(ctx)?.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            if name.ends_with(".tmp") {
+            // A temporary file a crash left, or a name no chunk has (nothing would ever
+            // evict it): removed.
+            let Some(key) = ChunkKey::parse(&name) else {
                 let _ = std::fs::remove_file(e.path());
                 continue;
-            }
+            };
             let len = e.metadata().map(|m| m.len()).unwrap_or(0);
             bytes += len;
-            lru.put(name, len);
+            lru.put(key, len);
         }
         let cache = BlockCache {
             dir: dir.to_path_buf(),
@@ -90,30 +125,30 @@ impl BlockCache {
         self.state().bytes
     }
 
-    /// Whether chunk `name` is cached (and marks it used).
-    pub fn contains(&self, name: &str) -> bool {
-        self.state().lru.get(name).is_some()
+    /// Whether chunk `key` is cached (and marks it used).
+    pub fn contains(&self, key: ChunkKey) -> bool {
+        self.state().lru.get(&key).is_some()
     }
 
-    /// Reads `buf.len()` bytes at `offset` of cached chunk `name`; false when it is not there.
-    pub fn read(&self, name: &str, offset: u64, buf: &mut [u8]) -> bool {
+    /// Reads `buf.len()` bytes at `offset` of cached chunk `key`; false when it is not there.
+    pub fn read(&self, key: ChunkKey, offset: u64, buf: &mut [u8]) -> bool {
         let handle = {
             let mut s = self.state();
-            if s.lru.get(name).is_none() {
+            if s.lru.get(&key).is_none() {
                 return false;
             }
-            s.handles.get(name).cloned()
+            s.handles.get(&key).cloned()
         };
         let file = match handle {
             Some(f) => f,
-            None => match File::open(self.dir.join(name)) {
+            None => match File::open(self.dir.join(key.to_string())) {
                 Ok(f) => {
                     let f = Arc::new(f);
-                    self.state().handles.put(name.to_string(), f.clone());
+                    self.state().handles.put(key, f.clone());
                     f
                 }
                 Err(_) => {
-                    self.remove(name);
+                    self.remove(key);
                     return false;
                 }
             },
@@ -121,18 +156,19 @@ impl BlockCache {
         match file.read_exact_at(buf, offset) {
             Ok(()) => true,
             Err(_) => {
-                self.remove(name);
+                self.remove(key);
                 false
             }
         }
     }
 
-    /// Keeps `data` as chunk `name`, evicting the least recently used chunks beyond the bound.
-    pub fn insert(&self, name: &str, data: &[u8]) {
+    /// Keeps `data` as chunk `key`, evicting the least recently used chunks beyond the bound.
+    pub fn insert(&self, key: ChunkKey, data: &[u8]) {
         if data.len() as u64 > self.capacity {
             return;
         }
-        let path = self.dir.join(name);
+        let name = key.to_string();
+        let path = self.dir.join(&name);
         let tmp = self.dir.join(format!("{name}.tmp"));
         let written = std::fs::write(&tmp, data).and_then(|_| std::fs::rename(&tmp, &path));
         if let Err(e) = written {
@@ -142,35 +178,34 @@ impl BlockCache {
         }
         self.evict(data.len() as u64);
         let mut s = self.state();
-        s.handles.pop(name);
-        if let Some(old) = s.lru.put(name.to_string(), data.len() as u64) {
+        s.handles.pop(&key);
+        if let Some(old) = s.lru.put(key, data.len() as u64) {
             s.bytes -= old.min(s.bytes);
         }
         s.bytes += data.len() as u64;
     }
 
-    /// Drops chunk `name`.
-    pub fn remove(&self, name: &str) {
+    /// Drops chunk `key`.
+    pub fn remove(&self, key: ChunkKey) {
         let mut s = self.state();
-        s.handles.pop(name);
-        if let Some(len) = s.lru.pop(name) {
+        s.handles.pop(&key);
+        if let Some(len) = s.lru.pop(&key) {
             s.bytes -= len.min(s.bytes);
         }
-        let _ = std::fs::remove_file(self.dir.join(name));
+        let _ = std::fs::remove_file(self.dir.join(key.to_string()));
     }
 
     /// Drops every chunk of volume `volume`.
     pub fn remove_volume(&self, volume: u64) {
-        let prefix = format!("{volume:016x}-");
-        let names: Vec<String> = self
+        let keys: Vec<ChunkKey> = self
             .state()
             .lru
             .iter()
-            .map(|(k, _)| k.clone())
-            .filter(|k| k.starts_with(&prefix))
+            .map(|(k, _)| *k)
+            .filter(|k| k.volume == volume)
             .collect();
-        for n in names {
-            self.remove(&n);
+        for k in keys {
+            self.remove(k);
         }
     }
 
@@ -178,12 +213,12 @@ impl BlockCache {
     fn evict(&self, incoming: u64) {
         let mut s = self.state();
         while s.bytes + incoming > self.capacity {
-            let Some((name, len)) = s.lru.pop_lru() else {
+            let Some((key, len)) = s.lru.pop_lru() else {
                 break;
             };
             s.bytes -= len.min(s.bytes);
-            s.handles.pop(&name);
-            let _ = std::fs::remove_file(self.dir.join(&name));
+            s.handles.pop(&key);
+            let _ = std::fs::remove_file(self.dir.join(key.to_string()));
         }
     }
 }
@@ -197,22 +232,24 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let c = BlockCache::open(dir.path(), 3 * 100).unwrap();
         let tag = [1u8; 32];
-        let names: Vec<String> = (0..4).map(|i| chunk_name(7, &tag, i)).collect();
+        let names: Vec<ChunkKey> = (0..4).map(|i| ChunkKey::new(7, &tag, i)).collect();
         for n in &names[..3] {
-            c.insert(n, &[5u8; 100]);
+            c.insert(*n, &[5u8; 100]);
         }
         assert_eq!(c.bytes(), 300);
         // Use chunk 0 so that chunk 1 is the least recent.
         let mut buf = [0u8; 10];
-        assert!(c.read(&names[0], 20, &mut buf));
+        assert!(c.read(names[0], 20, &mut buf));
         assert_eq!(buf, [5u8; 10]);
-        c.insert(&names[3], &[6u8; 100]);
+        c.insert(names[3], &[6u8; 100]);
         assert_eq!(c.bytes(), 300);
-        assert!(!c.contains(&names[1]));
-        assert!(c.contains(&names[0]) && c.contains(&names[3]));
-        assert!(!dir.path().join(&names[1]).exists());
-        // Reopening indexes what is there; a stray temporary file goes.
+        assert!(!c.contains(names[1]));
+        assert!(c.contains(names[0]) && c.contains(names[3]));
+        assert!(!dir.path().join(names[1].to_string()).exists());
+        // Reopening indexes what is there; a stray temporary file goes, and so does a file
+        // that is no chunk.
         std::fs::write(dir.path().join("x.tmp"), b"t").unwrap();
+        std::fs::write(dir.path().join("stray"), b"t").unwrap();
         drop(c);
         let c = BlockCache::open(dir.path(), 300).unwrap();
         assert_eq!(c.bytes(), 300);
@@ -220,6 +257,14 @@ mod tests {
         c.remove_volume(7);
         assert_eq!(c.bytes(), 0);
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
-        assert_eq!(chunk_name(1, &tag, 10), "0000000000000001-01010101-a");
+        assert_eq!(
+            ChunkKey::new(1, &tag, 10).to_string(),
+            "0000000000000001-01010101-a"
+        );
+        assert_eq!(
+            ChunkKey::parse("0000000000000001-01010101-a"),
+            Some(ChunkKey::new(1, &tag, 10))
+        );
+        assert_eq!(ChunkKey::parse("0000000000000001-0101-a"), None);
     }
 }

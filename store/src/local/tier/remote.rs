@@ -14,7 +14,7 @@ use crate::local::disks::FileKind;
 use crate::local::layout::VolumeLayout;
 use crate::local::records::{Layout, RemoteObject, VolumeRecord};
 use crate::local::scrub::ScrubReport;
-use crate::local::tier::cache::{chunk_name, CHUNK};
+use crate::local::tier::cache::{ChunkKey, CHUNK};
 use crate::local::tier::Tier;
 use crate::local::volume::{
     self, blob_disk_len, BlobLocation, ReadAt, BLOB_HEADER_LEN, CHECKSUM_LEN,
@@ -52,11 +52,14 @@ struct Reader<'a> {
     obj: &'a RemoteObject,
     /// Skip the cache (a second attempt after a verification failure).
     fresh: bool,
+    /// Bytes of the object already made sure of (a read inside them goes straight to the
+    /// cached chunks: a read ensures its blob's span once, then reads header and blocks).
+    ensured: Range<u64>,
 }
 
 impl Reader<'_> {
-    fn name(&self, index: u64) -> String {
-        chunk_name(self.id, &self.obj.blake3, index)
+    fn name(&self, index: u64) -> ChunkKey {
+        ChunkKey::new(self.id, &self.obj.blake3, index)
     }
 
     fn chunk_range(&self, index: u64) -> Range<u64> {
@@ -68,7 +71,7 @@ impl Reader<'_> {
     fn ensure(&self, range: Range<u64>) -> Result<()> {
         let idx = chunks(range.start.min(self.obj.size)..range.end.min(self.obj.size));
         let missing: Vec<u64> = idx
-            .filter(|&i| self.fresh || !self.tier.cache.contains(&self.name(i)))
+            .filter(|&i| self.fresh || !self.tier.cache.contains(self.name(i)))
             .collect();
         let (Some(&first), Some(&last)) = (missing.first(), missing.last()) else {
             return Ok(());
@@ -87,7 +90,7 @@ impl Reader<'_> {
             let from = (r.start - span.start) as usize;
             let to = (r.end - span.start) as usize;
             if let Some(data) = bytes.get(from..to) {
-                self.tier.cache.insert(&self.name(i), data);
+                self.tier.cache.insert(self.name(i), data);
             }
         }
         Ok(())
@@ -100,8 +103,10 @@ impl ReadAt for Reader<'_> {
         if offset + total > self.obj.size {
             return Err(io::ErrorKind::UnexpectedEof.into());
         }
-        self.ensure(offset..offset + total)
-            .map_err(|e| io::Error::other(e.to_string()))?;
+        if offset < self.ensured.start || offset + total > self.ensured.end {
+            self.ensure(offset..offset + total)
+                .map_err(|e| io::Error::other(e.to_string()))?;
+        }
         let mut at = offset;
         for b in bufs.iter_mut() {
             let mut done = 0usize;
@@ -112,7 +117,7 @@ impl ReadAt for Reader<'_> {
                 if !self
                     .tier
                     .cache
-                    .read(&self.name(i), within, &mut b[done..done + n])
+                    .read(self.name(i), within, &mut b[done..done + n])
                 {
                     return Err(io::Error::other(format!(
                         "chunk {i} of {} left the cache",
@@ -145,13 +150,18 @@ impl<'a> Remote<'a> {
         })
     }
 
-    fn reader<'b>(&'b self, tier: &'b Tier, fresh: bool) -> Reader<'b> {
-        Reader {
+    /// A reader of the object that has made sure of `span` (fetched what the cache lacks).
+    fn reader<'b>(&'b self, tier: &'b Tier, fresh: bool, span: Range<u64>) -> Result<Reader<'b>> {
+        let mut r = Reader {
             tier,
             id: self.rec.id,
             obj: self.obj,
             fresh,
-        }
+            ensured: 0..0,
+        };
+        r.ensure(span.clone())?;
+        r.ensured = span;
+        Ok(r)
     }
 }
 
@@ -181,8 +191,7 @@ impl VolumeLayout for Remote<'_> {
         };
         let mut last = None;
         for fresh in [false, true] {
-            let r = self.reader(tier, fresh);
-            r.ensure(blob_span(loc, &range))?;
+            let r = self.reader(tier, fresh, blob_span(loc, &range))?;
             match volume::read_blob_range(&r, loc, range.clone(), out, &named) {
                 Ok(()) => return Ok(()),
                 Err(e) => {
@@ -203,9 +212,8 @@ impl VolumeLayout for Remote<'_> {
         };
         let len = blob_disk_len(loc.len, loc.block_size);
         [false, true].into_iter().any(|fresh| {
-            let r = self.reader(tier, fresh);
-            r.ensure(loc.offset..loc.offset + len).is_ok()
-                && r.read_all_at(buf, loc.offset).is_ok()
+            self.reader(tier, fresh, loc.offset..loc.offset + len)
+                .is_ok_and(|r| r.read_all_at(buf, loc.offset).is_ok())
                 && volume::verify_region(buf, loc)
         })
     }

@@ -31,7 +31,7 @@ use crate::error::{Result, StoreError};
 use crate::local::disks::VolumeCatalog;
 use crate::local::records::{Layout, RemoteObject, VolumeRecord};
 use crate::local::scrub::ScrubReport;
-use crate::local::tier::cache::{chunk_name, CHUNK};
+use crate::local::tier::cache::{ChunkKey, CHUNK};
 use crate::local::tier::remote::chunks;
 use crate::local::tier::Tier;
 use crate::local::volume::{blob_disk_len, verify_region, volume_header, BlobLocation};
@@ -182,7 +182,7 @@ fn cached_region(tier: &Tier, id: u64, obj: &RemoteObject, loc: &BlobLocation) -
         let dst = out.get_mut((start - range.start) as usize..(end - range.start) as usize)?;
         if !tier
             .cache
-            .read(&chunk_name(id, &obj.blake3, i), start - i * CHUNK, dst)
+            .read(ChunkKey::new(id, &obj.blake3, i), start - i * CHUNK, dst)
         {
             return None;
         }
