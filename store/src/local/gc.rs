@@ -300,9 +300,7 @@ impl Gc {
         Ok(())
     }
 
-    /// Writes the live blob regions of volume `id` one after the other into the new volume
-    /// `vol` and makes them durable: their (blob, offset) in `vol`, or None when a live blob
-    /// does not verify (the compaction is skipped, the volume left for repair).
+    /// [`copy_regions`], counting a volume whose live blob does not verify as skipped.
     fn copy_live(
         &mut self,
         id: u64,
@@ -310,43 +308,59 @@ impl Gc {
         vol: u64,
         files: &[Arc<std::fs::File>],
     ) -> Result<Option<Vec<(u64, u64)>>> {
-        let inner = &self.inner;
-        let mut moves = Vec::with_capacity(locs.len());
-        let mut off = VOLUME_HEADER_LEN;
-        for loc in locs {
-            let region = match inner.disks.read_region(loc) {
-                Ok(r) if r.len() as u64 == blob_disk_len(loc.len, loc.block_size) => r,
-                Ok(r) => {
-                    return Err(StoreError::Corrupt {
-                        what: format!(
-                            "blob {} of volume {id:016x} reads as {} bytes, not {}",
-                            loc.blob,
-                            r.len(),
-                            blob_disk_len(loc.len, loc.block_size)
-                        ),
-                    })
-                }
-                Err(e) => {
-                    tracing::error!(volume = id, blob = loc.blob, error = %e, "cannot compact: a live blob does not verify");
-                    self.skipped.insert(id);
-                    self.count("compactions_skipped", 1);
-                    return Ok(None);
-                }
-            };
-            for f in files {
-                f.write_all_at(&region, off)
-                    .map_err(|e| StoreError::io(format!("compacting into volume {vol:016x}"), e))?;
-            }
-            moves.push((loc.blob, off));
-            off += region.len() as u64;
+        let copied = copy_regions(&self.inner, id, locs, vol, files)?;
+        if copied.is_none() {
+            self.skipped.insert(id);
+            self.count("compactions_skipped", 1);
         }
-        // The copies must be durable before the records point at them.
-        for f in files {
-            f.sync_data()
-                .map_err(|e| StoreError::io(format!("syncing volume {vol:016x}"), e))?;
-        }
-        Ok(Some(moves))
+        Ok(copied)
     }
+}
+
+/// Writes the blob regions `locs` of volume `id` one after the other into the new volume `vol`
+/// (its replica `files`, from just past its header) and makes them durable: their (blob,
+/// offset in `vol`), or None when one does not verify (logged; the caller gives up, leaving
+/// the volume for repair). Shared by compaction and the tier's repack.
+pub(crate) fn copy_regions(
+    inner: &Inner,
+    id: u64,
+    locs: &[BlobLocation],
+    vol: u64,
+    files: &[Arc<std::fs::File>],
+) -> Result<Option<Vec<(u64, u64)>>> {
+    let mut moves = Vec::with_capacity(locs.len());
+    let mut off = VOLUME_HEADER_LEN;
+    for loc in locs {
+        let want = blob_disk_len(loc.len, loc.block_size);
+        let region = match inner.disks.read_region(loc) {
+            Ok(r) if r.len() as u64 == want => r,
+            Ok(r) => {
+                return Err(StoreError::Corrupt {
+                    what: format!(
+                        "blob {} of volume {id:016x} reads as {} bytes, not {want}",
+                        loc.blob,
+                        r.len()
+                    ),
+                })
+            }
+            Err(e) => {
+                tracing::error!(volume = id, blob = loc.blob, error = %e, "cannot copy a blob that does not verify");
+                return Ok(None);
+            }
+        };
+        for f in files {
+            f.write_all_at(&region, off)
+                .map_err(|e| StoreError::io(format!("copying into volume {vol:016x}"), e))?;
+        }
+        moves.push((loc.blob, off));
+        off += region.len() as u64;
+    }
+    // The copies must be durable before the records point at them.
+    for f in files {
+        f.sync_data()
+            .map_err(|e| StoreError::io(format!("syncing volume {vol:016x}"), e))?;
+    }
+    Ok(Some(moves))
 }
 
 impl Worker for Gc {

@@ -4,7 +4,8 @@
 //! PutObject of the same bytes through the same client, a cold read of a tiered 4 KiB file
 //! against a raw ranged GET of 4 KiB, and a cache-hit read against a local read of the same
 //! sizes, and a whole scrub of the tiered volumes against raw GetObject of the same objects,
-//! interleaved in one run. Prints ratios (docs/BENCHMARKS.md). OBJFS_BENCH_MB sets the
+//! interleaved in one run; then mixed volumes (cold and hot files written in turn) repacked
+//! and tiered, against raw PutObject of the cold bytes. Prints ratios (docs/BENCHMARKS.md). OBJFS_BENCH_MB sets the
 //! bytes tiered (default 64), OBJFS_BENCH_JOBS the tier's `jobs` (default 4); the raw baseline
 //! is measured both one PutObject at a time and `jobs` at once.
 
@@ -58,12 +59,7 @@ fn main() {
     let (bucket, s3) = rt.block_on(server.fresh_bucket("tier-bench"));
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("store");
-    let cfg = LocalConfig {
-        ec: EcSetting::Off,
-        volume_size: 8 << 20,
-        ..Default::default()
-    };
-    let store = LocalStore::init(&root, cfg).unwrap();
+    let store = LocalStore::init(&root, cfg_mixed()).unwrap();
     let put = |s: &LocalStore, k: &str, b: Vec<u8>| {
         rt.block_on(s.put(k, b.into(), PutOptions::default()))
             .unwrap();
@@ -79,26 +75,8 @@ fn main() {
     for i in 0..small {
         put(&store, &format!("hot/small{i}"), data(4096, i as u64));
     }
-    store
-        .tier_add(TierRecord {
-            format: TIER_FORMAT,
-            bucket: bucket.clone(),
-            prefix: "cold/".into(),
-            endpoint: Some(server.endpoint.clone()),
-            region: Some(server.region.clone()),
-            profile: server.profile.clone(),
-            added: 0,
-            jobs,
-        })
-        .unwrap();
-    store
-        .set_lifecycle_rule(Rule {
-            prefix: "cold/".into(),
-            after_secs: 0,
-            noncurrent_after_secs: None,
-            by: AgeBy::Modified,
-        })
-        .unwrap();
+    store.tier_add(store_tier(&server, &bucket, jobs)).unwrap();
+    store.set_lifecycle_rule(cold_rule()).unwrap();
 
     // Tiering throughput, between two baselines: raw PutObject of volume-sized objects.
     let raw_put = |tag: &str, bytes: u64| -> Duration {
@@ -326,4 +304,74 @@ fn main() {
         g.as_secs_f64() / scrub_time.as_secs_f64()
     );
     store.close().unwrap();
+
+    // Mixed volumes: 64 KiB files under cold/ and hot/ written in turn, so every volume holds
+    // both; the rule for cold/ repacks each volume's cold blobs into a volume of their own,
+    // then tiers those. Against raw PutObject of the same bytes, one at a time.
+    let root = dir.path().join("mixed");
+    let store = LocalStore::init(&root, cfg_mixed()).unwrap();
+    let n = (mb << 20) / (64 << 10);
+    for i in 0..n {
+        put(&store, &format!("cold/m{i}"), data(64 << 10, i as u64));
+        put(&store, &format!("hot/m{i}"), data(64 << 10, i as u64 + 1));
+    }
+    let mut rec = store_tier(&server, &bucket, jobs);
+    rec.prefix = "mixed/".into();
+    store.tier_add(rec).unwrap();
+    store.set_lifecycle_rule(cold_rule()).unwrap();
+    let cold = (n as u64) * (64 << 10);
+    let r1 = raw_put("m1", cold);
+    let t0 = Instant::now();
+    let (p, _) = store.lifecycle_now_until(|_| true).unwrap();
+    let mixed_time = t0.elapsed();
+    let r2 = raw_put("m2", cold);
+    let run = p.last.unwrap();
+    let c = |name: &str| run.counters.get(name).copied().unwrap_or(0);
+    let raw = (r1 + r2) / 2;
+    println!(
+        "mixed volumes: {:.1} MiB of cold files among as many hot ones; {} volumes repacked ({:.1} MiB copied), {} tiered ({:.1} MiB) in {:.2?}: {:.1} MiB/s of cold data; raw PutObject of the same bytes {:.1} MiB/s; ratio {:.2}x",
+        cold as f64 / (1 << 20) as f64,
+        c("volumes_repacked"),
+        c("bytes_repacked") as f64 / (1 << 20) as f64,
+        c("volumes_tiered"),
+        c("bytes_tiered") as f64 / (1 << 20) as f64,
+        mixed_time,
+        mbps(cold, mixed_time),
+        mbps(cold, raw),
+        raw.as_secs_f64() / mixed_time.as_secs_f64()
+    );
+    store.close().unwrap();
+}
+
+/// The mixed-volume phase's store: replicas only, 8 MiB volumes.
+fn cfg_mixed() -> LocalConfig {
+    LocalConfig {
+        ec: EcSetting::Off,
+        volume_size: 8 << 20,
+        ..Default::default()
+    }
+}
+
+/// Every version under `cold/` tiers at once.
+fn cold_rule() -> Rule {
+    Rule {
+        prefix: "cold/".into(),
+        after_secs: 0,
+        noncurrent_after_secs: None,
+        by: AgeBy::Modified,
+    }
+}
+
+/// The tier record of `bucket` on `server`.
+fn store_tier(server: &objfs_tests::s3_fixture::Server, bucket: &str, jobs: u32) -> TierRecord {
+    TierRecord {
+        format: TIER_FORMAT,
+        bucket: bucket.to_string(),
+        prefix: "cold/".into(),
+        endpoint: Some(server.endpoint.clone()),
+        region: Some(server.region.clone()),
+        profile: server.profile.clone(),
+        added: 0,
+        jobs,
+    }
 }

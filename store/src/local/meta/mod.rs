@@ -25,7 +25,7 @@ mod filter;
 pub mod log;
 mod memtable;
 mod open;
-mod pinned;
+pub(crate) mod pinned;
 pub mod rollup;
 pub mod rollup_scan;
 mod scan;
@@ -41,6 +41,7 @@ pub(crate) use db::{db_error, DbResult};
 pub use memtable::Merged as Rows;
 use memtable::Tables;
 pub(crate) use memtable::MAX_ACTIVE_ROWS;
+pub(crate) use volumes::RepackGroup;
 
 /// Mutable state guarded by the commit lock.
 struct CommitState {
@@ -77,6 +78,10 @@ pub struct Meta {
     deleted_epoch: AtomicU64,
     /// Volume id -> its lineage (the `L` table, read through; [`Meta::lineage_of`]).
     lineages: Mutex<HashMap<u64, u64>>,
+    /// While a repack is between its scan and its commit: the blobs whose references changed
+    /// since it began ([`Meta::watch_refs`]); `watching` says whether to look.
+    ref_watch: Mutex<Option<std::collections::HashSet<u64>>>,
+    watching: std::sync::atomic::AtomicBool,
 }
 
 /// What recovery did at open.
@@ -168,6 +173,12 @@ fn check_condition(key: &str, cond: &Condition, cur: Option<&CurrentRecord>) -> 
 
 fn sub(a: u64, b: u64) -> u64 {
     a.saturating_sub(b)
+}
+
+fn lock_map_set(
+    m: &Mutex<Option<std::collections::HashSet<u64>>>,
+) -> MutexGuard<'_, Option<std::collections::HashSet<u64>>> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn lock_map<K, V>(m: &Mutex<HashMap<K, V>>) -> MutexGuard<'_, HashMap<K, V>> {
@@ -426,6 +437,11 @@ impl Meta {
         let fresh_blobs: Vec<u64> = txn.new_blobs.keys().copied().collect();
         let deltas = std::mem::take(&mut txn.deltas);
         let new_blobs = std::mem::take(&mut txn.new_blobs);
+        if self.watching.load(Ordering::SeqCst) {
+            if let Some(w) = lock_map_set(&self.ref_watch).as_mut() {
+                w.extend(deltas.keys().copied());
+            }
+        }
         // The pages to change: a page no blob was ever put in is known empty without a read
         // (a read of sled that finds nothing, on the commit's thread, for the first blob of
         // every page); the others are read in one scan when there are several (a batch of

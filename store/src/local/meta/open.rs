@@ -141,6 +141,8 @@ impl Meta {
             page_floor: lease.div_ceil(blob_pages::PAGE_BLOBS),
             page_hwm: Default::default(),
             lineages: Default::default(),
+            ref_watch: Default::default(),
+            watching: Default::default(),
             deleted_epoch: Default::default(),
         })
     }

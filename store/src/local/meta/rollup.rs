@@ -240,6 +240,13 @@ pub(crate) enum Event {
         extents: Vec<Extent>,
         sign: i64,
     },
+    /// `bytes` (signed) of a key's versions moved in or out of volume lineage `lineage` (a
+    /// repack moving blobs to a new volume).
+    StoredIn {
+        key: String,
+        lineage: u64,
+        bytes: i64,
+    },
     /// A key's snapshot-only versions and bytes changed by these.
     SnapshotOnly {
         key: String,
@@ -341,6 +348,11 @@ impl<'a> Deltas<'a> {
                     self.bucket(key, KIND_ACCESSED, *t, 1, b);
                 }
             }
+            Event::StoredIn {
+                key,
+                lineage,
+                bytes,
+            } => self.stored(key, *lineage, *bytes),
             Event::SnapshotOnly {
                 key,
                 versions,

@@ -3,10 +3,12 @@
 //! their new place after compaction, swapping a remote volume for its compacted copy). Apart
 //! from `mod.rs` because these are the daemons' rows, not the commits of objects.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::Ordering;
 
 use super::batch::Prefetched;
 use super::blob_pages::{page_of, parse_page_key, BlobPage, PageEdits};
+use super::rollup::Event;
 use super::{table, volume_key, BlobRow, Meta, Txn};
 use crate::error::Result;
 use crate::local::disks::VolumeCatalog;
@@ -103,7 +105,8 @@ impl Meta {
         self.tables.sync()
     }
 
-    /// Moves blob `blob` to (`to`, `offset`) in `pages` if it is still in `from`.
+    /// Moves blob `blob` to (`to`, `offset`) in `pages` if it is still in `from` (returns
+    /// whether it did).
     fn relocate(
         &self,
         pages: &mut PageEdits,
@@ -111,7 +114,7 @@ impl Meta {
         from: u64,
         to: u64,
         offset: u64,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         let (page, slot) = page_of(blob);
         let p = pages.page(self, &Prefetched::new(), page)?;
         if let Some(mut rec) = p.get(slot).cloned() {
@@ -119,9 +122,10 @@ impl Meta {
                 rec.volume = to;
                 rec.offset = offset;
                 p.set(slot, rec);
+                return Ok(true);
             }
         }
-        Ok(())
+        Ok(false)
     }
 
     /// Replaces volume `old` by `new` in one durable batch (remote compaction): each blob of
@@ -148,6 +152,81 @@ impl Meta {
         self.tables.sync()
     }
 
+    /// Starts noting the blobs whose reference counts any commit changes (for a repack:
+    /// [`Meta::repack_blobs`] moves only blobs no commit touched since). False when a watch is
+    /// already on.
+    pub(crate) fn watch_refs(&self) -> bool {
+        let _state = self.lock();
+        let mut w = super::lock_map_set(&self.ref_watch);
+        if w.is_some() {
+            return false;
+        }
+        *w = Some(HashSet::new());
+        self.watching.store(true, Ordering::SeqCst);
+        true
+    }
+
+    /// Ends the watch (a repack that commits nothing).
+    pub(crate) fn unwatch_refs(&self) {
+        let _state = self.lock();
+        self.watching.store(false, Ordering::SeqCst);
+        *super::lock_map_set(&self.ref_watch) = None;
+    }
+
+    /// Commits a repack of one or more volumes, each `(from, to, moves)`: the blobs copied
+    /// from volume `from` into the new volume `to` ((blob, offset in `to`)) point at it, except
+    /// those whose references changed since [`Meta::watch_refs`] (or that left `from`), and the
+    /// bytes of the versions that reference a moved blob (`refs`: blob -> (key, extent bytes),
+    /// as of a view taken after the watch began, so exact for every blob no commit touched
+    /// since) move from `from`'s lineage to `to`'s in the per-prefix rows. One log record; ends
+    /// the watch; durable when it returns. Returns the blobs moved, per volume.
+    pub(crate) fn repack_blobs(
+        &self,
+        groups: &[RepackGroup],
+        refs: &HashMap<u64, Vec<(String, u64)>>,
+    ) -> Result<Vec<Vec<u64>>> {
+        let moved = {
+            let _state = self.lock();
+            self.watching.store(false, Ordering::SeqCst);
+            let changed = super::lock_map_set(&self.ref_watch)
+                .take()
+                .unwrap_or_default();
+            let mut txn = Txn::new();
+            let mut pages = PageEdits::default();
+            let mut out = Vec::with_capacity(groups.len());
+            for (from, to, moves) in groups {
+                let (src, dst) = (self.lineage_of(*from)?, self.lineage_of(*to)?);
+                let mut moved = Vec::new();
+                for &(blob, offset) in moves {
+                    if changed.contains(&blob)
+                        || !self.relocate(&mut pages, blob, *from, *to, offset)?
+                    {
+                        continue;
+                    }
+                    moved.push(blob);
+                    for (key, bytes) in refs.get(&blob).into_iter().flatten() {
+                        txn.events.push(Event::StoredIn {
+                            key: key.clone(),
+                            lineage: src,
+                            bytes: -(*bytes as i64),
+                        });
+                        txn.events.push(Event::StoredIn {
+                            key: key.clone(),
+                            lineage: dst,
+                            bytes: *bytes as i64,
+                        });
+                    }
+                }
+                out.push(moved);
+            }
+            pages.write(self, &mut txn)?;
+            self.write_rows(txn)?;
+            out
+        };
+        self.tables.sync()?;
+        Ok(moved)
+    }
+
     /// The lineage of volume `id` ([`table::LINEAGE`]): the volume its blobs were first
     /// written to. Read once per volume, then remembered (a volume's lineage never changes:
     /// it is written before any version references a blob in the volume).
@@ -168,6 +247,12 @@ impl Meta {
         super::lock_map(&self.lineages).remove(&id);
     }
 
+    /// A view of the metadata as of one commit (for a scan that must not hold the commit
+    /// lock: see [`super::pinned`]).
+    pub(crate) fn pinned(&self) -> super::pinned::Pinned<'_> {
+        self.tables.pin()
+    }
+
     /// Every volume made by compaction and its lineage (the `L` table).
     pub fn lineages(&self) -> Result<HashMap<u64, u64>> {
         let mut out = HashMap::new();
@@ -178,6 +263,9 @@ impl Meta {
         Ok(out)
     }
 }
+
+/// One volume of a repack: (from, to, (blob, offset in `to`) of each blob copied).
+pub(crate) type RepackGroup = (u64, u64, Vec<(u64, u64)>);
 
 /// The volume id of an `L` row key.
 pub(super) fn lineage_id(k: &[u8]) -> Result<u64> {

@@ -21,6 +21,7 @@ pub mod client;
 pub mod gc;
 pub mod mover;
 pub mod remote;
+pub mod repack;
 pub mod rules;
 pub mod scrub;
 pub mod select;

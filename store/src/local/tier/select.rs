@@ -39,33 +39,39 @@ pub fn eligible(
     out
 }
 
-/// The blobs that must stay local at `now`: those of every version the rules do not select,
-/// and of every part of an upload in progress.
-pub fn pinned_blobs(meta: &Meta, rules: &LifecycleRules, now: u64) -> Result<HashSet<u64>> {
-    let mut pinned = HashSet::new();
+/// Walks version rows (a key's versions newest first, keys in order) and tells `visit` each
+/// data version's key, record and whether the rules select it at `now`; `accessed` gives a
+/// key's recorded access time (ns, 0: none), asked once per key with data.
+pub(crate) fn walk_selected(
+    rows: impl Iterator<Item = Result<(sled::IVec, sled::IVec)>>,
+    mut accessed: impl FnMut(&str) -> Result<u64>,
+    rules: &LifecycleRules,
+    now: u64,
+    mut visit: impl FnMut(&str, &VersionRecord, bool),
+) -> Result<()> {
     let mut key: Option<String> = None;
     // The newer version of the key seen last (versions come newest first).
     let mut newer_written = 0u64;
     let mut first = true;
-    let mut accessed: Option<u64> = None;
-    for row in meta.range(vec![table::VERSION], Some(vec![table::VERSION + 1])) {
+    let mut accessed_at: Option<u64> = None;
+    for row in rows {
         let (k, v) = row?;
         let (name, vid) = parse_version_key(&k)?;
         if key.as_deref() != Some(name) {
             key = Some(name.to_string());
             first = true;
             newer_written = 0;
-            accessed = None;
+            accessed_at = None;
         }
         let rec: VersionRecord = decode(&v)?;
         let written = (vid.0 >> 64) as u64;
         let current = first && !rec.delete_marker;
         if !rec.delete_marker && !rec.extents.is_empty() {
-            let accessed_at = match accessed {
+            let at = match accessed_at {
                 Some(a) => a,
                 None => {
-                    let t = meta.key_times(name)?.accessed.map(nanos_of).unwrap_or(0);
-                    accessed = Some(t);
+                    let t = accessed(name)?;
+                    accessed_at = Some(t);
                     t
                 }
             };
@@ -73,15 +79,31 @@ pub fn pinned_blobs(meta: &Meta, rules: &LifecycleRules, now: u64) -> Result<Has
                 written,
                 current,
                 superseded: newer_written,
-                accessed: accessed_at,
+                accessed: at,
             };
-            if !rules.selects(name, &facts, now) {
-                pinned.extend(rec.extents.iter().filter_map(|e| e.blob_id()));
-            }
+            visit(name, &rec, rules.selects(name, &facts, now));
         }
         first = false;
         newer_written = written;
     }
+    Ok(())
+}
+
+/// The blobs that must stay local at `now`: those of every version the rules do not select,
+/// and of every part of an upload in progress.
+pub fn pinned_blobs(meta: &Meta, rules: &LifecycleRules, now: u64) -> Result<HashSet<u64>> {
+    let mut pinned = HashSet::new();
+    walk_selected(
+        meta.range(vec![table::VERSION], Some(vec![table::VERSION + 1])),
+        |key| Ok(meta.key_times(key)?.accessed.map(nanos_of).unwrap_or(0)),
+        rules,
+        now,
+        |_, rec, selected| {
+            if !selected {
+                pinned.extend(rec.extents.iter().filter_map(|e| e.blob_id()));
+            }
+        },
+    )?;
     for u in meta.uploads("")? {
         for (_, part) in meta.parts(&u.upload_id)? {
             pinned.extend(part.extents.iter().filter_map(|e| e.blob_id()));
@@ -96,19 +118,27 @@ fn nanos_of(t: std::time::SystemTime) -> u64 {
         .unwrap_or(0)
 }
 
-/// The volumes to move now, with their blobs.
-pub fn scan(
+/// What the lifecycle daemon does next: volumes to move whole, and mixed volumes whose
+/// selected blobs are worth repacking into a volume of their own (repack.rs).
+#[derive(Debug, Default)]
+pub struct Plan {
+    pub whole: Vec<(u64, Vec<BlobLocation>)>,
+    pub repack: Vec<(u64, Vec<BlobLocation>)>,
+}
+
+/// The plan at `now`.
+pub fn plan(
     meta: &Meta,
     volumes: &[VolumeRecord],
     rules: &LifecycleRules,
     now: u64,
-) -> Result<Vec<(u64, Vec<BlobLocation>)>> {
+) -> Result<Plan> {
     if rules.rules.is_empty() {
-        return Ok(Vec::new());
+        return Ok(Plan::default());
     }
     let pinned = pinned_blobs(meta, rules, now)?;
     let blobs = meta.blobs_by_volume()?;
-    Ok(eligible(volumes, &blobs, &pinned)
+    let whole = eligible(volumes, &blobs, &pinned)
         .into_iter()
         .map(|id| {
             let locs = blobs
@@ -117,7 +147,19 @@ pub fn scan(
                 .unwrap_or_default();
             (id, locs)
         })
-        .collect())
+        .collect();
+    let repack = super::repack::candidates(volumes, &blobs, &pinned, super::repack::MIN_SHARE);
+    Ok(Plan { whole, repack })
+}
+
+/// The volumes to move now, with their blobs.
+pub fn scan(
+    meta: &Meta,
+    volumes: &[VolumeRecord],
+    rules: &LifecycleRules,
+    now: u64,
+) -> Result<Vec<(u64, Vec<BlobLocation>)>> {
+    Ok(plan(meta, volumes, rules, now)?.whole)
 }
 
 #[cfg(test)]

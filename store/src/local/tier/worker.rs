@@ -2,14 +2,16 @@
 //! remote tier, one batch per step (up to the tier's `jobs` volumes uploaded at once, and at
 //! most [`BATCH_BYTES`] of volume images in memory), on the one worker pattern (worker.rs:
 //! status, throttle, pause/resume, backoff). While the remote is unreachable its steps fail and the runner backs
-//! off and tries again; local reads and writes are not affected. A run is one batch: from the
-//! scan that finds volumes to move until its queue is empty.
+//! off and tries again; local reads and writes are not affected. A run lasts from the scan
+//! that finds something to do until a scan finds nothing. When no volume can move whole,
+//! a step repacks the selected blobs of one mixed volume into a volume of their own
+//! (repack.rs), which the next step's scan finds whole.
 
 use std::sync::Arc;
 
 use crate::error::Result;
 use crate::local::placement::load_last;
-use crate::local::tier::{mover, rules, select};
+use crate::local::tier::{mover, repack, rules, select};
 use crate::local::volume::{now_nanos, BlobLocation};
 use crate::local::worker::{Progress, RunReport, Step, Worker};
 use crate::local::Inner;
@@ -95,17 +97,41 @@ impl Worker for Lifecycle {
                 return Ok(Step::Idle);
             }
             let volumes = self.inner.disks.records();
-            let found = select::scan(&self.inner.meta, &volumes, &rules, now_nanos())?;
+            let now = now_nanos();
+            let plan = select::plan(&self.inner.meta, &volumes, &rules, now)?;
             self.note = format!("{} rule(s), tier {}", rules.rules.len(), tier.record.url());
+            let found = plan.whole;
             if found.is_empty() {
-                return Ok(Step::Idle);
+                // Nothing moves whole: repack up to `jobs` mixed volumes (so that the next
+                // batch uploads as many at once), then scan again.
+                let take = plan.repack.len().min(tier.record.jobs().max(1));
+                let done = repack::repack(&self.inner, &rules, now, &plan.repack[..take])?;
+                if done.is_empty() {
+                    self.finish_run()?;
+                    return Ok(Step::Idle);
+                }
+                let run = self.run.get_or_insert_with(|| RunReport::start(0, 0));
+                for r in &done {
+                    tracing::info!(
+                        volume = r.volume,
+                        blobs = r.blobs,
+                        bytes = r.bytes,
+                        "repacked the selected blobs of a mixed volume"
+                    );
+                    run.count("volumes_repacked", 1);
+                    run.count("bytes_repacked", r.bytes);
+                }
+                return Ok(Step::Busy);
             }
             let bytes: u64 = found
                 .iter()
                 .filter_map(|(id, _)| self.inner.disks.record(*id))
                 .map(|r| r.size)
                 .sum();
-            self.run = Some(RunReport::start(found.len() as u64, bytes));
+            // A run that repacked first goes on (its counters kept).
+            let run = self.run.get_or_insert_with(|| RunReport::start(0, 0));
+            run.items_total += found.len() as u64;
+            run.bytes_total += bytes;
             self.queue = found.into_iter().rev().collect();
         }
         let sizes: Vec<u64> = self
@@ -156,10 +182,8 @@ impl Worker for Lifecycle {
         if let Some(e) = failed {
             return Err(e);
         }
-        if self.queue.is_empty() {
-            self.finish_run()?;
-            return Ok(Step::Idle);
-        }
+        // An empty queue: the next step scans again (a repack may have made a volume that can
+        // move whole); the run ends when a scan finds nothing to do.
         Ok(Step::Busy)
     }
 
@@ -177,7 +201,13 @@ impl Worker for Lifecycle {
         if let Some(r) = run.or(self.last.as_ref()) {
             p.counters = r.counters.clone();
         }
-        for c in ["volumes_tiered", "bytes_tiered", "peak_uploads"] {
+        for c in [
+            "volumes_tiered",
+            "bytes_tiered",
+            "peak_uploads",
+            "volumes_repacked",
+            "bytes_repacked",
+        ] {
             p.counters.entry(c.into()).or_insert(0);
         }
         p
