@@ -452,18 +452,11 @@ fn disks_policy_and_daemons_on_demand() {
 /// them while nothing else runs), and `--placement` in each form (a new store: zeros, but
 /// every field and column present).
 #[test]
-fn du_of_a_store_with_verify_and_placement() {
+fn du_of_a_store_with_verify_tiers_and_snapshot_only() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = dir.path().join("store");
     ok(&["init", s(&store)]);
-    let v = json(&[
-        "du",
-        "--store",
-        s(&store),
-        "--json",
-        "--verify",
-        "--placement",
-    ]);
+    let v = json(&["du", "--store", s(&store), "--json", "--verify"]);
     let root = &v["prefixes"][0];
     assert_eq!(root["prefix"], "");
     assert_eq!(root["live_objects"], 0);
@@ -473,20 +466,24 @@ fn du_of_a_store_with_verify_and_placement() {
         "local_erasure_coded_bytes",
         "remote_bytes",
         "hole_bytes",
-        "snapshot_only_versions",
-        "snapshot_only_bytes",
     ] {
-        assert_eq!(root["placement"][f], 0, "{f}: {v}");
+        assert_eq!(root["tiers"][f], 0, "{f}: {v}");
     }
-    let csv = ok(&["du", "--store", s(&store), "--csv", "--placement"]);
+    for f in ["snapshot_only_versions", "snapshot_only_bytes"] {
+        assert_eq!(root["snapshot_only"][f], 0, "{f}: {v}");
+    }
+    let csv = ok(&["du", "--store", s(&store), "--csv"]);
     let header = csv.lines().next().unwrap_or("");
     assert!(
-        header.ends_with(",snapshot_only_versions,snapshot_only_bytes"),
+        header.ends_with(
+            ",local_replicated_bytes,local_erasure_coded_bytes,remote_bytes,hole_bytes,snapshot_only_versions,snapshot_only_bytes"
+        ),
         "{header}"
     );
     assert_eq!(csv.lines().count(), 2, "{csv}");
-    let text = ok(&["du", "--store", s(&store), "--placement"]);
-    assert!(text.contains("SNAPSHOT-ONLY"), "{text}");
-    let plain = ok(&["du", "--store", s(&store), "--csv"]);
-    assert!(!plain.contains("remote_bytes"), "{plain}");
+    let text = ok(&["du", "--store", s(&store)]);
+    assert!(
+        text.contains("REPLICATED") && text.contains("SNAPSHOT-ONLY"),
+        "{text}"
+    );
 }

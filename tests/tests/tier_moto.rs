@@ -379,9 +379,17 @@ fn kill_9_while_collecting_remote_garbage_loses_nothing() {
     }
 }
 
+#[test]
+fn kill_9_while_repacking_mixed_volumes_loses_nothing() {
+    if let Some(server) = moto() {
+        kill_9_rounds(&server, Some("mixed"));
+    }
+}
+
 /// kill -9 of `tier_runner` (in `mode`, if any) at random points, many rounds: everything
-/// acknowledged reads back after each; at the end no remote object is left that no volume
-/// record names.
+/// acknowledged reads back after each, and the per-prefix rollups agree with a recount; at
+/// the end no remote object is left that no volume record names. In `mixed` mode the rule
+/// selects `k/` only (the runner also writes `h/`), so lifecycle repacks.
 fn kill_9_rounds(server: &Server, mode: Option<&str>) {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let (bucket, s3) = rt.block_on(server.fresh_bucket("tier-crash"));
@@ -396,7 +404,11 @@ fn kill_9_rounds(server: &Server, mode: Option<&str>) {
     store
         .tier_add(tier_record(server, &bucket, &server.endpoint))
         .unwrap();
-    store.set_lifecycle_rule(every_version()).unwrap();
+    let rule = Rule {
+        prefix: if mode == Some("mixed") { "k/" } else { "" }.into(),
+        ..every_version()
+    };
+    store.set_lifecycle_rule(rule).unwrap();
     store.close().unwrap();
 
     let mut expect: HashMap<String, Expect> = HashMap::new();
@@ -405,6 +417,7 @@ fn kill_9_rounds(server: &Server, mode: Option<&str>) {
     let deadline = Instant::now() + Duration::from_secs(90);
     let mut rounds = 0;
     let mut max_tiered = 0;
+    let mut repacked = 0;
     while rounds < 15 && Instant::now() < deadline {
         rounds += 1;
         let mut child = Command::new(env!("CARGO_BIN_EXE_tier_runner"))
@@ -433,6 +446,10 @@ fn kill_9_rounds(server: &Server, mode: Option<&str>) {
                 continue;
             };
             let Ok(s) = s.parse::<u64>() else { continue };
+            if *op == "REPACKED" {
+                repacked += s;
+                continue;
+            }
             seed = seed.max(s + 1);
             let e = expect.entry(key.to_string()).or_default();
             match *op {
@@ -464,11 +481,16 @@ fn kill_9_rounds(server: &Server, mode: Option<&str>) {
             }
         }
         max_tiered = max_tiered.max(store.tier_status().unwrap().unwrap().volumes);
+        let v = store.verify_rollups("").unwrap();
+        assert_eq!(v.mismatch_count, 0, "round {rounds}: {:#?}", v.mismatches);
         store.close().unwrap();
         seed += 1000;
     }
     assert!(rounds >= 3, "only {rounds} rounds");
     assert!(max_tiered > 0, "nothing was ever tiered");
+    if mode == Some("mixed") {
+        assert!(repacked > 0, "nothing was ever repacked");
+    }
     // A last lifecycle run and gc round resolve what the last kill left: every remote object
     // is then a tiered volume's; recall all and check again.
     let store = LocalStore::open(&root).unwrap();

@@ -126,7 +126,7 @@ pub(crate) fn resolve(inner: &Inner, tier: &Tier) -> Result<()> {
 }
 
 /// Test hook: `OBJFS_TIER_PAUSE_MS` sleeps between the steps of a move (crash tests).
-fn test_pause() {
+pub(crate) fn test_pause() {
     if let Some(ms) = std::env::var("OBJFS_TIER_PAUSE_MS")
         .ok()
         .and_then(|v| v.parse::<u64>().ok())

@@ -200,6 +200,8 @@ pub(crate) fn repack(
             return other.map(|_| Vec::new());
         }
     };
+    // The kill -9 tests widen the window between the copies and the commit.
+    super::mover::test_pause();
     let commit: Vec<RepackGroup> = groups.iter().map(|(g, _)| g.clone()).collect();
     let moved = inner.meta.repack_blobs(&commit, &refs)?;
     let mut out = Vec::new();
