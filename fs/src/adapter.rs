@@ -1,12 +1,16 @@
 //! The fuser adapter: translates kernel requests into [`ObjFs`] calls and results into
 //! replies, and nothing else.
 //!
-//! fuser calls are synchronous; each request that needs the store is spawned onto the mount's
-//! tokio runtime and replied to from the task, so the FUSE loop never waits on the store and
-//! many requests run at once. What the core can answer from memory (cached attributes, names
-//! known absent, files open for writing, opendir, the release of a read-only handle, forget)
-//! is answered on the FUSE thread at once: a hop to a runtime worker costs more than the
-//! answer. Errors become errnos through
+//! fuser calls are synchronous. What the core can answer from memory (cached attributes,
+//! names known absent, files open for writing, opendir, the release of a read-only handle,
+//! forget) is answered on the FUSE thread at once. Every other request runs as a future:
+//! over a store whose calls complete without waiting (the local and memory stores,
+//! [`objfs_store::StoreFeatures::inline_metadata`]) it is polled once on the FUSE thread
+//! that read it and moves to the mount's tokio runtime only if it must wait
+//! ([`Adapter::run_here`]); over other stores (S3) it is spawned on the runtime at once. The session reads the
+//! kernel's requests on several threads (`mount.rs`), so a request answered on one of them
+//! never holds up the next. fsync and fsyncdir always go to the runtime: they wait for a
+//! group commit. Errors become errnos through
 //! [`FsError::errno`] (the crate's one mapping) in [`errno`], which also logs the unexpected
 //! ones. The core's plain types ([`Attr`], [`Kind`], [`SetTime`]) become fuser's records
 //! here and nowhere else.
@@ -54,11 +58,12 @@ impl Adapter {
 
     /// Runs `f` on the FUSE thread as far as it goes without waiting, and hands it to the
     /// runtime only if it must wait. Over a store whose metadata calls complete on the calling
-    /// task ([`objfs_store::StoreFeatures::inline_metadata`]: the local store), a lookup or a
-    /// file rename is answered with no hop to a runtime worker; anything that waits (a tokio
-    /// lock held by another request, a store call on the blocking pool) continues on the
-    /// runtime as if spawned at once. Other stores spawn at once: their first poll would start
-    /// network requests on the FUSE thread.
+    /// task ([`objfs_store::StoreFeatures::inline_metadata`]: the local store), a request is
+    /// answered with no hop to a runtime worker and back (on this VM each hop is a wake-up of
+    /// another thread, tens of microseconds); anything that waits (a tokio lock held by
+    /// another request, a store call on the blocking pool) continues on the runtime as if
+    /// spawned at once. Other stores spawn at once: their first poll would start network
+    /// requests on the FUSE thread.
     fn run_here<F>(&self, f: F)
     where
         F: Future<Output = ()> + Send + 'static,
@@ -201,13 +206,15 @@ impl Filesystem for Adapter {
         }
         let _ = config.set_max_background(64);
         let _ = config.set_congestion_threshold(48);
-        // No FUSE_HANDLE_KILLPRIV: the kernel then clears the set-user-id and set-group-id
-        // bits itself on chown, truncate and a write by a caller without CAP_FSETID, by
-        // sending the cleared mode in a setattr (only for files that have them).
+        // FUSE_HANDLE_KILLPRIV_V2: this filesystem drops the set-id bits on a write, truncate
+        // or chown that must drop them (`write`, `setattr`), so the kernel may cache per inode
+        // that there is nothing to drop (SB_NOSEC). Without it, every write(2) first asks the
+        // daemon for `security.capability`: one more round trip per write.
         for flag in [
             InitFlags::FUSE_DO_READDIRPLUS,
             InitFlags::FUSE_PARALLEL_DIROPS,
             InitFlags::FUSE_MAX_PAGES,
+            InitFlags::FUSE_HANDLE_KILLPRIV_V2,
         ] {
             let _ = config.add_capabilities(flag);
         }
@@ -235,7 +242,7 @@ impl Filesystem for Adapter {
             return reply.attr(&self.fs.config().attr_ttl, &file_attr(&a));
         }
         let fs = self.fs.clone();
-        self.spawn(async move {
+        self.run_here(async move {
             let r = fs.getattr(ino.0).await;
             reply_attr(reply, "getattr", fs.config().attr_ttl, r);
         });
@@ -243,7 +250,7 @@ impl Filesystem for Adapter {
 
     fn setattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         mode: Option<u32>,
         uid: Option<u32>,
@@ -260,6 +267,9 @@ impl Filesystem for Adapter {
         reply: ReplyAttr,
     ) {
         let fs = self.fs.clone();
+        // What the kernel marks FATTR_KILL_SUIDGID (fuser does not pass that flag on): a chown
+        // always, a truncate by a caller without CAP_FSETID, taken here as any caller but root.
+        let kill = uid.is_some() || gid.is_some() || (size.is_some() && req.uid() != 0);
         let sa = SetAttr {
             mode,
             uid,
@@ -269,15 +279,15 @@ impl Filesystem for Adapter {
             mtime: mtime.map(set_time),
             fh: fh.map(|f| f.0),
         };
-        self.spawn(async move {
-            let r = fs.setattr(ino.0, sa).await;
+        self.run_here(async move {
+            let r = fs.setattr_killing_setid(ino.0, sa, kill).await;
             reply_attr(reply, "setattr", fs.config().attr_ttl, r);
         });
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
         let fs = self.fs.clone();
-        self.spawn(async move {
+        self.run_here(async move {
             match fs.readlink(ino.0).await {
                 Ok(t) => reply.data(&t),
                 Err(e) => reply.error(errno("readlink", &e)),
@@ -296,7 +306,7 @@ impl Filesystem for Adapter {
         reply: ReplyEntry,
     ) {
         let (fs, name, who) = (self.fs.clone(), owned(name), caller(req));
-        self.spawn(async move {
+        self.run_here(async move {
             let made = fs.mknod(parent.0, &name, mode, rdev, who).await;
             reply_entry(reply, "mknod", made);
         });
@@ -312,21 +322,21 @@ impl Filesystem for Adapter {
         reply: ReplyEntry,
     ) {
         let (fs, name, who) = (self.fs.clone(), owned(name), caller(req));
-        self.spawn(async move {
+        self.run_here(async move {
             reply_entry(reply, "mkdir", fs.mkdir(parent.0, &name, mode, who).await);
         });
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let (fs, name) = (self.fs.clone(), owned(name));
-        self.spawn(async move {
+        self.run_here(async move {
             reply_empty(reply, "unlink", fs.unlink(parent.0, &name).await);
         });
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let (fs, name) = (self.fs.clone(), owned(name));
-        self.spawn(async move {
+        self.run_here(async move {
             reply_empty(reply, "rmdir", fs.rmdir(parent.0, &name).await);
         });
     }
@@ -341,7 +351,7 @@ impl Filesystem for Adapter {
     ) {
         let (fs, name, who) = (self.fs.clone(), owned(link_name), caller(req));
         let target = target.to_path_buf();
-        self.spawn(async move {
+        self.run_here(async move {
             reply_entry(
                 reply,
                 "symlink",
@@ -380,14 +390,14 @@ impl Filesystem for Adapter {
         reply: ReplyEntry,
     ) {
         let (fs, newname) = (self.fs.clone(), owned(newname));
-        self.spawn(async move {
+        self.run_here(async move {
             reply_entry(reply, "link", fs.link(ino.0, newparent.0, &newname).await);
         });
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let (fs, tid) = (self.fs.clone(), req.pid());
-        self.spawn(async move {
+        self.run_here(async move {
             match fs.open(ino.0, flags.0).await {
                 Ok(fh) => {
                     fs.note_thread(fh, tid);
@@ -410,7 +420,7 @@ impl Filesystem for Adapter {
         reply: ReplyData,
     ) {
         let fs = self.fs.clone();
-        self.spawn(async move {
+        self.run_here(async move {
             match fs.read(ino.0, fh.0, offset, size).await {
                 Ok(d) => reply.data(&d),
                 Err(e) => reply.error(errno("read", &e)),
@@ -425,14 +435,22 @@ impl Filesystem for Adapter {
         fh: FileHandle,
         offset: u64,
         data: &[u8],
-        _write_flags: WriteFlags,
+        write_flags: WriteFlags,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
+        // A write by a caller without CAP_FSETID drops the file's set-id bits
+        // (FUSE_HANDLE_KILLPRIV_V2); when the file may have some, the write takes the path
+        // that waits, which drops them before the reply.
+        let kill = write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID)
+            && self.fs.may_have_setid(ino.0);
         // A write that needs no wait is copied into its buffer here, with no hop. Either way
         // the handle now knows this thread as a writer (`closers`).
-        let now = {
+        let now = if kill {
+            self.fs.note_thread(fh.0, req.pid());
+            None
+        } else {
             let _rt = self.rt.enter();
             self.fs.write_now(ino.0, fh.0, offset, data, req.pid())
         };
@@ -442,8 +460,12 @@ impl Filesystem for Adapter {
             None => {}
         }
         let (fs, data) = (self.fs.clone(), data.to_vec());
-        self.spawn(async move {
-            match fs.write(ino.0, fh.0, offset, &data).await {
+        self.run_here(async move {
+            let mut r = fs.write(ino.0, fh.0, offset, &data).await;
+            if kill && r.is_ok() {
+                r = fs.kill_setid(fh.0).await.and(r);
+            }
+            match r {
                 Ok(n) => reply.written(n),
                 Err(e) => reply.error(errno("write", &e)),
             }
@@ -459,7 +481,7 @@ impl Filesystem for Adapter {
         reply: ReplyEmpty,
     ) {
         let (fs, tid) = (self.fs.clone(), req.pid());
-        self.spawn(async move {
+        self.run_here(async move {
             reply_empty(reply, "flush", fs.close(ino.0, fh.0, tid).await);
         });
     }
@@ -478,7 +500,7 @@ impl Filesystem for Adapter {
             return reply_empty(reply, "release", r);
         }
         let fs = self.fs.clone();
-        self.spawn(async move {
+        self.run_here(async move {
             reply_empty(reply, "release", fs.release(ino.0, fh.0).await);
         });
     }
@@ -513,7 +535,7 @@ impl Filesystem for Adapter {
         mut reply: ReplyDirectory,
     ) {
         let fs = self.fs.clone();
-        self.spawn(async move {
+        self.run_here(async move {
             let res = fs
                 .readdir(ino.0, fh.0, offset, |child, off, kind, name| {
                     reply.add(INodeNo(child), off, file_type(kind), name)
@@ -535,7 +557,7 @@ impl Filesystem for Adapter {
         mut reply: ReplyDirectoryPlus,
     ) {
         let fs = self.fs.clone();
-        self.spawn(async move {
+        self.run_here(async move {
             let res = fs
                 .readdirplus(ino.0, fh.0, offset, |off, name, e| {
                     reply.add(
@@ -583,7 +605,7 @@ impl Filesystem for Adapter {
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
         let fs = self.fs.clone();
-        self.spawn(async move {
+        self.run_here(async move {
             match fs.statfs().await {
                 Ok(s) => reply.statfs(
                     s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, s.namelen, s.frsize,
@@ -607,7 +629,7 @@ impl Filesystem for Adapter {
             return reply.error(Errno::ENOSYS);
         }
         let (fs, name, value) = (self.fs.clone(), owned(name), value.to_vec());
-        self.spawn(async move {
+        self.run_here(async move {
             reply_empty(
                 reply,
                 "setxattr",
@@ -625,7 +647,7 @@ impl Filesystem for Adapter {
             return reply.error(errno("getxattr", &FsError::NoAttr(String::new())));
         }
         let (fs, name) = (self.fs.clone(), owned(name));
-        self.spawn(async move {
+        self.run_here(async move {
             match fs.getxattr(ino.0, &name).await {
                 Ok(v) => reply_xattr(reply, &v, size),
                 Err(e) => reply.error(errno("getxattr", &e)),
@@ -638,7 +660,7 @@ impl Filesystem for Adapter {
             return reply.error(Errno::ENOSYS);
         }
         let fs = self.fs.clone();
-        self.spawn(async move {
+        self.run_here(async move {
             match fs.listxattr(ino.0).await {
                 Ok(v) => reply_xattr(reply, &v, size),
                 Err(e) => reply.error(errno("listxattr", &e)),
@@ -651,7 +673,7 @@ impl Filesystem for Adapter {
             return reply.error(Errno::ENOSYS);
         }
         let (fs, name) = (self.fs.clone(), owned(name));
-        self.spawn(async move {
+        self.run_here(async move {
             reply_empty(reply, "removexattr", fs.removexattr(ino.0, &name).await);
         });
     }
@@ -667,7 +689,7 @@ impl Filesystem for Adapter {
         reply: ReplyCreate,
     ) {
         let (fs, name, who, tid) = (self.fs.clone(), owned(name), caller(req), req.pid());
-        self.spawn(async move {
+        self.run_here(async move {
             match fs.create(parent.0, &name, mode, flags, who).await {
                 Ok((e, fh)) => {
                     fs.note_thread(fh, tid);

@@ -240,6 +240,18 @@ fn parse_u32(meta: &Metadata, name: &str) -> Option<u32> {
 
 /// Parses a mode the way s3fs does (`strtol(s, NULL, 0)`): decimal, or octal with a leading
 /// `0`, or hex with `0x`.
+/// Permission bits after a change that drops set-id privileges (a write, a truncate or a
+/// chown by a process without CAP_FSETID): S_ISUID goes, and S_ISGID when the file is
+/// group-executable (without S_IXGRP it marks mandatory locking, which stays), as the kernel's
+/// `setattr_should_drop_suidgid` decides for a local filesystem.
+pub fn killed_setid(perm: u32) -> u32 {
+    let mut p = perm & !0o4000;
+    if p & 0o2010 == 0o2010 {
+        p &= !0o2000;
+    }
+    p
+}
+
 pub fn parse_mode(s: &str) -> Option<u32> {
     let s = s.trim();
     if let Some(hex) = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
@@ -292,6 +304,24 @@ pub fn parse_time(meta: &Metadata, secs: &str, nsec: &str) -> Option<SystemTime>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn setid_bits_drop_as_the_kernel_drops_them() {
+        assert_eq!(
+            killed_setid(0o6755),
+            0o0755,
+            "both go when group-executable"
+        );
+        assert_eq!(
+            killed_setid(0o6745),
+            0o2745,
+            "S_ISGID without S_IXGRP stays"
+        );
+        assert_eq!(killed_setid(0o4700), 0o0700);
+        assert_eq!(killed_setid(0o2775), 0o0775);
+        assert_eq!(killed_setid(0o1777), 0o1777, "the sticky bit stays");
+        assert_eq!(killed_setid(0o0644), 0o0644);
+    }
 
     #[test]
     fn modes_parse_like_strtol() {

@@ -1,6 +1,7 @@
 //! Mount entry point: builds the core and a tokio runtime owned by the mount, mounts through
-//! fuser (pure-Rust mount via `fusermount3`), runs the session on its own thread, and hands
-//! back a [`MountHandle`] that completes pending uploads and unmounts.
+//! fuser (pure-Rust mount via `fusermount3`), runs the session (its reader threads) from a
+//! thread of its own, and hands back a [`MountHandle`] that completes pending uploads and
+//! unmounts.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
@@ -96,8 +97,27 @@ fn mount_options(cfg: &FsConfig) -> Config {
     let mut c = Config::default();
     c.mount_options = opts;
     c.acl = acl;
-    c.n_threads = Some(1);
+    c.n_threads = Some(session_threads());
+    // Each thread reads from its own clone of the device (FUSE_DEV_IOC_CLONE): the kernel
+    // then keeps a request's reply path on the thread that read it.
+    c.clone_fd = cfg!(target_os = "linux");
     c
+}
+
+/// How many threads read the kernel's requests. One is not enough even on one core: the
+/// adapter answers most requests on the thread that read them (the local store), and the
+/// kernel's asynchronous requests (RELEASE after a close, FORGET) would otherwise queue the
+/// next synchronous one behind them. Measured on 2 cores (docs/BENCHMARKS.md, session 18):
+/// two or three threads against one, every small-file operation as fast or faster. fuser
+/// runs more than one only on Linux.
+fn session_threads() -> usize {
+    if !cfg!(target_os = "linux") {
+        return 1;
+    }
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        .clamp(2, 4)
 }
 
 /// Mounts `store` at `mountpoint`; returns when the mount is live (the kernel answers

@@ -426,6 +426,44 @@ fn chown_and_foreign_writes_clear_setid_bits() {
         "a write by another user clears the set-id bits"
     );
     assert_eq!(fs::read(&q).expect("read"), b"datamore");
+
+    // S_ISGID without S_IXGRP (mandatory locking) stays; S_ISUID goes.
+    let g = fx.path("locking");
+    fs::write(&g, b"data").expect("write");
+    fs::set_permissions(&g, fs::Permissions::from_mode(0o6746)).expect("chmod");
+    let (code, err) = sh_as(NOBODY, NOBODY, &format!("printf x >> '{}'", g.display()));
+    assert_eq!(code, 0, "append as nobody: {err}");
+    assert_eq!(fs::metadata(&g).expect("stat").mode() & 0o7777, 0o2746);
+
+    // A truncate by another user clears them too.
+    let t = fx.path("truncated");
+    fs::write(&t, b"data").expect("write");
+    fs::set_permissions(&t, fs::Permissions::from_mode(0o6777)).expect("chmod");
+    let (code, err) = sh_as(NOBODY, NOBODY, &format!("truncate -s 2 '{}'", t.display()));
+    assert_eq!(code, 0, "truncate as nobody: {err}");
+    let m = fs::metadata(&t).expect("stat");
+    assert_eq!(
+        m.mode() & 0o6000,
+        0,
+        "a truncate by another user clears them"
+    );
+    assert_eq!(m.len(), 2);
+
+    // Root (CAP_FSETID) keeps them through writes and truncates, as on a local disk.
+    let r = fx.path("roots");
+    fs::write(&r, b"data").expect("write");
+    fs::set_permissions(&r, fs::Permissions::from_mode(0o6755)).expect("chmod");
+    let mut fh = OpenOptions::new().append(true).open(&r).expect("open");
+    fh.write_all(b"more").expect("write");
+    fh.set_len(6).expect("ftruncate");
+    drop(fh);
+    let m = fs::metadata(&r).expect("stat");
+    assert_eq!(
+        m.mode() & 0o7777,
+        0o6755,
+        "root's write keeps the set-id bits"
+    );
+    assert_eq!(fs::read(&r).expect("read"), b"datamo");
 }
 
 /// Runs a Python script that walks into `root` one component at a time (so that no path given

@@ -98,6 +98,29 @@ impl ObjFs {
         Ok(self.with_times(key, a, false).await)
     }
 
+    /// setattr of a change that drops set-id privileges (`kill`): a chown of anything but a
+    /// directory, or a truncate by a process without CAP_FSETID. With
+    /// FUSE_HANDLE_KILLPRIV_V2 the kernel leaves that to the filesystem (it marks the request
+    /// FATTR_KILL_SUIDGID, which fuser does not pass on; the adapter derives `kill`). The
+    /// bits go as [`crate::attr::killed_setid`] says, in the same change, unless the request
+    /// sets the mode itself.
+    pub async fn setattr_killing_setid(
+        &self,
+        ino: u64,
+        mut sa: SetAttr,
+        kill: bool,
+    ) -> FsResult<Attr> {
+        if kill && sa.mode.is_none() {
+            let a = self.getattr(ino).await?;
+            let perm = u32::from(a.perm);
+            let killed = crate::attr::killed_setid(perm);
+            if a.kind != Kind::Dir && killed != perm {
+                sa.mode = Some(killed);
+            }
+        }
+        self.setattr(ino, sa).await
+    }
+
     /// Changes attributes (chmod, chown, utimens, truncate).
     pub async fn setattr(&self, ino: u64, sa: SetAttr) -> FsResult<Attr> {
         self.check_change(ino, None)?;

@@ -458,6 +458,36 @@ impl ObjFs {
         Some(u32::try_from(data.len()).map_err(|_| FsError::Invalid("write too large".into())))
     }
 
+    /// Whether a write to `ino` by a process without CAP_FSETID may have set-id bits to drop
+    /// (true when it cannot tell without waiting): the adapter then runs the write with
+    /// [`ObjFs::kill_setid`] instead of answering it at once.
+    pub fn may_have_setid(&self, ino: u64) -> bool {
+        let Ok(Some(w)) = self.writer_of(ino) else {
+            return true;
+        };
+        let Ok(g) = w.try_lock() else {
+            return true;
+        };
+        crate::attr::killed_setid(g.attrs.perm) != g.attrs.perm
+    }
+
+    /// After a write by a process without CAP_FSETID (the kernel's FUSE_WRITE_KILL_SUIDGID,
+    /// with FUSE_HANDLE_KILLPRIV_V2): the file's set-id bits go, as on a local filesystem; the
+    /// version its close makes carries the new mode.
+    pub async fn kill_setid(&self, fh: u64) -> FsResult<()> {
+        let h = self.handle(fh)?;
+        let Some(w) = self.writer_of(h.ino)? else {
+            return Ok(());
+        };
+        let mut g = w.lock().await;
+        if g.kill_setid() {
+            let attrs = g.current_attrs();
+            drop(g);
+            self.cache_attrs(h.ino, &attrs);
+        }
+        Ok(())
+    }
+
     async fn commit_handle(&self, h: &FileHandle, durable: bool) -> FsResult<()> {
         let Some(w) = self.writer_of(h.ino)? else {
             return Ok(());

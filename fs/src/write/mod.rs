@@ -243,6 +243,19 @@ impl Writer {
         a
     }
 
+    /// A write by a process without CAP_FSETID: drops the set-id bits
+    /// ([`crate::attr::killed_setid`]); the next version carries the new mode. False when
+    /// there was nothing to drop.
+    pub fn kill_setid(&mut self) -> bool {
+        let perm = crate::attr::killed_setid(self.attrs.perm);
+        if perm == self.attrs.perm {
+            return false;
+        }
+        self.attrs.perm = perm;
+        self.touch_meta(None);
+        true
+    }
+
     /// Marks the metadata changed (chmod, chown, utimens, xattr) so the next commit writes it;
     /// the status changed now (ctime), as the version made at the commit will say.
     pub fn touch_meta(&mut self, explicit_mtime: Option<SystemTime>) {
