@@ -3,17 +3,15 @@
 //!
 //! fuser calls are synchronous. What the core can answer from memory (cached attributes,
 //! names known absent, files open for writing, opendir, the release of a read-only handle,
-//! forget) is answered on the FUSE thread at once. Every other request runs as a future:
-//! over a store whose calls complete without waiting (the local and memory stores,
-//! [`objfs_store::StoreFeatures::inline_metadata`]) it is polled once on the FUSE thread
-//! that read it and moves to the mount's tokio runtime only if it must wait
-//! ([`Adapter::run_here`]); over other stores (S3) it is spawned on the runtime at once. The session reads the
-//! kernel's requests on several threads (`mount.rs`), so a request answered on one of them
-//! never holds up the next. fsync and fsyncdir always go to the runtime: they wait for a
-//! group commit. Errors become errnos through
-//! [`FsError::errno`] (the crate's one mapping) in [`errno`], which also logs the unexpected
-//! ones. The core's plain types ([`Attr`], [`Kind`], [`SetTime`]) become fuser's records
-//! here and nowhere else.
+//! forget) is answered on the FUSE thread at once. Every other request runs as a future that
+//! is polled once on the FUSE thread that read it and moves to the mount's tokio runtime only
+//! if it must wait ([`Adapter::run_here`]): a local-store commit, a write-back journal append
+//! or an answer the mount keeps costs no hop to a runtime worker and back. The session reads
+//! the kernel's requests on several threads (`mount.rs`), so a request answered on one of
+//! them never holds up the next. fsync and fsyncdir always go to the runtime: they wait for
+//! a group commit or an upload. Errors become errnos through [`FsError::errno`] (the crate's
+//! one mapping) in [`errno`], which also logs the unexpected ones. The core's plain types
+//! ([`Attr`], [`Kind`], [`SetTime`]) become fuser's records here and nowhere else.
 
 use std::ffi::OsStr;
 use std::future::Future;
@@ -57,20 +55,16 @@ impl Adapter {
     }
 
     /// Runs `f` on the FUSE thread as far as it goes without waiting, and hands it to the
-    /// runtime only if it must wait. Over a store whose metadata calls complete on the calling
-    /// task ([`objfs_store::StoreFeatures::inline_metadata`]: the local store), a request is
-    /// answered with no hop to a runtime worker and back (on this VM each hop is a wake-up of
-    /// another thread, tens of microseconds); anything that waits (a tokio lock held by
-    /// another request, a store call on the blocking pool) continues on the runtime as if
-    /// spawned at once. Other stores spawn at once: their first poll would start network
-    /// requests on the FUSE thread.
+    /// runtime only if it must wait. What completes at once (a local-store commit, a journal
+    /// append, an answer kept in memory) is answered with no hop to a runtime worker and back
+    /// (on this VM each hop is a wake-up of another thread, tens of microseconds); anything
+    /// that waits (a tokio lock held by another request, a store call on the blocking pool, a
+    /// request to a bucket, which the first poll has started) continues on the runtime as if
+    /// spawned at once.
     fn run_here<F>(&self, f: F)
     where
         F: Future<Output = ()> + Send + 'static,
     {
-        if !self.fs.inline_metadata() {
-            return self.spawn(f);
-        }
         let mut f = Box::pin(f);
         // Inside the runtime's context, so that what the future starts (a blocking-pool
         // task, a timer) belongs to the runtime.

@@ -351,9 +351,6 @@ pub struct StoreFeatures {
     /// The finest difference between two versions' times the backend keeps: versions made
     /// at least this far apart have different `modified` times (S3 stamps whole seconds).
     pub time_resolution: std::time::Duration,
-    /// Heads, small listings and metadata commits complete on the calling task without
-    /// waiting (an embedded store): a caller may poll them on a thread that must not wait.
-    pub inline_metadata: bool,
 }
 
 impl StoreFeatures {
@@ -373,7 +370,6 @@ impl StoreFeatures {
             key_times: true,
             records: true,
             time_resolution: std::time::Duration::from_nanos(1),
-            inline_metadata: true,
         }
     }
 }

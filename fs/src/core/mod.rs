@@ -136,12 +136,6 @@ fn check_name(name: &OsStr) -> FsResult<&str> {
 }
 
 impl ObjFs {
-    /// Whether the store's metadata calls complete on the calling task (the local store): the
-    /// adapter then runs lookups and renames on the FUSE thread as far as they go.
-    pub fn inline_metadata(&self) -> bool {
-        self.features.inline_metadata
-    }
-
     /// The longest key the store takes (a backend capability: 4,096 bytes locally, 1,024 on
     /// S3); a longer path is ENAMETOOLONG.
     pub(super) fn max_key_len(&self) -> usize {

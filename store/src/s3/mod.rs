@@ -188,7 +188,6 @@ impl S3Store {
                 records: true,
                 // HEAD and GET carry HTTP dates: whole seconds.
                 time_resolution: Duration::from_secs(1),
-                inline_metadata: false,
             },
             concurrency: cfg.concurrency.max(1),
             part_size: cfg.part_size.max(S3_MIN_PART_SIZE),
