@@ -19,44 +19,37 @@ os.mkdir(sd)
 small = os.urandom(4096)
 keys = ["open_creat", "write", "close", "stat_missing", "rename", "open_rd", "read", "close_rd", "unlink"]
 acc = {k: 0.0 for k in keys}
-pc = time.perf_counter
-for i in range(n):
-    p = f"{sd}/f{i}"
-    t = pc()
+
+
+def timed(key, call, *args):
+    """Runs call(*args), adds its time to acc[key] and returns what it returned."""
+    t = time.perf_counter()
+    try:
+        return call(*args)
+    finally:
+        acc[key] += time.perf_counter() - t
+
+
+def stat_missing(p):
     try:
         os.stat(p)
     except FileNotFoundError:
         pass
-    t1 = pc()
-    fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    t2 = pc()
-    os.write(fd, small)
-    t3 = pc()
-    os.close(fd)
-    t4 = pc()
-    acc["stat_missing"] += t1 - t
-    acc["open_creat"] += t2 - t1
-    acc["write"] += t3 - t2
-    acc["close"] += t4 - t3
+
+
 for i in range(n):
     p = f"{sd}/f{i}"
-    t = pc()
-    fd = os.open(p, os.O_RDONLY)
-    t1 = pc()
-    os.read(fd, 8192)
-    t2 = pc()
-    os.close(fd)
-    t3 = pc()
-    acc["open_rd"] += t1 - t
-    acc["read"] += t2 - t1
-    acc["close_rd"] += t3 - t2
+    timed("stat_missing", stat_missing, p)
+    fd = timed("open_creat", os.open, p, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    timed("write", os.write, fd, small)
+    timed("close", os.close, fd)
 for i in range(n):
-    t = pc()
-    os.rename(f"{sd}/f{i}", f"{sd}/g{i}")
-    acc["rename"] += pc() - t
+    fd = timed("open_rd", os.open, f"{sd}/f{i}", os.O_RDONLY)
+    timed("read", os.read, fd, 8192)
+    timed("close_rd", os.close, fd)
 for i in range(n):
-    t = pc()
-    os.unlink(f"{sd}/g{i}")
-    acc["unlink"] += pc() - t
+    timed("rename", os.rename, f"{sd}/f{i}", f"{sd}/g{i}")
+for i in range(n):
+    timed("unlink", os.unlink, f"{sd}/g{i}")
 os.rmdir(sd)
 print(" ".join(f"{k}={v * 1e6 / n:.0f}us" for k, v in acc.items()))
