@@ -637,8 +637,10 @@ impl Filesystem for Adapter {
             return reply.error(Errno::ENOSYS);
         }
         if !ObjFs::xattr_supported(name) {
-            // No store work to do: answer without a trip through the runtime.
-            return reply.error(errno("getxattr", &FsError::NoAttr(String::new())));
+            // No store work to do. ENOTSUP, not ENODATA: GNU `ls -l` asks every file for
+            // `security.selinux` and `system.posix_acl_access` until a file of the
+            // filesystem answers "not supported", then stops asking (a round trip each).
+            return reply.error(Errno::EOPNOTSUPP);
         }
         let (fs, name) = (self.fs.clone(), owned(name));
         self.run_here(async move {

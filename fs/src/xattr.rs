@@ -5,8 +5,10 @@
 //! byte as `%XX` (upper-case hex), so the metadata name stays lower-case ASCII whatever the
 //! attribute name is. The value is stored as is when it is printable ASCII (0x20..=0x7e) and
 //! does not start with `b64:`; otherwise it is `b64:` followed by standard base64 (with `=`
-//! padding). Other namespaces (`security.`, `trusted.`, `system.`) are not stored: reading
-//! them answers ENODATA, writing them ENOTSUP.
+//! padding). Other namespaces (`security.`, `trusted.`, `system.`: POSIX ACLs, SELinux labels)
+//! are not supported: reading, writing or removing a name there answers ENOTSUP, as a
+//! filesystem mounted without ACLs or labels does, so that tools (GNU `ls -l`, `cp -a`, libacl)
+//! stop asking for them on this filesystem after the first answer.
 
 use objfs_store::Metadata;
 
@@ -73,12 +75,22 @@ pub fn decode_value(s: &str) -> FsResult<Vec<u8>> {
     }
 }
 
+/// Whether `name` is in the one namespace stored (`user.`).
+pub fn supported(name: &str) -> bool {
+    name.starts_with(USER_NS)
+}
+
+/// The error for a name outside the `user.` namespace (ENOTSUP).
+pub fn unsupported(name: &str) -> FsError {
+    FsError::NotSupported(format!(
+        "extended attribute {name:?}: only the user. namespace is stored"
+    ))
+}
+
 /// Checks that `name` is a storable attribute name.
 pub fn check_settable(name: &str) -> FsResult<()> {
-    if !name.starts_with(USER_NS) || name.len() == USER_NS.len() {
-        return Err(FsError::NotSupported(format!(
-            "extended attribute {name:?}: only the user. namespace is stored"
-        )));
+    if !supported(name) || name.len() == USER_NS.len() {
+        return Err(unsupported(name));
     }
     if name.len() > 255 {
         return Err(FsError::NameTooLong(name.to_string()));
@@ -88,8 +100,8 @@ pub fn check_settable(name: &str) -> FsResult<()> {
 
 /// Reads attribute `name` from `meta`.
 pub fn get(meta: &Metadata, name: &str) -> FsResult<Vec<u8>> {
-    if !name.starts_with(USER_NS) {
-        return Err(FsError::NoAttr(name.to_string()));
+    if !supported(name) {
+        return Err(unsupported(name));
     }
     match meta.get(&meta_name(name)) {
         Some(v) => decode_value(v),
@@ -120,8 +132,8 @@ pub fn set(meta: &mut Metadata, name: &str, value: &[u8], flags: i32) -> FsResul
 
 /// Removes attribute `name`.
 pub fn remove(meta: &mut Metadata, name: &str) -> FsResult<()> {
-    if !name.starts_with(USER_NS) {
-        return Err(FsError::NoAttr(name.to_string()));
+    if !supported(name) {
+        return Err(unsupported(name));
     }
     match meta.remove(&meta_name(name)) {
         Some(_) => Ok(()),
@@ -220,7 +232,18 @@ mod tests {
         assert!(set(&mut m, "user.a", b"1", libc::XATTR_REPLACE).is_err());
         assert!(set(&mut m, "user.a", b"1", libc::XATTR_CREATE).is_ok());
         assert!(set(&mut m, "user.a", b"2", libc::XATTR_CREATE).is_err());
-        assert!(set(&mut m, "security.x", b"2", 0).is_err());
+        assert!(matches!(
+            set(&mut m, "security.x", b"2", 0),
+            Err(FsError::NotSupported(_))
+        ));
+        assert!(matches!(
+            get(&m, "security.selinux"),
+            Err(FsError::NotSupported(_))
+        ));
+        assert!(matches!(
+            remove(&mut m, "system.posix_acl_access"),
+            Err(FsError::NotSupported(_))
+        ));
         assert_eq!(list(&m), b"user.a\0");
         assert!(remove(&mut m, "user.a").is_ok());
         assert!(matches!(get(&m, "user.a"), Err(FsError::NoAttr(_))));

@@ -593,6 +593,10 @@ async fn attributes_and_xattrs_persist_across_a_new_core() -> TestResult {
         errno(fs.getxattr(f.ino, os("user.none")).await),
         libc::ENODATA
     );
+    for name in ["security.selinux", "system.posix_acl_access", "trusted.x"] {
+        assert_eq!(errno(fs.getxattr(f.ino, os(name)).await), libc::ENOTSUP);
+        assert_eq!(errno(fs.removexattr(f.ino, os(name)).await), libc::ENOTSUP);
+    }
     assert_eq!(lookup(&fs, "imp").await?.attr.perm, 0o700);
     Ok(())
 }

@@ -303,19 +303,19 @@ impl ObjFs {
     }
 
     /// Whether `name` is an attribute objfs can hold (the `user.` namespace). Others
-    /// (`security.*`, `system.posix_acl_*`, asked for every file by `ls -l`) never exist, so
-    /// the adapter answers them at once.
+    /// (`security.selinux`, `system.posix_acl_access`, asked by `ls -l`) are not supported
+    /// (ENOTSUP), so the adapter answers them at once.
     pub fn xattr_supported(name: &OsStr) -> bool {
-        name.to_str().is_some_and(|n| n.starts_with(xattr::USER_NS))
+        name.to_str().is_some_and(xattr::supported)
     }
 
     /// getxattr: the value of `name`.
     pub async fn getxattr(&self, ino: u64, name: &OsStr) -> FsResult<Vec<u8>> {
         let name = name
             .to_str()
-            .ok_or_else(|| FsError::NoAttr(format!("{name:?}")))?;
-        if !name.starts_with(xattr::USER_NS) {
-            return Err(FsError::NoAttr(name.to_string()));
+            .ok_or_else(|| xattr::unsupported(&name.to_string_lossy()))?;
+        if !xattr::supported(name) {
+            return Err(xattr::unsupported(name));
         }
         if let Some(w) = self.writer_of(ino)? {
             return xattr::get(&w.lock().await.meta, name);
@@ -353,7 +353,7 @@ impl ObjFs {
         self.check_change(ino, None)?;
         let name = name
             .to_str()
-            .ok_or_else(|| FsError::NoAttr(format!("{name:?}")))?;
+            .ok_or_else(|| xattr::unsupported(&name.to_string_lossy()))?;
         self.change_meta(ino, |m| xattr::remove(m, name)).await
     }
 
