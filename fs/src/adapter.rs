@@ -435,18 +435,14 @@ impl Filesystem for Adapter {
         reply: ReplyWrite,
     ) {
         // A write by a caller without CAP_FSETID drops the file's set-id bits
-        // (FUSE_HANDLE_KILLPRIV_V2); when the file may have some, the write takes the path
-        // that waits, which drops them before the reply.
-        let kill = write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID)
-            && self.fs.may_have_setid(ino.0);
-        // A write that needs no wait is copied into its buffer here, with no hop. Either way
-        // the handle now knows this thread as a writer (`closers`).
-        let now = if kill {
-            self.fs.note_thread(fh.0, req.pid());
-            None
-        } else {
+        // (FUSE_HANDLE_KILLPRIV_V2), before the reply. A write that needs no wait is copied
+        // into its buffer here, with no hop (the bits dropped with it). Either way the handle
+        // now knows this thread as a writer (`closers`).
+        let kill = write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID);
+        let now = {
             let _rt = self.rt.enter();
-            self.fs.write_now(ino.0, fh.0, offset, data, req.pid())
+            self.fs
+                .write_now(ino.0, fh.0, offset, data, req.pid(), kill)
         };
         match now {
             Some(Ok(n)) => return reply.written(n),

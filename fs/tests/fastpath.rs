@@ -17,7 +17,7 @@ type TestResult = Result<(), Box<dyn std::error::Error>>;
 /// Writes `data` at `off` as the adapter does: at once when possible, else through the runtime.
 /// Returns whether it was taken at once.
 async fn adapter_write(fs: &objfs_fs::ObjFs, ino: u64, fh: u64, off: u64, data: &[u8]) -> bool {
-    match fs.write_now(ino, fh, off, data, 1) {
+    match fs.write_now(ino, fh, off, data, 1, false) {
         Some(r) => {
             assert_eq!(r.expect("write at once") as usize, data.len());
             true
@@ -101,7 +101,7 @@ async fn a_failed_background_part_is_eio_at_fsync_and_close() -> TestResult {
         for i in 1..6u64 {
             let off = i * 64 * 1024;
             let data = pattern(64 * 1024, i as u8);
-            let r = match fs.write_now(ino, fh, off, &data, 1) {
+            let r = match fs.write_now(ino, fh, off, &data, 1, false) {
                 Some(r) => r.map(|_| ()),
                 None => fs.write(ino, fh, off, &data).await.map(|_| ()),
             };
@@ -158,5 +158,27 @@ async fn reads_at_once_come_from_the_cache_only() -> TestResult {
     let past = fs.read_now(ino, fh, data.len() as u64, 4096);
     assert!(matches!(past, Some(Ok(ref b)) if b.is_empty()));
     fs.release(ino, fh).await?;
+    Ok(())
+}
+
+/// A write taken at once for a caller without CAP_FSETID (`kill_setid`) drops the set-id bits
+/// before its answer, as the path through the runtime does; the close's version has the mode.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_at_once_drops_setid_bits_when_asked() -> TestResult {
+    let store = CountingStore::new();
+    let fs = new_fs(store.clone(), small_cfg());
+    let (e, fh) = fs
+        .create(1, os("f"), 0o106755, libc::O_RDWR | libc::O_TRUNC, ME)
+        .await?;
+    // A privileged write keeps them.
+    assert_eq!(fs.write_now(e.ino, fh, 0, b"root", 1, false).transpose()?, Some(4));
+    assert_eq!(fs.getattr(e.ino).await?.perm, 0o6755);
+    // S_ISUID always goes; S_ISGID with group execute goes too.
+    assert_eq!(fs.write_now(e.ino, fh, 4, b"user", 1, true).transpose()?, Some(4));
+    assert_eq!(fs.getattr(e.ino).await?.perm, 0o755);
+    fs.release(e.ino, fh).await?;
+    let f = lookup(&fs, "f").await?;
+    assert_eq!(f.attr.perm, 0o755);
+    assert_eq!(read_file(&fs, f.ino).await, b"rootuser");
     Ok(())
 }

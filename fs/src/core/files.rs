@@ -435,7 +435,9 @@ impl ObjFs {
     /// no wait ([`crate::write::Writer::try_write_now`]); `None` when it must go through
     /// `write`. Called on the FUSE thread, inside the mount's runtime. The handle remembers
     /// `tid` as one of its writers either way ([`ObjFs::note_thread`], without a second
-    /// lookup of the handle).
+    /// lookup of the handle). `kill_setid`: the writer has no CAP_FSETID (the kernel's
+    /// FUSE_WRITE_KILL_SUIDGID), so the file's set-id bits go first, as [`ObjFs::kill_setid`]
+    /// does (when the writer is busy, `None`: the caller runs both).
     pub fn write_now(
         &self,
         ino: u64,
@@ -443,32 +445,23 @@ impl ObjFs {
         offset: u64,
         data: &[u8],
         tid: u32,
+        kill_setid: bool,
     ) -> Option<FsResult<u32>> {
         let h = self.handle(fh).ok().filter(|h| h.write)?;
         h.closers.note(tid);
         let w = self.writer_of(h.ino).ok()??;
         let mut g = w.try_lock().ok()?;
-        if let Err(e) = g.try_write_now(&self.wctx, offset, data)? {
+        let killed = kill_setid && g.kill_setid();
+        let result = g.try_write_now(&self.wctx, offset, data);
+        if killed || result.is_some() {
+            self.cache_attrs(h.ino, &g.current_attrs());
+        }
+        if let Err(e) = result? {
             return Some(Err(e));
         }
         tracing::trace!(ino, fh, offset, len = data.len(), "write (at once)");
-        let attrs = g.current_attrs();
         drop(g);
-        self.cache_attrs(h.ino, &attrs);
         Some(u32::try_from(data.len()).map_err(|_| FsError::Invalid("write too large".into())))
-    }
-
-    /// Whether a write to `ino` by a process without CAP_FSETID may have set-id bits to drop
-    /// (true when it cannot tell without waiting): the adapter then runs the write with
-    /// [`ObjFs::kill_setid`] instead of answering it at once.
-    pub fn may_have_setid(&self, ino: u64) -> bool {
-        let Ok(Some(w)) = self.writer_of(ino) else {
-            return true;
-        };
-        let Ok(g) = w.try_lock() else {
-            return true;
-        };
-        crate::attr::killed_setid(g.attrs.perm) != g.attrs.perm
     }
 
     /// After a write by a process without CAP_FSETID (the kernel's FUSE_WRITE_KILL_SUIDGID,
