@@ -171,10 +171,16 @@ async fn a_write_at_once_drops_setid_bits_when_asked() -> TestResult {
         .create(1, os("f"), 0o106755, libc::O_RDWR | libc::O_TRUNC, ME)
         .await?;
     // A privileged write keeps them.
-    assert_eq!(fs.write_now(e.ino, fh, 0, b"root", 1, false).transpose()?, Some(4));
+    assert_eq!(
+        fs.write_now(e.ino, fh, 0, b"root", 1, false).transpose()?,
+        Some(4)
+    );
     assert_eq!(fs.getattr(e.ino).await?.perm, 0o6755);
     // S_ISUID always goes; S_ISGID with group execute goes too.
-    assert_eq!(fs.write_now(e.ino, fh, 4, b"user", 1, true).transpose()?, Some(4));
+    assert_eq!(
+        fs.write_now(e.ino, fh, 4, b"user", 1, true).transpose()?,
+        Some(4)
+    );
     assert_eq!(fs.getattr(e.ino).await?.perm, 0o755);
     fs.release(e.ino, fh).await?;
     let f = lookup(&fs, "f").await?;
