@@ -40,8 +40,9 @@ pub struct FsConfig {
     pub fs_name: String,
     /// Raw `-o` options passed through to the kernel / fusermount3.
     pub extra_options: Vec<String>,
-    /// Serve user extended attributes. Off (`-o noxattr`), every xattr request fails with
-    /// ENOSYS once and the kernel stops asking: `ls -l` then costs no xattr round trip per file.
+    /// Serve user extended attributes (other namespaces answer ENOTSUP either way, which
+    /// makes GNU `ls -l` stop asking after the first file). Off (`-o noxattr`), every xattr
+    /// request fails with ENOSYS once and the kernel stops asking.
     pub xattr: bool,
     /// List `.snapshots` in the root directory (`-o snapdir=visible`). Hidden by default; it
     /// can be looked up either way.

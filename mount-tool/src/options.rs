@@ -161,7 +161,7 @@ pub struct FsConfigOverrides {
     pub dir_mode: Option<u32>,
     pub fs_name: Option<String>,
     pub extra_options: Vec<String>,
-    /// `-o noxattr`: no extended attributes (faster `ls -l`).
+    /// `-o noxattr`: no extended attributes at all (EOPNOTSUPP for `user.*` too).
     pub no_xattr: bool,
     /// `-o snapdir=visible`: list `.snapshots` in the root.
     pub snapdir_visible: bool,
