@@ -264,6 +264,17 @@ fn shell_tools() {
     sh(root, "df . >/dev/null");
 }
 
+/// What `python3 -c script path` prints.
+fn python(script: &str, path: &Path) -> String {
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(path)
+        .output()
+        .expect("python3");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// `-o noxattr`: every xattr call fails with EOPNOTSUPP (the kernel then stops asking, which
 /// is what makes `ls -l` cheap); files work as usual. With xattrs on, user xattrs round-trip,
 /// and the names of other namespaces (what `ls -l` asks of every file until one answers
@@ -286,25 +297,13 @@ for n in ['security.selinux', 'system.posix_acl_access', 'trusted.x']:\n    prin
             return;
         };
         fs::write(m.path("f"), b"data").expect("write");
-        let out = Command::new("python3")
-            .arg("-c")
-            .arg(probe)
-            .arg(m.path("f"))
-            .output()
-            .expect("python3");
-        let out = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        let out = python(probe, &m.path("f")).trim().to_string();
         if on {
             assert_eq!(out, "set blue");
         } else {
             assert_eq!(out, format!("errno {}", libc::EOPNOTSUPP));
         }
-        let out = Command::new("python3")
-            .arg("-c")
-            .arg(others)
-            .arg(m.path("f"))
-            .output()
-            .expect("python3");
-        let answers: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        let answers: Vec<String> = python(others, &m.path("f"))
             .lines()
             .map(str::to_string)
             .collect();
