@@ -9,6 +9,11 @@ pub const DEFAULT_PART_SIZE: usize = 8 * 1024 * 1024;
 pub const DEFAULT_MAX_MEMORY: usize = 256 * 1024 * 1024;
 /// Default budget for the read block cache (256 MiB).
 pub const DEFAULT_CACHE_SIZE: usize = 256 * 1024 * 1024;
+/// Default busy-poll window of the first reader thread (Linux): 200 µs, the window of
+/// Linux's own `haltpoll` idle driver (`guest_halt_poll_ns` defaults to 200,000).
+pub const DEFAULT_BUSY_POLL: Duration = Duration::from_micros(200);
+/// The longest busy-poll window a mount accepts (`-o busy_poll=`): 10 ms.
+pub const MAX_BUSY_POLL: Duration = Duration::from_millis(10);
 
 /// How a mount behaves. Build it with `FsConfig { part_size: .., ..Default::default() }`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,6 +29,10 @@ pub struct FsConfig {
     pub disk_cache: Option<crate::diskcache::DiskCacheHandle>,
     /// How long the kernel may cache attributes and directory entries. Default 1 s.
     pub attr_ttl: Duration,
+    /// Linux: after each request, the first reader thread keeps polling `/dev/fuse` this long
+    /// before it sleeps, so that a caller's next request finds it awake (`-o busy_poll=`,
+    /// microseconds; zero: every reader sleeps in `read(2)`). Default [`DEFAULT_BUSY_POLL`].
+    pub busy_poll: Duration,
     /// Refuse every change with EROFS.
     pub read_only: bool,
     /// Let other users than the mounting one see the mount (`allow_other`).
@@ -72,6 +81,7 @@ impl Default for FsConfig {
             cache_size: DEFAULT_CACHE_SIZE,
             disk_cache: None,
             attr_ttl: Duration::from_secs(1),
+            busy_poll: DEFAULT_BUSY_POLL,
             read_only: false,
             allow_other: false,
             uid,

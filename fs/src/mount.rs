@@ -101,6 +101,10 @@ fn mount_options(cfg: &FsConfig) -> Config {
     // Each thread reads from its own clone of the device (FUSE_DEV_IOC_CLONE): the kernel
     // then keeps a request's reply path on the thread that read it.
     c.clone_fd = cfg!(target_os = "linux");
+    // The first reader polls the device for a while after each request instead of going to
+    // sleep at once (the patch in fs/vendor/fuser/PATCHES.md): on a machine whose idle cores
+    // halt, waking a sleeping reader costs more than a small request's whole work.
+    c.spin = (cfg!(target_os = "linux") && !cfg.busy_poll.is_zero()).then_some(cfg.busy_poll);
     c
 }
 

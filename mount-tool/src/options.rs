@@ -73,6 +73,23 @@ pub fn parse_seconds(text: &str) -> Result<Duration> {
         .with_context(|| format!("invalid duration {text:?}: must be a non-negative number"))
 }
 
+/// Parses `busy_poll=`: whole microseconds, at most [`objfs_fs::config::MAX_BUSY_POLL`].
+pub fn parse_busy_poll(text: &str) -> Result<Duration> {
+    let t = text.trim();
+    let t = t.strip_suffix("us").unwrap_or(t);
+    let micros: u64 = t.parse().with_context(|| {
+        format!("invalid busy_poll {text:?}: expected whole microseconds, e.g. 200 (0: off)")
+    })?;
+    let d = Duration::from_micros(micros);
+    if d > objfs_fs::config::MAX_BUSY_POLL {
+        bail!(
+            "invalid busy_poll {text:?}: at most {} microseconds",
+            objfs_fs::config::MAX_BUSY_POLL.as_micros()
+        );
+    }
+    Ok(d)
+}
+
 /// Parses a permission mode in octal (`0644`, `755`).
 pub fn parse_mode(text: &str) -> Result<u32> {
     let t = text.trim();
@@ -153,6 +170,8 @@ pub struct FsConfigOverrides {
     pub max_memory: Option<usize>,
     pub cache_size: Option<usize>,
     pub attr_ttl: Option<Duration>,
+    /// `-o busy_poll=MICROSECONDS` (0: off).
+    pub busy_poll: Option<Duration>,
     pub read_only: bool,
     pub allow_other: bool,
     pub uid: Option<u32>,
@@ -176,6 +195,7 @@ impl FsConfigOverrides {
             max_memory: self.max_memory.unwrap_or(d.max_memory),
             cache_size: self.cache_size.unwrap_or(d.cache_size),
             attr_ttl: self.attr_ttl.unwrap_or(d.attr_ttl),
+            busy_poll: self.busy_poll.unwrap_or(d.busy_poll),
             read_only: self.read_only,
             allow_other: self.allow_other,
             uid: self.uid.unwrap_or(d.uid),
@@ -265,6 +285,7 @@ impl MountSettings {
             "max_memory" => fs.max_memory = Some(parse_mem_size(&need(value)?, "max_memory", 1)?),
             "cache_size" => fs.cache_size = Some(parse_mem_size(&need(value)?, "cache_size", 0)?),
             "attr_ttl" => fs.attr_ttl = Some(parse_seconds(&need(value)?)?),
+            "busy_poll" => fs.busy_poll = Some(parse_busy_poll(&need(value)?)?),
             "uid" => {
                 let v = need(value)?;
                 fs.uid = Some(v.parse().with_context(|| format!("bad uid {v:?}"))?)
@@ -331,6 +352,25 @@ mod tests {
         assert!(parse_seconds("-1").is_err());
         assert!(parse_seconds("NaN").is_err());
         assert!(parse_seconds("x").is_err());
+    }
+
+    #[test]
+    fn busy_poll_windows() {
+        assert_eq!(parse_busy_poll("200").unwrap(), Duration::from_micros(200));
+        assert_eq!(parse_busy_poll("50us").unwrap(), Duration::from_micros(50));
+        assert_eq!(parse_busy_poll("0").unwrap(), Duration::ZERO);
+        assert_eq!(parse_busy_poll("10000").unwrap(), Duration::from_millis(10));
+        for bad in ["10001", "-1", "0.5", "x", ""] {
+            assert!(parse_busy_poll(bad).is_err(), "{bad:?} accepted");
+        }
+        let mut s = MountSettings::default();
+        assert_eq!(
+            s.fs.to_fs_config("x").busy_poll,
+            objfs_fs::config::DEFAULT_BUSY_POLL
+        );
+        s.apply_option("busy_poll=0").unwrap();
+        assert_eq!(s.fs.to_fs_config("x").busy_poll, Duration::ZERO);
+        assert!(s.apply_option("busy_poll").is_err());
     }
 
     #[test]

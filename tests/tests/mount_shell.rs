@@ -8,6 +8,7 @@ use std::fs;
 use std::io::Write;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
+use std::time::Duration;
 
 use objfs_tests::mount_fixture::{assert_same_tree, compare_files, run, MountFixture};
 use rand::rngs::StdRng;
@@ -542,4 +543,119 @@ fn unlink_of_an_open_file_keeps_the_open_handle_working() {
     f.read_to_end(&mut got)
         .expect("reading an open, unlinked file");
     assert!(got == data, "an open, unlinked file read other bytes");
+}
+
+/// CPU ticks (utime + stime) of the threads of process `pid` that read FUSE requests
+/// (fuser names them `fuser-N`).
+fn reader_ticks(pid: u32) -> u64 {
+    let mut ticks = 0;
+    for task in fs::read_dir(format!("/proc/{pid}/task")).expect("the daemon's threads") {
+        let task = task.unwrap().path();
+        let comm = fs::read_to_string(task.join("comm")).unwrap_or_default();
+        if !comm.starts_with("fuser-") {
+            continue;
+        }
+        let stat = fs::read_to_string(task.join("stat")).unwrap_or_default();
+        // Fields after the command's closing parenthesis: state is field 3; utime and stime
+        // are fields 14 and 15.
+        let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        if fields.len() > 12 {
+            ticks +=
+                fields[11].parse::<u64>().unwrap_or(0) + fields[12].parse::<u64>().unwrap_or(0);
+        }
+    }
+    ticks
+}
+
+/// How many of process `pid`'s descriptors of `/dev/fuse` are non-blocking.
+fn nonblocking_fuse_fds(pid: u32) -> usize {
+    let mut n = 0;
+    for fd in fs::read_dir(format!("/proc/{pid}/fd")).expect("the daemon's descriptors") {
+        let fd = fd.unwrap();
+        if fs::read_link(fd.path()).is_ok_and(|t| t == Path::new("/dev/fuse")) {
+            let info = fs::read_to_string(format!(
+                "/proc/{pid}/fdinfo/{}",
+                fd.file_name().to_string_lossy()
+            ))
+            .unwrap_or_default();
+            let flags = info
+                .lines()
+                .find_map(|l| l.strip_prefix("flags:"))
+                .and_then(|f| u32::from_str_radix(f.trim(), 8).ok())
+                .unwrap_or(0);
+            if flags & libc::O_NONBLOCK as u32 != 0 {
+                n += 1;
+            }
+        }
+    }
+    n
+}
+
+/// The first reader thread busy-polls the FUSE device after each request (`-o busy_poll`, the
+/// patch in fs/vendor/fuser/PATCHES.md). With it on (the default, and a 10 ms window) and off,
+/// the same shell work gives the same results; exactly one device descriptor is non-blocking
+/// when it is on and none when it is off; and once the mount is idle its reader threads use
+/// no CPU (the polling stops after its window: a thread that kept polling would use about 100
+/// ticks a second).
+#[test]
+fn busy_polling_on_and_off() {
+    use objfs_tests::daemon_mount::DaemonMount;
+    use objfs_tests::mount_fixture::skip_without_fuse;
+    let test = "busy_polling_on_and_off";
+    if skip_without_fuse(test) {
+        return;
+    }
+    let tmp = tempfile::Builder::new()
+        .prefix("objfs-busy-poll-")
+        .tempdir()
+        .expect("temporary directory");
+    let cases: [(&[&str], usize); 3] = [
+        (&[], 1),
+        (&["-o", "busy_poll=10000"], 1),
+        (&["-o", "busy_poll=0"], 0),
+    ];
+    for (i, (args, polling)) in cases.into_iter().enumerate() {
+        let store = tmp.path().join(format!("store{i}"));
+        let mnt = tmp.path().join(format!("mnt{i}"));
+        let log = tmp.path().join(format!("objfs{i}.log"));
+        fs::create_dir(&mnt).unwrap();
+        let mut m = DaemonMount::start(&store, &mnt, args, &log);
+        assert_eq!(
+            nonblocking_fuse_fds(m.pid()),
+            polling,
+            "{args:?}: non-blocking /dev/fuse descriptors"
+        );
+        let d = mnt.join("d");
+        fs::create_dir(&d).unwrap();
+        for n in 0..300 {
+            fs::write(d.join(format!("f{n}")), format!("file {n} of {args:?}")).unwrap();
+        }
+        for n in 0..300 {
+            fs::rename(d.join(format!("f{n}")), d.join(format!("g{n}"))).unwrap();
+        }
+        for n in (0..300).step_by(2) {
+            fs::remove_file(d.join(format!("g{n}"))).unwrap();
+        }
+        let out = run("ls", &[], &d);
+        let names: Vec<&str> = out.lines().collect();
+        assert_eq!(names.len(), 150, "{args:?}: ls lists the files left");
+        for n in (1..300).step_by(2) {
+            assert_eq!(
+                fs::read_to_string(d.join(format!("g{n}"))).unwrap(),
+                format!("file {n} of {args:?}")
+            );
+            assert!(!d.join(format!("f{n}")).exists());
+        }
+        // Idle: the readers sleep once the window has passed.
+        std::thread::sleep(Duration::from_millis(100));
+        let before = reader_ticks(m.pid());
+        std::thread::sleep(Duration::from_secs(1));
+        let used = reader_ticks(m.pid()) - before;
+        assert!(
+            used < 25,
+            "{args:?}: an idle mount's reader threads used {used} ticks in a second"
+        );
+        m.stop();
+    }
 }
