@@ -621,13 +621,15 @@ fn busy_polling_on_and_off() {
         let log = tmp.path().join(format!("objfs{i}.log"));
         fs::create_dir(&mnt).unwrap();
         let mut m = DaemonMount::start(&store, &mnt, args, &log);
+        let d = mnt.join("d");
+        fs::create_dir(&d).unwrap();
+        // The kernel lists the mount before the session's reader threads run; a request
+        // answered means the first one has set its descriptor up.
         assert_eq!(
             nonblocking_fuse_fds(m.pid()),
             polling,
             "{args:?}: non-blocking /dev/fuse descriptors"
         );
-        let d = mnt.join("d");
-        fs::create_dir(&d).unwrap();
         for n in 0..300 {
             fs::write(d.join(format!("f{n}")), format!("file {n} of {args:?}")).unwrap();
         }
