@@ -15,6 +15,24 @@ pub const DEFAULT_BUSY_POLL: Duration = Duration::from_micros(200);
 /// The longest busy-poll window a mount accepts (`-o busy_poll=`): 10 ms.
 pub const MAX_BUSY_POLL: Duration = Duration::from_millis(10);
 
+/// Entries per io_uring queue unless `-o io_uring_depth=` says otherwise.
+pub const DEFAULT_IO_URING_DEPTH: usize = 16;
+/// The most entries per io_uring queue a mount accepts (each holds a 1 MiB payload).
+pub const MAX_IO_URING_DEPTH: usize = 256;
+
+/// Whether a mount serves the kernel's requests over FUSE over io_uring (Linux 6.14+; the
+/// kernel offers it only while `/sys/module/fuse/parameters/enable_uring` is set).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum IoUring {
+    /// Read `/dev/fuse` only (`-o io_uring=off`).
+    Off,
+    /// io_uring when the kernel offers it, else `/dev/fuse` (the default).
+    #[default]
+    Auto,
+    /// io_uring; a warning when the kernel does not offer it (`-o io_uring`).
+    On,
+}
+
 /// How a mount behaves. Build it with `FsConfig { part_size: .., ..Default::default() }`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FsConfig {
@@ -33,6 +51,11 @@ pub struct FsConfig {
     /// before it sleeps, so that a caller's next request finds it awake (`-o busy_poll=`,
     /// microseconds; zero: every reader sleeps in `read(2)`). Default [`DEFAULT_BUSY_POLL`].
     pub busy_poll: Duration,
+    /// Linux: serve requests over FUSE over io_uring, one queue per CPU, when the kernel
+    /// offers it (`-o io_uring=auto|on|off`). Default [`IoUring::Auto`].
+    pub io_uring: IoUring,
+    /// Entries per io_uring queue (`-o io_uring_depth=`). Default [`DEFAULT_IO_URING_DEPTH`].
+    pub io_uring_depth: usize,
     /// Refuse every change with EROFS.
     pub read_only: bool,
     /// Let other users than the mounting one see the mount (`allow_other`).
@@ -82,6 +105,8 @@ impl Default for FsConfig {
             disk_cache: None,
             attr_ttl: Duration::from_secs(1),
             busy_poll: DEFAULT_BUSY_POLL,
+            io_uring: IoUring::Auto,
+            io_uring_depth: DEFAULT_IO_URING_DEPTH,
             read_only: false,
             allow_other: false,
             uid,

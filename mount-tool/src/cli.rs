@@ -44,7 +44,7 @@ With --at, while the store is mounted, its mount process serves the second mount
 ends with `objfs umount` of either (unmounting the live mount ends it too).
 
 -o options understood by objfs: ro, allow_other, noxattr, snapdir=hidden|visible, part_size=SIZE, max_memory=SIZE,
-cache_size=SIZE, attr_ttl=SECONDS, busy_poll=MICROSECONDS, uid=N, gid=N, file_mode=OCTAL, dir_mode=OCTAL, fsname=NAME,
+cache_size=SIZE, attr_ttl=SECONDS, busy_poll=MICROSECONDS, io_uring[=on|auto|off], io_uring_depth=N, uid=N, gid=N, file_mode=OCTAL, dir_mode=OCTAL, fsname=NAME,
 log_file=PATH, foreground, allow_non_empty. Passed to FUSE: rw, allow_root, auto_unmount,
 default_permissions, noatime, atime, relatime, nodiratime, strictatime, exec, noexec, suid,
 nosuid, dev, nodev, sync, async, dirsync, max_read=N, blksize=N, subtype=NAME. fstab-only

@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+use objfs_fs::config::IoUring;
 use objfs_fs::FsConfig;
 
 /// Parses a size: a number (fractions allowed) with an optional binary unit.
@@ -88,6 +89,31 @@ pub fn parse_busy_poll(text: &str) -> Result<Duration> {
         );
     }
     Ok(d)
+}
+
+/// Parses `io_uring[=on|auto|off]`: no value is `on`.
+pub fn parse_io_uring(value: Option<&str>) -> Result<IoUring> {
+    match value.map(str::trim) {
+        None | Some("on") => Ok(IoUring::On),
+        Some("auto") => Ok(IoUring::Auto),
+        Some("off") => Ok(IoUring::Off),
+        Some(other) => bail!("invalid io_uring {other:?}: expected on, auto or off"),
+    }
+}
+
+/// Parses `io_uring_depth=`: entries per queue, 1 to [`objfs_fs::config::MAX_IO_URING_DEPTH`].
+pub fn parse_io_uring_depth(text: &str) -> Result<usize> {
+    let t = text.trim();
+    let depth: usize = t
+        .parse()
+        .with_context(|| format!("invalid io_uring_depth {text:?}: expected a number, e.g. 16"))?;
+    if !(1..=objfs_fs::config::MAX_IO_URING_DEPTH).contains(&depth) {
+        bail!(
+            "invalid io_uring_depth {text:?}: from 1 to {} entries per queue",
+            objfs_fs::config::MAX_IO_URING_DEPTH
+        );
+    }
+    Ok(depth)
 }
 
 /// Parses a permission mode in octal (`0644`, `755`).
@@ -172,6 +198,10 @@ pub struct FsConfigOverrides {
     pub attr_ttl: Option<Duration>,
     /// `-o busy_poll=MICROSECONDS` (0: off).
     pub busy_poll: Option<Duration>,
+    /// `-o io_uring[=on|auto|off]`.
+    pub io_uring: Option<IoUring>,
+    /// `-o io_uring_depth=N`.
+    pub io_uring_depth: Option<usize>,
     pub read_only: bool,
     pub allow_other: bool,
     pub uid: Option<u32>,
@@ -196,6 +226,8 @@ impl FsConfigOverrides {
             cache_size: self.cache_size.unwrap_or(d.cache_size),
             attr_ttl: self.attr_ttl.unwrap_or(d.attr_ttl),
             busy_poll: self.busy_poll.unwrap_or(d.busy_poll),
+            io_uring: self.io_uring.unwrap_or(d.io_uring),
+            io_uring_depth: self.io_uring_depth.unwrap_or(d.io_uring_depth),
             read_only: self.read_only,
             allow_other: self.allow_other,
             uid: self.uid.unwrap_or(d.uid),
@@ -286,6 +318,8 @@ impl MountSettings {
             "cache_size" => fs.cache_size = Some(parse_mem_size(&need(value)?, "cache_size", 0)?),
             "attr_ttl" => fs.attr_ttl = Some(parse_seconds(&need(value)?)?),
             "busy_poll" => fs.busy_poll = Some(parse_busy_poll(&need(value)?)?),
+            "io_uring" => fs.io_uring = Some(parse_io_uring(value)?),
+            "io_uring_depth" => fs.io_uring_depth = Some(parse_io_uring_depth(&need(value)?)?),
             "uid" => {
                 let v = need(value)?;
                 fs.uid = Some(v.parse().with_context(|| format!("bad uid {v:?}"))?)
@@ -352,6 +386,37 @@ mod tests {
         assert!(parse_seconds("-1").is_err());
         assert!(parse_seconds("NaN").is_err());
         assert!(parse_seconds("x").is_err());
+    }
+
+    #[test]
+    fn io_uring_modes_and_depths() {
+        assert_eq!(parse_io_uring(None).unwrap(), IoUring::On);
+        assert_eq!(parse_io_uring(Some("on")).unwrap(), IoUring::On);
+        assert_eq!(parse_io_uring(Some("auto")).unwrap(), IoUring::Auto);
+        assert_eq!(parse_io_uring(Some("off")).unwrap(), IoUring::Off);
+        for bad in ["", "yes", "0", "16"] {
+            assert!(parse_io_uring(Some(bad)).is_err(), "{bad:?} accepted");
+        }
+        assert_eq!(parse_io_uring_depth("8").unwrap(), 8);
+        assert_eq!(parse_io_uring_depth("256").unwrap(), 256);
+        for bad in ["", "x", "0", "-1", "257", "1.5"] {
+            assert!(parse_io_uring_depth(bad).is_err(), "{bad:?} accepted");
+        }
+        let mut s = MountSettings::default();
+        let c = s.fs.to_fs_config("x");
+        assert_eq!(
+            (c.io_uring, c.io_uring_depth),
+            (IoUring::Auto, 16),
+            "the defaults"
+        );
+        s.apply_option("io_uring").unwrap();
+        assert_eq!(s.fs.to_fs_config("x").io_uring, IoUring::On);
+        s.apply_option_list("io_uring=off,io_uring_depth=4")
+            .unwrap();
+        let c = s.fs.to_fs_config("x");
+        assert_eq!((c.io_uring, c.io_uring_depth), (IoUring::Off, 4));
+        assert!(s.apply_option("io_uring=lots").is_err());
+        assert!(s.apply_option("io_uring_depth").is_err());
     }
 
     #[test]

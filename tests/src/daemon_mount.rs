@@ -303,3 +303,29 @@ impl Drop for DaemonMount {
         }
     }
 }
+
+/// CPU ticks (utime + stime) used so far by the threads of process `pid` whose name
+/// (`/proc/PID/task/TID/comm`) `name_matches` accepts.
+pub fn thread_ticks(pid: u32, name_matches: impl Fn(&str) -> bool) -> u64 {
+    let mut ticks = 0;
+    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    for task in tasks.flatten() {
+        let task = task.path();
+        let comm = fs::read_to_string(task.join("comm")).unwrap_or_default();
+        if !name_matches(comm.trim()) {
+            continue;
+        }
+        let stat = fs::read_to_string(task.join("stat")).unwrap_or_default();
+        // Fields after the command's closing parenthesis: state is field 3; utime and stime
+        // are fields 14 and 15.
+        let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        if fields.len() > 12 {
+            ticks +=
+                fields[11].parse::<u64>().unwrap_or(0) + fields[12].parse::<u64>().unwrap_or(0);
+        }
+    }
+    ticks
+}

@@ -548,24 +548,7 @@ fn unlink_of_an_open_file_keeps_the_open_handle_working() {
 /// CPU ticks (utime + stime) of the threads of process `pid` that read FUSE requests
 /// (fuser names them `fuser-N`).
 fn reader_ticks(pid: u32) -> u64 {
-    let mut ticks = 0;
-    for task in fs::read_dir(format!("/proc/{pid}/task")).expect("the daemon's threads") {
-        let task = task.unwrap().path();
-        let comm = fs::read_to_string(task.join("comm")).unwrap_or_default();
-        if !comm.starts_with("fuser-") {
-            continue;
-        }
-        let stat = fs::read_to_string(task.join("stat")).unwrap_or_default();
-        // Fields after the command's closing parenthesis: state is field 3; utime and stime
-        // are fields 14 and 15.
-        let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        if fields.len() > 12 {
-            ticks +=
-                fields[11].parse::<u64>().unwrap_or(0) + fields[12].parse::<u64>().unwrap_or(0);
-        }
-    }
-    ticks
+    objfs_tests::daemon_mount::thread_ticks(pid, |name| name.starts_with("fuser-"))
 }
 
 /// How many of process `pid`'s descriptors of `/dev/fuse` are non-blocking.
@@ -610,10 +593,12 @@ fn busy_polling_on_and_off() {
         .prefix("objfs-busy-poll-")
         .tempdir()
         .expect("temporary directory");
+    // Over /dev/fuse whatever the kernel's io_uring switch says (mount_uring.rs tests the
+    // polling of the io_uring queues).
     let cases: [(&[&str], usize); 3] = [
-        (&[], 1),
-        (&["-o", "busy_poll=10000"], 1),
-        (&["-o", "busy_poll=0"], 0),
+        (&["-o", "io_uring=off"], 1),
+        (&["-o", "busy_poll=10000,io_uring=off"], 1),
+        (&["-o", "busy_poll=0,io_uring=off"], 0),
     ];
     for (i, (args, polling)) in cases.into_iter().enumerate() {
         let store = tmp.path().join(format!("store{i}"));

@@ -47,6 +47,7 @@ use crate::read_buf::FuseReadBuf;
 use crate::reply::Reply;
 use crate::reply::ReplyRaw;
 use crate::reply::ReplySender;
+use crate::request::ReplyTo;
 use crate::request::RequestWithSender;
 
 /// The max size of write requests from the kernel. The absolute minimum is 4k,
@@ -139,6 +140,9 @@ pub struct Session<FS: Filesystem> {
     /// The field is set to `Some` when the init message is received.
     pub(crate) proto_version: Option<Version>,
     pub(crate) config: Config,
+    /// objfs patch (PATCHES.md): FUSE over io_uring, when the handshake agreed on it.
+    #[cfg(target_os = "linux")]
+    pub(crate) uring: Option<crate::uring::UringSetup>,
 }
 
 impl<FS: Filesystem> AsFd for Session<FS> {
@@ -186,6 +190,8 @@ impl<FS: Filesystem> Session<FS> {
             session_owner: geteuid(),
             proto_version: None,
             config: options.clone(),
+            #[cfg(target_os = "linux")]
+            uring: None,
         };
 
         session.handshake()?;
@@ -214,6 +220,8 @@ impl<FS: Filesystem> Session<FS> {
             session_owner: geteuid(),
             proto_version: None,
             config,
+            #[cfg(target_os = "linux")]
+            uring: None,
         };
 
         session.handshake()?;
@@ -252,6 +260,8 @@ impl<FS: Filesystem> Session<FS> {
             session_owner,
             proto_version: _,
             config,
+            #[cfg(target_os = "linux")]
+            uring,
         } = self;
 
         let n_threads = config.n_threads.unwrap_or(1);
@@ -270,6 +280,8 @@ impl<FS: Filesystem> Session<FS> {
         let mut filesystem = Arc::new(filesystem);
 
         let mut channels = Vec::with_capacity(n_threads);
+        #[cfg(target_os = "linux")]
+        let main_ch = ch.clone();
 
         for _ in 0..n_threads_minus_one {
             if config.clone_fd {
@@ -293,8 +305,13 @@ impl<FS: Filesystem> Session<FS> {
         for (i, ch) in channels.into_iter().enumerate() {
             let thread_name = format!("fuser-{i}");
             // objfs patch (PATCHES.md): the first thread polls (`Config::spin`).
+            // With io_uring the readers only see FORGET and INTERRUPT: no polling.
+            #[cfg(target_os = "linux")]
+            let polls = uring.is_none();
+            #[cfg(not(target_os = "linux"))]
+            let polls = false;
             let spin = match config.spin {
-                Some(spin) if i == 0 && cfg!(target_os = "linux") => {
+                Some(spin) if i == 0 && polls => {
                     ch.set_nonblocking()?;
                     Some(spin)
                 }
@@ -315,6 +332,30 @@ impl<FS: Filesystem> Session<FS> {
             );
         }
 
+        // objfs patch (PATCHES.md): one io_uring queue per CPU, when agreed at the handshake.
+        #[cfg(target_os = "linux")]
+        let rings = match uring {
+            Some(setup) => {
+                let make_loop = |thread_name: String| SessionEventLoop {
+                    thread_name,
+                    filesystem: filesystem.clone(),
+                    ch: main_ch.clone(),
+                    allowed,
+                    session_owner,
+                    // The queues' threads poll for the next request instead.
+                    spin: config.spin,
+                };
+                match crate::uring::start(&main_ch, setup, make_loop) {
+                    Ok(rings) => Some(rings),
+                    Err(e) => {
+                        warn!("io_uring: cannot start the queues, using /dev/fuse only: {e}");
+                        None
+                    }
+                }
+            }
+            None => None,
+        };
+
         let mut reply: io::Result<()> = Ok(());
         for thread in threads {
             let res = match thread.join() {
@@ -326,6 +367,18 @@ impl<FS: Filesystem> Session<FS> {
             if let Err(e) = res {
                 if reply.is_ok() {
                     reply = Err(e);
+                }
+            }
+        }
+
+        #[cfg(target_os = "linux")]
+        if let Some((queues, ring_threads)) = rings {
+            for q in &queues {
+                q.stop();
+            }
+            for t in ring_threads {
+                if t.join().is_err() && reply.is_ok() {
+                    reply = Err(io::Error::other("io_uring queue thread panicked"));
                 }
             }
         }
@@ -438,6 +491,19 @@ impl<FS: Filesystem> Session<FS> {
                 return Err(error);
             }
 
+            // objfs patch (PATCHES.md): FUSE over io_uring if asked for and offered.
+            #[cfg(target_os = "linux")]
+            if let Some(depth) = self.config.io_uring {
+                if init.capabilities().contains(InitFlags::FUSE_OVER_IO_URING) {
+                    config.requested |= InitFlags::FUSE_OVER_IO_URING;
+                    self.uring = Some(crate::uring::UringSetup::new(
+                        depth,
+                        config.max_write,
+                        config.max_pages(),
+                    ));
+                }
+            }
+
             // Remember the ABI version supported by kernel and mark the session initialized.
             self.proto_version = Some(v);
 
@@ -489,6 +555,15 @@ impl<FS: Filesystem> Session<FS> {
     /// Unmount the filesystem
     pub fn unmount(&mut self) -> io::Result<()> {
         self.mount.umount()
+    }
+
+    /// objfs patch (PATCHES.md): whether the handshake agreed on FUSE over io_uring (asked
+    /// for with `Config::io_uring` and offered by the kernel).
+    pub fn io_uring_active(&self) -> bool {
+        #[cfg(target_os = "linux")]
+        return self.uring.is_some();
+        #[cfg(not(target_os = "linux"))]
+        return false;
     }
 
     /// Returns a thread-safe object that can be used to unmount the Filesystem
@@ -545,24 +620,26 @@ impl<FS: Filesystem> SessionEventLoop<FS> {
                 None => self.ch.receive_retrying(buf),
             };
             match received {
-                Ok(size) => match RequestWithSender::new(self.ch.sender(), &buf[..size]) {
-                    // Dispatch request
-                    Some(req) => {
-                        if let Ok(Operation::Destroy(_)) = req.request.operation() {
-                            req.reply::<ReplyEmpty>().ok();
-                            return Ok(());
-                        } else {
-                            req.dispatch(self)
+                Ok(size) => {
+                    match RequestWithSender::new(ReplyTo::Channel(self.ch.sender()), &buf[..size]) {
+                        // Dispatch request
+                        Some(req) => {
+                            if let Ok(Operation::Destroy(_)) = req.request.operation() {
+                                req.reply::<ReplyEmpty>().ok();
+                                return Ok(());
+                            } else {
+                                req.dispatch(self)
+                            }
+                        }
+                        // Quit loop on illegal request
+                        None => {
+                            return Err(io::Error::new(
+                                io::ErrorKind::InvalidData,
+                                "Invalid request",
+                            ));
                         }
                     }
-                    // Quit loop on illegal request
-                    None => {
-                        return Err(io::Error::new(
-                            io::ErrorKind::InvalidData,
-                            "Invalid request",
-                        ));
-                    }
-                },
+                }
                 Err(nix::errno::Errno::ENODEV) => return Ok(()),
                 Err(err) => return Err(err.into()),
             }

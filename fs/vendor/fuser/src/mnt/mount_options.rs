@@ -22,7 +22,14 @@ pub struct Config {
     /// the device without blocking and, after each request, keeps polling it for up to this
     /// long before it sleeps, so that the next request of a caller issuing them back to back
     /// finds it awake. `None` (the default) reads with blocking reads only, as upstream.
+    /// When the session uses io_uring (`io_uring`), the queues' threads poll for this long
+    /// instead and the readers do not.
     pub spin: Option<std::time::Duration>,
+    /// objfs patch (PATCHES.md): on Linux, ask the kernel for FUSE over io_uring and, if it
+    /// offers it (kernel 6.14+ with `/sys/module/fuse/parameters/enable_uring` set), serve
+    /// requests from one io_uring queue per CPU with this many entries each (`src/uring.rs`).
+    /// `None` (the default) reads `/dev/fuse` only, as upstream.
+    pub io_uring: Option<usize>,
 }
 
 /// Mount options accepted by the FUSE filesystem type
