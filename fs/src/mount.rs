@@ -106,9 +106,22 @@ fn mount_options(cfg: &FsConfig) -> Config {
     // halt, waking a sleeping reader costs more than a small request's whole work.
     c.spin = (cfg!(target_os = "linux") && !cfg.busy_poll.is_zero()).then_some(cfg.busy_poll);
     // FUSE over io_uring (the same patch): per-CPU queues instead of the device's reads.
-    c.io_uring =
-        (cfg!(target_os = "linux") && cfg.io_uring != IoUring::Off).then_some(cfg.io_uring_depth);
+    // Not with auto_unmount (`uring_allowed`).
+    c.io_uring = (cfg!(target_os = "linux")
+        && cfg.io_uring != IoUring::Off
+        && uring_allowed(&c.mount_options))
+    .then_some(cfg.io_uring_depth);
     c
+}
+
+/// Whether FUSE over io_uring may be used with these mount options: not with `auto_unmount`.
+/// When the mount process dies, fusermount3 (which `auto_unmount` leaves watching) checks at
+/// once that the mount answers ENOTCONN before it unmounts it; the kernel tears a dead
+/// process's io_uring queues down in the background, so the connection still looks alive at
+/// that moment and fusermount3 leaves the dead mount behind (seen in
+/// `cli_errors::auto_unmount_removes_the_mount_when_the_process_dies`).
+fn uring_allowed(options: &[MountOption]) -> bool {
+    !options.contains(&MountOption::AutoUnmount)
 }
 
 /// How many threads read the kernel's requests. One is not enough even on one core: the
@@ -151,6 +164,11 @@ pub fn mount(
         tracing::info!(
             entries_per_queue = depth,
             "requests go over FUSE over io_uring, one queue per CPU"
+        );
+    } else if io_uring == IoUring::On && !uring_allowed(&options.mount_options) {
+        tracing::warn!(
+            "-o io_uring: not used with auto_unmount (fusermount3 could not tell that a dead \
+             mount's connection is gone); requests go through /dev/fuse"
         );
     } else if io_uring == IoUring::On {
         tracing::warn!(

@@ -17,7 +17,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use objfs_tests::daemon_mount::{thread_ticks, DaemonMount};
-use objfs_tests::mount_fixture::{assert_same_tree, run, skip_without_fuse};
+use objfs_tests::mount_fixture::{assert_same_tree, is_mounted, run, skip_without_fuse};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -354,6 +354,32 @@ fn io_uring_mounts() {
     assert!(fs::read(d.join("c7")).is_ok());
     assert_eq!(io_uring_fds(m.pid()), 0, "io_uring=off made queues");
     m.stop();
+
+    // `auto_unmount`: /dev/fuse (fusermount3 must see the connection gone as soon as the
+    // process dies, which a dead process's io_uring queues delay), and the dead mount is
+    // unmounted by fusermount3.
+    let au_log = tmp.path().join("auto-unmount.log");
+    let mut m = DaemonMount::start(&store, &mnt, &["-o", "auto_unmount,io_uring"], &au_log);
+    assert!(fs::read(d.join("c7")).is_ok());
+    assert_eq!(io_uring_fds(m.pid()), 0, "queues with auto_unmount");
+    assert!(
+        fs::read_to_string(&au_log)
+            .unwrap()
+            .contains("not used with auto_unmount"),
+        "the log says why io_uring is not used\n{}",
+        m.log_tail()
+    );
+    m.sigkill();
+    // Not a timed assertion: a generous bound on an unmount that never comes.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while is_mounted(&mnt) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "fusermount3 left the dead auto_unmount mount behind"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    m.detach();
 
     // 3. Not offered: by default /dev/fuse, silently; `-o io_uring` warns.
     switch.flip(false).expect("switch io_uring off");
