@@ -36,11 +36,12 @@ impl MountEntry {
 
 /// Whether a stat failed because the FUSE process behind the path is gone: the kernel answers
 /// ENOTCONN, or ECONNABORTED once the connection was aborted (newer kernels, `auto_unmount`'s
-/// helper, or a write to `/sys/fs/fuse/connections/N/abort`).
+/// helper, or a write to `/sys/fs/fuse/connections/N/abort`), or ECANCELED for a request
+/// caught while the kernel tears down a dead process's FUSE-over-io_uring queues.
 pub fn is_dead_mount_error(e: &std::io::Error) -> bool {
     matches!(
         e.raw_os_error(),
-        Some(libc::ENOTCONN) | Some(libc::ECONNABORTED)
+        Some(libc::ENOTCONN) | Some(libc::ECONNABORTED) | Some(libc::ECANCELED)
     )
 }
 
