@@ -130,6 +130,15 @@ fn reader_switches(pid: u32) -> u64 {
     n
 }
 
+/// Asserts that the mount's log says why io_uring is not used.
+fn assert_logged(log: &Path, why: &str, m: &DaemonMount) {
+    assert!(
+        fs::read_to_string(log).unwrap().contains(why),
+        "the log says why io_uring is not used ({why:?})\n{}",
+        m.log_tail()
+    );
+}
+
 /// The CPUs the kernel makes a queue for (`nr_cpu_ids`).
 fn possible_cpus() -> usize {
     let text = fs::read_to_string("/sys/devices/system/cpu/possible").expect("possible CPUs");
@@ -362,13 +371,7 @@ fn io_uring_mounts() {
     let mut m = DaemonMount::start(&store, &mnt, &["-o", "auto_unmount,io_uring"], &au_log);
     assert!(fs::read(d.join("c7")).is_ok());
     assert_eq!(io_uring_fds(m.pid()), 0, "queues with auto_unmount");
-    assert!(
-        fs::read_to_string(&au_log)
-            .unwrap()
-            .contains("not used with auto_unmount"),
-        "the log says why io_uring is not used\n{}",
-        m.log_tail()
-    );
+    assert_logged(&au_log, "not used with auto_unmount", &m);
     m.sigkill();
     // Not a timed assertion: a generous bound on an unmount that never comes.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
@@ -396,13 +399,7 @@ fn io_uring_mounts() {
     // A request answered: the session runs, so the mount has logged what it chose.
     assert!(fs::read(d.join("c7")).is_ok());
     assert_eq!(io_uring_fds(m.pid()), 0, "no queues when not offered");
-    assert!(
-        fs::read_to_string(&log)
-            .unwrap()
-            .contains("the kernel does not offer FUSE over io_uring"),
-        "the log says why io_uring is not used\n{}",
-        m.log_tail()
-    );
+    assert_logged(&log, "the kernel does not offer FUSE over io_uring", &m);
     let scratch = tmp.path().join("scratch-off");
     fs::create_dir(&scratch).unwrap();
     fs::remove_dir_all(mnt.join("tree")).unwrap();

@@ -261,6 +261,13 @@ impl Queue {
         }
     }
 
+    /// Submissions queued and not yet handed to the kernel.
+    fn pending(&self) -> u32 {
+        let _held = self.submit.lock();
+        // SAFETY: the submission queue is only used under `submit`.
+        unsafe { self.ring.submission_shared() }.len() as u32
+    }
+
     /// Tells the queue's thread to stop (the session is over).
     pub(crate) fn stop(&self) {
         let nop = squeue::Entry128::from(opcode::Nop::new().build().user_data(STOP));
@@ -418,11 +425,7 @@ fn serve<FS: Filesystem>(q: &Arc<Queue>, event_loop: &SessionEventLoop<FS>) {
     loop {
         // Submits what this thread's replies queued (and anything another thread queued in
         // the meantime: the kernel takes at most what is there) and waits for a completion.
-        let pending = {
-            let _held = q.submit.lock();
-            // SAFETY: the submission queue is only used under `submit`.
-            unsafe { q.ring.submission_shared() }.len() as u32
-        };
+        let pending = q.pending();
         // SAFETY: plain io_uring_enter on this queue's ring.
         let waited = unsafe {
             q.ring.submitter().enter::<libc::sigset_t>(
@@ -463,11 +466,7 @@ fn serve<FS: Filesystem>(q: &Arc<Queue>, event_loop: &SessionEventLoop<FS>) {
 /// queue's next request (yielding to any other task that wants the CPU, such as the caller
 /// just answered), so that the CPU does not go idle between a caller's requests.
 fn spin_for_next(q: &Queue, window: std::time::Duration) {
-    let pending = {
-        let _held = q.submit.lock();
-        // SAFETY: the submission queue is only used under `submit`.
-        unsafe { q.ring.submission_shared() }.len() as u32
-    };
+    let pending = q.pending();
     if pending > 0 {
         // SAFETY: plain io_uring_enter on this queue's ring; a failure is seen by the wait.
         let _ = unsafe {
