@@ -30,6 +30,8 @@ pub mod rollup;
 pub mod rollup_scan;
 mod scan;
 #[cfg(test)]
+mod sled_batch_tests;
+#[cfg(test)]
 mod tests;
 mod times;
 mod uploads;

@@ -386,18 +386,94 @@ impl Tree {
     ) -> Result<()> {
         let peg = self.context.pin_log(guard)?;
         trace!("applying batch {:?}", batch);
-        for (k, v_opt) in batch.writes {
-            loop {
-                if self.insert_inner(&k, v_opt.clone(), guard)?.is_ok() {
-                    break;
-                }
-            }
+        // objfs patch (`PATCHES.md`): the writes in key order, and the run of them that
+        // falls into one leaf applied to one copy of it, installed by one `replace`,
+        // instead of a copy of the leaf and a logged link per write.
+        let mut writes: Vec<(IVec, Option<IVec>)> =
+            batch.writes.into_iter().collect();
+        writes.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let mut next = 0;
+        while next < writes.len() {
+            next += self.apply_leaf_run(&writes[next..], guard)?;
         }
 
         // when the peg drops, it ensures all updates
         // written to the log since its creation are
         // recovered atomically
         peg.seal_batch()
+    }
+
+    /// objfs patch (`PATCHES.md`): applies the first of `writes` (sorted by key) and the
+    /// ones after it that fall into the same leaf, at most as many as bring the leaf to
+    /// `LEAF_RUN_ROWS` rows, to one copy of the leaf installed by one `replace`. A run of one
+    /// write is a plain `insert_inner` (a link logs only that write). Returns how many
+    /// writes were applied; retries itself when another thread changed the leaf first.
+    fn apply_leaf_run(
+        &self,
+        writes: &[(IVec, Option<IVec>)],
+        guard: &mut Guard,
+    ) -> Result<usize> {
+        /// The rows a leaf may hold after a run (sled splits a leaf of more than 16 the
+        /// next time a traversal meets it).
+        const LEAF_RUN_ROWS: usize = 32;
+        loop {
+            let view = self.view_for_key(writes[0].0.as_ref(), guard)?;
+            let room = LEAF_RUN_ROWS.saturating_sub(view.data.len()).max(1);
+            let run = writes
+                .iter()
+                .take(room)
+                .take_while(|(k, _)| {
+                    view.hi.is_empty() || k.as_ref() < view.hi.as_ref()
+                })
+                .count()
+                .max(1);
+            if run == 1 {
+                let (k, v) = &writes[0];
+                if self.insert_inner(k, v.clone(), guard)?.is_ok() {
+                    return Ok(1);
+                }
+                continue;
+            }
+            let mut node: Node = view.deref().clone();
+            let mut reservations = Vec::new();
+            let mut changed = false;
+            for (k, v) in &writes[..run] {
+                let (encoded_key, last_value) = node.node_kv_pair(k);
+                if *v == last_value {
+                    continue;
+                }
+                if let Some(r) = self.subscribers.reserve(k) {
+                    reservations.push((r, k.clone(), v.clone()));
+                }
+                match v {
+                    Some(v) => node.set_leaf(encoded_key, v.clone()),
+                    None => node.del_leaf(&encoded_key),
+                }
+                changed = true;
+            }
+            if !changed {
+                // every write of the run was a no-op
+                return Ok(run);
+            }
+            let replaced = self.context.pagecache.replace(
+                view.pid,
+                view.node_view.0,
+                node,
+                guard,
+            )?;
+            if replaced.is_ok() {
+                for (r, key, value) in reservations {
+                    let event = match value {
+                        Some(value) => subscriber::Event::Insert { key, value },
+                        None => subscriber::Event::Remove { key },
+                    };
+                    r.complete(&event);
+                }
+                guard.writeset.push(view.pid);
+                return Ok(run);
+            }
+            M.tree_looped();
+        }
     }
 
     /// Retrieve a value from the `Tree` if it exists.
