@@ -395,7 +395,11 @@ impl Filesystem for Adapter {
             match fs.open(ino.0, flags.0).await {
                 Ok(fh) => {
                     fs.note_thread(fh, tid);
-                    reply.opened(FileHandle(fh), open_flags(flags.0))
+                    let mut fopen = open_flags(flags.0);
+                    if fs.keeps_cache(fh) {
+                        fopen |= FopenFlags::FOPEN_KEEP_CACHE;
+                    }
+                    reply.opened(FileHandle(fh), fopen)
                 }
                 Err(e) => reply.error(errno("open", &e)),
             }

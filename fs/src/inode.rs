@@ -26,7 +26,7 @@ use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use objfs_store::ObjectInfo;
+use objfs_store::{ObjectInfo, VersionId};
 
 use crate::attr::{Attrs, Kind};
 use crate::core::marker_of;
@@ -83,6 +83,11 @@ pub struct Node {
     /// When this directory's marker was last seen to exist (a directory with a marker does
     /// not vanish when its last entry goes, so removing an entry need not look).
     pub marker_seen: Option<Instant>,
+    /// The version (id and ETag) whose bytes the kernel's page cache of this inode holds,
+    /// as far as this mount knows: set by a read-only open of that version, cleared by an
+    /// open for writing. A read-only open of the same version again lets the kernel keep its
+    /// pages (`FOPEN_KEEP_CACHE`); any other open makes it drop them.
+    pub kernel_pages: Option<(VersionId, String)>,
     /// The tree this inode belongs to.
     pub view: View,
 }
@@ -116,6 +121,7 @@ impl Node {
             write_handles: 0,
             pending: false,
             marker_seen: None,
+            kernel_pages: None,
             view,
         }
     }

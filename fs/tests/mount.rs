@@ -223,6 +223,89 @@ fn files_dirs_attrs_and_remount() {
     assert_eq!(names, vec!["big.bin", "link", "moved"]);
 }
 
+/// Pages of `path` in the kernel's page cache (`mincore` over a mapping of it). Opening the
+/// file to map it is itself an open: the mount's answer keeps or drops the pages first.
+fn resident_pages(path: &Path) -> usize {
+    use std::os::fd::AsRawFd;
+    let f = fs::File::open(path).expect("open for mincore");
+    let len = f.metadata().expect("fstat").len() as usize;
+    if len == 0 {
+        return 0;
+    }
+    let page = 4096;
+    let pages = len.div_ceil(page);
+    let mut vec = vec![0u8; pages];
+    // SAFETY: a read-only shared mapping of an open file, unmapped before returning; mincore
+    // writes one byte per page into `vec`, which holds `pages` bytes.
+    unsafe {
+        let p = libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ,
+            libc::MAP_SHARED,
+            f.as_raw_fd(),
+            0,
+        );
+        assert_ne!(p, libc::MAP_FAILED, "mmap");
+        assert_eq!(libc::mincore(p, len, vec.as_mut_ptr()), 0, "mincore");
+        libc::munmap(p, len);
+    }
+    vec.iter().filter(|b| **b & 1 == 1).count()
+}
+
+/// A file reopened at the same version keeps the kernel's pages (`FOPEN_KEEP_CACHE`): the
+/// second read is the page cache's. A version made elsewhere (here: straight into the store,
+/// as another machine would on a bucket, with the same size so only the bytes differ), and
+/// one written through another handle of this mount, make the next open drop them, and the
+/// reads return the new bytes.
+#[test]
+fn reopen_keeps_the_page_cache_only_for_the_same_version() {
+    let Some(m) = Mounted::new(cfg()) else {
+        return;
+    };
+    let a = common::pattern(3 * 1024 * 1024 + 100, 7);
+    fs::write(m.path("f.bin"), &a).expect("write");
+    // The first read-only open drops whatever the writes left; the read fills the cache.
+    assert_eq!(fs::read(m.path("f.bin")).expect("read"), a);
+    let pages = a.len().div_ceil(4096);
+    assert_eq!(
+        resident_pages(&m.path("f.bin")),
+        pages,
+        "kept at the same version"
+    );
+    assert_eq!(fs::read(m.path("f.bin")).expect("reread"), a);
+
+    // Changed in the store behind the mount's back, same size.
+    let b = common::pattern(a.len(), 8);
+    assert_ne!(a, b);
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(m.store.put("f.bin", b.clone().into(), Default::default()))
+        .expect("put behind the mount");
+    std::thread::sleep(Duration::from_millis(300)); // past the attribute TTL
+    assert_eq!(
+        resident_pages(&m.path("f.bin")),
+        0,
+        "a new version drops the pages"
+    );
+    assert_eq!(fs::read(m.path("f.bin")).expect("read new"), b);
+    assert_eq!(resident_pages(&m.path("f.bin")), pages);
+
+    // Written through this mount (another handle): the pages the write left are the new
+    // bytes; an open for writing forgets the version, so the next open drops them anyway.
+    let mut w = fs::OpenOptions::new()
+        .write(true)
+        .open(m.path("f.bin"))
+        .expect("open for writing");
+    w.seek(SeekFrom::Start(4096)).expect("seek");
+    w.write_all(b"written through the mount").expect("write");
+    drop(w);
+    let mut c = b.clone();
+    c[4096..4096 + 25].copy_from_slice(b"written through the mount");
+    assert_eq!(fs::read(m.path("f.bin")).expect("read written"), c);
+    assert_eq!(resident_pages(&m.path("f.bin")), pages);
+    assert_eq!(fs::read(m.path("f.bin")).expect("reread written"), c);
+}
+
 #[test]
 fn shell_tools() {
     let Some(m) = Mounted::new(cfg()) else {

@@ -81,7 +81,7 @@ impl ObjFs {
         // lock, so that a version this mount writes meanwhile is either seen here or sees this
         // handle's writer.
         let mut stale = false;
-        let pinned = {
+        let (pinned, keep_cache) = {
             let mut t = self.table()?;
             let n = t
                 .get_mut(ino)
@@ -106,16 +106,38 @@ impl ObjFs {
                 });
                 n.attrs = Some((a, Instant::now()));
             }
+            // The kernel keeps this file's pages only for a read-only open of the version
+            // they came from, with no writer on the file: every other open drops them.
+            let identity = pinned
+                .as_ref()
+                .filter(|_| !write && n.writer.is_none() && !n.detached)
+                .map(|p| (p.version.clone(), p.etag.clone()));
+            let keep_cache = identity.is_some() && !stale && identity == n.kernel_pages;
+            n.kernel_pages = identity;
             if write {
                 self.attach_writer(n, &key, pinned.clone());
             }
-            (pinned, n.local_seq)
+            ((pinned, n.local_seq), keep_cache)
         };
         self.table()?.open(ino);
         if stale {
             self.forget_kernel_attrs(ino);
         }
-        self.new_handle(ino, write, if write { (None, pinned.1) } else { pinned })
+        self.new_handle(
+            ino,
+            write,
+            if write { (None, pinned.1) } else { pinned },
+            keep_cache,
+        )
+    }
+
+    /// Whether the kernel may keep the cached pages of the file `fh` was opened on
+    /// (`FOPEN_KEEP_CACHE`): the handle reads the very version those pages came from.
+    pub fn keeps_cache(&self, fh: u64) -> bool {
+        lock(&self.handles, "handles")
+            .ok()
+            .and_then(|h| h.get(&fh).map(|h| h.keep_cache))
+            .unwrap_or(false)
     }
 
     /// Counts a write handle on `n`, making its writer over `base` when there is none.
@@ -149,6 +171,7 @@ impl ObjFs {
         ino: u64,
         write: bool,
         pinned: (Option<ObjectInfo>, u64),
+        keep_cache: bool,
     ) -> FsResult<u64> {
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         lock(&self.handles, "handles")?.insert(
@@ -159,6 +182,7 @@ impl ObjFs {
                 pinned: Mutex::new(pinned),
                 ra: Mutex::new(ReadAhead::default()),
                 read_seen: std::sync::atomic::AtomicBool::new(false),
+                keep_cache,
                 closers: Default::default(),
             }),
         );
@@ -263,7 +287,7 @@ impl ObjFs {
             ino
         };
         self.name_made(parent, name);
-        let fh = self.new_handle(ino, true, (None, 0))?;
+        let fh = self.new_handle(ino, true, (None, 0), false)?;
         Ok(Some((self.entry(ino, &a), fh)))
     }
 

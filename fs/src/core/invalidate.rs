@@ -58,6 +58,7 @@ fn forget_node(t: &mut InodeTable, ino: u64) {
             n.attrs = None;
             n.marker_seen = None;
             n.local_version = None;
+            n.kernel_pages = None;
         }
     }
 }

@@ -70,6 +70,8 @@ struct FileHandle {
     ra: Mutex<ReadAhead>,
     /// A read went through this handle (relatime looks once per handle).
     read_seen: std::sync::atomic::AtomicBool,
+    /// Opened with `FOPEN_KEEP_CACHE` (see [`crate::inode::Node::kernel_pages`]).
+    keep_cache: bool,
     /// The threads that opened this handle or wrote through it: whose close commits.
     closers: crate::closers::Closers,
 }

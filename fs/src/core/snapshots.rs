@@ -360,7 +360,7 @@ impl ObjFs {
             .await?
             .ok_or_else(|| FsError::NotFound(key.clone()))?;
         self.table()?.open(ino);
-        self.new_handle(ino, false, (Some(info), 0))
+        self.new_handle(ino, false, (Some(info), 0), false)
     }
 
     /// A symlink's target as it was.
