@@ -113,12 +113,29 @@ impl UringSetup {
     }
 }
 
+/// Requests whose payload is at least this large are dispatched from the entry itself
+/// (`handle`), not from a copy: a 1 MiB WRITE is not copied once more. Smaller ones are
+/// copied, which costs less than holding their replies back.
+const IN_PLACE_PAYLOAD: usize = 4096;
+
 /// One entry's memory: header page then payload, zeroed, page aligned.
 struct EntryMem {
     ptr: *mut u8,
     layout: Layout,
     /// The two iovecs registered with the entry (read by the kernel at registration).
     iov: Box<[libc::iovec; 2]>,
+    /// Replies held back while a request is dispatched from this entry's memory.
+    held: Mutex<Held>,
+}
+
+/// While a request is dispatched in place, its bytes are read from the entry, so its reply
+/// (which is written into the same memory, and whose commit hands the entry back to the
+/// kernel) waits until the dispatch returns.
+#[derive(Default)]
+struct Held {
+    dispatching: bool,
+    /// A reply made during the dispatch: the header then the payload.
+    reply: Option<Vec<u8>>,
 }
 
 impl EntryMem {
@@ -141,7 +158,12 @@ impl EntryMem {
                 iov_len: payload,
             },
         ]);
-        Ok(Self { ptr, layout, iov })
+        Ok(Self {
+            ptr,
+            layout,
+            iov,
+            held: Mutex::new(Held::default()),
+        })
     }
 
     fn read_u32(&self, at: usize) -> u32 {
@@ -292,8 +314,21 @@ pub(crate) struct UringReply {
 
 impl UringReply {
     /// Writes the reply (header, then payload) into the entry and commits it, which also
-    /// hands the entry back to the kernel for the queue's next request.
+    /// hands the entry back to the kernel for the queue's next request. A reply to a request
+    /// still being dispatched from the entry's memory is kept until the dispatch returns.
     pub(crate) fn send(&self, data: &[IoSlice<'_>]) -> io::Result<()> {
+        {
+            let mut held = self.queue.entries[self.idx].held.lock();
+            if held.dispatching {
+                held.reply = Some(data.iter().flat_map(|s| s.iter().copied()).collect());
+                return Ok(());
+            }
+        }
+        self.commit(data)
+    }
+
+    /// Writes the reply into the entry and commits it (see `send`).
+    fn commit(&self, data: &[IoSlice<'_>]) -> io::Result<()> {
         let q = &self.queue;
         let e = &q.entries[self.idx];
         let (header, rest) = data
@@ -544,6 +579,38 @@ fn handle<FS: Filesystem>(
         answer_eio(&reply, e.read_u64(IN_OUT + 8));
         return;
     };
+    if payload >= IN_PLACE_PAYLOAD {
+        // The request's header and first argument are moved to just before the payload, in
+        // the unused rest of the header page, and the request is parsed where it lies.
+        let start = PAYLOAD_AT - IN_HEADER - arg0;
+        // SAFETY: the kernel wrote the request into the entry before the completion, and the
+        // entry is not handed back before the reply; `start >= HEADER_SIZE` (arg0 is at most
+        // OP_IN_MAX), so the moved bytes overwrite nothing the kernel or a reply uses.
+        unsafe {
+            std::ptr::copy_nonoverlapping(e.ptr.add(IN_OUT), e.ptr.add(start), IN_HEADER);
+            std::ptr::copy_nonoverlapping(e.ptr.add(OP_IN), e.ptr.add(start + IN_HEADER), arg0);
+        }
+        e.held.lock().dispatching = true;
+        {
+            // SAFETY: as above; while `dispatching` is set no reply writes into the entry
+            // or hands it back (`UringReply::send`), so these bytes stay as the kernel wrote
+            // them until the dispatch returns, and `request` does not outlive this block.
+            let request = unsafe { std::slice::from_raw_parts(e.ptr.add(start), len) };
+            dispatch(&reply, request, e, event_loop);
+        }
+        let held = {
+            let mut h = e.held.lock();
+            h.dispatching = false;
+            h.reply.take()
+        };
+        if let Some(r) = held {
+            let (header, rest) = r.split_at(OUT_HEADER.min(r.len()));
+            if let Err(err) = reply.commit(&[IoSlice::new(header), IoSlice::new(rest)]) {
+                error!("io_uring queue {}: {err}", q.qid);
+            }
+        }
+        return;
+    }
     // SAFETY: the kernel wrote the request into the entry before the completion, and the
     // entry is not handed back before the reply; the ranges were checked above.
     unsafe {
@@ -555,7 +622,17 @@ fn handle<FS: Filesystem>(
             payload,
         );
     }
-    match RequestWithSender::new(ReplyTo::Uring(reply.clone()), &buf[..len]) {
+    dispatch(&reply, &buf[..len], e, event_loop);
+}
+
+/// Parses a request in the `/dev/fuse` layout and dispatches it (DESTROY is answered here).
+fn dispatch<FS: Filesystem>(
+    reply: &UringReply,
+    request: &[u8],
+    e: &EntryMem,
+    event_loop: &SessionEventLoop<FS>,
+) {
+    match RequestWithSender::new(ReplyTo::Uring(reply.clone()), request) {
         Some(req) => {
             if let Ok(Operation::Destroy(_)) = req.request.operation() {
                 req.reply::<ReplyEmpty>().ok();
@@ -563,7 +640,7 @@ fn handle<FS: Filesystem>(
                 req.dispatch(event_loop);
             }
         }
-        None => answer_eio(&reply, e.read_u64(IN_OUT + 8)),
+        None => answer_eio(reply, e.read_u64(IN_OUT + 8)),
     }
 }
 
