@@ -306,6 +306,27 @@ fn reopen_keeps_the_page_cache_only_for_the_same_version() {
     assert_eq!(fs::read(m.path("f.bin")).expect("reread written"), c);
 }
 
+/// A file of a past moment (`.snapshots/@T/`) is one version for good: reopened, it keeps
+/// the kernel's pages too, and reads the bytes it had then, not the live file's.
+#[test]
+fn a_moment_keeps_its_page_cache() {
+    let Some(m) = Mounted::new(cfg()) else {
+        return;
+    };
+    let a = common::pattern(1024 * 1024 + 10, 3);
+    fs::write(m.path("f.bin"), &a).expect("write");
+    std::thread::sleep(Duration::from_millis(1100));
+    let then = objfs_store::history::time::format_rfc3339(std::time::SystemTime::now());
+    std::thread::sleep(Duration::from_millis(1100));
+    let b = common::pattern(a.len(), 4);
+    fs::write(m.path("f.bin"), &b).expect("write again");
+    let past = m.path(&format!(".snapshots/@{then}/f.bin"));
+    assert_eq!(fs::read(&past).expect("read the past"), a);
+    assert_eq!(resident_pages(&past), a.len().div_ceil(4096), "kept");
+    assert_eq!(fs::read(&past).expect("read the past again"), a);
+    assert_eq!(fs::read(m.path("f.bin")).expect("read now"), b);
+}
+
 #[test]
 fn shell_tools() {
     let Some(m) = Mounted::new(cfg()) else {

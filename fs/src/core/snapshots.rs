@@ -359,8 +359,21 @@ impl ObjFs {
             .head_at(&key, at)
             .await?
             .ok_or_else(|| FsError::NotFound(key.clone()))?;
-        self.table()?.open(ino);
-        self.new_handle(ino, false, (Some(info), 0), false)
+        // As for a live file (`files.rs`): the kernel keeps its pages when they are of the
+        // version opened (a moment's inode can meet another version only if gc or a
+        // retention change removed the one it had).
+        let keep_cache = {
+            let mut t = self.table()?;
+            let identity = Some((info.version.clone(), info.etag.clone()));
+            let keep = t.get_mut(ino).is_some_and(|n| {
+                let same = n.kernel_pages == identity;
+                n.kernel_pages = identity;
+                same
+            });
+            t.open(ino);
+            keep
+        };
+        self.new_handle(ino, false, (Some(info), 0), keep_cache)
     }
 
     /// A symlink's target as it was.
