@@ -16,13 +16,22 @@ type Model = BTreeMap<Vec<u8>, Vec<u8>>;
 
 fn open(dir: &std::path::Path) -> sled::Db {
     // The store's own settings (`open.rs`), with a cache small enough to page leaves out.
-    sled::Config::new()
+    let config = sled::Config::new()
         .path(dir)
         .cache_capacity(256 << 10)
         .flush_every_ms(None)
-        .mode(sled::Mode::HighThroughput)
-        .open()
-        .expect("open sled")
+        .mode(sled::Mode::HighThroughput);
+    // sled 0.34 releases its file lock from a background thread after the last handle is
+    // dropped: a reopen right after may find it still held (`open.rs` waits the same way).
+    for _ in 0..500 {
+        match config.open() {
+            Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            other => return other.expect("open sled"),
+        }
+    }
+    panic!("sled's lock on {} was never released", dir.display());
 }
 
 /// Keys of several shapes: short (stored inline in an `IVec`), long, sharing long prefixes
