@@ -392,14 +392,14 @@ impl Filesystem for Adapter {
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let (fs, tid) = (self.fs.clone(), req.pid());
         self.run_here(async move {
-            match fs.open(ino.0, flags.0).await {
-                Ok(fh) => {
-                    fs.note_thread(fh, tid);
+            match fs.open_file(ino.0, flags.0).await {
+                Ok(o) => {
+                    fs.note_thread(o.fh, tid);
                     let mut fopen = open_flags(flags.0);
-                    if fs.keeps_cache(fh) {
+                    if o.keep_cache {
                         fopen |= FopenFlags::FOPEN_KEEP_CACHE;
                     }
-                    reply.opened(FileHandle(fh), fopen)
+                    reply.opened(FileHandle(o.fh), fopen)
                 }
                 Err(e) => reply.error(errno("open", &e)),
             }

@@ -85,14 +85,23 @@ pub struct Node {
     pub marker_seen: Option<Instant>,
     /// The version (id and ETag) whose bytes the kernel's page cache of this inode holds,
     /// as far as this mount knows: set by a read-only open of that version, cleared by an
-    /// open for writing. A read-only open of the same version again lets the kernel keep its
-    /// pages (`FOPEN_KEEP_CACHE`); any other open makes it drop them.
+    /// open for writing (`keep_pages`). A read-only open of the same version again lets the
+    /// kernel keep its pages (`FOPEN_KEEP_CACHE`); any other open makes it drop them.
     pub kernel_pages: Option<(VersionId, String)>,
     /// The tree this inode belongs to.
     pub view: View,
 }
 
 impl Node {
+    /// Whether the kernel may keep this inode's pages for an open of version `identity`
+    /// (`None`: an open whose pages cannot be trusted, such as one for writing), and
+    /// records it as the version the kernel's pages now hold.
+    pub fn keep_pages(&mut self, identity: Option<(VersionId, String)>) -> bool {
+        let keep = identity.is_some() && identity == self.kernel_pages;
+        self.kernel_pages = identity;
+        keep
+    }
+
     /// Records a version this mount wrote of this inode (see [`InodeTable::wrote`], which
     /// also ends a pending file's pending state).
     fn wrote(&mut self, info: ObjectInfo) {

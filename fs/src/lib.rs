@@ -31,7 +31,9 @@ pub mod read;
 pub mod write;
 pub mod xattr;
 
-pub use crate::core::{Attr, Caller, Entry, KernelNotifier, ObjFs, SetAttr, SetTime, StatFs};
+pub use crate::core::{
+    Attr, Caller, Entry, KernelNotifier, ObjFs, Opened, SetAttr, SetTime, StatFs,
+};
 pub use attr::Kind;
 pub use config::FsConfig;
 pub use error::{FsError, FsResult};

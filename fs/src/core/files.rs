@@ -14,7 +14,7 @@ use bytes::Bytes;
 use objfs_store::ObjectInfo;
 
 use super::namespace::{is_regular, owned_attrs};
-use super::{check_name, lock, Caller, Entry, FileHandle, Found, ObjFs, SetAttr};
+use super::{check_name, lock, Caller, Entry, FileHandle, Found, ObjFs, Opened, SetAttr};
 use crate::attr::{Attrs, Kind};
 use crate::error::{FsError, FsResult};
 use crate::read::{ReadAhead, Source};
@@ -40,6 +40,11 @@ impl ObjFs {
 
     /// Opens a file; returns the handle.
     pub async fn open(&self, ino: u64, flags: i32) -> FsResult<u64> {
+        Ok(self.open_file(ino, flags).await?.fh)
+    }
+
+    /// Opens a file; returns the handle and whether the kernel may keep its cached pages.
+    pub async fn open_file(&self, ino: u64, flags: i32) -> FsResult<Opened> {
         if self.in_past(ino, None) {
             return self.open_past(ino, flags).await;
         }
@@ -112,8 +117,7 @@ impl ObjFs {
                 .as_ref()
                 .filter(|_| !write && n.writer.is_none() && !n.detached)
                 .map(|p| (p.version.clone(), p.etag.clone()));
-            let keep_cache = identity.is_some() && !stale && identity == n.kernel_pages;
-            n.kernel_pages = identity;
+            let keep_cache = n.keep_pages(identity) && !stale;
             if write {
                 self.attach_writer(n, &key, pinned.clone());
             }
@@ -123,21 +127,8 @@ impl ObjFs {
         if stale {
             self.forget_kernel_attrs(ino);
         }
-        self.new_handle(
-            ino,
-            write,
-            if write { (None, pinned.1) } else { pinned },
-            keep_cache,
-        )
-    }
-
-    /// Whether the kernel may keep the cached pages of the file `fh` was opened on
-    /// (`FOPEN_KEEP_CACHE`): the handle reads the very version those pages came from.
-    pub fn keeps_cache(&self, fh: u64) -> bool {
-        lock(&self.handles, "handles")
-            .ok()
-            .and_then(|h| h.get(&fh).map(|h| h.keep_cache))
-            .unwrap_or(false)
+        let fh = self.new_handle(ino, write, if write { (None, pinned.1) } else { pinned })?;
+        Ok(Opened { fh, keep_cache })
     }
 
     /// Counts a write handle on `n`, making its writer over `base` when there is none.
@@ -171,7 +162,6 @@ impl ObjFs {
         ino: u64,
         write: bool,
         pinned: (Option<ObjectInfo>, u64),
-        keep_cache: bool,
     ) -> FsResult<u64> {
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         lock(&self.handles, "handles")?.insert(
@@ -182,7 +172,6 @@ impl ObjFs {
                 pinned: Mutex::new(pinned),
                 ra: Mutex::new(ReadAhead::default()),
                 read_seen: std::sync::atomic::AtomicBool::new(false),
-                keep_cache,
                 closers: Default::default(),
             }),
         );
@@ -287,7 +276,7 @@ impl ObjFs {
             ino
         };
         self.name_made(parent, name);
-        let fh = self.new_handle(ino, true, (None, 0), false)?;
+        let fh = self.new_handle(ino, true, (None, 0))?;
         Ok(Some((self.entry(ino, &a), fh)))
     }
 

@@ -53,7 +53,7 @@ pub use invalidate::KernelNotifier;
 pub use links::{inode_key, link_id, stub_target, INODES, META_LINK};
 pub use markers::marker_of;
 pub use times::{MAX_DIRTY_TIMES, TIMES_FLUSH_INTERVAL};
-pub use types::{Attr, Caller, Entry, SetAttr, SetTime, StatFs};
+pub use types::{Attr, Caller, Entry, Opened, SetAttr, SetTime, StatFs};
 
 /// Concurrent part uploads of the whole mount.
 const UPLOAD_SLOTS: usize = 4;
@@ -70,8 +70,6 @@ struct FileHandle {
     ra: Mutex<ReadAhead>,
     /// A read went through this handle (relatime looks once per handle).
     read_seen: std::sync::atomic::AtomicBool,
-    /// Opened with `FOPEN_KEEP_CACHE` (see [`crate::inode::Node::kernel_pages`]).
-    keep_cache: bool,
     /// The threads that opened this handle or wrote through it: whose close commits.
     closers: crate::closers::Closers,
 }

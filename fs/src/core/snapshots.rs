@@ -31,7 +31,7 @@ use objfs_store::history::{retention, snapshots, time};
 use objfs_store::{ErrorKind, GetOptions, ListRequest, ObjectInfo, ObjectStore};
 
 use super::links::{inode_key, stub_target};
-use super::{is_not_found, marker_of, Attr, Entry, Found, ObjFs};
+use super::{is_not_found, marker_of, Attr, Entry, Found, ObjFs, Opened};
 use crate::attr::{Attrs, Kind};
 use crate::dirhandle::{DirEntry, DirHandle, Listing};
 use crate::error::{FsError, FsResult};
@@ -344,7 +344,7 @@ impl ObjFs {
     }
 
     /// Opens a file in the past: read-only (EROFS otherwise), reading the version it had.
-    pub(super) async fn open_past(&self, ino: u64, flags: i32) -> FsResult<u64> {
+    pub(super) async fn open_past(&self, ino: u64, flags: i32) -> FsResult<Opened> {
         if flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0 {
             return Err(FsError::ReadOnly);
         }
@@ -365,15 +365,12 @@ impl ObjFs {
         let keep_cache = {
             let mut t = self.table()?;
             let identity = Some((info.version.clone(), info.etag.clone()));
-            let keep = t.get_mut(ino).is_some_and(|n| {
-                let same = n.kernel_pages == identity;
-                n.kernel_pages = identity;
-                same
-            });
+            let keep = t.get_mut(ino).is_some_and(|n| n.keep_pages(identity));
             t.open(ino);
             keep
         };
-        self.new_handle(ino, false, (Some(info), 0), keep_cache)
+        let fh = self.new_handle(ino, false, (Some(info), 0))?;
+        Ok(Opened { fh, keep_cache })
     }
 
     /// A symlink's target as it was.

@@ -47,6 +47,15 @@ pub struct Entry {
     pub generation: u64,
 }
 
+/// An open file handle, and whether the kernel may keep the file's cached pages
+/// (`FOPEN_KEEP_CACHE`: the handle reads the very version those pages came from; see
+/// [`crate::inode::Node::kernel_pages`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Opened {
+    pub fh: u64,
+    pub keep_cache: bool,
+}
+
 /// A time that `setattr` sets: a given one, or the time of the call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SetTime {

@@ -33,6 +33,8 @@ use std::os::fd::AsFd;
 use std::os::fd::AsRawFd;
 use std::os::fd::RawFd;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::sync::atomic::Ordering;
 
 use io_uring::IoUring;
 use io_uring::cqueue;
@@ -124,18 +126,12 @@ struct EntryMem {
     layout: Layout,
     /// The two iovecs registered with the entry (read by the kernel at registration).
     iov: Box<[libc::iovec; 2]>,
-    /// Replies held back while a request is dispatched from this entry's memory.
-    held: Mutex<Held>,
-}
-
-/// While a request is dispatched in place, its bytes are read from the entry, so its reply
-/// (which is written into the same memory, and whose commit hands the entry back to the
-/// kernel) waits until the dispatch returns.
-#[derive(Default)]
-struct Held {
-    dispatching: bool,
-    /// A reply made during the dispatch: the header then the payload.
-    reply: Option<Vec<u8>>,
+    /// A request is being dispatched from this entry's memory: its bytes are read from the
+    /// entry, so its reply (written into the same memory, and whose commit hands the entry
+    /// back to the kernel) waits in `held` until the dispatch returns. Cleared under `held`.
+    dispatching: AtomicBool,
+    /// A reply made during such a dispatch: the header then the payload.
+    held: Mutex<Option<Vec<u8>>>,
 }
 
 impl EntryMem {
@@ -162,7 +158,8 @@ impl EntryMem {
             ptr,
             layout,
             iov,
-            held: Mutex::new(Held::default()),
+            dispatching: AtomicBool::new(false),
+            held: Mutex::new(None),
         })
     }
 
@@ -317,10 +314,13 @@ impl UringReply {
     /// hands the entry back to the kernel for the queue's next request. A reply to a request
     /// still being dispatched from the entry's memory is kept until the dispatch returns.
     pub(crate) fn send(&self, data: &[IoSlice<'_>]) -> io::Result<()> {
-        {
-            let mut held = self.queue.entries[self.idx].held.lock();
-            if held.dispatching {
-                held.reply = Some(data.iter().flat_map(|s| s.iter().copied()).collect());
+        let e = &self.queue.entries[self.idx];
+        // A reply exists only once its request's dispatch has begun, so it sees the flag
+        // set if it is; the lock settles a race with the dispatch's end.
+        if e.dispatching.load(Ordering::Acquire) {
+            let mut held = e.held.lock();
+            if e.dispatching.load(Ordering::Acquire) {
+                *held = Some(data.iter().flat_map(|s| s.iter().copied()).collect());
                 return Ok(());
             }
         }
@@ -590,7 +590,7 @@ fn handle<FS: Filesystem>(
             std::ptr::copy_nonoverlapping(e.ptr.add(IN_OUT), e.ptr.add(start), IN_HEADER);
             std::ptr::copy_nonoverlapping(e.ptr.add(OP_IN), e.ptr.add(start + IN_HEADER), arg0);
         }
-        e.held.lock().dispatching = true;
+        e.dispatching.store(true, Ordering::Release);
         {
             // SAFETY: as above; while `dispatching` is set no reply writes into the entry
             // or hands it back (`UringReply::send`), so these bytes stay as the kernel wrote
@@ -600,8 +600,8 @@ fn handle<FS: Filesystem>(
         }
         let held = {
             let mut h = e.held.lock();
-            h.dispatching = false;
-            h.reply.take()
+            e.dispatching.store(false, Ordering::Release);
+            h.take()
         };
         if let Some(r) = held {
             let (header, rest) = r.split_at(OUT_HEADER.min(r.len()));
