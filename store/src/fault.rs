@@ -154,6 +154,9 @@ pub struct FaultStore {
     rules: Mutex<Vec<Rule>>,
     injected: AtomicU64,
     calls: AtomicU64,
+    /// Operations running now, and the most that ever ran at once.
+    in_flight: AtomicU64,
+    peak: AtomicU64,
 }
 
 impl FaultStore {
@@ -164,6 +167,8 @@ impl FaultStore {
             rules: Mutex::new(Vec::new()),
             injected: AtomicU64::new(0),
             calls: AtomicU64::new(0),
+            in_flight: AtomicU64::new(0),
+            peak: AtomicU64::new(0),
         }
     }
 
@@ -198,6 +203,13 @@ impl FaultStore {
         self.calls.load(Ordering::Relaxed)
     }
 
+    /// The most operations that ran at the same time so far (a test's measure of how much
+    /// its caller does in parallel). Counts every operation but `get` (whose body outlives
+    /// the call).
+    pub fn peak_in_flight(&self) -> u64 {
+        self.peak.load(Ordering::Relaxed)
+    }
+
     /// The store inside.
     pub fn inner(&self) -> &Arc<dyn ObjectStore> {
         &self.inner
@@ -226,7 +238,19 @@ impl FaultStore {
     where
         F: std::future::Future<Output = Result<T>>,
     {
+        let now = self.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
+        self.peak.fetch_max(now, Ordering::Relaxed);
+        let _running = Running(&self.in_flight);
         apply(self.pick(op, key), op, key, f).await
+    }
+}
+
+/// Counts an operation out of [`FaultStore::in_flight`] when it ends (or is dropped).
+struct Running<'a>(&'a AtomicU64);
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -26,6 +26,7 @@ mod namespace;
 mod rename;
 pub mod snapshots;
 mod times;
+mod tree_list;
 pub mod types;
 
 use std::collections::HashMap;

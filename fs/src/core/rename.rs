@@ -9,10 +9,11 @@ use std::ffi::OsStr;
 use std::time::Instant;
 
 use futures::StreamExt;
-use objfs_store::{Condition, CopyOptions, ListRequest, ObjectInfo, RenameOptions};
+use objfs_store::{Condition, CopyOptions, ObjectInfo, RenameOptions};
 use tokio::sync::OwnedMutexGuard;
 
 use super::links::stub_target;
+use super::tree_list::list_tree;
 use super::{check_name, is_precondition, marker_of, Found, ObjFs};
 
 use crate::attr::{Attrs, Kind};
@@ -23,8 +24,6 @@ use crate::write::Writer;
 const RENAME_CONCURRENCY: usize = 8;
 /// Keys of a directory rename copied before the copies are deleted.
 const RENAME_BATCH: usize = 100_000;
-/// Keys asked for per listing page of a tree move.
-const LIST_PAGE: usize = 1000;
 
 /// Writers a rename holds while it moves their files.
 type Held = Vec<(u64, OwnedMutexGuard<Writer>)>;
@@ -302,10 +301,12 @@ impl ObjFs {
 
     /// Copies every key under `from` to `to`, then deletes the originals: a crash leaves
     /// duplicates, never a loss. Trees of more than [`RENAME_BATCH`] keys are moved in
-    /// batches of that many (copies, then deletes, per batch).
+    /// batches of that many (copies, then deletes, per batch). The keys are listed split by
+    /// sub-prefix, [`RENAME_CONCURRENCY`] listings at a time (`tree_list`).
     async fn move_tree(&self, from: &str, to: &str) -> FsResult<()> {
         loop {
-            let (batch, more) = self.next_batch(from).await?;
+            let (batch, more) =
+                list_tree(self.store.as_ref(), from, RENAME_CONCURRENCY, RENAME_BATCH).await?;
             self.copy_batch(&batch, from, to).await?;
             // Then deletes.
             let deletes: Vec<FsResult<()>> = futures::stream::iter(batch)
@@ -327,29 +328,6 @@ impl ObjFs {
             }
             // The listing starts again after the keys just deleted.
         }
-    }
-
-    /// Up to [`RENAME_BATCH`] keys under `from`, and whether more are left.
-    async fn next_batch(&self, from: &str) -> FsResult<(Vec<ObjectInfo>, bool)> {
-        let mut token: Option<String> = None;
-        let mut batch: Vec<ObjectInfo> = Vec::new();
-        while batch.len() < RENAME_BATCH {
-            let page = self
-                .store
-                .list(&ListRequest {
-                    prefix: from.to_string(),
-                    continuation: token.clone(),
-                    max_keys: LIST_PAGE,
-                    ..Default::default()
-                })
-                .await?;
-            batch.extend(page.objects.into_iter().filter(|o| o.key.starts_with(from)));
-            token = page.next_token;
-            if token.is_none() {
-                return Ok((batch, false));
-            }
-        }
-        Ok((batch, true))
     }
 
     /// Copies `batch` from under `from` to under `to`; when a copy fails, the copies made are
