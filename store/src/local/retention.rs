@@ -609,4 +609,58 @@ mod tests {
         assert_eq!(versions(&s, "").await.len(), n);
         drop(dir);
     }
+
+    /// The gc daemon (not `gc --now`) runs a retention pass once one is due and expires what
+    /// the policy says; then, its last pass younger than the interval, it runs none.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_gc_daemon_expires_by_the_policy_when_a_pass_is_due() {
+        let (_d, mut s) = store();
+        retention::save(&s, &tight()).await.unwrap();
+        let mut made = Vec::new();
+        for i in 0..3u8 {
+            made.push(put(&s, "k", vec![i; 100]).await);
+        }
+        put(&s, "young", vec![9; 10]).await;
+        // The policy applied 90 s from now: every version but the current ones is old enough.
+        let later = SystemTime::now() + Duration::from_secs(90);
+        let cfg = crate::local::DaemonConfig {
+            placement: false,
+            scrub: false,
+            lifecycle: false,
+            gc: true,
+            tranquility: 0,
+            idle_interval: Duration::from_millis(20),
+            gc_options: GcOptions {
+                delay: Duration::ZERO,
+                now: Some(later),
+                retention_interval: Duration::from_secs(3600),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        s.start_daemons(cfg).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while versions(&s, "k").await.len() > 1 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the daemon expired nothing: {:?}",
+                s.daemon_status()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let v = versions(&s, "k").await;
+        assert_eq!(v.len(), 1);
+        assert_eq!(v[0].version, made[2].version, "the current version stays");
+        assert_eq!(versions(&s, "young").await.len(), 1);
+        let got = s.get("k", Default::default()).await.unwrap();
+        assert_eq!(got.bytes().await.unwrap().to_vec(), vec![2u8; 100]);
+
+        // A pass finished at the policy's moment: none is due for an hour of it, so versions
+        // made now stay through many idle rounds of the daemon.
+        put(&s, "k", vec![3; 100]).await;
+        put(&s, "k", vec![4; 100]).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(versions(&s, "k").await.len(), 3, "no pass before it is due");
+        s.close().unwrap();
+    }
 }
