@@ -332,6 +332,22 @@ impl BlockCache {
         }
     }
 
+    /// Receivers of what the fetch of `claimed` publishes (the value stays readable after the
+    /// fetch dropped its senders).
+    fn outcomes(claimed: &Claimed) -> Vec<watch::Receiver<Shared>> {
+        claimed.iter().map(|(_, tx)| tx.subscribe()).collect()
+    }
+
+    /// The error of the first of `outcome` whose fetch failed, with its errno.
+    fn first_failure(outcome: &[watch::Receiver<Shared>]) -> FsResult<()> {
+        for rx in outcome {
+            if let Some(Err((errno, msg))) = rx.borrow().as_ref() {
+                return Err(FsError::Errno(*errno, msg.clone()));
+            }
+        }
+        Ok(())
+    }
+
     /// One block, from the cache, from a fetch in flight, or fetched now.
     async fn block(&self, store: &dyn ObjectStore, src: &Source, idx: u64) -> FsResult<Bytes> {
         for _ in 0..8 {
@@ -367,7 +383,11 @@ impl BlockCache {
                 },
                 Plan::Fetch => {
                     let claimed = self.claim(src, idx..idx + 1)?;
+                    let outcome = Self::outcomes(&claimed);
                     self.fetch_claimed(store, src, claimed).await;
+                    // A failed fetch is this read's answer: not fetched again here (the
+                    // caller's next read asks again), and its errno kept (EACCES stays EACCES).
+                    Self::first_failure(&outcome)?;
                 }
             }
         }
@@ -393,7 +413,9 @@ impl BlockCache {
         // Claim every missing block of the range at once so they are fetched together.
         let claimed = self.claim(src, first..last + 1)?;
         if !claimed.is_empty() {
+            let outcome = Self::outcomes(&claimed);
             self.fetch_claimed(store, src, claimed).await;
+            Self::first_failure(&outcome)?;
         }
         let mut blocks = Vec::with_capacity((last - first + 1) as usize);
         for idx in first..=last {
@@ -551,5 +573,42 @@ mod tests {
             .on_read(&(1 << 35..(1 << 35) + 4096), size, MAX_WINDOW)
             .is_none());
         assert_eq!(ra.window, INITIAL_WINDOW);
+    }
+
+    /// A fetch the store refuses is the read's answer: one request per read (no fetching
+    /// again inside the cache), the store's errno kept (403 is EACCES, not EIO), nothing
+    /// cached; the next read asks again and succeeds once the store allows it.
+    #[tokio::test]
+    async fn a_failed_fetch_is_answered_once_with_its_errno() {
+        use objfs_store::fault::{Fault, FaultStore, Op, Rule};
+        use objfs_store::memory::MemoryStore;
+        use objfs_store::{Body, PutOptions};
+        let inner: Arc<dyn ObjectStore> = Arc::new(MemoryStore::new());
+        let body = vec![7u8; 3 * BLOCK_SIZE as usize / 2];
+        inner
+            .put("k", Body::from(body.clone()), PutOptions::default())
+            .await
+            .unwrap();
+        let src = Source::of(&inner.head("k", None).await.unwrap());
+        let store = FaultStore::new(inner);
+        store.add(Rule::always(Op::Get, Fault::Refuse));
+        let cache = BlockCache::new(16 << 20);
+        for (n, range) in [(1, 0..4096), (2, 0..src.size), (3, BLOCK_SIZE..src.size)] {
+            let err = cache.read(&store, &src, range).await.unwrap_err();
+            assert_eq!(err.errno(), libc::EACCES, "{err}");
+            assert_eq!(store.injected(), n, "one request per read");
+        }
+        store.clear();
+        store.add(Rule::times(Op::Get, Fault::Fail { retryable: true }, 1));
+        let err = cache.read(&store, &src, 0..4096).await.unwrap_err();
+        assert_eq!(err.errno(), libc::EIO, "{err}");
+        assert_eq!(
+            cache.cached_bytes(),
+            0,
+            "nothing of a failed fetch is cached"
+        );
+        let got = cache.read(&store, &src, 0..src.size).await.unwrap();
+        assert!(got[..] == body[..]);
+        assert_eq!(store.injected(), 4);
     }
 }

@@ -8,8 +8,7 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::process::ExitStatusExt;
-use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use common::*;
@@ -18,38 +17,6 @@ use objfs_store::history::time::format_rfc3339;
 use objfs_store::local::LocalStore;
 use objfs_store::{ListRequest, ListVersionsRequest, ObjectStore, PutOptions};
 use serde_json::Value;
-
-/// Runs objfs with its runtime directory in `rt` (so no other mount is ever found).
-fn run(args: &[&str], rt: &Path) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .env("XDG_RUNTIME_DIR", rt)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run objfs")
-}
-
-fn lines(out: &Output) -> Vec<Value> {
-    text(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
-        .collect()
-}
-
-fn tokio() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-/// The moment now, with the clock moved past it.
-fn moment() -> SystemTime {
-    let t = SystemTime::now();
-    std::thread::sleep(Duration::from_millis(5));
-    t
-}
 
 /// key -> etag of what `prefix` shows (now, or at a moment).
 async fn view(s: &LocalStore, prefix: &str, at: Option<SystemTime>) -> BTreeMap<String, String> {
@@ -100,7 +67,7 @@ fn restore_on_an_unmounted_store_executes_the_printed_plan_and_reports_conflicts
     let dir = tempfile::tempdir().unwrap();
     let rtd = dir.path().join("run");
     let store = dir.path().join("store");
-    let rt = tokio();
+    let rt = runtime();
     let s = LocalStore::init(&store, Default::default()).unwrap();
     for k in ["p/a", "p/b", "p/c", "p/d/", "p/d/e", "q/x"] {
         put(&s, &rt, k, format!("old {k}"));
@@ -120,9 +87,9 @@ fn restore_on_an_unmounted_store_executes_the_printed_plan_and_reports_conflicts
     let st = store.to_str().unwrap();
     let args = ["restore", "--store", st, "p/", "--as-of", &t, "--json"];
 
-    let dry = run(&[&args[..], &["--dry-run"]].concat(), &rtd);
+    let dry = objfs_at(&[&args[..], &["--dry-run"]].concat(), &rtd);
     assert!(dry.status.success(), "{}", text(&dry.stderr));
-    let plan = lines(&dry);
+    let plan = json_lines(&dry);
     let (summary, steps) = plan.split_last().unwrap();
     let planned: BTreeSet<(String, String)> = steps
         .iter()
@@ -151,14 +118,14 @@ fn restore_on_an_unmounted_store_executes_the_printed_plan_and_reports_conflicts
     put(&s, &rt, "p/c", "newer c".into());
     s.close().unwrap();
 
-    let out = run(&args, &rtd);
+    let out = objfs_at(&args, &rtd);
     assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
     assert!(
         text(&out.stderr).contains(&format!("executing the planned restore job {job}")),
         "{}",
         text(&out.stderr)
     );
-    let result = lines(&out);
+    let result = json_lines(&out);
     let (summary, changes) = result.split_last().unwrap();
     assert_eq!(summary["summary"]["job"].as_str(), Some(job.as_str()));
     assert_eq!(summary["summary"]["done"], 4);
@@ -193,10 +160,10 @@ fn restore_on_an_unmounted_store_executes_the_printed_plan_and_reports_conflicts
     s.close().unwrap();
 
     // Run again (a new plan: only p/c), then --exact removes what was made since.
-    let out = run(&args, &rtd);
+    let out = objfs_at(&args, &rtd);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert_eq!(lines(&out).last().unwrap()["summary"]["reverted"], 1);
-    let exact = run(&[&args[..], &["--exact"]].concat(), &rtd);
+    assert_eq!(json_lines(&out).last().unwrap()["summary"]["reverted"], 1);
+    let exact = objfs_at(&[&args[..], &["--exact"]].concat(), &rtd);
     assert!(exact.status.success(), "{}", text(&exact.stderr));
     let s = LocalStore::open(&store).unwrap();
     rt.block_on(async {
@@ -205,10 +172,10 @@ fn restore_on_an_unmounted_store_executes_the_printed_plan_and_reports_conflicts
     s.close().unwrap();
 
     // Bad input: a clear message and exit 2, nothing planned.
-    let e = run(&["restore", "--store", st, "p/", "--as-of", "soon"], &rtd);
+    let e = objfs_at(&["restore", "--store", st, "p/", "--as-of", "soon"], &rtd);
     assert_eq!(e.status.code(), Some(2));
     assert!(text(&e.stderr).contains("RFC 3339"), "{}", text(&e.stderr));
-    let e = run(&["restore", "--store", st, "/p", "--as-of", "-1m"], &rtd);
+    let e = objfs_at(&["restore", "--store", st, "/p", "--as-of", "-1m"], &rtd);
     assert_eq!(e.status.code(), Some(2), "{}", text(&e.stderr));
 }
 
@@ -230,7 +197,7 @@ fn restore_killed_with_sigkill_resumes_and_changes_every_planned_key_once() {
     let dir = tempfile::tempdir().unwrap();
     let rtd = dir.path().join("run");
     let store = dir.path().join("store");
-    let rt = tokio();
+    let rt = runtime();
     // 24,000 keys in 16 sub-prefixes (3 plan chunks): all deleted or overwritten after T.
     let n = 24_000;
     let key = |i: usize| format!("p/{:02x}/k{i:06}", i % 16);
@@ -256,9 +223,9 @@ fn restore_killed_with_sigkill_resumes_and_changes_every_planned_key_once() {
     let args = [
         "restore", "--store", st, "p/", "--as-of", &t, "--json", "--quiet",
     ];
-    let dry = run(&[&args[..], &["--dry-run"]].concat(), &rtd);
+    let dry = objfs_at(&[&args[..], &["--dry-run"]].concat(), &rtd);
     assert!(dry.status.success(), "{}", text(&dry.stderr));
-    let plan = lines(&dry);
+    let plan = json_lines(&dry);
     let (summary, steps) = plan.split_last().unwrap();
     let job = summary["summary"]["job"].as_str().unwrap().to_string();
     let planned: BTreeSet<String> = steps
@@ -316,7 +283,7 @@ fn restore_killed_with_sigkill_resumes_and_changes_every_planned_key_once() {
         mid_run >= 2 && resumed > 0,
         "kills {kills}, mid-run {mid_run}, resumed {resumed}"
     );
-    let result = lines(&finished);
+    let result = json_lines(&finished);
     let (summary, changes) = result.split_last().unwrap();
     let sum = &summary["summary"];
     assert_eq!(
@@ -524,7 +491,7 @@ fn restore_jobs_are_listed_finished_jobs_keep_only_their_record_and_abandon_remo
     let dir = tempfile::tempdir().unwrap();
     let rtd = dir.path().join("run");
     let store = dir.path().join("store");
-    let rt = tokio();
+    let rt = runtime();
     let s = LocalStore::init(&store, Default::default()).unwrap();
     for k in ["p/a", "p/b", "q/a"] {
         put(&s, &rt, k, format!("old {k}"));
@@ -538,19 +505,19 @@ fn restore_jobs_are_listed_finished_jobs_keep_only_their_record_and_abandon_remo
     s.close().unwrap();
     let st = store.to_str().unwrap();
     let list = || {
-        let out = run(&["restore", "--store", st, "--list", "--json"], &rtd);
+        let out = objfs_at(&["restore", "--store", st, "--list", "--json"], &rtd);
         assert!(out.status.success(), "{}", text(&out.stderr));
-        lines(&out)
+        json_lines(&out)
     };
     assert!(list().is_empty());
 
-    let ok = run(
+    let ok = objfs_at(
         &["restore", "--store", st, "p/", "--as-of", &at, "-q"],
         &rtd,
     );
     assert!(ok.status.success(), "{}", text(&ok.stderr));
     let dry = |extra: &[&str]| {
-        let out = run(
+        let out = objfs_at(
             &[
                 &[
                     "restore",
@@ -605,7 +572,7 @@ fn restore_jobs_are_listed_finished_jobs_keep_only_their_record_and_abandon_remo
     );
     s.close().unwrap();
 
-    let text_list = run(&["restore", "--store", st, "--list"], &rtd);
+    let text_list = objfs_at(&["restore", "--store", st, "--list"], &rtd);
     let shown = text(&text_list.stdout);
     assert!(
         shown.contains(&finished_id) && shown.contains("finished"),
@@ -616,7 +583,7 @@ fn restore_jobs_are_listed_finished_jobs_keep_only_their_record_and_abandon_remo
         "{shown}"
     );
 
-    let bad = run(
+    let bad = objfs_at(
         &["restore", "--store", st, "--abandon", "0123456789abcdef"],
         &rtd,
     );
@@ -626,15 +593,15 @@ fn restore_jobs_are_listed_finished_jobs_keep_only_their_record_and_abandon_remo
         "{}",
         text(&bad.stderr)
     );
-    let gone = run(&["restore", "--store", st, "--abandon", &planned_id], &rtd);
+    let gone = objfs_at(&["restore", "--store", st, "--abandon", &planned_id], &rtd);
     assert!(gone.status.success(), "{}", text(&gone.stderr));
     assert!(text(&gone.stdout).contains(&format!("abandoned restore job {planned_id}")));
     let s = LocalStore::open(&store).unwrap();
     assert_eq!(names(&s), vec![format!("restore/jobs/{finished_id}")]);
     s.close().unwrap();
 
-    let usage = run(&["restore", "--list"], &rtd);
+    let usage = objfs_at(&["restore", "--list"], &rtd);
     assert_eq!(usage.status.code(), Some(2), "{}", text(&usage.stderr));
-    let usage = run(&["restore", "--store", st, "p/"], &rtd);
+    let usage = objfs_at(&["restore", "--store", st, "p/"], &rtd);
     assert_eq!(usage.status.code(), Some(2), "{}", text(&usage.stderr));
 }

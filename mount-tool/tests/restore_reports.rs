@@ -5,9 +5,8 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::str::FromStr;
-use std::time::{Duration, SystemTime};
 
 use common::*;
 use objfs_store::history::time::format_rfc3339;
@@ -15,40 +14,9 @@ use objfs_store::local::LocalStore;
 use objfs_store::{ObjectStore, PutOptions, VersionId};
 use serde_json::Value;
 
-fn run(args: &[&str], rt: &Path) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .env("XDG_RUNTIME_DIR", rt)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run objfs")
-}
-
-fn lines(out: &Output) -> Vec<Value> {
-    text(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
-        .collect()
-}
-
-fn tokio() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
 fn put(s: &LocalStore, rt: &tokio::runtime::Runtime, key: &str, body: &str) {
     rt.block_on(s.put(key, body.as_bytes().to_vec().into(), PutOptions::default()))
         .unwrap();
-}
-
-/// The moment now, with the clock moved past it.
-fn moment() -> SystemTime {
-    let t = SystemTime::now();
-    std::thread::sleep(Duration::from_millis(5));
-    t
 }
 
 /// Writes `{prefix}a`, `b`, `c`, overwrites them after a moment, plans their restore as of
@@ -71,7 +39,7 @@ fn plan_with_a_lost_source(
     s.close().unwrap();
     let t = format_rfc3339(at);
     let st = store.to_str().unwrap();
-    let dry = run(
+    let dry = objfs_at(
         &[
             "restore",
             "--store",
@@ -85,7 +53,7 @@ fn plan_with_a_lost_source(
         rtd,
     );
     assert!(dry.status.success(), "{}", text(&dry.stderr));
-    let plan = lines(&dry);
+    let plan = json_lines(&dry);
     let b = format!("{prefix}b");
     let step = plan
         .iter()
@@ -104,7 +72,7 @@ fn a_failed_step_is_listed_by_key_with_its_error_and_exits_4() {
     let dir = tempfile::tempdir().unwrap();
     let rtd = dir.path().join("run");
     let store = dir.path().join("store");
-    let rt = tokio();
+    let rt = runtime();
     LocalStore::init(&store, Default::default())
         .unwrap()
         .close()
@@ -113,7 +81,7 @@ fn a_failed_step_is_listed_by_key_with_its_error_and_exits_4() {
 
     // As text: a `failed:` line naming the key and the error, the others restored, exit 4.
     let t = plan_with_a_lost_source(&store, &rtd, &rt, "p/");
-    let out = run(&["restore", "--store", st, "p/", "--as-of", &t], &rtd);
+    let out = objfs_at(&["restore", "--store", st, "p/", "--as-of", &t], &rtd);
     assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
     assert!(
@@ -152,12 +120,12 @@ fn a_failed_step_is_listed_by_key_with_its_error_and_exits_4() {
 
     // As JSON: a line for the failed key with its error, and the summary's count.
     let t = plan_with_a_lost_source(&store, &rtd, &rt, "q/");
-    let out = run(
+    let out = objfs_at(
         &["restore", "--store", st, "q/", "--as-of", &t, "--json"],
         &rtd,
     );
     assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
-    let result = lines(&out);
+    let result = json_lines(&out);
     let (summary, changes) = result.split_last().unwrap();
     assert_eq!(summary["summary"]["failed"], 1, "{summary}");
     assert_eq!(summary["summary"]["done"], 2, "{summary}");
@@ -179,7 +147,7 @@ fn a_restore_on_a_terminal_shows_a_progress_bar() {
     let rtd = dir.path().join("run");
     std::fs::create_dir_all(&rtd).unwrap();
     let store = dir.path().join("store");
-    let rt = tokio();
+    let rt = runtime();
     let s = LocalStore::init(&store, Default::default()).unwrap();
     const N: usize = 20_000;
     rt.block_on(async {
@@ -226,7 +194,7 @@ fn a_restore_on_a_terminal_shows_a_progress_bar() {
         "{screen:?}"
     );
     // Without a terminal there is no bar (stdout carries only the report).
-    let plain = run(
+    let plain = objfs_at(
         &[
             "restore",
             "--store",

@@ -2,11 +2,11 @@
 //! (also on failure: [`GarageCluster`]'s `Drop` kills every node it started).
 //!
 //! The binary is the one `scripts/test` built, named by `OBJFS_TEST_GARAGE_BIN`; without it
-//! [`garage_binary`] says loudly that the test was skipped. Each node gets its own
-//! configuration (free ports for RPC, S3 and admin, the sqlite metadata engine the test build
-//! has, the given replication factor, the default consistency mode), the nodes are connected
-//! with `garage node connect`, a layout over all of them (one zone each) is applied, and a
-//! key and a bucket are made. Its credentials go into a shared credentials file of the
+//! [`garage_binary`] says loudly that the test was skipped (under `OBJFS_REQUIRE_S3=1` it
+//! fails instead). Each node gets its own configuration (free ports for RPC, S3 and admin, the
+//! sqlite metadata engine the test build has, the given replication factor, the default
+//! consistency mode), the nodes are connected with `garage node connect`, a layout over all of
+//! them (one zone each) is applied, and a key and a bucket are made. Its credentials go into a shared credentials file of the
 //! cluster's own, so the caller's environment is never changed.
 
 use std::fs;
@@ -22,6 +22,9 @@ pub fn garage_binary(test: &str) -> Option<PathBuf> {
     match std::env::var_os("OBJFS_TEST_GARAGE_BIN").filter(|v| !v.is_empty()) {
         Some(p) => Some(PathBuf::from(p)),
         None => {
+            crate::conformance::fail_if_s3_required(&format!(
+                "OBJFS_TEST_GARAGE_BIN is not set ({test} would be skipped)"
+            ));
             eprintln!();
             eprintln!("!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!");
             eprintln!("!!! SKIPPING {test}: OBJFS_TEST_GARAGE_BIN is not set");

@@ -4,7 +4,8 @@
 //! corruption tests and the `crash_writer` helper binary.
 //!
 //! `s3_fixture` names the S3 test servers (moto, Garage) that `scripts/test` starts;
-//! `s3_proxy` puts a counting, byte-altering proxy in front of one;
+//! `s3_proxy` puts a counting, byte-altering proxy in front of one; `s3_fault_proxy` one that
+//! answers 500/503/403 instead of the server on demand;
 //! `garage_cluster` starts a Garage cluster of a test's own from the binary it built.
 //!
 //! `mount_fixture` (owned by the mount tests) mounts a real objfs for `tests/tests/mount_*.rs`;
@@ -20,6 +21,7 @@ pub mod garage_cluster;
 pub mod insights_ops;
 pub mod mount_fixture;
 pub mod s3_cli;
+pub mod s3_fault_proxy;
 pub mod s3_fixture;
 pub mod s3_proxy;
 pub mod support;

@@ -153,9 +153,13 @@ pub struct AwsCli {
 
 impl AwsCli {
     /// The CLI `OBJFS_TEST_AWS_CLI` names, for `server`, its config written into `dir`; `None`
-    /// (said loudly, with why) when the variable is unset.
+    /// (said loudly, with why) when the variable is unset (a panic under `OBJFS_REQUIRE_S3=1`).
     pub fn find(test: &str, server: &Server, dir: &Path) -> Option<AwsCli> {
         let Some(bin) = std::env::var_os("OBJFS_TEST_AWS_CLI").filter(|v| !v.is_empty()) else {
+            crate::conformance::fail_if_s3_required(&format!(
+                "OBJFS_TEST_AWS_CLI is not set ({test} would be skipped on {})",
+                server.name
+            ));
             eprintln!(
                 "{test}: SKIPPED on {}: OBJFS_TEST_AWS_CLI is not set (scripts/test installs \
                  the AWS CLI and sets it)",

@@ -17,7 +17,8 @@
 //!
 //! Credentials come from the shared credentials file (`AWS_SHARED_CREDENTIALS_FILE`), one
 //! profile per server. Without an endpoint variable the fixture returns `None` and says loudly
-//! that the backend's tests were skipped ([`crate::conformance::remote_endpoint`]).
+//! that the backend's tests were skipped, or panics under `OBJFS_REQUIRE_S3=1` (which
+//! `scripts/test` exports; [`crate::conformance::remote_endpoint`]).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};

@@ -1,16 +1,24 @@
 //! The `objfs` commands on a bucket, through the real binary, with `--endpoint/--region/
-//! --profile` on each: turning versioning on (moto accepts, Garage refuses clearly), named
-//! snapshots (seen under `.snapshots/NAME/` of a mount), retention, `gc --now` as a retention
-//! pass, restore of an unmounted bucket and of a mounted bucket's path, history commands on a
-//! bucket that keeps no versions, and `df`/`status` of a mounted bucket. Skipped loudly, by
-//! name, when the endpoint variables are unset. Every mount is unmounted ([`DaemonMount`]).
+//! --profile` on each: turning versioning on (moto accepts, also through `objfs mount
+//! --enable-versioning`; Garage refuses clearly), named snapshots (seen under
+//! `.snapshots/NAME/` of a mount), retention, `gc --now` as a retention pass, restore of an
+//! unmounted bucket and of a mounted bucket's path, history commands on a bucket that keeps no
+//! versions, `df`/`status` of a mounted bucket, and the `mount.objfs` helper (fstab syntax)
+//! mounting `s3://BUCKET/PREFIX` with `-o endpoint=,region=,profile=`. Skipped loudly, by
+//! name, when the endpoint variables are unset. Every mount is unmounted ([`DaemonMount`], and
+//! [`HelperMount`] for the helper's daemon).
 
 use std::fs;
-use std::time::{Duration, SystemTime};
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant, SystemTime};
 
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
 use objfs_store::history::time::format_rfc3339;
-use objfs_store::{Body, ListVersionsRequest, ObjectStore, PutOptions};
-use objfs_tests::mount_fixture::skip_without_fuse;
+use objfs_store::{Body, ErrorKind, GetOptions, ListVersionsRequest, ObjectStore, PutOptions};
+use objfs_tests::daemon_mount::objfs_binary;
+use objfs_tests::mount_fixture::{force_unmount, is_mounted, skip_without_fuse};
 use objfs_tests::s3_cli::runtime;
 use objfs_tests::s3_fixture::{self, Server};
 
@@ -132,7 +140,7 @@ fn garage_refuses_versioning_clearly_and_history_says_so() {
     let mp_text = mp.display().to_string();
     args.push(&mp_text);
     server.objfs_fails(&args, "versioning");
-    assert!(!objfs_tests::mount_fixture::is_mounted(&mp));
+    assert!(!is_mounted(&mp));
     // History commands, mounted or not, say the bucket keeps no versions.
     for args in [
         vec!["snapshot", "list", url.as_str()],
@@ -356,4 +364,187 @@ fn df_and_status_of_a_mounted_bucket() {
         assert_eq!(by_mp["s3"]["bucket"], bucket.as_str(), "{by_mp}");
         m.stop();
     }
+}
+
+/// `objfs mount --enable-versioning` of a bucket made without versioning (moto allows it):
+/// the mount comes up with versioning on, a file overwritten twice has three versions (seen
+/// through the mount and in the bucket after unmounting), and the bucket stays versioned.
+#[test]
+fn mount_enable_versioning_turns_it_on_on_moto() {
+    let test = "mount_enable_versioning_turns_it_on_on_moto";
+    let Some(server) = moto(test) else { return };
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let bucket = server.bucket_for("mountver", false);
+    let url = format!("s3://{bucket}");
+    let v = server.objfs_json(&["versioning", "show", &url]);
+    assert_eq!(v["versioning"], false, "a fresh bucket: {v}");
+    let mut m = server.mount_bucket(&bucket, tmp.path(), "mnt", &["--enable-versioning"]);
+    let mp = m.mountpoint.display().to_string();
+    let status = server.objfs_json(&["status", &mp]);
+    assert_eq!(status["s3"]["versioning"], true, "{status}");
+    let path = m.mountpoint.join("notes.txt");
+    for text in ["one\n", "two\n", "three\n"] {
+        fs::write(&path, text).expect("write");
+    }
+    let v = server.objfs_json(&["versions", &path.display().to_string()]);
+    assert_eq!(v["versions"].as_array().map(Vec::len), Some(3), "{v}");
+    m.stop();
+    let v = server.objfs_json(&["versioning", "show", &url]);
+    assert_eq!(v["versioning"], true, "{v}");
+    let rt = runtime();
+    let store = server.open_bucket(&rt, &bucket);
+    assert!(store.features().versioning);
+    let versions = rt
+        .block_on(store.list_versions(&ListVersionsRequest {
+            prefix: "notes.txt".into(),
+            ..Default::default()
+        }))
+        .expect("versions")
+        .versions;
+    let sizes: Vec<u64> = versions.iter().map(|v| v.size).collect();
+    assert_eq!(sizes, [6, 4, 4], "newest first: {versions:?}");
+}
+
+/// A mount made by the `mount.objfs` helper: the daemon forks away, so this guard unmounts
+/// (`fusermount3 -u -z`) and waits for the daemon in `Drop`, whatever happened, and kills it
+/// if it outlives the wait.
+struct HelperMount {
+    mountpoint: PathBuf,
+    /// The daemon's pid, once `objfs status` named it.
+    pid: Option<i32>,
+}
+
+/// Whether process `pid` runs (a zombie does not).
+fn alive(pid: i32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|st| {
+        !st.rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z')
+    })
+}
+
+/// Waits up to `limit` for process `pid` to end; whether it did.
+fn ended(pid: i32, limit: Duration) -> bool {
+    let start = Instant::now();
+    while alive(pid) {
+        if start.elapsed() > limit {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    true
+}
+
+impl Drop for HelperMount {
+    fn drop(&mut self) {
+        if is_mounted(&self.mountpoint) {
+            force_unmount(&self.mountpoint);
+        }
+        if let Some(pid) = self.pid {
+            if !ended(pid, Duration::from_secs(30)) {
+                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            }
+        }
+    }
+}
+
+/// fstab's `s3://BUCKET/PREFIX MNT objfs _netdev,endpoint=...,region=...,profile=...`: mount(8)
+/// runs `mount.objfs SOURCE MNT -n -o OPTIONS`; the helper mounts the bucket's prefix with
+/// the endpoint, region and profile of its options, a file written through it reaches the
+/// bucket under the prefix, and `objfs umount` ends the daemon.
+#[test]
+fn mount_helper_mounts_an_s3_source_with_its_options() {
+    let test = "mount_helper_mounts_an_s3_source_with_its_options";
+    let Some(server) = moto(test) else { return };
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let bucket = server.bucket_for("fstab", true);
+    let source = format!("s3://{bucket}/fstab/home");
+    let mp = tmp.path().join("mnt");
+    fs::create_dir(&mp).expect("mkdir");
+    let helper = tmp.path().join("mount.objfs");
+    std::os::unix::fs::symlink(objfs_binary(), &helper).expect("symlink mount.objfs");
+    let mut opts = format!(
+        "rw,_netdev,endpoint={},region={},journal_dir={}",
+        server.endpoint,
+        server.region,
+        tmp.path().join("journal").display()
+    );
+    if let Some(p) = &server.profile {
+        opts.push_str(&format!(",profile={p}"));
+    }
+    let mut guard = HelperMount {
+        mountpoint: mp.clone(),
+        pid: None,
+    };
+    let out = Command::new(&helper)
+        .arg(&source)
+        .arg(&mp)
+        .args(["-n", "-o", &opts])
+        .output()
+        .expect("run mount.objfs");
+    assert!(
+        out.status.success(),
+        "mount.objfs {source} failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        is_mounted(&mp),
+        "mount.objfs returned, but nothing is mounted"
+    );
+    let status = server.objfs_json(&["status", &mp.display().to_string()]);
+    guard.pid = status["mount"]["pid"].as_i64().map(|p| p as i32);
+    assert!(guard.pid.is_some(), "{status}");
+    assert_eq!(status["s3"]["bucket"], bucket.as_str(), "{status}");
+    assert_eq!(status["s3"]["prefix"], "fstab/home/", "{status}");
+    assert_eq!(
+        status["s3"]["endpoint"],
+        server.endpoint.as_str(),
+        "{status}"
+    );
+
+    let data = b"written through mount.objfs\n";
+    fs::create_dir(mp.join("docs")).expect("mkdir through the mount");
+    fs::write(mp.join("docs/hello.txt"), data).expect("write through the mount");
+    // The upload runs in the background (write-back): the object appears under the prefix.
+    let rt = runtime();
+    let root = server.open_bucket(&rt, &bucket);
+    let key = "fstab/home/docs/hello.txt";
+    let start = Instant::now();
+    let got = loop {
+        let r = rt.block_on(async { root.get(key, GetOptions::default()).await?.bytes().await });
+        match r {
+            Ok(b) => break b,
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                assert!(
+                    start.elapsed() < Duration::from_secs(60),
+                    "{key} did not reach the bucket within 60 s"
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Err(e) => panic!("get {key}: {e}"),
+        }
+    };
+    assert_eq!(&got[..], data);
+    let outside = rt.block_on(root.head("docs/hello.txt", None));
+    assert!(outside.is_err(), "written outside the prefix: {outside:?}");
+
+    let out = Command::new(objfs_binary())
+        .arg("umount")
+        .arg(&mp)
+        .output()
+        .expect("objfs umount");
+    assert!(
+        out.status.success(),
+        "objfs umount: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!is_mounted(&mp));
+    let pid = guard.pid.expect("the daemon's pid");
+    assert!(
+        ended(pid, Duration::from_secs(30)),
+        "the daemon {pid} still runs after umount"
+    );
 }

@@ -1,9 +1,10 @@
 //! `objfs mount s3://BUCKET` on the test servers `scripts/test` starts (moto, versioned, and
 //! Garage, without versioning), through the real `objfs` binary: shell work on the mount
 //! (cp -r, diff -r, mv, rm -rf), an overwrite in the middle of a large file read back after a
-//! remount, history on moto, interop with objects written without objfs, and two mounts of
-//! one bucket. Skipped loudly, by name, when the endpoint variables are unset. Each test has a
-//! bucket of its own and always unmounts ([`DaemonMount`] does in `Drop`).
+//! remount and made of part copies (counted through [`s3_proxy`]), history on moto, interop
+//! with objects written without objfs, and two mounts of one bucket. Skipped loudly, by name,
+//! when the endpoint variables are unset. Each test has a bucket of its own and always
+//! unmounts ([`DaemonMount`] does in `Drop`).
 
 use std::fs;
 use std::os::unix::fs::MetadataExt;
@@ -15,7 +16,8 @@ use objfs_store::{Body, ObjectStore, PutOptions};
 use objfs_tests::daemon_mount::{objfs_binary, DaemonMount};
 use objfs_tests::mount_fixture::skip_without_fuse;
 use objfs_tests::s3_cli::{mount_servers, runtime, sh};
-use objfs_tests::s3_fixture::{self, unique_name};
+use objfs_tests::s3_fixture::{self, unique_name, Server};
+use objfs_tests::s3_proxy;
 
 /// A tree of small files, nested directories and one file of a few parts.
 fn make_tree(root: &Path) {
@@ -86,17 +88,30 @@ fn shell_work_on_a_mounted_bucket() {
     }
 }
 
+/// 4 KiB overwritten in the middle of a 17 MiB file (parts of 5 MiB) read back right, also
+/// after a remount; and, counted through a proxy, where the server copies parts (the store's
+/// `part_copy`), the new version was made of UploadPartCopy requests for the unchanged ranges:
+/// the bytes uploaded (UploadPart and PutObject) are about one part's, not the file's.
 #[test]
 fn overwrite_in_the_middle_of_a_large_file() {
     use std::io::{Seek, SeekFrom, Write};
     for server in mount_servers("overwrite_in_the_middle_of_a_large_file") {
         let tmp = tempfile::tempdir().expect("tempdir");
         let bucket = server.bucket_for("overwrite", server.versioned);
+        let part_copy = server.open_bucket(&runtime(), &bucket).features().part_copy;
+        // The mount talks to the server through a proxy that records its requests.
+        let (endpoint, counts) = s3_proxy::start(&server.endpoint);
+        let proxied = Server {
+            endpoint,
+            ..server.clone()
+        };
         // Parts of 5 MiB (S3's smallest): 17 MiB is four parts.
-        let mut m = server.mount_bucket(&bucket, tmp.path(), "mnt", &["--part-size", "5M"]);
+        let part = 5u64 << 20;
+        let mut m = proxied.mount_bucket(&bucket, tmp.path(), "mnt", &["--part-size", "5M"]);
         let path = m.mountpoint.join("large.bin");
         let mut want = objfs_tests::det_bytes(3, 17 << 20);
         fs::write(&path, &want).expect("write");
+        let before = counts.requests().len();
         let at = (8 << 20) + 123;
         let patch = vec![0xA5u8; 4096];
         want[at..at + patch.len()].copy_from_slice(&patch);
@@ -109,7 +124,35 @@ fn overwrite_in_the_middle_of_a_large_file() {
         f.sync_all().expect("fsync");
         drop(f);
         assert!(fs::read(&path).expect("read") == want, "{}", server.name);
+        // Unmounting finishes every upload: what the overwrite cost is all counted now.
         m.stop();
+        let requests = counts.requests();
+        let after = &requests[before..];
+        let of = |op: &'static str| after.iter().filter(move |r| r.operation() == op);
+        let copies = of("UploadPartCopy").count();
+        let copied: u64 = of("UploadPartCopy").filter_map(|r| r.copy_range).sum();
+        let uploaded: u64 = of("UploadPart")
+            .chain(of("PutObject"))
+            .map(|r| r.body)
+            .sum();
+        let size = want.len() as u64;
+        let seen = format!(
+            "{}: {copies} part copies of {copied} bytes, {uploaded} bytes uploaded, for an \
+             overwrite of {} bytes in a file of {size}",
+            server.name,
+            patch.len()
+        );
+        eprintln!("overwrite_in_the_middle_of_a_large_file: {seen}");
+        assert!(of("CompleteMultipartUpload").count() >= 1, "{seen}");
+        if part_copy {
+            // The overwrite touches one part; the three others are copied on the server.
+            assert!(copies >= 3, "{seen}");
+            assert!(uploaded >= patch.len() as u64, "{seen}");
+            assert!(uploaded <= part + (part >> 3), "{seen}");
+            assert!(copied + uploaded >= size && copied >= size - part, "{seen}");
+        } else {
+            assert_eq!(copies, 0, "{seen}");
+        }
         let mut m = server.mount_bucket(&bucket, tmp.path(), "mnt", &[]);
         let got = fs::read(m.mountpoint.join("large.bin")).expect("read after remount");
         assert!(got == want, "{}: bytes differ after remount", server.name);

@@ -184,3 +184,37 @@ pub fn names(dir: &Path) -> Vec<String> {
     v.sort();
     v
 }
+
+/// Runs objfs with its runtime directory in `rt` (so no other mount is ever found).
+pub fn objfs_at(args: &[&str], rt: &Path) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .env("XDG_RUNTIME_DIR", rt)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run objfs")
+}
+
+/// The JSON objects a `--json` run printed, one a line.
+pub fn json_lines(out: &Output) -> Vec<serde_json::Value> {
+    text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect()
+}
+
+/// A runtime for a test's own calls of the store's API.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+}
+
+/// The moment now, with the clock moved past it.
+pub fn moment() -> std::time::SystemTime {
+    let t = std::time::SystemTime::now();
+    std::thread::sleep(Duration::from_millis(5));
+    t
+}

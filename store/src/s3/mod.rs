@@ -43,6 +43,7 @@ pub use mapping::parse_url;
 pub const S3_MIN_PART_SIZE: u64 = 5 << 20;
 
 /// Largest object a single CopyObject copies (S3's limit); larger copies go part by part.
+/// The default of [`S3Config::max_copy_size`].
 pub const S3_MAX_COPY_SIZE: u64 = 5 << 30;
 
 /// The reserved prefix (under the store's prefix) where opening writes and removes its probe.
@@ -91,6 +92,12 @@ pub struct S3Config {
     /// The server's smallest part other than the last (5 MiB on S3 and Garage; a test server
     /// may accept less), reported in [`StoreFeatures::min_part_size`].
     pub min_part_size: u64,
+    /// The largest object copied by one CopyObject ([`S3_MAX_COPY_SIZE`], S3's 5 GiB, by
+    /// default); a larger copy (or rename) is a multipart upload of UploadPartCopy parts of at
+    /// most this size and 512 MiB (larger only where the server's smallest part or S3's
+    /// 10,000 parts require it). A setting for tests, which exercise that path with small
+    /// objects, and for servers whose single-copy limit is smaller than S3's.
+    pub max_copy_size: u64,
 }
 
 impl S3Config {
@@ -113,6 +120,7 @@ impl S3Config {
             part_size: 8 << 20,
             conditional_put: None,
             min_part_size: S3_MIN_PART_SIZE,
+            max_copy_size: S3_MAX_COPY_SIZE,
         })
     }
 
@@ -135,6 +143,8 @@ pub struct S3Store {
     features: StoreFeatures,
     concurrency: usize,
     part_size: u64,
+    /// Copies of larger objects go part by part ([`S3Config::max_copy_size`]).
+    max_copy_size: u64,
     /// UploadPart bodies are signed (plain HTTP to another host: [`client::payload_signing_needed`]).
     sign_parts: bool,
     /// Conditions of multipart uploads in progress, checked at completion (S3 keeps none with
@@ -191,6 +201,7 @@ impl S3Store {
             },
             concurrency: cfg.concurrency.max(1),
             part_size: cfg.part_size.max(S3_MIN_PART_SIZE),
+            max_copy_size: cfg.max_copy_size.max(1),
             sign_parts: client::payload_signing_needed(cfg.endpoint.as_deref()),
             upload_conditions: Mutex::new(HashMap::new()),
         };

@@ -21,6 +21,18 @@ use crate::types::*;
 /// Part size of a copy above 5 GiB (S3 allows 5 MiB to 5 GiB per part, 10,000 parts).
 const COPY_PART_SIZE: u64 = 512 << 20;
 
+/// The part size of a multipart copy of `size` bytes: [`COPY_PART_SIZE`], or the single-copy
+/// limit when that is smaller (a server that copies less at once copies less per part too),
+/// but at least the server's smallest part and large enough to stay within
+/// [`MAX_PART_NUMBER`] parts.
+fn copy_part_size(size: u64, max_copy_size: u64, min_part_size: u64) -> u64 {
+    COPY_PART_SIZE
+        .min(max_copy_size)
+        .max(min_part_size)
+        .max(size.div_ceil(u64::from(MAX_PART_NUMBER)))
+        .max(1)
+}
+
 /// An empty upload id names no upload (the SDK would refuse to send it).
 fn check_upload_id(id: &str) -> Result<()> {
     if id.is_empty() {
@@ -180,7 +192,8 @@ impl S3Store {
         })
     }
 
-    /// A copy above 5 GiB: a multipart upload of part copies, in parallel, aborted on failure.
+    /// A copy above the single-copy limit ([`super::S3Config::max_copy_size`]): a multipart
+    /// upload of part copies, in parallel, aborted on failure.
     #[allow(clippy::too_many_arguments)]
     pub(super) async fn copy_by_parts(
         &self,
@@ -194,10 +207,11 @@ impl S3Store {
     ) -> Result<ObjectInfo> {
         let upload_id = self.create_upload(dst, dfull, meta).await?;
         let source = mapping::copy_source(&self.bucket, sfull, src_version);
+        let part = copy_part_size(size, self.max_copy_size, self.features.min_part_size);
         let ranges: Vec<(u32, std::ops::Range<u64>)> = (0..size)
-            .step_by(COPY_PART_SIZE as usize)
+            .step_by(part as usize)
             .enumerate()
-            .map(|(i, s)| (i as u32 + 1, s..(s + COPY_PART_SIZE).min(size)))
+            .map(|(i, s)| (i as u32 + 1, s..(s + part).min(size)))
             .collect();
         let result: Result<Vec<PartInfo>> = futures::stream::iter(ranges)
             .map(|(n, r)| self.send_part_copy(dst, dfull, &upload_id, n, &source, r))
@@ -435,5 +449,25 @@ impl S3Store {
         }
         uploads.sort_by(|a, b| a.key.cmp(&b.key).then(a.initiated.cmp(&b.initiated)));
         Ok(uploads)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copy_parts_follow_the_limit_the_server_minimum_and_the_part_count() {
+        // S3's defaults: 512 MiB parts.
+        assert_eq!(copy_part_size(6 << 30, 5 << 30, 5 << 20), COPY_PART_SIZE);
+        // A smaller single-copy limit is the part size too.
+        assert_eq!(copy_part_size(20 << 20, 8 << 20, 0), 8 << 20);
+        // ... but never below the server's smallest part.
+        assert_eq!(copy_part_size(20 << 20, 1 << 20, 5 << 20), 5 << 20);
+        // S3's largest object (5 TiB) fits in 10,000 parts (512 MiB parts would need 10,240).
+        let size = 5u64 << 40;
+        let part = copy_part_size(size, 5 << 30, 5 << 20);
+        assert!(size.div_ceil(part) <= u64::from(MAX_PART_NUMBER), "{part}");
+        assert_eq!(copy_part_size(0, 0, 0), 1);
     }
 }

@@ -21,7 +21,7 @@ use aws_sdk_s3::primitives::ByteStream;
 use super::blocksum::{self, BlockSums};
 use super::errors::{self, Failure};
 use super::mapping::{self, clean_etag, quoted_etag, time_from_s3};
-use super::{S3Store, S3_MAX_COPY_SIZE};
+use super::S3Store;
 use crate::error::{ErrorKind, Result, StoreError};
 use crate::types::*;
 
@@ -698,7 +698,7 @@ impl S3Store {
             c => self.precondition(dst, &dfull, c).await?,
         };
         let src_version = self.version_param(Some(&source.version));
-        if source.size > S3_MAX_COPY_SIZE {
+        if source.size > self.max_copy_size {
             let meta = match meta {
                 Some(m) => m,
                 None => mapping::metadata_to_s3(&source.metadata)?,

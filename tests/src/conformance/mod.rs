@@ -34,7 +34,9 @@
 //! A remote backend's cases run only when its endpoint is given in the environment:
 //! [`remote_endpoint`] reads the variable (e.g. `OBJFS_TEST_S3_ENDPOINT` for S3-compatible
 //! stores) and, when it is unset, says so loudly (once per test process) so that the backend's
-//! tests are visibly skipped rather than passed. A fixture returns `Option<Fixture>`: `None`
+//! tests are visibly skipped rather than passed; with `OBJFS_REQUIRE_S3=1` (exported by
+//! `scripts/test`) it panics instead, so that a run meant to test S3 cannot pass by skipping
+//! ([`require_s3`]). A fixture returns `Option<Fixture>`: `None`
 //! skips the case. The S3 backend runs on moto (`OBJFS_TEST_S3_ENDPOINT`, a versioned bucket)
 //! and on Garage (`OBJFS_TEST_GARAGE_ENDPOINT`, no versioning), both started by `scripts/test`
 //! (see [`crate::s3_fixture`]).
@@ -254,12 +256,29 @@ pub fn plan(backend: &str, features: &StoreFeatures) -> Report {
 /// Variables already announced as unset (each once per process).
 static ANNOUNCED: Mutex<Option<HashSet<String>>> = Mutex::new(None);
 
+/// Whether the S3 tests must run: `OBJFS_REQUIRE_S3=1` (exported by `scripts/test`, which
+/// starts the servers and sets every variable the S3 tests read). Skips become failures then.
+pub fn require_s3() -> bool {
+    std::env::var("OBJFS_REQUIRE_S3").is_ok_and(|v| v == "1")
+}
+
+/// Panics when [`require_s3`] holds: `what` is missing.
+pub fn fail_if_s3_required(what: &str) {
+    if require_s3() {
+        panic!("the S3 tests are required (OBJFS_REQUIRE_S3=1) but {what}");
+    }
+}
+
 /// The endpoint of a remote backend under test, from the environment variable `var`; when it is
-/// unset, prints (once per process) that `backend`'s conformance cases are skipped.
+/// unset, prints (once per process) that `backend`'s conformance cases are skipped, or panics
+/// under `OBJFS_REQUIRE_S3=1`.
 pub fn remote_endpoint(var: &str, backend: &str) -> Option<String> {
     match std::env::var(var) {
         Ok(v) if !v.trim().is_empty() => Some(v),
         _ => {
+            fail_if_s3_required(&format!(
+                "{var} is not set (the {backend} tests would be skipped)"
+            ));
             let mut seen = ANNOUNCED.lock().unwrap_or_else(|p| p.into_inner());
             if seen
                 .get_or_insert_with(HashSet::new)
