@@ -2,7 +2,9 @@
 //! mount is one object that `aws s3 cp` reads back byte for byte, its POSIX attributes in
 //! s3fs's user metadata (`x-amz-meta-mode/uid/gid/mtime`, checked with `aws s3api
 //! head-object`); and objects `aws s3 cp` uploads (one small, one large enough for the CLI's
-//! multipart upload) appear in a mount with sensible attributes and the right bytes. Skipped
+//! multipart upload) appear in a mount with sensible attributes and the right bytes, and objects
+//! uploaded with s3fs's metadata (a script of mode 0750 with an owner and mtime, a symlink, a
+//! directory object) appear with those attributes, the symlink as a symlink. Skipped
 //! loudly when the endpoint variables or `OBJFS_TEST_AWS_CLI` are unset (scripts/test sets
 //! them). Every mount is unmounted ([`objfs_tests::daemon_mount::DaemonMount`]).
 
@@ -99,7 +101,73 @@ fn aws_cli_reads_what_objfs_wrote_and_objfs_shows_what_it_uploaded() {
                 &format!("s3://{bucket}/{key}"),
             ]);
         }
+        // Objects as s3fs writes them: its attributes in user metadata (the full st_mode in
+        // decimal, owner, mtime in seconds), a symlink as an object of mode S_IFLNK whose body
+        // is the target, a directory as a `d/` object of mode S_IFDIR.
+        let exe = tmp.path().join("tool.sh");
+        fs::write(&exe, "#!/bin/sh\necho s3fs\n").expect("write");
+        let target = tmp.path().join("target.txt");
+        fs::write(&target, "tool.sh").expect("write");
+        for (src, key, mode) in [
+            (&exe, "s3fs/tool.sh", 0o100750),
+            (&target, "s3fs/link", 0o120777),
+        ] {
+            aws.run(&[
+                "s3",
+                "cp",
+                &src.display().to_string(),
+                &format!("s3://{bucket}/{key}"),
+                "--metadata",
+                &format!("mode={mode},uid=1234,gid=5678,mtime=1600000000"),
+            ]);
+        }
+        // (`aws s3 cp` to a key ending in `/` would copy into it: the marker is a put-object.)
+        aws.run(&[
+            "s3api",
+            "put-object",
+            "--bucket",
+            &bucket,
+            "--key",
+            "s3fs/private/",
+            "--content-type",
+            "application/x-directory",
+            "--metadata",
+            &format!("mode={},uid=1234,gid=5678,mtime=1600000000", 0o040700),
+        ]);
         let mut m = server.mount_bucket(&bucket, tmp.path(), "mnt", &[]);
+        let s3fs = m.mountpoint.join("s3fs");
+        let md = fs::symlink_metadata(s3fs.join("tool.sh")).expect("stat tool.sh");
+        assert!(md.is_file(), "{}", server.name);
+        assert_eq!(md.mode() & 0o7777, 0o750, "{}: s3fs's mode", server.name);
+        assert_eq!((md.uid(), md.gid()), (1234, 5678), "{}", server.name);
+        assert_eq!(md.mtime(), 1_600_000_000, "{}: s3fs's mtime", server.name);
+        let out = std::process::Command::new(s3fs.join("tool.sh"))
+            .output()
+            .expect("run the s3fs-written script through the mount");
+        assert_eq!(out.stdout, b"s3fs\n", "{}", server.name);
+        let md = fs::symlink_metadata(s3fs.join("link")).expect("lstat link");
+        assert!(md.file_type().is_symlink(), "{}: S_IFLNK", server.name);
+        assert_eq!(
+            fs::read_link(s3fs.join("link")).expect("readlink"),
+            std::path::Path::new("tool.sh"),
+            "{}",
+            server.name
+        );
+        assert_eq!(
+            fs::read(s3fs.join("link")).expect("read through the link"),
+            b"#!/bin/sh\necho s3fs\n",
+            "{}",
+            server.name
+        );
+        let md = fs::metadata(s3fs.join("private")).expect("stat private");
+        assert!(md.is_dir(), "{}", server.name);
+        assert_eq!(
+            md.mode() & 0o7777,
+            0o700,
+            "{}: s3fs's directory mode",
+            server.name
+        );
+        assert_eq!((md.uid(), md.gid()), (1234, 5678), "{}", server.name);
         let up = m.mountpoint.join("up");
         let d = fs::metadata(&up).expect("stat the prefix");
         assert!(d.is_dir() && d.mode() & 0o7777 == 0o755, "{}", server.name);
