@@ -63,19 +63,24 @@ fn read_within(path: &Path, limit: Duration) -> (std::io::Result<Vec<u8>>, Durat
 /// Writes `bytes` to `path` and closes it, the close's own result included (a `File` dropped
 /// ignores it), within `limit`.
 fn write_within(path: &Path, bytes: &[u8], limit: Duration) -> std::io::Result<()> {
-    use std::os::fd::IntoRawFd;
     let (p, b) = (path.to_path_buf(), bytes.to_vec());
     within(&format!("write {}", path.display()), limit, move || {
-        let mut f = fs::File::create(&p)?;
-        std::io::Write::write_all(&mut f, &b)?;
-        let fd = f.into_raw_fd();
-        // SAFETY: `fd` was just taken out of its `File`, which no longer closes it.
-        if unsafe { libc::close(fd) } != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        Ok(())
+        write_and_close(fs::File::create(&p)?, &b)
     })
     .0
+}
+
+/// Writes `bytes` to `f` and closes it, with the close's own error (what write-back
+/// acknowledges).
+fn write_and_close(mut f: fs::File, bytes: &[u8]) -> std::io::Result<()> {
+    use std::os::fd::IntoRawFd;
+    std::io::Write::write_all(&mut f, bytes)?;
+    let fd = f.into_raw_fd();
+    // SAFETY: `fd` was just taken out of its `File`, which no longer closes it.
+    if unsafe { libc::close(fd) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// The server's store API on `bucket`, and the object `key` in it (`None`: missing).
@@ -273,6 +278,10 @@ fn an_endpoint_failing_for_good_fails_cleanly_and_loses_no_acknowledged_write() 
         let held = fs::File::open(mp.join("remote.bin")).expect("open remote.bin");
         let pending = objfs_tests::det_bytes(23, 30 << 10);
         write_within(&mp.join("pending.txt"), &pending, limit).expect("close pending.txt");
+        // Created before the failure, written and closed during it. (A name created while the
+        // bucket cannot be asked whether it exists is EIO once the mount's kept answers about
+        // it have expired: that is not what this test is about.)
+        let during_file = fs::File::create(mp.join("during.txt")).expect("create during.txt");
         proxy.fail(None, None, Fault::Internal, None);
         let down = Instant::now();
         assert_eq!(
@@ -325,8 +334,12 @@ fn an_endpoint_failing_for_good_fails_cleanly_and_loses_no_acknowledged_write() 
 
         // A close during the failure is acknowledged (the journal has it).
         let during = objfs_tests::det_bytes(24, 10 << 10);
-        write_within(&mp.join("during.txt"), &during, limit)
-            .unwrap_or_else(|e| panic!("{name}: a close with the endpoint down: {e}"));
+        within("write and close during.txt", limit, {
+            let during = during.clone();
+            move || write_and_close(during_file, &during)
+        })
+        .0
+        .unwrap_or_else(|e| panic!("{name}: a close with the endpoint down: {e}"));
         // What the journal holds reads right; nothing reads wrong bytes.
         for (file, want) in [("pending.txt", &pending), ("during.txt", &during)] {
             let (got, _) = read_within(&mp.join(file), limit);
