@@ -210,17 +210,9 @@ impl BlockCache {
     }
 
     /// Fetches the claimed blocks (contiguous runs in one get each) and publishes them.
-    async fn fetch_claimed(
-        &self,
-        store: &dyn ObjectStore,
-        src: &Source,
-        claimed: Claimed,
-    ) -> FsResult<()> {
+    async fn fetch_claimed(&self, store: &dyn ObjectStore, src: &Source, claimed: Claimed) {
         let runs = Self::runs(claimed);
-        let done =
-            futures::future::join_all(runs.into_iter().map(|r| self.fetch_run(store, src, r)))
-                .await;
-        done.into_iter().collect()
+        futures::future::join_all(runs.into_iter().map(|r| self.fetch_run(store, src, r))).await;
     }
 
     /// Publishes the blocks of `run` the disk cache holds and returns the others.
@@ -271,25 +263,15 @@ impl BlockCache {
 
     /// Fetches a run of claimed blocks: those the disk cache holds from there, the others
     /// from the store (one get per contiguous run that is left).
-    async fn fetch_run(&self, store: &dyn ObjectStore, src: &Source, run: Claimed) -> FsResult<()> {
+    async fn fetch_run(&self, store: &dyn ObjectStore, src: &Source, run: Claimed) {
         let rest = self.read_disk(src, run).await;
         let runs = Self::runs(rest);
-        let done =
-            futures::future::join_all(runs.into_iter().map(|r| self.fetch_store(store, src, r)))
-                .await;
-        done.into_iter().collect()
+        futures::future::join_all(runs.into_iter().map(|r| self.fetch_store(store, src, r))).await;
     }
 
-    /// Fetches one run from the store and publishes its blocks; a failure is published to
-    /// the run's waiters and returned (with its errno) to the caller.
-    async fn fetch_store(
-        &self,
-        store: &dyn ObjectStore,
-        src: &Source,
-        run: Claimed,
-    ) -> FsResult<()> {
+    async fn fetch_store(&self, store: &dyn ObjectStore, src: &Source, run: Claimed) {
         let (Some(first), Some(last)) = (run.first().map(|r| r.0), run.last().map(|r| r.0)) else {
-            return Ok(());
+            return;
         };
         let start = first * BLOCK_SIZE;
         let end = ((last + 1) * BLOCK_SIZE).min(src.size);
@@ -334,7 +316,6 @@ impl BlockCache {
                     tracing::debug!(key = %src.key, "the object changed since it was opened: \
                         its blocks are not written to the disk cache");
                 }
-                Ok(())
             }
             Err(e) => {
                 tracing::warn!(key = %src.key, error = %e, "read failed");
@@ -347,9 +328,24 @@ impl BlockCache {
                 for (_, tx) in run {
                     let _ = tx.send(Some(Err(shared.clone())));
                 }
-                Err(FsError::Errno(shared.0, shared.1))
             }
         }
+    }
+
+    /// Receivers of what the fetch of `claimed` publishes (the value stays readable after the
+    /// fetch dropped its senders).
+    fn outcomes(claimed: &Claimed) -> Vec<watch::Receiver<Shared>> {
+        claimed.iter().map(|(_, tx)| tx.subscribe()).collect()
+    }
+
+    /// The error of the first of `outcome` whose fetch failed, with its errno.
+    fn first_failure(outcome: &[watch::Receiver<Shared>]) -> FsResult<()> {
+        for rx in outcome {
+            if let Some(Err((errno, msg))) = rx.borrow().as_ref() {
+                return Err(FsError::Errno(*errno, msg.clone()));
+            }
+        }
+        Ok(())
     }
 
     /// One block, from the cache, from a fetch in flight, or fetched now.
@@ -387,9 +383,11 @@ impl BlockCache {
                 },
                 Plan::Fetch => {
                     let claimed = self.claim(src, idx..idx + 1)?;
-                    self.fetch_claimed(store, src, claimed).await?;
+                    let outcome = Self::outcomes(&claimed);
+                    self.fetch_claimed(store, src, claimed).await;
                     // A failed fetch is this read's answer: not fetched again here (the
                     // caller's next read asks again), and its errno kept (EACCES stays EACCES).
+                    Self::first_failure(&outcome)?;
                 }
             }
         }
@@ -415,8 +413,9 @@ impl BlockCache {
         // Claim every missing block of the range at once so they are fetched together.
         let claimed = self.claim(src, first..last + 1)?;
         if !claimed.is_empty() {
-            // A failed fetch is this read's answer, with its errno (not fetched again here).
-            self.fetch_claimed(store, src, claimed).await?;
+            let outcome = Self::outcomes(&claimed);
+            self.fetch_claimed(store, src, claimed).await;
+            Self::first_failure(&outcome)?;
         }
         let mut blocks = Vec::with_capacity((last - first + 1) as usize);
         for idx in first..=last {
@@ -490,8 +489,7 @@ impl BlockCache {
             let src = src.clone();
             let store = store.clone();
             tokio::spawn(async move {
-                // Failures are logged and published to waiting readers by the fetch.
-                let _ = me.fetch_run(store.as_ref(), &src, run).await;
+                me.fetch_run(store.as_ref(), &src, run).await;
             });
         }
     }
