@@ -5,6 +5,12 @@
 //! server unchanged. Every request is logged (method, key, what it was answered), so a test can
 //! count the retries a client made.
 //!
+//! It also measures concurrency: every request is in flight for a span the proxy records
+//! ([`FaultProxy::peak`] is the most requests of a kind that were in flight at once), and the
+//! answers of chosen requests can be held back a while ([`FaultProxy::delay`]), so that requests
+//! a client makes in parallel overlap for certain even on a fast local server, while requests it
+//! makes one after another still never do (`tests/tests/s3_parallel.rs`).
+//!
 //! It exists because [`crate::s3_proxy`] is a byte pump that cannot answer a request itself,
 //! and the fake endpoint of `tests/tests/s3_faults.rs` stores nothing: a mount needs a real
 //! server behind the faults (its writes must land, its reads must be right), and a test needs
@@ -19,7 +25,7 @@
 use std::io::{BufRead, BufReader, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -72,12 +78,106 @@ pub struct Seen {
     pub injected: Option<u16>,
     /// The request's `range` header, if any.
     pub range: Option<String>,
+    /// The query string of the request line (after `?`, as sent; empty without one).
+    pub query: String,
+}
+
+impl Seen {
+    /// Whether the query string has parameter `name` (`partNumber`, `uploads`, ...).
+    pub fn has_param(&self, name: &str) -> bool {
+        self.query
+            .split('&')
+            .any(|p| p.split('=').next() == Some(name))
+    }
+
+    /// Whether it is an UploadPart: a PUT of a part (`partNumber` and `uploadId`).
+    pub fn is_upload_part(&self) -> bool {
+        self.method == "PUT" && self.has_param("partNumber") && self.has_param("uploadId")
+    }
+
+    /// Whether it is a GET of a byte range of an object (a `range` header).
+    pub fn is_ranged_get(&self) -> bool {
+        self.method == "GET" && self.key.is_some() && self.range.is_some()
+    }
+}
+
+/// Which requests have their answers held back, and for how long.
+struct Delay {
+    matches: Box<dyn Fn(&Seen) -> bool + Send + Sync>,
+    by: Duration,
+}
+
+impl std::fmt::Debug for Delay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Delay").field("by", &self.by).finish()
+    }
+}
+
+/// The requests seen, with the span each was in flight, on one clock.
+#[derive(Debug, Default)]
+struct Log {
+    seen: Vec<Seen>,
+    /// For `seen[i]`: the ticks at which it began and (once it has) stopped being in flight.
+    spans: Vec<(u64, Option<u64>)>,
+    /// The last tick given out. Ticks are taken under the log's lock, so they are unique and
+    /// ordered as the events were: a request that begins after another ended (on any thread)
+    /// has a later tick.
+    clock: u64,
+}
+
+impl Log {
+    fn tick(&mut self) -> u64 {
+        self.clock += 1;
+        self.clock
+    }
+}
+
+/// `m` locked, also when a thread panicked holding it (what it guards stays usable).
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Ends a request's span in flight when dropped (or at [`InFlight::end`]), so a request whose
+/// connection fails half way is not counted in flight for ever.
+struct InFlight<'a> {
+    shared: &'a Shared,
+    index: usize,
+}
+
+impl InFlight<'_> {
+    fn end(self) {}
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        let mut log = lock(&self.shared.log);
+        let t = log.tick();
+        if let Some(span) = log.spans.get_mut(self.index) {
+            span.1.get_or_insert(t);
+        }
+    }
+}
+
+/// The most spans of `spans` open at once (an open end is open for ever).
+fn peak_of(spans: impl Iterator<Item = (u64, Option<u64>)>) -> usize {
+    let mut events: Vec<(u64, i64)> = spans
+        .flat_map(|(b, e)| [(b, 1), (e.unwrap_or(u64::MAX), -1)])
+        .collect();
+    // Ticks are unique; an open end (u64::MAX) sorts last either way.
+    events.sort_unstable();
+    let (mut now, mut peak) = (0i64, 0i64);
+    for (_, d) in events {
+        now += d;
+        peak = peak.max(now);
+    }
+    usize::try_from(peak).unwrap_or(0)
 }
 
 #[derive(Debug, Default)]
 struct Shared {
     rules: Mutex<Vec<Rule>>,
-    seen: Mutex<Vec<Seen>>,
+    log: Mutex<Log>,
+    delays: Mutex<Vec<Delay>>,
     stop: AtomicBool,
 }
 
@@ -135,7 +235,7 @@ impl FaultProxy {
         fault: Fault,
         times: Option<usize>,
     ) {
-        self.shared.rules.lock().unwrap().push(Rule {
+        lock(&self.shared.rules).push(Rule {
             method: method.map(str::to_string),
             key: key.map(str::to_string),
             fault,
@@ -145,18 +245,52 @@ impl FaultProxy {
 
     /// Removes every rule: from now on every request goes to the server.
     pub fn clear(&self) {
-        self.shared.rules.lock().unwrap().clear();
+        lock(&self.shared.rules).clear();
     }
 
     /// Every request seen so far, in order.
     pub fn seen(&self) -> Vec<Seen> {
-        self.shared.seen.lock().unwrap().clone()
+        lock(&self.shared.log).seen.clone()
+    }
+
+    /// Holds back the server's answer to every request `matching` selects by `by` before it is
+    /// written back to the client (the request stays in flight meanwhile; see
+    /// [`FaultProxy::peak`]). Answers the proxy injects are never delayed. The first delay
+    /// added that matches applies. A delay makes requests a client runs in parallel overlap
+    /// for certain; it cannot make requests run one after another overlap.
+    pub fn delay(&self, matching: impl Fn(&Seen) -> bool + Send + Sync + 'static, by: Duration) {
+        lock(&self.shared.delays).push(Delay {
+            matches: Box::new(matching),
+            by,
+        });
+    }
+
+    /// The most requests `matching` selects that were in flight at the same time, so far
+    /// (e.g. `proxy.peak(|s| s.is_upload_part())`).
+    ///
+    /// A request is in flight from when the proxy has read its head until the proxy starts
+    /// writing its answer back (the server's answer head in hand, after any
+    /// [`FaultProxy::delay`]; or an injected answer). It ends *before* the first byte of the
+    /// answer goes out, not after the last, so that no scheduling of the proxy's threads can
+    /// make two requests overlap here when the client sent the second only after it had the
+    /// answer to the first: a client that runs requests one after another peaks at 1, always.
+    /// A request still in flight counts as in flight.
+    pub fn peak(&self, matching: impl Fn(&Seen) -> bool) -> usize {
+        let log = lock(&self.shared.log);
+        peak_of(
+            log.seen
+                .iter()
+                .zip(&log.spans)
+                .filter(|(s, _)| matching(s))
+                .map(|(_, span)| *span),
+        )
     }
 
     /// How many requests of `method` on `key` were seen: (answered by the proxy, passed).
     pub fn count(&self, method: &str, key: &str) -> (usize, usize) {
-        let seen = self.shared.seen.lock().unwrap();
-        let of = seen
+        let log = lock(&self.shared.log);
+        let of = log
+            .seen
             .iter()
             .filter(|s| s.method == method && s.key.as_deref() == Some(key));
         let injected = of.clone().filter(|s| s.injected.is_some()).count();
@@ -165,8 +299,8 @@ impl FaultProxy {
 
     /// Requests on `key` (any method): (answered by the proxy, passed).
     pub fn count_key(&self, key: &str) -> (usize, usize) {
-        let seen = self.shared.seen.lock().unwrap();
-        let of = seen.iter().filter(|s| s.key.as_deref() == Some(key));
+        let log = lock(&self.shared.log);
+        let of = log.seen.iter().filter(|s| s.key.as_deref() == Some(key));
         let injected = of.clone().filter(|s| s.injected.is_some()).count();
         (injected, of.count() - injected)
     }
@@ -185,7 +319,7 @@ impl Drop for FaultProxy {
 
 /// The first rule matching (`method`, `key`), used up by one.
 fn take_fault(shared: &Shared, method: &str, key: Option<&str>) -> Option<Fault> {
-    let mut rules = shared.rules.lock().unwrap();
+    let mut rules = lock(&shared.rules);
     let i = rules.iter().position(|r| {
         r.left != Some(0)
             && r.method.as_deref().is_none_or(|m| m == method)
@@ -229,6 +363,14 @@ pub fn parse_request_line(line: &str) -> (String, Option<String>) {
         .map(|(_, k)| percent_decode(k))
         .filter(|k| !k.is_empty());
     (method, key)
+}
+
+/// The query string of a request line `METHOD TARGET HTTP/1.1` (after `?`; empty without one).
+fn query_of(line: &str) -> &str {
+    line.split(' ')
+        .nth(1)
+        .and_then(|t| t.split_once('?'))
+        .map_or("", |(_, q)| q)
 }
 
 /// Reads a head (up to the empty line) from `r`: its lines, without line ends.
@@ -323,17 +465,34 @@ fn serve(client: TcpStream, upstream: &str, shared: &Shared) -> std::io::Result<
     if shared.stop.load(Ordering::SeqCst) {
         return Ok(());
     }
+    // In flight from here: the head has been read.
+    let began = lock(&shared.log).tick();
     let body = read_body(&mut reader, &head)?;
     let (method, key) = parse_request_line(&head[0]);
     let fault = take_fault(shared, &method, key.as_deref());
-    shared.seen.lock().unwrap().push(Seen {
+    let seen = Seen {
         method: method.clone(),
         key: key.clone(),
         injected: fault.map(Fault::status),
         range: header(&head, "range").map(str::to_string),
-    });
+        query: query_of(&head[0]).to_string(),
+    };
+    let delay = lock(&shared.delays)
+        .iter()
+        .find(|d| (d.matches)(&seen))
+        .map(|d| d.by);
+    let in_flight = {
+        let mut log = lock(&shared.log);
+        log.seen.push(seen);
+        log.spans.push((began, None));
+        InFlight {
+            shared,
+            index: log.seen.len() - 1,
+        }
+    };
     let mut client = client;
     if let Some(fault) = fault {
+        in_flight.end();
         let (status, reason, code) = fault.parts();
         let xml = format!(
             "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code>\
@@ -361,6 +520,11 @@ fn serve(client: TcpStream, upstream: &str, shared: &Shared) -> std::io::Result<
         let _ = client.shutdown(Shutdown::Both);
         return Ok(());
     };
+    if let Some(by) = delay {
+        std::thread::sleep(by);
+    }
+    // Out of flight before any of the answer goes back (see `FaultProxy::peak`).
+    in_flight.end();
     client.write_all(&head_bytes(&resp_head))?;
     // The server closes after its answer (connection: close): the rest is the body.
     std::io::copy(&mut from, &mut client)?;
@@ -448,5 +612,66 @@ mod tests {
         assert_eq!(proxy.count("GET", "k"), (1, 0));
         assert_eq!(proxy.count("PUT", "k"), (0, 1));
         assert_eq!(proxy.count_key("k"), (1, 1));
+    }
+
+    #[test]
+    fn peaks_count_spans_open_at_once() {
+        assert_eq!(peak_of([].into_iter()), 0);
+        // 1-4 and 2-3 overlap; 5-6 touches neither.
+        assert_eq!(
+            peak_of([(1, Some(4)), (2, Some(3)), (5, Some(6))].into_iter()),
+            2
+        );
+        // One after another (each begins after the last ended): never more than one.
+        assert_eq!(peak_of([(1, Some(2)), (3, Some(4))].into_iter()), 1);
+        // Still open.
+        assert_eq!(peak_of([(1, None), (3, Some(4))].into_iter()), 2);
+        assert_eq!(
+            query_of("PUT /b/k?partNumber=2&uploadId=u HTTP/1.1"),
+            "partNumber=2&uploadId=u"
+        );
+        assert_eq!(query_of("GET /b/k HTTP/1.1"), "");
+    }
+
+    /// Requests sent together overlap under a delay; requests sent one after another do not.
+    #[test]
+    fn delayed_answers_show_parallel_requests() {
+        let server = TcpListener::bind("127.0.0.1:0").unwrap();
+        let up = format!("http://{}", server.local_addr().unwrap());
+        std::thread::spawn(move || {
+            for sock in server.incoming() {
+                let Ok(sock) = sock else { return };
+                std::thread::spawn(move || {
+                    let mut r = BufReader::new(sock.try_clone().unwrap());
+                    if let Ok(Some(head)) = read_head(&mut r) {
+                        let _ = read_body(&mut r, &head);
+                        let mut sock = sock;
+                        let _ = sock.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
+                    }
+                });
+            }
+        });
+        let proxy = FaultProxy::start(&up);
+        proxy.delay(|s| s.method == "GET", Duration::from_millis(100));
+        let addr = proxy.addr;
+        let ask = move |target: &str| {
+            let mut c = TcpStream::connect(addr).unwrap();
+            write!(c, "GET {target} HTTP/1.1\r\nhost: x\r\n\r\n").unwrap();
+            let mut out = String::new();
+            c.read_to_string(&mut out).unwrap();
+            assert!(out.ends_with("ok"), "{out}");
+        };
+        ask("/b/serial");
+        ask("/b/serial");
+        let together: Vec<_> = (0..3)
+            .map(|_| std::thread::spawn(move || ask("/b/parallel?x=1")))
+            .collect();
+        for t in together {
+            t.join().unwrap();
+        }
+        let key = |k: &'static str| move |s: &Seen| s.key.as_deref() == Some(k);
+        assert_eq!(proxy.peak(key("serial")), 1);
+        assert_eq!(proxy.peak(key("parallel")), 3);
+        assert!(proxy.seen().iter().any(|s| s.query == "x=1"));
     }
 }

@@ -78,12 +78,19 @@ pub fn head_at(meta: &Meta, key: &str, at: SystemTime) -> Result<ObjectInfo> {
         key: key.to_string(),
     };
     let bound = bound(at).ok_or_else(not_found)?;
-    live_at(meta, key, bound)?.ok_or_else(not_found)
+    live_at(meta, &mut sled::Finger::default(), key, bound)?.ok_or_else(not_found)
 }
 
-/// The live version of `key` at `bound` (`None`: absent then), by one seek.
-fn live_at(meta: &Meta, key: &str, bound: LocalVersion) -> Result<Option<ObjectInfo>> {
-    let Some((k, v)) = meta.first_in(&version_key(key, bound), &after_key(key))? else {
+/// The live version of `key` at `bound` (`None`: absent then), by one seek (from where
+/// `finger` says the last one went: a listing's keys come in order).
+fn live_at(
+    meta: &Meta,
+    finger: &mut sled::Finger,
+    key: &str,
+    bound: LocalVersion,
+) -> Result<Option<ObjectInfo>> {
+    let Some((k, v)) = meta.first_in_with(finger, &version_key(key, bound), &after_key(key))?
+    else {
         return Ok(None);
     };
     let (_, vid) = parse_version_key(&k)?;
@@ -93,7 +100,8 @@ fn live_at(meta: &Meta, key: &str, bound: LocalVersion) -> Result<Option<ObjectI
 
 /// What a key's row in `c` or `d` says of its newest version.
 enum Newest {
-    Live(CurrentRecord),
+    /// The `c` row, still encoded (a key changed since the moment needs only its version).
+    Live(IVec),
     Deleted(DeletedRecord),
     /// A row in both tables (never written so; the version table decides).
     Unknown,
@@ -171,7 +179,7 @@ impl KeyRows {
                 let Some((k, v)) = self.next_current.take() else {
                     return Ok(None);
                 };
-                (k, Newest::Live(decode(&v)?))
+                (k, Newest::Live(v))
             }
             std::cmp::Ordering::Greater => {
                 let Some((k, v)) = self.next_deleted.take() else {
@@ -365,10 +373,12 @@ fn list_by_keys(
         None => return Ok(ListPage::default()),
     };
     let mut keys = KeyRows::new(meta, &start, end)?;
+    let mut finger = sled::Finger::default();
     let mut entries: Vec<Entry<ObjectInfo>> = Vec::new();
     while let Some((key, newest)) = keys.next()? {
         let object = match newest {
-            Newest::Live(cur) if LocalVersion(cur.version) <= bound => {
+            Newest::Live(row) if LocalVersion(CurrentRecord::version_of(&row)?) <= bound => {
+                let cur: CurrentRecord = decode(&row)?;
                 let vid = LocalVersion(cur.version);
                 Some(ObjectInfo {
                     key: key.clone(),
@@ -380,7 +390,8 @@ fn list_by_keys(
                 })
             }
             Newest::Deleted(d) if LocalVersion(d.marker) <= bound => None,
-            _ => live_at(meta, &key, bound)?,
+            // Changed since the moment (or in both tables): the version table says.
+            _ => live_at(meta, &mut finger, &key, bound)?,
         };
         let Some(object) = object else {
             continue;

@@ -362,6 +362,22 @@ pub struct StatsRecord {
 }
 
 impl InitialFormat for CurrentRecord {}
+
+impl CurrentRecord {
+    /// The `version` of an encoded record, without decoding the rest (it is the first field:
+    /// the format byte, then its varint). A listing as of a past moment needs only that for a
+    /// key changed since.
+    pub fn version_of(bytes: &[u8]) -> Result<u128> {
+        match bytes.split_first() {
+            Some((&INITIAL_FORMAT, body)) => postcard::take_from_bytes::<u128>(body)
+                .map(|(version, _)| version)
+                .map_err(|e| StoreError::Corrupt {
+                    what: format!("current record does not decode: {e}"),
+                }),
+            _ => decode::<CurrentRecord>(bytes).map(|r| r.version),
+        }
+    }
+}
 impl InitialFormat for DeletedRecord {}
 impl InitialFormat for BlobRecord {}
 impl Migrate for VolumeRecord {

@@ -323,15 +323,22 @@ impl Tables {
     /// The first row in `start..end`, as [`Tables::range`]'s first: by one descent of sled's
     /// tree, read in place, when no in-memory table holds a row there (the common case for
     /// old rows, which checkpoints moved into sled). A row that a checkpoint moves meanwhile
-    /// is in sled before it leaves the tables, so it is not missed.
-    pub fn first_in(&self, start: &[u8], end: &[u8]) -> Result<Option<(IVec, IVec)>> {
+    /// is in sled before it leaves the tables, so it is not missed. `finger` lets a caller
+    /// that seeks forward many times start each descent where the last one went
+    /// ([`sled::Tree::first_in_with`]).
+    pub fn first_in(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        finger: &mut sled::Finger,
+    ) -> Result<Option<(IVec, IVec)>> {
         if self.read().has_rows_in(start, end) {
             return self
                 .range(start.to_vec(), Some(end.to_vec()))
                 .next()
                 .transpose();
         }
-        self.db.first_in(start, end).db()
+        self.db.first_in_with(finger, start, end).db()
     }
 
     pub fn range(&self, start: Vec<u8>, end: Option<Vec<u8>>) -> Merged {

@@ -32,6 +32,8 @@ mod scan;
 #[cfg(test)]
 mod sled_batch_tests;
 #[cfg(test)]
+mod sled_finger_tests;
+#[cfg(test)]
 mod tests;
 mod times;
 mod uploads;
@@ -694,7 +696,20 @@ impl Meta {
     /// The first row in `start..end` ([`memtable::Tables::first_in`]): one seek, for a
     /// caller that wants no more than that row.
     pub fn first_in(&self, start: &[u8], end: &[u8]) -> Result<Option<(sled::IVec, sled::IVec)>> {
-        self.tables.first_in(start, end)
+        self.tables
+            .first_in(start, end, &mut sled::Finger::default())
+    }
+
+    /// [`Meta::first_in`] for a caller that seeks forward many times (a listing's seek per
+    /// key): `finger` keeps where the last seek went down sled's tree, so that the next one
+    /// can start there ([`sled::Tree::first_in_with`]).
+    pub fn first_in_with(
+        &self,
+        finger: &mut sled::Finger,
+        start: &[u8],
+        end: &[u8],
+    ) -> Result<Option<(sled::IVec, sled::IVec)>> {
+        self.tables.first_in(start, end, finger)
     }
 
     /// Rows whose keys start with `prefix`.

@@ -14,7 +14,8 @@ use proptest::prelude::*;
 
 type Model = BTreeMap<Vec<u8>, Vec<u8>>;
 
-fn open(dir: &std::path::Path) -> sled::Db {
+/// sled opened on `dir` as the store opens it (also used by `sled_finger_tests`).
+pub(super) fn open(dir: &std::path::Path) -> sled::Db {
     // The store's own settings (`open.rs`), with a cache small enough to page leaves out.
     let config = sled::Config::new()
         .path(dir)

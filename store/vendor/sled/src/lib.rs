@@ -318,7 +318,7 @@ pub use self::{
     result::{Error, Result},
     subscriber::{Event, Subscriber},
     transaction::Transactional,
-    tree::{CompareAndSwapError, Tree},
+    tree::{CompareAndSwapError, Finger, Tree},
 };
 
 use {

@@ -17,6 +17,16 @@ pub(crate) struct View<'g> {
     pub size: u64,
 }
 
+/// objfs patch: where [`Tree::first_in_with`]'s last seek went down the tree (the page id
+/// of the index node above its leaf), so that the next seek forward can start there. A
+/// hint only: any finger, however stale, gives the same answers as none (one used with
+/// another tree is ignored).
+#[derive(Debug, Default, Clone)]
+pub struct Finger {
+    tree: IVec,
+    parent: Option<PageId>,
+}
+
 impl<'g> Deref for View<'g> {
     type Target = Node;
 
@@ -521,6 +531,107 @@ impl Tree {
             }
         }
         self.range(lo..hi).next().transpose()
+    }
+
+    /// objfs patch (`PATCHES.md`): [`Tree::first_in`] for a caller that seeks forward through
+    /// the tree many times (one seek per key of a listing). `finger` remembers the index node
+    /// above the leaf the last seek landed in; when it covers `lo`, the seek starts there (one
+    /// binary search in it and one page read) instead of at the root. Whatever the finger
+    /// says, the answer is read only from a leaf whose own bounds cover `lo`, as `first_in`
+    /// checks, so a stale finger costs a descent, never a wrong row. When the leaf holds no
+    /// key at or after `lo`, the answer is the first key of the leaf after it (read through
+    /// its `next` link when the two are contiguous) rather than a new iterator.
+    pub fn first_in_with(
+        &self,
+        finger: &mut Finger,
+        lo: &[u8],
+        hi: &[u8],
+    ) -> Result<Option<(IVec, IVec)>> {
+        if lo >= hi {
+            return Ok(None);
+        }
+        {
+            let guard = pin();
+            let _cc = concurrency_control::read();
+            let parent_pid =
+                finger.parent.filter(|_| finger.tree == self.tree_id);
+            if let Some(parent_pid) = parent_pid {
+                if let Some(parent) = self.view_for_pid(parent_pid, &guard)? {
+                    let covers = parent.data.is_index()
+                        && !parent.merging
+                        && parent.merging_child.is_none()
+                        && parent.lo.as_ref() <= lo
+                        && (parent.hi.is_empty() || lo < parent.hi.as_ref());
+                    if covers {
+                        let (_, child) = parent.index_next_node(lo);
+                        if let Some(leaf) = self.view_for_pid(child, &guard)? {
+                            if let Some(answer) =
+                                self.answer_from_leaf(&leaf, lo, hi, &guard)?
+                            {
+                                return Ok(answer);
+                            }
+                        }
+                    }
+                }
+            }
+            let (leaf, parent) = self.descend(lo, &guard)?;
+            if finger.tree != self.tree_id {
+                finger.tree = self.tree_id.clone();
+            }
+            finger.parent = parent;
+            if let Some(answer) = self.answer_from_leaf(&leaf, lo, hi, &guard)? {
+                return Ok(answer);
+            }
+        }
+        self.range(lo..hi).next().transpose()
+    }
+
+    /// The first pair in `lo..hi` as `leaf` (and, when it holds no key at or after `lo`, the
+    /// leaf after it) shows it; `None` when `leaf` cannot tell (its bounds do not cover `lo`,
+    /// a merge is under way, or the next leaf is not the contiguous one).
+    fn answer_from_leaf<'g>(
+        &self,
+        leaf: &View<'g>,
+        lo: &[u8],
+        hi: &[u8],
+        guard: &'g Guard,
+    ) -> Result<Option<Option<(IVec, IVec)>>> {
+        if leaf.data.is_index() || leaf.merging || leaf.merging_child.is_some() {
+            return Ok(None);
+        }
+        let bound = ops::Bound::Included(IVec::from(lo));
+        if !(leaf.contains_upper_bound(&bound)
+            && leaf.contains_lower_bound(&bound, true))
+        {
+            return Ok(None);
+        }
+        let within = |(k, v): (IVec, IVec)| if &*k < hi { Some((k, v)) } else { None };
+        if let Some(pair) = leaf.successor(&bound) {
+            return Ok(Some(within(pair)));
+        }
+        // Nothing at or after `lo` here: the leaf covers the rest of the tree, or all of
+        // `lo..hi`, and so nothing is in the range; or the answer opens the next leaf.
+        if leaf.hi.is_empty() || leaf.hi.as_ref() >= hi {
+            return Ok(Some(None));
+        }
+        let Some(next) = leaf.next else {
+            return Ok(None);
+        };
+        let Some(after) = self.view_for_pid(next.get(), guard)? else {
+            return Ok(None);
+        };
+        if after.data.is_index()
+            || after.merging
+            || after.merging_child.is_some()
+            || after.lo != leaf.hi
+        {
+            return Ok(None);
+        }
+        match after.successor(&ops::Bound::Included(after.lo.clone())) {
+            Some(pair) => Ok(Some(within(pair))),
+            // An empty leaf: let an iterator walk on.
+            None => Ok(None),
+        }
     }
 
     pub(crate) fn get_inner(
@@ -1698,12 +1809,25 @@ impl Tree {
     // high because attempts to split it up have made
     // the inherent complexity of the operation more
     // challenging to understand.
-    #[allow(clippy::cognitive_complexity)]
     pub(crate) fn view_for_key<'g, K>(
         &self,
         key: K,
         guard: &'g Guard,
     ) -> Result<View<'g>>
+    where
+        K: AsRef<[u8]>,
+    {
+        self.descend(key, guard).map(|(view, _)| view)
+    }
+
+    /// objfs patch: `view_for_key`, also giving the page id of the index node the leaf was
+    /// reached from (`None` when the root is the leaf), for [`Finger`].
+    #[allow(clippy::cognitive_complexity)]
+    fn descend<'g, K>(
+        &self,
+        key: K,
+        guard: &'g Guard,
+    ) -> Result<(View<'g>, Option<PageId>)>
     where
         K: AsRef<[u8]>,
     {
@@ -1861,7 +1985,7 @@ impl Tree {
                 cursor = next.1;
             } else {
                 assert!(!overshot && !undershot);
-                return Ok(view);
+                return Ok((view, parent_view.map(|p| p.pid)));
             }
         }
         panic!(
