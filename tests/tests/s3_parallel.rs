@@ -30,7 +30,7 @@ const MIB: usize = 1 << 20;
 const LEN: usize = 40 * MIB + 12_345;
 
 /// How long the proxy holds back each answer to an UploadPart or a ranged GET.
-const DELAY: Duration = Duration::from_millis(150);
+const DELAY: Duration = Duration::from_millis(300);
 
 /// What the backend documents as its most requests in flight per operation.
 const MAX_IN_FLIGHT: usize = 4;

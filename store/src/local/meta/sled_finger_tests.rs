@@ -164,6 +164,29 @@ fn seeks_across_leaves_splits_and_merges() {
     let mut other_model = Model::new();
     put(&other, &mut other_model, &[(7, 3, true), (150, 1, true)]);
     check_seeks(&other, &other_model, &mut finger, 300, 4);
+    // And on another tree of the first database (the finger names its tree: ignored here).
+    let tree = db.open_tree("another").expect("open_tree");
+    let mut batch = sled::Batch::default();
+    let mut tree_model = Model::new();
+    for key in (0..300u16).step_by(3) {
+        let (k, v) = (row(key, 1), format!("{key}:1").into_bytes());
+        batch.insert(k.clone(), v.clone());
+        tree_model.insert(k, v);
+    }
+    tree.apply_batch(batch).expect("apply_batch");
+    check_seeks(&db, &model, &mut finger, 300, 150);
+    for key in (0..300u16).chain((0..300).rev()) {
+        let (lo, hi) = seek(key, 150);
+        let got = tree
+            .first_in_with(&mut finger, &lo, &hi)
+            .expect("first_in_with")
+            .map(|(k, v)| (k.to_vec(), v.to_vec()));
+        assert_eq!(
+            got,
+            want(&tree_model, &lo, &hi),
+            "key {key} in another tree"
+        );
+    }
 }
 
 /// Seeks with one finger while a writer adds and removes versions of other moments: every
