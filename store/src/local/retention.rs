@@ -369,7 +369,7 @@ impl RetentionPass {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use std::time::{Duration, SystemTime};
 
     use crate::history::{retention, snapshots};
@@ -391,7 +391,7 @@ pub(crate) mod tests {
 
     /// Everything older than a minute goes, except what the rules keep; a deleted key's last
     /// version stays two minutes.
-    pub(crate) fn tight() -> retention::Policy {
+    fn tight() -> retention::Policy {
         let s = Duration::from_secs;
         retention::Policy {
             keep_all: s(60),
