@@ -9,6 +9,7 @@
 //! runtime of their own, on the thread that serves the request.
 
 pub use objfs_store::history::time::{from_ns, to_ns};
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::time::{Duration, SystemTime};
 
@@ -273,8 +274,9 @@ pub fn write_version(
     })
 }
 
-/// A snapshot as `snapshot list --json` shows it.
-fn snapshot_json(s: &snapshots::Snapshot) -> Value {
+/// A snapshot as `snapshot list --json` shows it; `exact`: its figures were measured now
+/// (a local store), not by gc's last pass.
+fn snapshot_json(s: &snapshots::Snapshot, exact: bool) -> Value {
     let (at_ns, at) = moment_json(s.at);
     let (created_ns, _) = moment_json(s.created);
     json!({
@@ -285,6 +287,7 @@ fn snapshot_json(s: &snapshots::Snapshot) -> Value {
         "exclusive_bytes": s.exclusive.map(|e| e.bytes),
         "exclusive_versions": s.exclusive.map(|e| e.versions),
         "measured_ns": s.exclusive.map(|e| to_ns(e.measured)),
+        "exclusive_exact": exact,
     })
 }
 
@@ -293,19 +296,36 @@ pub fn snapshot_create(store: &dyn ObjectStore, name: &str, at_ns: Option<u64>) 
     let now = SystemTime::now();
     let at = at_ns.map_or(now, from_ns);
     let s = block(async { Ok(snapshots::create(store, name, at, now).await?) })?;
-    Ok(json!({"action": "create", "snapshot": snapshot_json(&s)}))
+    Ok(json!({"action": "create", "snapshot": snapshot_json(&s, false)}))
 }
 
-/// `objfs snapshot list`.
-pub fn snapshot_list(store: &dyn ObjectStore) -> Result<Value> {
-    let all = block(async { Ok(snapshots::list(store).await?) })?;
-    Ok(json!({"snapshots": all.iter().map(snapshot_json).collect::<Vec<_>>()}))
+/// `objfs snapshot list`. `exact`: what each snapshot alone holds, measured now by the
+/// store (a local store's [`LocalStore::snapshot_exclusive`]); otherwise the figures are
+/// those gc's last retention pass recorded.
+///
+/// [`LocalStore::snapshot_exclusive`]: objfs_store::local::LocalStore::snapshot_exclusive
+pub fn snapshot_list(
+    store: &dyn ObjectStore,
+    exact: Option<BTreeMap<String, snapshots::Exclusive>>,
+) -> Result<Value> {
+    let mut all = block(async { Ok(snapshots::list(store).await?) })?;
+    if let Some(exact) = &exact {
+        for s in &mut all {
+            // A snapshot made between the two reads has no figure yet.
+            s.exclusive = exact.get(&s.name).copied();
+        }
+    }
+    let list: Vec<Value> = all
+        .iter()
+        .map(|s| snapshot_json(s, exact.is_some() && s.exclusive.is_some()))
+        .collect();
+    Ok(json!({ "snapshots": list }))
 }
 
 /// `objfs snapshot delete`.
 pub fn snapshot_delete(store: &dyn ObjectStore, name: &str) -> Result<Value> {
     let s = block(async { Ok(snapshots::delete(store, name).await?) })?;
-    Ok(json!({"action": "delete", "snapshot": snapshot_json(&s)}))
+    Ok(json!({"action": "delete", "snapshot": snapshot_json(&s, false)}))
 }
 
 /// The policy as JSON (seconds).

@@ -498,6 +498,11 @@ fn snapshots_text(v: &Value) -> String {
     let mut out = format!("{:<24} {:<25} {}\n", "NAME", "TIME", "ONLY IT HOLDS");
     for s in all {
         let held = match (s["exclusive_bytes"].as_u64(), s["measured_ns"].as_u64()) {
+            (Some(b), Some(_)) if s["exclusive_exact"].as_bool() == Some(true) => format!(
+                "{} in {} version(s)",
+                human_bytes(b),
+                s["exclusive_versions"].as_u64().unwrap_or(0)
+            ),
             (Some(b), Some(m)) => format!("{} (measured {})", human_bytes(b), local_time(m)),
             _ => "not measured yet (gc measures it)".to_string(),
         };

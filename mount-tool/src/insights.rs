@@ -6,18 +6,18 @@
 //! control socket ([`Request::Du`], executed by [`execute`] in the mount process), an
 //! unmounted one in this process. S3 buckets keep no rollups: `du` says so (bucket.rs).
 //! Bytes per tier (local replicated, local erasure-coded, remote) are rollups too, and so are
-//! the versions only named snapshots keep (as gc's last retention pass found them).
+//! the versions only named snapshots keep per prefix (as gc's last retention pass found them);
+//! the store-wide bytes each snapshot alone holds are measured when asked
+//! ([`LocalStore::snapshot_exclusive`]).
 
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use objfs_store::history::snapshots;
 use objfs_store::local::LocalStore;
 use serde_json::{json, Value};
 
 use crate::cli::S3Args;
-use crate::history::block;
 use crate::history_commands::locate;
 use crate::ops::Request;
 use crate::progress::Feedback;
@@ -110,16 +110,14 @@ pub fn execute(
         .du(prefix, depth, top)
         .with_context(|| format!("cannot read the rollups of {prefix:?}"))?;
     let mut v = serde_json::to_value(&report).context("cannot encode the report")?;
-    // What retention measured each snapshot alone keeps (store-wide: snapshots pin versions
-    // of any prefix).
-    let snaps = block(async { Ok(snapshots::list(store).await?) })?;
-    let held: u64 = snaps
-        .iter()
-        .filter_map(|s| s.exclusive.as_ref())
-        .map(|e| e.bytes)
-        .sum();
+    // What each snapshot alone holds, measured now (store-wide: snapshots pin versions of
+    // any prefix).
+    let exact = store
+        .snapshot_exclusive()
+        .context("cannot measure what each snapshot alone holds")?;
+    let held: u64 = exact.values().map(|e| e.bytes).sum();
     v["store"]["snapshot_only_bytes"] = json!(held);
-    v["store"]["snapshots"] = json!(snaps.len());
+    v["store"]["snapshots"] = json!(exact.len());
     if verify {
         let check = store
             .verify_rollups(prefix)

@@ -336,7 +336,12 @@ pub fn execute(
         Request::Versions { key } => history::versions(store, key),
         Request::Cat(spec) => Ok(history::cat_header(&history::resolve(store, spec)?)),
         Request::SnapshotCreate { name, at_ns } => history::snapshot_create(store, name, *at_ns),
-        Request::SnapshotList => history::snapshot_list(store),
+        Request::SnapshotList => {
+            let exact = store
+                .snapshot_exclusive()
+                .context("cannot measure what each snapshot alone holds")?;
+            history::snapshot_list(store, Some(exact))
+        }
         Request::SnapshotDelete { name } => history::snapshot_delete(store, name),
         Request::RetentionShow { dry_run } => history::retention_show(store, *dry_run),
         Request::RetentionSet(change) => history::retention_set(store, change),

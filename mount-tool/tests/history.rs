@@ -223,10 +223,13 @@ fn snapshots_directory_versions_cat_and_mount_at_on_a_mounted_store() {
     let v = env.json(&["snapshot", "list", s(&store), "--json"]);
     let list = v["snapshots"].as_array().unwrap();
     assert_eq!(list.len(), 1);
-    assert!(list[0]["exclusive_bytes"].is_null());
+    // Measured by the mount process at once: everything is younger than --keep-all, so the
+    // snapshot holds nothing alone yet.
+    assert_eq!(list[0]["exclusive_exact"], true, "{v}");
+    assert_eq!(list[0]["exclusive_bytes"], 0, "{v}");
     assert!(env
         .ok(&["snapshot", "list", s(&mp)])
-        .contains("not measured yet"));
+        .contains("in 0 version(s)"));
 
     // versions: newest first, the same mounted by path and by --store.
     let v = env.json(&["versions", "--json", s(&mp.join("d/a"))]);
@@ -403,6 +406,41 @@ fn history_commands_and_mount_at_on_an_unmounted_store() {
     assert!(v["dry_run"]["versions"].as_u64().unwrap() > 0, "{v}");
     let again = env.json(&["retention", "show", s(&store), "--dry-run", "--json"]);
     assert_eq!(again["dry_run"]["versions"], v["dry_run"]["versions"]);
+
+    // A snapshot of the moment now holds, alone, what changed since: `snapshot list` measures
+    // it at once (no gc pass needed), the same before gc expires the rest and after, and
+    // deleting the snapshot lets exactly those versions expire.
+    env.ok(&["snapshot", "create", s(&store), "pin", "--at", &t]);
+    let held = |env: &Env| {
+        let v = env.json(&["snapshot", "list", s(&store), "--json"]);
+        let snap = v["snapshots"][0].clone();
+        assert_eq!(snap["name"], "pin", "{v}");
+        assert_eq!(snap["exclusive_exact"], true, "{v}");
+        (
+            snap["exclusive_bytes"].as_u64().unwrap(),
+            snap["exclusive_versions"].as_u64().unwrap(),
+        )
+    };
+    let (bytes, versions) = held(&env);
+    // d/sub/b's 300,000 bytes and d/a's "one\n", the symlink and the directory, with the
+    // delete markers over what is gone.
+    assert!(bytes >= 300_004, "{bytes}");
+    assert!(versions >= 4, "{versions}");
+    let text = env.ok(&["snapshot", "list", s(&store)]);
+    assert!(
+        text.contains(&format!("in {versions} version(s)")),
+        "{text}"
+    );
+    env.ok(&["gc", "--now", s(&store)]);
+    assert_eq!(held(&env), (bytes, versions), "the same after gc");
+    let v = env.json(&["retention", "show", s(&store), "--dry-run", "--json"]);
+    assert_eq!(
+        v["dry_run"]["versions"], 0,
+        "the snapshot keeps the rest: {v}"
+    );
+    env.ok(&["snapshot", "delete", s(&store), "pin"]);
+    let v = env.json(&["retention", "show", s(&store), "--dry-run", "--json"]);
+    assert_eq!(v["dry_run"]["versions"], versions, "{v}");
 }
 
 /// A hard-linked file's names are stubs; its bytes and their history are its inode object's.

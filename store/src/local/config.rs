@@ -23,9 +23,10 @@ use crate::error::{Result, StoreError};
 use crate::local::atomic_file;
 
 /// Format of the store as a whole; bumped on any incompatible change of any persisted part.
-pub const STORE_FORMAT: u32 = 3;
+pub const STORE_FORMAT: u32 = 4;
 /// The oldest store format this build opens (and migrates to [`STORE_FORMAT`] at open): 1, one
-/// sled row per blob, before blob pages (format 2: blob pages, no table of deleted keys).
+/// sled row per blob, before blob pages (format 2: blob pages, no table of deleted keys;
+/// format 3: no table of ended versions).
 pub const OLDEST_FORMAT: u32 = 1;
 /// Name of the marker file.
 pub const MARKER: &str = "objfs-store.json";
@@ -330,4 +331,26 @@ impl DiskMarker {
             .map_err(|e| StoreError::Metadata(format!("encoding the disk marker: {e}")))?;
         atomic_file::replace(&dir.join(DISK_MARKER), text.as_bytes(), true)
     }
+}
+
+/// Rewrites the marker of the store at `path` (of the current format) to say `format`: what a
+/// store written by an older build looks like, for the migration tests.
+#[cfg(test)]
+pub(crate) fn mark_format(path: &Path, format: u32) {
+    let marker = path.join(MARKER);
+    let text = std::fs::read_to_string(&marker).expect("marker");
+    let current = format!("\"format\": {STORE_FORMAT}");
+    assert!(text.contains(&current), "{text}");
+    std::fs::write(
+        &marker,
+        text.replace(&current, &format!("\"format\": {format}")),
+    )
+    .expect("marker");
+}
+
+/// Whether the marker of the store at `path` says the current format.
+#[cfg(test)]
+pub(crate) fn is_current_format(path: &Path) -> bool {
+    let text = std::fs::read_to_string(path.join(MARKER)).expect("marker");
+    text.contains(&format!("\"format\": {STORE_FORMAT}"))
 }

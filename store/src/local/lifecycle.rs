@@ -193,6 +193,11 @@ impl LocalStore {
             let deleted = meta.migrate_deleted_keys()?;
             tracing::info!(store = %path.display(), deleted, "built the table of deleted keys (store format 3)");
         }
+        // A store before format 4 has no table of ended versions: built the same way.
+        if marker.format < 4 {
+            let ended = meta.migrate_ended()?;
+            tracing::info!(store = %path.display(), ended, "built the table of ended versions (store format 4)");
+        }
         if marker.format < config::STORE_FORMAT {
             marker.format = config::STORE_FORMAT;
             marker.write(path)?;

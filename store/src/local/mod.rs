@@ -32,6 +32,7 @@ pub mod disk_admin;
 pub mod disks;
 pub mod drain;
 pub mod erasure;
+pub mod exclusive;
 pub mod flusher;
 pub mod gc;
 pub mod group_sync;
@@ -390,6 +391,8 @@ impl ObjectStore for LocalStore {
 
 #[cfg(test)]
 mod deleted_tests;
+#[cfg(test)]
+mod exclusive_tests;
 #[cfg(test)]
 mod format1_tests;
 #[cfg(test)]

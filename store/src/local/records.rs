@@ -72,6 +72,12 @@ pub mod table {
     /// `b` + blob id (u64 BE) -> [`super::BlobRecord`]: one row per blob, the layout of store
     /// format 1. Read only to migrate such a store (and to replay its log) into [`BLOB_PAGE`].
     pub const BLOB: u8 = b'b';
+    /// `e` + ending version (u128 BE) + key + 0x00 + version (u128 BE) -> one format byte:
+    /// a data version that is no longer the newest of its key, filed under the version made
+    /// over it (store format 4). A named snapshot at T sees exactly the data versions made
+    /// at or before T whose row lies after T, so what one snapshot alone sees is found from
+    /// the rows ending between it and the next snapshot (`meta::ended`).
+    pub const ENDED: u8 = b'e';
     /// `B` + page number (u64 BE) -> a page of up to 16 blob records
     /// (`meta::blob_pages::BlobPage`): where blobs are and how many extents reference them.
     pub const BLOB_PAGE: u8 = b'B';
@@ -145,6 +151,18 @@ pub struct VersionRecord {
     pub etag: String,
     pub metadata: Metadata,
     pub extents: Vec<Extent>,
+}
+
+impl VersionRecord {
+    /// Whether an encoded record is a delete marker, without decoding the rest (it is the
+    /// first field in every format: the format byte, then a postcard bool).
+    pub fn is_marker(bytes: &[u8]) -> Result<bool> {
+        match bytes {
+            [1 | 2, 0, ..] => Ok(false),
+            [1 | 2, 1, ..] => Ok(true),
+            _ => decode::<VersionRecord>(bytes).map(|r| r.delete_marker),
+        }
+    }
 }
 
 /// The live version of a key, duplicated from its [`VersionRecord`] minus the extents so that
@@ -542,6 +560,51 @@ pub fn parse_version_key(row: &[u8]) -> Result<(&str, LocalVersion)> {
     Ok((key, LocalVersion(u128::MAX - u128::from_be_bytes(inv))))
 }
 
+/// `e` + `end` + key + 0x00 + `version`: the row of data version `version` of `key`, ended
+/// by version `end` (the next newer one).
+pub fn ended_key(end: LocalVersion, key: &str, version: LocalVersion) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + 16 + key.len() + 1 + 16);
+    k.push(table::ENDED);
+    k.extend_from_slice(&end.0.to_be_bytes());
+    k.extend_from_slice(key.as_bytes());
+    k.push(0);
+    k.extend_from_slice(&version.0.to_be_bytes());
+    k
+}
+
+/// `e` + `end`: the first `e` row of versions ended by `end` or later.
+pub fn ended_from(end: LocalVersion) -> Vec<u8> {
+    let mut k = Vec::with_capacity(17);
+    k.push(table::ENDED);
+    k.extend_from_slice(&end.0.to_be_bytes());
+    k
+}
+
+/// Splits an `e` row key into (ending version, key, version).
+pub fn parse_ended_key(row: &[u8]) -> Result<(LocalVersion, &str, LocalVersion)> {
+    let bad = || StoreError::Corrupt {
+        what: format!("malformed ended-version row key ({} bytes)", row.len()),
+    };
+    if row.len() < 1 + 16 + 1 + 1 + 16 || row[0] != table::ENDED {
+        return Err(bad());
+    }
+    let end: [u8; 16] = row[1..17].try_into().map_err(|_| bad())?;
+    let (head, vid) = row.split_at(row.len() - 16);
+    if head[head.len() - 1] != 0 {
+        return Err(bad());
+    }
+    let key = std::str::from_utf8(&head[17..head.len() - 1]).map_err(|_| bad())?;
+    let vid: [u8; 16] = vid.try_into().map_err(|_| bad())?;
+    Ok((
+        LocalVersion(u128::from_be_bytes(end)),
+        key,
+        LocalVersion(u128::from_be_bytes(vid)),
+    ))
+}
+
+/// The value of every `e` row: its format byte, no body.
+pub const ENDED_VALUE: [u8; 1] = [INITIAL_FORMAT];
+
 /// `b` + blob id: the row of a blob in store format 1 (migrated into pages at open).
 pub fn blob_key(blob: u64) -> [u8; 9] {
     let mut k = [0u8; 9];
@@ -663,6 +726,28 @@ mod tests {
         // all rows of "k" sort before any row of "k\x01" and "k/"
         assert!(version_key("k", LocalVersion(0)) < version_prefix("k\u{1}"));
         assert!(version_key("k", LocalVersion(0)) < version_prefix("k/"));
+        let e = ended_key(LocalVersion(9), "a/b", LocalVersion(5));
+        assert_eq!(
+            parse_ended_key(&e).unwrap(),
+            (LocalVersion(9), "a/b", LocalVersion(5))
+        );
+        assert!(ended_from(LocalVersion(9)) <= e);
+        assert!(e < ended_from(LocalVersion(10)));
+        assert!(parse_ended_key(&e[..20]).is_err());
+        for marker in [false, true] {
+            let rec = VersionRecord {
+                delete_marker: marker,
+                size: 7,
+                etag: "e".into(),
+                metadata: Default::default(),
+                extents: vec![],
+            };
+            assert_eq!(
+                VersionRecord::is_marker(&encode(&rec).unwrap()).unwrap(),
+                marker
+            );
+        }
+        assert!(VersionRecord::is_marker(&[9, 1]).is_err());
     }
 
     #[test]

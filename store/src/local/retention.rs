@@ -369,7 +369,7 @@ impl RetentionPass {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::time::{Duration, SystemTime};
 
     use crate::history::{retention, snapshots};
@@ -391,7 +391,7 @@ mod tests {
 
     /// Everything older than a minute goes, except what the rules keep; a deleted key's last
     /// version stays two minutes.
-    fn tight() -> retention::Policy {
+    pub(crate) fn tight() -> retention::Policy {
         let s = Duration::from_secs;
         retention::Policy {
             keep_all: s(60),

@@ -341,6 +341,53 @@ impl Tables {
         self.db.first_in_with(finger, start, end).db()
     }
 
+    /// The last row in `start..end`, as a reverse [`Tables::range`] would give it first: the
+    /// tables' rows in the range (copied under their read lock) merged backwards with sled's.
+    /// A row a checkpoint moves meanwhile is in sled before it leaves the tables (the copy
+    /// is taken first), so it is not missed.
+    pub fn last_in(&self, start: &[u8], end: &[u8]) -> Result<Option<(IVec, IVec)>> {
+        if start >= end {
+            return Ok(None);
+        }
+        let union: Rows = {
+            let m = self.read();
+            let mut union = Rows::new();
+            // Oldest first, so a newer table's row replaces an older one's.
+            for t in m.frozen.iter().map(|f| &f.rows).chain([&m.active]) {
+                for (k, v) in t.range::<[u8], _>((Bound::Included(start), Bound::Excluded(end))) {
+                    union.insert(k.clone(), v.clone());
+                }
+            }
+            union
+        };
+        let mut mem = union.into_iter().rev().peekable();
+        let mut sled = self.db.range(start..end).rev().peekable();
+        loop {
+            let take_mem = match (mem.peek(), sled.peek()) {
+                (None, None) => return Ok(None),
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+                (_, Some(Err(_))) => false,
+                (Some((mk, _)), Some(Ok((sk, _)))) => match mk[..].cmp(&sk[..]) {
+                    std::cmp::Ordering::Less => false,
+                    std::cmp::Ordering::Greater => true,
+                    std::cmp::Ordering::Equal => {
+                        // The table's row replaces (or hides) sled's.
+                        sled.next();
+                        true
+                    }
+                },
+            };
+            if take_mem {
+                if let Some((k, Some(v))) = mem.next() {
+                    return Ok(Some((k, v)));
+                }
+            } else if let Some(row) = sled.next() {
+                return row.db().map(Some);
+            }
+        }
+    }
+
     pub fn range(&self, start: Vec<u8>, end: Option<Vec<u8>>) -> Merged {
         Merged::new(self.mem.clone(), self.db.clone(), start, end)
     }

@@ -21,6 +21,7 @@ mod batch;
 pub(crate) mod blob_pages;
 mod db;
 mod deleted;
+mod ended;
 mod filter;
 pub mod log;
 mod memtable;
@@ -42,6 +43,8 @@ mod volumes;
 use batch::Prefetched;
 use blob_pages::{page_key, page_of, BlobPage, PageEdits};
 pub(crate) use db::{db_error, DbResult};
+#[cfg(test)]
+pub(crate) use ended::{ended_rows, VersionLink};
 pub use memtable::Merged as Rows;
 use memtable::Tables;
 pub(crate) use memtable::MAX_ACTIVE_ROWS;
@@ -392,6 +395,7 @@ impl Meta {
         deleted: bool,
     ) -> Result<()> {
         if let Some(prev) = prev {
+            Self::end_version(txn, key, vid, LocalVersion(prev.version));
             st.objects = sub(st.objects, 1);
             st.live_bytes = sub(st.live_bytes, prev.size);
             txn.live(key, prev.size, LocalVersion(prev.version), -1, false);
@@ -604,6 +608,7 @@ impl Meta {
         let mut txn = Txn::new();
         let mut st = state.stats;
         txn.remove(version_key(key, v));
+        self.unlink_ended(&mut txn, key, v, rec.delete_marker)?;
         txn.add_refs(&rec.extents, -1);
         if !rec.delete_marker {
             txn.stored(key, &rec.extents, -1);

@@ -29,6 +29,14 @@ pub struct Pinned<'a> {
 }
 
 impl Pinned<'_> {
+    /// The row of `key` in the view.
+    pub fn get(&self, key: &[u8]) -> Result<Option<IVec>> {
+        match self.rows.get(key) {
+            Some(row) => Ok(row.clone()),
+            None => self.db.get(key).map_err(db_error),
+        }
+    }
+
     /// Rows from `start` (inclusive) to `end` (exclusive; `None`: to the end), in key order.
     pub fn range(
         &self,

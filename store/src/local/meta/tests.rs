@@ -492,3 +492,54 @@ fn a_repack_skips_blobs_a_commit_touched_during_it() {
     assert!(m.watch_refs());
     m.unwatch_refs();
 }
+
+/// `Tables::last_in` gives the last live row of a range whether it is in sled or in the
+/// log's tables, with the tables' rows replacing sled's and their removals hiding them.
+#[test]
+fn last_in_merges_the_tables_and_sled_backwards() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = open(dir.path());
+    let row = |k: &str, v: Option<&str>| {
+        let mut txn = super::Txn::new();
+        match v {
+            Some(v) => txn.insert(k.as_bytes().to_vec(), v.as_bytes().to_vec()),
+            None => txn.remove(k.as_bytes().to_vec()),
+        }
+        m.write_rows(txn).unwrap();
+    };
+    let last = |start: &str, end: &str| {
+        m.tables
+            .last_in(start.as_bytes(), end.as_bytes())
+            .unwrap()
+            .map(|(k, v)| {
+                (
+                    String::from_utf8(k.to_vec()).unwrap(),
+                    String::from_utf8(v.to_vec()).unwrap(),
+                )
+            })
+    };
+    let pair = |k: &str, v: &str| Some((k.to_string(), v.to_string()));
+    for k in ["xa", "xb", "xc", "xd"] {
+        row(k, Some("sled"));
+    }
+    m.checkpoint_log(|| m.flush()).unwrap();
+    assert_eq!(last("xa", "xz"), pair("xd", "sled"));
+    assert_eq!(last("xa", "xd"), pair("xc", "sled"), "the end is excluded");
+    assert_eq!(last("xd", "xa"), None, "an inverted range");
+    assert_eq!(last("xe", "xz"), None);
+    // In the tables: a removal hides sled's last rows, a newer value replaces one.
+    row("xd", None);
+    row("xc", None);
+    row("xb", Some("table"));
+    assert_eq!(last("xa", "xz"), pair("xb", "table"));
+    row("xe", Some("table"));
+    assert_eq!(last("xa", "xz"), pair("xe", "table"));
+    assert_eq!(last("xa", "xe"), pair("xb", "table"));
+    row("xb", None);
+    row("xa", None);
+    assert_eq!(last("xa", "xe"), None, "everything in sled is hidden");
+    // After a checkpoint the same answers come from sled alone.
+    m.checkpoint_log(|| m.flush()).unwrap();
+    assert_eq!(last("xa", "xz"), pair("xe", "table"));
+    assert_eq!(last("xa", "xe"), None);
+}
