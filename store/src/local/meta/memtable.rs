@@ -48,11 +48,18 @@ pub(super) struct Mem {
 }
 
 impl Mem {
-    /// The first `limit` keys from `start` (before `end`) that any table holds, each with its
-    /// newest row, and the last of them when there may be more (`None`: this is all of them).
-    ///
-    /// Each table gives at most `limit` rows, so every row of every table up to the `limit`-th
-    /// key of their union is among them: the window is complete up to its last key.
+    /// Tables holding `rows` in the active table only, with no log (tests of scans).
+    #[cfg(test)]
+    pub(super) fn with_rows(rows: Rows) -> Mem {
+        Mem {
+            active: rows,
+            frozen: Vec::new(),
+            log: None,
+            segments: Vec::new(),
+            synced_through: 0,
+        }
+    }
+
     /// Whether any table holds a row (or a removal) in `start..end`.
     fn has_rows_in(&self, start: &[u8], end: &[u8]) -> bool {
         start < end
@@ -68,6 +75,11 @@ impl Mem {
                 })
     }
 
+    /// The first `limit` keys from `start` (before `end`) that any table holds, each with its
+    /// newest row, and the last of them when there may be more (`None`: this is all of them).
+    ///
+    /// Each table gives at most `limit` rows, so every row of every table up to the `limit`-th
+    /// key of their union is among them: the window is complete up to its last key.
     pub(super) fn window(
         &self,
         start: Bound<&[u8]>,

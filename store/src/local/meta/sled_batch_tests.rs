@@ -222,3 +222,86 @@ fn readers_during_batches() {
     }
     check(&db, &model);
 }
+
+/// The store's checkpoint pattern: each batch appends rows at the end of one key region (the
+/// `e` table, keyed by a growing id), inserts one row per key into another (`v`: key, 0,
+/// version) and overwrites a third (`c`), while readers scan the `v` region. Every scan is
+/// strictly increasing and holds every `v` row applied before it began.
+#[test]
+fn scans_during_batches_spanning_regions() {
+    fn v_key(k: u32, version: u32) -> Vec<u8> {
+        let mut out = format!("vp/{:02}/k{k:06}", k % 30).into_bytes();
+        out.push(0);
+        out.extend_from_slice(&(u32::MAX - version).to_be_bytes());
+        out
+    }
+    const KEYS: u32 = 6_000;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = open(dir.path());
+    let applied = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let done = Arc::new(AtomicBool::new(false));
+    let readers: Vec<_> = (0..2)
+        .map(|_| {
+            let (db, done, applied) = (db.clone(), done.clone(), applied.clone());
+            std::thread::spawn(move || {
+                let mut scans = 0;
+                while !done.load(Ordering::Relaxed) || scans == 0 {
+                    let before = applied.load(Ordering::SeqCst);
+                    let mut last: Option<Vec<u8>> = None;
+                    let mut n = 0;
+                    for r in db.range(b"v".to_vec()..b"w".to_vec()) {
+                        let (k, _) = r.expect("iter");
+                        if let Some(l) = &last {
+                            assert!(
+                                l.as_slice() < &k[..],
+                                "scan {scans}: {:?} after {:?}",
+                                String::from_utf8_lossy(&k),
+                                String::from_utf8_lossy(l)
+                            );
+                        }
+                        last = Some(k.to_vec());
+                        n += 1;
+                    }
+                    assert!(
+                        n >= before,
+                        "scan {scans}: {n} rows, {before} applied before"
+                    );
+                    scans += 1;
+                }
+                scans
+            })
+        })
+        .collect();
+    let mut ending = 0u64;
+    let mut v_rows = 0;
+    for version in 0..8u32 {
+        let mut order: Vec<u32> = (0..KEYS).collect();
+        let mut seed = 0x2545_f491_4f6c_dd1du64 ^ version as u64;
+        for i in (1..order.len()).rev() {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            order.swap(i, (seed % (i as u64 + 1)) as usize);
+        }
+        for chunk in order.chunks(2_000) {
+            let mut batch = sled::Batch::default();
+            for &k in chunk {
+                ending += 1;
+                let mut e = b"e".to_vec();
+                e.extend_from_slice(&ending.to_be_bytes());
+                e.extend_from_slice(format!("p/{k:06}").as_bytes());
+                batch.insert(e, vec![1u8]);
+                batch.insert(v_key(k, version), vec![7u8; 40]);
+                batch.insert(format!("cp/{k:06}").into_bytes(), vec![version as u8; 30]);
+            }
+            db.apply_batch(batch).expect("apply_batch");
+            v_rows += chunk.len();
+            applied.store(v_rows, Ordering::SeqCst);
+        }
+    }
+    done.store(true, Ordering::Relaxed);
+    for r in readers {
+        assert!(r.join().expect("reader") > 0);
+    }
+    assert_eq!(db.range(b"v".to_vec()..b"w".to_vec()).count(), v_rows);
+}

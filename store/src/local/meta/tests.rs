@@ -502,8 +502,8 @@ fn last_in_merges_the_tables_and_sled_backwards() {
     let row = |k: &str, v: Option<&str>| {
         let mut txn = super::Txn::new();
         match v {
-            Some(v) => txn.insert(k.as_bytes().to_vec(), v.as_bytes().to_vec()),
-            None => txn.remove(k.as_bytes().to_vec()),
+            Some(v) => txn.insert(k.as_bytes(), v.as_bytes().to_vec()),
+            None => txn.remove(k.as_bytes()),
         }
         m.write_rows(txn).unwrap();
     };
