@@ -7,7 +7,10 @@
 //! thread and in the whole process (getrusage), and, as the baseline measured in the same run
 //! on the same disk, the same number of 4 KiB `pwrite`s appended to one file (the floor of any
 //! write path: the page-cache copy). Target: >= 50,000 puts/s sustained (docs/BENCHMARKS.md).
-//! `OBJFS_BENCH_KEYS` changes the 200,000 puts; `OBJFS_BENCH_ROUNDS` the 3 rounds.
+//! `OBJFS_BENCH_KEYS` changes the 200,000 puts; `OBJFS_BENCH_ROUNDS` the 3 rounds;
+//! `OBJFS_BENCH_SPACE=N` cycles the puts over N keys, so that all but the first N overwrite
+//! (each makes a version over a data version: the commit then also files the ended version in
+//! the `e` table).
 
 #[allow(dead_code)] // each bench uses part of what the benches share
 mod common;
@@ -34,7 +37,7 @@ struct Round {
     native: f64,
 }
 
-fn round(rt: &tokio::runtime::Runtime, n: usize) -> Round {
+fn round(rt: &tokio::runtime::Runtime, n: usize, space: usize) -> Round {
     let dir = common::bench_dir();
     let body = bytes::Bytes::from(vec![0x5au8; 4096]);
 
@@ -57,7 +60,7 @@ fn round(rt: &tokio::runtime::Runtime, n: usize) -> Round {
         for i in 0..n {
             store
                 .put(
-                    &format!("s/{i}"),
+                    &format!("s/{}", i % space),
                     body.clone().into(),
                     PutOptions::default(),
                 )
@@ -84,15 +87,23 @@ fn main() {
     let quick = std::env::args().any(|a| a == "--test");
     let n = common::env_usize("OBJFS_BENCH_KEYS", if quick { 2_000 } else { 200_000 });
     let rounds = common::env_usize("OBJFS_BENCH_ROUNDS", if quick { 1 } else { 3 });
+    let space = common::env_usize("OBJFS_BENCH_SPACE", n).clamp(1, n.max(1));
     // One thread: puts run inline on the calling thread (the local store's small puts do).
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("tokio runtime");
-    let all: Vec<Round> = (0..rounds).map(|_| round(&rt, n)).collect();
+    let all: Vec<Round> = (0..rounds).map(|_| round(&rt, n, space)).collect();
     let m = |f: fn(&Round) -> f64| median(all.iter().map(f).collect());
     let (acked, sustained, native) = (m(|r| r.acked), m(|r| r.sustained), m(|r| r.native));
-    println!("commit: {n} puts of 4 KiB (new keys, not durable) on one thread, median of {rounds} rounds");
+    let keys = if space >= n {
+        "new keys".to_string()
+    } else {
+        format!("over {space} keys: {} overwrites", n - space)
+    };
+    println!(
+        "commit: {n} puts of 4 KiB ({keys}, not durable) on one thread, median of {rounds} rounds"
+    );
     println!("  baseline: 4 KiB pwrite appends           {native:>9.0} /s",);
     println!(
         "  puts acknowledged                         {acked:>9.0} /s  ({:.3}x the baseline)",
