@@ -479,26 +479,21 @@ async fn version_listing_during_checkpoints_lists_each_version_once() {
     let store = LocalStore::init(&dir.path().join("s"), Default::default()).unwrap();
     let n = 24_000;
     let key = |i: usize| format!("p/{:02x}/k{i:06}", i % 16);
+    let put = |k: String, body: String| {
+        let store = &store;
+        async move {
+            store
+                .put(&k, Bytes::from(body).into(), PutOptions::default())
+                .await
+                .unwrap();
+        }
+    };
     for i in 0..n {
-        store
-            .put(
-                &key(i),
-                Bytes::from(format!("v1 {i}")).into(),
-                PutOptions::default(),
-            )
-            .await
-            .unwrap();
+        put(key(i), format!("v1 {i}")).await;
     }
     for i in 0..n {
         if i % 10 == 0 {
-            store
-                .put(
-                    &key(i),
-                    Bytes::from(format!("v2 {i}")).into(),
-                    PutOptions::default(),
-                )
-                .await
-                .unwrap();
+            put(key(i), format!("v2 {i}")).await;
         } else {
             store.delete(&key(i)).await.unwrap();
         }
