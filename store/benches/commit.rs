@@ -24,11 +24,6 @@ use objfs_store::{ObjectStore, PutOptions};
 /// Puts per second the sustained stream must reach.
 const TARGET_PUTS_PER_SEC: f64 = 50_000.0;
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
-
 struct Round {
     acked: f64,
     sustained: f64,
@@ -94,7 +89,7 @@ fn main() {
         .build()
         .expect("tokio runtime");
     let all: Vec<Round> = (0..rounds).map(|_| round(&rt, n, space)).collect();
-    let m = |f: fn(&Round) -> f64| median(all.iter().map(f).collect());
+    let m = |f: fn(&Round) -> f64| common::median(all.iter().map(f).collect());
     let (acked, sustained, native) = (m(|r| r.acked), m(|r| r.sustained), m(|r| r.native));
     let keys = if space >= n {
         "new keys".to_string()

@@ -19,11 +19,6 @@ use objfs_store::{Change, CopyOptions, ListRequest, ObjectStore, PutOptions};
 const DU_TARGET_MS: f64 = 100.0;
 const RESCAN_TARGET: f64 = 200_000.0;
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
-
 fn main() {
     let quick = !std::env::args().any(|a| a == "--bench");
     let n = common::env_usize(
@@ -89,7 +84,7 @@ fn main() {
         page_ms.push(t.elapsed().as_secs_f64() * 1e3);
         assert!(!page.objects.is_empty());
     }
-    let (du, page) = (median(du_ms), median(page_ms));
+    let (du, page) = (common::median(du_ms), common::median(page_ms));
     println!(
         "  du --depth 1 ({} prefixes)         {du:>9.2} ms  ({:.2}x a page of 1,000 keys: {page:.2} ms; target < {DU_TARGET_MS} ms: {})",
         dirs + 1,
@@ -119,7 +114,7 @@ fn main() {
         }
         list.push(keys as f64 / t.elapsed().as_secs_f64());
     }
-    let (scan, list) = (median(scan), median(list));
+    let (scan, list) = (common::median(scan), common::median(list));
     println!(
         "  verify recount (all cores)        {scan:>9.0} keys/s  ({:.2}x a paged list of every key: {list:.0} keys/s; target >= {RESCAN_TARGET}: {})",
         scan / list,

@@ -33,11 +33,6 @@ fn timed(n: usize, f: impl FnOnce()) -> Timed {
     }
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
-
 fn main() {
     // `cargo bench` passes --bench; `cargo test --benches` runs this quickly with few keys.
     let quick = std::env::args().any(|a| a == "--test");
@@ -113,12 +108,12 @@ fn main() {
     });
     store.close().expect("close");
 
-    let native_rename = median(native_renames);
-    let rename = median(renames);
+    let native_rename = common::median(native_renames);
+    let rename = common::median(renames);
     println!("rename: {n} objects of 4 KiB in one directory, one thread, {rounds} round(s) there and back");
     println!(
         "  rename   store {rename:>7.1} us ({:.1} us CPU)  native {native_rename:>6.1} us  store/native {:.2}x the time",
-        median(rename_cpu),
+        common::median(rename_cpu),
         rename / native_rename
     );
     println!(

@@ -44,6 +44,12 @@ pub fn cpu_seconds(thread: bool) -> f64 {
     t(r.ru_utime) + t(r.ru_stime)
 }
 
+/// The median of `v` (the upper one of an even count); `v` must not be empty.
+pub fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
 /// A number from the environment, or `default`.
 pub fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name)

@@ -3,6 +3,16 @@
 
 use super::*;
 
+/// `r` written as format 1 reads back as `r`, and format 2 writes the same bytes behind its
+/// own format byte.
+fn format_2_keeps_format_1s_layout<T: Migrate + PartialEq + std::fmt::Debug>(r: &T) {
+    let old = encode_as(1, r).unwrap();
+    assert_eq!(&decode::<T>(&old).unwrap(), r);
+    let now = encode(r).unwrap();
+    assert_eq!(now[0], 2);
+    assert_eq!(&now[1..], &old[1..], "format 2 has format 1's layout");
+}
+
 #[test]
 fn version_keys_sort_newest_first_and_round_trip() {
     let a = version_key("k", LocalVersion(5));
@@ -176,11 +186,7 @@ fn version_records_of_format_1_read_as_they_were() {
             len: 3,
         }],
     };
-    let old = encode_as(1, &r).unwrap();
-    assert_eq!(decode::<VersionRecord>(&old).unwrap(), r);
-    let now = encode(&r).unwrap();
-    assert_eq!(now[0], 2);
-    assert_eq!(&now[1..], &old[1..], "format 2 has format 1's layout");
+    format_2_keeps_format_1s_layout(&r);
     let holed = VersionRecord {
         extents: vec![Extent::hole(9)],
         ..r
@@ -217,11 +223,7 @@ fn volume_records_of_format_1_read_and_remote_ones_are_format_2() {
         },
         verified_at: 0,
     };
-    let old = encode_as(1, &r).unwrap();
-    assert_eq!(decode::<VolumeRecord>(&old).unwrap(), r);
-    let now = encode(&r).unwrap();
-    assert_eq!(now[0], 2);
-    assert_eq!(&now[1..], &old[1..], "format 2 has format 1's layout");
+    format_2_keeps_format_1s_layout(&r);
     let remote = VolumeRecord {
         layout: Layout::Remote(RemoteObject {
             key: "p/ab/cd/0000000000000003".into(),
