@@ -99,28 +99,60 @@ pub fn blob_in_ops(ops: &[super::log::Op], id: u64) -> Option<BlobRecord> {
     }
 }
 
-/// The pages one transaction changes, read once and written once.
+/// The pages one transaction reads or changes, each read once; only the changed ones are
+/// written. The rollup's lineage of a blob a commit references again (a rename, a copy) reads
+/// the blob's page through here too, so the reference count's change finds it read.
 #[derive(Default)]
 pub(super) struct PageEdits {
-    pages: BTreeMap<u64, BlobPage>,
+    /// Each page read, and whether the transaction changed it.
+    pages: BTreeMap<u64, (BlobPage, bool)>,
 }
 
 impl PageEdits {
-    /// The page `page`, read (from `pre` when it holds it) the first time it is asked for.
-    pub fn page(&mut self, meta: &Meta, pre: &Prefetched, page: u64) -> Result<&mut BlobPage> {
+    /// The page `page` with its changed flag, read (from `pre` when it holds it) the first
+    /// time it is asked for.
+    fn entry(&mut self, meta: &Meta, pre: &Prefetched, page: u64) -> Result<&mut (BlobPage, bool)> {
         use std::collections::btree_map::Entry;
         Ok(match self.pages.entry(page) {
             Entry::Occupied(e) => e.into_mut(),
             Entry::Vacant(e) => {
                 let p = meta.row::<BlobPage>(pre, &page_key(page))?;
-                e.insert(p.unwrap_or_default())
+                e.insert((p.unwrap_or_default(), false))
             }
         })
     }
 
+    /// The page `page`, to change (it is written by [`PageEdits::write`]).
+    pub fn page(&mut self, meta: &Meta, pre: &Prefetched, page: u64) -> Result<&mut BlobPage> {
+        let e = self.entry(meta, pre, page)?;
+        e.1 = true;
+        Ok(&mut e.0)
+    }
+
+    /// The record of blob `id` as its page holds it (read once for the transaction; the
+    /// page is not written unless something changes it).
+    pub fn blob(&mut self, meta: &Meta, id: u64) -> Result<BlobRecord> {
+        let (page, slot) = page_of(id);
+        self.entry(meta, &Prefetched::new(), page)?
+            .0
+            .get(slot)
+            .cloned()
+            .ok_or_else(|| StoreError::Corrupt {
+                what: format!("blob {id} is referenced but has no record"),
+            })
+    }
+
+    /// Whether page `page` is read already.
+    pub fn holds(&self, page: u64) -> bool {
+        self.pages.contains_key(&page)
+    }
+
     /// Adds the rows of the changed pages to `txn` (a page left empty is removed).
     pub fn write(self, meta: &Meta, txn: &mut Txn) -> Result<()> {
-        for (page, p) in self.pages {
+        for (page, (p, changed)) in self.pages {
+            if !changed {
+                continue;
+            }
             if p.blobs.is_empty() {
                 txn.remove(page_key(page));
             } else {

@@ -1,22 +1,25 @@
-//! Which keys sled's `c` and `d` tables may hold: a Bloom filter that spares a commit of a new
-//! key its sled reads.
+//! Which keys sled's `c`, `d` and `t` tables may hold: a Bloom filter that spares a commit of
+//! a new key its sled reads.
 //!
 //! Every commit reads the key's current row (for its condition and the counters), and a key
-//! with no current row its `d` row (a deleted key's, which the new version removes); for a
-//! key that is not in the in-memory tables these reads go to sled, and for a new key they find
-//! nothing at the price of a tree descent each (3 to 8 µs, a third of a small put). The filter
-//! answers "certainly not in sled" for most new keys instead. Its entries are row keys (the
-//! table's tag, then the key), so a key's `c` and `d` rows are separate entries.
+//! with no current row its `d` row (a deleted key's, which the new version removes); a commit
+//! that ends a live version (a rename, an unlink, an overwrite) reads the key's `t` row (its
+//! access time, for the rollup's access buckets), which most keys never have. For a key that
+//! is not in the in-memory tables these reads go to sled, and for a row that does not exist
+//! they find nothing at the price of a tree descent each (3 to 8 µs, a third of a small put).
+//! The filter answers "certainly not in sled" for most of them instead. Its entries are row
+//! keys (the table's tag, then the key), so a key's `c`, `d` and `t` rows are separate entries.
 //!
-//! It is exact where it must be: it never says "absent" for a row sled's `c` or `d` table
+//! It is exact where it must be: it never says "absent" for a row sled's `c`, `d` or `t` table
 //! holds. That holds because, once the store is open, only the checkpoint writes rows into
-//! sled ([`super::memtable::Tables::checkpoint`], one at a time): it adds every `c` and `d`
-//! key it is about to apply before applying it, and it (re)builds the filter from a scan of
-//! sled's `c` and `d` tables while no other checkpoint runs. A reader consults the filter only
-//! after missing the in-memory tables, which hold a row until sled (and so the filter) has it.
+//! sled ([`super::memtable::Tables::checkpoint`], one at a time): it adds every `c`, `d` and
+//! `t` key it is about to apply before applying it, and it (re)builds the filter from a scan
+//! of those tables while no other checkpoint runs. A reader consults the filter only after
+//! missing the in-memory tables, which hold a row until sled (and so the filter) has it.
 //! A filter that is not built yet, or holds more keys than it was sized for, answers "maybe"
 //! for every key until the next checkpoint rebuilds it, twice as large. The migration that
-//! builds the `d` table of a format-2 store rebuilds it too (`meta/deleted.rs`).
+//! builds the `d` table of a format-2 store rebuilds it too (`meta/deleted.rs`). A filter a
+//! clean shutdown saved with format 1 knew no `t` key, so it is not read back (format 2).
 
 use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -31,8 +34,8 @@ const MIN_CAPACITY: usize = 1 << 20;
 
 /// The saved filter's first bytes.
 const SAVED_MAGIC: &[u8; 8] = b"objfs-kf";
-/// The saved filter's format.
-const SAVED_FORMAT: u32 = 1;
+/// The saved filter's format: 2 covers the `t` table (1 covered `c` and `d` only).
+const SAVED_FORMAT: u32 = 2;
 /// Bytes before the saved filter's bit words.
 const SAVED_HEADER: usize = 56;
 /// A key whose hash, saved with the filter, tells whether this build hashes as the one that
@@ -247,6 +250,12 @@ mod tests {
         assert!(KeyFilter::from_bytes(&bytes[..bytes.len() - 1], 41).is_none());
         assert!(KeyFilter::from_bytes(&bytes[..40], 41).is_none());
         assert!(KeyFilter::from_bytes(&[], 41).is_none());
+        // A file saved by format 1 (no `t` keys in it), checksum and all: refused.
+        let mut old = bytes[..bytes.len() - 32].to_vec();
+        old[8..12].copy_from_slice(&1u32.to_le_bytes());
+        let sum = blake3::hash(&old);
+        old.extend_from_slice(sum.as_bytes());
+        assert!(KeyFilter::from_bytes(&old, 41).is_none(), "format 1");
         // Nothing to save before a filter is complete.
         assert!(KeyFilter::unbuilt().to_bytes(1).is_none());
     }

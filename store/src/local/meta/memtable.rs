@@ -126,7 +126,7 @@ pub(crate) struct Tables {
     /// Commits wait here while the active table is full (a checkpoint empties it).
     room: Condvar,
     room_lock: Mutex<()>,
-    /// Which keys sled's `c` and `d` tables may hold (see [`super::filter`]).
+    /// Which keys sled's `c`, `d` and `t` tables may hold (see [`super::filter`]).
     filter: RwLock<Arc<KeyFilter>>,
 }
 
@@ -140,10 +140,14 @@ pub(crate) const FILTER_AT_OPEN: usize = 100_000;
 #[cfg(test)]
 pub(crate) const FILTER_AT_OPEN: usize = 16;
 
-/// Whether the key filter covers a row key: the `c` and `d` tables' (a key's current row, and
-/// the row of a key whose newest version is a delete marker).
+/// Whether the key filter covers a row key: the `c`, `d` and `t` tables' (a key's current
+/// row, the row of a key whose newest version is a delete marker, and the times recorded
+/// beside a key, which most keys never have but a rename, unlink or overwrite reads).
 fn filtered(key: &[u8]) -> bool {
-    matches!(key.first(), Some(&table::CURRENT) | Some(&table::DELETED))
+    matches!(
+        key.first(),
+        Some(&table::CURRENT) | Some(&table::DELETED) | Some(&table::KEY_TIMES)
+    )
 }
 
 /// Unwanted rows [`Tables::get_sorted`] steps over before it reads by `get` instead (a step
@@ -179,7 +183,7 @@ impl Tables {
             .clone()
     }
 
-    /// Builds the filter of sled's `c` and `d` keys from a scan, unless there are more than
+    /// Builds the filter of sled's `c`, `d` and `t` keys from a scan, unless there are more than
     /// `limit` (then it answers "maybe" for every key until the first checkpoint builds it, on
     /// the flusher's thread). Only while nothing else writes into sled: at the end of
     /// recovery, after a migration at open, or inside a checkpoint.
@@ -188,7 +192,8 @@ impl Tables {
         let rows = self
             .db
             .scan_prefix([table::CURRENT])
-            .chain(self.db.scan_prefix([table::DELETED]));
+            .chain(self.db.scan_prefix([table::DELETED]))
+            .chain(self.db.scan_prefix([table::KEY_TIMES]));
         for row in rows {
             let (k, _) = row.db()?;
             if hashes.len() == limit {

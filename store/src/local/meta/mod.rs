@@ -221,7 +221,7 @@ impl Meta {
 
     /// Commits rows that carry no fresh data (no reference counts, no version).
     fn write_rows(&self, mut txn: Txn) -> Result<()> {
-        self.rollup_rows(&mut txn)?;
+        self.rollup_rows(&mut txn, &mut PageEdits::default())?;
         self.tables.commit(log::Batch {
             seq: 0,
             ops: txn.ops,
@@ -440,7 +440,10 @@ impl Meta {
 
     /// Applies the reference-count changes, the counters and the batch, atomically.
     fn apply(&self, state: &mut CommitState, stats: StatsRecord, mut txn: Txn) -> Result<()> {
-        self.rollup_rows(&mut txn)?;
+        // The rollup reads the pages of blobs referenced again (a rename's, a copy's) for
+        // their lineage; the reference counts below find them read.
+        let mut pages = PageEdits::default();
+        self.rollup_rows(&mut txn, &mut pages)?;
         let now = now_nanos();
         let fresh_blobs: Vec<u64> = txn.new_blobs.keys().copied().collect();
         let deltas = std::mem::take(&mut txn.deltas);
@@ -458,6 +461,7 @@ impl Meta {
             .keys()
             .chain(new_blobs.keys())
             .map(|&id| page_of(id).0)
+            .filter(|&p| !pages.holds(p))
             .collect();
         touched.sort_unstable();
         touched.dedup();
@@ -471,7 +475,6 @@ impl Meta {
         for p in fresh {
             pre.insert(page_key(p).to_vec(), None);
         }
-        let mut pages = PageEdits::default();
         for (&id, rec) in &new_blobs {
             let (page, slot) = page_of(id);
             pages.page(self, &pre, page)?.set(slot, *rec);

@@ -43,6 +43,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 
+use super::blob_pages::PageEdits;
 use super::{Meta, Txn};
 use crate::error::Result;
 use crate::local::records::{
@@ -443,7 +444,9 @@ impl Meta {
 
     /// Turns the transaction's rollup events into rows of the same transaction: each touched
     /// row is read (under the commit lock), changed and written, or removed when it is zero.
-    pub(super) fn rollup_rows(&self, txn: &mut Txn) -> Result<()> {
+    /// The blob pages read for lineages are kept in `pages` (the caller's reference-count
+    /// changes use them).
+    pub(super) fn rollup_rows(&self, txn: &mut Txn, pages: &mut PageEdits) -> Result<()> {
         if txn.events.is_empty() {
             return Ok(());
         }
@@ -467,7 +470,7 @@ impl Meta {
         let mut lineage = |blob: u64| -> Result<u64> {
             let volume = match new_blobs.get(&blob) {
                 Some(b) => b.volume,
-                None => self.blob(blob)?.volume,
+                None => pages.blob(self, blob)?.volume,
             };
             self.lineage_of(volume)
         };

@@ -124,6 +124,66 @@ fn a_clean_shutdown_hands_the_filter_to_the_next_open() {
     m.mark_clean().unwrap();
 }
 
+/// The times recorded beside keys are found wherever their rows are (the in-memory tables,
+/// sled) and whatever the filter knows (saved by a clean shutdown, unbuilt after an unclean
+/// end, rebuilt by a checkpoint): the filter covers the `t` table, and must never deny one of
+/// its rows. A key without times reads as none.
+#[test]
+fn recorded_times_are_found_whatever_the_filter_knows() {
+    use crate::types::KeyTimes;
+    use std::time::{Duration, UNIX_EPOCH};
+    let dir = tempfile::tempdir().unwrap();
+    let at = |i: u64| UNIX_EPOCH + Duration::from_secs(1_700_000_000 + i);
+    let reopen = || {
+        let m = open(dir.path());
+        m.mark_open().unwrap();
+        m
+    };
+    let check = |m: &Meta, n: u64, when: &str| {
+        for i in 0..n {
+            let t = m.key_times(&format!("k{i}")).unwrap();
+            assert_eq!(t.accessed, Some(at(i)), "k{i} {when}");
+        }
+        for i in n..n + 20 {
+            let t = m.key_times(&format!("k{i}")).unwrap();
+            assert_eq!(t, KeyTimes::default(), "k{i} has no times {when}");
+        }
+    };
+    let m = reopen();
+    for i in 0..30 {
+        put(&m, &format!("k{i}"), Condition::None).unwrap();
+        let times = KeyTimes {
+            accessed: Some(at(i)),
+            changed: None,
+        };
+        m.set_key_times(&format!("k{i}"), times).unwrap();
+    }
+    check(&m, 30, "in the in-memory tables");
+    m.checkpoint_log(|| m.flush()).unwrap();
+    check(&m, 30, "in sled");
+    m.mark_clean().unwrap();
+    drop(m);
+    let m = reopen();
+    assert!(m.filter_ready(), "the saved filter is used");
+    check(&m, 30, "with the saved filter");
+    let times = KeyTimes {
+        accessed: Some(at(30)),
+        changed: None,
+    };
+    m.set_key_times("k30", times).unwrap();
+    m.checkpoint_log(|| m.flush()).unwrap();
+    check(&m, 31, "after a checkpoint added one");
+    drop(m); // no clean shutdown: the next open scans (more rows than it scans in tests)
+    let m = reopen();
+    assert!(!m.filter_ready());
+    check(&m, 31, "with no filter");
+    put(&m, "other", Condition::None).unwrap(); // a checkpoint with nothing to do builds nothing
+    m.checkpoint_log(|| m.flush()).unwrap();
+    assert!(m.filter_ready(), "the checkpoint built it");
+    check(&m, 31, "with the rebuilt filter");
+    m.mark_clean().unwrap();
+}
+
 /// A batch of changes is one log record: replayed whole after the process dies.
 #[test]
 fn a_batch_of_changes_is_one_record_and_replays_whole() {
