@@ -62,6 +62,14 @@ impl BlobPage {
         self.find(slot).ok().map(|i| &self.blobs[i].1)
     }
 
+    /// The record of blob `id`, which a version or part references (this must be its page):
+    /// a missing one is corruption.
+    pub fn referenced(&self, id: u64) -> Result<&BlobRecord> {
+        self.get(page_of(id).1).ok_or_else(|| StoreError::Corrupt {
+            what: format!("blob {id} is referenced but has no record"),
+        })
+    }
+
     fn find(&self, slot: u8) -> std::result::Result<usize, usize> {
         self.blobs.binary_search_by_key(&slot, |(s, _)| *s)
     }
@@ -132,14 +140,8 @@ impl PageEdits {
     /// The record of blob `id` as its page holds it (read once for the transaction; the
     /// page is not written unless something changes it).
     pub fn blob(&mut self, meta: &Meta, id: u64) -> Result<BlobRecord> {
-        let (page, slot) = page_of(id);
-        self.entry(meta, &Prefetched::new(), page)?
-            .0
-            .get(slot)
-            .cloned()
-            .ok_or_else(|| StoreError::Corrupt {
-                what: format!("blob {id} is referenced but has no record"),
-            })
+        let page = &self.entry(meta, &Prefetched::new(), page_of(id).0)?.0;
+        page.referenced(id).copied()
     }
 
     /// Whether page `page` is read already.

@@ -261,12 +261,8 @@ impl Meta {
 
     /// [`Meta::blob`], from rows read ahead when they hold it.
     fn blob_in(&self, pre: &Prefetched, id: u64) -> Result<BlobRecord> {
-        let (page, slot) = page_of(id);
-        self.row::<BlobPage>(pre, &page_key(page))?
-            .and_then(|p| p.get(slot).cloned())
-            .ok_or_else(|| StoreError::Corrupt {
-                what: format!("blob {id} is referenced but has no record"),
-            })
+        let page = self.row::<BlobPage>(pre, &page_key(page_of(id).0))?;
+        page.unwrap_or_default().referenced(id).copied()
     }
 
     /// The newest version row of `key` (delete markers included).
@@ -482,9 +478,7 @@ impl Meta {
         for (id, delta) in deltas {
             let (page, slot) = page_of(id);
             let p = pages.page(self, &pre, page)?;
-            let mut rec = p.get(slot).cloned().ok_or_else(|| StoreError::Corrupt {
-                what: format!("blob {id} is referenced but has no record"),
-            })?;
+            let mut rec = *p.referenced(id)?;
             rec.refs = if delta >= 0 {
                 rec.refs + delta as u64
             } else {

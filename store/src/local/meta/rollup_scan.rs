@@ -202,7 +202,7 @@ impl<'v> ViewLineage<'v> {
         let Some(blob) = e.blob_id() else {
             return Ok(HOLE_LINEAGE);
         };
-        let (page, slot) = page_of(blob);
+        let page = page_of(blob).0;
         if !self.pages.contains_key(&page) {
             if self.pages.len() >= 4096 {
                 self.pages.clear();
@@ -221,14 +221,7 @@ impl<'v> ViewLineage<'v> {
             };
             self.pages.insert(page, p);
         }
-        let volume = self
-            .pages
-            .get(&page)
-            .and_then(|p| p.get(slot))
-            .map(|b| b.volume)
-            .ok_or_else(|| StoreError::Corrupt {
-                what: format!("blob {blob} is referenced but has no record"),
-            })?;
+        let volume = self.pages.entry(page).or_default().referenced(blob)?.volume;
         Ok(self.lineages.get(&volume).copied().unwrap_or(volume))
     }
 }
