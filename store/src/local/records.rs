@@ -405,12 +405,16 @@ pub fn encode<T: Migrate>(value: &T) -> Result<Vec<u8>> {
 
 /// Encodes `value` behind the format byte `format` (the current format of its type, or, in
 /// tests, an old layout under its old format byte).
+///
+/// The value is sized first (a counting pass, no allocation), so the record is one allocation
+/// of its exact size: the body is written behind the format byte, never grown and copied (every
+/// commit encodes several records; growing a vector from empty cost more than the encoding).
 pub fn encode_as<T: Serialize>(format: u8, value: &T) -> Result<Vec<u8>> {
-    let mut out = vec![format];
-    let body = postcard::to_stdvec(value)
-        .map_err(|e| StoreError::Metadata(format!("encoding a record: {e}")))?;
-    out.extend_from_slice(&body);
-    Ok(out)
+    let failed = |e: postcard::Error| StoreError::Metadata(format!("encoding a record: {e}"));
+    let size = postcard::experimental::serialized_size(value).map_err(failed)?;
+    let mut out = Vec::with_capacity(1 + size);
+    out.push(format);
+    postcard::to_extend(value, out).map_err(failed)
 }
 
 /// Decodes a record value: the current format directly, older formats through

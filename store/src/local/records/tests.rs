@@ -70,6 +70,36 @@ fn records_round_trip_and_refuse_unknown_format() {
     assert!(decode::<VersionRecord>(&bytes[..bytes.len() - 1]).is_err());
 }
 
+/// The sized encoding writes exactly what the format byte followed by postcard's own
+/// encoding is (the bytes FORMAT.md documents), in one allocation of that size.
+#[test]
+fn encoding_is_the_format_byte_then_postcard_in_one_exact_allocation() {
+    let big_page: Vec<u64> = (0..3000u64).map(|i| i * 0x1_0001).collect();
+    let r = VersionRecord {
+        delete_marker: false,
+        size: u64::MAX,
+        etag: "x".repeat(300),
+        metadata: [("k".repeat(70), "v".repeat(200))].into(),
+        extents: (0..50)
+            .map(|i| Extent {
+                blob: i,
+                offset: i * 4096,
+                len: 4096,
+            })
+            .collect(),
+    };
+    let bytes = encode(&r).unwrap();
+    let mut want = vec![VersionRecord::FORMAT];
+    want.extend_from_slice(&postcard::to_stdvec(&r).unwrap());
+    assert_eq!(bytes, want);
+    assert_eq!(bytes.capacity(), bytes.len());
+    let page = encode_as(7, &big_page).unwrap();
+    assert_eq!(page[0], 7);
+    assert_eq!(&page[1..], &postcard::to_stdvec(&big_page).unwrap()[..]);
+    assert_eq!(page.capacity(), page.len());
+    assert_eq!(encode_as(3, &()).unwrap(), vec![3]);
+}
+
 #[test]
 fn upload_records_of_format_1_migrate() {
     let v = LocalVersion((5u128 << 64) | 9);
