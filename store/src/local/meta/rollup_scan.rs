@@ -11,6 +11,7 @@
 //! rows of the same commit without holding the commit lock. Queries of the maintained rows
 //! live here too.
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
 
 use super::blob_pages::{page_key, page_of, BlobPage};
@@ -203,25 +204,28 @@ impl<'v> ViewLineage<'v> {
             return Ok(HOLE_LINEAGE);
         };
         let page = page_of(blob).0;
-        if !self.pages.contains_key(&page) {
-            if self.pages.len() >= 4096 {
-                self.pages.clear();
-            }
-            let k = page_key(page);
-            let p = match self.view.range(k.to_vec(), prefix_successor(&k)).next() {
-                Some(row) => {
-                    let (rk, v) = row?;
-                    if rk[..] == k[..] {
-                        decode::<BlobPage>(&v)?
-                    } else {
-                        BlobPage::default()
-                    }
-                }
-                None => BlobPage::default(),
-            };
-            self.pages.insert(page, p);
+        if self.pages.len() >= 4096 && !self.pages.contains_key(&page) {
+            self.pages.clear();
         }
-        let volume = self.pages.entry(page).or_default().referenced(blob)?.volume;
+        let p = match self.pages.entry(page) {
+            Entry::Occupied(o) => o.into_mut(),
+            Entry::Vacant(slot) => {
+                let k = page_key(page);
+                let p = match self.view.range(k.to_vec(), prefix_successor(&k)).next() {
+                    Some(row) => {
+                        let (rk, v) = row?;
+                        if rk[..] == k[..] {
+                            decode::<BlobPage>(&v)?
+                        } else {
+                            BlobPage::default()
+                        }
+                    }
+                    None => BlobPage::default(),
+                };
+                slot.insert(p)
+            }
+        };
+        let volume = p.referenced(blob)?.volume;
         Ok(self.lineages.get(&volume).copied().unwrap_or(volume))
     }
 }
